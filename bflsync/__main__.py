@@ -1,0 +1,5 @@
+"""Allow ``python -m bflsync``."""
+
+from bflsync.cli import main
+
+main()

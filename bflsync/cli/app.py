@@ -1,0 +1,115 @@
+"""The ``bflsync`` group: top-level options, lazy sub-commands and the error boundary.
+
+Sub-commands are imported only when invoked, so ``bflsync query`` never pays for httpx,
+alembic or the mock server at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from bflsync import __version__
+from bflsync.cli.common import CliContext
+from bflsync.errors import BflsyncError, ExitCode
+
+LAZY_COMMANDS: dict[str, str] = {
+    "db": "bflsync.cli.db_commands:db",
+}
+
+
+class BflsyncGroup(click.Group):
+    """A group that loads commands on demand and turns every failure into one line and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BflsyncError as exc:
+            _fail(ctx, str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", 130)
+        except Exception as exc:
+            if _verbosity(ctx) > 0:
+                traceback.print_exc(file=sys.stderr)
+            _fail(
+                ctx,
+                f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
+                ExitCode.INTERNAL,
+            )
+
+
+def _verbosity(ctx: click.Context) -> int:
+    obj = ctx.find_root().obj
+    return obj.verbosity if isinstance(obj, CliContext) else 0
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    click.echo(f"bflsync: error: {message}", err=True)
+    ctx.exit(int(code))
+
+
+def _configure_logging(verbosity: int, quiet: bool) -> None:
+    level = logging.WARNING
+    if quiet:
+        level = logging.ERROR
+    elif verbosity >= 2:
+        level = logging.DEBUG
+    elif verbosity == 1:
+        level = logging.INFO
+    logger = logging.getLogger("bflsync")
+    logger.setLevel(level)
+    if not any(getattr(h, "_bflsync", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._bflsync = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    for h in logger.handlers:
+        if getattr(h, "_bflsync", False):
+            assert isinstance(h, logging.StreamHandler)
+            h.setStream(sys.stderr)
+
+
+@click.group(cls=BflsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    envvar="BFLSYNC_DB",
+    metavar="PATH|URL",
+    help="SQLite file or SQLAlchemy URL of the store [env BFLSYNC_DB; default: the user data dir].",
+)
+@click.option("-v", "--verbose", "verbosity", count=True, help="More logging on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.version_option(__version__, "--version", prog_name="bflsync")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, verbosity: int, quiet: bool) -> None:
+    """Keep a local, queryable, audited record of your BFL finetunes.
+
+    \b
+    Example:
+        BFL_API_KEY=... bflsync sync && bflsync query mode=character 'learning_rate>=2e-5'
+    """
+    _configure_logging(verbosity, quiet)
+    ctx.obj = CliContext(db=db, verbosity=verbosity, quiet=quiet)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="bflsync")

@@ -1,0 +1,71 @@
+"""Named defaults and the settings objects built once per command and passed down.
+
+Nothing here reads the environment: only the CLI does, so every other module can be
+driven from tests and library code with explicit values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+APP_NAME = "bflsync"
+DB_FILENAME = "bflsync.db"
+
+REGION_URLS: dict[str, str] = {
+    "us1": "https://api.us1.bfl.ai",
+    "eu1": "https://api.eu1.bfl.ai",
+}
+DEFAULT_REGION = "us1"
+DEFAULT_BASE_URL = REGION_URLS[DEFAULT_REGION]
+
+DEFAULT_CONCURRENCY = 8
+MAX_CONCURRENCY = 16
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_MAX_RETRIES = 4
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+RETRY_AFTER_CAP_S = 60.0
+
+
+def default_db_path() -> Path:
+    """The store's home when neither --db nor BFLSYNC_DB says otherwise (platform user-data dir)."""
+    from platformdirs import user_data_path
+
+    return user_data_path(APP_NAME, appauthor=False) / DB_FILENAME
+
+
+class Secret:
+    """A string that never shows itself in a repr, str, log line or traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    """How to reach the BFL API; built by the CLI from options and environment."""
+
+    api_key: Secret
+    base_url: str = DEFAULT_BASE_URL
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
+    concurrency: int = DEFAULT_CONCURRENCY

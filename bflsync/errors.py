@@ -1,0 +1,161 @@
+"""Errors a user can act on, each mapped to one documented exit code.
+
+    BflsyncError                 base class; ``exit_code`` tells the CLI how to leave
+    ├── InputError               bad option, filter, id or file given by the user (exit 2)
+    │   ├── MissingApiKeyError   no key in BFL_API_KEY nor --api-key-file (exit 2)
+    │   └── AmbiguousIdError     an id stored under several sources (exit 2)
+    ├── StoreError               the database cannot be used as a bflsync store (exit 2)
+    │   ├── StoreMissingError    no file where the store should be
+    │   ├── StoreBehindError     schema older than this bflsync; `bflsync db upgrade` fixes it
+    │   ├── StoreTooNewError     schema written by a newer bflsync (unknown revision)
+    │   ├── NotAStoreError       not SQLite, or SQLite without bflsync tables
+    │   └── StoreWriteError      the database refused a write (read-only file, full disk) (exit 3)
+    ├── ApiError                 the BFL API answered badly or not at all (exit 3 when a sync cannot run)
+    │   ├── AuthError            401/403: the key was refused
+    │   ├── CreditsError         402: the account is out of credits
+    │   ├── NotFoundError        404, 422 with a string detail, 200 without finetune_details
+    │   ├── RateLimitedError     429 after every retry
+    │   ├── ServerError          5xx after every retry
+    │   ├── BadResponseError     a body that is not the JSON shape the API documents
+    │   └── TransportError       connect errors and dropped connections after every retry
+    │       └── ApiTimeoutError  no answer within the timeout after every retry
+    └── SyncLockedError          another sync holds the lock (exit 4)
+
+No message ever contains the API key: errors are built from status, method, path and BFL's
+``detail``, never from request headers.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, a contract for cron jobs and monitoring."""
+
+    OK = 0
+    PARTIAL = 1
+    INPUT = 2
+    CANNOT_RUN = 3
+    LOCKED = 4
+    INTERNAL = 70
+
+
+class BflsyncError(Exception):
+    """Base of every error that the CLI turns into one line and an exit code."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class InputError(BflsyncError):
+    exit_code = ExitCode.INPUT
+
+
+class MissingApiKeyError(InputError):
+    pass
+
+
+class AmbiguousIdError(InputError):
+    pass
+
+
+class StoreError(BflsyncError):
+    exit_code = ExitCode.INPUT
+
+
+class StoreMissingError(StoreError):
+    pass
+
+
+class StoreBehindError(StoreError):
+    pass
+
+
+class StoreTooNewError(StoreError):
+    pass
+
+
+class NotAStoreError(StoreError):
+    pass
+
+
+class StoreWriteError(StoreError):
+    exit_code = ExitCode.CANNOT_RUN
+
+
+class ApiError(BflsyncError):
+    """An answer (or its absence) from the BFL API that the caller could not use.
+
+    Carries what a user needs to act on it: the HTTP status, method and URL path, BFL's
+    ``detail`` text and the request id header, so a support ticket can quote them.
+    """
+
+    exit_code = ExitCode.CANNOT_RUN
+    kind = "http"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        detail: str | None = None,
+        request_id: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.method = method
+        self.path = path
+        self.detail = detail
+        self.request_id = request_id
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.method and self.path:
+            where = f"{self.method} {self.path}"
+            parts.append(f"{where} -> {self.status}" if self.status else where)
+        if self.detail:
+            parts.append(f"detail: {self.detail}")
+        if self.request_id:
+            parts.append(f"request id: {self.request_id}")
+        return "; ".join(parts)
+
+
+class AuthError(ApiError):
+    kind = "auth"
+
+
+class CreditsError(ApiError):
+    kind = "credits"
+
+
+class NotFoundError(ApiError):
+    kind = "not_found"
+
+
+class RateLimitedError(ApiError):
+    kind = "rate_limited"
+
+
+class ServerError(ApiError):
+    kind = "http"
+
+
+class BadResponseError(ApiError):
+    kind = "bad_json"
+
+
+class TransportError(ApiError):
+    kind = "transport"
+
+
+class ApiTimeoutError(TransportError):
+    kind = "timeout"
+
+
+class SyncLockedError(BflsyncError):
+    exit_code = ExitCode.LOCKED
