@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from bflsync.db import OpenedStore, StoreLocation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,3 +27,16 @@ def get_cli_context(ctx: click.Context) -> CliContext:
 
 
 pass_cli_context = click.make_pass_decorator(CliContext)
+
+
+def report_opened(cli_context: CliContext, location: StoreLocation, opened: OpenedStore) -> None:
+    """Tell the user, on stderr, when opening the store created or upgraded it."""
+    if cli_context.quiet:
+        return
+    if opened.created:
+        click.echo(f"created a new bflsync store at {location.display}", err=True)
+    if opened.upgraded_from:
+        backup = f"; backup at {opened.backup_path}" if opened.backup_path else ""
+        click.echo(
+            f"upgraded the store at {location.display} from schema {opened.upgraded_from}{backup}", err=True
+        )

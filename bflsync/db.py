@@ -1,0 +1,390 @@
+"""Where the store lives, how to connect to it, and which schema revision it holds.
+
+Two ways in, one per kind of command:
+
+* :func:`open_store_for_read` never creates, migrates or writes: the connection is read-only
+  at the SQLite level, so a read command cannot change the file even by accident.
+* :func:`open_store_for_write` creates a missing store at head and upgrades an older one
+  after an online backup. A file it refuses (not SQLite, foreign tables, newer schema) is
+  inspected through a read-only connection first, so it stays byte-identical.
+
+The revision check compares against :data:`HEAD_REVISION` recorded here, so read commands
+do not pay for importing alembic; a test keeps it equal to the migrations' head.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import QueuePool
+
+from bflsync.config import default_db_path
+from bflsync.errors import (
+    InputError,
+    NotAStoreError,
+    StoreBehindError,
+    StoreError,
+    StoreMissingError,
+    StoreTooNewError,
+    StoreWriteError,
+)
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial",)
+HEAD_REVISION = KNOWN_REVISIONS[-1]
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A store given as a SQLite file (``path`` set) or as a SQLAlchemy URL of a server database."""
+
+    url: sa.URL
+    path: Path | None
+
+    @property
+    def display(self) -> str:
+        return str(self.path) if self.path else self.url.render_as_string(hide_password=True)
+
+
+class StoreState(enum.Enum):
+    EMPTY = "empty"
+    CURRENT = "current"
+    BEHIND = "behind"
+    TOO_NEW = "too new"
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True)
+class OpenedStore:
+    """A writable engine plus what opening it did, for the CLI to report."""
+
+    engine: Engine
+    created: bool
+    upgraded_from: str | None
+    backup_path: Path | None
+
+
+def locate_store(db: str | None) -> StoreLocation:
+    """Turn ``--db`` (a path, a SQLAlchemy URL, or nothing for the default) into a location."""
+    if db is None:
+        path = default_db_path()
+    elif "://" in db:
+        try:
+            url = sa.make_url(db)
+        except sa.exc.ArgumentError as exc:
+            raise InputError(f"--db: not a database path or SQLAlchemy URL: {db!r}") from exc
+        if url.get_backend_name() != "sqlite":
+            return StoreLocation(url=url, path=None)
+        if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+            raise InputError(
+                "--db: an in-memory or URI-style SQLite URL cannot hold a store; give a file path"
+            )
+        path = Path(url.database)
+    else:
+        path = Path(db)
+    path = path.expanduser().absolute()
+    return StoreLocation(url=sa.URL.create("sqlite+pysqlite", database=str(path)), path=path)
+
+
+def create_store_engine(location: StoreLocation, *, read_only: bool) -> Engine:
+    """An engine with bflsync's connection settings; the caller disposes it."""
+    if location.path is None:
+        return _server_engine(location.url, read_only=read_only)
+    path = location.path
+
+    def connect() -> sqlite3.Connection:
+        target, uri = (f"{path.as_uri()}?mode=ro", True) if read_only else (str(path), False)
+        # isolation_level=None: pysqlite must not open transactions on its own; the
+        # "begin" hook below decides how each transaction starts.
+        return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
+
+    engine = sa.create_engine("sqlite+pysqlite://", creator=connect, poolclass=QueuePool)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            dbapi_connection.execute("PRAGMA query_only = ON")
+        else:
+            dbapi_connection.execute("PRAGMA journal_mode = WAL")
+            dbapi_connection.execute("PRAGMA synchronous = NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # IMMEDIATE takes the write lock up front: a deferred BEGIN that reads and then
+        # writes fails with "database is locked" under concurrency, busy timeout or not.
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if read_only:
+
+        @event.listens_for(engine, "connect")
+        def _read_only(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cursor.close()
+
+    return engine
+
+
+def read_revision(connection: Connection) -> str | None:
+    """The alembic revision stamped in the database, without importing alembic."""
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+def classify(connection: Connection) -> tuple[StoreState, str | None]:
+    revision = read_revision(connection)
+    if revision is None:
+        # `db downgrade base` leaves an empty alembic_version table behind: still an empty store.
+        tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
+        return (StoreState.FOREIGN if tables else StoreState.EMPTY), None
+    if revision == HEAD_REVISION:
+        return StoreState.CURRENT, revision
+    if revision in KNOWN_REVISIONS:
+        return StoreState.BEHIND, revision
+    return StoreState.TOO_NEW, revision
+
+
+def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) -> Engine:
+    """A read-only engine on an existing store at head (or any known revision if ``allow_behind``)."""
+    if location.path is not None:
+        _require_sqlite_file(location.path)
+    engine = create_store_engine(location, read_only=True)
+    try:
+        with translate_errors(location), engine.connect() as connection:
+            state, revision = classify(connection)
+        _reject_unusable(location, state, revision, missing_ok=False)
+        if state is StoreState.BEHIND and not allow_behind:
+            raise StoreBehindError(
+                f"the store at {location.display} is at schema revision {revision}, older than this "
+                f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
+            )
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def open_store_for_write(location: StoreLocation) -> OpenedStore:
+    """A writable engine on a store at head: created if missing, upgraded (after a backup) if older."""
+    return upgrade_store(location, revision="head")
+
+
+def upgrade_store(location: StoreLocation, *, revision: str) -> OpenedStore:
+    """Bring a store (created if missing) to ``revision``, backing up existing data first."""
+    created = False
+    if location.path is not None:
+        created = _prepare_sqlite_file(location.path)
+    state, current = inspect_state(location)
+    _reject_unusable(location, state, current, missing_ok=True)
+    needs_migration = state is not StoreState.CURRENT or revision not in ("head", HEAD_REVISION)
+    backup_path = None
+    if needs_migration and state is StoreState.BEHIND and location.path is not None and current:
+        backup_path = backup_sqlite(location.path, revision=current)
+    engine = create_store_engine(location, read_only=False)
+    try:
+        if needs_migration:
+            with translate_errors(location):
+                run_migration(engine, lambda command, config: command.upgrade(config, revision))
+    except BaseException:
+        engine.dispose()
+        raise
+    upgraded_from = current if state is StoreState.BEHIND else None
+    return OpenedStore(engine=engine, created=created, upgraded_from=upgraded_from, backup_path=backup_path)
+
+
+def downgrade_store(location: StoreLocation, *, revision: str) -> Path | None:
+    """Downgrade an existing store to ``revision`` after a backup; return the backup's path."""
+    if location.path is not None:
+        _require_sqlite_file(location.path)
+    state, current = inspect_state(location)
+    _reject_unusable(location, state, current, missing_ok=False)
+    backup_path = None
+    if location.path is not None and current:
+        backup_path = backup_sqlite(location.path, revision=current)
+    engine = create_store_engine(location, read_only=False)
+    try:
+        with translate_errors(location):
+            run_migration(engine, lambda command, config: command.downgrade(config, revision))
+    finally:
+        engine.dispose()
+    return backup_path
+
+
+def inspect_state(location: StoreLocation) -> tuple[StoreState, str | None]:
+    """Classify an existing store through a read-only connection."""
+    engine = create_store_engine(location, read_only=True)
+    try:
+        with translate_errors(location), engine.connect() as connection:
+            return classify(connection)
+    finally:
+        engine.dispose()
+
+
+def _reject_unusable(
+    location: StoreLocation, state: StoreState, revision: str | None, *, missing_ok: bool
+) -> None:
+    if state is StoreState.TOO_NEW:
+        raise StoreTooNewError(
+            f"the store at {location.display} has schema revision {revision}, which this bflsync "
+            "does not know (written by a newer version?): upgrade bflsync; the file was not modified"
+        )
+    if state is StoreState.FOREIGN:
+        raise NotAStoreError(f"{location.display} is a database without bflsync tables; refusing to touch it")
+    if state is StoreState.EMPTY and not missing_ok:
+        raise StoreMissingError(f"no bflsync store at {location.display} - run `bflsync sync` first")
+
+
+def _require_sqlite_file(path: Path) -> None:
+    if not path.exists():
+        raise StoreMissingError(f"no bflsync store at {path} - run `bflsync sync` first")
+    if path.is_dir():
+        raise NotAStoreError(f"{path} is a directory, not a bflsync store")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+    if not header:
+        raise StoreMissingError(f"no bflsync store at {path} (empty file) - run `bflsync sync` first")
+    if header != SQLITE_HEADER:
+        raise NotAStoreError(f"{path} is not a SQLite database; refusing to touch it")
+
+
+def _prepare_sqlite_file(path: Path) -> bool:
+    """Create a missing store file 0600 in a 0700 directory; validate an existing one.
+
+    SQLite gives the -wal and -shm files the main file's mode, so creating the file
+    ourselves, before SQLite does, keeps all three private.
+    """
+    if path.exists() and path.stat().st_size > 0:
+        _require_sqlite_file(path)
+        return False
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        raise StoreWriteError(f"cannot create the store at {path}: {exc.strerror}") from exc
+    os.close(fd)
+    return True
+
+
+def backup_sqlite(path: Path, *, revision: str) -> Path:
+    """Copy a live SQLite store with the online backup API (a file copy could be torn)."""
+    target = path.with_name(f"{path.name}.bak-{revision}")
+    suffix = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.bak-{revision}.{suffix}")
+        suffix += 1
+    try:
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        source = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            destination = sqlite3.connect(target)
+            try:
+                source.backup(destination)
+            finally:
+                destination.close()
+        finally:
+            source.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreWriteError(f"cannot back up {path} to {target}: {exc}") from exc
+    return target
+
+
+@contextmanager
+def translate_errors(location: StoreLocation) -> Iterator[None]:
+    """Turn driver errors about the file itself into one-line store errors; others pass through."""
+    try:
+        yield
+    except (sa.exc.DBAPIError, sqlite3.Error) as exc:
+        error = _store_error_for(location, str(getattr(exc, "orig", exc)))
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _store_error_for(location: StoreLocation, message: str) -> StoreError | None:
+    lowered = message.lower()
+    where = location.display
+    if "not a database" in lowered or "malformed" in lowered:
+        return NotAStoreError(f"{where} is not a usable SQLite database ({message})")
+    if "readonly" in lowered or "read-only" in lowered:
+        return StoreWriteError(f"the store at {where} is read-only ({message})")
+    if any(s in lowered for s in ("unable to open", "disk i/o", "disk is full", "database or disk")):
+        return StoreWriteError(f"cannot use the store at {where} ({message})")
+    return None
+
+
+def migrations_dir() -> Path:
+    """Inside the wheel migrations ship as ``bflsync/migrations``; a checkout keeps them at the root."""
+    packaged = Path(__file__).with_name("migrations")
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
+    # Alembic prints progress notes to stdout; stdout is for command output only.
+    config = Config(stdout=io.StringIO())
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["connection"] = connection
+    return config
+
+
+def run_migration(engine: Engine, step: Callable[[Any, Config], None]) -> None:
+    """Run one alembic command on ``engine`` in a single transaction.
+
+    On SQLite, foreign keys are switched off around it: batch migrations rebuild tables
+    (copy, drop, rename) and the drop would cascade into child rows. The pragma cannot
+    change inside a transaction, so it is set on the raw connection before BEGIN, and the
+    result is verified with ``foreign_key_check`` before committing.
+    """
+    from alembic import command
+
+    with engine.connect() as connection:
+        sqlite = engine.dialect.name == "sqlite"
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with connection.begin():
+                step(command, alembic_config(connection))
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StoreError(f"migration left {len(broken)} broken foreign keys; rolled back")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys = ON")
+
+
+def alembic_check(connection: Connection) -> None:
+    """Raise alembic's ``AutogenerateDiffsDetected`` when the models and the database at head differ."""
+    from alembic import command
+
+    command.check(alembic_config(connection))

@@ -1,0 +1,133 @@
+"""Pure functions from a raw ``finetune_details`` object to what the store indexes.
+
+The raw JSON is the source of truth; everything here can be recomputed from it at any time
+(``bflsync db reextract``). Nothing here does I/O and nothing raises on odd input: a value
+that cannot be converted without losing information becomes ``None``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# SQLite stores integers as signed 64-bit; anything wider would not round-trip.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def canonical_json(value: Any) -> str:
+    """One text per JSON value: sorted keys, compact separators, UTF-8 kept as is.
+
+    Two payloads that differ only in key order or whitespace give the same text, so the
+    content hash changes only when the content does.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(details: Any) -> str:
+    """SHA-256 of the canonical JSON, the change detector for audit versions."""
+    return hashlib.sha256(canonical_json(details).encode("utf-8")).hexdigest()
+
+
+def as_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def as_int(value: Any) -> int | None:
+    """Integers, integral floats ("300", 300.0, "3e2") and nothing that would lose information."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number: int | float = value
+    elif isinstance(value, float):
+        number = value
+    elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        text = value.strip()
+        try:
+            number = int(text)
+        except ValueError:
+            number = float(text)
+    else:
+        return None
+    if isinstance(number, float):
+        if not math.isfinite(number) or not number.is_integer():
+            return None
+        number = int(number)
+    return number if _INT64_MIN <= number <= _INT64_MAX else None
+
+
+def as_float(value: Any) -> float | None:
+    """Finite numbers and numeric strings ("1e-5"); booleans, NaN and infinities are not rates."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if not _NUMBER_TEXT.fullmatch(value.strip()):
+            return None
+        value = value.strip()
+    if not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def as_bool(value: Any) -> bool | None:
+    """JSON booleans, the strings "true"/"false" (any case) and the integers 0/1."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
+def as_timestamp_text(value: Any) -> str | None:
+    """The ``timestamp`` key as given: strings verbatim, epoch numbers as their JSON text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return json.dumps(value)
+    return None
+
+
+# Extracted column -> (key in finetune_details, converter). Adding a column starts here.
+EXTRACTED_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "finetune_comment": ("finetune_comment", as_text),
+    "trigger_word": ("trigger_word", as_text),
+    "mode": ("mode", as_text),
+    "finetune_type": ("finetune_type", as_text),
+    "priority": ("priority", as_text),
+    "iterations": ("iterations", as_int),
+    "lora_rank": ("lora_rank", as_int),
+    "learning_rate": ("learning_rate", as_float),
+    "captioning": ("captioning", as_bool),
+    "remote_timestamp": ("timestamp", as_timestamp_text),
+}
+
+
+def extract_fields(details: Any) -> dict[str, Any]:
+    """Typed column values for one finetune; every column present, ``None`` where unusable."""
+    source: Mapping[str, Any] = details if isinstance(details, Mapping) else {}
+    return {column: convert(source.get(key)) for column, (key, convert) in EXTRACTED_FIELDS.items()}
+
+
+def changed_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
+    """Sorted top-level keys whose value differs, counting added and removed keys.
+
+    Values are compared by their canonical JSON, so a key counts as changed exactly when it
+    changes the content hash (reordered nested objects do not).
+    """
+    before = old or {}
+    after = new or {}
+    return sorted(
+        key
+        for key in before.keys() | after.keys()
+        if key not in before or key not in after or canonical_json(before[key]) != canonical_json(after[key])
+    )

@@ -1,0 +1,144 @@
+"""The store's tables. Migrations in ``migrations/`` create them; nothing else does.
+
+``finetune`` holds the current state of each finetune per source, ``finetune_version`` the
+append-only audit history, ``sync_run`` one row per sync and ``sync_error`` one row per
+finetune that failed in a run. ``details`` columns hold canonical JSON text; the typed
+columns beside them are derived from it by :mod:`bflsync.extract`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+
+CHANGE_KINDS = ("created", "updated", "deleted", "restored")
+RUN_STATUSES = ("running", "ok", "partial", "failed", "interrupted")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, whatever the backend keeps.
+
+    SQLite has no time zone type: values are stored as naive UTC text (which also sorts and
+    compares correctly in plain SQL) and come back with ``tzinfo=UTC``. Naive datetimes are
+    refused on the way in, because guessing their zone is how audit logs go wrong.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: bflsync stores timezone-aware UTC only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Finetune(SQLModel, table=True):
+    """Current state of one finetune as last seen from one source (API host)."""
+
+    __tablename__ = "finetune"
+    __table_args__ = (sa.UniqueConstraint("source", "finetune_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str
+    finetune_id: str = Field(index=True)
+    details: str = Field(sa_type=sa.Text)
+
+    finetune_comment: str | None = None
+    trigger_word: str | None = Field(default=None, index=True)
+    mode: str | None = Field(default=None, index=True)
+    finetune_type: str | None = Field(default=None, index=True)
+    priority: str | None = Field(default=None, index=True)
+    iterations: int | None = Field(default=None, index=True)
+    lora_rank: int | None = Field(default=None, index=True)
+    learning_rate: float | None = Field(default=None, index=True)
+    captioning: bool | None = None
+    remote_timestamp: str | None = None
+
+    content_hash: str
+    version: int
+    first_seen_at: datetime = Field(sa_type=UTCDateTime)
+    last_seen_at: datetime = Field(sa_type=UTCDateTime)
+    last_changed_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+
+
+class FinetuneVersion(SQLModel, table=True):
+    """One observed change of a finetune; rows are only ever appended."""
+
+    __tablename__ = "finetune_version"
+    __table_args__ = (
+        sa.UniqueConstraint("finetune_pk", "version"),
+        sa.CheckConstraint(_in("change", CHANGE_KINDS), name="change"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    finetune_pk: int = Field(foreign_key="finetune.id", index=True)
+    version: int
+    change: str
+    details: str | None = Field(default=None, sa_type=sa.Text)
+    content_hash: str | None = None
+    changed_keys: str | None = Field(default=None, sa_type=sa.Text)
+    observed_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    sync_run_id: int | None = Field(default=None, foreign_key="sync_run.id", index=True)
+
+
+class SyncRun(SQLModel, table=True):
+    """One invocation of ``bflsync sync``: what it saw and how it ended."""
+
+    __tablename__ = "sync_run"
+    __table_args__ = (sa.CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    status: str = Field(index=True)
+    source: str
+    pid: int
+    bflsync_version: str
+    listed: int = 0
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    restored: int = 0
+    failed: int = 0
+    error: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class SyncError(SQLModel, table=True):
+    """A finetune whose details could not be stored in a run, and why."""
+
+    __tablename__ = "sync_error"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sync_run_id: int = Field(foreign_key="sync_run.id", index=True)
+    finetune_id: str = Field(index=True)
+    kind: str
+    http_status: int | None = None
+    message: str = Field(sa_type=sa.Text)
+    attempts: int = 1

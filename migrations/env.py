@@ -1,0 +1,60 @@
+"""Alembic environment for `bflsync db …` (connection given) and the alembic CLI (URL from alembic.ini)."""
+
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from bflsync.models import SQLModel, UTCDateTime
+
+config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = SQLModel.metadata
+
+
+def include_object(obj, name, type_, reflected, compare_to):
+    """Objects the models do not describe but migrations own (SQLite FTS5 shadow tables) are not drift."""
+    return not (type_ == "table" and reflected and compare_to is None and name.startswith("finetune_fts"))
+
+
+def render_item(type_, obj, autogen_context):
+    """Render the UTC wrapper as the plain column type it stores, so revisions need no bflsync import."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+def run_migrations(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        compare_type=True,
+        include_object=include_object,
+        render_item=render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+elif (connection := config.attributes.get("connection")) is not None:
+    run_migrations(connection)
+else:
+    with create_engine(config.get_main_option("sqlalchemy.url")).connect() as connection:
+        run_migrations(connection)
+        connection.commit()
