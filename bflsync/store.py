@@ -205,7 +205,7 @@ def tombstone_missing(
             "change": "deleted",
             "details": None,
             "content_hash": None,
-            "changed_keys": json.dumps(changed_keys(old_details[pk], None)),
+            "changed_keys": canonical_json(changed_keys(old_details[pk], None)),
             "observed_at": now,
             "sync_run_id": run_id,
         }
@@ -308,7 +308,7 @@ def _insert_new(
             "change": "created",
             "details": row["details"],
             "content_hash": row["content_hash"],
-            "changed_keys": json.dumps(keys),
+            "changed_keys": canonical_json(keys),
             "observed_at": now,
             "sync_run_id": run_id,
         }
@@ -346,7 +346,7 @@ def _apply_changes(
                 "change": outcome.value,
                 "details": canonical,
                 "content_hash": digest,
-                "changed_keys": json.dumps(changed_keys(old_details.get(current.pk), observation.details)),
+                "changed_keys": canonical_json(changed_keys(old_details.get(current.pk), observation.details)),
                 "observed_at": now,
                 "sync_run_id": run_id,
             }

@@ -1,0 +1,43 @@
+"""Fixtures every test module may use: an isolated environment and real, migrated SQLite stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import Engine
+
+from bflsync import db
+
+SCRUBBED_ENV = ("BFL_API_KEY", "BFL_API_URL", "BFLSYNC_DB")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """No test sees the developer's key, API URL or store; the default store path points into tmp."""
+    for name in SCRUBBED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    data_home = tmp_path_factory.mktemp("xdg-data")
+    monkeypatch.setenv("XDG_DATA_HOME", str(data_home))
+    return data_home
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where a test's store lives; nothing is created until a command or fixture does."""
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+def store_engine(db_path: Path) -> Iterator[Engine]:
+    """A writable engine on a real SQLite store migrated to head."""
+    opened = db.open_store_for_write(db.locate_store(str(db_path)))
+    yield opened.engine
+    opened.engine.dispose()
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
