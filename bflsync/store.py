@@ -346,7 +346,9 @@ def _apply_changes(
                 "change": outcome.value,
                 "details": canonical,
                 "content_hash": digest,
-                "changed_keys": canonical_json(changed_keys(old_details.get(current.pk), observation.details)),
+                "changed_keys": canonical_json(
+                    changed_keys(old_details.get(current.pk), observation.details)
+                ),
                 "observed_at": now,
                 "sync_run_id": run_id,
             }

@@ -55,6 +55,8 @@ if context.is_offline_mode():
 elif (connection := config.attributes.get("connection")) is not None:
     run_migrations(connection)
 else:
-    with create_engine(config.get_main_option("sqlalchemy.url")).connect() as connection:
+    # `alembic -x url=sqlite:///path.db …` targets another database than alembic.ini's.
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    with create_engine(url).connect() as connection:
         run_migrations(connection)
         connection.commit()

@@ -1,0 +1,229 @@
+"""The command-line frame: help, version, environment, exit codes, and the `db` commands."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bflsync import __version__, db, store
+from bflsync.cli import cli
+from bflsync.cli.app import LAZY_COMMANDS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def all_commands() -> list[tuple[str, click.Command]]:
+    """Every command path with its command object, groups included."""
+    found: list[tuple[str, click.Command]] = []
+
+    def walk(prefix: str, command: click.Command) -> None:
+        found.append((prefix, command))
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                walk(f"{prefix} {name}", sub)
+
+    walk("bflsync", cli)
+    return found
+
+
+def test_version_option_prints_the_package_version(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["--version"], catch_exceptions=False)
+    assert result.output == f"bflsync, version {__version__}\n"
+
+
+def test_every_lazy_command_is_listed_in_help(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["--help"], catch_exceptions=False)
+    for name in LAZY_COMMANDS:
+        assert f"  {name} " in result.output
+
+
+@pytest.mark.parametrize(("path", "command"), all_commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_command_has_help_that_ends_with_an_example(path: str, command: click.Command) -> None:
+    assert command.help, path
+    assert "Example:" in command.help, path
+    assert "bflsync " in command.help.strip().splitlines()[-1], path
+
+
+@pytest.mark.parametrize("path", [path for path, _ in all_commands()])
+def test_every_command_is_documented_in_the_readme(path: str) -> None:
+    assert f"`{path}" in (ROOT / "README.md").read_text(encoding="utf-8"), path
+
+
+def test_db_upgrade_creates_the_default_store_privately(runner: CliRunner, isolated_env: Path) -> None:
+    result = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
+    store_path = isolated_env / "bflsync" / "bflsync.db"
+    assert result.exit_code == 0
+    assert result.stdout == f"{store_path}: at revision {db.HEAD_REVISION}\n"
+    assert "created a new bflsync store" in result.stderr
+    assert stat.S_IMODE(store_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store_path.parent.stat().st_mode) == 0o700
+
+
+def test_bflsync_db_env_var_locates_the_store(
+    runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BFLSYNC_DB", str(db_path))
+    result = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert db_path.exists()
+
+
+def test_db_upgrade_is_idempotent(runner: CliRunner, db_path: Path) -> None:
+    runner.invoke(cli, ["--db", str(db_path), "db", "upgrade"], catch_exceptions=False)
+    again = runner.invoke(cli, ["--db", str(db_path), "db", "upgrade"], catch_exceptions=False)
+    assert again.exit_code == 0
+    assert again.stderr == ""
+
+
+def test_quiet_silences_notices(runner: CliRunner, db_path: Path) -> None:
+    result = runner.invoke(cli, ["--db", str(db_path), "-q", "db", "upgrade"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert result.stderr == ""
+
+
+def test_db_current_reports_head(runner: CliRunner, db_path: Path, store_engine: Engine) -> None:
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "current"], catch_exceptions=False)
+    assert result.stdout == f"{db.HEAD_REVISION} (head)\n"
+
+
+def test_db_current_on_a_missing_store_exits_2_without_creating_it(runner: CliRunner, db_path: Path) -> None:
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "current"])
+    assert result.exit_code == 2
+    assert result.stderr == f"bflsync: error: no bflsync store at {db_path} - run `bflsync sync` first\n"
+    assert not db_path.exists()
+
+
+def test_db_history_lists_revisions_oldest_first(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["db", "history"], catch_exceptions=False)
+    listed = [line.split()[0] for line in result.stdout.splitlines()]
+    assert tuple(listed) == db.KNOWN_REVISIONS
+    assert f"{db.HEAD_REVISION} (head)" in result.stdout
+
+
+def test_db_check_passes_on_a_store_at_head(runner: CliRunner, db_path: Path, store_engine: Engine) -> None:
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "check"], catch_exceptions=False)
+    assert (result.exit_code, result.stdout) == (0, "models and migrations agree\n")
+
+
+def test_db_check_exits_1_when_the_schema_drifts(
+    runner: CliRunner, db_path: Path, store_engine: Engine
+) -> None:
+    with store_engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE finetune ADD COLUMN hand_made TEXT")
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "check"])
+    assert result.exit_code == 1
+    assert "models and migrations differ" in result.stderr
+    assert "hand_made" in result.stderr
+
+
+def test_db_downgrade_to_an_unknown_revision_exits_2(
+    runner: CliRunner, db_path: Path, store_engine: Engine
+) -> None:
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "downgrade", "no_such_rev"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("bflsync: error: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_db_reextract_recomputes_columns_from_raw_json(
+    runner: CliRunner, db_path: Path, store_engine: Engine
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    details = {"mode": "character", "iterations": "300", "learning_rate": "2e-5"}
+    with Session(store_engine) as session, session.begin():
+        store.record_observations(
+            session, [store.Observation("a", details)], source="h", run_id=None, now=now
+        )
+    with store_engine.begin() as connection:  # extraction rules of an older release left other values
+        connection.exec_driver_sql("UPDATE finetune SET mode = NULL, iterations = NULL, learning_rate = 1")
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "reextract"], catch_exceptions=False)
+    assert result.stdout == "1 finetune rows updated\n"
+    with store_engine.connect() as connection:
+        row = connection.exec_driver_sql(
+            "SELECT mode, iterations, learning_rate, details FROM finetune"
+        ).one()
+    assert tuple(row) == ("character", 300, 2e-5, json.dumps(details, sort_keys=True, separators=(",", ":")))
+
+
+def test_a_non_sqlite_file_exits_2_and_stays_untouched(runner: CliRunner, db_path: Path) -> None:
+    db_path.write_text("not a database\n")
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "upgrade"])
+    assert result.exit_code == 2
+    assert result.stderr == f"bflsync: error: {db_path} is not a SQLite database; refusing to touch it\n"
+    assert db_path.read_text() == "not a database\n"
+
+
+def test_a_bad_option_exits_2(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["db", "upgrade", "--no-such-option"])
+    assert result.exit_code == 2
+
+
+def test_an_internal_error_is_one_line_with_a_hint(
+    runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_db: str | None) -> db.StoreLocation:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(db, "locate_store", broken)
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "current"])
+    assert result.exit_code == 70
+    assert (
+        result.stderr
+        == "bflsync: error: internal error: RuntimeError: boom (rerun with -v for the traceback)\n"
+    )
+
+
+def test_an_internal_error_shows_the_traceback_with_verbose(
+    runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_db: str | None) -> db.StoreLocation:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(db, "locate_store", broken)
+    result = runner.invoke(cli, ["-v", "--db", str(db_path), "db", "current"])
+    assert result.exit_code == 70
+    assert "Traceback (most recent call last)" in result.stderr
+
+
+def test_module_entry_point_runs_as_a_subprocess(tmp_path: Path) -> None:
+    store_path = tmp_path / "sub.db"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", str(store_path), "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == f"{store_path}: at revision {db.HEAD_REVISION}\n"
+    with sqlite3.connect(store_path) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (db.HEAD_REVISION,)
+        ]
+    connection.close()
+
+
+def test_subprocess_errors_never_print_a_traceback(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x00" * 64)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", str(garbage), "db", "current"],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.count("\n") == 1
