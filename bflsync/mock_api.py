@@ -439,8 +439,6 @@ def _phrase(status: int) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a sync reuses its connections
     disable_nagle_algorithm = True  # else Nagle + delayed ACK add ~40 ms to every answer
-    server_version = "bflsync-mock"
-    sys_version = ""
     server: _Server
 
     def setup(self) -> None:
@@ -498,6 +496,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
         self.end_headers()
         self.wfile.write(reply.body)
+
+    def version_string(self) -> str:
+        return "bflsync-mock"
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.info("%s %s", self.address_string(), format % args)
