@@ -189,7 +189,7 @@ class MockBFL:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until ``shutdown()`` is called from another thread."""
-        self._server.serve_forever(poll_interval=0.1)
+        self._server.serve_forever(poll_interval=0.05)
 
     def shutdown(self) -> None:
         self._server.shutdown()
@@ -305,7 +305,7 @@ class MockBFL:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """The requests received so far, oldest first (a copy)."""
+        """The requests answered so far, in the order answered (a copy)."""
         with self._lock:
             return list(self._requests)
 
