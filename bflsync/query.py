@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -57,6 +57,7 @@ _INTEGER = re.compile(r"[+-]?\d+")
 # SQLite's JSON path parser (3.40) compares the key as it is escaped in the JSON text and
 # ends a quoted key at the first '"': keys needing JSON escapes cannot be addressed safely.
 _UNADDRESSABLE = re.compile(r'["\\\x00-\x1f]')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INT64 = range(-(2**63), 2**63)
 
 _COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
@@ -276,10 +277,11 @@ def fts_query(words: str) -> str:
     """User words as an FTS5 query: each word a quoted phrase (ANDed), ``word*`` a prefix.
 
     Quoting every word means FTS5 operators (AND, OR, NEAR, ``:``, ``^``, parentheses) in the
-    input are searched for as text, never interpreted.
+    input are searched for as text, never interpreted. Control characters separate words
+    (FTS5 would cut its query at a NUL).
     """
     terms = []
-    for word in words.split():
+    for word in _CONTROL.sub(" ", words).split():
         stem = word.rstrip("*")
         prefix = "*" if stem and stem != word else ""
         terms.append('"' + (stem or word).replace('"', '""') + '"' + prefix)
@@ -377,7 +379,7 @@ def search(connection: Connection, query: Query) -> list[FinetuneRecord]:
         .order_by(*_order(relation, sort), relation.c.finetune_id, relation.c.source)
         .limit(query.limit)
     )
-    return [_record(row) for row in _execute(connection, statement)]
+    return [_record(row) for row in connection.execute(statement)]
 
 
 def facet_counts(
@@ -409,7 +411,7 @@ def facet_counts(
                 value=row.value if field.column is not None or row.value is None else json.loads(row.value),
                 count=row.n,
             )
-            for row in _execute(connection, statement)
+            for row in connection.execute(statement)
         ]
     return counts
 
@@ -491,16 +493,6 @@ def _extracted(details: str) -> dict[str, Any]:
         return extract_fields(json.loads(details))
     except ValueError:
         return extract_fields(None)
-
-
-def _execute(connection: Connection, statement: sa.Select[Any]) -> Iterator[sa.Row[Any]]:
-    try:
-        yield from connection.execute(statement)
-    except sa.exc.OperationalError as exc:
-        # Only a full-text query can be refused by SQLite for what the user typed.
-        if "fts5" not in str(exc.orig).lower():
-            raise
-        raise FilterError(f"--text: SQLite refused the search ({exc.orig})") from None
 
 
 def _relation(as_of: datetime | None) -> sa.FromClause:
