@@ -257,7 +257,11 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
     if output_format == "json":
         render.write_json(record.as_dict())
         return
-    status = "live" if record.deleted_at is None else f"DELETED (no longer listed since {record.deleted_at})"
+    status = (
+        "live"
+        if record.deleted_at is None
+        else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
+    )
     item = record.as_dict()
     lines = [("status", status), *((name, item[name]) for name in RECORD_COLUMNS)]
     width = max(len(name) for name, _ in lines)
