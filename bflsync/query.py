@@ -90,19 +90,12 @@ def _kind_of(column: sa.Column[Any]) -> Kind:
     return Kind.TEXT
 
 
-BOOKKEEPING_COLUMNS = (
-    "version",
-    "content_hash",
-    "first_seen_at",
-    "last_seen_at",
-    "last_changed_at",
-    "deleted_at",
-)
-# Every column a filter, sort or --columns may name; the rest of the names are details keys.
-COLUMN_KINDS: dict[str, Kind] = {
-    name: _kind_of(_finetune.c[name])
-    for name in ("finetune_id", "source", *EXTRACTED_FIELDS, *BOOKKEEPING_COLUMNS)
-}
+_TIMES = ("first_seen_at", "last_seen_at", "last_changed_at", "deleted_at")
+# Every column a filter, sort or --columns may name (the rest of the names are details keys),
+# in the order of a FinetuneRecord's row and of its JSON object.
+RECORD_COLUMNS = ("finetune_id", "source", *EXTRACTED_FIELDS, "version", "content_hash", *_TIMES)
+COLUMN_KINDS: dict[str, Kind] = {name: _kind_of(_finetune.c[name]) for name in RECORD_COLUMNS}
+_INDEX = {name: index for index, name in enumerate((*RECORD_COLUMNS, "details"))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,47 +139,57 @@ class Query:
     limit: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class FinetuneRecord:
-    """One finetune as a query answers it: current state, or its state at ``--as-of``."""
+    """One finetune as a query answers it: current state, or its state at ``--as-of``.
 
-    finetune_id: str
-    source: str
-    fields: dict[str, Any]
-    version: int
-    content_hash: str
-    first_seen_at: datetime
-    last_seen_at: datetime
-    last_changed_at: datetime
-    deleted_at: datetime | None
-    details_json: str
+    A view over the result row, decoding a value only when it is read: ``--format ids`` and
+    tables touch a few fields of thousands of rows, and building every value of every row
+    cost more than running the query.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        self._values = values
+
+    @property
+    def finetune_id(self) -> str:
+        return str(self._values[0])
+
+    @property
+    def source(self) -> str:
+        return str(self._values[1])
+
+    @property
+    def version(self) -> int:
+        return int(self._values[_INDEX["version"]])
+
+    @property
+    def deleted_at(self) -> datetime | None:
+        return _utc(self._values[_INDEX["deleted_at"]])
+
+    @property
+    def details_json(self) -> str:
+        return str(self._values[_INDEX["details"]])
 
     @property
     def details(self) -> Any:
         return json.loads(self.details_json)
 
+    def column(self, name: str) -> Any:
+        """The value of a column (see :data:`COLUMN_KINDS`), timestamps as aware UTC."""
+        value = self._values[_INDEX[name]]
+        return _utc(value) if name in _TIMES else value
+
     def value(self, field: FieldRef) -> Any:
         """The field's value, ``None`` when missing; details keys are looked up in the raw JSON."""
         if field.column is not None:
-            if field.column in self.fields:
-                return self.fields[field.column]
-            return getattr(self, field.column)
+            return self.column(field.column)
         return lookup(self.details, field.path)
 
     def as_dict(self) -> dict[str, Any]:
         """The documented output record: ids, extracted fields, bookkeeping, raw details."""
-        return {
-            "finetune_id": self.finetune_id,
-            "source": self.source,
-            **self.fields,
-            "version": self.version,
-            "content_hash": self.content_hash,
-            "first_seen_at": self.first_seen_at,
-            "last_seen_at": self.last_seen_at,
-            "last_changed_at": self.last_changed_at,
-            "deleted_at": self.deleted_at,
-            "details": self.details,
-        }
+        return {**{name: self.column(name) for name in RECORD_COLUMNS}, "details": self.details}
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +382,7 @@ def search(connection: Connection, query: Query) -> list[FinetuneRecord]:
         .order_by(*_order(relation, sort), relation.c.finetune_id, relation.c.source)
         .limit(query.limit)
     )
-    return [_record(row) for row in connection.execute(statement)]
+    return [FinetuneRecord(row) for row in connection.execute(statement).all()]
 
 
 def facet_counts(
@@ -422,7 +425,7 @@ def find_finetune(connection: Connection, finetune_id: str, *, source: str | Non
     Raises :class:`InputError` for an unknown id and :class:`AmbiguousIdError` when the id is
     stored under several sources and ``source`` does not pick one.
     """
-    return _record(_find_row(connection, finetune_id, source=source))
+    return FinetuneRecord(_find_row(connection, finetune_id, source=source)[1:])
 
 
 def finetune_pk(connection: Connection, finetune_id: str, *, source: str | None = None) -> tuple[int, str]:
@@ -543,24 +546,19 @@ def _relation(as_of: datetime | None) -> sa.FromClause:
 
 
 def _record_columns(relation: sa.FromClause) -> list[ColumnElement[Any]]:
-    names = ("finetune_id", "source", *EXTRACTED_FIELDS, "version", "content_hash")
-    times = ("first_seen_at", "last_seen_at", "last_changed_at", "deleted_at")
-    return [relation.c[name] for name in (*names, *times, "details")]
+    """The columns of a :class:`FinetuneRecord`, in its order; timestamps come back undecoded."""
+    return [
+        sa.type_coerce(relation.c[name], sa.String).label(name) if name in _TIMES else relation.c[name]
+        for name in (*RECORD_COLUMNS, "details")
+    ]
 
 
-def _record(row: sa.Row[Any]) -> FinetuneRecord:
-    return FinetuneRecord(
-        finetune_id=row.finetune_id,
-        source=row.source,
-        fields={name: row._mapping[name] for name in EXTRACTED_FIELDS},
-        version=row.version,
-        content_hash=row.content_hash,
-        first_seen_at=row.first_seen_at,
-        last_seen_at=row.last_seen_at,
-        last_changed_at=row.last_changed_at,
-        deleted_at=row.deleted_at,
-        details_json=row.details,
-    )
+def _utc(value: str | datetime | None) -> datetime | None:
+    """A stored timestamp as aware UTC: SQLite keeps naive-UTC text (see ``models.UTCDateTime``)."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _conditions(relation: sa.FromClause, query: Query) -> list[ColumnElement[bool]]:

@@ -20,7 +20,7 @@ from bflsync import query as finder
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError
-from bflsync.extract import EXTRACTED_FIELDS, canonical_json
+from bflsync.extract import canonical_json
 
 TABLE_LIMIT = 50
 QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
@@ -33,17 +33,6 @@ TABLE_COLUMNS = (
     "learning_rate",
     "lora_rank",
     "last_changed_at",
-)
-RECORD_COLUMNS = (
-    "finetune_id",
-    "source",
-    *EXTRACTED_FIELDS,
-    "version",
-    "content_hash",
-    "first_seen_at",
-    "last_seen_at",
-    "last_changed_at",
-    "deleted_at",
 )
 RUN_COLUMNS = (
     "id",
@@ -184,7 +173,7 @@ def query(
         render.write_json(items) if output_format == "json" else render.write_jsonl(items)
     elif output_format == "csv":
         if fields is None:
-            headers = [*RECORD_COLUMNS, "details"]
+            headers = [*finder.RECORD_COLUMNS, "details"]
             dicts = (record.as_dict() for record in records)
             render.write_csv(headers, [[item[name] for name in headers] for item in dicts])
         else:
@@ -263,7 +252,7 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
         else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
     )
     item = record.as_dict()
-    lines = [("status", status), *((name, item[name]) for name in RECORD_COLUMNS)]
+    lines = [("status", status), *((name, item[name]) for name in finder.RECORD_COLUMNS)]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         click.echo(f"{name.ljust(width)}  {render.cell(value)}")
