@@ -36,7 +36,7 @@ from bflsync import db, query, store
 STORE = Path(tempfile.gettempdir()) / "bflsync-bench-100k.db"
 COUNT = 100_000
 BATCH = 5_000
-REPEAT = 7
+REPEAT = 11
 WORDS = [
     "portrait",
     "product",
@@ -105,14 +105,19 @@ def build_store(path: Path, count: int) -> float:
     return elapsed
 
 
-def median_seconds(action: Callable[[], object], repeat: int = REPEAT) -> float:
-    action()
-    timings = []
+def medians(
+    ours: Callable[[], object], baseline: Callable[[], object], repeat: int = REPEAT
+) -> tuple[float, float]:
+    """Median seconds of each, runs interleaved so both sides see the same noise on a shared machine."""
+    ours()
+    baseline()
+    timings: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+        for action, into in ((ours, timings[0]), (baseline, timings[1])):
+            started = time.perf_counter()
+            action()
+            into.append(time.perf_counter() - started)
+    return statistics.median(timings[0]), statistics.median(timings[1])
 
 
 def report(label: str, ours: float, baseline: float, rows: int, target: str) -> None:
@@ -151,7 +156,7 @@ def bench_searches() -> None:
 
                 rows = ours()
                 assert rows == direct(), label
-                report(label, median_seconds(ours), median_seconds(direct), rows, target)
+                report(label, *medians(ours, direct), rows, target)
     finally:
         raw.close()
         engine.dispose()
@@ -173,7 +178,7 @@ def bench_process() -> None:
     def run(args: list[str]) -> Callable[[], object]:
         return lambda: subprocess.run(args, capture_output=True, check=True)
 
-    ours, base = median_seconds(run(command), 5), median_seconds(run(baseline), 5)
+    ours, base = medians(run(command), run(baseline))
     report("end to end, --format ids (process)", ours, base, ours_out.count("\n"), "<= 2x")
 
 

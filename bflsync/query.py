@@ -90,10 +90,19 @@ def _kind_of(column: sa.Column[Any]) -> Kind:
     return Kind.TEXT
 
 
-_TIMES = ("first_seen_at", "last_seen_at", "last_changed_at", "deleted_at")
 # Every column a filter, sort or --columns may name (the rest of the names are details keys),
 # in the order of a FinetuneRecord's row and of its JSON object.
-RECORD_COLUMNS = ("finetune_id", "source", *EXTRACTED_FIELDS, "version", "content_hash", *_TIMES)
+RECORD_COLUMNS = (
+    "finetune_id",
+    "source",
+    *EXTRACTED_FIELDS,
+    "version",
+    "content_hash",
+    "first_seen_at",
+    "last_seen_at",
+    "last_changed_at",
+    "deleted_at",
+)
 COLUMN_KINDS: dict[str, Kind] = {name: _kind_of(_finetune.c[name]) for name in RECORD_COLUMNS}
 _INDEX = {name: index for index, name in enumerate((*RECORD_COLUMNS, "details"))}
 
@@ -177,9 +186,14 @@ class FinetuneRecord:
         return json.loads(self.details_json)
 
     def column(self, name: str) -> Any:
-        """The value of a column (see :data:`COLUMN_KINDS`), timestamps as aware UTC."""
+        """The value of a column (see :data:`COLUMN_KINDS`): timestamps aware UTC, booleans bool."""
         value = self._values[_INDEX[name]]
-        return _utc(value) if name in _TIMES else value
+        kind = COLUMN_KINDS[name]
+        if kind is Kind.TIME:
+            return _utc(value)
+        if kind is Kind.BOOL and value is not None:
+            return bool(value)
+        return value
 
     def value(self, field: FieldRef) -> Any:
         """The field's value, ``None`` when missing; details keys are looked up in the raw JSON."""
@@ -546,9 +560,9 @@ def _relation(as_of: datetime | None) -> sa.FromClause:
 
 
 def _record_columns(relation: sa.FromClause) -> list[ColumnElement[Any]]:
-    """The columns of a :class:`FinetuneRecord`, in its order; timestamps come back undecoded."""
+    """The columns of a :class:`FinetuneRecord`, in its order, as the driver returns them (undecoded)."""
     return [
-        sa.type_coerce(relation.c[name], sa.String).label(name) if name in _TIMES else relation.c[name]
+        sa.type_coerce(relation.c[name], sa.types.NullType()).label(name)
         for name in (*RECORD_COLUMNS, "details")
     ]
 
