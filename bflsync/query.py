@@ -389,11 +389,12 @@ def search(connection: Connection, query: Query) -> list[FinetuneRecord]:
     """The finetunes matching ``query``, sorted and limited as it says."""
     _prepare(connection)
     relation = _relation(query.as_of)
-    sort = query.sort or Sort(FieldRef(("finetune_id",), "finetune_id"))
+    sort_key = _order(relation, query.sort) if query.sort is not None else []
     statement = (
         sa.select(*_record_columns(relation))
         .where(*_conditions(relation, query))
-        .order_by(*_order(relation, sort), relation.c.finetune_id, relation.c.source)
+        # finetune_id, source: the default order, and the tie-break of any --sort.
+        .order_by(*sort_key, relation.c.finetune_id, relation.c.source)
         .limit(query.limit)
     )
     return [FinetuneRecord(row) for row in connection.execute(statement).all()]
