@@ -20,7 +20,13 @@ from bflsync.errors import BflsyncError, ExitCode
 
 LAZY_COMMANDS: dict[str, str] = {
     "db": "bflsync.cli.db_commands:db",
+    "diff": "bflsync.cli.read_commands:diff",
+    "facets": "bflsync.cli.read_commands:facets",
+    "history": "bflsync.cli.read_commands:history",
     "mock-api": "bflsync.cli.mock_command:mock_api",
+    "query": "bflsync.cli.read_commands:query",
+    "runs": "bflsync.cli.read_commands:runs",
+    "show": "bflsync.cli.read_commands:show",
 }
 
 

@@ -1,0 +1,218 @@
+"""Reading the audit trail: version history with old and new values, sync runs, and diffs.
+
+A version row stores the full details it saw and the top-level keys that changed; the old
+values come from the previous version that had details (a deletion has none, so a restore
+is compared with what was there before the deletion, as the store compared it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bflsync.errors import InputError
+from bflsync.extract import canonical_json
+from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun
+from bflsync.query import find_finetune, finetune_pk, format_path
+from bflsync.store import chunked
+
+_finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
+_version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
+_run: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
+_error: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
+
+_VERSION_SUFFIX = re.compile(r"(.+)@(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEntry:
+    """One audit version with, per changed key, ``{"old": ..., "new": ...}`` (a missing side is left out)."""
+
+    finetune_id: str
+    source: str
+    version: int
+    change: str
+    observed_at: datetime
+    sync_run_id: int | None
+    changes: dict[str, dict[str, Any]]
+    details: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "finetune_id": self.finetune_id,
+            "source": self.source,
+            "version": self.version,
+            "change": self.change,
+            "observed_at": self.observed_at,
+            "sync_run_id": self.sync_run_id,
+            "changes": self.changes,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRef:
+    """``ID`` (the current record) or ``ID@N`` (version N) as given to ``bflsync diff``."""
+
+    finetune_id: str
+    version: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> VersionRef:
+        """A trailing ``@<digits>`` is a version; ids themselves may contain ``@`` and ``/``."""
+        match = _VERSION_SUFFIX.fullmatch(text)
+        if match is None:
+            return cls(text, None)
+        return cls(match.group(1), int(match.group(2)))
+
+
+@dataclass(frozen=True, slots=True)
+class DiffSide:
+    finetune_id: str
+    source: str
+    version: int
+    details: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """Keys (dotted for nested objects) whose values differ; a side where the key is missing is left out."""
+
+    a: DiffSide
+    b: DiffSide
+    differences: list[dict[str, Any]]
+
+
+def history(
+    connection: Connection,
+    *,
+    finetune_id: str | None = None,
+    source: str | None = None,
+    since: datetime | None = None,
+) -> list[VersionEntry]:
+    """Versions oldest first: of one finetune, or (``finetune_id=None``) of every finetune since ``since``."""
+    if finetune_id is not None:
+        pk, _ = finetune_pk(connection, finetune_id, source=source)
+        pks = [pk]
+    else:
+        if since is None:
+            raise InputError("history needs a finetune ID or --since")
+        touched = sa.select(_version.c.finetune_pk).where(_version.c.observed_at >= since).distinct()
+        if source is not None:
+            touched = touched.join(_finetune, _finetune.c.id == _version.c.finetune_pk).where(
+                _finetune.c.source == source
+            )
+        pks = list(connection.execute(touched).scalars())
+    entries = [entry for entry in _entries(connection, pks) if since is None or entry.observed_at >= since]
+    return sorted(
+        entries, key=lambda entry: (entry.observed_at, entry.finetune_id, entry.source, entry.version)
+    )
+
+
+def runs(connection: Connection, *, limit: int | None) -> list[dict[str, Any]]:
+    """Sync runs, newest first, each with its ``duration_s`` (``None`` while running)."""
+    statement = sa.select(_run).order_by(_run.c.started_at.desc(), _run.c.id.desc()).limit(limit)
+    return [_run_dict(row) for row in connection.execute(statement)]
+
+
+def run_with_errors(connection: Connection, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One sync run and the per-finetune errors it recorded."""
+    row = connection.execute(sa.select(_run).where(_run.c.id == run_id)).first()
+    if row is None:
+        raise InputError(f"no sync run {run_id} in the store (see `bflsync runs`)")
+    errors = connection.execute(
+        sa.select(_error).where(_error.c.sync_run_id == run_id).order_by(_error.c.finetune_id, _error.c.id)
+    )
+    return _run_dict(row), [dict(error._mapping) for error in errors]
+
+
+def diff(connection: Connection, a: VersionRef, b: VersionRef, *, source: str | None = None) -> Diff:
+    """Parameter differences between two finetunes, or two versions of one."""
+    left = _side(connection, a, source=source)
+    right = _side(connection, b, source=source)
+    flat_left, flat_right = _flatten(left.details), _flatten(right.details)
+    differences = []
+    for path in sorted(flat_left.keys() | flat_right.keys()):
+        values = {side: flat[path] for side, flat in (("a", flat_left), ("b", flat_right)) if path in flat}
+        if len(values) == 2 and canonical_json(values["a"]) == canonical_json(values["b"]):
+            continue
+        differences.append({"key": format_path(path), **values})
+    return Diff(a=left, b=right, differences=differences)
+
+
+def _entries(connection: Connection, pks: Sequence[int]) -> Iterable[VersionEntry]:
+    for batch in chunked(pks):
+        statement = (
+            sa.select(_finetune.c.finetune_id, _finetune.c.source, _version)
+            .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
+            .where(_version.c.finetune_pk.in_(batch))
+            .order_by(_version.c.finetune_pk, _version.c.version)
+        )
+        previous: dict[int, Any] = {}
+        for row in connection.execute(statement):
+            details = json.loads(row.details) if row.details is not None else None
+            before = previous.get(row.finetune_pk)
+            keys = json.loads(row.changed_keys) if row.changed_keys else []
+            yield VersionEntry(
+                finetune_id=row.finetune_id,
+                source=row.source,
+                version=row.version,
+                change=row.change,
+                observed_at=row.observed_at,
+                sync_run_id=row.sync_run_id,
+                changes={key: _old_new(before, details, key) for key in keys},
+                details=details,
+            )
+            if details is not None:
+                previous[row.finetune_pk] = details
+
+
+def _old_new(before: Any, after: Any, key: str) -> dict[str, Any]:
+    change = {}
+    if isinstance(before, Mapping) and key in before:
+        change["old"] = before[key]
+    if isinstance(after, Mapping) and key in after:
+        change["new"] = after[key]
+    return change
+
+
+def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:
+    run = dict(row._mapping)
+    finished = run["finished_at"]
+    run["duration_s"] = (finished - run["started_at"]).total_seconds() if finished is not None else None
+    return run
+
+
+def _side(connection: Connection, ref: VersionRef, *, source: str | None) -> DiffSide:
+    if ref.version is None:
+        record = find_finetune(connection, ref.finetune_id, source=source)
+        return DiffSide(record.finetune_id, record.source, record.version, record.details)
+    pk, found_source = finetune_pk(connection, ref.finetune_id, source=source)
+    row = connection.execute(
+        sa.select(_version.c.change, _version.c.details).where(
+            _version.c.finetune_pk == pk, _version.c.version == ref.version
+        )
+    ).first()
+    label = f"{ref.finetune_id}@{ref.version}"
+    if row is None:
+        raise InputError(f"{label}: no such version (see `bflsync history {ref.finetune_id}`)")
+    if row.details is None:
+        raise InputError(f"{label} records the finetune's deletion and has no details to compare")
+    return DiffSide(ref.finetune_id, found_source, ref.version, json.loads(row.details))
+
+
+def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Nested objects become dotted keys, so a change deep inside ``extra`` shows where it is."""
+    if not isinstance(value, Mapping) or (prefix and not value):
+        return {prefix: value}
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, (*prefix, key)))
+    return flat

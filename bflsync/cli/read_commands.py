@@ -1,0 +1,402 @@
+"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs`` and ``diff``.
+
+Every command opens the store read-only (:func:`bflsync.db.open_store_for_read`): it never
+creates, migrates or writes the database and never touches the network.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from sqlalchemy.engine import Connection
+
+from bflsync import audit
+from bflsync import db as store_db
+from bflsync import query as finder
+from bflsync.cli import render
+from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.errors import InputError
+from bflsync.extract import canonical_json
+
+TABLE_LIMIT = 50
+QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
+TABLE_COLUMNS = (
+    "finetune_id",
+    "mode",
+    "finetune_type",
+    "trigger_word",
+    "iterations",
+    "learning_rate",
+    "lora_rank",
+    "last_changed_at",
+)
+RUN_COLUMNS = (
+    "id",
+    "started_at",
+    "duration_s",
+    "status",
+    "source",
+    "listed",
+    "fetched",
+    "created",
+    "updated",
+    "unchanged",
+    "deleted",
+    "restored",
+    "failed",
+)
+
+
+@contextmanager
+def reading(cli_context: CliContext) -> Iterator[Connection]:
+    """A read-only connection on the --db store, closed (and its engine disposed) afterwards."""
+    location = store_db.locate_store(cli_context.db)
+    engine = store_db.open_store_for_read(location)
+    try:
+        with store_db.translate_errors(location), engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def search_options(command: Any) -> Any:
+    """The options ``query`` and ``facets`` share."""
+    options = (
+        click.option(
+            "--text", "words", metavar="WORDS", help="Full-text search over all text in the details."
+        ),
+        click.option(
+            "--include-deleted", is_flag=True, help="Include finetunes no longer listed by the API."
+        ),
+        click.option("--source", metavar="HOST", help="Only finetunes synced from this API host."),
+        click.option(
+            "--as-of",
+            metavar="TIMESTAMP",
+            help="Answer as the store knew things then (ISO 8601; naive means UTC).",
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def build_query(
+    filters: Sequence[str],
+    *,
+    words: str | None,
+    include_deleted: bool,
+    source: str | None,
+    as_of: str | None,
+    sort: str | None = None,
+    limit: int | None = None,
+) -> finder.Query:
+    return finder.Query(
+        filters=[finder.parse_filter(text) for text in filters],
+        text=words,
+        include_deleted=include_deleted,
+        source=source,
+        as_of=finder.parse_timestamp(as_of) if as_of is not None else None,
+        sort=finder.parse_sort(sort) if sort is not None else None,
+        limit=limit,
+    )
+
+
+@click.command()
+@click.argument("filters", nargs=-1, metavar="[FILTER]...")
+@search_options
+@click.option(
+    "--sort", metavar="[-]FIELD", help="Sort by any field, '-' for descending (default finetune_id)."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    help=f"At most N rows; 0 for all [default: {TABLE_LIMIT} for the table, all otherwise].",
+)
+@click.option("--columns", metavar="A,B,C", help="The fields to show (any field, details keys included).")
+@click.option(
+    "--format", "output_format", type=click.Choice(QUERY_FORMATS), default="table", show_default=True
+)
+@pass_cli_context
+def query(
+    cli_context: CliContext,
+    filters: tuple[str, ...],
+    words: str | None,
+    include_deleted: bool,
+    source: str | None,
+    as_of: str | None,
+    sort: str | None,
+    limit: int | None,
+    columns: str | None,
+    output_format: str,
+) -> None:
+    """Search the stored training parameters with FIELD OP VALUE filters (ANDed).
+
+    \b
+    OP: = != < <= > >=, and ~ (case-insensitive substring).
+    FIELD: an extracted column (mode, learning_rate, iterations, ...), a bookkeeping
+    column (source, version, first_seen_at, last_changed_at, deleted_at, ...) or any key
+    of the raw details, dotted for nesting (extra.images), `backticks` for odd names.
+    VALUE: numbers compare numerically (numeric strings count), true/false, null (missing
+    or null), "quoted" is always a string, anything else is a string. != also matches
+    missing and null values.
+
+    \b
+    Example:
+        bflsync query mode=character 'learning_rate>=1e-5' --sort -iterations
+        bflsync query --text ohwx --format ids | xargs -n1 bflsync show
+    """
+    fields = finder.parse_fields(columns) if columns is not None else None
+    if limit == 0:
+        limit = None
+    elif limit is None and output_format == "table":
+        limit = TABLE_LIMIT
+    search = build_query(
+        filters,
+        words=words,
+        include_deleted=include_deleted,
+        source=source,
+        as_of=as_of,
+        sort=sort,
+        # One extra row tells the table whether it was cut short.
+        limit=limit + 1 if limit is not None and output_format == "table" else limit,
+    )
+    with reading(cli_context) as connection:
+        records = finder.search(connection, search)
+    if output_format == "ids":
+        sys.stdout.writelines(record.finetune_id + "\n" for record in records)
+    elif output_format in ("json", "jsonl"):
+        items = [_record_object(record, fields) for record in records]
+        render.write_json(items) if output_format == "json" else render.write_jsonl(items)
+    elif output_format == "csv":
+        if fields is None:
+            headers = [*finder.RECORD_COLUMNS, "details"]
+            dicts = (record.as_dict() for record in records)
+            render.write_csv(headers, [[item[name] for name in headers] for item in dicts])
+        else:
+            render.write_csv(*_field_rows(records, fields))
+    else:
+        shown = records[:limit] if limit is not None else records
+        if fields is None:
+            default = _table_columns(shown, include_deleted=include_deleted)
+            fields = [finder.parse_field(name) for name in default]
+        render.write_table(*_field_rows(shown, fields))
+        if len(records) > len(shown) and not cli_context.quiet:
+            click.echo(f"(first {limit} rows shown; --limit 0 for all)", err=True)
+
+
+@click.command()
+@click.argument("arguments", nargs=-1, required=True, metavar="FIELD... [FILTER]...")
+@search_options
+@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
+@pass_cli_context
+def facets(
+    cli_context: CliContext,
+    arguments: tuple[str, ...],
+    words: str | None,
+    include_deleted: bool,
+    source: str | None,
+    as_of: str | None,
+    output_format: str,
+) -> None:
+    """Count the finetunes per value of each FIELD, most common first.
+
+    Arguments with an operator are filters, as in `bflsync query`; the others are fields.
+    Missing and null values are counted together as an empty value.
+
+    \b
+    Example:
+        bflsync facets mode finetune_type 'iterations>=300'
+    """
+    filters = [argument for argument in arguments if finder.is_filter(argument)]
+    fields = [finder.parse_field(argument) for argument in arguments if not finder.is_filter(argument)]
+    if not fields:
+        raise InputError("facets needs at least one FIELD to count (arguments with an operator are filters)")
+    search = build_query(filters, words=words, include_deleted=include_deleted, source=source, as_of=as_of)
+    with reading(cli_context) as connection:
+        counts = finder.facet_counts(connection, fields, search)
+    if output_format == "json":
+        render.write_json(
+            {name: [{"value": c.value, "count": c.count} for c in values] for name, values in counts.items()}
+        )
+        return
+    rows = [(name, c.value, c.count) for name, values in counts.items() for c in values]
+    render.write_table(("field", "value", "count"), rows)
+
+
+@click.command()
+@click.argument("finetune_id", metavar="ID")
+@click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@pass_cli_context
+def show(cli_context: CliContext, finetune_id: str, source: str | None, output_format: str) -> None:
+    """Show one finetune's current record: extracted fields, bookkeeping and raw details.
+
+    Finetunes the API no longer lists are shown too, marked as deleted.
+
+    \b
+    Example:
+        bflsync show 3f0c6c5e-1b2a-4c3d-9e8f-0a1b2c3d4e5f --format json
+    """
+    with reading(cli_context) as connection:
+        record = finder.find_finetune(connection, finetune_id, source=source)
+    if output_format == "json":
+        render.write_json(record.as_dict())
+        return
+    status = (
+        "live"
+        if record.deleted_at is None
+        else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
+    )
+    item = record.as_dict()
+    lines = [("status", status), *((name, item[name]) for name in finder.RECORD_COLUMNS)]
+    width = max(len(name) for name, _ in lines)
+    for name, value in lines:
+        click.echo(f"{name.ljust(width)}  {render.cell(value)}")
+    click.echo("details:")
+    click.echo(render.dumps(item["details"], indent=2))
+
+
+@click.command()
+@click.argument("finetune_id", metavar="[ID]", required=False)
+@click.option("--since", metavar="TIMESTAMP", help="Only changes observed at or after this time (ISO 8601).")
+@click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@pass_cli_context
+def history(
+    cli_context: CliContext,
+    finetune_id: str | None,
+    since: str | None,
+    source: str | None,
+    output_format: str,
+) -> None:
+    """List every stored version of a finetune, oldest first, with old and new values per changed key.
+
+    Without ID, --since lists every change in the account since then.
+
+    \b
+    Example:
+        bflsync history my-org/portrait-lora
+        bflsync history --since 2026-01-01 --format json
+    """
+    if finetune_id is None and since is None:
+        raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
+    start = finder.parse_timestamp(since) if since is not None else None
+    with reading(cli_context) as connection:
+        entries = audit.history(connection, finetune_id=finetune_id, source=source, since=start)
+    if output_format == "json":
+        render.write_json([entry.as_dict() for entry in entries])
+        return
+    for entry in entries:
+        run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+        who = "" if finetune_id is not None else f"{entry.finetune_id}  "
+        click.echo(f"{who}v{entry.version}  {entry.change}  {entry.observed_at.isoformat()}  {run}")
+        for key, change in entry.changes.items():
+            click.echo(
+                f"    {finder.format_path((key,))}: {_shown(change, 'old')} -> {_shown(change, 'new')}"
+            )
+
+
+@click.command()
+@click.argument("run_id", metavar="[RUN_ID]", type=int, required=False)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Newest N runs.")
+@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
+@pass_cli_context
+def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format: str) -> None:
+    """List sync runs, newest first, or show one run with its per-finetune errors.
+
+    \b
+    Example:
+        bflsync runs --limit 5
+        bflsync runs 42
+    """
+    with reading(cli_context) as connection:
+        if run_id is None:
+            listed = audit.runs(connection, limit=limit)
+        else:
+            run, errors = audit.run_with_errors(connection, run_id)
+    if run_id is None:
+        if output_format == "json":
+            render.write_json(listed)
+        else:
+            render.write_table(RUN_COLUMNS, [[run[name] for name in RUN_COLUMNS] for run in listed])
+        return
+    if output_format == "json":
+        render.write_json({**run, "errors": errors})
+        return
+    width = max(len(name) for name in run)
+    for name, value in run.items():
+        click.echo(f"{name.ljust(width)}  {render.cell(value)}")
+    if errors:
+        click.echo("errors:")
+        headers = ("finetune_id", "kind", "http_status", "attempts", "message")
+        render.write_table(headers, [[error[name] for name in headers] for error in errors])
+
+
+@click.command()
+@click.argument("first", metavar="A")
+@click.argument("second", metavar="B")
+@click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
+@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@pass_cli_context
+def diff(cli_context: CliContext, first: str, second: str, source: str | None, output_format: str) -> None:
+    """Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.
+
+    Nested objects are compared key by key; only differing keys are shown.
+
+    \b
+    Example:
+        bflsync diff my-org/portrait-lora@3 my-org/portrait-lora@5
+    """
+    with reading(cli_context) as connection:
+        result = audit.diff(
+            connection, audit.VersionRef.parse(first), audit.VersionRef.parse(second), source=source
+        )
+    sides = {"a": result.a, "b": result.b}
+    if output_format == "json":
+        render.write_json(
+            {
+                **{
+                    name: {"finetune_id": side.finetune_id, "source": side.source, "version": side.version}
+                    for name, side in sides.items()
+                },
+                "differences": result.differences,
+            }
+        )
+        return
+    headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
+    rows = [[row["key"], _shown(row, "a"), _shown(row, "b")] for row in result.differences]
+    render.write_table(headers, rows)
+
+
+def _shown(values: dict[str, Any], side: str) -> str:
+    return canonical_json(values[side]) if side in values else "(missing)"
+
+
+def _record_object(record: finder.FinetuneRecord, fields: Sequence[finder.FieldRef] | None) -> dict[str, Any]:
+    if fields is None:
+        return record.as_dict()
+    return {
+        "finetune_id": record.finetune_id,
+        "source": record.source,
+        **{field.name: record.value(field) for field in fields},
+    }
+
+
+def _field_rows(
+    records: Sequence[finder.FinetuneRecord], fields: Sequence[finder.FieldRef]
+) -> tuple[list[str], list[list[Any]]]:
+    return [field.name for field in fields], [[record.value(field) for field in fields] for record in records]
+
+
+def _table_columns(records: Sequence[finder.FinetuneRecord], *, include_deleted: bool) -> list[str]:
+    """Source only when the result mixes sources; deleted_at only when deleted rows were asked for."""
+    columns = list(TABLE_COLUMNS)
+    if len({record.source for record in records}) > 1:
+        columns.insert(1, "source")
+    if include_deleted:
+        columns.append("deleted_at")
+    return columns

@@ -1,0 +1,49 @@
+"""Building test stores for the read-side tests through the real write API, as a sync would."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bflsync import store
+
+SOURCE = "api.us1.bfl.ai"
+
+
+def day(number: int, hour: int = 0) -> datetime:
+    return datetime(2026, 1, number, hour, tzinfo=UTC)
+
+
+def write_sync(
+    engine: Engine,
+    payloads: Mapping[str, Mapping[str, Any]],
+    *,
+    now: datetime,
+    source: str = SOURCE,
+    tombstone: bool = True,
+) -> int:
+    """One "sync": a run, the observations, tombstones for stored ids not listed; returns the run id."""
+    observations = [store.Observation(finetune_id, details) for finetune_id, details in payloads.items()]
+    with Session(engine) as session, session.begin():
+        run_id = store.start_run(session, source=source, pid=4242, now=now)
+        outcomes = store.record_observations(session, observations, source=source, run_id=run_id, now=now)
+        counts = {"listed": len(payloads), "fetched": len(payloads)}
+        for outcome in outcomes.values():
+            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+        if tombstone:
+            gone = store.tombstone_missing(
+                session, source=source, listed_ids=payloads, run_id=run_id, now=now
+            )
+            counts["deleted"] = len(gone)
+        store.finish_run(session, run_id=run_id, status="ok", counts=counts, now=now + timedelta(seconds=3))
+    return run_id
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,126 @@
+"""``--as-of``: answers from the audit history as the store knew things at a moment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Connection, Engine
+from storebuild import SOURCE, day, write_sync
+
+from bflsync import db, query
+from bflsync.extract import content_hash, extract_fields
+
+V1 = {"mode": "character", "learning_rate": "1e-5", "iterations": 300}
+V2 = {"mode": "character", "learning_rate": 2e-5, "iterations": 300}
+B1 = {"mode": "style", "captioning": True}
+B3 = {"mode": "general", "captioning": "false"}
+C2 = {"mode": "style", "lora_rank": 16}
+C3 = {"mode": "style", "lora_rank": 32}
+
+
+@pytest.fixture
+def reader(store_engine: Engine, db_path: Path) -> Iterator[Connection]:
+    """Day 1: a, b. Day 2: a changes, b disappears, c appears. Day 3: b returns changed, c changes."""
+    write_sync(store_engine, {"a": V1, "b": B1}, now=day(1))
+    write_sync(store_engine, {"a": V2, "c": C2}, now=day(2))
+    write_sync(store_engine, {"a": V2, "b": B3, "c": C3}, now=day(3))
+    engine = db.open_store_for_read(db.locate_store(str(db_path)))
+    with engine.connect() as connection:
+        yield connection
+    engine.dispose()
+
+
+def record(
+    finetune_id: str,
+    details: dict[str, Any],
+    *,
+    version: int,
+    first: int,
+    seen: int,
+    changed: int,
+    deleted: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "finetune_id": finetune_id,
+        "source": SOURCE,
+        **extract_fields(details),
+        "version": version,
+        "content_hash": content_hash(details),
+        "first_seen_at": day(first),
+        "last_seen_at": day(seen),
+        "last_changed_at": day(changed),
+        "deleted_at": deleted,
+        "details": details,
+    }
+
+
+def as_of(
+    connection: Connection, moment: datetime, *filters: str, deleted: bool = False
+) -> list[dict[str, Any]]:
+    search = query.Query(
+        filters=[query.parse_filter(text) for text in filters], as_of=moment, include_deleted=deleted
+    )
+    return [item.as_dict() for item in query.search(connection, search)]
+
+
+def test_as_of_the_first_sync_gives_the_first_versions(reader: Connection) -> None:
+    assert as_of(reader, day(1, 12)) == [
+        record("a", V1, version=1, first=1, seen=1, changed=1),
+        record("b", B1, version=1, first=1, seen=1, changed=1),
+    ]
+
+
+def test_as_of_the_second_sync_excludes_what_was_deleted_by_then(reader: Connection) -> None:
+    assert as_of(reader, day(2)) == [
+        record("a", V2, version=2, first=1, seen=2, changed=2),
+        record("c", C2, version=1, first=2, seen=2, changed=2),
+    ]
+
+
+def test_as_of_with_include_deleted_shows_the_last_details_known_before_deletion(reader: Connection) -> None:
+    assert as_of(reader, day(2, 12), "mode=style", deleted=True) == [
+        record("b", B1, version=2, first=1, seen=1, changed=2, deleted=day(2)),
+        record("c", C2, version=1, first=2, seen=2, changed=2),
+    ]
+
+
+def test_as_of_the_third_sync_sees_the_restored_and_changed_finetunes(reader: Connection) -> None:
+    assert as_of(reader, day(3)) == [
+        record("a", V2, version=2, first=1, seen=2, changed=2),
+        record("b", B3, version=3, first=1, seen=3, changed=3),
+        record("c", C3, version=2, first=2, seen=3, changed=3),
+    ]
+
+
+def test_as_of_filters_extracted_fields_computed_from_the_versions(reader: Connection) -> None:
+    assert [r["finetune_id"] for r in as_of(reader, day(1), "learning_rate>=2e-5")] == []
+    assert [r["finetune_id"] for r in as_of(reader, day(2), "learning_rate>=2e-5")] == ["a"]
+    assert [r["finetune_id"] for r in as_of(reader, day(1), "captioning=true")] == ["b"]
+    assert [r["finetune_id"] for r in as_of(reader, day(3), "captioning=false")] == ["b"]
+    assert [r["finetune_id"] for r in as_of(reader, day(3), "lora_rank>20", "mode~STY")] == ["c"]
+
+
+def test_as_of_before_anything_was_stored_is_empty(reader: Connection) -> None:
+    assert as_of(reader, datetime(2025, 12, 31, tzinfo=day(1).tzinfo)) == []
+
+
+def test_as_of_cannot_be_combined_with_text(reader: Connection) -> None:
+    with pytest.raises(query.FilterError, match="--as-of"):
+        query.search(reader, query.Query(text="style", as_of=day(3)))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-02", day(2)),
+        ("2026-01-02T05:00:00", day(2, 5)),
+        ("2026-01-02T07:00:00+02:00", day(2, 5)),
+        ("2026-01-02T05:00:00Z", day(2, 5)),
+    ],
+)
+def test_timestamps_are_iso_8601_with_naive_meaning_utc(text: str, expected: datetime) -> None:
+    assert query.parse_timestamp(text) == expected

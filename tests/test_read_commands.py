@@ -1,0 +1,499 @@
+"""The read commands through click and as real processes: formats, exit codes, imports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+from sqlalchemy.engine import Engine
+from storebuild import SOURCE, day, file_digest, write_sync
+
+from bflsync import db
+from bflsync.cli import cli
+from bflsync.extract import canonical_json
+
+ALPHA = {
+    "mode": "character",
+    "learning_rate": 1e-5,
+    "iterations": 300,
+    "trigger_word": "ohwx",
+    "finetune_comment": "Zoë's portrait, 100% real_deal\nline two",
+    "extra": {"images": 12, "tags": ["a", "ü"], "empty": {}},
+    "weird key": None,
+}
+BRAVO = {"mode": "style", "learning_rate": "2e-5", "iterations": "500", "captioning": False}
+CHARLIE = {"mode": "character", "learning_rate": 3e-5, "finetune_type": "lora"}
+
+
+@pytest.fixture
+def store(store_engine: Engine, db_path: Path) -> Path:
+    """Three finetunes; org/charlie is tombstoned by the second sync."""
+    write_sync(store_engine, {"alpha": ALPHA, "bravo": BRAVO, "org/charlie": CHARLIE}, now=day(1))
+    write_sync(store_engine, {"alpha": ALPHA, "bravo": BRAVO}, now=day(2))
+    store_engine.dispose()
+    return db_path
+
+
+def run(db_path: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--db", str(db_path), *args], catch_exceptions=False)
+
+
+def run_process(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "bflsync", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def assert_one_line_error(result: Result | subprocess.CompletedProcess[str], *fragments: str) -> None:
+    code = result.exit_code if isinstance(result, Result) else result.returncode
+    assert code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("bflsync: error: ")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def expected_record(
+    finetune_id: str, details: dict[str, Any], *, version: int = 1, **times: str
+) -> dict[str, Any]:
+    from bflsync.extract import content_hash, extract_fields
+
+    return {
+        "finetune_id": finetune_id,
+        "source": SOURCE,
+        **extract_fields(details),
+        "version": version,
+        "content_hash": content_hash(details),
+        "first_seen_at": "2026-01-01T00:00:00+00:00",
+        "last_seen_at": times.get("last_seen_at", "2026-01-02T00:00:00+00:00"),
+        "last_changed_at": times.get("last_changed_at", "2026-01-01T00:00:00+00:00"),
+        "deleted_at": times.get("deleted_at"),
+        "details": json.loads(json.dumps(details)),
+    }
+
+
+def test_query_json_is_an_array_of_whole_records(store: Path) -> None:
+    result = run(store, "query", "mode=character", "--include-deleted", "--format", "json")
+    assert json.loads(result.stdout) == [
+        expected_record("alpha", ALPHA),
+        expected_record(
+            "org/charlie",
+            CHARLIE,
+            version=2,
+            last_seen_at="2026-01-01T00:00:00+00:00",
+            last_changed_at="2026-01-02T00:00:00+00:00",
+            deleted_at="2026-01-02T00:00:00+00:00",
+        ),
+    ]
+
+
+def test_query_hides_tombstoned_finetunes_by_default(store: Path) -> None:
+    assert run(store, "query", "--format", "ids").stdout == "alpha\nbravo\n"
+
+
+def test_query_jsonl_is_one_record_per_line_with_exact_details(store: Path) -> None:
+    lines = run(store, "query", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["details"] for line in lines] == [ALPHA, BRAVO]
+
+
+def test_query_csv_has_a_header_and_round_trips_details(store: Path) -> None:
+    rows = list(csv.DictReader(io.StringIO(run(store, "query", "--format", "csv").stdout)))
+    assert [json.loads(row["details"]) for row in rows] == [ALPHA, BRAVO]
+    assert rows[1] == {
+        "finetune_id": "bravo",
+        "source": SOURCE,
+        "finetune_comment": "",
+        "trigger_word": "",
+        "mode": "style",
+        "finetune_type": "",
+        "priority": "",
+        "iterations": "500",
+        "lora_rank": "",
+        "learning_rate": "2e-05",
+        "captioning": "false",
+        "remote_timestamp": "",
+        "version": "1",
+        "content_hash": rows[1]["content_hash"],
+        "first_seen_at": "2026-01-01T00:00:00+00:00",
+        "last_seen_at": "2026-01-02T00:00:00+00:00",
+        "last_changed_at": "2026-01-01T00:00:00+00:00",
+        "deleted_at": "",
+        "details": canonical_json(BRAVO),
+    }
+
+
+def test_query_columns_pick_any_fields_including_nested_and_odd_keys(store: Path) -> None:
+    result = run(store, "query", "--columns", "mode,extra.images,`weird key`", "--format", "csv")
+    assert list(csv.reader(io.StringIO(result.stdout))) == [
+        ["mode", "extra.images", "`weird key`"],
+        ["character", "12", ""],
+        ["style", "", ""],
+    ]
+
+
+def test_query_json_with_columns_keeps_ids_and_the_chosen_fields(store: Path) -> None:
+    result = run(store, "query", "--columns", "iterations,extra.tags", "--format", "json")
+    assert json.loads(result.stdout) == [
+        {"finetune_id": "alpha", "source": SOURCE, "iterations": 300, "extra.tags": ["a", "ü"]},
+        {"finetune_id": "bravo", "source": SOURCE, "iterations": 500, "extra.tags": None},
+    ]
+
+
+def test_query_table_is_plain_aligned_text_when_not_a_terminal(store: Path) -> None:
+    result = run(store, "query", "--columns", "finetune_id,learning_rate,finetune_comment")
+    assert result.stdout.splitlines() == [
+        "finetune_id  learning_rate  finetune_comment",
+        "alpha        1e-05          Zoë's portrait, 100% real_deal\\nline two",
+        "bravo        2e-05",
+    ]
+
+
+def test_query_sorts_descending_on_a_details_key_with_missing_values_last(store: Path) -> None:
+    result = run(store, "query", "--include-deleted", "--sort", "-extra.images", "--format", "ids")
+    assert result.stdout == "alpha\nbravo\norg/charlie\n"
+    result = run(store, "query", "--include-deleted", "--sort", "-learning_rate", "--format", "ids")
+    assert result.stdout == "org/charlie\nbravo\nalpha\n"
+
+
+def test_query_table_limit_cuts_rows_and_says_so_on_stderr(store: Path) -> None:
+    result = run(store, "query", "--limit", "1", "--columns", "finetune_id")
+    assert (result.stdout, result.stderr) == (
+        "finetune_id\nalpha\n",
+        "(first 1 rows shown; --limit 0 for all)\n",
+    )
+
+
+def test_query_text_finds_words_in_any_string_value(store: Path) -> None:
+    assert run(store, "query", "--text", "ZOE portrait", "--format", "ids").stdout == "alpha\n"
+    assert run(store, "query", "--text", "ü", "--format", "ids").stdout == "alpha\n"
+    assert run(store, "query", "--text", 'OR "NEAR(', "--format", "ids").stdout == ""
+
+
+def test_query_source_option_filters_by_host(store: Path) -> None:
+    assert run(store, "query", "--source", "elsewhere", "--format", "ids").stdout == ""
+    assert run(store, "query", "--source", SOURCE, "--format", "ids").stdout == "alpha\nbravo\n"
+
+
+@pytest.mark.parametrize(("output_format", "empty"), [("json", "[]\n"), ("jsonl", ""), ("ids", "")])
+def test_an_empty_result_is_valid_output_with_exit_0(store: Path, output_format: str, empty: str) -> None:
+    result = run(store, "query", "mode=nothing", "--format", output_format)
+    assert (result.exit_code, result.stdout) == (0, empty)
+
+
+def test_an_empty_csv_result_is_the_header_alone(store: Path) -> None:
+    result = run(store, "query", "mode=nothing", "--format", "csv", "--columns", "mode")
+    assert (result.exit_code, result.stdout) == (0, "mode\n")
+
+
+def test_facets_count_values_of_each_field_under_filters(store: Path) -> None:
+    result = run(
+        store, "facets", "mode", "extra.images", "learning_rate<1", "--include-deleted", "--format", "json"
+    )
+    assert json.loads(result.stdout) == {
+        "mode": [{"value": "character", "count": 2}, {"value": "style", "count": 1}],
+        "extra.images": [{"value": None, "count": 2}, {"value": 12, "count": 1}],
+    }
+
+
+def test_facets_without_a_field_is_an_input_error(store: Path) -> None:
+    assert_one_line_error(
+        CliRunner().invoke(cli, ["--db", str(store), "facets", "mode=x"]), "at least one FIELD"
+    )
+
+
+def test_show_json_prints_the_current_record(store: Path) -> None:
+    assert json.loads(run(store, "show", "alpha", "--format", "json").stdout) == expected_record(
+        "alpha", ALPHA
+    )
+
+
+def test_show_text_marks_a_tombstoned_finetune_and_pretty_prints_details(store: Path) -> None:
+    lines = run(store, "show", "org/charlie").stdout.splitlines()
+    assert lines[0] == "status            DELETED (no longer listed since 2026-01-02T00:00:00+00:00)"
+    assert lines[lines.index("details:") :] == [
+        "details:",
+        *json.dumps(CHARLIE, indent=2, sort_keys=True).splitlines(),
+    ]
+
+
+def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engine, db_path: Path) -> None:
+    first = write_sync(store_engine, {"a": {"mode": "style", "lr": 1}}, now=day(1))
+    second = write_sync(store_engine, {"a": {"mode": "character", "lr": 1, "new": None}}, now=day(2))
+    third = write_sync(store_engine, {}, now=day(3))
+    fourth = write_sync(store_engine, {"a": {"mode": "character"}}, now=day(4))
+    versions = json.loads(run(db_path, "history", "a", "--format", "json").stdout)
+    assert versions == [
+        {
+            "finetune_id": "a",
+            "source": SOURCE,
+            "version": 1,
+            "change": "created",
+            "observed_at": "2026-01-01T00:00:00+00:00",
+            "sync_run_id": first,
+            "changes": {"lr": {"new": 1}, "mode": {"new": "style"}},
+            "details": {"mode": "style", "lr": 1},
+        },
+        {
+            "finetune_id": "a",
+            "source": SOURCE,
+            "version": 2,
+            "change": "updated",
+            "observed_at": "2026-01-02T00:00:00+00:00",
+            "sync_run_id": second,
+            "changes": {"mode": {"old": "style", "new": "character"}, "new": {"new": None}},
+            "details": {"mode": "character", "lr": 1, "new": None},
+        },
+        {
+            "finetune_id": "a",
+            "source": SOURCE,
+            "version": 3,
+            "change": "deleted",
+            "observed_at": "2026-01-03T00:00:00+00:00",
+            "sync_run_id": third,
+            "changes": {"lr": {"old": 1}, "mode": {"old": "character"}, "new": {"old": None}},
+            "details": None,
+        },
+        {
+            "finetune_id": "a",
+            "source": SOURCE,
+            "version": 4,
+            "change": "restored",
+            "observed_at": "2026-01-04T00:00:00+00:00",
+            "sync_run_id": fourth,
+            "changes": {"lr": {"old": 1}, "new": {"old": None}},
+            "details": {"mode": "character"},
+        },
+    ]
+
+
+def test_history_text_shows_each_change_as_old_to_new(store_engine: Engine, db_path: Path) -> None:
+    write_sync(store_engine, {"a": {"lr": 1}}, now=day(1))
+    write_sync(store_engine, {"a": {"lr": 2, "odd key": "x"}}, now=day(2))
+    assert run(db_path, "history", "a").stdout.splitlines() == [
+        "v1  created  2026-01-01T00:00:00+00:00  run 1",
+        "    lr: (missing) -> 1",
+        "v2  updated  2026-01-02T00:00:00+00:00  run 2",
+        "    lr: 1 -> 2",
+        '    `odd key`: (missing) -> "x"',
+    ]
+
+
+def test_history_since_lists_account_wide_changes_oldest_first(store_engine: Engine, db_path: Path) -> None:
+    write_sync(store_engine, {"a": {"lr": 1}, "b": {"lr": 1}}, now=day(1))
+    write_sync(store_engine, {"a": {"lr": 2}, "b": {"lr": 1}}, now=day(2))
+    write_sync(store_engine, {"a": {"lr": 2}}, now=day(3))
+    result = run(db_path, "history", "--since", "2026-01-02", "--format", "json")
+    assert [
+        (v["finetune_id"], v["version"], v["change"], v["changes"]) for v in json.loads(result.stdout)
+    ] == [
+        ("a", 2, "updated", {"lr": {"old": 1, "new": 2}}),
+        ("b", 2, "deleted", {"lr": {"old": 1}}),
+    ]
+
+
+def test_history_needs_an_id_or_since(store: Path) -> None:
+    assert_one_line_error(CliRunner().invoke(cli, ["--db", str(store), "history"]), "--since")
+
+
+def test_runs_lists_runs_newest_first_with_counts_and_duration(store: Path) -> None:
+    runs = json.loads(run(store, "runs", "--format", "json").stdout)
+    assert [
+        (r["id"], r["status"], r["created"], r["unchanged"], r["deleted"], r["duration_s"]) for r in runs
+    ] == [
+        (2, "ok", 0, 2, 1, 3.0),
+        (1, "ok", 3, 0, 0, 3.0),
+    ]
+
+
+def test_runs_with_an_id_shows_the_run_and_its_errors(store_engine: Engine, db_path: Path) -> None:
+    from sqlmodel import Session
+
+    from bflsync import store as store_api
+
+    with Session(store_engine) as session, session.begin():
+        run_id = store_api.start_run(session, source=SOURCE, pid=7, now=day(1))
+        store_api.record_failure(
+            session, run_id=run_id, finetune_id="x", kind="http", message="boom", http_status=500, attempts=4
+        )
+        store_api.finish_run(session, run_id=run_id, status="partial", counts={"failed": 1}, now=day(1, 1))
+    shown = json.loads(run(db_path, "runs", str(run_id), "--format", "json").stdout)
+    assert (shown["status"], shown["failed"], shown["duration_s"]) == ("partial", 1, 3600.0)
+    assert shown["errors"] == [
+        {
+            "id": 1,
+            "sync_run_id": run_id,
+            "finetune_id": "x",
+            "kind": "http",
+            "http_status": 500,
+            "message": "boom",
+            "attempts": 4,
+        }
+    ]
+
+
+def test_runs_with_an_unknown_id_exits_2(store: Path) -> None:
+    assert_one_line_error(CliRunner().invoke(cli, ["--db", str(store), "runs", "99"]), "no sync run 99")
+
+
+def test_diff_compares_two_versions_key_by_key(store_engine: Engine, db_path: Path) -> None:
+    write_sync(store_engine, {"org/x@y": {"lr": 1, "extra": {"n": 1, "same": 0}, "gone": "g"}}, now=day(1))
+    write_sync(store_engine, {"org/x@y": {"lr": 2, "extra": {"n": 2, "same": 0}}}, now=day(2))
+    result = run(db_path, "diff", "org/x@y@1", "org/x@y@2", "--format", "json")
+    assert json.loads(result.stdout) == {
+        "a": {"finetune_id": "org/x@y", "source": SOURCE, "version": 1},
+        "b": {"finetune_id": "org/x@y", "source": SOURCE, "version": 2},
+        "differences": [
+            {"key": "extra.n", "a": 1, "b": 2},
+            {"key": "gone", "a": "g"},
+            {"key": "lr", "a": 1, "b": 2},
+        ],
+    }
+
+
+def test_diff_text_puts_two_finetunes_side_by_side(store: Path) -> None:
+    assert run(store, "diff", "bravo", "org/charlie").stdout.splitlines() == [
+        "key            bravo@1    org/charlie@2",
+        "captioning     false      (missing)",
+        'finetune_type  (missing)  "lora"',
+        'iterations     "500"      (missing)',
+        'learning_rate  "2e-5"     3e-05',
+        'mode           "style"    "character"',
+    ]
+
+
+def test_show_of_an_unknown_id_exits_2(store: Path) -> None:
+    assert_one_line_error(CliRunner().invoke(cli, ["--db", str(store), "show", "nope"]), "no finetune 'nope'")
+
+
+def test_an_id_stored_for_two_sources_is_ambiguous_without_source(
+    store_engine: Engine, db_path: Path
+) -> None:
+    write_sync(store_engine, {"twin": {"mode": "a"}}, now=day(1), source="api.us1.bfl.ai")
+    write_sync(store_engine, {"twin": {"mode": "b"}}, now=day(1), source="api.eu1.bfl.ai")
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "show", "twin"])
+    assert_one_line_error(result, "api.eu1.bfl.ai, api.us1.bfl.ai", "--source")
+    shown = run(db_path, "show", "twin", "--source", "api.eu1.bfl.ai", "--format", "json")
+    assert json.loads(shown.stdout)["details"] == {"mode": "b"}
+
+
+def test_a_bad_filter_exits_2_pointing_at_the_bad_part(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(store), "query", "mode=x", "lr!1"])
+    assert_one_line_error(result, "bad filter 'lr!1'", "position 3")
+
+
+def test_a_missing_store_exits_2_and_is_not_created(db_path: Path) -> None:
+    assert_one_line_error(CliRunner().invoke(cli, ["--db", str(db_path), "query"]), "no bflsync store")
+    assert not db_path.exists()
+
+
+def test_a_store_behind_head_exits_2_and_is_not_migrated(db_path: Path) -> None:
+    db.upgrade_store(db.locate_store(str(db_path)), revision="0001_initial").engine.dispose()
+    before = file_digest(db_path)
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "query"])
+    assert_one_line_error(result, "0001_initial", "bflsync db upgrade")
+    assert file_digest(db_path) == before
+
+
+def test_a_file_that_is_not_a_database_exits_2(db_path: Path) -> None:
+    db_path.write_text("just some notes\n")
+    assert_one_line_error(
+        CliRunner().invoke(cli, ["--db", str(db_path), "show", "x"]), "not a SQLite database"
+    )
+
+
+def test_a_real_process_prints_ids_for_a_pipeline(store: Path) -> None:
+    result = run_process("--db", str(store), "query", "mode=character", "--format", "ids")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "alpha\n", "")
+
+
+def test_a_real_process_json_query_parses(store: Path) -> None:
+    result = run_process("--db", str(store), "query", "learning_rate>=2e-5", "--format", "json")
+    assert json.loads(result.stdout) == [expected_record("bravo", BRAVO)]
+
+
+def test_a_real_process_reports_a_bad_filter_in_one_line(store: Path) -> None:
+    assert_one_line_error(run_process("--db", str(store), "query", "`unclosed=1"), "never closed")
+
+
+def test_a_real_process_reports_a_missing_store_in_one_line(db_path: Path) -> None:
+    assert_one_line_error(
+        run_process("--db", str(db_path), "history", "--since", "2026-01-01"), "no bflsync store"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["query", "--help"], ["query", "mode=character", "--format", "ids"], ["query", "--format", "json"]],
+)
+def test_query_does_not_import_alembic_httpx_or_rich(store: Path, args: list[str]) -> None:
+    script = (
+        "import sys\n"
+        "from bflsync.cli import main\n"
+        f"sys.argv = ['bflsync', '--db', {str(store)!r}, *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(sorted(m for m in ('alembic', 'httpx', 'rich') if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stderr == "[]\n"
+
+
+def test_read_commands_make_no_network_call(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: socket.socket, address: Any) -> None:
+        raise AssertionError(f"network call to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    for args in (
+        ["query", "--text", "ohwx", "--format", "json"],
+        ["facets", "mode"],
+        ["show", "alpha"],
+        ["history", "--since", "2026-01-01"],
+        ["runs", "1"],
+        ["diff", "alpha", "bravo"],
+    ):
+        assert run(store, *args).exit_code == 0
+
+
+def test_read_commands_leave_the_store_file_byte_identical(store: Path) -> None:
+    before = file_digest(store)
+    for args in (
+        ["query", "--as-of", "2026-01-01", "--format", "csv"],
+        ["query", "--text", "ohwx"],
+        ["facets", "mode", "iterations>1"],
+        ["show", "org/charlie"],
+        ["history", "alpha"],
+        ["runs"],
+        ["diff", "alpha@1", "bravo"],
+    ):
+        assert run(store, *args).exit_code == 0
+    assert file_digest(store) == before
+
+
+def test_the_read_engine_refuses_writes(store: Path) -> None:
+    engine = db.open_store_for_read(db.locate_store(str(store)))
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="readonly"), engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE finetune SET mode = 'hacked'")
+    finally:
+        engine.dispose()
+
+
+def test_as_of_in_the_cli_reads_the_store_at_that_moment(store: Path) -> None:
+    before_deletion = run(store, "query", "--as-of", "2026-01-01T12:00:00", "--format", "ids")
+    assert before_deletion.stdout == "alpha\nbravo\norg/charlie\n"
+    before_first_sync = day(1) - timedelta(seconds=1)
+    assert run(store, "query", "--as-of", before_first_sync.isoformat(), "--format", "json").stdout == "[]\n"
