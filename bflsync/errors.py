@@ -14,6 +14,7 @@
     │   ├── AuthError            401/403: the key was refused
     │   ├── CreditsError         402: the account is out of credits
     │   ├── NotFoundError        404, 422 with a string detail, 200 without finetune_details
+    │   ├── InvalidRequestError  400, or 422 with a validation list: the API rejected the request's shape
     │   ├── RateLimitedError     429 after every retry
     │   ├── ServerError          5xx after every retry
     │   ├── BadResponseError     a body that is not the JSON shape the API documents
@@ -135,6 +136,10 @@ class CreditsError(ApiError):
 
 class NotFoundError(ApiError):
     kind = "not_found"
+
+
+class InvalidRequestError(ApiError):
+    kind = "invalid_request"
 
 
 class RateLimitedError(ApiError):
