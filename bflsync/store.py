@@ -123,9 +123,11 @@ def record_failure(
     )
 
 
-def stored_ids(session: Session, *, source: str) -> set[str]:
-    """Every finetune id stored for ``source``, tombstoned or not."""
+def stored_ids(session: Session, *, source: str, live_only: bool = False) -> set[str]:
+    """Every finetune id stored for ``source``: tombstoned ones too, unless ``live_only``."""
     query = sa.select(finetune_table.c.finetune_id).where(finetune_table.c.source == source)
+    if live_only:
+        query = query.where(finetune_table.c.deleted_at.is_(None))
     return set(session.execute(query).scalars())
 
 
@@ -153,8 +155,9 @@ def record_observations(
         canonical = canonical_json(observation.details)
         digest = content_hash(observation.details)
         current = stored.get(finetune_id)
+        outcome = _outcome(current, digest)
+        outcomes[finetune_id] = outcome
         if current is None:
-            outcomes[finetune_id] = Outcome.CREATED
             new_keys.append(changed_keys(None, observation.details))
             new_rows.append(
                 {
@@ -169,13 +172,10 @@ def record_observations(
                     "last_changed_at": now,
                 }
             )
-        elif current.deleted or current.content_hash != digest:
-            outcome = Outcome.RESTORED if current.deleted else Outcome.UPDATED
-            outcomes[finetune_id] = outcome
-            changed.append((current, observation, canonical, digest, outcome))
-        else:
-            outcomes[finetune_id] = Outcome.UNCHANGED
+        elif outcome is Outcome.UNCHANGED:
             unchanged_pks.append(current.pk)
+        else:
+            changed.append((current, observation, canonical, digest, outcome))
 
     _insert_new(session, new_rows, new_keys, run_id=run_id, now=now)
     _apply_changes(session, changed, run_id=run_id, now=now)
@@ -186,17 +186,30 @@ def record_observations(
     return outcomes
 
 
+def preview_observations(
+    session: Session, observations: Sequence[Observation], *, source: str
+) -> dict[str, Outcome]:
+    """What :func:`record_observations` would do with a batch, read without writing (``sync --dry-run``)."""
+    latest = {observation.finetune_id: observation for observation in observations}
+    stored = _load_stored(session, source=source, finetune_ids=list(latest))
+    return {
+        finetune_id: _outcome(stored.get(finetune_id), content_hash(observation.details))
+        for finetune_id, observation in latest.items()
+    }
+
+
+def missing_from_listing(session: Session, *, source: str, listed_ids: Iterable[str]) -> list[str]:
+    """Live (not tombstoned) finetune ids of ``source`` that a listing no longer has, sorted."""
+    return sorted(
+        finetune_id for _, finetune_id, _ in _live_missing(session, source=source, listed_ids=listed_ids)
+    )
+
+
 def tombstone_missing(
     session: Session, *, source: str, listed_ids: Iterable[str], run_id: int | None, now: datetime
 ) -> list[str]:
     """Mark stored, live finetunes of ``source`` that the listing no longer has; never delete rows."""
-    listed = set(listed_ids)
-    live = session.execute(
-        sa.select(finetune_table.c.id, finetune_table.c.finetune_id, finetune_table.c.version).where(
-            finetune_table.c.source == source, finetune_table.c.deleted_at.is_(None)
-        )
-    ).all()
-    gone = [(pk, finetune_id, version) for pk, finetune_id, version in live if finetune_id not in listed]
+    gone = _live_missing(session, source=source, listed_ids=listed_ids)
     old_details = _load_details(session, [pk for pk, _, _ in gone])
     versions = [
         {
@@ -258,6 +271,25 @@ def reextract(session: Session, *, batch_size: int = 2000) -> int:
         if updates:
             session.execute(statement, updates)
         changed += len(updates)
+
+
+def _outcome(current: _Stored | None, digest: str) -> Outcome:
+    if current is None:
+        return Outcome.CREATED
+    if current.deleted:
+        return Outcome.RESTORED
+    return Outcome.UNCHANGED if current.content_hash == digest else Outcome.UPDATED
+
+
+def _live_missing(session: Session, *, source: str, listed_ids: Iterable[str]) -> list[tuple[int, str, int]]:
+    """(pk, finetune id, version) of live finetunes of ``source`` absent from ``listed_ids``."""
+    listed = set(listed_ids)
+    live = session.execute(
+        sa.select(finetune_table.c.id, finetune_table.c.finetune_id, finetune_table.c.version).where(
+            finetune_table.c.source == source, finetune_table.c.deleted_at.is_(None)
+        )
+    ).all()
+    return [(pk, finetune_id, version) for pk, finetune_id, version in live if finetune_id not in listed]
 
 
 def _load_stored(session: Session, *, source: str, finetune_ids: Sequence[str]) -> dict[str, _Stored]:
@@ -346,7 +378,9 @@ def _apply_changes(
                 "change": outcome.value,
                 "details": canonical,
                 "content_hash": digest,
-                "changed_keys": canonical_json(changed_keys(old_details.get(current.pk), observation.details)),
+                "changed_keys": canonical_json(
+                    changed_keys(old_details.get(current.pk), observation.details)
+                ),
                 "observed_at": now,
                 "sync_run_id": run_id,
             }
