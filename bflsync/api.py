@@ -320,7 +320,7 @@ class BflClient:
                         self._pause_all(delay)
             if not retryable or attempt > policy.max_retries or slept + delay > policy.max_total_sleep_s:
                 raise error
-            logger.info("GET %s: retrying in %.2f s (%s)", where, delay, error.message)
+            logger.info("GET %s: retry %d of %d in %.2f s", where, attempt, policy.max_retries, delay)
             slept += delay
             # After a 429 the shared pause, waited for at the top of the loop, is this request's wait too.
             if status != 429:

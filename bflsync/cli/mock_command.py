@@ -1,0 +1,130 @@
+"""``bflsync mock-api``: a BFL-compatible finetune API on loopback, as a process."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from bflsync.mock_api import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MOCK_API_KEY,
+    MockBFL,
+    generate_finetunes,
+    load_data_file,
+)
+from bflsync.net import is_loopback_host
+
+
+def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not is_loopback_host(value):
+        raise click.BadParameter(
+            f"{value!r} is not a loopback address; the mock API only listens on loopback"
+        )
+    return value
+
+
+@click.command("mock-api")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    callback=_loopback,
+    help="Loopback address to bind (127.0.0.0/8, ::1 or localhost).",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port; 0 picks a free one."
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=0),
+    default=25,
+    show_default=True,
+    help="How many finetunes to generate.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for generated data and random errors."
+)
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve the finetunes of this JSON file, shaped {id: details}, instead of generated ones.",
+)
+@click.option(
+    "--api-key",
+    default=DEFAULT_MOCK_API_KEY,
+    show_default=True,
+    help="The key the mock accepts in x-key (a wrong key gets 401, none gets 403).",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Added to every answer, without serializing requests.",
+)
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Fraction of answers that are a random 500/502/503 (some with HTML bodies).",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_IN_FLIGHT,
+    show_default=True,
+    help="Above this many concurrent requests, answer 429 with Retry-After.",
+)
+def mock_api(
+    host: str,
+    port: int,
+    count: int,
+    seed: int,
+    data: Path | None,
+    api_key: str,
+    latency_ms: float,
+    error_rate: float,
+    max_in_flight: int,
+) -> None:
+    """Serve a BFL-compatible finetune API on loopback, to try bflsync without an account.
+
+    Prints its base URL as the first line of stdout, then serves until interrupted
+    (Ctrl-C or SIGTERM exit 0). The default key it accepts is "mock-key".
+
+    \b
+    Example:
+        bflsync mock-api --port 8123 --count 200 --latency-ms 50 &
+        BFL_API_KEY=mock-key BFL_API_URL=http://127.0.0.1:8123 bflsync sync
+    """
+    finetunes = load_data_file(data) if data is not None else generate_finetunes(count, seed=seed)
+    mock = MockBFL(
+        finetunes,
+        api_key=api_key,
+        latency_ms=latency_ms,
+        error_rate=error_rate,
+        max_in_flight=max_in_flight,
+        seed=seed,
+        host=host,
+        port=port,
+    )
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # shutdown() waits for the serve loop, which runs in this very thread: ask from another one.
+        threading.Thread(target=mock.shutdown, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        click.echo(mock.base_url)
+        sys.stdout.flush()
+        click.echo(f"bflsync mock-api: serving {len(finetunes)} finetunes; Ctrl-C stops", err=True)
+        mock.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        mock.close()

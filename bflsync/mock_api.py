@@ -1,0 +1,611 @@
+"""A BFL-compatible finetune API on loopback, for the demo, end-to-end tests and trying bflsync keyless.
+
+It answers like the real endpoints (x-key auth with 401/403, 404 and FastAPI-style 422, 429 above an
+in-flight cap, 5xx with JSON or HTML bodies) and lets tests script per-id faults between syncs. It is
+a server, so it does not import httpx; ``http.server`` with TCP_NODELAY and keep-alive is fast enough
+that a sync benchmark measures the client, not the mock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import json
+import logging
+import random
+import socket
+import sys
+import threading
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, TypeAlias
+from urllib.parse import parse_qsl, urlsplit
+
+from bflsync.errors import InputError
+from bflsync.net import is_loopback_host
+
+logger = logging.getLogger("bflsync.mock_api")
+
+DEFAULT_MOCK_API_KEY: Final = "mock-key"
+DEFAULT_MAX_IN_FLIGHT: Final = 24  # BFL's documented cap on concurrent requests
+LIST_PATH: Final = "/v1/my_finetunes"
+DETAILS_PATH: Final = "/v1/finetune_details"
+_REQUEST_LOG_MAX: Final = 100_000  # a long-running demo server must not grow without bound
+_RATE_LIMIT_RETRY_AFTER_S: Final = "1"
+
+_HTML_502: Final = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+)
+_HTML_503: Final = (
+    b"<!DOCTYPE html><html><head><title>503 Service Temporarily Unavailable</title></head>"
+    b"<body><h1>Service Temporarily Unavailable</h1></body></html>"
+)
+
+
+class Endpoint(enum.Enum):
+    """Fault targets that are not finetune ids (ids are plain strings and could be anything)."""
+
+    LISTING = "listing"
+
+
+LISTING: Final = Endpoint.LISTING
+FaultTarget: TypeAlias = str | Endpoint
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the mock saw it; whether x-key was sent, never its value."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int | None  # None: the connection was dropped without an answer
+    key_present: bool
+
+    @property
+    def finetune_id(self) -> str | None:
+        return self.query.get("finetune_id")
+
+
+@dataclass
+class _Fault:
+    kind: str  # status | hang | drop | bad_json | non_object | missing_details
+    remaining: int | None  # None: until cleared
+    status: int = 500
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _json_reply(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> _Reply:
+    return _Reply(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers or {})
+
+
+class MockBFL:
+    """The mock's state and server. Settings (``latency_ms``, ``error_rate``, ``max_in_flight``,
+    ``api_key``) are plain attributes a test may change between requests; everything else goes
+    through thread-safe methods.
+    """
+
+    def __init__(
+        self,
+        finetunes: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        api_key: str = DEFAULT_MOCK_API_KEY,
+        latency_ms: float = 0.0,
+        error_rate: float = 0.0,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        """Binds at once (``port=0`` picks a free port), so ``base_url`` is known before serving."""
+        if not is_loopback_host(host):
+            raise InputError(f"refusing to bind {host!r}: the mock API only listens on loopback")
+        self.api_key = api_key
+        self.latency_ms = latency_ms
+        self.error_rate = error_rate
+        self.max_in_flight = max_in_flight
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._finetunes: dict[str, bytes] = {}
+        self._faults: dict[FaultTarget, list[_Fault]] = {}
+        self._requests: deque[RequestRecord] = deque(maxlen=_REQUEST_LOG_MAX)
+        self._in_flight = 0
+        self._connections: set[socket.socket] = set()
+        self._request_ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        for finetune_id, details in (finetunes or {}).items():
+            self.put(finetune_id, details)
+        server_class = _Server6 if ":" in host else _Server
+        self._server = server_class((host.strip("[]"), port), self)
+        bound_host, bound_port = self._server.server_address[:2]
+        assert isinstance(bound_host, str)
+        shown = f"[{bound_host}]" if server_class is _Server6 else bound_host
+        self.base_url = f"http://{shown}:{bound_port}"
+
+    @classmethod
+    def serve(
+        cls,
+        finetunes: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        count: int = 0,
+        seed: int = 0,
+        api_key: str = DEFAULT_MOCK_API_KEY,
+        latency_ms: float = 0.0,
+        error_rate: float = 0.0,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> MockBFL:
+        """A mock serving in a background thread; use it as a context manager so it stops.
+
+        Without ``finetunes`` it serves ``count`` generated ones (deterministic per ``seed``).
+        """
+        data = finetunes if finetunes is not None else generate_finetunes(count, seed=seed)
+        mock = cls(
+            data,
+            api_key=api_key,
+            latency_ms=latency_ms,
+            error_rate=error_rate,
+            max_in_flight=max_in_flight,
+            seed=seed,
+            host=host,
+            port=port,
+        )
+        mock._thread = threading.Thread(target=mock.serve_forever, name="mock-bfl", daemon=True)
+        mock._thread.start()
+        return mock
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until ``shutdown()`` is called from another thread."""
+        self._server.serve_forever(poll_interval=0.1)
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+
+    def close(self) -> None:
+        """Stop serving and free the port; open keep-alive connections and sleeping handlers end too."""
+        self._closing.set()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def put(self, finetune_id: str, details: Mapping[str, Any]) -> None:
+        """Add or replace a finetune; encoded now, so later edits to ``details`` do not leak in."""
+        encoded = json.dumps(dict(details), ensure_ascii=False).encode()
+        with self._lock:
+            self._finetunes[finetune_id] = encoded
+
+    def remove(self, finetune_id: str) -> None:
+        with self._lock:
+            self._finetunes.pop(finetune_id, None)
+
+    @property
+    def finetunes(self) -> dict[str, dict[str, Any]]:
+        """A decoded copy of what is being served."""
+        with self._lock:
+            snapshot = dict(self._finetunes)
+        return {finetune_id: json.loads(body) for finetune_id, body in snapshot.items()}
+
+    # --- scripted faults ----------------------------------------------------------------------
+    # A target is a finetune id or LISTING. Faults queue per target; each answers the next
+    # ``times`` matching requests (None: every one until ``clear_faults``). They apply after the
+    # auth and validation checks, like a backend failing behind a healthy gateway.
+
+    def fail(
+        self,
+        target: FaultTarget,
+        *,
+        status: int = 500,
+        times: int | None = None,
+        body: bytes | str | Mapping[str, Any] | list[Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Answer with ``status``; ``body`` as JSON (dict/list), raw text (HTML if it starts with '<')."""
+        reply = _fault_reply(status, body, headers)
+        self._add(
+            target,
+            _Fault(
+                "status",
+                times,
+                status=status,
+                body=reply.body,
+                headers={"content-type": reply.content_type, **reply.headers},
+            ),
+        )
+
+    def hang(self, target: FaultTarget, *, seconds: float, times: int | None = None) -> None:
+        """Sleep ``seconds`` before answering normally: longer than a client timeout, it is a timeout."""
+        self._add(target, _Fault("hang", times, seconds=seconds))
+
+    def drop(self, target: FaultTarget, *, times: int | None = None) -> None:
+        """Close the connection without answering (the client sees a dropped connection)."""
+        self._add(target, _Fault("drop", times))
+
+    def bad_json(self, target: FaultTarget, *, times: int | None = None) -> None:
+        """Answer 200 with a body that is not valid JSON."""
+        self._add(target, _Fault("bad_json", times))
+
+    def non_object(
+        self, target: FaultTarget, *, value: Any = "not an object", times: int | None = None
+    ) -> None:
+        """Answer 200 with ``finetune_details`` (``finetunes`` for LISTING) set to ``value``."""
+        self._add(target, _Fault("non_object", times, value=value))
+
+    def missing_details(self, target: FaultTarget, *, times: int | None = None) -> None:
+        """Answer 200 with ``{}``: no ``finetune_details`` (no ``finetunes`` for LISTING)."""
+        self._add(target, _Fault("missing_details", times))
+
+    def clear_faults(self, target: FaultTarget | None = None) -> None:
+        with self._lock:
+            if target is None:
+                self._faults.clear()
+            else:
+                self._faults.pop(target, None)
+
+    def _add(self, target: FaultTarget, fault: _Fault) -> None:
+        if fault.remaining is not None and fault.remaining < 1:
+            raise ValueError("times must be at least 1 (or None for a permanent fault)")
+        with self._lock:
+            self._faults.setdefault(target, []).append(fault)
+
+    def _take_fault(self, target: FaultTarget) -> _Fault | None:
+        with self._lock:
+            queue = self._faults.get(target)
+            if not queue:
+                return None
+            fault = queue[0]
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    queue.pop(0)
+            return fault
+
+    # --- request log --------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """The requests received so far, oldest first (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    # --- serving (called from handler threads) ------------------------------------------------
+
+    def _answer(self, path: str, query: dict[str, str], key: str | None) -> _Reply | None:
+        """The reply to one GET, or None to drop the connection."""
+        with self._lock:
+            self._in_flight += 1
+            over_cap = self._in_flight > self.max_in_flight
+        try:
+            if over_cap:
+                return _json_reply(
+                    429,
+                    {"detail": "Too many active requests"},
+                    {"retry-after": _RATE_LIMIT_RETRY_AFTER_S},
+                )
+            if self.latency_ms > 0:
+                self._closing.wait(self.latency_ms / 1000)
+            if key is None:
+                return _json_reply(403, {"detail": "Not authenticated"})
+            if key != self.api_key:
+                return _json_reply(401, {"detail": "Invalid API key"})
+            target: FaultTarget
+            if path == LIST_PATH:
+                target = LISTING
+            elif path == DETAILS_PATH:
+                if "finetune_id" not in query:
+                    return _json_reply(
+                        422,
+                        {
+                            "detail": [
+                                {
+                                    "type": "missing",
+                                    "loc": ["query", "finetune_id"],
+                                    "msg": "Field required",
+                                    "input": None,
+                                }
+                            ]
+                        },
+                    )
+                target = query["finetune_id"]
+            else:
+                return _json_reply(404, {"detail": "Not Found"})
+            return self._serve_target(target)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _serve_target(self, target: FaultTarget) -> _Reply | None:
+        payload_key = "finetunes" if target is LISTING else "finetune_details"
+        fault = self._take_fault(target)
+        if fault is not None:
+            if fault.kind == "status":
+                return _Reply(fault.status, fault.body, fault.headers["content-type"], fault.headers)
+            if fault.kind == "drop":
+                return None
+            if fault.kind == "bad_json":
+                return _Reply(200, b'{"' + payload_key.encode() + b'": {"trigger_word": "TOK",')
+            if fault.kind == "non_object":
+                return _json_reply(200, {payload_key: fault.value})
+            if fault.kind == "missing_details":
+                return _json_reply(200, {})
+            self._closing.wait(fault.seconds)  # hang, then answer as usual
+        random_failure = self._random_failure()
+        if random_failure is not None:
+            return random_failure
+        with self._lock:
+            if target is LISTING:
+                return _json_reply(200, {"finetunes": list(self._finetunes)})
+            details = self._finetunes.get(target)
+        if details is None:
+            return _json_reply(404, {"detail": "Finetune not found"})
+        return _Reply(200, b'{"finetune_details": ' + details + b"}")
+
+    def _random_failure(self) -> _Reply | None:
+        with self._lock:
+            if self.error_rate <= 0 or self._rng.random() >= self.error_rate:
+                return None
+            kind = self._rng.randrange(4)
+        if kind == 0:
+            return _json_reply(500, {"detail": "Internal Server Error"})
+        if kind == 1:
+            return _Reply(502, _HTML_502, "text/html")
+        if kind == 2:
+            return _json_reply(503, {"detail": "Service temporarily unavailable"})
+        return _Reply(503, _HTML_503, "text/html; charset=utf-8")
+
+    def _record(self, record: RequestRecord) -> str:
+        with self._lock:
+            self._requests.append(record)
+            return f"mock-{next(self._request_ids):08d}"
+
+    def _track(self, sock: socket.socket, *, opened: bool) -> None:
+        with self._lock:
+            if opened:
+                self._connections.add(sock)
+            else:
+                self._connections.discard(sock)
+
+
+def _fault_reply(
+    status: int,
+    body: bytes | str | Mapping[str, Any] | list[Any] | None,
+    headers: Mapping[str, str] | None,
+) -> _Reply:
+    extra = {name.lower(): value for name, value in (headers or {}).items()}
+    if body is None:
+        reply = _json_reply(status, {"detail": _phrase(status)})
+    elif isinstance(body, Mapping | list):
+        reply = _json_reply(status, body)
+    else:
+        raw = body.encode() if isinstance(body, str) else body
+        content_type = "text/html" if raw.lstrip().startswith(b"<") else "text/plain"
+        reply = _Reply(status, raw, content_type)
+    content_type = extra.pop("content-type", reply.content_type)
+    return _Reply(status, reply.body, content_type, extra)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a sync reuses its connections
+    disable_nagle_algorithm = True  # else Nagle + delayed ACK add ~40 ms to every answer
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.mock._track(self.connection, opened=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.mock._track(self.connection, opened=False)
+
+    def do_GET(self) -> None:
+        mock = self.server.mock
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        key = self.headers.get("x-key")
+        reply = mock._answer(parts.path, query, key)
+        request_id = mock._record(
+            RequestRecord(
+                method="GET",
+                path=parts.path,
+                query=query,
+                status=reply.status if reply else None,
+                key_present=key is not None,
+            )
+        )
+        if reply is None:
+            self.close_connection = True
+            return
+        self._send(reply, request_id)
+
+    def _method_not_allowed(self) -> None:
+        request_id = self.server.mock._record(
+            RequestRecord(
+                method=self.command,
+                path=urlsplit(self.path).path,
+                query={},
+                status=405,
+                key_present="x-key" in self.headers,
+            )
+        )
+        self.close_connection = True  # the request body, if any, is left unread
+        self._send(_json_reply(405, {"detail": "Method Not Allowed"}, {"allow": "GET"}), request_id)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = _method_not_allowed
+
+    def _send(self, reply: _Reply, request_id: str) -> None:
+        self.send_response(reply.status)
+        self.send_header("content-type", reply.content_type)
+        self.send_header("content-length", str(len(reply.body)))
+        self.send_header("x-request-id", request_id)
+        for name, value in reply.headers.items():
+            if name not in ("content-type", "content-length"):
+                self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def version_string(self) -> str:
+        return "bflsync-mock"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.info("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops connections when a sync opens 16 at once
+
+    def __init__(self, address: tuple[str, int], mock: MockBFL) -> None:
+        self.mock = mock
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out or hung up is business as usual for this server.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def load_data_file(path: Path) -> dict[str, dict[str, Any]]:
+    """Finetunes from a JSON file shaped ``{id: details}``; anything else is the user's to fix."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read --data file {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--data file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"--data file {path} must hold a JSON object {{id: details}}")
+    for finetune_id, details in data.items():
+        if not finetune_id or not isinstance(details, dict):
+            raise InputError(
+                f"--data file {path}: entry {finetune_id!r} must map a non-empty id to an object"
+            )
+    return data
+
+
+# --- generated data -----------------------------------------------------------------------------
+
+_MODES: Final = ("general", "character", "style", "product")
+_PRIORITIES: Final = ("speed", "quality", "high_res_only")
+_LEARNING_RATES: Final = (1e-6, 5e-6, 1e-5, 2e-5, 4e-5, 1e-4, 2e-4, 5e-4, 1e-3, 0.005, None)
+_ITERATIONS: Final = (100, 150, 200, 250, 300, 300, 300, 300, 400, 500, 600, 800, 1000)
+_TRIGGER_WORDS: Final = ("TOK", "ohwx", "sks", "zxc_style", "BRUNO", "ÆON", "mascot_v2")
+_COMMENTS: Final = (
+    "Portrait of my dog Bruno 🐶",
+    "Café logo — v2",
+    "日本の風景スタイル",
+    "Портрет в стиле акварели",
+    "Ñandú product shots, white background",
+    "Ελληνικά γράμματα / Greek lettering",
+    "emoji test 🎨✨🚀",
+    "",
+    'brand "hero" shots\nsecond line',
+    "watercolor style, soft edges",
+    "product: sneaker AIR-7 (studio light)",
+)
+_ORGS: Final = ("acme-labs", "pixel-forge", "studio-nord")
+_SLUGS: Final = ("portrait-lora", "product-shots", "watercolor-style", "brand-mascot")
+_EPOCH: Final = datetime(2024, 8, 1, tzinfo=UTC)
+
+
+def generate_finetunes(count: int, *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """``count`` realistic finetunes, identical for the same seed.
+
+    Spans every mode, type, rank, priority, learning rate and iteration count, with unicode
+    comments and, at fixed strides so even small sets show them: name-style ids, sparse records,
+    numeric strings ("300"), unknown new keys and a second timestamp format.
+    """
+    rng = random.Random(seed)
+    finetunes: dict[str, dict[str, Any]] = {}
+    for i in range(count):
+        if i % 17 == 3:
+            finetune_id = f"{rng.choice(_ORGS)}/{rng.choice(_SLUGS)}-{i}"
+        else:
+            finetune_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        finetune_type = "full" if i % 5 == 4 else "lora"
+        iterations: int | str = rng.choice(_ITERATIONS)
+        learning_rate: float | str | None = rng.choice(_LEARNING_RATES)
+        when = _EPOCH + timedelta(seconds=rng.randrange(300 * 86_400), microseconds=rng.randrange(1_000_000))
+        details: dict[str, Any] = {
+            "finetune_comment": rng.choice(_COMMENTS),
+            "trigger_word": rng.choice(_TRIGGER_WORDS),
+            "mode": _MODES[i % len(_MODES)],
+            "iterations": iterations,
+            "learning_rate": learning_rate,
+            "finetune_type": finetune_type,
+            "priority": _PRIORITIES[i % len(_PRIORITIES)],
+            "captioning": rng.random() < 0.7,
+            "timestamp": when.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if i % 19 == 11
+            else when.replace(tzinfo=None).isoformat(),
+        }
+        if finetune_type == "lora":
+            details["lora_rank"] = rng.choice((16, 32))
+        if i % 11 == 7:
+            details["iterations"] = str(iterations)
+            if learning_rate is not None:
+                details["learning_rate"] = str(learning_rate)
+        if i % 23 == 9:
+            details["image_count"] = rng.randrange(5, 40)
+        if i % 13 == 5:
+            for key in rng.sample(sorted(details), k=rng.randrange(3, len(details))):
+                del details[key]
+        finetunes[finetune_id] = details
+    return finetunes
