@@ -315,7 +315,8 @@ class _Run:
 
     def _listing_error(self, exc: ApiError) -> str:
         if isinstance(exc, AuthError):
-            return f"the API key was refused by {self.client.source}: {exc}"
+            where = str(exc).removeprefix(exc.message).lstrip("; ")
+            return f"the API key was refused by {self.client.source} ({where})"
         return f"cannot list finetunes at {self.client.source}: {exc}"
 
     async def _unless_stopped(self, awaitable: Coroutine[Any, Any, T]) -> T:

@@ -21,6 +21,7 @@ from bflsync.errors import BflsyncError, ExitCode
 LAZY_COMMANDS: dict[str, str] = {
     "db": "bflsync.cli.db_commands:db",
     "mock-api": "bflsync.cli.mock_command:mock_api",
+    "sync": "bflsync.cli.sync_command:sync",
 }
 
 
