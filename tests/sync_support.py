@@ -78,8 +78,9 @@ def file_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def sync_argv(db_path: Path, base_url: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "bflsync", "--db", str(db_path), "sync", "--base-url", base_url, *args]
+def sync_argv(db_path: Path, base_url: str, *args: str, quiet: bool = False) -> list[str]:
+    group = ["--db", str(db_path), *(["--quiet"] if quiet else [])]
+    return [sys.executable, "-m", "bflsync", *group, "sync", "--base-url", base_url, *args]
 
 
 def process_env(**extra: str) -> dict[str, str]:
@@ -87,10 +88,10 @@ def process_env(**extra: str) -> dict[str, str]:
 
 
 def run_sync_process(
-    db_path: Path, base_url: str, *args: str, timeout: float = 30.0
+    db_path: Path, base_url: str, *args: str, quiet: bool = False, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        sync_argv(db_path, base_url, *args),
+        sync_argv(db_path, base_url, *args, quiet=quiet),
         env=process_env(),
         capture_output=True,
         text=True,
