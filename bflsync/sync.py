@@ -35,7 +35,7 @@ from bflsync.errors import ApiError, AuthError
 logger = logging.getLogger("bflsync.sync")
 T = TypeVar("T")
 
-DEFAULT_BATCH_SIZE: Final = 500
+DEFAULT_BATCH_SIZE: Final = 2000
 DEFAULT_FLUSH_INTERVAL_S: Final = 1.0
 # Fetch tasks alive at once. The client's semaphore caps the requests actually in flight at its
 # concurrency (at most MAX_CONCURRENCY); the window only bounds how many ids are picked up.
