@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--concurrency", type=int, default=16)
     arguments = parser.parse_args()
+    if arguments.latency_ms <= 0:
+        parser.error("--latency-ms must be positive: the ideal time is measured in latencies")
     ideal_s = arguments.count * arguments.latency_ms / 1000 / arguments.concurrency
     with (
         mock_api(count=arguments.count, latency_ms=arguments.latency_ms) as base_url,
