@@ -26,7 +26,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias
+from typing import Any, Final, Literal, Self, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
 from bflsync.errors import InputError
@@ -78,7 +78,7 @@ class RequestRecord:
 
 @dataclass
 class _Fault:
-    kind: str  # status | hang | drop | bad_json | non_object | missing_details
+    kind: Literal["status", "hang", "drop", "bad_json", "non_object", "missing_details"]
     remaining: int | None  # None: until cleared
     status: int = 500
     body: bytes = b""
@@ -189,9 +189,10 @@ class MockBFL:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until ``shutdown()`` is called from another thread."""
-        self._server.serve_forever(poll_interval=0.1)
+        self._server.serve_forever(poll_interval=0.05)
 
     def shutdown(self) -> None:
+        """Make ``serve_forever`` return; blocks until it does, so call it from another thread."""
         self._server.shutdown()
 
     def close(self) -> None:
@@ -305,7 +306,7 @@ class MockBFL:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """The requests received so far, oldest first (a copy)."""
+        """The requests answered so far, in the order answered (a copy)."""
         with self._lock:
             return list(self._requests)
 
@@ -399,6 +400,7 @@ class MockBFL:
         return _Reply(503, _HTML_503, "text/html; charset=utf-8")
 
     def _record(self, record: RequestRecord) -> str:
+        """Log the request; returns the x-request-id its answer carries."""
         with self._lock:
             self._requests.append(record)
             return f"mock-{next(self._request_ids):08d}"
