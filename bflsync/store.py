@@ -19,8 +19,15 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from bflsync import __version__
-from bflsync.extract import EXTRACTED_FIELDS, canonical_json, changed_keys, content_hash, extract_fields
-from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun
+from bflsync.extract import (
+    EXTRACTED_FIELDS,
+    canonical_json,
+    changed_keys,
+    content_hash,
+    extract_fields,
+    hash_canonical,
+)
+from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun, UTCDateTime
 
 # SQLite allows 32,766 bound parameters per statement; stay far below for IN lists.
 IN_CHUNK = 900
@@ -123,9 +130,11 @@ def record_failure(
     )
 
 
-def stored_ids(session: Session, *, source: str) -> set[str]:
-    """Every finetune id stored for ``source``, tombstoned or not."""
+def stored_ids(session: Session, *, source: str, live_only: bool = False) -> set[str]:
+    """Every finetune id stored for ``source``: tombstoned ones too, unless ``live_only``."""
     query = sa.select(finetune_table.c.finetune_id).where(finetune_table.c.source == source)
+    if live_only:
+        query = query.where(finetune_table.c.deleted_at.is_(None))
     return set(session.execute(query).scalars())
 
 
@@ -151,10 +160,11 @@ def record_observations(
 
     for finetune_id, observation in latest.items():
         canonical = canonical_json(observation.details)
-        digest = content_hash(observation.details)
+        digest = hash_canonical(canonical)
         current = stored.get(finetune_id)
+        outcome = _outcome(current, digest)
+        outcomes[finetune_id] = outcome
         if current is None:
-            outcomes[finetune_id] = Outcome.CREATED
             new_keys.append(changed_keys(None, observation.details))
             new_rows.append(
                 {
@@ -164,18 +174,12 @@ def record_observations(
                     **extract_fields(observation.details),
                     "content_hash": digest,
                     "version": 1,
-                    "first_seen_at": now,
-                    "last_seen_at": now,
-                    "last_changed_at": now,
                 }
             )
-        elif current.deleted or current.content_hash != digest:
-            outcome = Outcome.RESTORED if current.deleted else Outcome.UPDATED
-            outcomes[finetune_id] = outcome
-            changed.append((current, observation, canonical, digest, outcome))
-        else:
-            outcomes[finetune_id] = Outcome.UNCHANGED
+        elif outcome is Outcome.UNCHANGED:
             unchanged_pks.append(current.pk)
+        else:
+            changed.append((current, observation, canonical, digest, outcome))
 
     _insert_new(session, new_rows, new_keys, run_id=run_id, now=now)
     _apply_changes(session, changed, run_id=run_id, now=now)
@@ -186,17 +190,30 @@ def record_observations(
     return outcomes
 
 
+def preview_observations(
+    session: Session, observations: Sequence[Observation], *, source: str
+) -> dict[str, Outcome]:
+    """What :func:`record_observations` would do with a batch, read without writing (``sync --dry-run``)."""
+    latest = {observation.finetune_id: observation for observation in observations}
+    stored = _load_stored(session, source=source, finetune_ids=list(latest))
+    return {
+        finetune_id: _outcome(stored.get(finetune_id), content_hash(observation.details))
+        for finetune_id, observation in latest.items()
+    }
+
+
+def missing_from_listing(session: Session, *, source: str, listed_ids: Iterable[str]) -> list[str]:
+    """Live (not tombstoned) finetune ids of ``source`` that a listing no longer has, sorted."""
+    return sorted(
+        finetune_id for _, finetune_id, _ in _live_missing(session, source=source, listed_ids=listed_ids)
+    )
+
+
 def tombstone_missing(
     session: Session, *, source: str, listed_ids: Iterable[str], run_id: int | None, now: datetime
 ) -> list[str]:
     """Mark stored, live finetunes of ``source`` that the listing no longer has; never delete rows."""
-    listed = set(listed_ids)
-    live = session.execute(
-        sa.select(finetune_table.c.id, finetune_table.c.finetune_id, finetune_table.c.version).where(
-            finetune_table.c.source == source, finetune_table.c.deleted_at.is_(None)
-        )
-    ).all()
-    gone = [(pk, finetune_id, version) for pk, finetune_id, version in live if finetune_id not in listed]
+    gone = _live_missing(session, source=source, listed_ids=listed_ids)
     old_details = _load_details(session, [pk for pk, _, _ in gone])
     versions = [
         {
@@ -260,6 +277,25 @@ def reextract(session: Session, *, batch_size: int = 2000) -> int:
         changed += len(updates)
 
 
+def _outcome(current: _Stored | None, digest: str) -> Outcome:
+    if current is None:
+        return Outcome.CREATED
+    if current.deleted:
+        return Outcome.RESTORED
+    return Outcome.UNCHANGED if current.content_hash == digest else Outcome.UPDATED
+
+
+def _live_missing(session: Session, *, source: str, listed_ids: Iterable[str]) -> list[tuple[int, str, int]]:
+    """(pk, finetune id, version) of live finetunes of ``source`` absent from ``listed_ids``."""
+    listed = set(listed_ids)
+    live = session.execute(
+        sa.select(finetune_table.c.id, finetune_table.c.finetune_id, finetune_table.c.version).where(
+            finetune_table.c.source == source, finetune_table.c.deleted_at.is_(None)
+        )
+    ).all()
+    return [(pk, finetune_id, version) for pk, finetune_id, version in live if finetune_id not in listed]
+
+
 def _load_stored(session: Session, *, source: str, finetune_ids: Sequence[str]) -> dict[str, _Stored]:
     stored: dict[str, _Stored] = {}
     columns = (
@@ -267,14 +303,15 @@ def _load_stored(session: Session, *, source: str, finetune_ids: Sequence[str]) 
         finetune_table.c.id,
         finetune_table.c.content_hash,
         finetune_table.c.version,
-        finetune_table.c.deleted_at,
+        # Only whether it is set: parsing every timestamp would cost more than the query.
+        finetune_table.c.deleted_at.is_not(None),
     )
     for ids in chunked(finetune_ids):
         query = sa.select(*columns).where(
             finetune_table.c.source == source, finetune_table.c.finetune_id.in_(ids)
         )
-        for finetune_id, pk, digest, version, deleted_at in session.execute(query):
-            stored[finetune_id] = _Stored(pk, digest, version, deleted_at is not None)
+        for finetune_id, pk, digest, version, deleted in session.execute(query).all():
+            stored[finetune_id] = _Stored(pk, digest, version, bool(deleted))
     return stored
 
 
@@ -296,25 +333,62 @@ def _insert_new(
     run_id: int | None,
     now: datetime,
 ) -> None:
+    """Insert new finetunes and their version 1 with two executemany statements.
+
+    No RETURNING: SQLAlchemy would then insert row by row to match keys to rows. Version 1
+    copies the row it belongs to, found by its unique (source, finetune_id).
+    """
     if not rows:
         return
-    pks = session.execute(
-        sa.insert(finetune_table).returning(finetune_table.c.id, sort_by_parameter_order=True), rows
-    ).scalars()
-    versions = [
-        {
-            "finetune_pk": pk,
-            "version": 1,
-            "change": "created",
-            "details": row["details"],
-            "content_hash": row["content_hash"],
-            "changed_keys": canonical_json(keys),
-            "observed_at": now,
-            "sync_run_id": run_id,
-        }
-        for pk, row, keys in zip(pks, rows, keys_per_row, strict=True)
-    ]
-    session.execute(sa.insert(version_table), versions)
+    stamp = _timestamp(session, now)
+    session.execute(
+        sa.insert(finetune_table).values(first_seen_at=stamp, last_seen_at=stamp, last_changed_at=stamp),
+        rows,
+    )
+    created_version = sa.insert(version_table).from_select(
+        [
+            "finetune_pk",
+            "version",
+            "change",
+            "details",
+            "content_hash",
+            "changed_keys",
+            "observed_at",
+            "sync_run_id",
+        ],
+        sa.select(
+            finetune_table.c.id,
+            finetune_table.c.version,
+            sa.literal("created"),
+            finetune_table.c.details,
+            finetune_table.c.content_hash,
+            sa.bindparam("v_changed_keys", type_=sa.Text()),
+            stamp,
+            sa.literal(run_id, sa.Integer()),
+        ).where(
+            finetune_table.c.source == sa.bindparam("v_source"),
+            finetune_table.c.finetune_id == sa.bindparam("v_finetune_id"),
+        ),
+    )
+    session.execute(
+        created_version,
+        [
+            {
+                "v_source": row["source"],
+                "v_finetune_id": row["finetune_id"],
+                "v_changed_keys": canonical_json(keys),
+            }
+            for row, keys in zip(rows, keys_per_row, strict=True)
+        ],
+    )
+
+
+def _timestamp(session: Session, now: datetime) -> sa.BindParameter[Any]:
+    """``now`` as a bound value converted for the database once, not once per row of an executemany."""
+    dialect = session.get_bind().dialect
+    processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    # String has no bind processing of its own, so the converted value goes to the driver as is.
+    return sa.literal(processor(now) if processor else now, sa.String())
 
 
 def _apply_changes(

@@ -27,6 +27,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "query": "bflsync.cli.read_commands:query",
     "runs": "bflsync.cli.read_commands:runs",
     "show": "bflsync.cli.read_commands:show",
+    "sync": "bflsync.cli.sync_command:sync",
 }
 
 

@@ -1,0 +1,277 @@
+"""``bflsync sync``: fetch every finetune's details from the BFL API into the local store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from sqlalchemy.engine import Engine
+
+from bflsync import db as store_db
+from bflsync.api import BflClient, load_api_key, resolve_base_url
+from bflsync.cli.common import CliContext, pass_cli_context, report_opened
+from bflsync.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_READ_TIMEOUT_S,
+    MAX_CONCURRENCY,
+    REGION_URLS,
+    ApiSettings,
+)
+from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
+from bflsync.lock import SyncLock, lock_path_for
+from bflsync.sync import ProgressCallback, SyncOptions, SyncResult, run_sync
+
+_EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
+
+
+class RunFailedError(BflsyncError):
+    """The run could not do its job (the listing failed); the run row says why, too."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = ExitCode(exit_code)
+
+
+@click.command()
+@click.option(
+    "--region",
+    type=click.Choice(sorted(REGION_URLS)),
+    help="BFL region to sync from [default: us1, unless BFL_API_URL is set].",
+)
+@click.option(
+    "--base-url",
+    envvar="BFL_API_URL",
+    metavar="URL",
+    help="API base URL instead of a region, e.g. a mock on loopback [env BFL_API_URL].",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the API key from this file instead of BFL_API_KEY.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, MAX_CONCURRENCY),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Detail requests in flight at once.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_READ_TIMEOUT_S,
+    show_default=True,
+    metavar="S",
+    help="Seconds to wait for each answer before retrying.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_RETRIES,
+    show_default=True,
+    help="Retries of a request after 429, 5xx, timeouts and dropped connections.",
+)
+@click.option(
+    "--id",
+    "only_ids",
+    multiple=True,
+    metavar="ID",
+    help="Sync only this finetune (repeatable); no listing, so nothing is marked deleted.",
+)
+@click.option(
+    "--new-only",
+    is_flag=True,
+    help="Fetch details only for listed finetunes not stored yet; changes to known ones are not seen.",
+)
+@click.option("--dry-run", is_flag=True, help="Fetch and report what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's result as one JSON object on stdout.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="If another sync holds the store, wait this long for it instead of exiting 4 at once.",
+)
+@click.pass_context
+@pass_cli_context
+def sync(
+    cli_context: CliContext,
+    ctx: click.Context,
+    region: str | None,
+    base_url: str | None,
+    api_key_file: Path | None,
+    concurrency: int,
+    timeout_s: float,
+    max_retries: int,
+    only_ids: tuple[str, ...],
+    new_only: bool,
+    dry_run: bool,
+    as_json: bool,
+    wait_s: float,
+) -> None:
+    """Fetch every finetune's details from the BFL API into the store, with an audit version per change.
+
+    New finetunes get version 1, changed ones a new version listing the changed keys,
+    unchanged ones only a new last-seen time; finetunes the account no longer lists are
+    marked deleted (rows are never removed) and restored if they come back. Finetunes
+    that cannot be fetched are logged in sync_error and keep their stored data.
+
+    One sync per store at a time: a second one exits 4 (or waits up to --wait seconds).
+    The store stays readable by `bflsync query`, sqlite3 and Datasette meanwhile.
+
+    --new-only is the cheap run for frequent cron jobs: it fetches only finetunes not
+    stored yet (and still marks vanished ones deleted), so edits to known finetunes are
+    seen only by the next full sync.
+
+    Exit codes: 0 ok, 1 some finetunes failed (the rest stored), 2 bad input or missing
+    key, 3 cannot run (listing failed, key refused, store not writable), 4 another sync
+    is running, 130 interrupted.
+
+    \b
+    Example:
+        BFL_API_KEY=... bflsync sync --region eu1 --json
+    """
+    if only_ids and new_only:
+        raise InputError("--new-only filters the listing; it cannot be combined with --id")
+    region_given = ctx.get_parameter_source("region") is click.core.ParameterSource.COMMANDLINE
+    base_url_given = ctx.get_parameter_source("base_url") is click.core.ParameterSource.COMMANDLINE
+    if region_given and base_url_given:
+        raise InputError("give either --region or --base-url, not both")
+    settings = ApiSettings(
+        api_key=load_api_key(env_value=os.environ.get("BFL_API_KEY"), key_file=api_key_file),
+        # An explicit --region beats a base URL that only comes from the environment.
+        base_url=resolve_base_url(region=region, base_url=None if region_given else base_url),
+        connect_timeout_s=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s),
+        read_timeout_s=timeout_s,
+        max_retries=max_retries,
+        concurrency=concurrency,
+    )
+    options = SyncOptions(only_ids=only_ids, new_only=new_only, dry_run=dry_run)
+    location = store_db.locate_store(cli_context.db)
+    show_progress = not cli_context.quiet and sys.stderr.isatty()
+
+    if dry_run:
+        with _read_only_engine(location) as engine:
+            result, signum = _run(engine, settings, options, show_progress=show_progress)
+    else:
+        with SyncLock(lock_path_for(location), wait_s=wait_s):
+            opened = store_db.open_store_for_write(location)
+            try:
+                report_opened(cli_context, location, opened)
+                with store_db.translate_errors(location):
+                    result, signum = _run(opened.engine, settings, options, show_progress=show_progress)
+            finally:
+                opened.engine.dispose()
+
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    if result.status == "failed":
+        raise RunFailedError(result.error or "the sync failed", result.error_exit_code or ExitCode.CANNOT_RUN)
+    if not cli_context.quiet:
+        click.echo(_summary(result), err=True)
+    if signum is not None:
+        ctx.exit(128 + signum)
+    ctx.exit(int(_EXIT_BY_STATUS[result.status]))
+
+
+@contextmanager
+def _read_only_engine(location: store_db.StoreLocation) -> Iterator[Engine | None]:
+    """A dry run reads the store if there is one, and never creates or changes it."""
+    try:
+        engine = store_db.open_store_for_read(location, allow_behind=True)
+    except StoreMissingError:
+        yield None
+        return
+    try:
+        with store_db.translate_errors(location):
+            yield engine
+    finally:
+        engine.dispose()
+
+
+def _run(
+    engine: Engine | None, settings: ApiSettings, options: SyncOptions, *, show_progress: bool
+) -> tuple[SyncResult, int | None]:
+    """Run the sync on a fresh event loop; SIGINT/SIGTERM stop it cleanly, a second one ends it at once."""
+    received: list[int] = []
+
+    async def main(progress: ProgressCallback | None) -> SyncResult:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            stop.set()
+            loop.remove_signal_handler(signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            async with BflClient.from_settings(settings) as client:
+                return await run_sync(
+                    engine=engine,
+                    client=client,
+                    options=options,
+                    now=lambda: datetime.now(UTC),
+                    pid=os.getpid(),
+                    progress=progress,
+                    stop=stop,
+                )
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    with _progress_bar(enabled=show_progress) as progress:
+        result = asyncio.run(main(progress))
+    return result, received[0] if received else None
+
+
+@contextmanager
+def _progress_bar(*, enabled: bool) -> Iterator[ProgressCallback | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("fetching details"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("fetch", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _summary(result: SyncResult) -> str:
+    changes = (
+        f"{result.created} created, {result.updated} updated, {result.deleted} deleted, "
+        f"{result.restored} restored, {result.unchanged} unchanged, {result.failed} failed"
+    )
+    if result.dry_run:
+        return f"dry run, nothing written; would be {changes} ({result.source})"
+    listed = f"{result.listed} listed, " if result.listed else ""
+    return (
+        f"sync {result.status}: {listed}{changes} in {result.duration_s:.1f} s "
+        f"(run {result.run_id}, {result.source})"
+    )

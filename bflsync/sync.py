@@ -1,0 +1,436 @@
+"""One sync run: list the account's finetunes, fetch their details concurrently, store, report.
+
+The network side and the database side meet at one bounded queue. A fixed window of fetch
+tasks feeds it (the client's semaphore decides how many requests are actually in flight);
+a single writer drains it and stores a batch every ``batch_size`` results or
+``flush_interval_s`` seconds, each batch one short write transaction. So the write lock is
+never held across network I/O, a crash loses at most the batch being written, and memory
+stays flat however many finetunes the account has: the queue, the batch and the fetch
+window are all bounded.
+
+Nothing here prints, reads the environment or handles signals: the caller passes ``now``,
+a progress callback and a ``stop`` event, and renders the returned :class:`SyncResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bflsync import store
+from bflsync.api import BflClient
+from bflsync.config import MAX_CONCURRENCY
+from bflsync.errors import ApiError, AuthError
+
+logger = logging.getLogger("bflsync.sync")
+T = TypeVar("T")
+
+DEFAULT_BATCH_SIZE: Final = 2000
+DEFAULT_FLUSH_INTERVAL_S: Final = 1.0
+# Fetch tasks alive at once. The client's semaphore caps the requests actually in flight at its
+# concurrency (at most MAX_CONCURRENCY); the window only bounds how many ids are picked up.
+FETCH_WINDOW: Final = MAX_CONCURRENCY
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (finetunes finished, finetunes to fetch) after each fetch, success or not."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncOptions:
+    """What to sync; the defaults are a full sync of every listed finetune."""
+
+    only_ids: tuple[str, ...] = ()
+    new_only: bool = False
+    dry_run: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchFailure:
+    """A finetune whose details could not be used in this run, and why."""
+
+    finetune_id: str
+    kind: str
+    http_status: int | None
+    message: str
+    attempts: int
+
+
+@dataclass(kw_only=True)
+class SyncResult:
+    """How a run ended; ``run_id`` is None for a dry run, which records nothing."""
+
+    run_id: int | None
+    status: str
+    source: str
+    dry_run: bool
+    listed: int = 0
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    restored: int = 0
+    failed: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    error_exit_code: int | None = None
+
+    def counts(self) -> dict[str, int]:
+        """The ``sync_run`` counter columns."""
+        return {
+            "listed": self.listed,
+            "fetched": self.fetched,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "restored": self.restored,
+            "failed": self.failed,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """The documented ``sync --json`` object."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "source": self.source,
+            **self.counts(),
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+_Fetched = store.Observation | FetchFailure
+
+
+async def run_sync(
+    *,
+    engine: Engine | None,
+    client: BflClient,
+    options: SyncOptions,
+    now: Callable[[], datetime],
+    pid: int,
+    progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
+) -> SyncResult:
+    """Run one sync against ``engine`` (None only for a dry run against a store that does not exist).
+
+    The caller holds the sync lock (so every ``running`` run is a dead process's) and has brought
+    the store to head, or for a dry run opened it read-only. Setting ``stop`` ends the run early:
+    in-flight fetches are abandoned, everything already fetched is stored, and the run is
+    marked ``interrupted``.
+    """
+    if engine is None and not options.dry_run:
+        raise ValueError("only a dry run can go without a store")
+    started = time.monotonic()
+    with _session(engine) as session:
+        recorder = _Recorder(session, source=client.source, now=now, pid=pid, dry_run=options.dry_run)
+        run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
+        result = await run.execute()
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+@contextmanager
+def _session(engine: Engine | None) -> Iterator[Session | None]:
+    if engine is None:
+        yield None
+        return
+    with Session(engine) as session:
+        yield session
+
+
+class _Recorder:
+    """Every database step of a run, each in a transaction of its own; in a dry run, reads only."""
+
+    def __init__(
+        self, session: Session | None, *, source: str, now: Callable[[], datetime], pid: int, dry_run: bool
+    ) -> None:
+        self.session = session
+        self.source = source
+        self.now = now
+        self.pid = pid
+        self.dry_run = dry_run
+        self.run_id: int | None = None
+
+    def begin_run(self) -> None:
+        if self.dry_run or self.session is None:
+            return
+        with self.session.begin():
+            interrupted = store.mark_interrupted_runs(self.session)
+            self.run_id = store.start_run(self.session, source=self.source, pid=self.pid, now=self.now())
+        if interrupted:
+            logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
+
+    def live_ids(self) -> set[str]:
+        if self.session is None:
+            return set()
+        with self.session.begin():
+            return store.stored_ids(self.session, source=self.source, live_only=True)
+
+    def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
+        """Store one batch of results; return how many finetunes each outcome took."""
+        observations = [item for item in batch if isinstance(item, store.Observation)]
+        failures = [item for item in batch if isinstance(item, FetchFailure)]
+        if self.session is None:
+            return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
+        with self.session.begin():
+            if self.dry_run:
+                outcomes = store.preview_observations(self.session, observations, source=self.source)
+            else:
+                outcomes = store.record_observations(
+                    self.session, observations, source=self.source, run_id=self.run_id, now=self.now()
+                )
+                assert self.run_id is not None
+                for failure in failures:
+                    store.record_failure(
+                        self.session,
+                        run_id=self.run_id,
+                        finetune_id=failure.finetune_id,
+                        kind=failure.kind,
+                        message=failure.message,
+                        http_status=failure.http_status,
+                        attempts=failure.attempts,
+                    )
+        return Counter(outcome.value for outcome in outcomes.values())
+
+    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+        """Tombstone what the listing lost (when given) and close the run, in one transaction."""
+        if self.session is None:
+            return
+        with self.session.begin():
+            if listed_ids is not None:
+                if self.dry_run:
+                    gone = store.missing_from_listing(self.session, source=self.source, listed_ids=listed_ids)
+                else:
+                    gone = store.tombstone_missing(
+                        self.session,
+                        source=self.source,
+                        listed_ids=listed_ids,
+                        run_id=self.run_id,
+                        now=self.now(),
+                    )
+                result.deleted = len(gone)
+            if self.run_id is not None:
+                store.finish_run(
+                    self.session,
+                    run_id=self.run_id,
+                    status=result.status,
+                    counts=result.counts(),
+                    now=self.now(),
+                    error=result.error,
+                )
+
+    def fail_quietly(self, error: str) -> None:
+        """Best effort after a database error: the run is marked ``interrupted`` by the next sync anyway."""
+        if self.session is None or self.run_id is None:
+            return
+        from sqlalchemy.exc import SQLAlchemyError
+
+        with suppress(SQLAlchemyError), self.session.begin():
+            store.finish_run(
+                self.session, run_id=self.run_id, status="failed", counts={}, now=self.now(), error=error
+            )
+
+
+class _Stopped(Exception):
+    """The caller set the stop event."""
+
+
+class _Run:
+    """The state of one run while it executes."""
+
+    def __init__(
+        self,
+        *,
+        client: BflClient,
+        recorder: _Recorder,
+        options: SyncOptions,
+        progress: ProgressCallback | None,
+        stop: asyncio.Event | None,
+    ) -> None:
+        self.client = client
+        self.recorder = recorder
+        self.options = options
+        self.progress = progress
+        self.stop = stop
+        self.result = SyncResult(run_id=None, status="running", source=client.source, dry_run=options.dry_run)
+
+    async def execute(self) -> SyncResult:
+        result = self.result
+        self.recorder.begin_run()
+        result.run_id = self.recorder.run_id
+        try:
+            listed_ids = await self._ids_to_list()
+            to_fetch = self._ids_to_fetch(listed_ids)
+            stopped = await self._fetch_and_store(to_fetch)
+        except _Stopped:
+            stopped, listed_ids = True, None
+        except ApiError as exc:
+            result.status = "failed"
+            result.error = self._listing_error(exc)
+            result.error_exit_code = exc.exit_code
+            self.recorder.finish(result, listed_ids=None)
+            return result
+        except BaseException as exc:
+            self.recorder.fail_quietly(f"{type(exc).__name__}: {exc}")
+            raise
+        if stopped:
+            result.status = "interrupted"
+            result.error = "stopped before finishing (interrupted by a signal)"
+            # A stop request means do as little as possible: tombstones wait for the next full run.
+            listed_ids = None
+        else:
+            result.status = "partial" if result.failed else "ok"
+        self.recorder.finish(result, listed_ids=listed_ids)
+        return result
+
+    async def _ids_to_list(self) -> list[str] | None:
+        """The full listing, or None when only ``--id`` finetunes are synced (then nothing is tombstoned)."""
+        if self.options.only_ids:
+            return None
+        listed = await self._unless_stopped(self.client.list_finetunes())
+        self.result.listed = len(listed)
+        return listed
+
+    def _ids_to_fetch(self, listed_ids: list[str] | None) -> list[str]:
+        if listed_ids is None:
+            return list(dict.fromkeys(self.options.only_ids))
+        if self.options.new_only:
+            # Tombstoned finetunes count as not stored: listed again, they must be restored.
+            known = self.recorder.live_ids()
+            return [finetune_id for finetune_id in listed_ids if finetune_id not in known]
+        return listed_ids
+
+    def _listing_error(self, exc: ApiError) -> str:
+        if isinstance(exc, AuthError):
+            where = str(exc).removeprefix(exc.message).lstrip("; ")
+            return f"the API key was refused by {self.client.source} ({where})"
+        return f"cannot list finetunes at {self.client.source}: {exc}"
+
+    async def _unless_stopped(self, awaitable: Coroutine[Any, Any, T]) -> T:
+        if self.stop is None:
+            return await awaitable
+        work = asyncio.ensure_future(awaitable)
+        stop_wait = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            if not work.done():
+                work.cancel()
+                with suppress(asyncio.CancelledError):
+                    await work
+        if work.cancelled():
+            raise _Stopped
+        return work.result()
+
+    async def _fetch_and_store(self, ids: list[str]) -> bool:
+        """Fetch and store every id; return True when stopped early."""
+        queue: asyncio.Queue[_Fetched | None] = asyncio.Queue(maxsize=2 * self.options.batch_size)
+        writer = asyncio.create_task(self._write(queue))
+        fetcher = asyncio.create_task(self._fetch(ids, queue))
+        waiters: set[asyncio.Future[Any]] = {writer, fetcher}
+        stop_wait = asyncio.ensure_future(self.stop.wait()) if self.stop else None
+        if stop_wait is not None:
+            waiters.add(stop_wait)
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            writer.cancel()
+            fetcher.cancel()
+            raise
+        finally:
+            if stop_wait is not None:
+                stop_wait.cancel()
+        completed = fetcher.done()
+        if not completed:
+            # Stopped, or the writer failed and nothing would drain the queue any more.
+            fetcher.cancel()
+        with suppress(asyncio.CancelledError):
+            await fetcher
+        if writer.done():
+            # The writer only ends before the sentinel by failing: surface its error.
+            writer.result()
+        await queue.put(None)
+        await writer
+        return not completed
+
+    async def _fetch(self, ids: list[str], queue: asyncio.Queue[_Fetched | None]) -> None:
+        pending = iter(ids)
+        total = len(ids)
+        finished = 0
+
+        async def worker() -> None:
+            nonlocal finished
+            for finetune_id in pending:
+                await queue.put(await self._fetch_one(finetune_id))
+                finished += 1
+                if self.progress is not None:
+                    self.progress(finished, total)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(FETCH_WINDOW, total)):
+                group.create_task(worker())
+
+    async def _fetch_one(self, finetune_id: str) -> _Fetched:
+        try:
+            details = await self.client.get_details(finetune_id)
+        except ApiError as exc:
+            logger.warning("finetune %s not stored: %s", finetune_id, exc)
+            return FetchFailure(
+                finetune_id=finetune_id,
+                kind=exc.kind,
+                http_status=exc.status,
+                message=str(exc),
+                attempts=exc.attempts,
+            )
+        return store.Observation(finetune_id, details)
+
+    async def _write(self, queue: asyncio.Queue[_Fetched | None]) -> None:
+        loop = asyncio.get_running_loop()
+        batch: list[_Fetched] = []
+        deadline: float | None = None
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await queue.get()
+            except TimeoutError:
+                await self._flush(batch)
+                batch, deadline = [], None
+                continue
+            if item is None:
+                break
+            if not batch:
+                deadline = loop.time() + self.options.flush_interval_s
+            batch.append(item)
+            if len(batch) >= self.options.batch_size:
+                await self._flush(batch)
+                batch, deadline = [], None
+        if batch:
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[_Fetched]) -> None:
+        # The batch is written in a worker thread so fetches go on meanwhile; only this writer
+        # task touches the session, one batch at a time.
+        outcomes = await asyncio.to_thread(self.recorder.record, batch)
+        result = self.result
+        failed = sum(isinstance(item, FetchFailure) for item in batch)
+        result.failed += failed
+        result.fetched += len(batch) - failed
+        result.created += outcomes[store.Outcome.CREATED.value]
+        result.updated += outcomes[store.Outcome.UPDATED.value]
+        result.unchanged += outcomes[store.Outcome.UNCHANGED.value]
+        result.restored += outcomes[store.Outcome.RESTORED.value]
+        logger.debug("stored a batch of %d results", len(batch))

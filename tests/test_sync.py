@@ -1,0 +1,718 @@
+"""``bflsync sync`` in-process (CliRunner and the library) against the mock API on a loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy.engine import Engine
+from sync_support import ALPHA, ANY_TIME, BETA, GAMMA, KEY, rows
+
+from bflsync import __version__, db
+from bflsync.api import BflClient
+from bflsync.cli import cli
+from bflsync.config import Secret
+from bflsync.extract import canonical_json, content_hash
+from bflsync.lock import SyncLock, lock_path_for
+from bflsync.mock_api import LISTING, MockBFL
+from bflsync.sync import SyncOptions, SyncResult, run_sync
+
+T1 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+T2 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
+T3 = datetime(2026, 1, 3, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def mock() -> Iterator[MockBFL]:
+    with MockBFL.serve({"alpha": ALPHA, "beta": BETA, "gamma": GAMMA}, api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def source(mock: MockBFL) -> str:
+    return mock.base_url.removeprefix("http://")
+
+
+def invoke(runner: CliRunner, db_path: Path, mock: MockBFL, *args: str, key: str = KEY) -> Result:
+    return runner.invoke(
+        cli,
+        ["--db", str(db_path), "sync", "--base-url", mock.base_url, *args],
+        env={"BFL_API_KEY": key},
+        catch_exceptions=False,
+    )
+
+
+def sync_at(engine: Engine | None, mock: MockBFL, at: datetime, **options: Any) -> SyncResult:
+    """One sync through the library with a fixed clock, so timestamps can be asserted exactly."""
+
+    async def go() -> SyncResult:
+        async with BflClient(api_key=Secret(KEY), base_url=mock.base_url) as client:
+            return await run_sync(
+                engine=engine, client=client, options=SyncOptions(**options), now=lambda: at, pid=4242
+            )
+
+    return asyncio.run(go())
+
+
+def text(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def version_row(
+    finetune_id: str,
+    version: int,
+    change: str,
+    details: dict[str, Any] | None,
+    keys: list[str],
+    at: datetime,
+    run: int,
+) -> dict[str, Any]:
+    return {
+        "finetune_id": finetune_id,
+        "version": version,
+        "change": change,
+        "details": None if details is None else canonical_json(details),
+        "content_hash": None if details is None else content_hash(details),
+        "changed_keys": json.dumps(keys, separators=(",", ":")),
+        "observed_at": text(at),
+        "sync_run_id": run,
+    }
+
+
+def versions(db_path: Path) -> list[dict[str, Any]]:
+    """Every version row, with its finetune's id in place of the key (fetches finish in any order)."""
+    return rows(
+        db_path,
+        "SELECT f.finetune_id, v.version, v.change, v.details, v.content_hash, v.changed_keys, v.observed_at,"
+        " v.sync_run_id FROM finetune_version AS v JOIN finetune AS f ON f.id = v.finetune_pk"
+        " ORDER BY f.finetune_id, v.version",
+    )
+
+
+def finetunes(db_path: Path) -> list[dict[str, Any]]:
+    return rows(db_path, "SELECT * FROM finetune ORDER BY finetune_id")
+
+
+def store_dump(db_path: Path) -> dict[str, list[dict[str, Any]]]:
+    return {
+        table: rows(db_path, f"SELECT * FROM {table} ORDER BY id")
+        for table in ("finetune", "finetune_version", "sync_error")
+    }
+
+
+# --- what a sync stores -------------------------------------------------------------------------
+
+
+def test_first_sync_stores_each_finetune_with_version_1(
+    runner: CliRunner, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    result = invoke(runner, db_path, mock)
+
+    stored = finetunes(db_path)
+    assert result.exit_code == 0, result.output
+    assert sorted(row.pop("id") for row in stored) == [1, 2, 3]
+    assert stored == [
+        {
+            "source": source,
+            "finetune_id": "alpha",
+            "details": canonical_json(ALPHA),
+            "finetune_comment": "portrait",
+            "trigger_word": "TOK",
+            "mode": "character",
+            "finetune_type": "lora",
+            "priority": "quality",
+            "iterations": 300,
+            "lora_rank": 32,
+            "learning_rate": 1e-05,
+            "captioning": 1,
+            "remote_timestamp": "2024-09-01T10:00:00",
+            "content_hash": content_hash(ALPHA),
+            "version": 1,
+            "first_seen_at": ANY_TIME,
+            "last_seen_at": ANY_TIME,
+            "last_changed_at": ANY_TIME,
+            "deleted_at": None,
+        },
+        {
+            "source": source,
+            "finetune_id": "beta",
+            "details": canonical_json(BETA),
+            "finetune_comment": None,
+            "trigger_word": "SKS",
+            "mode": "style",
+            "finetune_type": "full",
+            "priority": None,
+            "iterations": 500,
+            "lora_rank": None,
+            "learning_rate": None,
+            "captioning": None,
+            "remote_timestamp": None,
+            "content_hash": content_hash(BETA),
+            "version": 1,
+            "first_seen_at": ANY_TIME,
+            "last_seen_at": ANY_TIME,
+            "last_changed_at": ANY_TIME,
+            "deleted_at": None,
+        },
+        {
+            "source": source,
+            "finetune_id": "gamma",
+            "details": canonical_json(GAMMA),
+            "finetune_comment": None,
+            "trigger_word": None,
+            "mode": "product",
+            "finetune_type": None,
+            "priority": None,
+            "iterations": None,
+            "lora_rank": None,
+            "learning_rate": None,
+            "captioning": 0,
+            "remote_timestamp": None,
+            "content_hash": content_hash(GAMMA),
+            "version": 1,
+            "first_seen_at": ANY_TIME,
+            "last_seen_at": ANY_TIME,
+            "last_changed_at": ANY_TIME,
+            "deleted_at": None,
+        },
+    ]
+
+
+def test_three_syncs_record_updated_deleted_and_restored_versions(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    sync_at(store_engine, mock, T1)
+    alpha_v2 = {**ALPHA, "iterations": 400, "lora_rank": 16}
+    mock.put("alpha", alpha_v2)
+    mock.remove("gamma")
+    sync_at(store_engine, mock, T2)
+    mock.put("gamma", GAMMA)
+    third = sync_at(store_engine, mock, T3)
+
+    assert versions(db_path) == [
+        version_row("alpha", 1, "created", ALPHA, sorted(ALPHA), T1, 1),
+        version_row("alpha", 2, "updated", alpha_v2, ["iterations", "lora_rank"], T2, 2),
+        version_row("beta", 1, "created", BETA, sorted(BETA), T1, 1),
+        version_row("gamma", 1, "created", GAMMA, sorted(GAMMA), T1, 1),
+        version_row("gamma", 2, "deleted", None, sorted(GAMMA), T2, 2),
+        version_row("gamma", 3, "restored", GAMMA, [], T3, 3),
+    ]
+    assert third.restored == 1 and third.unchanged == 2
+
+
+def test_restored_finetune_row_is_live_again_at_its_latest_version(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    sync_at(store_engine, mock, T1)
+    mock.remove("gamma")
+    sync_at(store_engine, mock, T2)
+    deleted_row = rows(db_path, "SELECT version, deleted_at FROM finetune WHERE finetune_id = 'gamma'")
+    mock.put("gamma", GAMMA)
+    sync_at(store_engine, mock, T3)
+
+    assert deleted_row == [{"version": 2, "deleted_at": text(T2)}]
+    assert rows(
+        db_path,
+        "SELECT version, deleted_at, first_seen_at, last_seen_at, last_changed_at FROM finetune "
+        "WHERE finetune_id = 'gamma'",
+    ) == [
+        {
+            "version": 3,
+            "deleted_at": None,
+            "first_seen_at": text(T1),
+            "last_seen_at": text(T3),
+            "last_changed_at": text(T3),
+        }
+    ]
+
+
+def test_second_sync_of_unchanged_data_writes_no_version_rows(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    sync_at(store_engine, mock, T1)
+    before = versions(db_path)
+    second = sync_at(store_engine, mock, T2)
+
+    assert versions(db_path) == before
+    assert rows(db_path, "SELECT DISTINCT last_seen_at, last_changed_at FROM finetune") == [
+        {"last_seen_at": text(T2), "last_changed_at": text(T1)}
+    ]
+    assert (second.status, second.unchanged, second.created, second.updated) == ("ok", 3, 0, 0)
+
+
+def test_run_row_records_source_pid_counts_and_times(
+    store_engine: Engine, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    sync_at(store_engine, mock, T1)
+    mock.remove("beta")
+    sync_at(store_engine, mock, T2)
+
+    assert rows(db_path, "SELECT * FROM sync_run WHERE id = 2") == [
+        {
+            "id": 2,
+            "started_at": text(T2),
+            "finished_at": text(T2),
+            "status": "ok",
+            "source": source,
+            "pid": 4242,
+            "bflsync_version": __version__,
+            "listed": 2,
+            "fetched": 2,
+            "created": 0,
+            "updated": 0,
+            "unchanged": 2,
+            "deleted": 1,
+            "restored": 0,
+            "failed": 0,
+            "error": None,
+        }
+    ]
+
+
+def test_json_output_has_the_documented_keys(
+    runner: CliRunner, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    result = invoke(runner, db_path, mock, "--json")
+
+    payload = json.loads(result.stdout)
+    assert isinstance(payload.pop("duration_s"), float)
+    assert payload == {
+        "run_id": 1,
+        "status": "ok",
+        "source": source,
+        "listed": 3,
+        "fetched": 3,
+        "created": 3,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "restored": 0,
+        "failed": 0,
+    }
+
+
+def test_without_json_stdout_is_empty_and_stderr_has_one_summary_line(
+    runner: CliRunner, db_path: Path, mock: MockBFL, store_engine: Engine
+) -> None:
+    result = invoke(runner, db_path, mock)
+
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"sync ok: 3 listed, 3 created, 0 updated, 0 deleted, 0 restored, 0 unchanged, 0 failed in "
+        f"{result.stderr.split(' in ')[1].split(' s ')[0]} s (run 1, {mock.base_url.removeprefix('http://')})"
+    ]
+
+
+def test_quiet_prints_nothing_on_success(runner: CliRunner, db_path: Path, mock: MockBFL) -> None:
+    result = runner.invoke(
+        cli,
+        ["--db", str(db_path), "-q", "sync", "--base-url", mock.base_url],
+        env={"BFL_API_KEY": KEY},
+        catch_exceptions=False,
+    )
+
+    assert (result.exit_code, result.output) == (0, "")
+
+
+def test_verbose_logs_each_request_without_the_key(
+    runner: CliRunner, db_path: Path, mock: MockBFL, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="bflsync"):
+        result = runner.invoke(
+            cli,
+            ["--db", str(db_path), "-v", "sync", "--base-url", mock.base_url],
+            env={"BFL_API_KEY": KEY},
+            catch_exceptions=False,
+        )
+
+    requests = [r.getMessage() for r in caplog.records if r.name == "bflsync.api"]
+    assert result.exit_code == 0
+    assert "GET /v1/finetune_details?finetune_id=beta -> 200 (attempt 1," in "\n".join(requests)
+    assert len(requests) == 4
+    assert KEY not in caplog.text + result.output
+
+
+# --- partial failure, listing failure, auth -------------------------------------------------------
+
+
+def test_failed_finetunes_are_logged_and_the_rest_stored(
+    runner: CliRunner, db_path: Path, mock: MockBFL, store_engine: Engine
+) -> None:
+    for finetune_id in ("p500", "pbad", "pnon", "t429", "t500", "thang"):
+        mock.put(finetune_id, {"mode": "general", "finetune_comment": finetune_id})
+    assert invoke(runner, db_path, mock).exit_code == 0
+    before = {r["finetune_id"]: r for r in finetunes(db_path)}
+    for finetune_id in ("p500", "pbad", "pnon", "t429", "t500", "thang", "alpha"):
+        mock.put(finetune_id, {"mode": "style", "finetune_comment": f"{finetune_id} v2"})
+    mock.fail("p500", status=500)
+    mock.bad_json("pbad")
+    mock.non_object("pnon")
+    mock.fail("t429", status=429, times=1, headers={"retry-after": "0"})
+    mock.fail("t500", status=500, times=1)
+    mock.hang("thang", seconds=1.5, times=1)
+
+    result = invoke(runner, db_path, mock, "--max-retries", "1", "--timeout", "0.5", "--json")
+
+    after = {r["finetune_id"]: r for r in finetunes(db_path)}
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["failed"] == 3
+    assert rows(
+        db_path,
+        "SELECT sync_run_id, finetune_id, kind, http_status, attempts FROM sync_error ORDER BY finetune_id",
+    ) == [
+        {"sync_run_id": 2, "finetune_id": "p500", "kind": "http", "http_status": 500, "attempts": 2},
+        {"sync_run_id": 2, "finetune_id": "pbad", "kind": "bad_json", "http_status": 200, "attempts": 1},
+        {"sync_run_id": 2, "finetune_id": "pnon", "kind": "bad_json", "http_status": 200, "attempts": 1},
+    ]
+    assert {finetune_id: after[finetune_id] for finetune_id in ("p500", "pbad", "pnon")} == {
+        finetune_id: before[finetune_id] for finetune_id in ("p500", "pbad", "pnon")
+    }
+    assert {
+        finetune_id: after[finetune_id]["version"] for finetune_id in ("t429", "t500", "thang", "alpha")
+    } == {
+        "t429": 2,
+        "t500": 2,
+        "thang": 2,
+        "alpha": 2,
+    }
+    assert rows(db_path, "SELECT count(*) AS n FROM finetune WHERE deleted_at IS NOT NULL") == [{"n": 0}]
+
+
+def test_failure_messages_name_the_request_and_the_status(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    mock.fail("beta", status=500)
+
+    result = invoke(runner, db_path, mock, "--max-retries", "0")
+
+    assert result.exit_code == 1
+    [error] = rows(db_path, "SELECT message FROM sync_error")
+    assert error["message"].startswith(
+        "the BFL API failed after 1 attempt(s); GET /v1/finetune_details?finetune_id=beta -> 500"
+    )
+    assert "finetune beta not stored: the BFL API failed" in result.stderr
+
+
+def test_partial_run_row_is_partial_with_counts(
+    runner: CliRunner, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    mock.fail("beta", status=500)
+
+    invoke(runner, db_path, mock, "--max-retries", "0")
+
+    [run] = rows(db_path, "SELECT status, listed, fetched, created, failed, error FROM sync_run")
+    assert run == {"status": "partial", "listed": 3, "fetched": 2, "created": 2, "failed": 1, "error": None}
+
+
+def test_refused_key_exits_3_naming_the_host_and_leaves_the_store_untouched(
+    runner: CliRunner, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    invoke(runner, db_path, mock)
+    before = store_dump(db_path)
+
+    result = invoke(runner, db_path, mock, key="wrong-key-0xdeadbeef")
+
+    assert result.exit_code == 3
+    assert result.stderr.startswith(
+        f"bflsync: error: the API key was refused by {source} (GET /v1/my_finetunes"
+    )
+    assert store_dump(db_path) == before
+    assert "wrong-key-0xdeadbeef" not in result.output
+
+
+def test_refused_key_marks_the_run_failed_without_the_key(
+    runner: CliRunner, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    invoke(runner, db_path, mock, key="wrong-key-0xdeadbeef")
+
+    [run] = rows(db_path, "SELECT status, listed, fetched, finished_at, error FROM sync_run")
+    assert run == {
+        "status": "failed",
+        "listed": 0,
+        "fetched": 0,
+        "finished_at": ANY_TIME,
+        "error": run["error"],
+    }
+    assert run["error"].startswith(f"the API key was refused by {source} (GET /v1/my_finetunes -> 401")
+    assert "wrong-key" not in db_path.read_bytes().decode("latin-1")
+
+
+def test_listing_failure_exits_3_and_writes_only_the_failed_run(
+    runner: CliRunner, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    invoke(runner, db_path, mock)
+    before = store_dump(db_path)
+    mock.fail(LISTING, status=503)
+
+    result = invoke(runner, db_path, mock, "--max-retries", "0", "--json")
+
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)["status"] == "failed"
+    assert store_dump(db_path) == before
+    [run] = rows(db_path, "SELECT status, error FROM sync_run WHERE id = 2")
+    assert run["status"] == "failed"
+    assert run["error"].startswith(
+        f"cannot list finetunes at {source}: the BFL API failed after 1 attempt(s); "
+        "GET /v1/my_finetunes -> 503"
+    )
+
+
+# --- input errors ------------------------------------------------------------------------------
+
+
+def test_missing_key_exits_2_naming_BFL_API_KEY(runner: CliRunner, db_path: Path, mock: MockBFL) -> None:
+    result = runner.invoke(cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url])
+
+    assert result.exit_code == 2
+    assert "BFL_API_KEY" in result.stderr
+    assert not db_path.exists()
+
+
+def test_plain_http_to_a_remote_host_exits_2(runner: CliRunner, db_path: Path) -> None:
+    result = runner.invoke(
+        cli,
+        ["--db", str(db_path), "sync", "--base-url", "http://api.example.com"],
+        env={"BFL_API_KEY": KEY},
+    )
+
+    assert result.exit_code == 2
+    assert "refusing plain http:// to api.example.com" in result.stderr
+    assert not db_path.exists()
+
+
+def test_region_and_base_url_together_exit_2(runner: CliRunner, db_path: Path, mock: MockBFL) -> None:
+    result = runner.invoke(
+        cli,
+        ["--db", str(db_path), "sync", "--region", "eu1", "--base-url", mock.base_url],
+        env={"BFL_API_KEY": KEY},
+    )
+
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "bflsync: error: give either --region or --base-url, not both\n",
+    )
+
+
+def test_new_only_with_id_exits_2(runner: CliRunner, db_path: Path, mock: MockBFL) -> None:
+    result = runner.invoke(
+        cli,
+        ["--db", str(db_path), "sync", "--base-url", mock.base_url, "--new-only", "--id", "alpha"],
+        env={"BFL_API_KEY": KEY},
+    )
+
+    assert result.exit_code == 2
+    assert "--new-only" in result.stderr
+
+
+def test_BFL_API_URL_gives_the_base_url(runner: CliRunner, db_path: Path, mock: MockBFL, source: str) -> None:
+    result = runner.invoke(
+        cli,
+        ["--db", str(db_path), "sync", "--json"],
+        env={"BFL_API_KEY": KEY, "BFL_API_URL": mock.base_url},
+        catch_exceptions=False,
+    )
+
+    assert json.loads(result.stdout)["source"] == source
+
+
+def test_api_key_file_is_used_instead_of_the_environment(
+    runner: CliRunner, db_path: Path, mock: MockBFL, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+
+    result = runner.invoke(
+        cli,
+        ["--db", str(db_path), "sync", "--base-url", mock.base_url, "--api-key-file", str(key_file)],
+        env={"BFL_API_KEY": "not-the-key"},
+        catch_exceptions=False,
+    )
+
+    assert result.exit_code == 0
+
+
+# --- dry run, --new-only, --id ---------------------------------------------------------------
+
+
+def test_dry_run_does_not_create_a_missing_store(runner: CliRunner, db_path: Path, mock: MockBFL) -> None:
+    result = invoke(runner, db_path, mock, "--dry-run", "--json")
+
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["created"] == 3
+    assert list(db_path.parent.iterdir()) == []
+
+
+def test_dry_run_reports_changes_and_leaves_the_store_bytes_unchanged(
+    runner: CliRunner, db_path: Path, mock: MockBFL, store_engine: Engine
+) -> None:
+    invoke(runner, db_path, mock)
+    store_engine.dispose()
+    before = db_path.read_bytes()
+    mock.put("alpha", {**ALPHA, "iterations": 1})
+    mock.remove("beta")
+    mock.put("delta", GAMMA)
+
+    result = invoke(runner, db_path, mock, "--dry-run", "--json")
+
+    payload = json.loads(result.stdout)
+    assert db_path.read_bytes() == before
+    assert {key: payload[key] for key in ("run_id", "created", "updated", "unchanged", "deleted")} == {
+        "run_id": None,
+        "created": 1,
+        "updated": 1,
+        "unchanged": 1,
+        "deleted": 1,
+    }
+    assert result.stderr.startswith("dry run, nothing written; would be 1 created, 1 updated, 1 deleted")
+
+
+def test_new_only_fetches_only_finetunes_not_stored(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    sync_at(store_engine, mock, T1)
+    mock.put("alpha", {**ALPHA, "iterations": 1})
+    mock.put("delta", GAMMA)
+    mock.clear_requests()
+
+    result = sync_at(store_engine, mock, T2, new_only=True)
+
+    assert [r.finetune_id for r in mock.requests if r.finetune_id] == ["delta"]
+    assert (result.listed, result.fetched, result.created, result.updated) == (4, 1, 1, 0)
+
+
+def test_new_only_still_marks_unlisted_finetunes_deleted(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    sync_at(store_engine, mock, T1)
+    mock.remove("beta")
+
+    result = sync_at(store_engine, mock, T2, new_only=True)
+
+    assert result.deleted == 1
+    assert rows(db_path, "SELECT finetune_id, deleted_at FROM finetune WHERE deleted_at IS NOT NULL") == [
+        {"finetune_id": "beta", "deleted_at": text(T2)}
+    ]
+
+
+def test_new_only_restores_a_deleted_finetune_listed_again(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    sync_at(store_engine, mock, T1)
+    mock.remove("beta")
+    sync_at(store_engine, mock, T2)
+    mock.put("beta", BETA)
+
+    result = sync_at(store_engine, mock, T3, new_only=True)
+
+    assert (result.fetched, result.restored) == (1, 1)
+
+
+def test_id_syncs_only_the_given_finetunes_without_listing(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    sync_at(store_engine, mock, T1)
+    mock.remove("gamma")
+    mock.put("alpha", {**ALPHA, "iterations": 1})
+    mock.put("beta", {**BETA, "iterations": 1})
+    mock.clear_requests()
+
+    result = sync_at(store_engine, mock, T2, only_ids=("alpha", "alpha"))
+
+    assert [r.path for r in mock.requests] == ["/v1/finetune_details"]
+    assert (result.listed, result.fetched, result.updated, result.deleted) == (0, 1, 1, 0)
+    assert rows(db_path, "SELECT finetune_id, version, deleted_at FROM finetune ORDER BY id") == [
+        {"finetune_id": "alpha", "version": 2, "deleted_at": None},
+        {"finetune_id": "beta", "version": 1, "deleted_at": None},
+        {"finetune_id": "gamma", "version": 1, "deleted_at": None},
+    ]
+
+
+def test_id_of_an_unknown_finetune_is_a_not_found_failure(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    result = invoke(runner, db_path, mock, "--id", "nope")
+
+    assert result.exit_code == 1
+    assert rows(db_path, "SELECT finetune_id, kind, http_status FROM sync_error") == [
+        {"finetune_id": "nope", "kind": "not_found", "http_status": 404}
+    ]
+
+
+# --- lock and stop -------------------------------------------------------------------------------
+
+
+def test_locked_store_exits_4_naming_the_holder(runner: CliRunner, db_path: Path, mock: MockBFL) -> None:
+    with SyncLock(lock_path_for(db.locate_store(str(db_path))), pid=31337):
+        result = runner.invoke(
+            cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
+        )
+
+    assert (result.exit_code, result.stderr) == (4, "bflsync: error: another sync is running (pid 31337)\n")
+    assert not db_path.exists()
+
+
+def test_wait_takes_the_lock_once_the_holder_releases_it(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    holder = SyncLock(lock_path_for(db.locate_store(str(db_path))))
+    holder.acquire()
+    threading.Timer(0.3, holder.release).start()
+
+    result = invoke(runner, db_path, mock, "--wait", "5")
+
+    assert result.exit_code == 0
+
+
+def test_stop_event_stores_what_was_fetched_and_marks_the_run_interrupted(
+    store_engine: Engine, db_path: Path
+) -> None:
+    finetunes_ = {f"ft-{i:03d}": {"mode": "general", "iterations": i} for i in range(200)}
+    with MockBFL.serve(finetunes_, api_key=KEY, latency_ms=20) as slow:
+
+        async def go() -> SyncResult:
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.4, stop.set)
+            async with BflClient(api_key=Secret(KEY), base_url=slow.base_url, concurrency=4) as client:
+                return await run_sync(
+                    engine=store_engine,
+                    client=client,
+                    options=SyncOptions(flush_interval_s=0.1),
+                    now=lambda: T1,
+                    pid=1,
+                    stop=stop,
+                )
+
+        result = asyncio.run(go())
+
+    stored = rows(db_path, "SELECT count(*) AS n FROM finetune")[0]["n"]
+    assert result.status == "interrupted"
+    assert 0 < stored == result.created < 200
+    assert rows(db_path, "SELECT status, created, deleted FROM sync_run") == [
+        {"status": "interrupted", "created": stored, "deleted": 0}
+    ]
+
+
+def test_runs_left_running_are_marked_interrupted_by_the_next_sync(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    with store_engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO sync_run (started_at, status, source, pid, bflsync_version, listed, fetched,"
+            " created, updated, unchanged, deleted, restored, failed) VALUES ('2026-01-01 00:00:00',"
+            " 'running', 'x', 1, '0', 0, 0, 0, 0, 0, 0, 0, 0)"
+        )
+
+    sync_at(store_engine, mock, T1)
+
+    assert rows(db_path, "SELECT id, status, error FROM sync_run ORDER BY id") == [
+        {"id": 1, "status": "interrupted", "error": "the process ended before finishing the run"},
+        {"id": 2, "status": "ok", "error": None},
+    ]

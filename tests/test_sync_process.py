@@ -1,0 +1,261 @@
+"""``bflsync sync`` as a real process: kill -9, overlap, readers, signals and disk trouble."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sync_support import (
+    KEY,
+    file_bytes,
+    integrity,
+    process_env,
+    rows,
+    rows_out_of_step,
+    run_sync_process,
+    sync_argv,
+)
+
+from bflsync import db
+from bflsync.mock_api import MockBFL, generate_finetunes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def mock() -> Iterator[MockBFL]:
+    with MockBFL.serve(generate_finetunes(300, seed=11), api_key=KEY) as server:
+        yield server
+
+
+def start_sync(db_path: Path, base_url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        sync_argv(db_path, base_url, *args),
+        env=process_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until_running(db_path: Path, process: subprocess.Popen[str], *, timeout: float = 10.0) -> None:
+    """Until the process's run row exists: it then holds the lock and has started fetching."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if db_path.exists():
+            try:
+                if rows(db_path, "SELECT id FROM sync_run WHERE status = 'running' AND pid = ?", process.pid):
+                    return
+            except sqlite3.OperationalError:
+                pass  # the store is being created
+        time.sleep(0.02)
+    raise AssertionError("the sync never started its run")
+
+
+def test_sync_process_exits_0_and_prints_the_json_result(db_path: Path, mock: MockBFL) -> None:
+    done = run_sync_process(db_path, mock.base_url, "--json", quiet=True)
+
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout)["created"] == 300
+
+
+def test_kill_9_at_random_moments_leaves_a_consistent_store(db_path: Path, mock: MockBFL) -> None:
+    assert run_sync_process(db_path, mock.base_url).returncode == 0
+    rng = random.Random(20261125)
+    removed: list[tuple[str, dict[str, object]]] = []
+    for round_ in range(4):
+        served = mock.finetunes
+        for finetune_id in rng.sample(sorted(served), 15):
+            mock.put(finetune_id, {**served[finetune_id], "finetune_comment": f"edit {round_}"})
+        for finetune_id in rng.sample(sorted(served), 5):
+            removed.append((finetune_id, served[finetune_id]))
+            mock.remove(finetune_id)
+        if round_ % 2:
+            for finetune_id, details in removed:
+                mock.put(finetune_id, details)
+            removed.clear()
+        mock.latency_ms = 15
+        process = start_sync(db_path, mock.base_url, "--concurrency", "4")
+        time.sleep(rng.uniform(0.3, 1.6))
+        process.kill()
+        process.communicate()
+        mock.latency_ms = 0
+        killed = rows(db_path, "SELECT status FROM sync_run WHERE pid = ?", process.pid)
+
+        assert integrity(db_path) == "ok"
+        assert rows_out_of_step(db_path) == []
+        after = run_sync_process(db_path, mock.base_url, quiet=True)
+        assert after.returncode == 0, after.stderr
+        marked = rows(db_path, "SELECT status FROM sync_run WHERE pid = ?", process.pid)
+        # Killed before its run row was committed, it left nothing to mark.
+        assert marked == ([{"status": "interrupted"}] if killed == [{"status": "running"}] else killed)
+        assert rows_out_of_step(db_path) == []
+
+
+def test_second_sync_exits_4_within_a_second_while_one_runs(db_path: Path, mock: MockBFL) -> None:
+    mock.latency_ms = 20
+    first = start_sync(db_path, mock.base_url, "--concurrency", "2")
+    try:
+        wait_until_running(db_path, first)
+        started = time.monotonic()
+        second = run_sync_process(db_path, mock.base_url)
+        elapsed = time.monotonic() - started
+    finally:
+        first.kill()
+        first.communicate()
+
+    assert (second.returncode, second.stderr) == (
+        4,
+        f"bflsync: error: another sync is running (pid {first.pid})\n",
+    )
+    assert elapsed < 1.0 + _interpreter_start_s()
+
+
+def test_readers_are_answered_promptly_during_a_sync(db_path: Path, mock: MockBFL) -> None:
+    mock.latency_ms = 10
+    process = start_sync(db_path, mock.base_url, "--concurrency", "4")
+    slowest = 0.0
+    try:
+        wait_until_running(db_path, process)
+        engine = db.open_store_for_read(db.locate_store(str(db_path)))
+        try:
+            while process.poll() is None:
+                started = time.monotonic()
+                rows(db_path, "SELECT count(*) FROM finetune")
+                with engine.connect() as connection:
+                    connection.exec_driver_sql("SELECT count(*) FROM finetune_version").scalar()
+                slowest = max(slowest, time.monotonic() - started)
+                time.sleep(0.01)
+        finally:
+            engine.dispose()
+    finally:
+        process.kill()
+        process.communicate()
+
+    assert process.returncode == 0
+    assert slowest < 0.5
+
+
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_marks_the_run_interrupted_and_keeps_what_was_stored(
+    db_path: Path, mock: MockBFL, signum: int, exit_code: int
+) -> None:
+    mock.latency_ms = 20
+    process = start_sync(db_path, mock.base_url, "--concurrency", "2", "--json")
+    wait_until_running(db_path, process)
+    time.sleep(1.2)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=10)
+
+    result = json.loads(stdout)
+    assert process.returncode == exit_code
+    assert "Traceback" not in stderr
+    assert rows(db_path, "SELECT status, created FROM sync_run") == [
+        {"status": "interrupted", "created": result["created"]}
+    ]
+    assert 0 < result["created"] == rows(db_path, "SELECT count(*) AS n FROM finetune")[0]["n"] < 300
+
+
+# --- disk trouble --------------------------------------------------------------------------------
+
+
+def read_only_argv(path: Path, argv: list[str]) -> list[str]:
+    """Run argv with ``path`` read-only: a private read-only bind mount as root, plain modes otherwise."""
+    if os.geteuid() != 0:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        return argv
+    if shutil.which("unshare") is None:
+        pytest.skip("running as root without unshare: no way to make a file read-only for root")
+    script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(path), *argv]
+
+
+def test_read_only_store_file_gives_one_line_error_and_stays_unchanged(db_path: Path, mock: MockBFL) -> None:
+    assert run_sync_process(db_path, mock.base_url).returncode == 0
+    mock.put("new-one", {"mode": "general"})
+    before = file_bytes(db_path)
+
+    done = subprocess.run(
+        read_only_argv(db_path, sync_argv(db_path, mock.base_url)),
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert done.returncode == 3
+    assert done.stderr == (
+        f"bflsync: error: the store at {db_path} is read-only (attempt to write a readonly database)\n"
+    )
+    assert file_bytes(db_path) == before
+
+
+def test_read_only_directory_gives_one_line_error_and_creates_nothing(tmp_path: Path, mock: MockBFL) -> None:
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    db_path = directory / "store.db"
+
+    done = subprocess.run(
+        read_only_argv(directory, sync_argv(db_path, mock.base_url)),
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert done.returncode == 3
+    assert done.stderr == (
+        f"bflsync: error: cannot open the sync lock file {db_path}.lock: Read-only file system\n"
+        if os.geteuid() == 0
+        else f"bflsync: error: cannot open the sync lock file {db_path}.lock: Permission denied\n"
+    )
+    assert list(directory.iterdir()) == []
+
+
+def test_full_disk_gives_one_line_error_and_a_consistent_store(db_path: Path, mock: MockBFL) -> None:
+    assert run_sync_process(db_path, mock.base_url).returncode == 0
+    for i in range(300):
+        mock.put(f"big-{i}", {"mode": "general", "finetune_comment": "x" * 2000 + str(i)})
+    # Files may not grow past 32 KiB: the WAL fills up while the first batch is written.
+    limit = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (32768, 32768)); "
+    limit += "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    argv = sync_argv(db_path, mock.base_url)
+
+    done = subprocess.run(
+        [sys.executable, "-c", limit, *argv[1:]],
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    [line] = done.stderr.splitlines()
+    assert done.returncode == 3
+    # SQLite reports the refused write as "disk I/O error" or "database or disk is full".
+    assert line.startswith(f"bflsync: error: cannot use the store at {db_path} (")
+    assert integrity(db_path) == "ok"
+    assert rows_out_of_step(db_path) == []
+    again = run_sync_process(db_path, mock.base_url, "--json")
+    assert (again.returncode, json.loads(again.stdout)["created"]) == (0, 300)
+
+
+def _interpreter_start_s() -> float:
+    """How long starting ``bflsync sync`` (interpreter and imports) takes here, so '4 within 1 s'
+    measures the lock check, not a loaded CI machine's start-up."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "bflsync", "sync", "--help"], capture_output=True, check=True)
+    return time.monotonic() - started
