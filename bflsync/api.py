@@ -258,8 +258,8 @@ class BflClient:
         ids: list[str] = []
         for item in items:
             finetune_id = _listed_id(item)
-            if finetune_id is None:
-                raise self._bad(answer, f"unexpected item in 'finetunes': {_short_json(item)}")
+            if finetune_id is None or not _is_utf8_text(finetune_id):
+                raise self._bad(answer, f"unexpected item in 'finetunes': {_json_text(item)}")
             ids.append(finetune_id)
         return list(dict.fromkeys(ids))
 
@@ -279,6 +279,10 @@ class BflClient:
             )
         if not isinstance(details, dict):
             raise self._bad(answer, f"finetune_details is {_json_type(details)}, not an object")
+        if not _is_utf8_text(details):
+            raise self._bad(
+                answer, "finetune_details holds a string that is not valid Unicode (a lone surrogate)"
+            )
         return details
 
     async def _get(self, path: str, *, params: dict[str, str] | None, subject: str) -> _Answer:
@@ -353,7 +357,7 @@ class BflClient:
 
     def _bad(self, answer: _Answer, message: str, *, status: int = 200) -> BadResponseError:
         return BadResponseError(
-            self._scrub(message),
+            _truncate(self._scrub(message)),
             status=status,
             method="GET",
             path=answer.path,
@@ -368,7 +372,7 @@ class BflClient:
             "status": status,
             "method": "GET",
             "path": where,
-            "detail": self._scrub(detail) if detail else None,
+            "detail": _truncate(self._scrub(detail)) if detail else None,
             "request_id": _request_id(response),
             "attempts": attempt,
         }
@@ -412,9 +416,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a double")
+    return value
+
+
 def _loads(content: bytes) -> Any:
-    """Strict JSON: NaN/Infinity would be stored, then break canonical JSON downstream."""
-    return json.loads(content, parse_constant=_reject_constant)
+    """Strict JSON: NaN, Infinity and numbers like 1e400 would be stored as text no JSON reader accepts."""
+    return json.loads(content, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _is_utf8_text(value: Any) -> bool:
+    """False when a string holds a lone surrogate (a JSON ``\\ud83d`` escape cut mid-emoji), which UTF-8 cannot carry."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _retry_after_s(value: str | None, *, now: float) -> float | None:
@@ -443,7 +463,10 @@ def _request_id(response: httpx.Response) -> str | None:
 
 
 def _detail_of(response: httpx.Response) -> tuple[str | None, str]:
-    """BFL's ``detail`` as short text, and its shape: "string", "validation" (FastAPI list) or "other"."""
+    """BFL's ``detail`` as text, and its shape: "string", "validation" (FastAPI list) or "other".
+
+    Not truncated here: the caller scrubs the key out first, so no cut can leave a prefix of it.
+    """
     content = response.content
     try:
         body = _loads(content)
@@ -452,17 +475,17 @@ def _detail_of(response: httpx.Response) -> tuple[str | None, str]:
             return None, "other"
         title = _HTML_TITLE.search(content)
         if title:
-            return f"non-JSON body: {title.group(1).decode('utf-8', 'replace')[:_DETAIL_MAX_CHARS]}", "other"
+            return f"non-JSON body: {title.group(1).decode('utf-8', 'replace')}", "other"
         content_type = response.headers.get("content-type", "unknown type").split(";")[0]
         return f"non-JSON body ({content_type}, {len(content)} bytes)", "other"
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, str):
-        return _truncate(detail), "string"
+        return detail, "string"
     if isinstance(detail, list):
-        return _truncate("; ".join(_render_validation_item(item) for item in detail)), "validation"
+        return "; ".join(_render_validation_item(item) for item in detail), "validation"
     if detail is None:
         return None, "other"
-    return _short_json(detail), "other"
+    return _json_text(detail), "other"
 
 
 def _render_validation_item(item: Any) -> str:
@@ -470,15 +493,15 @@ def _render_validation_item(item: Any) -> str:
         loc = item.get("loc")
         where = ".".join(str(part) for part in loc) if isinstance(loc, list) else ""
         return f"{where}: {item['msg']}" if where else str(item["msg"])
-    return _short_json(item)
+    return _json_text(item)
 
 
 def _truncate(text: str) -> str:
     return text if len(text) <= _DETAIL_MAX_CHARS else text[: _DETAIL_MAX_CHARS - 1] + "…"
 
 
-def _short_json(value: Any) -> str:
-    return _truncate(json.dumps(value, ensure_ascii=False, default=str))
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _json_type(value: Any) -> str:

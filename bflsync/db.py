@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts")
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 SQLITE_HEADER = b"SQLite format 3\x00"
+BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -101,14 +102,15 @@ def locate_store(db: str | None) -> StoreLocation:
     return StoreLocation(url=sa.URL.create("sqlite+pysqlite", database=str(path)), path=path)
 
 
-def create_store_engine(location: StoreLocation, *, read_only: bool) -> Engine:
+def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: bool = False) -> Engine:
     """An engine with bflsync's connection settings; the caller disposes it."""
     if location.path is None:
         return _server_engine(location.url, read_only=read_only)
     path = location.path
+    read_uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
 
     def connect() -> sqlite3.Connection:
-        target, uri = (f"{path.as_uri()}?mode=ro", True) if read_only else (str(path), False)
+        target, uri = (read_uri, True) if read_only else (str(path), False)
         # isolation_level=None: pysqlite must not open transactions on its own; the
         # "begin" hook below decides how each transaction starts.
         return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
@@ -135,7 +137,13 @@ def create_store_engine(location: StoreLocation, *, read_only: bool) -> Engine:
 
 
 def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise InputError(
+            f"--db: no database driver for {url.drivername!r} is installed ({exc}); "
+            "install it (for PostgreSQL: pip install psycopg) or give a SQLite path"
+        ) from None
     if read_only:
 
         @event.listens_for(engine, "connect")
@@ -155,11 +163,18 @@ def read_revision(connection: Connection) -> str | None:
 
 
 def classify(connection: Connection) -> tuple[StoreState, str | None]:
+    """What the database holds, judged by its tables as well as its revision stamp.
+
+    Another alembic-managed project may stamp a revision named like ours ("0001_initial"),
+    so a stamp counts only next to bflsync's own tables.
+    """
     revision = read_revision(connection)
+    tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
     if revision is None:
         # `db downgrade base` leaves an empty alembic_version table behind: still an empty store.
-        tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
         return (StoreState.FOREIGN if tables else StoreState.EMPTY), None
+    if not BFLSYNC_TABLES.issubset(tables):
+        return StoreState.FOREIGN, revision
     if revision == HEAD_REVISION:
         return StoreState.CURRENT, revision
     if revision in KNOWN_REVISIONS:
@@ -169,9 +184,22 @@ def classify(connection: Connection) -> tuple[StoreState, str | None]:
 
 def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) -> Engine:
     """A read-only engine on an existing store at head (or any known revision if ``allow_behind``)."""
-    if location.path is not None:
-        _require_sqlite_file(location.path)
-    engine = create_store_engine(location, read_only=True)
+    if location.path is None:
+        return _checked_read_engine(location, allow_behind=allow_behind, immutable=False)
+    _require_sqlite_file(location.path)
+    try:
+        return _checked_read_engine(location, allow_behind=allow_behind, immutable=False)
+    except StoreWriteError:
+        # A WAL store in a directory (or mount) this user cannot write: SQLite cannot create
+        # the -shm file it wants even to read. Without a -wal file no writer is mid-way, so the
+        # file can be read as immutable for the few moments a read command takes.
+        if location.path.with_name(location.path.name + "-wal").exists():
+            raise
+        return _checked_read_engine(location, allow_behind=allow_behind, immutable=True)
+
+
+def _checked_read_engine(location: StoreLocation, *, allow_behind: bool, immutable: bool) -> Engine:
+    engine = create_store_engine(location, read_only=True, immutable=immutable)
     try:
         with translate_errors(location), engine.connect() as connection:
             state, revision = classify(connection)
@@ -221,6 +249,7 @@ def downgrade_store(location: StoreLocation, *, revision: str) -> Path | None:
         _require_sqlite_file(location.path)
     state, current = inspect_state(location)
     _reject_unusable(location, state, current, missing_ok=False)
+    _require_known_revision(revision)
     backup_path = None
     if location.path is not None and current:
         backup_path = backup_sqlite(location.path, revision=current)
@@ -381,6 +410,17 @@ def run_migration(engine: Engine, step: Callable[[Any, Config], None]) -> None:
         finally:
             if sqlite:
                 raw.execute("PRAGMA foreign_keys = ON")
+
+
+def _require_known_revision(revision: str) -> None:
+    """Fail before any backup or migration step when alembic would not know where to go."""
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revisions(revision)
+    except CommandError as exc:
+        raise InputError(f"unknown schema revision {revision!r}: {exc}") from None
 
 
 def alembic_check(connection: Connection) -> None:

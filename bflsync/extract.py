@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 # SQLite stores integers as signed 64-bit; anything wider would not round-trip.
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# ASCII digits only: int() and float() also accept Arabic-Indic or fullwidth digits, which no API means.
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 # One encoder for every call: json.dumps would build a new one each time for these options,
@@ -67,7 +68,7 @@ def as_int(value: Any) -> int | None:
         if not math.isfinite(number) or not number.is_integer():
             return None
         number = int(number)
-    return number if _INT64_MIN <= number <= _INT64_MAX else None
+    return number if INT64_MIN <= number <= INT64_MAX else None
 
 
 def as_float(value: Any) -> float | None:

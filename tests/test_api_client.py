@@ -455,6 +455,8 @@ def test_details_are_returned_exactly_as_parsed(fake_time: FakeTime) -> None:
         (b'{"finetune_details": {"mode": ', "not valid JSON"),
         (b"<html>ok</html>", "not valid JSON"),
         (b'{"finetune_details": {"learning_rate": NaN}}', "not valid JSON"),
+        (b'{"finetune_details": {"learning_rate": 1e400}}', "not valid JSON"),
+        (b'{"finetune_details": {"comment": "cut mid-emoji \\ud83d"}}', "not valid Unicode"),
         (b'[{"finetune_details": {}}]', "expected a JSON object, got a list"),
         (b'{"finetune_details": ["a"]}', "finetune_details is a list, not an object"),
         (b'{"finetune_details": "text"}', "finetune_details is a string, not an object"),
@@ -641,3 +643,12 @@ def test_client_repr_hides_the_key() -> None:
     client = BflClient(api_key=Secret(KEY), base_url=BASE)
     assert KEY not in repr(client)
     asyncio.run(client.aclose())
+
+
+def test_a_key_echoed_across_the_truncation_point_leaves_no_prefix(fake_time: FakeTime) -> None:
+    detail = "x" * 290 + KEY + " rejected"  # the 300-character cut falls inside the key
+    script = Script(httpx.Response(401, json={"detail": detail}))
+    with pytest.raises(AuthError) as info:
+        run(make_client(script, fake_time), lambda c: c.get_details("x"))
+    assert KEY[:9] not in str(info.value)
+    assert info.value.detail == "x" * 290 + "*** rejec…"

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from readonly_fs import read_only_argv
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -135,8 +136,9 @@ def test_db_downgrade_to_an_unknown_revision_exits_2(
 ) -> None:
     result = runner.invoke(cli, ["--db", str(db_path), "db", "downgrade", "no_such_rev"])
     assert result.exit_code == 2
-    assert result.stderr.startswith("bflsync: error: ")
+    assert result.stderr.startswith("bflsync: error: unknown schema revision 'no_such_rev'")
     assert result.stderr.count("\n") == 1
+    assert not list(db_path.parent.glob("store.db.bak-*"))
 
 
 def test_db_reextract_recomputes_columns_from_raw_json(
@@ -187,6 +189,20 @@ def test_an_internal_error_is_one_line_with_a_hint(
     )
 
 
+def test_an_internal_error_spanning_lines_is_reported_on_one(
+    runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_db: str | None) -> db.StoreLocation:
+        raise RuntimeError("(sqlite3.OperationalError) boom\n[SQL: SELECT 1]\n[parameters: ()]")
+
+    monkeypatch.setattr(db, "locate_store", broken)
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "current"])
+    assert result.stderr == (
+        "bflsync: error: internal error: RuntimeError: (sqlite3.OperationalError) boom"
+        " (rerun with -v for the traceback)\n"
+    )
+
+
 def test_an_internal_error_shows_the_traceback_with_verbose(
     runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,3 +243,62 @@ def test_subprocess_errors_never_print_a_traceback(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert completed.stderr.count("\n") == 1
+
+
+def test_a_missing_database_driver_exits_2(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["--db", "postgresql+nosuchdriver://127.0.0.1/bfl", "db", "current"])
+    assert result.exit_code == 2
+    assert "no database driver for 'postgresql+nosuchdriver'" in result.stderr
+
+
+def test_arguments_that_are_not_utf8_exit_2(tmp_path: Path) -> None:
+    store_path = tmp_path / "s.db"
+    subprocess.run([sys.executable, "-m", "bflsync", "--db", str(store_path), "db", "upgrade"], check=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", str(store_path), "show", b"\xff"],
+        capture_output=True,
+        text=True,
+    )
+    assert (completed.returncode, completed.stderr.count("\n")) == (2, 1)
+    assert "Traceback" not in completed.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path) -> None:
+    store_path = tmp_path / "s.db"
+    opened = db.open_store_for_write(db.locate_store(str(store_path)))
+    observations = [store.Observation(f"finetune-{i:05d}-{'x' * 40}", {"mode": "style"}) for i in range(4000)]
+    with Session(opened.engine) as session, session.begin():
+        store.record_observations(
+            session, observations, source="h", run_id=None, now=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+    opened.engine.dispose()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bflsync", "--db", str(store_path), "query", "--format", "ids"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"finetune-00000")
+    process.stdout.close()  # like `| head -1`
+    stderr = process.stderr.read()
+    assert (process.wait(timeout=30), stderr) == (141, b"")
+
+
+def test_a_wal_store_on_a_read_only_mount_can_still_be_queried(tmp_path: Path) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    store_path = directory / "store.db"
+    opened = db.open_store_for_write(db.locate_store(str(store_path)))
+    with Session(opened.engine) as session, session.begin():
+        store.record_observations(
+            session,
+            [store.Observation("a", {"mode": "style"})],
+            source="h",
+            run_id=None,
+            now=datetime.now(UTC),
+        )
+    opened.engine.dispose()
+    assert sorted(p.name for p in directory.iterdir()) == ["store.db"]
+    argv = [sys.executable, "-m", "bflsync", "--db", str(store_path), "query", "--format", "ids"]
+    completed = subprocess.run(read_only_argv(directory, argv), capture_output=True, text=True)
+    assert (completed.returncode, completed.stdout, completed.stderr) == (0, "a\n", "")

@@ -44,6 +44,12 @@ def test_locate_store_defaults_to_the_user_data_dir(isolated_env: Path) -> None:
     assert db.locate_store(None).path == isolated_env / "bflsync" / "bflsync.db"
 
 
+@pytest.mark.parametrize("url", ["nosuchdb://host/x", "postgresql+nosuchdriver://127.0.0.1/x"])
+def test_a_url_without_an_installed_driver_is_an_input_error(url: str) -> None:
+    with pytest.raises(InputError, match="no database driver"):
+        db.create_store_engine(db.locate_store(url), read_only=True)
+
+
 @pytest.mark.parametrize("bad", ["sqlite://", "sqlite:///:memory:", "://nonsense"])
 def test_locate_store_refuses_urls_that_cannot_hold_a_store(bad: str) -> None:
     with pytest.raises(InputError):
@@ -150,6 +156,22 @@ def test_a_foreign_sqlite_database_is_refused_and_left_byte_identical(db_path: P
     with pytest.raises(NotAStoreError, match="without bflsync tables"):
         opener(db.locate_store(str(db_path)))  # type: ignore[operator]
     assert file_digest(db_path) == before
+
+
+@pytest.mark.parametrize("opener", [db.open_store_for_read, db.open_store_for_write])
+def test_a_foreign_database_stamped_with_our_revision_name_is_refused_untouched(
+    db_path: Path, opener: object
+) -> None:
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        connection.execute("INSERT INTO alembic_version VALUES (?)", (db.KNOWN_REVISIONS[0],))
+    connection.close()
+    before = file_digest(db_path)
+    with pytest.raises(NotAStoreError, match="without bflsync tables"):
+        opener(db.locate_store(str(db_path)))  # type: ignore[operator]
+    assert file_digest(db_path) == before
+    assert sorted(p.name for p in db_path.parent.iterdir()) == ["store.db"]
 
 
 @pytest.mark.parametrize("opener", [db.open_store_for_read, db.open_store_for_write])

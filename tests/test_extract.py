@@ -77,6 +77,8 @@ def test_extract_fields_of_a_non_object_is_all_none(details: Any) -> None:
         ("", None),
         ("1_000", None),
         ("0x10", None),
+        ("٣٠٠", None),
+        ("\uff13\uff10\uff10", None),  # fullwidth digits
         (True, None),
         (False, None),
         (None, None),

@@ -492,6 +492,17 @@ def test_command_serves_until_signalled(tmp_path: Path, stop_signal: signal.Sign
     assert "serving 5 finetunes" in stderr
 
 
+@pytest.mark.parametrize(
+    ("host", "url_prefix"), [(" 127.0.0.1 ", "http://127.0.0.1:"), ("[::1]", "http://[::1]:")]
+)
+def test_command_binds_the_host_it_checked(tmp_path: Path, host: str, url_prefix: str) -> None:
+    process, base_url = start_command(tmp_path, "--host", host)
+    process.terminate()
+    _, stderr = process.communicate(timeout=10)
+    assert base_url.startswith(url_prefix), stderr
+    assert process.returncode == 0
+
+
 def test_command_serves_a_data_file(tmp_path: Path) -> None:
     path = tmp_path / "data.json"
     path.write_text(json.dumps(FINETUNES, ensure_ascii=False), encoding="utf-8")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from readonly_fs import read_only_argv
 from sync_support import (
     KEY,
     file_bytes,
@@ -168,17 +168,6 @@ def test_signal_marks_the_run_interrupted_and_keeps_what_was_stored(
 
 
 # --- disk trouble --------------------------------------------------------------------------------
-
-
-def read_only_argv(path: Path, argv: list[str]) -> list[str]:
-    """Run argv with ``path`` read-only: a private read-only bind mount as root, plain modes otherwise."""
-    if os.geteuid() != 0:
-        path.chmod(0o555 if path.is_dir() else 0o444)
-        return argv
-    if shutil.which("unshare") is None:
-        pytest.skip("running as root without unshare: no way to make a file read-only for root")
-    script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(path), *argv]
 
 
 def test_read_only_store_file_gives_one_line_error_and_stays_unchanged(db_path: Path, mock: MockBFL) -> None:

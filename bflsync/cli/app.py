@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
 import sys
 import traceback
 from typing import Any
@@ -55,14 +57,37 @@ class BflsyncGroup(click.Group):
             _fail(ctx, str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted", 130)
+        except BrokenPipeError:
+            _stop_writing_stdout()
+            # As if killed by SIGPIPE, like other Unix tools whose reader (`| head`) went away.
+            ctx.exit(128 + signal.SIGPIPE)
+        except UnicodeEncodeError as exc:
+            if "surrogates not allowed" not in str(exc):
+                _fail_internal(ctx, exc)
+            _fail(ctx, "an argument is not valid UTF-8 text", ExitCode.INPUT)
         except Exception as exc:
-            if _verbosity(ctx) > 0:
-                traceback.print_exc(file=sys.stderr)
-            _fail(
-                ctx,
-                f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
-                ExitCode.INTERNAL,
-            )
+            _fail_internal(ctx, exc)
+
+
+def _fail_internal(ctx: click.Context, exc: Exception) -> None:
+    if _verbosity(ctx) > 0:
+        traceback.print_exc(file=sys.stderr)
+    # Driver errors carry the SQL and its parameters on further lines: the first says what broke.
+    summary = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    _fail(
+        ctx,
+        f"internal error: {type(exc).__name__}: {summary} (rerun with -v for the traceback)",
+        ExitCode.INTERNAL,
+    )
+
+
+def _stop_writing_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _verbosity(ctx: click.Context) -> int:

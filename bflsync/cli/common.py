@@ -20,12 +20,6 @@ class CliContext:
     quiet: bool
 
 
-def get_cli_context(ctx: click.Context) -> CliContext:
-    obj = ctx.find_root().obj
-    assert isinstance(obj, CliContext)
-    return obj
-
-
 pass_cli_context = click.make_pass_decorator(CliContext)
 
 

@@ -25,7 +25,8 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(
             f"{value!r} is not a loopback address; the mock API only listens on loopback"
         )
-    return value
+    # Bind exactly what was checked: the check ignores spaces and IPv6 brackets, bind() would not.
+    return value.strip().removeprefix("[").removesuffix("]")
 
 
 @click.command("mock-api")
