@@ -416,7 +416,13 @@ def facet_counts(
         if field.column is not None:
             value: ColumnElement[Any] = relation.c[field.column]
         else:
-            value = relation.c.details.op("->")(sa.literal(_json_path(field.path)))
+            path = _json_path(field.path)
+            # '->' gives SQL NULL for a missing key but the text 'null' for a JSON null:
+            # fold the second into the first so both count as one value, None.
+            value = sa.case(
+                (sa.func.json_type(relation.c.details, path) == "null", sa.null()),
+                else_=relation.c.details.op("->")(sa.literal(path)),
+            )
         total = sa.func.count().label("n")
         statement = (
             sa.select(value.label("value"), total)

@@ -209,6 +209,12 @@ def test_facets_count_values_of_each_field_under_filters(store: Path) -> None:
     }
 
 
+def test_facets_count_missing_and_json_null_details_values_together(store: Path) -> None:
+    # ALPHA holds "weird key": null; BRAVO and CHARLIE lack the key.
+    result = run(store, "facets", "`weird key`", "--include-deleted", "--format", "json")
+    assert json.loads(result.stdout) == {"`weird key`": [{"value": None, "count": 3}]}
+
+
 def test_facets_without_a_field_is_an_input_error(store: Path) -> None:
     assert_one_line_error(
         CliRunner().invoke(cli, ["--db", str(store), "facets", "mode=x"]), "at least one FIELD"
