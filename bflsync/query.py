@@ -58,7 +58,9 @@ _INTEGER = re.compile(r"[+-]?\d+")
 # ends a quoted key at the first '"': keys needing JSON escapes cannot be addressed safely.
 _UNADDRESSABLE = re.compile(r'["\\\x00-\x1f]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_INT64 = range(-(2**63), 2**63)
+# SQLite integers are signed 64-bit; a wider Python int cannot be bound as a parameter.
+# (bflsync.extract keeps the same bounds privately.)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "=": lambda a, b: a == b,
@@ -277,8 +279,12 @@ def parse_timestamp(text: str) -> datetime:
             f"not an ISO 8601 date or datetime: {text!r} (try 2026-01-31 or 2026-01-31T12:00:00Z)"
         ) from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:00-05:00 is a valid ISO 8601 time whose UTC is past year 9999.
+        raise InputError(f"timestamp out of range: {text!r} falls outside years 1-9999 in UTC") from None
 
 
 def format_path(path: Sequence[str], *, force_key: bool = False) -> str:
@@ -376,7 +382,7 @@ def _parse_value(text: str, position: int, *, op: str) -> tuple[Scalar, str]:
         return {"null": None, "true": True, "false": False}[raw], raw
     number = as_float(raw)
     if number is not None:
-        if _INTEGER.fullmatch(raw) and int(raw) in _INT64:
+        if _INTEGER.fullmatch(raw) and INT64_MIN <= int(raw) <= INT64_MAX:
             return int(raw), raw
         return number, raw
     return raw, raw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 from storebuild import SOURCE, day, write_sync
 
 from bflsync import db, query
+from bflsync.errors import InputError
 from bflsync.extract import content_hash, extract_fields
 
 V1 = {"mode": "character", "learning_rate": "1e-5", "iterations": 300}
@@ -124,3 +126,9 @@ def test_as_of_cannot_be_combined_with_text(reader: Connection) -> None:
 )
 def test_timestamps_are_iso_8601_with_naive_meaning_utc(text: str, expected: datetime) -> None:
     assert query.parse_timestamp(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00+01:00"])
+def test_a_timestamp_outside_the_calendar_in_utc_is_an_input_error_naming_it(text: str) -> None:
+    with pytest.raises(InputError, match=re.escape(f"out of range: '{text}'")):
+        query.parse_timestamp(text)

@@ -503,3 +503,47 @@ def test_as_of_in_the_cli_reads_the_store_at_that_moment(store: Path) -> None:
     assert before_deletion.stdout == "alpha\nbravo\norg/charlie\n"
     before_first_sync = day(1) - timedelta(seconds=1)
     assert run(store, "query", "--as-of", before_first_sync.isoformat(), "--format", "json").stdout == "[]\n"
+
+
+def assert_usage_error(result: Result, *fragments: str) -> None:
+    """Click's own usage error: exit 2 with its usage lines, never an internal error."""
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "internal error" not in result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "timestamp"),
+    [
+        (["query", "--as-of", "9999-12-31T23:59:59-01:00"], "9999-12-31T23:59:59-01:00"),
+        (["facets", "mode", "--as-of", "9999-12-31T23:59:59-01:00"], "9999-12-31T23:59:59-01:00"),
+        (["history", "--since", "0001-01-01T00:00+01:00"], "0001-01-01T00:00+01:00"),
+        (["query", "last_seen_at>9999-12-31T23:00-05:00"], "9999-12-31T23:00-05:00"),
+    ],
+)
+def test_a_timestamp_beyond_the_calendar_in_utc_exits_2_naming_it(
+    store: Path, args: list[str], timestamp: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(store), *args])
+    assert_one_line_error(result, "timestamp out of range", repr(timestamp))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "--limit", "99999999999999999999999"],
+        ["runs", "99999999999999999999999"],
+        ["runs", "--", "-99999999999999999999999"],
+        ["runs", "--limit", "99999999999999999999999"],
+    ],
+)
+def test_an_integer_wider_than_64_bits_is_a_usage_error(store: Path, args: list[str]) -> None:
+    assert_usage_error(CliRunner().invoke(cli, ["--db", str(store), *args]), "is not in the range")
+
+
+def test_query_table_limit_at_the_64_bit_maximum_shows_every_row(store: Path) -> None:
+    result = run(store, "query", "--limit", str(2**63 - 1), "--columns", "finetune_id")
+    assert (result.stdout, result.stderr) == ("finetune_id\nalpha\nbravo\n", "")

@@ -113,7 +113,7 @@ def build_query(
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=finder.INT64_MAX),
     help=f"At most N rows; 0 for all [default: {TABLE_LIMIT} for the table, all otherwise].",
 )
 @click.option("--columns", metavar="A,B,C", help="The fields to show (any field, details keys included).")
@@ -162,7 +162,8 @@ def query(
         as_of=as_of,
         sort=sort,
         # One extra row tells the table whether it was cut short.
-        limit=limit + 1 if limit is not None and output_format == "table" else limit,
+        # (Capped: SQLite cannot bind more than a signed 64-bit LIMIT, and there are never that many.)
+        limit=min(limit + 1, finder.INT64_MAX) if limit is not None and output_format == "table" else limit,
     )
     with reading(cli_context) as connection:
         records = finder.search(connection, search)
@@ -301,8 +302,16 @@ def history(
 
 
 @click.command()
-@click.argument("run_id", metavar="[RUN_ID]", type=int, required=False)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Newest N runs.")
+@click.argument(
+    "run_id", metavar="[RUN_ID]", type=click.IntRange(finder.INT64_MIN, finder.INT64_MAX), required=False
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=finder.INT64_MAX),
+    default=20,
+    show_default=True,
+    help="Newest N runs.",
+)
 @click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
 @pass_cli_context
 def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format: str) -> None:
