@@ -547,3 +547,35 @@ def test_an_integer_wider_than_64_bits_is_a_usage_error(store: Path, args: list[
 def test_query_table_limit_at_the_64_bit_maximum_shows_every_row(store: Path) -> None:
     result = run(store, "query", "--limit", str(2**63 - 1), "--columns", "finetune_id")
     assert (result.stdout, result.stderr) == ("finetune_id\nalpha\nbravo\n", "")
+
+
+@pytest.fixture
+def at_ids_store(store_engine: Engine, db_path: Path) -> Path:
+    """Ids that end in @digits next to the id they would split into; two versions of each."""
+    write_sync(store_engine, {"org/x@1": {"lr": 1}, "org/x": {"lr": 10}}, now=day(1))
+    write_sync(store_engine, {"org/x@1": {"lr": 2}, "org/x": {"lr": 20}}, now=day(2))
+    store_engine.dispose()
+    return db_path
+
+
+def diff_sides(db_path: Path, *args: str) -> list[tuple[str, int]]:
+    result = json.loads(run(db_path, "diff", *args, "--format", "json").stdout)
+    return [(result[side]["finetune_id"], result[side]["version"]) for side in ("a", "b")]
+
+
+def test_diff_takes_a_whole_text_that_is_a_stored_id_as_its_current_record(at_ids_store: Path) -> None:
+    assert diff_sides(at_ids_store, "org/x@1", "org/x") == [("org/x@1", 2), ("org/x", 2)]
+
+
+def test_diff_splits_a_trailing_at_version_off_text_that_is_not_a_stored_id(at_ids_store: Path) -> None:
+    assert diff_sides(at_ids_store, "org/x@1@1", "org/x@2") == [("org/x@1", 1), ("org/x", 2)]
+
+
+def test_diff_with_a_version_wider_than_64_bits_exits_2(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(store), "diff", "alpha@99999999999999999999999", "alpha"])
+    assert_one_line_error(result, "version 99999999999999999999999 is out of range")
+
+
+def test_diff_does_not_read_non_ascii_digits_as_a_version(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(store), "diff", "alpha@\u0661", "alpha"])
+    assert_one_line_error(result, "no finetune 'alpha@\u0661'")

@@ -361,9 +361,7 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
         bflsync diff my-org/portrait-lora@3 my-org/portrait-lora@5
     """
     with reading(cli_context) as connection:
-        result = audit.diff(
-            connection, audit.VersionRef.parse(first), audit.VersionRef.parse(second), source=source
-        )
+        result = audit.diff(connection, audit.VersionRef(first), audit.VersionRef(second), source=source)
     sides = {"a": result.a, "b": result.b}
     if output_format == "json":
         render.write_json(
