@@ -394,6 +394,7 @@ def _parse_value(text: str, position: int, *, op: str) -> tuple[Scalar, str]:
 def search(connection: Connection, query: Query) -> list[FinetuneRecord]:
     """The finetunes matching ``query``, sorted and limited as it says."""
     _prepare(connection)
+    _refuse_sightings_as_of(query, [query.sort.field] if query.sort is not None else [])
     relation = _relation(query.as_of)
     sort_key = _order(relation, query.sort) if query.sort is not None else []
     statement = (
@@ -415,6 +416,7 @@ def facet_counts(
     objects and arrays count as values too. Missing and null both count as ``None``.
     """
     _prepare(connection)
+    _refuse_sightings_as_of(query, fields)
     relation = _relation(query.as_of)
     conditions = _conditions(relation, query)
     counts: dict[str, list[FacetCount]] = {}
@@ -570,6 +572,23 @@ def _relation(as_of: datetime | None) -> sa.FromClause:
         .join(live, sa.and_(live.c.finetune_pk == seen.c.pk, live.c.version == seen.c.live))
         .subquery("as_of")
     )
+
+
+def _refuse_sightings_as_of(query: Query, fields: Sequence[FieldRef]) -> None:
+    """Refuse selecting or ordering by ``last_seen_at`` at ``--as-of``: it would silently answer wrong.
+
+    The audit history has a row per change, not per sighting, so at ``as_of`` the best
+    ``last_seen_at`` can be is when that version was first observed, not the last sync
+    that saw it. Shown as a column it is documented as such; filtered on, sorted by or
+    counted it would quietly differ from the live query at the same moment.
+    """
+    if query.as_of is None:
+        return
+    if any(field.column == "last_seen_at" for field in (*(item.field for item in query.filters), *fields)):
+        raise FilterError(
+            "last_seen_at cannot be filtered, sorted or counted with --as-of: the audit history records "
+            "changes, not every sync that saw a finetune (filter on last_changed_at instead)"
+        )
 
 
 def _record_columns(relation: sa.FromClause) -> list[ColumnElement[Any]]:

@@ -132,3 +132,31 @@ def test_timestamps_are_iso_8601_with_naive_meaning_utc(text: str, expected: dat
 def test_a_timestamp_outside_the_calendar_in_utc_is_an_input_error_naming_it(text: str) -> None:
     with pytest.raises(InputError, match=re.escape(f"out of range: '{text}'")):
         query.parse_timestamp(text)
+
+
+def test_as_of_refuses_a_filter_on_last_seen_at(reader: Connection) -> None:
+    search = query.Query(filters=[query.parse_filter("last_seen_at>=2026-01-01")], as_of=day(3))
+    with pytest.raises(query.FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
+        query.search(reader, search)
+
+
+def test_as_of_refuses_sorting_by_last_seen_at(reader: Connection) -> None:
+    search = query.Query(sort=query.parse_sort("-last_seen_at"), as_of=day(3))
+    with pytest.raises(query.FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
+        query.search(reader, search)
+
+
+def test_as_of_refuses_facets_of_last_seen_at(reader: Connection) -> None:
+    fields = [query.parse_field("last_seen_at")]
+    with pytest.raises(query.FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
+        query.facet_counts(reader, fields, query.Query(as_of=day(3)))
+
+
+def test_as_of_still_shows_last_seen_at_as_when_the_version_was_first_observed(reader: Connection) -> None:
+    # a was seen on day 3 but has had the same details since day 2.
+    assert [item["last_seen_at"] for item in as_of(reader, day(3))] == [day(2), day(3), day(3)]
+
+
+def test_last_seen_at_filters_still_work_without_as_of(reader: Connection) -> None:
+    search = query.Query(filters=[query.parse_filter("last_seen_at>=2026-01-03")])
+    assert [record.finetune_id for record in query.search(reader, search)] == ["a", "b", "c"]

@@ -579,3 +579,10 @@ def test_diff_with_a_version_wider_than_64_bits_exits_2(store: Path) -> None:
 def test_diff_does_not_read_non_ascii_digits_as_a_version(store: Path) -> None:
     result = CliRunner().invoke(cli, ["--db", str(store), "diff", "alpha@\u0661", "alpha"])
     assert_one_line_error(result, "no finetune 'alpha@\u0661'")
+
+
+def test_as_of_with_a_last_seen_at_filter_exits_2_explaining_why(store: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--db", str(store), "query", "last_seen_at>=2026-01-01", "--as-of", "2026-01-03"]
+    )
+    assert_one_line_error(result, "last_seen_at cannot be filtered", "--as-of", "records changes")

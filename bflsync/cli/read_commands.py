@@ -76,7 +76,11 @@ def search_options(command: Any) -> Any:
         click.option(
             "--as-of",
             metavar="TIMESTAMP",
-            help="Answer as the store knew things then (ISO 8601; naive means UTC).",
+            help=(
+                "Answer as the store knew things then (ISO 8601; naive means UTC). The history "
+                "records changes, not every sighting: last_seen_at then shows when that version "
+                "was first observed, and cannot be filtered, sorted or counted."
+            ),
         ),
     )
     for option in reversed(options):
