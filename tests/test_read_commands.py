@@ -586,3 +586,69 @@ def test_as_of_with_a_last_seen_at_filter_exits_2_explaining_why(store: Path) ->
         cli, ["--db", str(store), "query", "last_seen_at>=2026-01-01", "--as-of", "2026-01-03"]
     )
     assert_one_line_error(result, "last_seen_at cannot be filtered", "--as-of", "records changes")
+
+
+EVIL_ID = "org/e\x1b[2Jvil"
+EVIL_V1 = {"finetune_comment": "set title \x1b]0;pwned\x07 bell", "k\x1bey": 1}
+EVIL_V2 = {"finetune_comment": "blink \x1b[5m\nline two", "k\x1bey": "csi \u009b2J del \x7f"}
+
+
+@pytest.fixture
+def evil_store(store_engine: Engine, db_path: Path) -> Path:
+    """An id, a details key and values carrying terminal escape sequences, as an API could send them."""
+    write_sync(store_engine, {EVIL_ID: EVIL_V1}, now=day(1))
+    write_sync(store_engine, {EVIL_ID: EVIL_V2}, now=day(2))
+    store_engine.dispose()
+    return db_path
+
+
+def assert_no_control_characters(text: str) -> None:
+    lines = text.splitlines()
+    assert not [line for line in lines if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in line)]
+
+
+def test_show_text_escapes_control_characters_in_values(evil_store: Path) -> None:
+    lines = run(evil_store, "show", EVIL_ID).stdout.splitlines()
+    assert "finetune_id       org/e\\x1b[2Jvil" in lines
+    assert "finetune_comment  blink \\x1b[5m\\nline two" in lines
+
+
+def test_show_text_escapes_del_and_c1_controls_in_the_details_json(evil_store: Path) -> None:
+    output = run(evil_store, "show", EVIL_ID).stdout
+    assert_no_control_characters(output)
+    details = output[output.index("details:\n") + len("details:\n") :]
+    assert json.loads(details) == EVIL_V2
+
+
+def test_show_json_keeps_control_characters_as_json_escapes(evil_store: Path) -> None:
+    output = run(evil_store, "show", EVIL_ID, "--format", "json").stdout
+    assert "\x1b" not in output
+    assert json.loads(output)["details"] == EVIL_V2
+
+
+def test_history_text_escapes_control_characters(evil_store: Path) -> None:
+    output = run(evil_store, "history", "--since", "2026-01-01").stdout
+    assert_no_control_characters(output)
+    assert output.splitlines()[3:] == [
+        "org/e\\x1b[2Jvil  v2  updated  2026-01-02T00:00:00+00:00  run 2",
+        '    finetune_comment: "set title \\u001b]0;pwned\\u0007 bell" -> "blink \\u001b[5m\\nline two"',
+        '    `k\\x1bey`: 1 -> "csi \\u009b2J del \\u007f"',
+    ]
+
+
+def test_diff_text_escapes_control_characters_in_headers_and_values(evil_store: Path) -> None:
+    output = run(evil_store, "diff", EVIL_ID + "@1", EVIL_ID).stdout
+    assert_no_control_characters(output)
+    assert [line.split("  ")[-1] for line in output.splitlines()] == [
+        "org/e\\x1b[2Jvil@2",
+        '"blink \\u001b[5m\\nline two"',
+        '"csi \\u009b2J del \\u007f"',
+    ]
+
+
+def test_query_table_escapes_control_characters(evil_store: Path) -> None:
+    result = run(evil_store, "query", "--columns", "finetune_id,finetune_comment")
+    assert result.stdout.splitlines() == [
+        "finetune_id      finetune_comment",
+        "org/e\\x1b[2Jvil  blink \\x1b[5m\\nline two",
+    ]

@@ -260,9 +260,9 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
     lines = [("status", status), *((name, item[name]) for name in finder.RECORD_COLUMNS)]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
-        click.echo(f"{name.ljust(width)}  {render.cell(value)}")
+        click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
     click.echo("details:")
-    click.echo(render.dumps(item["details"], indent=2))
+    click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
 
 
 @click.command()
@@ -297,12 +297,11 @@ def history(
         return
     for entry in entries:
         run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
-        who = "" if finetune_id is not None else f"{entry.finetune_id}  "
+        who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
         click.echo(f"{who}v{entry.version}  {entry.change}  {entry.observed_at.isoformat()}  {run}")
         for key, change in entry.changes.items():
-            click.echo(
-                f"    {finder.format_path((key,))}: {_shown(change, 'old')} -> {_shown(change, 'new')}"
-            )
+            path = render.one_line(finder.format_path((key,)))
+            click.echo(f"    {path}: {_shown(change, 'old')} -> {_shown(change, 'new')}")
 
 
 @click.command()
@@ -342,7 +341,7 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
         return
     width = max(len(name) for name in run)
     for name, value in run.items():
-        click.echo(f"{name.ljust(width)}  {render.cell(value)}")
+        click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
     if errors:
         click.echo("errors:")
         headers = ("finetune_id", "kind", "http_status", "attempts", "message")
@@ -384,7 +383,8 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
 
 
 def _shown(values: dict[str, Any], side: str) -> str:
-    return canonical_json(values[side]) if side in values else "(missing)"
+    """A value as compact JSON for a terminal line (control characters escaped)."""
+    return render.json_for_terminal(canonical_json(values[side])) if side in values else "(missing)"
 
 
 def _record_object(record: finder.FinetuneRecord, fields: Sequence[finder.FieldRef] | None) -> dict[str, Any]:
