@@ -9,7 +9,7 @@ One filter is one command-line argument; several are ANDed::
     op       := "!=" | "<=" | ">=" | "=" | "<" | ">" | "~"
     value    := '"' chars '"'    a string, always ("\\" escapes the next char)
               | null | true | false
-              | number           1e-5, 300, -2.5: compared numerically
+              | number           1e-5, 300, -2.5 (ASCII digits): compared numerically
               | anything else    a string (surrounding spaces dropped)
 
 A field that is one bare segment naming a column (:data:`COLUMN_KINDS`) reads that column:
@@ -53,7 +53,7 @@ _fts = sa.table("finetune_fts", sa.column("rowid", sa.Integer), sa.column("body"
 OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
 _BARE = re.compile(r"\w[\w-]*")
 _OPERATOR = re.compile(r"\s*(!=|<=|>=|=|<|>|~)\s*")
-_INTEGER = re.compile(r"[+-]?\d+")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 # SQLite's JSON path parser (3.40) compares the key as it is escaped in the JSON text and
 # ends a quoted key at the first '"': keys needing JSON escapes cannot be addressed safely.
 _UNADDRESSABLE = re.compile(r'["\\\x00-\x1f]')
@@ -380,7 +380,8 @@ def _parse_value(text: str, position: int, *, op: str) -> tuple[Scalar, str]:
         raise FilterError(f'bad filter {text!r}: missing value after {op!r} (write "" for an empty string)')
     if raw in ("null", "true", "false"):
         return {"null": None, "true": True, "false": False}[raw], raw
-    number = as_float(raw)
+    # Only ASCII digits make a number: float() also reads Arabic-Indic and fullwidth digits.
+    number = as_float(raw) if raw.isascii() else None
     if number is not None:
         if _INTEGER.fullmatch(raw) and INT64_MIN <= int(raw) <= INT64_MAX:
             return int(raw), raw
