@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +21,6 @@ from bflsync.errors import InputError
 from bflsync.extract import canonical_json
 from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun
 from bflsync.query import INT64_MAX, find_finetune, finetune_pk, format_path
-from bflsync.store import chunked
 
 _finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 _version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
@@ -109,7 +108,7 @@ def history(
     """Versions oldest first: of one finetune, or (``finetune_id=None``) of every finetune since ``since``."""
     if finetune_id is not None:
         pk, _ = finetune_pk(connection, finetune_id, source=source)
-        pks = [pk]
+        which = _version.c.finetune_pk == pk
     else:
         if since is None:
             raise InputError("history needs a finetune ID or --since")
@@ -118,8 +117,9 @@ def history(
             touched = touched.join(_finetune, _finetune.c.id == _version.c.finetune_pk).where(
                 _finetune.c.source == source
             )
-        pks = list(connection.execute(touched).scalars())
-    entries = [entry for entry in _entries(connection, pks) if since is None or entry.observed_at >= since]
+        # A subquery rather than a list of ids: no bound-parameter limit to batch around.
+        which = _version.c.finetune_pk.in_(touched)
+    entries = [entry for entry in _entries(connection, which) if since is None or entry.observed_at >= since]
     return sorted(
         entries, key=lambda entry: (entry.observed_at, entry.finetune_id, entry.source, entry.version)
     )
@@ -156,31 +156,31 @@ def diff(connection: Connection, a: VersionRef, b: VersionRef, *, source: str | 
     return Diff(a=left, b=right, differences=differences)
 
 
-def _entries(connection: Connection, pks: Sequence[int]) -> Iterable[VersionEntry]:
-    for batch in chunked(pks):
-        statement = (
-            sa.select(_finetune.c.finetune_id, _finetune.c.source, _version)
-            .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
-            .where(_version.c.finetune_pk.in_(batch))
-            .order_by(_version.c.finetune_pk, _version.c.version)
+def _entries(connection: Connection, which: sa.ColumnElement[bool]) -> Iterable[VersionEntry]:
+    """Every version of the finetunes ``which`` selects, with old values from the one before."""
+    statement = (
+        sa.select(_finetune.c.finetune_id, _finetune.c.source, _version)
+        .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
+        .where(which)
+        .order_by(_version.c.finetune_pk, _version.c.version)
+    )
+    previous: dict[int, Any] = {}
+    for row in connection.execute(statement):
+        details = json.loads(row.details) if row.details is not None else None
+        before = previous.get(row.finetune_pk)
+        keys = json.loads(row.changed_keys) if row.changed_keys else []
+        yield VersionEntry(
+            finetune_id=row.finetune_id,
+            source=row.source,
+            version=row.version,
+            change=row.change,
+            observed_at=row.observed_at,
+            sync_run_id=row.sync_run_id,
+            changes={key: _old_new(before, details, key) for key in keys},
+            details=details,
         )
-        previous: dict[int, Any] = {}
-        for row in connection.execute(statement):
-            details = json.loads(row.details) if row.details is not None else None
-            before = previous.get(row.finetune_pk)
-            keys = json.loads(row.changed_keys) if row.changed_keys else []
-            yield VersionEntry(
-                finetune_id=row.finetune_id,
-                source=row.source,
-                version=row.version,
-                change=row.change,
-                observed_at=row.observed_at,
-                sync_run_id=row.sync_run_id,
-                changes={key: _old_new(before, details, key) for key in keys},
-                details=details,
-            )
-            if details is not None:
-                previous[row.finetune_pk] = details
+        if details is not None:
+            previous[row.finetune_pk] = details
 
 
 def _old_new(before: Any, after: Any, key: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -61,6 +62,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # SQLite integers are signed 64-bit; a wider Python int cannot be bound as a parameter.
 # (bflsync.extract keeps the same bounds privately.)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# The store's own decoding of its timestamp columns; its zone rule does not consult the dialect.
+_TIME_TYPE = UTCDateTime()
+_SQLITE = sqlite.dialect()
 
 _COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "=": lambda a, b: a == b,
@@ -601,11 +606,13 @@ def _record_columns(relation: sa.FromClause) -> list[ColumnElement[Any]]:
 
 
 def _utc(value: str | datetime | None) -> datetime | None:
-    """A stored timestamp as aware UTC: SQLite keeps naive-UTC text (see ``models.UTCDateTime``)."""
-    if value is None:
-        return None
+    """A stored timestamp as aware UTC, as ``models.UTCDateTime`` decodes it.
+
+    Record columns are fetched undecoded (see :func:`_record_columns`): SQLite gives the
+    naive-UTC text it keeps, which is parsed here; other drivers give a datetime.
+    """
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return _TIME_TYPE.process_result_value(moment, _SQLITE)
 
 
 def _conditions(relation: sa.FromClause, query: Query) -> list[ColumnElement[bool]]:

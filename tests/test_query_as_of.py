@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from storebuild import SOURCE, day, write_sync
 
 from bflsync import db, query
 from bflsync.errors import InputError
 from bflsync.extract import content_hash, extract_fields
+from bflsync.models import Finetune
 
 V1 = {"mode": "character", "learning_rate": "1e-5", "iterations": 300}
 V2 = {"mode": "character", "learning_rate": 2e-5, "iterations": 300}
@@ -160,3 +162,10 @@ def test_as_of_still_shows_last_seen_at_as_when_the_version_was_first_observed(r
 def test_last_seen_at_filters_still_work_without_as_of(reader: Connection) -> None:
     search = query.Query(filters=[query.parse_filter("last_seen_at>=2026-01-03")])
     assert [record.finetune_id for record in query.search(reader, search)] == ["a", "b", "c"]
+
+
+def test_record_timestamps_decode_as_the_store_column_type_does(reader: Connection) -> None:
+    [record] = query.search(reader, query.Query(filters=[query.parse_filter("finetune_id=b")]))
+    stored = reader.execute(sa.select(Finetune.last_seen_at).where(Finetune.finetune_id == "b")).scalar_one()
+    assert (record.column("last_seen_at"), record.column("last_seen_at").tzinfo) == (stored, stored.tzinfo)
+    assert stored == day(3)

@@ -652,3 +652,18 @@ def test_query_table_escapes_control_characters(evil_store: Path) -> None:
         "finetune_id      finetune_comment",
         "org/e\\x1b[2Jvil  blink \\x1b[5m\\nline two",
     ]
+
+
+def test_history_since_lists_more_finetunes_than_sqlite_binds_in_one_statement(
+    store_engine: Engine, db_path: Path
+) -> None:
+    ids = [f"ft{number:04d}" for number in range(1200)]
+    write_sync(store_engine, {finetune_id: {"lr": 1} for finetune_id in ids}, now=day(1))
+    result = run(db_path, "history", "--since", "2026-01-01", "--format", "json")
+    assert [entry["finetune_id"] for entry in json.loads(result.stdout)] == ids
+
+
+def test_the_audit_reader_does_not_import_the_write_side() -> None:
+    script = "import sys, bflsync.audit; print('bflsync.store' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout == "False\n"
