@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,15 +20,14 @@ from sqlalchemy.engine import Connection
 from bflsync.errors import InputError
 from bflsync.extract import canonical_json
 from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun
-from bflsync.query import find_finetune, finetune_pk, format_path
-from bflsync.store import chunked
+from bflsync.query import INT64_MAX, find_finetune, finetune_pk, format_path
 
 _finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 _version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
 _run: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
 _error: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
 
-_VERSION_SUFFIX = re.compile(r"(.+)@(\d+)")
+_VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +58,27 @@ class VersionEntry:
 
 @dataclass(frozen=True, slots=True)
 class VersionRef:
-    """``ID`` (the current record) or ``ID@N`` (version N) as given to ``bflsync diff``."""
+    """``ID`` (the current record) or ``ID@N`` (version N) as given to ``bflsync diff``.
 
-    finetune_id: str
-    version: int | None
+    Ids may themselves contain ``@`` and ``/`` and even end in ``@<digits>``, so the text
+    alone cannot say which it is: :meth:`resolve` asks the store.
+    """
 
-    @classmethod
-    def parse(cls, text: str) -> VersionRef:
-        """A trailing ``@<digits>`` is a version; ids themselves may contain ``@`` and ``/``."""
-        match = _VERSION_SUFFIX.fullmatch(text)
-        if match is None:
-            return cls(text, None)
-        return cls(match.group(1), int(match.group(2)))
+    text: str
+
+    def resolve(self, connection: Connection, *, source: str | None = None) -> tuple[str, int | None]:
+        """``(id, None)`` when the whole text is a stored id, else ``(id, N)`` for a trailing ``@N``.
+
+        Text that is neither is returned whole, for the caller's "no finetune" error.
+        """
+        match = _VERSION_SUFFIX.fullmatch(self.text)
+        if match is None or _is_stored(connection, self.text, source=source):
+            return self.text, None
+        finetune_id, digits = match.groups()
+        # Length first: int() refuses over 4300 digits, and SQLite binds at most 64 bits.
+        if len(digits.lstrip("0")) > len(str(INT64_MAX)) or int(digits) > INT64_MAX:
+            raise InputError(f"{self.text!r}: version {digits} is out of range (see `bflsync history`)")
+        return finetune_id, int(digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +108,7 @@ def history(
     """Versions oldest first: of one finetune, or (``finetune_id=None``) of every finetune since ``since``."""
     if finetune_id is not None:
         pk, _ = finetune_pk(connection, finetune_id, source=source)
-        pks = [pk]
+        which = _version.c.finetune_pk == pk
     else:
         if since is None:
             raise InputError("history needs a finetune ID or --since")
@@ -109,8 +117,9 @@ def history(
             touched = touched.join(_finetune, _finetune.c.id == _version.c.finetune_pk).where(
                 _finetune.c.source == source
             )
-        pks = list(connection.execute(touched).scalars())
-    entries = [entry for entry in _entries(connection, pks) if since is None or entry.observed_at >= since]
+        # A subquery rather than a list of ids: no bound-parameter limit to batch around.
+        which = _version.c.finetune_pk.in_(touched)
+    entries = [entry for entry in _entries(connection, which) if since is None or entry.observed_at >= since]
     return sorted(
         entries, key=lambda entry: (entry.observed_at, entry.finetune_id, entry.source, entry.version)
     )
@@ -147,31 +156,31 @@ def diff(connection: Connection, a: VersionRef, b: VersionRef, *, source: str | 
     return Diff(a=left, b=right, differences=differences)
 
 
-def _entries(connection: Connection, pks: Sequence[int]) -> Iterable[VersionEntry]:
-    for batch in chunked(pks):
-        statement = (
-            sa.select(_finetune.c.finetune_id, _finetune.c.source, _version)
-            .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
-            .where(_version.c.finetune_pk.in_(batch))
-            .order_by(_version.c.finetune_pk, _version.c.version)
+def _entries(connection: Connection, which: sa.ColumnElement[bool]) -> Iterable[VersionEntry]:
+    """Every version of the finetunes ``which`` selects, with old values from the one before."""
+    statement = (
+        sa.select(_finetune.c.finetune_id, _finetune.c.source, _version)
+        .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
+        .where(which)
+        .order_by(_version.c.finetune_pk, _version.c.version)
+    )
+    previous: dict[int, Any] = {}
+    for row in connection.execute(statement):
+        details = json.loads(row.details) if row.details is not None else None
+        before = previous.get(row.finetune_pk)
+        keys = json.loads(row.changed_keys) if row.changed_keys else []
+        yield VersionEntry(
+            finetune_id=row.finetune_id,
+            source=row.source,
+            version=row.version,
+            change=row.change,
+            observed_at=row.observed_at,
+            sync_run_id=row.sync_run_id,
+            changes={key: _old_new(before, details, key) for key in keys},
+            details=details,
         )
-        previous: dict[int, Any] = {}
-        for row in connection.execute(statement):
-            details = json.loads(row.details) if row.details is not None else None
-            before = previous.get(row.finetune_pk)
-            keys = json.loads(row.changed_keys) if row.changed_keys else []
-            yield VersionEntry(
-                finetune_id=row.finetune_id,
-                source=row.source,
-                version=row.version,
-                change=row.change,
-                observed_at=row.observed_at,
-                sync_run_id=row.sync_run_id,
-                changes={key: _old_new(before, details, key) for key in keys},
-                details=details,
-            )
-            if details is not None:
-                previous[row.finetune_pk] = details
+        if details is not None:
+            previous[row.finetune_pk] = details
 
 
 def _old_new(before: Any, after: Any, key: str) -> dict[str, Any]:
@@ -191,21 +200,29 @@ def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:
 
 
 def _side(connection: Connection, ref: VersionRef, *, source: str | None) -> DiffSide:
-    if ref.version is None:
-        record = find_finetune(connection, ref.finetune_id, source=source)
+    finetune_id, version = ref.resolve(connection, source=source)
+    if version is None:
+        record = find_finetune(connection, finetune_id, source=source)
         return DiffSide(record.finetune_id, record.source, record.version, record.details)
-    pk, found_source = finetune_pk(connection, ref.finetune_id, source=source)
+    pk, found_source = finetune_pk(connection, finetune_id, source=source)
     row = connection.execute(
         sa.select(_version.c.change, _version.c.details).where(
-            _version.c.finetune_pk == pk, _version.c.version == ref.version
+            _version.c.finetune_pk == pk, _version.c.version == version
         )
     ).first()
-    label = f"{ref.finetune_id}@{ref.version}"
+    label = f"{finetune_id}@{version}"
     if row is None:
-        raise InputError(f"{label}: no such version (see `bflsync history {ref.finetune_id}`)")
+        raise InputError(f"{label}: no such version (see `bflsync history {finetune_id}`)")
     if row.details is None:
         raise InputError(f"{label} records the finetune's deletion and has no details to compare")
-    return DiffSide(ref.finetune_id, found_source, ref.version, json.loads(row.details))
+    return DiffSide(finetune_id, found_source, version, json.loads(row.details))
+
+
+def _is_stored(connection: Connection, finetune_id: str, *, source: str | None) -> bool:
+    condition = _finetune.c.finetune_id == finetune_id
+    if source is not None:
+        condition = sa.and_(condition, _finetune.c.source == source)
+    return bool(connection.execute(sa.select(sa.exists().where(condition))).scalar())
 
 
 def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

@@ -9,7 +9,7 @@ One filter is one command-line argument; several are ANDed::
     op       := "!=" | "<=" | ">=" | "=" | "<" | ">" | "~"
     value    := '"' chars '"'    a string, always ("\\" escapes the next char)
               | null | true | false
-              | number           1e-5, 300, -2.5: compared numerically
+              | number           1e-5, 300, -2.5 (ASCII digits): compared numerically
               | anything else    a string (surrounding spaces dropped)
 
 A field that is one bare segment naming a column (:data:`COLUMN_KINDS`) reads that column:
@@ -37,6 +37,7 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -53,12 +54,18 @@ _fts = sa.table("finetune_fts", sa.column("rowid", sa.Integer), sa.column("body"
 OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
 _BARE = re.compile(r"\w[\w-]*")
 _OPERATOR = re.compile(r"\s*(!=|<=|>=|=|<|>|~)\s*")
-_INTEGER = re.compile(r"[+-]?\d+")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 # SQLite's JSON path parser (3.40) compares the key as it is escaped in the JSON text and
 # ends a quoted key at the first '"': keys needing JSON escapes cannot be addressed safely.
 _UNADDRESSABLE = re.compile(r'["\\\x00-\x1f]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_INT64 = range(-(2**63), 2**63)
+# SQLite integers are signed 64-bit; a wider Python int cannot be bound as a parameter.
+# (bflsync.extract keeps the same bounds privately.)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# The store's own decoding of its timestamp columns; its zone rule does not consult the dialect.
+_TIME_TYPE = UTCDateTime()
+_SQLITE = sqlite.dialect()
 
 _COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "=": lambda a, b: a == b,
@@ -277,8 +284,12 @@ def parse_timestamp(text: str) -> datetime:
             f"not an ISO 8601 date or datetime: {text!r} (try 2026-01-31 or 2026-01-31T12:00:00Z)"
         ) from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:00-05:00 is a valid ISO 8601 time whose UTC is past year 9999.
+        raise InputError(f"timestamp out of range: {text!r} falls outside years 1-9999 in UTC") from None
 
 
 def format_path(path: Sequence[str], *, force_key: bool = False) -> str:
@@ -374,9 +385,10 @@ def _parse_value(text: str, position: int, *, op: str) -> tuple[Scalar, str]:
         raise FilterError(f'bad filter {text!r}: missing value after {op!r} (write "" for an empty string)')
     if raw in ("null", "true", "false"):
         return {"null": None, "true": True, "false": False}[raw], raw
-    number = as_float(raw)
+    # Only ASCII digits make a number: float() also reads Arabic-Indic and fullwidth digits.
+    number = as_float(raw) if raw.isascii() else None
     if number is not None:
-        if _INTEGER.fullmatch(raw) and int(raw) in _INT64:
+        if _INTEGER.fullmatch(raw) and INT64_MIN <= int(raw) <= INT64_MAX:
             return int(raw), raw
         return number, raw
     return raw, raw
@@ -388,6 +400,7 @@ def _parse_value(text: str, position: int, *, op: str) -> tuple[Scalar, str]:
 def search(connection: Connection, query: Query) -> list[FinetuneRecord]:
     """The finetunes matching ``query``, sorted and limited as it says."""
     _prepare(connection)
+    _refuse_sightings_as_of(query, [query.sort.field] if query.sort is not None else [])
     relation = _relation(query.as_of)
     sort_key = _order(relation, query.sort) if query.sort is not None else []
     statement = (
@@ -409,6 +422,7 @@ def facet_counts(
     objects and arrays count as values too. Missing and null both count as ``None``.
     """
     _prepare(connection)
+    _refuse_sightings_as_of(query, fields)
     relation = _relation(query.as_of)
     conditions = _conditions(relation, query)
     counts: dict[str, list[FacetCount]] = {}
@@ -416,7 +430,13 @@ def facet_counts(
         if field.column is not None:
             value: ColumnElement[Any] = relation.c[field.column]
         else:
-            value = relation.c.details.op("->")(sa.literal(_json_path(field.path)))
+            path = _json_path(field.path)
+            # '->' gives SQL NULL for a missing key but the text 'null' for a JSON null:
+            # fold the second into the first so both count as one value, None.
+            value = sa.case(
+                (sa.func.json_type(relation.c.details, path) == "null", sa.null()),
+                else_=relation.c.details.op("->")(sa.literal(path)),
+            )
         total = sa.func.count().label("n")
         statement = (
             sa.select(value.label("value"), total)
@@ -560,6 +580,23 @@ def _relation(as_of: datetime | None) -> sa.FromClause:
     )
 
 
+def _refuse_sightings_as_of(query: Query, fields: Sequence[FieldRef]) -> None:
+    """Refuse selecting or ordering by ``last_seen_at`` at ``--as-of``: it would silently answer wrong.
+
+    The audit history has a row per change, not per sighting, so at ``as_of`` the best
+    ``last_seen_at`` can be is when that version was first observed, not the last sync
+    that saw it. Shown as a column it is documented as such; filtered on, sorted by or
+    counted it would quietly differ from the live query at the same moment.
+    """
+    if query.as_of is None:
+        return
+    if any(field.column == "last_seen_at" for field in (*(item.field for item in query.filters), *fields)):
+        raise FilterError(
+            "last_seen_at cannot be filtered, sorted or counted with --as-of: the audit history records "
+            "changes, not every sync that saw a finetune (filter on last_changed_at instead)"
+        )
+
+
 def _record_columns(relation: sa.FromClause) -> list[ColumnElement[Any]]:
     """The columns of a :class:`FinetuneRecord`, in its order, as the driver returns them (undecoded)."""
     return [
@@ -569,11 +606,13 @@ def _record_columns(relation: sa.FromClause) -> list[ColumnElement[Any]]:
 
 
 def _utc(value: str | datetime | None) -> datetime | None:
-    """A stored timestamp as aware UTC: SQLite keeps naive-UTC text (see ``models.UTCDateTime``)."""
-    if value is None:
-        return None
+    """A stored timestamp as aware UTC, as ``models.UTCDateTime`` decodes it.
+
+    Record columns are fetched undecoded (see :func:`_record_columns`): SQLite gives the
+    naive-UTC text it keeps, which is parsed here; other drivers give a datetime.
+    """
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return _TIME_TYPE.process_result_value(moment, _SQLITE)
 
 
 def _conditions(relation: sa.FromClause, query: Query) -> list[ColumnElement[bool]]:

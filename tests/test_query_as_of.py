@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from storebuild import SOURCE, day, write_sync
 
 from bflsync import db, query
+from bflsync.errors import InputError
 from bflsync.extract import content_hash, extract_fields
+from bflsync.models import Finetune
 
 V1 = {"mode": "character", "learning_rate": "1e-5", "iterations": 300}
 V2 = {"mode": "character", "learning_rate": 2e-5, "iterations": 300}
@@ -124,3 +128,44 @@ def test_as_of_cannot_be_combined_with_text(reader: Connection) -> None:
 )
 def test_timestamps_are_iso_8601_with_naive_meaning_utc(text: str, expected: datetime) -> None:
     assert query.parse_timestamp(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00+01:00"])
+def test_a_timestamp_outside_the_calendar_in_utc_is_an_input_error_naming_it(text: str) -> None:
+    with pytest.raises(InputError, match=re.escape(f"out of range: '{text}'")):
+        query.parse_timestamp(text)
+
+
+def test_as_of_refuses_a_filter_on_last_seen_at(reader: Connection) -> None:
+    search = query.Query(filters=[query.parse_filter("last_seen_at>=2026-01-01")], as_of=day(3))
+    with pytest.raises(query.FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
+        query.search(reader, search)
+
+
+def test_as_of_refuses_sorting_by_last_seen_at(reader: Connection) -> None:
+    search = query.Query(sort=query.parse_sort("-last_seen_at"), as_of=day(3))
+    with pytest.raises(query.FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
+        query.search(reader, search)
+
+
+def test_as_of_refuses_facets_of_last_seen_at(reader: Connection) -> None:
+    fields = [query.parse_field("last_seen_at")]
+    with pytest.raises(query.FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
+        query.facet_counts(reader, fields, query.Query(as_of=day(3)))
+
+
+def test_as_of_still_shows_last_seen_at_as_when_the_version_was_first_observed(reader: Connection) -> None:
+    # a was seen on day 3 but has had the same details since day 2.
+    assert [item["last_seen_at"] for item in as_of(reader, day(3))] == [day(2), day(3), day(3)]
+
+
+def test_last_seen_at_filters_still_work_without_as_of(reader: Connection) -> None:
+    search = query.Query(filters=[query.parse_filter("last_seen_at>=2026-01-03")])
+    assert [record.finetune_id for record in query.search(reader, search)] == ["a", "b", "c"]
+
+
+def test_record_timestamps_decode_as_the_store_column_type_does(reader: Connection) -> None:
+    [record] = query.search(reader, query.Query(filters=[query.parse_filter("finetune_id=b")]))
+    stored = reader.execute(sa.select(Finetune.last_seen_at).where(Finetune.finetune_id == "b")).scalar_one()
+    assert (record.column("last_seen_at"), record.column("last_seen_at").tzinfo) == (stored, stored.tzinfo)
+    assert stored == day(3)

@@ -178,6 +178,17 @@ def test_parse_filter_types_each_kind_of_value() -> None:
     ]
 
 
+@pytest.mark.parametrize("digits", ["\u0663", "\uff13\uff10\uff10", "-\u0661e\u0662"])
+def test_non_ascii_digits_in_a_filter_value_are_text_not_a_number(digits: str) -> None:
+    parsed = query.parse_filter(f"steps={digits}")
+    assert (parsed.value, parsed.text) == (digits, digits)
+
+
+def test_a_number_column_refuses_non_ascii_digits(reader: Connection) -> None:
+    with pytest.raises(InputError, match="not a number"):
+        matching_ids(reader, "iterations=\uff13\uff10\uff10")
+
+
 def test_parse_filter_reads_dotted_and_backticked_paths() -> None:
     parsed = query.parse_filter("`odd.key`.`back``tick`.plain<=2")
     assert (parsed.field, parsed.op) == (query.FieldRef(("odd.key", "back`tick", "plain"), None), "<=")

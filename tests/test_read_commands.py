@@ -209,6 +209,12 @@ def test_facets_count_values_of_each_field_under_filters(store: Path) -> None:
     }
 
 
+def test_facets_count_missing_and_json_null_details_values_together(store: Path) -> None:
+    # ALPHA holds "weird key": null; BRAVO and CHARLIE lack the key.
+    result = run(store, "facets", "`weird key`", "--include-deleted", "--format", "json")
+    assert json.loads(result.stdout) == {"`weird key`": [{"value": None, "count": 3}]}
+
+
 def test_facets_without_a_field_is_an_input_error(store: Path) -> None:
     assert_one_line_error(
         CliRunner().invoke(cli, ["--db", str(store), "facets", "mode=x"]), "at least one FIELD"
@@ -497,3 +503,167 @@ def test_as_of_in_the_cli_reads_the_store_at_that_moment(store: Path) -> None:
     assert before_deletion.stdout == "alpha\nbravo\norg/charlie\n"
     before_first_sync = day(1) - timedelta(seconds=1)
     assert run(store, "query", "--as-of", before_first_sync.isoformat(), "--format", "json").stdout == "[]\n"
+
+
+def assert_usage_error(result: Result, *fragments: str) -> None:
+    """Click's own usage error: exit 2 with its usage lines, never an internal error."""
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "internal error" not in result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "timestamp"),
+    [
+        (["query", "--as-of", "9999-12-31T23:59:59-01:00"], "9999-12-31T23:59:59-01:00"),
+        (["facets", "mode", "--as-of", "9999-12-31T23:59:59-01:00"], "9999-12-31T23:59:59-01:00"),
+        (["history", "--since", "0001-01-01T00:00+01:00"], "0001-01-01T00:00+01:00"),
+        (["query", "last_seen_at>9999-12-31T23:00-05:00"], "9999-12-31T23:00-05:00"),
+    ],
+)
+def test_a_timestamp_beyond_the_calendar_in_utc_exits_2_naming_it(
+    store: Path, args: list[str], timestamp: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(store), *args])
+    assert_one_line_error(result, "timestamp out of range", repr(timestamp))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "--limit", "99999999999999999999999"],
+        ["runs", "99999999999999999999999"],
+        ["runs", "--", "-99999999999999999999999"],
+        ["runs", "--limit", "99999999999999999999999"],
+    ],
+)
+def test_an_integer_wider_than_64_bits_is_a_usage_error(store: Path, args: list[str]) -> None:
+    assert_usage_error(CliRunner().invoke(cli, ["--db", str(store), *args]), "is not in the range")
+
+
+def test_query_table_limit_at_the_64_bit_maximum_shows_every_row(store: Path) -> None:
+    result = run(store, "query", "--limit", str(2**63 - 1), "--columns", "finetune_id")
+    assert (result.stdout, result.stderr) == ("finetune_id\nalpha\nbravo\n", "")
+
+
+@pytest.fixture
+def at_ids_store(store_engine: Engine, db_path: Path) -> Path:
+    """Ids that end in @digits next to the id they would split into; two versions of each."""
+    write_sync(store_engine, {"org/x@1": {"lr": 1}, "org/x": {"lr": 10}}, now=day(1))
+    write_sync(store_engine, {"org/x@1": {"lr": 2}, "org/x": {"lr": 20}}, now=day(2))
+    store_engine.dispose()
+    return db_path
+
+
+def diff_sides(db_path: Path, *args: str) -> list[tuple[str, int]]:
+    result = json.loads(run(db_path, "diff", *args, "--format", "json").stdout)
+    return [(result[side]["finetune_id"], result[side]["version"]) for side in ("a", "b")]
+
+
+def test_diff_takes_a_whole_text_that_is_a_stored_id_as_its_current_record(at_ids_store: Path) -> None:
+    assert diff_sides(at_ids_store, "org/x@1", "org/x") == [("org/x@1", 2), ("org/x", 2)]
+
+
+def test_diff_splits_a_trailing_at_version_off_text_that_is_not_a_stored_id(at_ids_store: Path) -> None:
+    assert diff_sides(at_ids_store, "org/x@1@1", "org/x@2") == [("org/x@1", 1), ("org/x", 2)]
+
+
+def test_diff_with_a_version_wider_than_64_bits_exits_2(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(store), "diff", "alpha@99999999999999999999999", "alpha"])
+    assert_one_line_error(result, "version 99999999999999999999999 is out of range")
+
+
+def test_diff_does_not_read_non_ascii_digits_as_a_version(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(store), "diff", "alpha@\u0661", "alpha"])
+    assert_one_line_error(result, "no finetune 'alpha@\u0661'")
+
+
+def test_as_of_with_a_last_seen_at_filter_exits_2_explaining_why(store: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--db", str(store), "query", "last_seen_at>=2026-01-01", "--as-of", "2026-01-03"]
+    )
+    assert_one_line_error(result, "last_seen_at cannot be filtered", "--as-of", "records changes")
+
+
+EVIL_ID = "org/e\x1b[2Jvil"
+EVIL_V1 = {"finetune_comment": "set title \x1b]0;pwned\x07 bell", "k\x1bey": 1}
+EVIL_V2 = {"finetune_comment": "blink \x1b[5m\nline two", "k\x1bey": "csi \u009b2J del \x7f"}
+
+
+@pytest.fixture
+def evil_store(store_engine: Engine, db_path: Path) -> Path:
+    """An id, a details key and values carrying terminal escape sequences, as an API could send them."""
+    write_sync(store_engine, {EVIL_ID: EVIL_V1}, now=day(1))
+    write_sync(store_engine, {EVIL_ID: EVIL_V2}, now=day(2))
+    store_engine.dispose()
+    return db_path
+
+
+def assert_no_control_characters(text: str) -> None:
+    lines = text.splitlines()
+    assert not [line for line in lines if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in line)]
+
+
+def test_show_text_escapes_control_characters_in_values(evil_store: Path) -> None:
+    lines = run(evil_store, "show", EVIL_ID).stdout.splitlines()
+    assert "finetune_id       org/e\\x1b[2Jvil" in lines
+    assert "finetune_comment  blink \\x1b[5m\\nline two" in lines
+
+
+def test_show_text_escapes_del_and_c1_controls_in_the_details_json(evil_store: Path) -> None:
+    output = run(evil_store, "show", EVIL_ID).stdout
+    assert_no_control_characters(output)
+    details = output[output.index("details:\n") + len("details:\n") :]
+    assert json.loads(details) == EVIL_V2
+
+
+def test_show_json_keeps_control_characters_as_json_escapes(evil_store: Path) -> None:
+    output = run(evil_store, "show", EVIL_ID, "--format", "json").stdout
+    assert "\x1b" not in output
+    assert json.loads(output)["details"] == EVIL_V2
+
+
+def test_history_text_escapes_control_characters(evil_store: Path) -> None:
+    output = run(evil_store, "history", "--since", "2026-01-01").stdout
+    assert_no_control_characters(output)
+    assert output.splitlines()[3:] == [
+        "org/e\\x1b[2Jvil  v2  updated  2026-01-02T00:00:00+00:00  run 2",
+        '    finetune_comment: "set title \\u001b]0;pwned\\u0007 bell" -> "blink \\u001b[5m\\nline two"',
+        '    `k\\x1bey`: 1 -> "csi \\u009b2J del \\u007f"',
+    ]
+
+
+def test_diff_text_escapes_control_characters_in_headers_and_values(evil_store: Path) -> None:
+    output = run(evil_store, "diff", EVIL_ID + "@1", EVIL_ID).stdout
+    assert_no_control_characters(output)
+    assert [line.split("  ")[-1] for line in output.splitlines()] == [
+        "org/e\\x1b[2Jvil@2",
+        '"blink \\u001b[5m\\nline two"',
+        '"csi \\u009b2J del \\u007f"',
+    ]
+
+
+def test_query_table_escapes_control_characters(evil_store: Path) -> None:
+    result = run(evil_store, "query", "--columns", "finetune_id,finetune_comment")
+    assert result.stdout.splitlines() == [
+        "finetune_id      finetune_comment",
+        "org/e\\x1b[2Jvil  blink \\x1b[5m\\nline two",
+    ]
+
+
+def test_history_since_lists_more_finetunes_than_sqlite_binds_in_one_statement(
+    store_engine: Engine, db_path: Path
+) -> None:
+    ids = [f"ft{number:04d}" for number in range(1200)]
+    write_sync(store_engine, {finetune_id: {"lr": 1} for finetune_id in ids}, now=day(1))
+    result = run(db_path, "history", "--since", "2026-01-01", "--format", "json")
+    assert [entry["finetune_id"] for entry in json.loads(result.stdout)] == ids
+
+
+def test_the_audit_reader_does_not_import_the_write_side() -> None:
+    script = "import sys, bflsync.audit; print('bflsync.store' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout == "False\n"

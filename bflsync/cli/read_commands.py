@@ -76,7 +76,11 @@ def search_options(command: Any) -> Any:
         click.option(
             "--as-of",
             metavar="TIMESTAMP",
-            help="Answer as the store knew things then (ISO 8601; naive means UTC).",
+            help=(
+                "Answer as the store knew things then (ISO 8601; naive means UTC). The history "
+                "records changes, not every sighting: last_seen_at then shows when that version "
+                "was first observed, and cannot be filtered, sorted or counted."
+            ),
         ),
     )
     for option in reversed(options):
@@ -113,7 +117,7 @@ def build_query(
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=finder.INT64_MAX),
     help=f"At most N rows; 0 for all [default: {TABLE_LIMIT} for the table, all otherwise].",
 )
 @click.option("--columns", metavar="A,B,C", help="The fields to show (any field, details keys included).")
@@ -162,7 +166,8 @@ def query(
         as_of=as_of,
         sort=sort,
         # One extra row tells the table whether it was cut short.
-        limit=limit + 1 if limit is not None and output_format == "table" else limit,
+        # (Capped: SQLite cannot bind more than a signed 64-bit LIMIT, and there are never that many.)
+        limit=min(limit + 1, finder.INT64_MAX) if limit is not None and output_format == "table" else limit,
     )
     with reading(cli_context) as connection:
         records = finder.search(connection, search)
@@ -255,9 +260,9 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
     lines = [("status", status), *((name, item[name]) for name in finder.RECORD_COLUMNS)]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
-        click.echo(f"{name.ljust(width)}  {render.cell(value)}")
+        click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
     click.echo("details:")
-    click.echo(render.dumps(item["details"], indent=2))
+    click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
 
 
 @click.command()
@@ -292,17 +297,24 @@ def history(
         return
     for entry in entries:
         run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
-        who = "" if finetune_id is not None else f"{entry.finetune_id}  "
+        who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
         click.echo(f"{who}v{entry.version}  {entry.change}  {entry.observed_at.isoformat()}  {run}")
         for key, change in entry.changes.items():
-            click.echo(
-                f"    {finder.format_path((key,))}: {_shown(change, 'old')} -> {_shown(change, 'new')}"
-            )
+            path = render.one_line(finder.format_path((key,)))
+            click.echo(f"    {path}: {_shown(change, 'old')} -> {_shown(change, 'new')}")
 
 
 @click.command()
-@click.argument("run_id", metavar="[RUN_ID]", type=int, required=False)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Newest N runs.")
+@click.argument(
+    "run_id", metavar="[RUN_ID]", type=click.IntRange(finder.INT64_MIN, finder.INT64_MAX), required=False
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=finder.INT64_MAX),
+    default=20,
+    show_default=True,
+    help="Newest N runs.",
+)
 @click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
 @pass_cli_context
 def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format: str) -> None:
@@ -329,7 +341,7 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
         return
     width = max(len(name) for name in run)
     for name, value in run.items():
-        click.echo(f"{name.ljust(width)}  {render.cell(value)}")
+        click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
     if errors:
         click.echo("errors:")
         headers = ("finetune_id", "kind", "http_status", "attempts", "message")
@@ -352,9 +364,7 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
         bflsync diff my-org/portrait-lora@3 my-org/portrait-lora@5
     """
     with reading(cli_context) as connection:
-        result = audit.diff(
-            connection, audit.VersionRef.parse(first), audit.VersionRef.parse(second), source=source
-        )
+        result = audit.diff(connection, audit.VersionRef(first), audit.VersionRef(second), source=source)
     sides = {"a": result.a, "b": result.b}
     if output_format == "json":
         render.write_json(
@@ -373,7 +383,8 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
 
 
 def _shown(values: dict[str, Any], side: str) -> str:
-    return canonical_json(values[side]) if side in values else "(missing)"
+    """A value as compact JSON for a terminal line (control characters escaped)."""
+    return render.json_for_terminal(canonical_json(values[side])) if side in values else "(missing)"
 
 
 def _record_object(record: finder.FinetuneRecord, fields: Sequence[finder.FieldRef] | None) -> dict[str, Any]:

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from bflsync.extract import canonical_json
+
+# C0 controls, DEL and C1 controls (U+009B is a one-character CSI on some terminals): values come
+# from the API, and an escape sequence in a comment must not reach the user's terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_JSON_UNESCAPED_CONTROL = re.compile(r"[\x7f-\x9f]")
+_ONE_LINE = {"\n": "\\n", "\r": "\\r", "\t": " "}
 
 
 def json_default(value: Any) -> Any:
@@ -57,7 +64,8 @@ def write_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A rich table on a terminal, plain columns separated by two spaces otherwise."""
-    texts = [[_one_line(cell(value)) for value in row] for row in rows]
+    headers = [one_line(header) for header in headers]
+    texts = [[one_line(cell(value)) for value in row] for row in rows]
     if sys.stdout.isatty():
         _write_rich_table(headers, texts)
         return
@@ -69,8 +77,19 @@ def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         sys.stdout.write("\n")
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+def one_line(text: str) -> str:
+    """Text safe for one line of a terminal: newlines shown as ``\\n``, other control characters as ``\\xNN``."""
+    return _CONTROL.sub(_escape_control, text)
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ONE_LINE.get(char) or f"\\x{ord(char):02x}"
+
+
+def json_for_terminal(text: str) -> str:
+    """JSON text with DEL and C1 controls escaped too (json escapes only C0); still the same JSON value."""
+    return _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _write_rich_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
