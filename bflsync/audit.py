@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bflsync.errors import InputError
-from bflsync.extract import canonical_json
+from bflsync.extract import INT64_MAX, canonical_json
 from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun
-from bflsync.query import INT64_MAX, find_finetune, finetune_pk, format_path
+from bflsync.query import find_finetune, finetune_pk, format_path
 
 _finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 _version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]

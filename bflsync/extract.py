@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# SQLite stores integers as signed 64-bit; anything wider would not round-trip.
+# SQLite stores integers as signed 64-bit; anything wider would not round-trip or bind.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # ASCII digits only: int() and float() also accept Arabic-Indic or fullwidth digits, which no API means.
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from bflsync.errors import AmbiguousIdError, InputError
-from bflsync.extract import EXTRACTED_FIELDS, as_float, extract_fields
+from bflsync.extract import EXTRACTED_FIELDS, INT64_MAX, INT64_MIN, as_float, extract_fields
 from bflsync.models import Finetune, FinetuneVersion, UTCDateTime
 
 Scalar = str | int | float | bool | None
@@ -59,9 +59,6 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 # ends a quoted key at the first '"': keys needing JSON escapes cannot be addressed safely.
 _UNADDRESSABLE = re.compile(r'["\\\x00-\x1f]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# SQLite integers are signed 64-bit; a wider Python int cannot be bound as a parameter.
-# (bflsync.extract keeps the same bounds privately.)
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # The store's own decoding of its timestamp columns; its zone rule does not consult the dialect.
 _TIME_TYPE = UTCDateTime()

@@ -20,7 +20,7 @@ from bflsync import query as finder
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError
-from bflsync.extract import canonical_json
+from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 
 TABLE_LIMIT = 50
 QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
@@ -117,7 +117,7 @@ def build_query(
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=0, max=finder.INT64_MAX),
+    type=click.IntRange(min=0, max=INT64_MAX),
     help=f"At most N rows; 0 for all [default: {TABLE_LIMIT} for the table, all otherwise].",
 )
 @click.option("--columns", metavar="A,B,C", help="The fields to show (any field, details keys included).")
@@ -167,7 +167,7 @@ def query(
         sort=sort,
         # One extra row tells the table whether it was cut short.
         # (Capped: SQLite cannot bind more than a signed 64-bit LIMIT, and there are never that many.)
-        limit=min(limit + 1, finder.INT64_MAX) if limit is not None and output_format == "table" else limit,
+        limit=min(limit + 1, INT64_MAX) if limit is not None and output_format == "table" else limit,
     )
     with reading(cli_context) as connection:
         records = finder.search(connection, search)
@@ -305,12 +305,10 @@ def history(
 
 
 @click.command()
-@click.argument(
-    "run_id", metavar="[RUN_ID]", type=click.IntRange(finder.INT64_MIN, finder.INT64_MAX), required=False
-)
+@click.argument("run_id", metavar="[RUN_ID]", type=click.IntRange(INT64_MIN, INT64_MAX), required=False)
 @click.option(
     "--limit",
-    type=click.IntRange(min=1, max=finder.INT64_MAX),
+    type=click.IntRange(min=1, max=INT64_MAX),
     default=20,
     show_default=True,
     help="Newest N runs.",
