@@ -89,8 +89,11 @@ def locate_store(db: str | None) -> StoreLocation:
             url = sa.make_url(db)
         except sa.exc.ArgumentError as exc:
             raise InputError(f"--db: not a database path or SQLAlchemy URL: {db!r}") from exc
-        if url.get_backend_name() != "sqlite":
+        backend = url.get_backend_name()
+        if backend == "postgresql":
             return StoreLocation(url=url, path=None)
+        if backend != "sqlite":
+            raise InputError(f"--db: a bflsync store lives in SQLite or PostgreSQL, not {backend!r}")
         if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
             raise InputError(
                 "--db: an in-memory or URI-style SQLite URL cannot hold a store; give a file path"
@@ -151,6 +154,8 @@ def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
             cursor.close()
+            # SET is transactional in PostgreSQL: without a commit the pool's reset rolls it back.
+            dbapi_connection.commit()
 
     return engine
 

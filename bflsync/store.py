@@ -384,11 +384,14 @@ def _insert_new(
 
 
 def _timestamp(session: Session, now: datetime) -> sa.BindParameter[Any]:
-    """``now`` as a bound value converted for the database once, not once per row of an executemany."""
+    """``now`` for an executemany: on SQLite converted to its stored text once, not once per row."""
     dialect = session.get_bind().dialect
+    if dialect.name != "sqlite":
+        return sa.literal(now, UTCDateTime())
     processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-    # String has no bind processing of its own, so the converted value goes to the driver as is.
-    return sa.literal(processor(now) if processor else now, sa.String())
+    assert processor is not None
+    # String processes nothing, and SQLite's typeless columns take the converted text as is.
+    return sa.literal(processor(now), sa.String())
 
 
 def _apply_changes(

@@ -44,10 +44,15 @@ def test_locate_store_defaults_to_the_user_data_dir(isolated_env: Path) -> None:
     assert db.locate_store(None).path == isolated_env / "bflsync" / "bflsync.db"
 
 
-@pytest.mark.parametrize("url", ["nosuchdb://host/x", "postgresql+nosuchdriver://127.0.0.1/x"])
-def test_a_url_without_an_installed_driver_is_an_input_error(url: str) -> None:
-    with pytest.raises(InputError, match="no database driver"):
-        db.create_store_engine(db.locate_store(url), read_only=True)
+def test_a_url_without_an_installed_driver_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="no database driver for 'postgresql\\+nosuchdriver'"):
+        db.create_store_engine(db.locate_store("postgresql+nosuchdriver://127.0.0.1/x"), read_only=True)
+
+
+@pytest.mark.parametrize("url", ["nosuchdb://host/x", "mysql://127.0.0.1/bfl"])
+def test_a_url_of_an_unsupported_database_is_an_input_error(url: str) -> None:
+    with pytest.raises(InputError, match="SQLite or PostgreSQL"):
+        db.locate_store(url)
 
 
 @pytest.mark.parametrize("bad", ["sqlite://", "sqlite:///:memory:", "://nonsense"])

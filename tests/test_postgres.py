@@ -1,0 +1,199 @@
+"""The store on PostgreSQL, the path for teams that outgrow one SQLite file.
+
+A throwaway cluster is started from the machine's PostgreSQL binaries on 127.0.0.1. Where
+they are missing the module is skipped, except in CI (``CI=true``), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from bflsync import db
+from bflsync.cli import cli
+from bflsync.mock_api import MockBFL
+
+KEY = "pg-test-key"
+ALPHA = {"mode": "character", "iterations": "300", "learning_rate": 2e-5, "trigger_word": "TOK"}
+BETA = {"mode": "style", "finetune_type": "full", "captioning": True}
+
+
+def postgres_bindir() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    return candidates[0].parent if candidates else None
+
+
+def as_postgres_user(argv: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root; on CI machines the tests do."""
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    """Base URL of a private PostgreSQL cluster, stopped and removed after the module."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries are missing on a CI machine")
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
+    home = Path(tempfile.mkdtemp(prefix="bflsync-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(home, user="postgres")
+    data, port = home / "data", free_port()
+    subprocess.run(
+        as_postgres_user([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bfl", "--no-sync"]),
+        check=True,
+        capture_output=True,
+    )
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off"
+    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        as_postgres_user([*pg_ctl, "-o", options, "-l", str(home / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://bfl@127.0.0.1:{port}"
+    finally:
+        subprocess.run(as_postgres_user([*pg_ctl, "-m", "immediate", "stop"]), capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{postgres_server}/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def mock() -> Iterator[MockBFL]:
+    with MockBFL.serve(finetunes={"alpha": ALPHA, "beta": BETA}, api_key=KEY) as server:
+        yield server
+
+
+def run_cli(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args), env={"BFL_API_KEY": KEY}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def fetch(url: str, query: str) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.exec_driver_sql(query)]
+    finally:
+        engine.dispose()
+
+
+def test_db_upgrade_creates_the_schema_and_models_match(pg_url: str) -> None:
+    run_cli("--db", pg_url, "db", "upgrade")
+    assert run_cli("--db", pg_url, "db", "check").stdout == "models and migrations agree\n"
+    assert run_cli("--db", pg_url, "db", "current").stdout == f"{db.HEAD_REVISION} (head)\n"
+
+
+def test_three_syncs_record_created_updated_deleted_versions(pg_url: str, mock: MockBFL) -> None:
+    run_cli("--db", pg_url, "sync", "--base-url", mock.base_url)
+    run_cli("--db", pg_url, "sync", "--base-url", mock.base_url)
+    mock.put("alpha", {**ALPHA, "iterations": 500})
+    mock.remove("beta")
+    run_cli("--db", pg_url, "sync", "--base-url", mock.base_url)
+
+    versions = fetch(
+        pg_url,
+        "SELECT f.finetune_id, v.version, v.change, v.changed_keys, v.sync_run_id"
+        " FROM finetune_version v JOIN finetune f ON f.id = v.finetune_pk ORDER BY f.finetune_id, v.version",
+    )
+    assert versions == [
+        ("alpha", 1, "created", '["iterations","learning_rate","mode","trigger_word"]', 1),
+        ("alpha", 2, "updated", '["iterations"]', 3),
+        ("beta", 1, "created", '["captioning","finetune_type","mode"]', 1),
+        ("beta", 2, "deleted", '["captioning","finetune_type","mode"]', 3),
+    ]
+    current = fetch(
+        pg_url,
+        "SELECT finetune_id, mode, iterations, learning_rate, captioning, version, deleted_at IS NOT NULL"
+        " FROM finetune ORDER BY finetune_id",
+    )
+    assert current == [
+        ("alpha", "character", 500, 2e-5, None, 2, False),
+        ("beta", "style", None, None, True, 2, True),
+    ]
+    assert fetch(pg_url, "SELECT status, created, unchanged, updated, deleted FROM sync_run ORDER BY id") == [
+        ("ok", 2, 0, 0, 0),
+        ("ok", 0, 2, 0, 0),
+        ("ok", 0, 0, 1, 1),
+    ]
+
+
+def test_timestamps_are_stored_as_utc_instants(pg_url: str, mock: MockBFL) -> None:
+    before = datetime.now(UTC)
+    run_cli("--db", pg_url, "sync", "--base-url", mock.base_url)
+    [(first_seen,)] = fetch(pg_url, "SELECT first_seen_at FROM finetune WHERE finetune_id = 'alpha'")
+    assert first_seen.utcoffset() is not None
+    assert before <= first_seen <= datetime.now(UTC)
+
+
+def test_show_history_and_runs_read_a_postgresql_store(pg_url: str, mock: MockBFL) -> None:
+    run_cli("--db", pg_url, "sync", "--base-url", mock.base_url)
+    assert '"iterations": "300"' in run_cli("--db", pg_url, "show", "alpha", "--format", "json").stdout
+    assert "created" in run_cli("--db", pg_url, "history", "alpha").stdout
+    assert '"status": "ok"' in run_cli("--db", pg_url, "runs", "--format", "json").stdout
+
+
+def test_query_on_postgresql_exits_2_with_a_clear_message(pg_url: str, mock: MockBFL) -> None:
+    run_cli("--db", pg_url, "sync", "--base-url", mock.base_url)
+    result = CliRunner().invoke(cli, ["--db", pg_url, "query", "mode=character"])
+    assert result.exit_code == 2
+    assert result.stderr == "bflsync: error: query and facets need a SQLite store (JSON functions and FTS5)\n"
+
+
+def test_read_engine_cannot_write_on_postgresql(pg_url: str) -> None:
+    run_cli("--db", pg_url, "db", "upgrade")
+    engine = db.open_store_for_read(db.locate_store(pg_url))
+    try:
+        with (
+            engine.connect() as connection,
+            pytest.raises(sa.exc.InternalError, match="read-only transaction"),
+        ):
+            connection.exec_driver_sql("DELETE FROM sync_run")
+    finally:
+        engine.dispose()
+
+
+def test_a_missing_postgresql_store_is_refused_by_read_commands(pg_url: str) -> None:
+    result = CliRunner().invoke(cli, ["--db", pg_url, "runs"])
+    assert result.exit_code == 2
+    assert "run `bflsync sync` first" in result.stderr
+    engine = sa.create_engine(pg_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
