@@ -20,12 +20,13 @@ import argparse
 import asyncio
 import contextlib
 import http.client
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
+
+from mock_process import mock_api
 
 from bflsync.api import BflClient, RetryPolicy
 from bflsync.config import Secret
@@ -36,29 +37,8 @@ BUDGET = 1.3
 
 @contextlib.contextmanager
 def mock_process(count: int, latency_ms: float) -> Iterator[str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bflsync",
-            "mock-api",
-            "--count",
-            str(count),
-            "--latency-ms",
-            str(latency_ms),
-            "--max-in-flight",
-            "64",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with mock_api(count=count, latency_ms=latency_ms, max_in_flight=64) as base_url:
+        yield base_url
 
 
 @contextlib.contextmanager

@@ -13,9 +13,13 @@ MOCK_KEY = "mock-key"
 
 
 @contextmanager
-def mock_api(*, count: int, latency_ms: float = 0.0, seed: int = 1) -> Iterator[str]:
+def mock_api(
+    *, count: int, latency_ms: float = 0.0, seed: int = 1, max_in_flight: int | None = None
+) -> Iterator[str]:
     """A mock serving ``count`` generated finetunes; yields its base URL."""
     command = [sys.executable, "-m", "bflsync", "mock-api", "--count", str(count), "--seed", str(seed)]
+    if max_in_flight is not None:
+        command += ["--max-in-flight", str(max_in_flight)]
     process = subprocess.Popen(
         [*command, "--latency-ms", str(latency_ms)],
         stdout=subprocess.PIPE,

@@ -31,6 +31,7 @@ from bflsync import store
 from bflsync.api import BflClient
 from bflsync.config import MAX_CONCURRENCY
 from bflsync.errors import ApiError, AuthError
+from bflsync.models import RUN_COUNTERS
 
 logger = logging.getLogger("bflsync.sync")
 T = TypeVar("T")
@@ -89,16 +90,7 @@ class SyncResult:
 
     def counts(self) -> dict[str, int]:
         """The ``sync_run`` counter columns."""
-        return {
-            "listed": self.listed,
-            "fetched": self.fetched,
-            "created": self.created,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "deleted": self.deleted,
-            "restored": self.restored,
-            "failed": self.failed,
-        }
+        return {name: getattr(self, name) for name in RUN_COUNTERS}
 
     def as_json(self) -> dict[str, Any]:
         """The documented ``sync --json`` object."""

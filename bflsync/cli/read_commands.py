@@ -21,6 +21,7 @@ from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
+from bflsync.models import RUN_COUNTERS
 
 TABLE_LIMIT = 50
 QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
@@ -34,21 +35,7 @@ TABLE_COLUMNS = (
     "lora_rank",
     "last_changed_at",
 )
-RUN_COLUMNS = (
-    "id",
-    "started_at",
-    "duration_s",
-    "status",
-    "source",
-    "listed",
-    "fetched",
-    "created",
-    "updated",
-    "unchanged",
-    "deleted",
-    "restored",
-    "failed",
-)
+RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", *RUN_COUNTERS)
 
 
 @contextmanager
