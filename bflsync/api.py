@@ -298,7 +298,7 @@ class BflClient:
                 started = time.perf_counter()
                 try:
                     response = await self._http.send(request)
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:
                     elapsed_ms = (time.perf_counter() - started) * 1000
                     logger.info(
                         "GET %s -> %s (attempt %d, %.0f ms)", where, type(exc).__name__, attempt, elapsed_ms
@@ -342,7 +342,7 @@ class BflClient:
             await self._sleep(remaining)
 
     def _parse(self, response: httpx.Response, where: str, attempt: int) -> _Answer:
-        answer = _Answer({}, where, _request_id(response), attempt)
+        answer = _Answer({}, where, self._request_id(response), attempt)
         try:
             body = _loads(response.content)
         except ValueError:
@@ -373,7 +373,7 @@ class BflClient:
             "method": "GET",
             "path": where,
             "detail": _truncate(self._scrub(detail)) if detail else None,
-            "request_id": _request_id(response),
+            "request_id": self._request_id(response),
             "attempts": attempt,
         }
         if status in (401, 403):
@@ -390,7 +390,7 @@ class BflClient:
             return ServerError(f"the BFL API failed after {attempt} attempt(s)", **common)
         return ApiError(f"unexpected HTTP status {status} for {subject}", **common)
 
-    def _transport_error(self, exc: httpx.TransportError, where: str, attempt: int) -> ApiError:
+    def _transport_error(self, exc: httpx.RequestError, where: str, attempt: int) -> ApiError:
         common: dict[str, Any] = {"method": "GET", "path": where, "attempts": attempt}
         if isinstance(exc, httpx.ConnectTimeout):
             return ApiTimeoutError(f"could not connect to {self.source} in time", **common)
@@ -399,11 +399,22 @@ class BflClient:
                 f"no answer from {self.source} within {self._read_timeout_s:g} s", **common
             )
         reason = self._scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        if isinstance(exc, httpx.DecodingError):
+            # The server's Content-Encoding does not match its body: asking again will not help.
+            return BadResponseError(f"cannot decode the answer from {self.source} ({reason})", **common)
         return TransportError(f"cannot talk to {self.source} ({reason})", **common)
 
     def _scrub(self, text: str) -> str:
-        """A server or library may echo request headers back; the key must not travel on in our errors."""
-        return text.replace(self._key.reveal(), "***")
+        """A server or library may echo request headers back; the key must not travel on in our errors.
+
+        Both spellings go: the key as sent, and as it reads inside a JSON string.
+        """
+        key = self._key.reveal()
+        return text.replace(key, "***").replace(json.dumps(key)[1:-1], "***")
+
+    def _request_id(self, response: httpx.Response) -> str | None:
+        request_id = _request_id(response)
+        return self._scrub(request_id) if request_id else None
 
 
 def _listed_id(item: Any) -> str | None:
@@ -425,7 +436,10 @@ def _finite_float(text: str) -> float:
 
 def _loads(content: bytes) -> Any:
     """Strict JSON: NaN, Infinity and numbers like 1e400 would be stored as text no JSON reader accepts."""
-    return json.loads(content, parse_constant=_reject_constant, parse_float=_finite_float)
+    try:
+        return json.loads(content, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _is_utf8_text(value: Any) -> bool:

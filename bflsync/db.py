@@ -366,6 +366,11 @@ def _store_error_for(location: StoreLocation, message: str) -> StoreError | None
     where = location.display
     if "not a database" in lowered or "malformed" in lowered:
         return NotAStoreError(f"{where} is not a usable SQLite database ({message})")
+    if "database is locked" in lowered or "database is busy" in lowered:
+        return StoreWriteError(
+            f"the store at {where} stayed locked by another writer for longer than "
+            f"{BUSY_TIMEOUT_MS // 1000} s ({message})"
+        )
     if "readonly" in lowered or "read-only" in lowered:
         return StoreWriteError(f"the store at {where} is read-only ({message})")
     if any(s in lowered for s in ("unable to open", "disk i/o", "disk is full", "database or disk")):

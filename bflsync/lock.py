@@ -1,17 +1,20 @@
-"""The sync lock: one ``bflsync sync`` per store at a time, however it was started.
+"""The sync lock: one ``bflsync sync`` per store at a time, however and wherever it was started.
 
-An advisory ``flock`` on ``<db>.lock`` (or, for a server database, a file in the user data dir
-keyed by a hash of its URL). The kernel releases it when the holder's process ends, even by
-``kill -9``, so there is never a stale lock to clean up. The holder writes its pid into the
-file so a second sync can say who is in the way; the pid is advice for humans, the ``flock``
-alone decides.
+For a SQLite store, an advisory ``flock`` on ``<db>.lock`` beside the real file (symlinks
+resolved, so two spellings of one store share one lock). The kernel releases it when the
+holder's process ends, even by ``kill -9``, so there is never a stale lock to clean up. The
+holder writes its pid into the file so a second sync can say who is in the way; the pid is
+advice for humans, the ``flock`` alone decides.
+
+For a PostgreSQL store, shared by several machines, a session-level advisory lock in the
+database itself, held by one dedicated connection; the server releases it when that
+connection ends, however the process died.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from bflsync.config import APP_NAME
+import sqlalchemy as sa
+
 from bflsync.db import StoreLocation
 from bflsync.errors import StoreWriteError, SyncLockedError
 
@@ -27,14 +31,19 @@ POLL_INTERVAL_S = 0.1
 _CONTENDED = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})
 
 
-def lock_path_for(location: StoreLocation) -> Path:
-    """``<db>.lock`` beside a SQLite file; for a server URL a per-URL file in the user data dir."""
-    if location.path is not None:
-        return location.path.with_name(location.path.name + ".lock")
-    from platformdirs import user_data_path
+def sync_lock_for(location: StoreLocation, *, wait_s: float = 0.0) -> SyncLock | AdvisoryLock:
+    """The lock that serialises syncs of this store: a file lock, or an advisory lock in PostgreSQL."""
+    if location.path is None:
+        return AdvisoryLock(location.url, wait_s=wait_s)
+    return SyncLock(lock_path_for(location), wait_s=wait_s)
 
-    digest = hashlib.sha256(location.display.encode("utf-8")).hexdigest()[:16]
-    return user_data_path(APP_NAME, appauthor=False) / f"sync-{digest}.lock"
+
+def lock_path_for(location: StoreLocation) -> Path:
+    """``<db>.lock`` beside the real SQLite file, whichever symlink named it."""
+    if location.path is None:
+        raise ValueError("a server store is locked inside its database, not by a file")
+    real = location.path.resolve()
+    return real.with_name(real.name + ".lock")
 
 
 class SyncLock:
@@ -117,3 +126,75 @@ def _describe_holder(fd: int) -> str:
     """``pid N`` from the lock file; the holder may not have written it yet in the instant after locking."""
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return f"pid {text}" if text.isdigit() else "pid unknown"
+
+
+class AdvisoryLock:
+    """Exclusive lock on a PostgreSQL store, held by a dedicated connection for the whole sync."""
+
+    def __init__(
+        self,
+        url: sa.URL,
+        *,
+        wait_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = url
+        self._wait_s = wait_s
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._engine: sa.Engine | None = None
+        self._connection: sa.Connection | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, polling up to ``wait_s`` seconds; raise SyncLockedError naming the holder."""
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        deadline = self._monotonic() + self._wait_s
+        try:
+            while not connection.scalar(_TRY_ADVISORY_LOCK):
+                if self._monotonic() >= deadline:
+                    raise SyncLockedError(f"another sync is running ({_running_pid(connection)})")
+                self._sleep(POLL_INTERVAL_S)
+        except BaseException:
+            connection.close()
+            engine.dispose()
+            raise
+        self._engine, self._connection = engine, connection
+
+    def release(self) -> None:
+        """Closing the session releases the lock; no unlock statement can be forgotten."""
+        if self._connection is None or self._engine is None:
+            return
+        connection, engine = self._connection, self._engine
+        self._connection = self._engine = None
+        try:
+            connection.close()
+        finally:
+            engine.dispose()
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+# One key per database: two stores in one PostgreSQL cluster do not exclude each other.
+_TRY_ADVISORY_LOCK = sa.text("SELECT pg_try_advisory_lock(hashtext('bflsync sync ' || current_database()))")
+
+
+def _running_pid(connection: sa.Connection) -> str:
+    """The holder's pid as its run row records it (it may run on another machine)."""
+    if not sa.inspect(connection).has_table("sync_run"):
+        return "pid unknown"
+    pid = connection.scalar(
+        sa.text("SELECT pid FROM sync_run WHERE status = 'running' ORDER BY id DESC LIMIT 1")
+    )
+    return f"pid {pid}" if pid is not None else "pid unknown"

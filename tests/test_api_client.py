@@ -652,3 +652,37 @@ def test_a_key_echoed_across_the_truncation_point_leaves_no_prefix(fake_time: Fa
         run(make_client(script, fake_time), lambda c: c.get_details("x"))
     assert KEY[:9] not in str(info.value)
     assert info.value.detail == "x" * 290 + "*** rejec…"
+
+
+def test_a_body_that_cannot_be_decoded_is_a_bad_response_without_retry(fake_time: FakeTime) -> None:
+    body = httpx.ByteStream(b"not gzip")
+    script = Script(httpx.Response(200, stream=body, headers={"content-encoding": "gzip"}))
+    with pytest.raises(BadResponseError, match="cannot decode the answer") as info:
+        run(make_client(script, fake_time), lambda c: c.get_details("x"))
+    assert (info.value.attempts, len(script.requests)) == (1, 1)
+
+
+def test_json_nested_too_deeply_is_a_bad_response(fake_time: FakeTime) -> None:
+    body = b'{"finetune_details": {"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}}"
+    script = Script(httpx.Response(200, content=body))
+    with pytest.raises(BadResponseError, match="not valid JSON"):
+        run(make_client(script, fake_time), lambda c: c.get_details("x"))
+
+
+def test_a_request_id_header_echoing_the_key_is_scrubbed(fake_time: FakeTime) -> None:
+    script = Script(httpx.Response(404, json={"detail": "Not found"}, headers={"x-request-id": f"req-{KEY}"}))
+    with pytest.raises(NotFoundError) as info:
+        run(make_client(script, fake_time), lambda c: c.get_details("x"))
+    assert info.value.request_id == "req-***"
+    assert KEY not in str(info.value)
+
+
+def test_a_key_echoed_inside_a_json_detail_is_scrubbed_in_its_escaped_form(fake_time: FakeTime) -> None:
+    key = 'k"ey\\with-quotes'
+    script = Script(httpx.Response(401, json={"detail": {"received": key}}))
+    client = BflClient(
+        api_key=Secret(key), base_url=BASE, transport=httpx.MockTransport(script), sleep=fake_time.sleep
+    )
+    with pytest.raises(AuthError) as info:
+        run(client, lambda c: c.get_details("x"))
+    assert info.value.detail == '{"received": "***"}'

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bflsync import db
-from bflsync.errors import InputError, NotAStoreError, StoreMissingError, StoreTooNewError
+from bflsync.errors import InputError, NotAStoreError, StoreMissingError, StoreTooNewError, StoreWriteError
 
 
 def file_digest(path: Path) -> str:
@@ -248,3 +248,13 @@ def test_the_recorded_head_matches_the_migrations() -> None:
     scripts = ScriptDirectory.from_config(db.alembic_config())
     assert scripts.get_heads() == [db.HEAD_REVISION]
     assert tuple(s.revision for s in reversed(list(scripts.walk_revisions()))) == db.KNOWN_REVISIONS
+
+
+def test_a_store_locked_past_the_busy_timeout_is_a_one_line_store_error(db_path: Path) -> None:
+    location = db.locate_store(str(db_path))
+    driver_error = sqlite3.OperationalError("database is locked")
+    with (
+        pytest.raises(StoreWriteError, match="locked by another writer for longer than 10 s"),
+        db.translate_errors(location),
+    ):
+        raise sa.exc.OperationalError("INSERT INTO finetune ...", {}, driver_error)

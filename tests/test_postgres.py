@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from bflsync import db
 from bflsync.cli import cli
+from bflsync.lock import sync_lock_for
 from bflsync.mock_api import MockBFL
 
 KEY = "pg-test-key"
@@ -197,3 +198,34 @@ def test_a_missing_postgresql_store_is_refused_by_read_commands(pg_url: str) -> 
         assert sa.inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
+
+
+def test_a_second_sync_of_the_same_postgresql_store_is_refused_naming_the_holder(
+    pg_url: str, mock: MockBFL
+) -> None:
+    run_cli("--db", pg_url, "sync", "--base-url", mock.base_url)
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO sync_run (started_at, status, source, pid, bflsync_version, listed, fetched,"
+                " created, updated, unchanged, deleted, restored, failed)"
+                " VALUES (now(), 'running', 'elsewhere', 4711, 'x', 0, 0, 0, 0, 0, 0, 0, 0)"
+            )
+        with sync_lock_for(db.locate_store(pg_url)):
+            result = CliRunner().invoke(
+                cli, ["--db", pg_url, "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
+            )
+        assert (result.exit_code, result.stderr) == (
+            4,
+            "bflsync: error: another sync is running (pid 4711)\n",
+        )
+        run_cli("--db", pg_url, "sync", "--base-url", mock.base_url)
+    finally:
+        engine.dispose()
+
+
+def test_two_postgresql_databases_do_not_share_a_lock(postgres_server: str, pg_url: str) -> None:
+    other = f"{postgres_server}/postgres"
+    with sync_lock_for(db.locate_store(pg_url)), sync_lock_for(db.locate_store(other)):
+        pass

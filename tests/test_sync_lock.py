@@ -8,25 +8,29 @@ import pytest
 
 from bflsync import db
 from bflsync.errors import SyncLockedError
-from bflsync.lock import SyncLock, lock_path_for
+from bflsync.lock import AdvisoryLock, SyncLock, lock_path_for, sync_lock_for
 
 
 def test_sqlite_store_is_locked_beside_its_file(db_path: Path) -> None:
     assert lock_path_for(db.locate_store(str(db_path))) == db_path.with_name("store.db.lock")
 
 
-def test_server_store_is_locked_in_the_data_dir_without_its_password(isolated_env: Path) -> None:
-    path = lock_path_for(db.locate_store("postgresql://sync:s3cret@db.internal/bfl"))
+def test_a_symlinked_store_shares_the_lock_of_its_real_file(db_path: Path, tmp_path: Path) -> None:
+    db_path.touch()
+    alias = tmp_path / "elsewhere" / "alias.db"
+    alias.parent.mkdir()
+    alias.symlink_to(db_path)
+    with (
+        sync_lock_for(db.locate_store(str(db_path))),
+        pytest.raises(SyncLockedError, match="another sync is running"),
+    ):
+        sync_lock_for(db.locate_store(str(alias))).acquire()
 
-    assert path.parent == isolated_env / "bflsync"
-    assert path.name.startswith("sync-") and "s3cret" not in str(path)
 
-
-def test_same_server_url_with_another_password_shares_the_lock() -> None:
-    first = lock_path_for(db.locate_store("postgresql://sync:one@db.internal/bfl"))
-    second = lock_path_for(db.locate_store("postgresql://sync:two@db.internal/bfl"))
-
-    assert first == second
+def test_server_stores_are_locked_inside_the_database() -> None:
+    assert isinstance(
+        sync_lock_for(db.locate_store("postgresql+psycopg://sync@db.internal/bfl")), AdvisoryLock
+    )
 
 
 def test_second_taker_is_refused_with_the_holders_pid(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from bflsync.config import (
     ApiSettings,
 )
 from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
-from bflsync.lock import SyncLock, lock_path_for
+from bflsync.lock import sync_lock_for
 from bflsync.sync import ProgressCallback, SyncOptions, SyncResult, run_sync
 
 _EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
@@ -167,7 +167,7 @@ def sync(
         with _read_only_engine(location) as engine:
             result, signum = _run(engine, settings, options, show_progress=show_progress)
     else:
-        with SyncLock(lock_path_for(location), wait_s=wait_s):
+        with sync_lock_for(location, wait_s=wait_s):
             opened = store_db.open_store_for_write(location)
             try:
                 report_opened(cli_context, location, opened)
