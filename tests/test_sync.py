@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sync_support import ALPHA, ANY_TIME, BETA, GAMMA, KEY, rows
 
@@ -23,7 +26,7 @@ from bflsync.config import Secret
 from bflsync.extract import canonical_json, content_hash
 from bflsync.lock import SyncLock, lock_path_for
 from bflsync.mock_api import LISTING, MockBFL
-from bflsync.sync import SyncOptions, SyncResult, run_sync
+from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
 
 T1 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 T2 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
@@ -715,4 +718,161 @@ def test_runs_left_running_are_marked_interrupted_by_the_next_sync(
     assert rows(db_path, "SELECT id, status, error FROM sync_run ORDER BY id") == [
         {"id": 1, "status": "interrupted", "error": "the process ended before finishing the run"},
         {"id": 2, "status": "ok", "error": None},
+    ]
+
+
+# --- a run that cannot finish: writer failures, crashes, a refused key -----------------------------
+
+
+def sync_bounded(
+    engine: Engine,
+    server: MockBFL,
+    *,
+    progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
+    timeout_s: float = 15.0,
+    **options: Any,
+) -> SyncResult:
+    """One sync through the library that must end within ``timeout_s``: a hang fails the test."""
+
+    async def go() -> SyncResult:
+        async with BflClient(api_key=Secret(KEY), base_url=server.base_url) as client:
+            return await asyncio.wait_for(
+                run_sync(
+                    engine=engine,
+                    client=client,
+                    options=SyncOptions(**options),
+                    now=lambda: T1,
+                    pid=4242,
+                    progress=progress,
+                    stop=stop,
+                ),
+                timeout_s,
+            )
+
+    return asyncio.run(go())
+
+
+def give_up_on_locks_quickly(engine: Engine) -> None:
+    """Writes wait 0.3 s for a locked store instead of the real busy timeout, so failures come fast."""
+    engine.dispose()  # connections opened from now on get the pragma below after bflsync's own
+
+    @event.listens_for(engine, "connect")
+    def _short_busy_timeout(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout = 300")
+
+
+class WriteLockTaker:
+    """A progress callback: at the first finished fetch another connection takes the store's write
+    lock and keeps it, so the sync's next batch fails with "database is locked"; optionally sets
+    ``stop`` once ``stop_at`` fetches are done."""
+
+    def __init__(self, db_path: Path, *, stop: asyncio.Event | None = None, stop_at: int = 0) -> None:
+        self.db_path = db_path
+        self.stop = stop
+        self.stop_at = stop_at
+        self.holder: sqlite3.Connection | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.holder is None:
+            self.holder = sqlite3.connect(self.db_path, isolation_level=None)
+            self.holder.execute("BEGIN IMMEDIATE")
+        if self.stop is not None and done == self.stop_at:
+            self.stop.set()
+
+    def release(self) -> None:
+        if self.holder is not None:
+            self.holder.close()
+
+
+def many(count: int) -> dict[str, dict[str, Any]]:
+    return {f"ft-{i:03d}": {"mode": "general", "iterations": i} for i in range(count)}
+
+
+def test_a_writer_failing_after_the_last_fetch_ends_the_run_with_its_error(
+    store_engine: Engine, db_path: Path
+) -> None:
+    give_up_on_locks_quickly(store_engine)
+    # Batches of 5 and a queue of 10: the first batch waits for the lock while the other ten
+    # fetches fill the queue exactly, then the batch fails.
+    taker = WriteLockTaker(db_path)
+    with MockBFL.serve(many(15), api_key=KEY) as server:
+        started = time.monotonic()
+        try:
+            with pytest.raises(SyncAborted) as aborted:
+                sync_bounded(store_engine, server, progress=taker, batch_size=5)
+        finally:
+            taker.release()
+
+    assert "database is locked" in str(aborted.value.error)
+    assert time.monotonic() - started < 5
+
+
+def test_a_writer_failing_after_a_stop_ends_the_run_with_its_error(
+    store_engine: Engine, db_path: Path
+) -> None:
+    give_up_on_locks_quickly(store_engine)
+    stop = asyncio.Event()
+    # Stopped when the batch being written (5) and the queue (10) hold everything fetched.
+    taker = WriteLockTaker(db_path, stop=stop, stop_at=15)
+    with MockBFL.serve(many(60), api_key=KEY) as server:
+        started = time.monotonic()
+        try:
+            with pytest.raises(SyncAborted) as aborted:
+                sync_bounded(store_engine, server, progress=taker, stop=stop, batch_size=5)
+        finally:
+            taker.release()
+
+    assert "database is locked" in str(aborted.value.error)
+    assert time.monotonic() - started < 5
+
+
+class BrokenProgress:
+    """A progress display that raises once ``at`` fetches have finished."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def __call__(self, done: int, total: int) -> None:
+        if done == self.at:
+            raise RuntimeError("the progress display broke")
+
+
+def test_an_unexpected_error_while_fetching_surfaces_as_that_one_error(
+    store_engine: Engine, db_path: Path
+) -> None:
+    with MockBFL.serve(many(40), api_key=KEY) as server, pytest.raises(SyncAborted) as aborted:
+        sync_bounded(store_engine, server, progress=BrokenProgress(at=30), batch_size=5)
+
+    assert repr(aborted.value.error) == "RuntimeError('the progress display broke')"
+    assert aborted.value.result.status == "failed"
+
+
+def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
+    store_engine: Engine, db_path: Path
+) -> None:
+    with MockBFL.serve(many(40), api_key=KEY) as server, pytest.raises(SyncAborted):
+        server_source = server.base_url.removeprefix("http://")
+        sync_bounded(store_engine, server, progress=BrokenProgress(at=30), batch_size=5)
+
+    assert rows(db_path, "SELECT count(*) AS n FROM finetune_version WHERE change = 'created'") == [{"n": 30}]
+    assert rows(db_path, "SELECT * FROM sync_run") == [
+        {
+            "id": 1,
+            "started_at": text(T1),
+            "finished_at": text(T1),
+            "status": "failed",
+            "source": server_source,
+            "pid": 4242,
+            "bflsync_version": __version__,
+            "listed": 40,
+            "fetched": 30,
+            "created": 30,
+            "updated": 0,
+            "unchanged": 0,
+            "deleted": 0,
+            "restored": 0,
+            "failed": 0,
+            "error": "RuntimeError: the progress display broke",
+        }
     ]
