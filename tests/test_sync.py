@@ -876,3 +876,147 @@ def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
             "error": "RuntimeError: the progress display broke",
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "message"),
+    [
+        (
+            401,
+            "auth",
+            "the API key was refused by {source} (GET /v1/finetune_details?finetune_id=beta -> 401",
+        ),
+        (
+            403,
+            "auth",
+            "the API key was refused by {source} (GET /v1/finetune_details?finetune_id=beta -> 403",
+        ),
+        (
+            402,
+            "credits",
+            "stopped fetching from {source}: the BFL account is out of credits; "
+            "GET /v1/finetune_details?finetune_id=beta -> 402",
+        ),
+    ],
+    ids=["401", "403", "402"],
+)
+def test_key_refused_while_fetching_exits_3_with_the_run_failed(
+    runner: CliRunner, db_path: Path, mock: MockBFL, source: str, status: int, kind: str, message: str
+) -> None:
+    mock.fail("beta", status=status)
+
+    result = invoke(runner, db_path, mock, "--concurrency", "1", "--json")
+
+    [run] = rows(db_path, "SELECT status, error FROM sync_run")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[-1].startswith(f"bflsync: error: {message.format(source=source)}")
+    assert json.loads(result.stdout)["status"] == "failed"
+    assert run == {"status": "failed", "error": run["error"]}
+    assert run["error"].startswith(message.format(source=source))
+    assert rows(db_path, "SELECT finetune_id, kind, http_status FROM sync_error") == [
+        {"finetune_id": "beta", "kind": kind, "http_status": status}
+    ]
+
+
+def test_key_refused_while_fetching_stops_fetching_and_marks_nothing_deleted(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    mock.put("delta", GAMMA)
+    invoke(runner, db_path, mock)
+    mock.remove("delta")
+    mock.fail("beta", status=401)
+    mock.clear_requests()
+
+    invoke(runner, db_path, mock, "--concurrency", "1")
+
+    assert [r.finetune_id for r in mock.requests if r.finetune_id] == ["alpha", "beta"]
+    assert rows(
+        db_path,
+        "SELECT status, listed, fetched, created, updated, unchanged, deleted, restored, failed FROM sync_run"
+        " WHERE id = 2",
+    ) == [
+        {
+            "status": "failed",
+            "listed": 3,
+            "fetched": 1,
+            "created": 0,
+            "updated": 0,
+            "unchanged": 1,
+            "deleted": 0,
+            "restored": 0,
+            "failed": 1,
+        }
+    ]
+    assert rows(db_path, "SELECT finetune_id, deleted_at FROM finetune WHERE deleted_at IS NOT NULL") == []
+
+
+def test_id_that_is_not_utf8_exits_2_before_a_run_starts(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    # An argument with the byte 0xff arrives in Python as the surrogate U+DCFF.
+    result = runner.invoke(
+        cli,
+        ["--db", str(db_path), "sync", "--base-url", mock.base_url, "--id", "alpha", "--id", "\udcff"],
+        env={"BFL_API_KEY": KEY},
+    )
+
+    assert (result.exit_code, result.stderr) == (2, "bflsync: error: --id \\xff is not valid UTF-8 text\n")
+    assert not db_path.exists()
+    assert mock.requests == []
+
+
+def refuse_new_finetunes(db_path: Path) -> None:
+    """A trigger that makes every batch with a new finetune fail inside the store."""
+    with sqlite3.connect(db_path) as connection:
+        connection.execute(
+            "CREATE TRIGGER refuse_finetunes BEFORE INSERT ON finetune"
+            " BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+        )
+
+
+def test_json_is_printed_with_status_failed_when_the_run_crashes(
+    runner: CliRunner, db_path: Path, mock: MockBFL, store_engine: Engine, source: str
+) -> None:
+    refuse_new_finetunes(db_path)
+
+    result = runner.invoke(
+        cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url, "--json"], env={"BFL_API_KEY": KEY}
+    )
+
+    payload = json.loads(result.stdout)
+    assert isinstance(payload.pop("duration_s"), float)
+    assert result.exit_code == 70
+    assert payload == {
+        "run_id": 1,
+        "status": "failed",
+        "source": source,
+        "listed": 3,
+        "fetched": 0,
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "restored": 0,
+        "failed": 0,
+    }
+    [line] = result.stderr.splitlines()
+    assert line.startswith("bflsync: error: internal error: IntegrityError: ")
+
+
+def test_crashed_run_row_is_failed_with_its_listing_count_and_error(
+    runner: CliRunner, db_path: Path, mock: MockBFL, store_engine: Engine
+) -> None:
+    refuse_new_finetunes(db_path)
+
+    runner.invoke(cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY})
+
+    [run] = rows(db_path, "SELECT status, listed, fetched, created, finished_at, error FROM sync_run")
+    assert run == {
+        "status": "failed",
+        "listed": 3,
+        "fetched": 0,
+        "created": 0,
+        "finished_at": ANY_TIME,
+        "error": run["error"],
+    }
+    assert run["error"].startswith("IntegrityError: (sqlite3.IntegrityError) refused by a test trigger")
