@@ -539,7 +539,12 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
 
 
 def _one_error(error: BaseException) -> BaseException:
-    """The first error inside an exception group (the fetch task group's), so callers see one error."""
+    """The first error inside an exception group (the fetch task group's), so callers see one error.
+
+    Workers failing at the same moment are rare; the others are logged rather than lost.
+    """
     while isinstance(error, BaseExceptionGroup):
+        for other in error.exceptions[1:]:
+            logger.debug("another fetch task failed too", exc_info=other)
         error = error.exceptions[0]
     return error
