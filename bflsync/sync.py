@@ -30,7 +30,7 @@ from sqlmodel import Session
 from bflsync import store
 from bflsync.api import BflClient
 from bflsync.config import MAX_CONCURRENCY
-from bflsync.errors import ApiError, AuthError
+from bflsync.errors import ApiError, AuthError, CreditsError
 from bflsync.models import RUN_COUNTERS
 
 logger = logging.getLogger("bflsync.sync")
@@ -103,6 +103,19 @@ class SyncResult:
         }
 
 
+class SyncAborted(Exception):
+    """A started run ended on an unexpected error, raised ``from`` it; ``result`` is what the run did.
+
+    The run row (when there is one) is already marked ``failed`` with these counts, so a caller
+    can still report the run before handling ``error`` as it would have without the wrapper.
+    """
+
+    def __init__(self, result: SyncResult, error: Exception) -> None:
+        super().__init__(f"the sync failed: {type(error).__name__}: {error}")
+        self.result = result
+        self.error = error
+
+
 _Fetched = store.Observation | FetchFailure
 
 
@@ -121,7 +134,8 @@ async def run_sync(
     The caller holds the sync lock (so every ``running`` run is a dead process's) and has brought
     the store to head, or for a dry run opened it read-only. Setting ``stop`` ends the run early:
     in-flight fetches are abandoned, everything already fetched is stored, and the run is
-    marked ``interrupted``.
+    marked ``interrupted``. An unexpected error after the run started is raised as
+    :class:`SyncAborted`, after everything fetched so far is stored and the run is marked ``failed``.
     """
     if engine is None and not options.dry_run:
         raise ValueError("only a dry run can go without a store")
@@ -201,6 +215,15 @@ class _Recorder:
         """Tombstone what the listing lost (when given) and close the run, in one transaction."""
         if self.session is None:
             return
+        deleted_before = result.deleted
+        try:
+            self._finish(result, listed_ids=listed_ids)
+        except BaseException:
+            result.deleted = deleted_before  # the tombstones were rolled back with the transaction
+            raise
+
+    def _finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+        assert self.session is not None
         with self.session.begin():
             if listed_ids is not None:
                 if self.dry_run:
@@ -224,20 +247,37 @@ class _Recorder:
                     error=result.error,
                 )
 
-    def fail_quietly(self, error: str) -> None:
-        """Best effort after a database error: the run is marked ``interrupted`` by the next sync anyway."""
+    def fail_quietly(self, result: SyncResult) -> None:
+        """Best effort after a database error: the run is marked ``interrupted`` by the next sync anyway.
+
+        The caller has ended the writer first: the session is used by one thread at a time.
+        """
         if self.session is None or self.run_id is None:
             return
         from sqlalchemy.exc import SQLAlchemyError
 
         with suppress(SQLAlchemyError), self.session.begin():
             store.finish_run(
-                self.session, run_id=self.run_id, status="failed", counts={}, now=self.now(), error=error
+                self.session,
+                run_id=self.run_id,
+                status="failed",
+                # What was stored stays stored: the counts say so, whatever ended the run.
+                counts=result.counts(),
+                now=self.now(),
+                error=result.error,
             )
 
 
 class _Stopped(Exception):
     """The caller set the stop event."""
+
+
+class _KeyRefused(Exception):
+    """A detail request was refused for the key or the account (401/403/402): so would every other one."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Run:
@@ -264,20 +304,27 @@ class _Run:
         self.recorder.begin_run()
         result.run_id = self.recorder.run_id
         try:
+            return await self._execute()
+        except Exception as exc:
+            self._fail(exc)
+            raise SyncAborted(result, exc) from exc
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    async def _execute(self) -> SyncResult:
+        result = self.result
+        try:
             listed_ids = await self._ids_to_list()
             to_fetch = self._ids_to_fetch(listed_ids)
             stopped = await self._fetch_and_store(to_fetch)
         except _Stopped:
             stopped, listed_ids = True, None
+        except _KeyRefused as refused:
+            # What was fetched is stored; nothing is tombstoned from a run that could not finish.
+            return self._failed(refused.error, self._refusal_error(refused.error))
         except ApiError as exc:
-            result.status = "failed"
-            result.error = self._listing_error(exc)
-            result.error_exit_code = exc.exit_code
-            self.recorder.finish(result, listed_ids=None)
-            return result
-        except BaseException as exc:
-            self.recorder.fail_quietly(f"{type(exc).__name__}: {exc}")
-            raise
+            return self._failed(exc, self._listing_error(exc))
         if stopped:
             result.status = "interrupted"
             result.error = "stopped before finishing (interrupted by a signal)"
@@ -287,6 +334,19 @@ class _Run:
             result.status = "partial" if result.failed else "ok"
         self.recorder.finish(result, listed_ids=listed_ids)
         return result
+
+    def _failed(self, exc: ApiError, error: str) -> SyncResult:
+        result = self.result
+        result.status = "failed"
+        result.error = error
+        result.error_exit_code = exc.exit_code
+        self.recorder.finish(result, listed_ids=None)
+        return result
+
+    def _fail(self, exc: BaseException) -> None:
+        self.result.status = "failed"
+        self.result.error = f"{type(exc).__name__}: {exc}"
+        self.recorder.fail_quietly(self.result)
 
     async def _ids_to_list(self) -> list[str] | None:
         """The full listing, or None when only ``--id`` finetunes are synced (then nothing is tombstoned)."""
@@ -307,9 +367,14 @@ class _Run:
 
     def _listing_error(self, exc: ApiError) -> str:
         if isinstance(exc, AuthError):
+            return self._refusal_error(exc)
+        return f"cannot list finetunes at {self.client.source}: {exc}"
+
+    def _refusal_error(self, exc: ApiError) -> str:
+        if isinstance(exc, AuthError):
             where = str(exc).removeprefix(exc.message).lstrip("; ")
             return f"the API key was refused by {self.client.source} ({where})"
-        return f"cannot list finetunes at {self.client.source}: {exc}"
+        return f"stopped fetching from {self.client.source}: {exc}"
 
     async def _unless_stopped(self, awaitable: Coroutine[Any, Any, T]) -> T:
         if self.stop is None:
@@ -329,35 +394,57 @@ class _Run:
         return work.result()
 
     async def _fetch_and_store(self, ids: list[str]) -> bool:
-        """Fetch and store every id; return True when stopped early."""
+        """Fetch and store every id; return True when stopped early.
+
+        Whatever was fetched before a stop or a fetch error is stored before returning or raising.
+        Nothing leaves this method while the writer still runs: it shares the session with the caller.
+        """
         queue: asyncio.Queue[_Fetched | None] = asyncio.Queue(maxsize=2 * self.options.batch_size)
         writer = asyncio.create_task(self._write(queue))
         fetcher = asyncio.create_task(self._fetch(ids, queue))
+        try:
+            stopped = await self._wait_for_fetching(fetcher, writer)
+            await self._finish_writing(queue, writer)
+        except BaseException:
+            await _cancel_and_wait(fetcher)
+            await _cancel_and_wait(writer)
+            raise
+        if not fetcher.cancelled() and (error := fetcher.exception()) is not None:
+            raise _one_error(error)
+        return stopped
+
+    async def _wait_for_fetching(self, fetcher: asyncio.Task[None], writer: asyncio.Task[None]) -> bool:
+        """Until fetching ends, a stop or the writer fails; return True when fetching was cut short."""
         waiters: set[asyncio.Future[Any]] = {writer, fetcher}
         stop_wait = asyncio.ensure_future(self.stop.wait()) if self.stop else None
         if stop_wait is not None:
             waiters.add(stop_wait)
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            writer.cancel()
-            fetcher.cancel()
-            raise
         finally:
             if stop_wait is not None:
                 stop_wait.cancel()
-        completed = fetcher.done()
-        if not completed:
+        stopped = not fetcher.done()
+        if stopped:
             # Stopped, or the writer failed and nothing would drain the queue any more.
             fetcher.cancel()
-        with suppress(asyncio.CancelledError):
-            await fetcher
+            await asyncio.wait({fetcher})
         if writer.done():
             # The writer only ends before the sentinel by failing: surface its error.
             writer.result()
-        await queue.put(None)
+        return stopped
+
+    @staticmethod
+    async def _finish_writing(queue: asyncio.Queue[_Fetched | None], writer: asyncio.Task[None]) -> None:
+        """Send the writer its end mark and wait until it has stored everything queued."""
+        put = asyncio.ensure_future(queue.put(None))
+        try:
+            # A writer that fails now leaves a full queue behind: racing it keeps the put from
+            # waiting forever (with the sync lock held).
+            await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            put.cancel()
         await writer
-        return not completed
 
     async def _fetch(self, ids: list[str], queue: asyncio.Queue[_Fetched | None]) -> None:
         pending = iter(ids)
@@ -367,28 +454,33 @@ class _Run:
         async def worker() -> None:
             nonlocal finished
             for finetune_id in pending:
-                await queue.put(await self._fetch_one(finetune_id))
+                fetched, refusal = await self._fetch_one(finetune_id)
+                await queue.put(fetched)
                 finished += 1
                 if self.progress is not None:
                     self.progress(finished, total)
+                if refusal is not None:
+                    raise _KeyRefused(refusal)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(FETCH_WINDOW, total)):
                 group.create_task(worker())
 
-    async def _fetch_one(self, finetune_id: str) -> _Fetched:
+    async def _fetch_one(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
+        """The finetune's details or failure, and the error when the key or account was refused."""
         try:
             details = await self.client.get_details(finetune_id)
         except ApiError as exc:
             logger.warning("finetune %s not stored: %s", finetune_id, exc)
-            return FetchFailure(
+            failure = FetchFailure(
                 finetune_id=finetune_id,
                 kind=exc.kind,
                 http_status=exc.status,
                 message=str(exc),
                 attempts=exc.attempts,
             )
-        return store.Observation(finetune_id, details)
+            return failure, exc if isinstance(exc, AuthError | CreditsError) else None
+        return store.Observation(finetune_id, details), None
 
     async def _write(self, queue: asyncio.Queue[_Fetched | None]) -> None:
         loop = asyncio.get_running_loop()
@@ -416,7 +508,17 @@ class _Run:
     async def _flush(self, batch: list[_Fetched]) -> None:
         # The batch is written in a worker thread so fetches go on meanwhile; only this writer
         # task touches the session, one batch at a time.
-        outcomes = await asyncio.to_thread(self.recorder.record, batch)
+        writing = asyncio.ensure_future(asyncio.to_thread(self.recorder.record, batch))
+        try:
+            outcomes = await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # A thread cannot be interrupted: the writer ends only once its batch is written (and
+            # counted), so whoever cancelled it may use the session as soon as it has ended.
+            self._count(batch, await writing)
+            raise
+        self._count(batch, outcomes)
+
+    def _count(self, batch: list[_Fetched], outcomes: Counter[str]) -> None:
         result = self.result
         failed = sum(isinstance(item, FetchFailure) for item in batch)
         result.failed += failed
@@ -426,3 +528,23 @@ class _Run:
         result.unchanged += outcomes[store.Outcome.UNCHANGED.value]
         result.restored += outcomes[store.Outcome.RESTORED.value]
         logger.debug("stored a batch of %d results", len(batch))
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has really ended; its own error, if any, is only logged."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.debug("%s also failed", task.get_name(), exc_info=error)
+
+
+def _one_error(error: BaseException) -> BaseException:
+    """The first error inside an exception group (the fetch task group's), so callers see one error.
+
+    Workers failing at the same moment are rare; the others are logged rather than lost.
+    """
+    while isinstance(error, BaseExceptionGroup):
+        for other in error.exceptions[1:]:
+            logger.debug("another fetch task failed too", exc_info=other)
+        error = error.exceptions[0]
+    return error

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sync_support import ALPHA, ANY_TIME, BETA, GAMMA, KEY, rows
 
@@ -23,7 +26,7 @@ from bflsync.config import Secret
 from bflsync.extract import canonical_json, content_hash
 from bflsync.lock import SyncLock, lock_path_for
 from bflsync.mock_api import LISTING, MockBFL
-from bflsync.sync import SyncOptions, SyncResult, run_sync
+from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
 
 T1 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 T2 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
@@ -716,3 +719,304 @@ def test_runs_left_running_are_marked_interrupted_by_the_next_sync(
         {"id": 1, "status": "interrupted", "error": "the process ended before finishing the run"},
         {"id": 2, "status": "ok", "error": None},
     ]
+
+
+# --- a run that cannot finish: writer failures, crashes, a refused key -----------------------------
+
+
+def sync_bounded(
+    engine: Engine,
+    server: MockBFL,
+    *,
+    progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
+    timeout_s: float = 15.0,
+    **options: Any,
+) -> SyncResult:
+    """One sync through the library that must end within ``timeout_s``: a hang fails the test."""
+
+    async def go() -> SyncResult:
+        async with BflClient(api_key=Secret(KEY), base_url=server.base_url) as client:
+            return await asyncio.wait_for(
+                run_sync(
+                    engine=engine,
+                    client=client,
+                    options=SyncOptions(**options),
+                    now=lambda: T1,
+                    pid=4242,
+                    progress=progress,
+                    stop=stop,
+                ),
+                timeout_s,
+            )
+
+    return asyncio.run(go())
+
+
+def give_up_on_locks_quickly(engine: Engine) -> None:
+    """Writes wait 0.3 s for a locked store instead of the real busy timeout, so failures come fast."""
+    engine.dispose()  # connections opened from now on get the pragma below after bflsync's own
+
+    @event.listens_for(engine, "connect")
+    def _short_busy_timeout(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout = 300")
+
+
+class WriteLockTaker:
+    """A progress callback: at the first finished fetch another connection takes the store's write
+    lock and keeps it, so the sync's next batch fails with "database is locked"; optionally sets
+    ``stop`` once ``stop_at`` fetches are done."""
+
+    def __init__(self, db_path: Path, *, stop: asyncio.Event | None = None, stop_at: int = 0) -> None:
+        self.db_path = db_path
+        self.stop = stop
+        self.stop_at = stop_at
+        self.holder: sqlite3.Connection | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.holder is None:
+            self.holder = sqlite3.connect(self.db_path, isolation_level=None)
+            self.holder.execute("BEGIN IMMEDIATE")
+        if self.stop is not None and done == self.stop_at:
+            self.stop.set()
+
+    def release(self) -> None:
+        if self.holder is not None:
+            self.holder.close()
+
+
+def many(count: int) -> dict[str, dict[str, Any]]:
+    return {f"ft-{i:03d}": {"mode": "general", "iterations": i} for i in range(count)}
+
+
+def test_a_writer_failing_after_the_last_fetch_ends_the_run_with_its_error(
+    store_engine: Engine, db_path: Path
+) -> None:
+    give_up_on_locks_quickly(store_engine)
+    # Batches of 5 and a queue of 10: the first batch waits for the lock while the other ten
+    # fetches fill the queue exactly, then the batch fails.
+    taker = WriteLockTaker(db_path)
+    with MockBFL.serve(many(15), api_key=KEY) as server:
+        started = time.monotonic()
+        try:
+            with pytest.raises(SyncAborted) as aborted:
+                sync_bounded(store_engine, server, progress=taker, batch_size=5)
+        finally:
+            taker.release()
+
+    assert "database is locked" in str(aborted.value.error)
+    assert time.monotonic() - started < 5
+
+
+def test_a_writer_failing_after_a_stop_ends_the_run_with_its_error(
+    store_engine: Engine, db_path: Path
+) -> None:
+    give_up_on_locks_quickly(store_engine)
+    stop = asyncio.Event()
+    # Stopped when the batch being written (5) and the queue (10) hold everything fetched.
+    taker = WriteLockTaker(db_path, stop=stop, stop_at=15)
+    with MockBFL.serve(many(60), api_key=KEY) as server:
+        started = time.monotonic()
+        try:
+            with pytest.raises(SyncAborted) as aborted:
+                sync_bounded(store_engine, server, progress=taker, stop=stop, batch_size=5)
+        finally:
+            taker.release()
+
+    assert "database is locked" in str(aborted.value.error)
+    assert time.monotonic() - started < 5
+
+
+class BrokenProgress:
+    """A progress display that raises once ``at`` fetches have finished."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def __call__(self, done: int, total: int) -> None:
+        if done == self.at:
+            raise RuntimeError("the progress display broke")
+
+
+def test_an_unexpected_error_while_fetching_surfaces_as_that_one_error(
+    store_engine: Engine, db_path: Path
+) -> None:
+    with MockBFL.serve(many(40), api_key=KEY) as server, pytest.raises(SyncAborted) as aborted:
+        sync_bounded(store_engine, server, progress=BrokenProgress(at=30), batch_size=5)
+
+    assert repr(aborted.value.error) == "RuntimeError('the progress display broke')"
+    assert aborted.value.result.status == "failed"
+
+
+def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
+    store_engine: Engine, db_path: Path
+) -> None:
+    with MockBFL.serve(many(40), api_key=KEY) as server, pytest.raises(SyncAborted):
+        server_source = server.base_url.removeprefix("http://")
+        sync_bounded(store_engine, server, progress=BrokenProgress(at=30), batch_size=5)
+
+    assert rows(db_path, "SELECT count(*) AS n FROM finetune_version WHERE change = 'created'") == [{"n": 30}]
+    assert rows(db_path, "SELECT * FROM sync_run") == [
+        {
+            "id": 1,
+            "started_at": text(T1),
+            "finished_at": text(T1),
+            "status": "failed",
+            "source": server_source,
+            "pid": 4242,
+            "bflsync_version": __version__,
+            "listed": 40,
+            "fetched": 30,
+            "created": 30,
+            "updated": 0,
+            "unchanged": 0,
+            "deleted": 0,
+            "restored": 0,
+            "failed": 0,
+            "error": "RuntimeError: the progress display broke",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "message"),
+    [
+        (
+            401,
+            "auth",
+            "the API key was refused by {source} (GET /v1/finetune_details?finetune_id=beta -> 401",
+        ),
+        (
+            403,
+            "auth",
+            "the API key was refused by {source} (GET /v1/finetune_details?finetune_id=beta -> 403",
+        ),
+        (
+            402,
+            "credits",
+            "stopped fetching from {source}: the BFL account is out of credits; "
+            "GET /v1/finetune_details?finetune_id=beta -> 402",
+        ),
+    ],
+    ids=["401", "403", "402"],
+)
+def test_key_refused_while_fetching_exits_3_with_the_run_failed(
+    runner: CliRunner, db_path: Path, mock: MockBFL, source: str, status: int, kind: str, message: str
+) -> None:
+    mock.fail("beta", status=status)
+
+    result = invoke(runner, db_path, mock, "--concurrency", "1", "--json")
+
+    [run] = rows(db_path, "SELECT status, error FROM sync_run")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[-1].startswith(f"bflsync: error: {message.format(source=source)}")
+    assert json.loads(result.stdout)["status"] == "failed"
+    assert run == {"status": "failed", "error": run["error"]}
+    assert run["error"].startswith(message.format(source=source))
+    assert rows(db_path, "SELECT finetune_id, kind, http_status FROM sync_error") == [
+        {"finetune_id": "beta", "kind": kind, "http_status": status}
+    ]
+
+
+def test_key_refused_while_fetching_stops_fetching_and_marks_nothing_deleted(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    mock.put("delta", GAMMA)
+    invoke(runner, db_path, mock)
+    mock.remove("delta")
+    mock.fail("beta", status=401)
+    mock.clear_requests()
+
+    invoke(runner, db_path, mock, "--concurrency", "1")
+
+    assert [r.finetune_id for r in mock.requests if r.finetune_id] == ["alpha", "beta"]
+    assert rows(
+        db_path,
+        "SELECT status, listed, fetched, created, updated, unchanged, deleted, restored, failed FROM sync_run"
+        " WHERE id = 2",
+    ) == [
+        {
+            "status": "failed",
+            "listed": 3,
+            "fetched": 1,
+            "created": 0,
+            "updated": 0,
+            "unchanged": 1,
+            "deleted": 0,
+            "restored": 0,
+            "failed": 1,
+        }
+    ]
+    assert rows(db_path, "SELECT finetune_id, deleted_at FROM finetune WHERE deleted_at IS NOT NULL") == []
+
+
+def test_id_that_is_not_utf8_exits_2_before_a_run_starts(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    # An argument with the byte 0xff arrives in Python as the surrogate U+DCFF.
+    result = runner.invoke(
+        cli,
+        ["--db", str(db_path), "sync", "--base-url", mock.base_url, "--id", "alpha", "--id", "\udcff"],
+        env={"BFL_API_KEY": KEY},
+    )
+
+    assert (result.exit_code, result.stderr) == (2, "bflsync: error: --id \\xff is not valid UTF-8 text\n")
+    assert not db_path.exists()
+    assert mock.requests == []
+
+
+def refuse_new_finetunes(db_path: Path) -> None:
+    """A trigger that makes every batch with a new finetune fail inside the store."""
+    with sqlite3.connect(db_path) as connection:
+        connection.execute(
+            "CREATE TRIGGER refuse_finetunes BEFORE INSERT ON finetune"
+            " BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+        )
+
+
+def test_json_is_printed_with_status_failed_when_the_run_crashes(
+    runner: CliRunner, db_path: Path, mock: MockBFL, store_engine: Engine, source: str
+) -> None:
+    refuse_new_finetunes(db_path)
+
+    result = runner.invoke(
+        cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url, "--json"], env={"BFL_API_KEY": KEY}
+    )
+
+    payload = json.loads(result.stdout)
+    assert isinstance(payload.pop("duration_s"), float)
+    assert result.exit_code == 70
+    assert payload == {
+        "run_id": 1,
+        "status": "failed",
+        "source": source,
+        "listed": 3,
+        "fetched": 0,
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "restored": 0,
+        "failed": 0,
+    }
+    [line] = result.stderr.splitlines()
+    assert line.startswith("bflsync: error: internal error: IntegrityError: ")
+
+
+def test_crashed_run_row_is_failed_with_its_listing_count_and_error(
+    runner: CliRunner, db_path: Path, mock: MockBFL, store_engine: Engine
+) -> None:
+    refuse_new_finetunes(db_path)
+
+    runner.invoke(cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY})
+
+    [run] = rows(db_path, "SELECT status, listed, fetched, created, finished_at, error FROM sync_run")
+    assert run == {
+        "status": "failed",
+        "listed": 3,
+        "fetched": 0,
+        "created": 0,
+        "finished_at": ANY_TIME,
+        "error": run["error"],
+    }
+    assert run["error"].startswith("IntegrityError: (sqlite3.IntegrityError) refused by a test trigger")

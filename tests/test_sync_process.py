@@ -167,6 +167,35 @@ def test_signal_marks_the_run_interrupted_and_keeps_what_was_stored(
     assert 0 < result["created"] == rows(db_path, "SELECT count(*) AS n FROM finetune")[0]["n"] < 300
 
 
+def test_a_signal_after_fetching_ended_exits_by_the_run_status(db_path: Path, mock: MockBFL) -> None:
+    assert run_sync_process(db_path, mock.base_url).returncode == 0
+    mock.remove(sorted(mock.finetunes)[0])
+    mock.clear_requests()
+    mock.latency_ms = 5
+    process = start_sync(db_path, mock.base_url, "--json")
+    wait_until_running(db_path, process)
+    # Holding the store's write lock keeps the sync from storing or finishing until released.
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        deadline = time.monotonic() + 8
+        while len([r for r in mock.requests if r.finetune_id and r.status == 200]) < 299:
+            assert time.monotonic() < deadline, "the sync never fetched every finetune"
+            time.sleep(0.02)
+        time.sleep(0.3)  # the last answers are read and fetching ends
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+    finally:
+        holder.close()
+    stdout, stderr = process.communicate(timeout=20)
+
+    assert (process.returncode, json.loads(stdout)["status"]) == (0, "ok"), stderr
+    assert rows(
+        db_path, "SELECT status, listed, deleted, error FROM sync_run WHERE pid = ?", process.pid
+    ) == [{"status": "ok", "listed": 299, "deleted": 1, "error": None}]
+
+
 # --- disk trouble --------------------------------------------------------------------------------
 
 

@@ -29,9 +29,10 @@ from bflsync.config import (
 )
 from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
 from bflsync.lock import sync_lock_for
-from bflsync.sync import ProgressCallback, SyncOptions, SyncResult, run_sync
+from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
 
 _EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
+_EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 
 class RunFailedError(BflsyncError):
@@ -140,12 +141,17 @@ def sync(
     key, 3 cannot run (listing failed, key refused, store not writable), 4 another sync
     is running, 130 interrupted.
 
+    --json prints one object for every run that started, failed ones included
+    ("status": "failed"); exits 2 (bad input) and 4 (locked) come before a run starts
+    and print none.
+
     \b
     Example:
         BFL_API_KEY=... bflsync sync --region eu1 --json
     """
     if only_ids and new_only:
         raise InputError("--new-only filters the listing; it cannot be combined with --id")
+    _require_utf8_ids(only_ids)
     region_given = ctx.get_parameter_source("region") is click.core.ParameterSource.COMMANDLINE
     base_url_given = ctx.get_parameter_source("base_url") is click.core.ParameterSource.COMMANDLINE
     if region_given and base_url_given:
@@ -165,14 +171,14 @@ def sync(
 
     if dry_run:
         with _read_only_engine(location) as engine:
-            result, signum = _run(engine, settings, options, show_progress=show_progress)
+            result, signum = _run_reporting(engine, settings, options, show_progress, as_json)
     else:
         with sync_lock_for(location, wait_s=wait_s):
             opened = store_db.open_store_for_write(location)
             try:
                 report_opened(cli_context, location, opened)
                 with store_db.translate_errors(location):
-                    result, signum = _run(opened.engine, settings, options, show_progress=show_progress)
+                    result, signum = _run_reporting(opened.engine, settings, options, show_progress, as_json)
             finally:
                 opened.engine.dispose()
 
@@ -182,9 +188,39 @@ def sync(
         raise RunFailedError(result.error or "the sync failed", result.error_exit_code or ExitCode.CANNOT_RUN)
     if not cli_context.quiet:
         click.echo(_summary(result), err=True)
-    if signum is not None:
-        ctx.exit(128 + signum)
+    if result.status == "interrupted":
+        ctx.exit(_EXIT_INTERRUPTED if signum is None else 128 + signum)
+    # A signal that came after fetching had ended changed nothing: the exit code follows the run.
     ctx.exit(int(_EXIT_BY_STATUS[result.status]))
+
+
+def _require_utf8_ids(only_ids: tuple[str, ...]) -> None:
+    """Refuse --id values that are not valid UTF-8 (they arrive as surrogates) before a run starts."""
+    for finetune_id in only_ids:
+        try:
+            finetune_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"--id {_escaped(finetune_id)} is not valid UTF-8 text") from None
+
+
+def _escaped(text: str) -> str:
+    """``text`` printable whatever it holds, undecodable argument bytes shown as ``\\xff``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from an undecodable byte
+        return ascii(text)[1:-1]
+
+
+def _run_reporting(
+    engine: Engine | None, settings: ApiSettings, options: SyncOptions, show_progress: bool, as_json: bool
+) -> tuple[SyncResult, int | None]:
+    """``_run``; a run that fails on an unexpected error still prints its JSON before the error is raised."""
+    try:
+        return _run(engine, settings, options, show_progress=show_progress)
+    except SyncAborted as aborted:
+        if as_json:
+            click.echo(json.dumps(aborted.result.as_json()))
+        raise aborted.error from aborted.error.__cause__  # the error as it was, cause and all
 
 
 @contextmanager
