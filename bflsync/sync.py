@@ -28,9 +28,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bflsync import store
-from bflsync.api import BflClient
+from bflsync.api import LIST_PATH, BflClient
 from bflsync.config import MAX_CONCURRENCY
-from bflsync.errors import ApiError, AuthError, CreditsError
+from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError
 from bflsync.models import RUN_COUNTERS
 
 logger = logging.getLogger("bflsync.sync")
@@ -53,6 +53,7 @@ class SyncOptions:
     only_ids: tuple[str, ...] = ()
     new_only: bool = False
     dry_run: bool = False
+    allow_empty_listing: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
 
@@ -353,8 +354,25 @@ class _Run:
         if self.options.only_ids:
             return None
         listed = await self._unless_stopped(self.client.list_finetunes())
+        if not listed and not self.options.allow_empty_listing:
+            self._refuse_to_empty_the_store()
         self.result.listed = len(listed)
         return listed
+
+    def _refuse_to_empty_the_store(self) -> None:
+        """An empty listing while finetunes are stored is more often an API hiccup than an emptied account.
+
+        Believing it would write a ``deleted`` version for every finetune, and the next run a
+        ``restored`` one: treat it as a failed listing unless the user says it is true.
+        """
+        live = len(self.recorder.live_ids())
+        if live:
+            raise BadResponseError(
+                f"the API listed no finetunes while {live} are stored; nothing was marked deleted "
+                "(pass --allow-empty-listing if the account really has none left)",
+                method="GET",
+                path=LIST_PATH,
+            )
 
     def _ids_to_fetch(self, listed_ids: list[str] | None) -> list[str]:
         if listed_ids is None:

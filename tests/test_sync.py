@@ -1020,3 +1020,54 @@ def test_crashed_run_row_is_failed_with_its_listing_count_and_error(
         "error": run["error"],
     }
     assert run["error"].startswith("IntegrityError: (sqlite3.IntegrityError) refused by a test trigger")
+
+
+# --- an empty listing ----------------------------------------------------------------------------
+
+
+def test_an_empty_listing_with_finetunes_stored_fails_the_run_and_deletes_nothing(
+    runner: CliRunner, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    invoke(runner, db_path, mock)
+    before = store_dump(db_path)
+    for finetune_id in ("alpha", "beta", "gamma"):
+        mock.remove(finetune_id)
+
+    result = runner.invoke(
+        cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
+    )
+
+    assert result.exit_code == 3
+    assert result.stderr == (
+        f"bflsync: error: cannot list finetunes at {source}: the API listed no finetunes while 3 are stored;"
+        " nothing was marked deleted (pass --allow-empty-listing if the account really has none left);"
+        " GET /v1/my_finetunes\n"
+    )
+    assert store_dump(db_path) == before
+    assert rows(db_path, "SELECT status, listed, deleted FROM sync_run ORDER BY id") == [
+        {"status": "ok", "listed": 3, "deleted": 0},
+        {"status": "failed", "listed": 0, "deleted": 0},
+    ]
+
+
+def test_allow_empty_listing_marks_every_stored_finetune_deleted(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    invoke(runner, db_path, mock)
+    for finetune_id in ("alpha", "beta", "gamma"):
+        mock.remove(finetune_id)
+
+    result = invoke(runner, db_path, mock, "--allow-empty-listing", "--json")
+
+    assert (result.exit_code, json.loads(result.stdout)["deleted"]) == (0, 3)
+    assert rows(db_path, "SELECT finetune_id FROM finetune WHERE deleted_at IS NOT NULL ORDER BY 1") == [
+        {"finetune_id": "alpha"},
+        {"finetune_id": "beta"},
+        {"finetune_id": "gamma"},
+    ]
+
+
+def test_an_empty_listing_into_an_empty_store_is_fine(runner: CliRunner, db_path: Path) -> None:
+    with MockBFL.serve(finetunes={}, api_key=KEY) as empty:
+        result = invoke(runner, db_path, empty, "--json")
+    assert (result.exit_code, json.loads(result.stdout)["status"]) == (0, "ok")

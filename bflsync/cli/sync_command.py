@@ -96,6 +96,11 @@ class RunFailedError(BflsyncError):
     help="Fetch details only for listed finetunes not stored yet; changes to known ones are not seen.",
 )
 @click.option("--dry-run", is_flag=True, help="Fetch and report what would change; write nothing.")
+@click.option(
+    "--allow-empty-listing",
+    is_flag=True,
+    help="Believe an empty listing and mark every stored finetune deleted (refused otherwise, exit 3).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run's result as one JSON object on stdout.")
 @click.option(
     "--wait",
@@ -120,6 +125,7 @@ def sync(
     only_ids: tuple[str, ...],
     new_only: bool,
     dry_run: bool,
+    allow_empty_listing: bool,
     as_json: bool,
     wait_s: float,
 ) -> None:
@@ -165,7 +171,9 @@ def sync(
         max_retries=max_retries,
         concurrency=concurrency,
     )
-    options = SyncOptions(only_ids=only_ids, new_only=new_only, dry_run=dry_run)
+    options = SyncOptions(
+        only_ids=only_ids, new_only=new_only, dry_run=dry_run, allow_empty_listing=allow_empty_listing
+    )
     location = store_db.locate_store(cli_context.db)
     show_progress = not cli_context.quiet and sys.stderr.isatty()
 
