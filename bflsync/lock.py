@@ -46,7 +46,48 @@ def lock_path_for(location: StoreLocation) -> Path:
     return real.with_name(real.name + ".lock")
 
 
-class SyncLock:
+class _PollingLock:
+    """What both locks share: waiting up to ``wait_s`` for the lock, and the ``with`` protocol."""
+
+    def __init__(
+        self,
+        *,
+        wait_s: float,
+        monotonic: Callable[[], float],
+        sleep: Callable[[float], None],
+    ) -> None:
+        self._wait_s = wait_s
+        self._monotonic = monotonic
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def _poll(self, try_once: Callable[[], bool], holder: Callable[[], str]) -> None:
+        """Call ``try_once`` until it wins; past the deadline, raise SyncLockedError naming the holder."""
+        deadline = self._monotonic() + self._wait_s
+        while not try_once():
+            if self._monotonic() >= deadline:
+                raise SyncLockedError(f"another sync is running ({holder()})")
+            self._sleep(POLL_INTERVAL_S)
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class SyncLock(_PollingLock):
     """Exclusive, process-lifetime lock on a lock file; use as a context manager."""
 
     def __init__(
@@ -58,22 +99,16 @@ class SyncLock:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        super().__init__(wait_s=wait_s, monotonic=monotonic, sleep=sleep)
         self.path = path
-        self._wait_s = wait_s
         self._pid = os.getpid() if pid is None else pid
-        self._monotonic = monotonic
-        self._sleep = sleep
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock, polling up to ``wait_s`` seconds; raise SyncLockedError naming the holder."""
         fd = self._open()
-        deadline = self._monotonic() + self._wait_s
         try:
-            while not _try_flock(fd):
-                if self._monotonic() >= deadline:
-                    raise SyncLockedError(f"another sync is running ({_describe_holder(fd)})")
-                self._sleep(POLL_INTERVAL_S)
+            self._poll(lambda: _try_flock(fd), lambda: _describe_holder(fd))
             # Truncate only once the lock is ours, or we would erase the holder's pid.
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{self._pid}\n".encode("ascii"), 0)
@@ -91,18 +126,6 @@ class SyncLock:
             os.ftruncate(fd, 0)
         finally:
             os.close(fd)
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def _open(self) -> int:
         try:
@@ -128,7 +151,7 @@ def _describe_holder(fd: int) -> str:
     return f"pid {text}" if text.isdigit() else "pid unknown"
 
 
-class AdvisoryLock:
+class AdvisoryLock(_PollingLock):
     """Exclusive lock on a PostgreSQL store, held by a dedicated connection for the whole sync."""
 
     def __init__(
@@ -139,10 +162,8 @@ class AdvisoryLock:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        super().__init__(wait_s=wait_s, monotonic=monotonic, sleep=sleep)
         self.url = url
-        self._wait_s = wait_s
-        self._monotonic = monotonic
-        self._sleep = sleep
         self._engine: sa.Engine | None = None
         self._connection: sa.Connection | None = None
 
@@ -150,12 +171,8 @@ class AdvisoryLock:
         """Take the lock, polling up to ``wait_s`` seconds; raise SyncLockedError naming the holder."""
         engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
         connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        deadline = self._monotonic() + self._wait_s
         try:
-            while not connection.scalar(_TRY_ADVISORY_LOCK):
-                if self._monotonic() >= deadline:
-                    raise SyncLockedError(f"another sync is running ({_running_pid(connection)})")
-                self._sleep(POLL_INTERVAL_S)
+            self._poll(lambda: bool(connection.scalar(_TRY_ADVISORY_LOCK)), lambda: _running_pid(connection))
         except BaseException:
             connection.close()
             engine.dispose()
@@ -172,18 +189,6 @@ class AdvisoryLock:
             connection.close()
         finally:
             engine.dispose()
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 # One key per database: two stores in one PostgreSQL cluster do not exclude each other.
