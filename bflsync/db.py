@@ -37,6 +37,7 @@ from bflsync.errors import (
     StoreError,
     StoreMissingError,
     StoreTooNewError,
+    StoreUnreachableError,
     StoreWriteError,
 )
 
@@ -361,11 +362,29 @@ def translate_errors(location: StoreLocation) -> Iterator[None]:
         raise error from exc
 
 
+# What server drivers say when the database cannot be reached or will not let us in.
+_UNREACHABLE_SERVER = (
+    "connection refused",
+    "could not connect",
+    "connection failed",
+    "timeout expired",
+    "could not translate host name",
+    "name or service not known",
+    "password authentication failed",
+    "no pg_hba.conf entry",
+)
+
+
 def _store_error_for(location: StoreLocation, message: str) -> StoreError | None:
     lowered = message.lower()
     where = location.display
     if "not a database" in lowered or "malformed" in lowered:
         return NotAStoreError(f"{where} is not a usable SQLite database ({message})")
+    if any(s in lowered for s in _UNREACHABLE_SERVER) or (
+        'database "' in lowered and "does not exist" in lowered
+    ):
+        first_line = message.strip().splitlines()[0] if message.strip() else message
+        return StoreUnreachableError(f"cannot reach the store at {where} ({first_line})")
     if "database is locked" in lowered or "database is busy" in lowered:
         return StoreWriteError(
             f"the store at {where} stayed locked by another writer for longer than "

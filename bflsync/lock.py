@@ -24,7 +24,7 @@ from typing import Self
 
 import sqlalchemy as sa
 
-from bflsync.db import StoreLocation
+from bflsync.db import StoreLocation, create_store_engine, translate_errors
 from bflsync.errors import StoreWriteError, SyncLockedError
 
 POLL_INTERVAL_S = 0.1
@@ -34,7 +34,7 @@ _CONTENDED = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})
 def sync_lock_for(location: StoreLocation, *, wait_s: float = 0.0) -> SyncLock | AdvisoryLock:
     """The lock that serialises syncs of this store: a file lock, or an advisory lock in PostgreSQL."""
     if location.path is None:
-        return AdvisoryLock(location.url, wait_s=wait_s)
+        return AdvisoryLock(location, wait_s=wait_s)
     return SyncLock(lock_path_for(location), wait_s=wait_s)
 
 
@@ -156,23 +156,31 @@ class AdvisoryLock(_PollingLock):
 
     def __init__(
         self,
-        url: sa.URL,
+        location: StoreLocation,
         *,
         wait_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(wait_s=wait_s, monotonic=monotonic, sleep=sleep)
-        self.url = url
+        self.location = location
         self._engine: sa.Engine | None = None
         self._connection: sa.Connection | None = None
 
     def acquire(self) -> None:
         """Take the lock, polling up to ``wait_s`` seconds; raise SyncLockedError naming the holder."""
-        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
-        connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        engine = create_store_engine(self.location, read_only=False)
         try:
-            self._poll(lambda: bool(connection.scalar(_TRY_ADVISORY_LOCK)), lambda: _running_pid(connection))
+            with translate_errors(self.location):
+                connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except BaseException:
+            engine.dispose()
+            raise
+        try:
+            with translate_errors(self.location):
+                self._poll(
+                    lambda: bool(connection.scalar(_TRY_ADVISORY_LOCK)), lambda: _running_pid(connection)
+                )
         except BaseException:
             connection.close()
             engine.dispose()

@@ -364,9 +364,10 @@ def test_retry_after_is_capped_at_60s(fake_time: FakeTime) -> None:
     assert fake_time.sleeps == [60.0]
 
 
-def test_garbage_retry_after_falls_back_to_backoff(fake_time: FakeTime) -> None:
+@pytest.mark.parametrize("garbage", [b"soon", b"\xb2"])  # b"\xb2" reads as "²", a digit to str.isdigit
+def test_garbage_retry_after_falls_back_to_backoff(fake_time: FakeTime, garbage: bytes) -> None:
     script = Script(
-        httpx.Response(503, headers={"retry-after": "soon"}), httpx.Response(200, json={"finetunes": []})
+        httpx.Response(503, headers=[(b"retry-after", garbage)]), httpx.Response(200, json={"finetunes": []})
     )
     run(make_client(script, fake_time), lambda c: c.list_finetunes())
     assert len(fake_time.sleeps) == 1

@@ -229,3 +229,32 @@ def test_two_postgresql_databases_do_not_share_a_lock(postgres_server: str, pg_u
     other = f"{postgres_server}/postgres"
     with sync_lock_for(db.locate_store(pg_url)), sync_lock_for(db.locate_store(other)):
         pass
+
+
+@pytest.mark.parametrize(
+    "command", [["sync", "--base-url", "http://127.0.0.1:9"], ["runs"], ["db", "upgrade"]]
+)
+def test_an_unreachable_postgresql_server_exits_3_in_one_line(command: list[str]) -> None:
+    url = f"postgresql+psycopg://bfl@127.0.0.1:{free_port()}/bfl"
+    result = CliRunner().invoke(cli, ["--db", url, *command], env={"BFL_API_KEY": KEY})
+    assert result.exit_code == 3
+    assert result.stderr.startswith(f"bflsync: error: cannot reach the store at {url} (")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_postgresql_database_that_does_not_exist_exits_3(postgres_server: str, mock: MockBFL) -> None:
+    url = f"{postgres_server}/no_such_database"
+    result = CliRunner().invoke(
+        cli, ["--db", url, "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
+    )
+    assert result.exit_code == 3
+    assert 'database "no_such_database" does not exist' in result.stderr
+
+
+def test_sync_without_the_postgresql_driver_exits_2(mock: MockBFL) -> None:
+    url = "postgresql+nosuchdriver://bfl@127.0.0.1/bfl"
+    result = CliRunner().invoke(
+        cli, ["--db", url, "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
+    )
+    assert result.exit_code == 2
+    assert "no database driver for 'postgresql+nosuchdriver'" in result.stderr
