@@ -228,11 +228,17 @@ def open_store_for_write(location: StoreLocation) -> OpenedStore:
 
 def upgrade_store(location: StoreLocation, *, revision: str) -> OpenedStore:
     """Bring a store (created if missing) to ``revision``, backing up existing data first."""
+    target = len(KNOWN_REVISIONS) - 1 if revision in ("head", HEAD_REVISION) else _position_of(revision)
     created = False
     if location.path is not None:
         created = _prepare_sqlite_file(location.path)
     state, current = inspect_state(location)
     _reject_unusable(location, state, current, missing_ok=True)
+    if current and target is not None and target < KNOWN_REVISIONS.index(current):
+        raise InputError(
+            f"the store is at schema revision {current}, newer than {revision}: "
+            f"use `bflsync db downgrade {revision}` to go back"
+        )
     needs_migration = state is not StoreState.CURRENT or revision not in ("head", HEAD_REVISION)
     backup_path = None
     if needs_migration and state is StoreState.BEHIND and location.path is not None and current:
@@ -255,7 +261,9 @@ def downgrade_store(location: StoreLocation, *, revision: str) -> Path | None:
         _require_sqlite_file(location.path)
     state, current = inspect_state(location)
     _reject_unusable(location, state, current, missing_ok=False)
-    _require_known_revision(revision)
+    target = _position_of(revision)
+    if current and target is not None and target >= KNOWN_REVISIONS.index(current):
+        raise InputError(f"the store is at schema revision {current}; {revision} is not older: nothing to do")
     backup_path = None
     if location.path is not None and current:
         backup_path = backup_sqlite(location.path, revision=current)
@@ -441,15 +449,21 @@ def run_migration(engine: Engine, step: Callable[[Any, Config], None]) -> None:
                 raw.execute("PRAGMA foreign_keys = ON")
 
 
-def _require_known_revision(revision: str) -> None:
-    """Fail before any backup or migration step when alembic would not know where to go."""
+def _position_of(revision: str) -> int | None:
+    """Where a target revision sits in KNOWN_REVISIONS (-1 for base; None for a relative one like -1).
+
+    Resolving it fails before any backup or migration step when alembic would not know where to go.
+    """
     from alembic.script import ScriptDirectory
     from alembic.util.exc import CommandError
 
     try:
-        ScriptDirectory.from_config(alembic_config()).get_revisions(revision)
+        scripts = ScriptDirectory.from_config(alembic_config()).get_revisions(revision)
     except CommandError as exc:
         raise InputError(f"unknown schema revision {revision!r}: {exc}") from None
+    if revision.startswith(("+", "-")):
+        return None
+    return KNOWN_REVISIONS.index(scripts[0].revision) if scripts else -1
 
 
 def alembic_check(connection: Connection) -> None:

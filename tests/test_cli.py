@@ -141,6 +141,29 @@ def test_db_downgrade_to_an_unknown_revision_exits_2(
     assert not list(db_path.parent.glob("store.db.bak-*"))
 
 
+def test_db_downgrade_to_the_current_revision_exits_2_without_a_backup(
+    runner: CliRunner, db_path: Path, store_engine: Engine
+) -> None:
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "downgrade", db.HEAD_REVISION])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"bflsync: error: the store is at schema revision {db.HEAD_REVISION}; {db.HEAD_REVISION} is not older:"
+        " nothing to do\n",
+    )
+    assert not list(db_path.parent.glob("store.db.bak-*"))
+
+
+def test_db_upgrade_to_an_older_revision_exits_2_pointing_at_downgrade(
+    runner: CliRunner, db_path: Path, store_engine: Engine
+) -> None:
+    oldest = db.KNOWN_REVISIONS[0]
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "upgrade", oldest])
+    assert result.exit_code == 2
+    assert f"use `bflsync db downgrade {oldest}`" in result.stderr
+    with store_engine.connect() as connection:
+        assert db.read_revision(connection) == db.HEAD_REVISION
+
+
 def test_db_reextract_recomputes_columns_from_raw_json(
     runner: CliRunner, db_path: Path, store_engine: Engine
 ) -> None:
