@@ -49,8 +49,13 @@ def test() -> None:
 
 def demo() -> None:
     ensure_venv()
-    DEMO_DIR.mkdir(exist_ok=True)
+    DEMO_DIR.mkdir(mode=0o700, exist_ok=True)
+    DEMO_DIR.chmod(0o700)
     store = DEMO_DIR / "bflsync.db"
+    # The mock listens on a new free port each time, and a store keys finetunes by host:port:
+    # start from an empty store so every demo run shows the same thing.
+    for leftover in DEMO_DIR.glob("bflsync.db*"):
+        leftover.unlink()
     bflsync = str(BIN / "bflsync")
     mock = subprocess.Popen(
         [bflsync, "mock-api", "--port", "0", "--count", "250", "--seed", "7", "--api-key", DEMO_KEY],
@@ -64,8 +69,10 @@ def demo() -> None:
         print(f"mock BFL API at {base_url}", flush=True)
         env = {**os.environ, "BFL_API_KEY": DEMO_KEY}
         run(bflsync, "--db", store, "sync", "--base-url", base_url, env=env)
+        run(bflsync, "--db", store, "sync", "--base-url", base_url, "--json", env=env)  # nothing changed
         run(bflsync, "--db", store, "query", "mode=character", "learning_rate>=2e-5", "--limit", "10")
         run(bflsync, "--db", store, "facets", "mode", "finetune_type")
+        run(bflsync, "--db", store, "show", "acme-labs/portrait-lora-3")
         run(bflsync, "--db", store, "runs", "--limit", "3")
     finally:
         mock.terminate()

@@ -231,7 +231,7 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
 
     \b
     Example:
-        bflsync show 3f0c6c5e-1b2a-4c3d-9e8f-0a1b2c3d4e5f --format json
+        bflsync show acme-labs/portrait-lora-3 --format json
     """
     with reading(cli_context) as connection:
         record = finder.find_finetune(connection, finetune_id, source=source)
@@ -271,7 +271,7 @@ def history(
 
     \b
     Example:
-        bflsync history my-org/portrait-lora
+        bflsync history acme-labs/portrait-lora-3
         bflsync history --since 2026-01-01 --format json
     """
     if finetune_id is None and since is None:
@@ -346,7 +346,8 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
 
     \b
     Example:
-        bflsync diff my-org/portrait-lora@3 my-org/portrait-lora@5
+        bflsync diff acme-labs/portrait-lora-3 studio-nord/portrait-lora-20
+        bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
     """
     with reading(cli_context) as connection:
         result = audit.diff(connection, audit.VersionRef(first), audit.VersionRef(second), source=source)

@@ -145,7 +145,7 @@ def sync(
 
     Exit codes: 0 ok, 1 some finetunes failed (the rest stored), 2 bad input or missing
     key, 3 cannot run (listing failed, key refused, store not writable), 4 another sync
-    is running, 130 interrupted.
+    is running, 130/143 interrupted by SIGINT/SIGTERM.
 
     --json prints one object for every run that started, failed ones included
     ("status": "failed"); exits 2 (bad input) and 4 (locked) come before a run starts
