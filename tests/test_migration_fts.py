@@ -131,3 +131,21 @@ def test_downgrade_below_0002_works_when_a_rebuild_already_lost_the_triggers(
     assert not any(name.startswith("finetune_fts") for name in names)
     db.upgrade_store(location, revision="head").engine.dispose()
     assert (set(triggers(db_path)), fts_rowids(db_path, "fox")) == (FTS_TRIGGERS, [1])
+
+
+def test_each_downgrade_from_head_to_0002_keeps_the_index_triggers(
+    store_engine: Engine, db_path: Path
+) -> None:
+    """A later revision that rebuilds finetune must wrap its batch in fts.triggers_kept (README)."""
+    write_sync(store_engine, {"a": {"finetune_comment": "red fox"}}, now=day(1))
+    store_engine.dispose()
+    at_head = triggers(db_path)
+    location = db.locate_store(str(db_path))
+    later = db.KNOWN_REVISIONS[db.KNOWN_REVISIONS.index("0002_fts") :]
+    for revision in reversed(later[:-1]):
+        db.downgrade_store(location, revision=revision)
+        assert triggers(db_path) == at_head, f"downgrade to {revision} lost the full-text triggers"
+    with sqlite3.connect(db_path) as connection:
+        connection.execute('UPDATE finetune SET details = \'{"w": "whale"}\'')
+    connection.close()
+    assert (fts_rowids(db_path, "fox"), fts_rowids(db_path, "whale")) == ([], [1])
