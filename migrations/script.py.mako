@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from alembic import op
 import sqlalchemy as sa
-import sqlmodel
+# Autogenerate renders string columns as sqlmodel.sql.sqltypes.AutoString; unused otherwise.
+import sqlmodel  # noqa: F401
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}
