@@ -147,6 +147,30 @@ def test_readers_are_answered_promptly_during_a_sync(db_path: Path, mock: MockBF
     assert slowest < 0.5
 
 
+def test_bflsync_query_answers_while_a_sync_writes(db_path: Path, mock: MockBFL) -> None:
+    assert run_sync_process(db_path, mock.base_url).returncode == 0
+    for finetune_id in list(mock.finetunes)[:150]:
+        mock.put(finetune_id, {"mode": "style", "finetune_comment": "second pass"})
+    mock.latency_ms = 40  # about 6 s of fetching: the query runs well inside it
+    process = start_sync(db_path, mock.base_url, "--concurrency", "2")
+    try:
+        wait_until_running(db_path, process)
+        query = subprocess.run(
+            [sys.executable, "-m", "bflsync", "--db", str(db_path), "query", "--format", "ids"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        still_syncing = process.poll() is None
+    finally:
+        process.kill()
+        process.communicate()
+
+    assert (query.returncode, query.stderr) == (0, "")
+    assert sorted(query.stdout.split()) == sorted(mock.finetunes)
+    assert still_syncing
+
+
 @pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_marks_the_run_interrupted_and_keeps_what_was_stored(
     db_path: Path, mock: MockBFL, signum: int, exit_code: int
