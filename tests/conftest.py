@@ -1,4 +1,5 @@
-"""Fixtures every test module may use: an isolated environment and real, migrated SQLite stores."""
+"""Fixtures every test module may use: an isolated environment, real migrated SQLite stores, and a
+private PostgreSQL cluster for the tests that run on both engines."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from postgres_cluster import fresh_database, private_cluster
 from sqlalchemy.engine import Engine
 
 from bflsync import db
@@ -41,3 +43,26 @@ def store_engine(db_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """Base URL of a private PostgreSQL cluster shared by the whole run (one database per test)."""
+    with private_cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    with fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """Where a test's store lives, once per engine: a SQLite file path or an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(db_path)
+    url: str = request.getfixturevalue("pg_url")
+    return url
