@@ -44,8 +44,18 @@ def hash_canonical(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def storable_text(text: str) -> str:
+    """``text`` with U+0000 replaced by U+FFFD, the form every text column outside ``details`` takes.
+
+    PostgreSQL's ``text`` cannot hold NUL at all; SQLite can, but then the same finetune would read
+    back differently from the two engines. ``details`` is untouched: its canonical JSON keeps the
+    ``\\u0000`` escape, so the raw record and its content hash stay exactly what the API sent.
+    """
+    return text.replace("\x00", "\ufffd")
+
+
 def as_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return storable_text(value) if isinstance(value, str) else None
 
 
 def as_int(value: Any) -> int | None:
@@ -100,9 +110,9 @@ def as_bool(value: Any) -> bool | None:
 
 
 def as_timestamp_text(value: Any) -> str | None:
-    """The ``timestamp`` key as given: strings verbatim, epoch numbers as their JSON text."""
+    """The ``timestamp`` key as given: strings verbatim (NUL aside), epoch numbers as their JSON text."""
     if isinstance(value, str):
-        return value
+        return storable_text(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return json.dumps(value)
     return None

@@ -26,6 +26,7 @@ from bflsync.extract import (
     content_hash,
     extract_fields,
     hash_canonical,
+    storable_text,
 )
 from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun, UTCDateTime
 
@@ -118,16 +119,45 @@ def record_failure(
     http_status: int | None = None,
     attempts: int = 1,
 ) -> None:
+    """Log why a finetune was not stored; NUL in its id or message is stored as U+FFFD, like every text column."""
     session.execute(
         sa.insert(error_table).values(
             sync_run_id=run_id,
-            finetune_id=finetune_id,
+            finetune_id=storable_text(finetune_id),
             kind=kind,
             http_status=http_status,
-            message=message,
+            message=storable_text(message),
             attempts=attempts,
         )
     )
+
+
+# PostgreSQL SQLSTATE class 54, "program limit exceeded": a tsvector over 1 MB, an index entry
+# over a B-tree page's third. Class 22 (data exception) reaches us as DataError.
+_PROGRAM_LIMIT_EXCEEDED = "54"
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """True when the database refused a value it was given, not when the database itself failed.
+
+    Such an error belongs to one finetune (a string over SQLite's length limit, NUL where
+    PostgreSQL takes none): the caller stores the rest of the batch and records a ``storage``
+    error for that one. Errors of the store itself (locked, full, gone) are not storage errors.
+    """
+    if isinstance(error, sa.exc.DataError):
+        return True
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return (
+        isinstance(error, sa.exc.DBAPIError)
+        and isinstance(sqlstate, str)
+        and sqlstate.startswith(_PROGRAM_LIMIT_EXCEEDED)
+    )
+
+
+def storage_error_message(finetune_id: str, error: BaseException) -> str:
+    """One line naming the finetune and the database's reason, without the statement or its values."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"cannot store finetune {finetune_id!r}: {reason[0] if reason else type(error).__name__}"
 
 
 def stored_ids(session: Session, *, source: str, live_only: bool = False) -> set[str]:
