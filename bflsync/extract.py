@@ -54,6 +54,23 @@ def storable_text(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+def without_nul(value: Any) -> Any:
+    """A JSON value with U+0000 replaced by U+FFFD in every string and key: what ``jsonb`` can hold.
+
+    PostgreSQL's ``jsonb`` refuses the ``\\u0000`` escape, so its copy of the details (for JSON
+    filters) takes this form, computed from the parsed value: replacing the six characters
+    ``\\u0000`` in JSON text would also hit an escaped backslash followed by ``u0000``. Two keys that
+    differ only by NUL against U+FFFD collapse into one, the later in key order winning.
+    """
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, Mapping):
+        return {storable_text(key): without_nul(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
+
+
 def as_text(value: Any) -> str | None:
     return storable_text(value) if isinstance(value, str) else None
 
