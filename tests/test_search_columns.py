@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,7 +174,7 @@ def test_upgrade_backfills_and_downgrade_removes_the_search_columns(pg_url: str,
     assert run("--db", pg_url, "db", "check") == "models and migrations agree\n"
 
 
-def test_a_sqlite_store_has_no_search_columns(db_path: Any, mock: MockBFL) -> None:
+def test_a_sqlite_store_has_no_search_columns(db_path: Path, mock: MockBFL) -> None:
     run("--db", str(db_path), "sync", "--base-url", mock.base_url)
     columns = {row["name"] for row in fetch(str(db_path), "SELECT name FROM pragma_table_info('finetune')")}
     assert not columns & {"details_jsonb", "search_tsv"}

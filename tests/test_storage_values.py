@@ -12,6 +12,7 @@ import sqlite3
 import string
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +179,23 @@ def test_postgresql_refusing_values_makes_the_sync_command_exit_1_not_70(pg_url:
     ]
     assert "cannot store finetune 'huge'" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_sqlite_store_written_with_nul_columns_gets_no_new_version_from_the_change(
+    db_path: Path, mock: MockBFL
+) -> None:
+    """Stores from before U+FFFD kept NUL in extracted columns; the hash is of the raw details, so nothing changes."""
+    assert sync(str(db_path), mock).exit_code == 0
+    with sqlite3.connect(db_path) as connection:
+        connection.execute(
+            "UPDATE finetune SET finetune_comment = 'before' || char(0) || 'after' WHERE finetune_id = 'nul'"
+        )
+    connection.close()
+    summary = json.loads(sync(str(db_path), mock).stdout)
+    assert (summary["unchanged"], summary["updated"]) == (3, 0)
+    assert fetch(str(db_path), "SELECT count(*) AS n FROM finetune_version") == [{"n": 3}]
+    reextracted = CliRunner().invoke(cli, ["--db", str(db_path), "db", "reextract"], catch_exceptions=False)
+    assert reextracted.exit_code == 0, reextracted.output
+    assert fetch(str(db_path), "SELECT finetune_comment FROM finetune WHERE finetune_id = 'nul'") == [
+        {"finetune_comment": "before\ufffdafter"}
+    ]
