@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 # PostgreSQL's tsvector limits (MAXSTRLEN, MAXENTRYPOS, MAXNUMPOS, MAXSTRPOS less headroom).
@@ -142,16 +142,27 @@ def tsvector_text(details: Any) -> str:
 def tsquery_text(words: str) -> str | None:
     """The user's ``--text`` words as ``tsquery`` input: what :func:`bflsync.query.fts_query` asks FTS5.
 
-    Each whitespace-separated word is a phrase of its tokens (``<->``), a trailing ``*`` makes
-    its last token a prefix, and the phrases are ANDed. A word without tokens (``--``) is
-    ignored, as FTS5 ignores an empty phrase beside others; None when no word has a token, which
-    FTS5 answers with no match.
+    Words are separated by whitespace and control characters; ``word*`` is a prefix.
     """
-    phrases = []
+    terms = []
     for word in _CONTROL.sub(" ", words).split():
         stem = word.rstrip("*")
-        prefix = bool(stem) and stem != word
-        parts = [_quoted(token) for token in tokens(stem or word)]
+        terms.append((stem, True) if stem and stem != word else (word, False))
+    return tsquery_of_terms(terms)
+
+
+def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:
+    """``--text`` terms ``(word, is_prefix)`` as ``tsquery`` input, for ``search_tsv @@ CAST(:q AS tsquery)``.
+
+    Each word is a phrase of its tokens (``<->``), a prefix word's last token a prefix (``:*``),
+    and the phrases are ANDed: FTS5's reading of a quoted word. A word without tokens (``--``)
+    is ignored, as FTS5 ignores an empty phrase beside others; None when no word has a token,
+    which FTS5 answers with no match. The text is cast, not given to ``to_tsquery``, whose
+    parser would split and fold the words by PostgreSQL's rules instead of FTS5's.
+    """
+    phrases = []
+    for word, prefix in terms:
+        parts = [_quoted(token) for token in tokens(word)]
         if not parts:
             continue
         if prefix:
