@@ -6,8 +6,10 @@ real CLI against the mock API over loopback.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -371,3 +373,131 @@ def test_an_id_only_sync_does_not_replace_the_recorded_fingerprint(store_db: str
     [(fingerprint,)] = fetch(store_db, "SELECT key_fingerprint FROM account")
     sync(store_db, mock.base_url, KEY_B, "--id", "b1")
     assert fetch(store_db, "SELECT key_fingerprint, last_run_id FROM account") == [(fingerprint, 2)]
+
+
+# --- the read side ------------------------------------------------------------------------------
+
+
+def read(store_db: str, *args: str, code: int = 0) -> Result:
+    result = CliRunner().invoke(cli, ["--db", store_db, *args], catch_exceptions=code != 0)
+    assert result.exit_code == code, result.output
+    return result
+
+
+@pytest.fixture
+def two_accounts(store_db: str, mock: MockBFL) -> str:
+    """team-a and team-b synced into one store; the shared LoRA is updated for team-b."""
+    sync(store_db, mock.base_url, KEY_A, "--account", "team-a")
+    sync(store_db, mock.base_url, KEY_B, "--account", "team-b")
+    mock.put(SHARED, {**SHARED_AS_B, "iterations": 900}, key=KEY_B)
+    sync(store_db, mock.base_url, KEY_B, "--account", "team-b")
+    return store_db
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["show", SHARED], ["history", SHARED], ["diff", SHARED, "a1"], ["diff", f"{SHARED}@1", f"{SHARED}@2"]],
+)
+def test_an_id_stored_for_two_accounts_asks_which_one(
+    two_accounts: str, mock: MockBFL, command: list[str]
+) -> None:
+    source = mock.base_url.removeprefix("http://")
+    result = read(two_accounts, *command, code=2)
+    assert result.stderr == (
+        f"bflsync: error: finetune '{SHARED}' is stored several times: {source} (account team-a), "
+        f"{source} (account team-b); pick one with --account NAME\n"
+    )
+
+
+def test_account_picks_the_row_for_show_history_and_diff(two_accounts: str) -> None:
+    shown = json.loads(read(two_accounts, "show", SHARED, "--account", "team-b", "--format", "json").stdout)
+    assert (shown["account"], shown["finetune_comment"], shown["version"]) == (
+        "team-b",
+        "as team B sees it",
+        2,
+    )
+    history = json.loads(
+        read(two_accounts, "history", SHARED, "--account", "team-a", "--format", "json").stdout
+    )
+    assert [(entry["account"], entry["version"], entry["change"]) for entry in history] == [
+        ("team-a", 1, "created")
+    ]
+    diff = json.loads(
+        read(
+            two_accounts, "diff", f"{SHARED}@1", f"{SHARED}@2", "--account", "team-b", "--format", "json"
+        ).stdout
+    )
+    assert diff["a"]["account"] == diff["b"]["account"] == "team-b"
+    assert diff["differences"] == [{"key": "iterations", "b": 900}]
+    changes = json.loads(
+        read(
+            two_accounts, "history", "--since", "2000-01-01", "--account", "team-b", "--format", "json"
+        ).stdout
+    )
+    assert sorted((entry["finetune_id"], entry["version"]) for entry in changes) == [
+        ("b1", 1),
+        (SHARED, 1),
+        (SHARED, 2),
+    ]
+
+
+def test_runs_show_and_filter_by_account(two_accounts: str) -> None:
+    listed = json.loads(read(two_accounts, "runs", "--format", "json").stdout)
+    assert [(run["id"], run["account"], run["key_changed"]) for run in listed] == [
+        (3, "team-b", False),
+        (2, "team-b", False),
+        (1, "team-a", False),
+    ]
+    only_a = json.loads(read(two_accounts, "runs", "--account", "team-a", "--format", "json").stdout)
+    assert [run["id"] for run in only_a] == [1]
+    table = read(two_accounts, "runs").stdout.splitlines()
+    assert table[0].split()[:6] == ["id", "started_at", "duration_s", "status", "source", "account"]
+    assert table[-1].split()[5] == "team-a"
+
+
+def test_an_invalid_account_name_on_a_read_command_exits_2(two_accounts: str) -> None:
+    result = read(two_accounts, "runs", "--account", "no spaces", code=2)
+    assert result.stderr.count("\n") == 1
+    assert "an account name is 1-64 characters" in result.stderr
+
+
+def test_query_filters_and_shows_account_as_a_bookkeeping_column(db_path: Any, mock: MockBFL) -> None:
+    """query and facets are SQLite-only (they exit 2 on PostgreSQL, tested in test_postgres.py)."""
+    store = str(db_path)
+    sync(store, mock.base_url, KEY_A, "--account", "team-a")
+    sync(store, mock.base_url, KEY_B, "--account", "team-b")
+
+    assert read(store, "query", "account=team-b", "--format", "ids").stdout.split() == ["b1", SHARED]
+    assert read(store, "query", "--account", "team-a", "--format", "ids").stdout.split() == [
+        "a1",
+        "a2",
+        SHARED,
+    ]
+    records = json.loads(read(store, "query", "--format", "json").stdout)
+    assert [(r["finetune_id"], r["account"]) for r in records] == [
+        ("a1", "team-a"),
+        ("a2", "team-a"),
+        ("b1", "team-b"),
+        (SHARED, "team-a"),
+        (SHARED, "team-b"),
+    ]
+    lines = read(store, "query", "--account", "team-b", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["account"] for line in lines] == ["team-b", "team-b"]
+    picked = json.loads(
+        read(store, "query", "--columns", "mode", "--format", "json", "account=team-b").stdout
+    )
+    assert picked[0] == {
+        "finetune_id": "b1",
+        "source": mock.base_url.removeprefix("http://"),
+        "account": "team-b",
+        "mode": "product",
+    }
+    csv_rows = list(csv.DictReader(io.StringIO(read(store, "query", "--format", "csv").stdout)))
+    assert [row["account"] for row in csv_rows] == ["team-a", "team-a", "team-b", "team-a", "team-b"]
+    table = read(store, "query").stdout.splitlines()
+    assert table[0].split()[:2] == ["finetune_id", "account"]
+    facets = json.loads(read(store, "facets", "account", "--format", "json").stdout)
+    assert facets == {"account": [{"value": "team-a", "count": 3}, {"value": "team-b", "count": 2}]}
+    assert json.loads(read(store, "facets", "mode", "--account", "team-b", "--format", "json").stdout) == {
+        "mode": [{"value": "general", "count": 1}, {"value": "product", "count": 1}]
+    }
