@@ -19,13 +19,14 @@ from sqlalchemy.engine import Connection
 
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, canonical_json
-from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun
+from bflsync.models import Account, Finetune, FinetuneVersion, SyncError, SyncRun
 from bflsync.query import find_finetune, finetune_pk, format_path
 
 _finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 _version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
 _run: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
 _error: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
+_account: sa.Table = Account.__table__  # type: ignore[attr-defined]
 
 _VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")
 
@@ -141,6 +142,55 @@ def runs(connection: Connection, *, limit: int | None, account: str | None = Non
     if account is not None:
         statement = statement.where(_run.c.account == account)
     return [_run_dict(row) for row in connection.execute(statement)]
+
+
+def accounts(connection: Connection) -> list[dict[str, Any]]:
+    """Each (source, account) in the store: finetune counts, its last sync and key fingerprint.
+
+    Pairs that hold finetunes but no ``account`` row (written by library code rather than a
+    sync) are listed too, with what is known about them.
+    """
+    live = sa.func.count().filter(_finetune.c.deleted_at.is_(None))
+    counts = {
+        (row.source, row.account): (row.live, row.total - row.live)
+        for row in connection.execute(
+            sa.select(
+                _finetune.c.source, _finetune.c.account, live.label("live"), sa.func.count().label("total")
+            ).group_by(_finetune.c.source, _finetune.c.account)
+        )
+    }
+    synced = {
+        (row.source, row.account): row
+        for row in connection.execute(
+            sa.select(
+                _account.c.source,
+                _account.c.account,
+                _account.c.key_fingerprint,
+                _account.c.first_synced_at,
+                _account.c.last_synced_at,
+                _account.c.last_run_id,
+                _run.c.status.label("last_status"),
+            ).outerjoin(_run, _run.c.id == _account.c.last_run_id)
+        )
+    }
+    listed = []
+    for source, account in sorted(counts.keys() | synced.keys()):
+        row = synced.get((source, account))
+        live_count, deleted_count = counts.get((source, account), (0, 0))
+        listed.append(
+            {
+                "source": source,
+                "account": account,
+                "live": live_count,
+                "deleted": deleted_count,
+                "first_synced_at": row.first_synced_at if row else None,
+                "last_synced_at": row.last_synced_at if row else None,
+                "last_run_id": row.last_run_id if row else None,
+                "last_status": row.last_status if row else None,
+                "key_fingerprint": row.key_fingerprint if row else None,
+            }
+        )
+    return listed
 
 
 def run_with_errors(connection: Connection, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from bflsync.cli import cli
-from bflsync.mock_api import MockBFL
+from bflsync.mock_api import LISTING, MockBFL
 
 KEY_A = "key-of-team-a"
 KEY_B = "key-of-team-b"
@@ -501,3 +501,61 @@ def test_query_filters_and_shows_account_as_a_bookkeeping_column(db_path: Any, m
     assert json.loads(read(store, "facets", "mode", "--account", "team-b", "--format", "json").stdout) == {
         "mode": [{"value": "general", "count": 1}, {"value": "product", "count": 1}]
     }
+
+
+# --- bflsync accounts ---------------------------------------------------------------------------
+
+
+def test_accounts_lists_each_source_and_account_with_counts_last_sync_and_fingerprint(
+    two_accounts: str, mock: MockBFL
+) -> None:
+    mock.remove("a2")
+    mock.fail(LISTING, status=500, times=1)
+    sync(two_accounts, mock.base_url, KEY_A, "--account", "team-a", "--max-retries", "0", code=3)
+    sync(two_accounts, mock.base_url, KEY_A, "--account", "team-a")
+    mock.fail("b1", status=500)
+    sync(two_accounts, mock.base_url, KEY_B, "--account", "team-b", "--max-retries", "0", code=1)
+
+    listed = json.loads(read(two_accounts, "accounts", "--format", "json").stdout)
+
+    [(secret,)] = fetch(two_accounts, "SELECT value FROM store_meta")
+    source = mock.base_url.removeprefix("http://")
+    for item in listed:
+        assert item.pop("first_synced_at") <= item.pop("last_synced_at")
+    assert listed == [
+        {
+            "source": source,
+            "account": "team-a",
+            "live": 2,
+            "deleted": 1,
+            "last_run_id": 5,
+            "last_status": "ok",
+            "key_fingerprint": hmac.new(secret.encode(), KEY_A.encode(), hashlib.sha256).hexdigest()[:16],
+        },
+        {
+            "source": source,
+            "account": "team-b",
+            "live": 2,
+            "deleted": 0,
+            "last_run_id": 6,
+            "last_status": "partial",
+            "key_fingerprint": hmac.new(secret.encode(), KEY_B.encode(), hashlib.sha256).hexdigest()[:16],
+        },
+    ]
+    table = read(two_accounts, "accounts").stdout.splitlines()
+    assert table[0].split() == [
+        "source",
+        "account",
+        "live",
+        "deleted",
+        "last_synced_at",
+        "last_status",
+        "key_fingerprint",
+    ]
+    assert [line.split()[1:4] for line in table[1:]] == [["team-a", "2", "1"], ["team-b", "2", "0"]]
+
+
+def test_accounts_help_ends_with_an_example() -> None:
+    result = CliRunner().invoke(cli, ["accounts", "--help"], catch_exceptions=False)
+    description = result.stdout.split("Options:")[0].rstrip().splitlines()
+    assert description[-2:] == ["  Example:", "      bflsync accounts --format json"]

@@ -1,4 +1,4 @@
-"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs`` and ``diff``.
+"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs``, ``diff`` and ``accounts``.
 
 Every command opens the store read-only (:func:`bflsync.db.open_store_for_read`): it never
 creates, migrates or writes the database and never touches the network.
@@ -360,6 +360,33 @@ def runs(
         click.echo("errors:")
         headers = ("finetune_id", "kind", "http_status", "attempts", "message")
         render.write_table(headers, [[error[name] for name in headers] for error in errors])
+
+
+ACCOUNT_COLUMNS = ("source", "account", "live", "deleted", "last_synced_at", "last_status", "key_fingerprint")
+
+
+@click.command()
+@click.option(
+    "--format", "output_format", type=click.Choice(("table", "json")), default="table", show_default=True
+)
+@pass_cli_context
+def accounts(cli_context: CliContext, output_format: str) -> None:
+    """List each (source, account) in the store: live and deleted finetunes, last sync, key fingerprint.
+
+    An account is the label a sync ran under (sync --account, default "default"); the
+    fingerprint identifies the key that last synced it without revealing it (empty until a
+    sync records one, e.g. right after upgrading an older store).
+
+    \b
+    Example:
+        bflsync accounts --format json
+    """
+    with reading(cli_context) as connection:
+        listed = audit.accounts(connection)
+    if output_format == "json":
+        render.write_json(listed)
+        return
+    render.write_table(ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed])
 
 
 @click.command()
