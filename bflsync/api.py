@@ -223,6 +223,11 @@ class BflClient:
             trust_env=not is_loopback_host(urlsplit(self.base_url).hostname or ""),
         )
 
+    @property
+    def api_key(self) -> Secret:
+        """The key requests carry (a Secret: it never shows itself), for the store's key fingerprint."""
+        return self._key
+
     @classmethod
     def from_settings(
         cls, settings: ApiSettings, *, transport: httpx.AsyncBaseTransport | None = None

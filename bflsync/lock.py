@@ -13,6 +13,7 @@ connection ends, however the process died.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -188,12 +189,19 @@ class AdvisoryLock(_PollingLock):
         self._engine, self._connection = engine, connection
 
     def release(self) -> None:
-        """Closing the session releases the lock; no unlock statement can be forgotten."""
+        """Unlock, then close the session (which would release the lock too, if the unlock failed).
+
+        Closing alone is not enough for the next sync: the server ends the backend, and with
+        it the lock, a moment after the client hangs up, so a sync started right after this
+        one could still find the lock held.
+        """
         if self._connection is None or self._engine is None:
             return
         connection, engine = self._connection, self._engine
         self._connection = self._engine = None
         try:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                connection.execute(_ADVISORY_UNLOCK)
             connection.close()
         finally:
             engine.dispose()
@@ -201,6 +209,7 @@ class AdvisoryLock(_PollingLock):
 
 # One key per database: two stores in one PostgreSQL cluster do not exclude each other.
 _TRY_ADVISORY_LOCK = sa.text("SELECT pg_try_advisory_lock(hashtext('bflsync sync ' || current_database()))")
+_ADVISORY_UNLOCK = sa.text("SELECT pg_advisory_unlock(hashtext('bflsync sync ' || current_database()))")
 
 
 def _running_pid(connection: sa.Connection) -> str:

@@ -30,7 +30,16 @@ from bflsync.extract import (
     extract_fields,
     hash_canonical,
 )
-from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun, UTCDateTime
+from bflsync.models import (
+    FINGERPRINT_META_NAME,
+    Account,
+    Finetune,
+    FinetuneVersion,
+    StoreMeta,
+    SyncError,
+    SyncRun,
+    UTCDateTime,
+)
 
 # SQLite allows 32,766 bound parameters per statement; stay far below for IN lists.
 IN_CHUNK = 900
@@ -39,6 +48,8 @@ finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 version_table: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
 run_table: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
 error_table: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
+account_table: sa.Table = Account.__table__  # type: ignore[attr-defined]
+meta_table: sa.Table = StoreMeta.__table__  # type: ignore[attr-defined]
 
 
 class Outcome(enum.StrEnum):
@@ -97,13 +108,67 @@ def finish_run(
     counts: Mapping[str, int],
     now: datetime,
     error: str | None = None,
+    key_changed: bool = False,
 ) -> None:
     """Close a run with its final status and counters."""
     session.execute(
         sa.update(run_table)
         .where(run_table.c.id == run_id)
-        .values(status=status, finished_at=now, error=error, **counts)
+        .values(status=status, finished_at=now, error=error, key_changed=key_changed, **counts)
     )
+
+
+def fingerprint_secret(session: Session) -> str:
+    """The store's own secret for key fingerprints (made once by migration 0003_accounts)."""
+    value = session.execute(
+        sa.select(meta_table.c.value).where(meta_table.c.name == FINGERPRINT_META_NAME)
+    ).scalar_one()
+    assert isinstance(value, str)
+    return value
+
+
+def recorded_fingerprint(session: Session, *, source: str, account: str) -> str | None:
+    """The fingerprint of the key that last synced ``(source, account)``; None if unknown or never synced."""
+    value = session.execute(
+        sa.select(account_table.c.key_fingerprint).where(
+            account_table.c.source == source, account_table.c.account == account
+        )
+    ).scalar_one_or_none()
+    assert value is None or isinstance(value, str)
+    return value
+
+
+def record_account(
+    session: Session,
+    *,
+    source: str,
+    account: str,
+    fingerprint: str,
+    replace_fingerprint: bool,
+    run_id: int,
+    now: datetime,
+) -> None:
+    """Note that ``run_id`` synced ``(source, account)``; a new account row gets ``fingerprint``.
+
+    An existing row takes the new fingerprint only when ``replace_fingerprint``: a run that did
+    not list the account (``--id``) cannot tell whether its key belongs to it.
+    """
+    where = (account_table.c.source == source, account_table.c.account == account)
+    values: dict[str, Any] = {"last_synced_at": now, "last_run_id": run_id}
+    if replace_fingerprint:
+        values["key_fingerprint"] = fingerprint
+    updated = session.execute(sa.update(account_table).where(*where).values(**values))
+    if updated.rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(
+            sa.insert(account_table).values(
+                source=source,
+                account=account,
+                key_fingerprint=fingerprint,
+                first_synced_at=now,
+                last_synced_at=now,
+                last_run_id=run_id,
+            )
+        )
 
 
 def mark_interrupted_runs(session: Session) -> list[int]:

@@ -305,6 +305,7 @@ def test_json_output_has_the_documented_keys(
         "deleted": 0,
         "restored": 0,
         "failed": 0,
+        "key_changed": False,
     }
 
 
@@ -637,7 +638,7 @@ def test_id_syncs_only_the_given_finetunes_without_listing(
 
     assert [r.path for r in mock.requests] == ["/v1/finetune_details"]
     assert (result.listed, result.fetched, result.updated, result.deleted) == (0, 1, 1, 0)
-    assert rows(db_path, "SELECT finetune_id, version, deleted_at FROM finetune ORDER BY id") == [
+    assert rows(db_path, "SELECT finetune_id, version, deleted_at FROM finetune ORDER BY finetune_id") == [
         {"finetune_id": "alpha", "version": 2, "deleted_at": None},
         {"finetune_id": "beta", "version": 1, "deleted_at": None},
         {"finetune_id": "gamma", "version": 1, "deleted_at": None},
@@ -1007,6 +1008,7 @@ def test_json_is_printed_with_status_failed_when_the_run_crashes(
         "deleted": 0,
         "restored": 0,
         "failed": 0,
+        "key_changed": False,
     }
     [line] = result.stderr.splitlines()
     assert line.startswith("bflsync: error: internal error: IntegrityError: ")
