@@ -251,6 +251,23 @@ def test_second_sync_of_unchanged_data_writes_no_version_rows(
     assert (second.status, second.unchanged, second.created, second.updated) == ("ok", 3, 0, 0)
 
 
+def test_the_same_numbers_spelled_as_floats_write_no_new_version(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    mock.put("alpha", {**ALPHA, "iterations": 300, "learning_rate": 0.0})
+    sync_at(store_engine, mock, T1)
+    before = versions(db_path)
+    mock.put("alpha", {**ALPHA, "iterations": 300.0, "learning_rate": -0.0})
+
+    second = sync_at(store_engine, mock, T2)
+
+    assert versions(db_path) == before
+    assert (second.unchanged, second.updated) == (3, 0)
+    [stored] = rows(db_path, "SELECT details, iterations FROM finetune WHERE finetune_id = 'alpha'")
+    assert stored["iterations"] == 300
+    assert json.loads(stored["details"])["learning_rate"] == 0
+
+
 def test_run_row_records_source_pid_counts_and_times(
     store_engine: Engine, db_path: Path, mock: MockBFL, source: str
 ) -> None:
