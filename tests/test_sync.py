@@ -24,7 +24,7 @@ from bflsync.api import BflClient
 from bflsync.cli import cli
 from bflsync.config import Secret
 from bflsync.extract import canonical_json, content_hash
-from bflsync.lock import SyncLock, lock_path_for
+from bflsync.lock import sync_lock_for
 from bflsync.mock_api import LISTING, MockBFL
 from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
 
@@ -669,20 +669,25 @@ def test_id_of_an_unknown_finetune_is_a_not_found_failure(
 # --- lock and stop -------------------------------------------------------------------------------
 
 
-def test_locked_store_exits_4_naming_the_holder(runner: CliRunner, db_path: Path, mock: MockBFL) -> None:
-    with SyncLock(lock_path_for(db.locate_store(str(db_path))), pid=31337):
+def test_locked_store_exits_4_and_leaves_the_store_as_the_holder_has_it(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    with sync_lock_for(db.locate_store(str(db_path))):
         result = runner.invoke(
             cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
         )
-
-    assert (result.exit_code, result.stderr) == (4, "bflsync: error: another sync is running (pid 31337)\n")
-    assert not db_path.exists()
+        assert (result.exit_code, result.stderr) == (
+            4,
+            "bflsync: error: another sync is running (pid unknown)\n",
+        )
+        # The holder created the store file to lock it; the refused sync added nothing.
+        assert [(p.name, p.stat().st_size) for p in db_path.parent.iterdir()] == [("store.db", 0)]
 
 
 def test_wait_takes_the_lock_once_the_holder_releases_it(
     runner: CliRunner, db_path: Path, mock: MockBFL
 ) -> None:
-    holder = SyncLock(lock_path_for(db.locate_store(str(db_path))))
+    holder = sync_lock_for(db.locate_store(str(db_path)))
     holder.acquire()
     threading.Timer(0.3, holder.release).start()
 

@@ -260,9 +260,9 @@ def test_read_only_directory_gives_one_line_error_and_creates_nothing(tmp_path: 
 
     assert done.returncode == 3
     assert done.stderr == (
-        f"bflsync: error: cannot open the sync lock file {db_path}.lock: Read-only file system\n"
+        f"bflsync: error: cannot create the store at {db_path}: Read-only file system\n"
         if os.geteuid() == 0
-        else f"bflsync: error: cannot open the sync lock file {db_path}.lock: Permission denied\n"
+        else f"bflsync: error: cannot create the store at {db_path}: Permission denied\n"
     )
     assert list(directory.iterdir()) == []
 
