@@ -202,6 +202,9 @@ def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) 
     if location.path is None:
         return _checked_read_engine(location, allow_behind=allow_behind, immutable=False)
     _require_sqlite_file(location.path)
+    # Judged first through a connection that leaves no files behind, since it may be refused.
+    state, revision = inspect_state(location)
+    _reject_unusable(location, state, revision, missing_ok=False)
     try:
         return _checked_read_engine(
             location, allow_behind=allow_behind, immutable=read_immutable(location.path)

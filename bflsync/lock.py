@@ -141,7 +141,9 @@ def _try_flock(fd: int) -> bool:
 
 def _describe_holder(path: Path) -> str:
     """``pid N`` of the newest running run whose process is alive; the holder may not have one yet."""
-    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if read_immutable(path) else "")
+    # Refused, this process must leave nothing beside the store: no -wal or -shm of its own.
+    immutable = read_immutable(path, inspecting=True)
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
     try:
         connection = sqlite3.connect(uri, uri=True, timeout=1.0)
         try:

@@ -98,7 +98,7 @@ def test_a_lock_that_must_not_create_refuses_a_missing_store(db_path: Path) -> N
 def test_a_dangling_symlink_at_the_store_path_is_refused(db_path: Path, tmp_path: Path) -> None:
     target = tmp_path / "nowhere" / "x.db"
     db_path.symlink_to(target)
-    with pytest.raises(NotAStoreError, match="symlink to .*which does not exist"):
+    with pytest.raises(NotAStoreError, match=r"symlink to .*which does not exist"):
         sync_lock_for(db.locate_store(str(db_path))).acquire()
     assert not target.parent.exists()
 
