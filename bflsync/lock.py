@@ -10,8 +10,9 @@ even by ``kill -9``, so there is never a stale lock to clean up. SQLite itself l
 shapes :meth:`SyncLock.release`: closing any descriptor of a file drops the process's
 ``fcntl`` locks on it, so the lock is released only after the store's engine is disposed.
 
-A second taker is told the holder's pid, read from the holder's ``running`` run row (its
-process is alive); the pid is advice for humans, the ``flock`` alone decides.
+A second taker is told the holder's pid, from ``/proc/locks`` on Linux, else from the newest
+``running`` run row whose process is alive; the pid is advice for humans, the ``flock``
+alone decides.
 
 For a PostgreSQL store, shared by several machines, a session-level advisory lock in the
 database itself, held by one dedicated connection; the server releases it when that
@@ -115,7 +116,7 @@ class SyncLock(_PollingLock):
         """Take the lock, polling up to ``wait_s`` seconds; raise SyncLockedError naming the holder."""
         fd, _ = open_store_file(self.path, create=self._create)
         try:
-            self._poll(lambda: _try_flock(fd), lambda: _describe_holder(self.path))
+            self._poll(lambda: _try_flock(fd), lambda: _describe_holder(fd, self.path))
         except BaseException:
             os.close(fd)
             raise
@@ -139,8 +140,33 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-def _describe_holder(path: Path) -> str:
-    """``pid N`` of the newest running run whose process is alive; the holder may not have one yet."""
+def _describe_holder(fd: int, path: Path) -> str:
+    """``pid N`` of the process holding the ``flock``, or of the newest live running run; else unknown."""
+    pid = _flock_holder(fd)
+    if pid is None:
+        pid = _running_run_pid(path)
+    return f"pid {pid}" if pid is not None else "pid unknown"
+
+
+def _flock_holder(fd: int) -> int | None:
+    """The holder as Linux's ``/proc/locks`` lists it: exact, whichever name of the file it locked."""
+    info = os.fstat(fd)
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 8476 fd:01:2883614 0 EOF"; waiters' lines have "->" second.
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+            pid = int(fields[4])
+            return pid if pid > 0 else None
+    return None
+
+
+def _running_run_pid(path: Path) -> int | None:
+    """The newest running run whose process is alive: the holder, once it has started its run."""
     # Refused, this process must leave nothing beside the store: no -wal or -shm of its own.
     immutable = read_immutable(path, inspecting=True)
     uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
@@ -153,11 +179,8 @@ def _describe_holder(path: Path) -> str:
         finally:
             connection.close()
     except sqlite3.Error:
-        return "pid unknown"
-    for (pid,) in pids:
-        if isinstance(pid, int) and _alive(pid):
-            return f"pid {pid}"
-    return "pid unknown"
+        return None
+    return next((pid for (pid,) in pids if isinstance(pid, int) and _alive(pid)), None)
 
 
 def _alive(pid: int) -> bool:

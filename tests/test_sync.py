@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -678,7 +679,7 @@ def test_locked_store_exits_4_and_leaves_the_store_as_the_holder_has_it(
         )
         assert (result.exit_code, result.stderr) == (
             4,
-            "bflsync: error: another sync is running (pid unknown)\n",
+            f"bflsync: error: another sync is running (pid {os.getpid()})\n",
         )
         # The holder created the store file to lock it; the refused sync added nothing.
         assert [(p.name, p.stat().st_size) for p in db_path.parent.iterdir()] == [("store.db", 0)]

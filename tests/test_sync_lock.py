@@ -67,21 +67,17 @@ def test_second_taker_is_told_the_pid_of_the_running_run(db_path: Path) -> None:
         sync_lock_for(location).acquire()
 
 
-def test_a_dead_processs_running_row_is_not_named_as_the_holder(db_path: Path) -> None:
-    opened = db.open_store_for_write(db.locate_store(str(db_path)))
-    with opened.engine.begin() as connection:
-        connection.exec_driver_sql(
-            "INSERT INTO sync_run (started_at, status, source, pid, bflsync_version, listed, fetched,"
-            " created, updated, unchanged, deleted, restored, failed)"
-            " VALUES ('2026-01-01', 'running', 'h', 999999999, 'x', 0, 0, 0, 0, 0, 0, 0, 0)"
-        )
-    opened.engine.dispose()
-    location = db.locate_store(str(db_path))
+def test_second_taker_through_another_hard_link_is_told_the_holders_pid(
+    db_path: Path, tmp_path: Path
+) -> None:
+    db_path.touch()
+    other_name = tmp_path / "b.db"
+    os.link(db_path, other_name)
     with (
-        sync_lock_for(location),
-        pytest.raises(SyncLockedError, match=r"^another sync is running \(pid unknown\)$"),
+        sync_lock_for(db.locate_store(str(db_path))),
+        pytest.raises(SyncLockedError, match=rf"^another sync is running \(pid {os.getpid()}\)$"),
     ):
-        sync_lock_for(location).acquire()
+        sync_lock_for(db.locate_store(str(other_name))).acquire()
 
 
 def test_a_missing_store_is_created_private_to_be_locked(db_path: Path) -> None:

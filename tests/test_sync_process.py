@@ -301,3 +301,120 @@ def _interpreter_start_s() -> float:
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "bflsync", "sync", "--help"], capture_output=True, check=True)
     return time.monotonic() - started
+
+
+# --- hard links, the db commands and backups under kill -9 ---------------------------------
+
+
+def test_two_syncs_through_hard_links_to_one_store_exclude_each_other(
+    db_path: Path, tmp_path: Path, mock: MockBFL
+) -> None:
+    assert run_sync_process(db_path, mock.base_url).returncode == 0
+    other_name = tmp_path / "other" / "b.db"
+    other_name.parent.mkdir()
+    os.link(db_path, other_name)
+    for finetune_id in sorted(mock.finetunes)[:100]:
+        mock.put(finetune_id, {**mock.finetunes[finetune_id], "finetune_comment": "edited"})
+    mock.latency_ms = 20
+    first = start_sync(db_path, mock.base_url, "--concurrency", "2")
+    try:
+        wait_until_running(db_path, first)
+        second = run_sync_process(other_name, mock.base_url)
+    finally:
+        mock.latency_ms = 0
+        _, first_err = first.communicate(timeout=60)
+
+    assert (second.returncode, second.stderr) == (
+        4,
+        f"bflsync: error: another sync is running (pid {first.pid})\n",
+    )
+    assert first.returncode == 0, first_err
+    assert integrity(other_name) == "ok"
+    assert rows(other_name, "SELECT count(*) AS n FROM finetune WHERE finetune_comment = 'edited'") == [
+        {"n": 100}
+    ]
+
+
+def test_db_downgrade_during_a_sync_exits_4_and_the_sync_finishes(db_path: Path, mock: MockBFL) -> None:
+    mock.latency_ms = 10
+    first = start_sync(db_path, mock.base_url, "--concurrency", "2")
+    try:
+        wait_until_running(db_path, first)
+        downgrade = subprocess.run(
+            [sys.executable, "-m", "bflsync", "--db", str(db_path), "db", "downgrade", "base"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        mock.latency_ms = 0
+        _, first_err = first.communicate(timeout=60)
+
+    assert (downgrade.returncode, downgrade.stderr) == (
+        4,
+        f"bflsync: error: another sync is running (pid {first.pid})\n",
+    )
+    assert first.returncode == 0, first_err
+    assert rows(db_path, "SELECT count(*) AS n FROM finetune") == [{"n": 300}]
+
+
+def big_store_at_the_first_revision(db_path: Path, megabytes: int) -> None:
+    """A store at the oldest revision, made large with run errors so a backup of it takes a while."""
+    db.upgrade_store(db.locate_store(str(db_path)), revision=db.KNOWN_REVISIONS[0]).engine.dispose()
+    connection = sqlite3.connect(db_path)
+    connection.executescript(
+        f"""
+        INSERT INTO sync_run (id, started_at, status, source, pid, bflsync_version, listed, fetched,
+            created, updated, unchanged, deleted, restored, failed)
+        VALUES (1, '2026-01-01 00:00:00.000000', 'ok', 'h', 1, 'x', 0, 0, 0, 0, 0, 0, 0, 0);
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {megabytes})
+        INSERT INTO sync_error (sync_run_id, finetune_id, kind, message, attempts)
+        SELECT 1, 'ft-' || i, 'http', hex(randomblob(500000)), 1 FROM n;
+        """
+    )
+    connection.close()
+
+
+def is_sqlite_store_at(path: Path, revision: str) -> bool:
+    try:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            ok = connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            return ok and connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+                (revision,)
+            ]
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return False
+
+
+def test_kill_9_during_the_backup_of_db_upgrade_leaves_no_torn_backup(db_path: Path) -> None:
+    oldest = db.KNOWN_REVISIONS[0]
+    big_store_at_the_first_revision(db_path, megabytes=200)
+    upgrade = [sys.executable, "-m", "bflsync", "--db", str(db_path), "db", "upgrade"]
+    process = subprocess.Popen(upgrade, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Kill it the moment anything named like a backup appears: the copy has only just begun.
+    deadline = time.monotonic() + 60
+    seen: list[str] = []
+    try:
+        while not seen and process.poll() is None and time.monotonic() < deadline:
+            seen = [p.name for p in db_path.parent.iterdir() if p.name.startswith("store.db.bak-")]
+            time.sleep(0.001)
+    finally:
+        process.kill()
+        process.communicate()
+    assert seen, "the upgrade ended before its backup was seen"
+
+    final_names = [p for p in db_path.parent.iterdir() if p.name.startswith(f"store.db.bak-{oldest}")]
+    assert all(is_sqlite_store_at(path, oldest) for path in final_names), [p.name for p in final_names]
+    assert is_sqlite_store_at(db_path, oldest)
+
+    again = subprocess.run(upgrade, capture_output=True, text=True, timeout=120, check=False)
+
+    assert again.returncode == 0, again.stderr
+    assert "a partial backup left by an interrupted run" in again.stderr
+    backups = sorted(p.name for p in db_path.parent.iterdir() if p.name.startswith("store.db.bak-"))
+    assert backups == [f"store.db.bak-{oldest}"] if not final_names else len(backups) == 2
+    assert is_sqlite_store_at(db_path.with_name(f"store.db.bak-{oldest}"), oldest)
