@@ -560,6 +560,45 @@ def test_api_key_file_is_used_instead_of_the_environment(
     assert result.exit_code == 0
 
 
+@pytest.mark.parametrize(
+    ("mode", "quiet", "warned"),
+    [(0o644, False, True), (0o640, True, True), (0o604, False, True), (0o600, False, False)],
+)
+def test_an_api_key_file_others_can_read_gets_one_warning_line(
+    runner: CliRunner, db_path: Path, mock: MockBFL, tmp_path: Path, mode: int, quiet: bool, warned: bool
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(mode)
+
+    result = runner.invoke(
+        cli,
+        [
+            "--db",
+            str(db_path),
+            *(["--quiet"] if quiet else []),
+            "sync",
+            "--base-url",
+            mock.base_url,
+            "--api-key-file",
+            str(key_file),
+        ],
+        catch_exceptions=False,
+    )
+
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("bflsync: warning:")]
+    assert warnings == (
+        [
+            f"bflsync: warning: the API key file {key_file} can be read by others (mode {mode:04o}); "
+            f"make it private: chmod 600 {key_file}"
+        ]
+        if warned
+        else []
+    )
+    assert KEY not in result.stderr
+
+
 # --- dry run, --new-only, --id ---------------------------------------------------------------
 
 
