@@ -141,10 +141,14 @@ async def run_sync(
     if engine is None and not options.dry_run:
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
-    with _session(engine) as session:
-        recorder = _Recorder(session, source=client.source, now=now, pid=pid, dry_run=options.dry_run)
-        run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
-        result = await run.execute()
+    try:
+        with _session(engine) as session:
+            recorder = _Recorder(session, source=client.source, now=now, pid=pid, dry_run=options.dry_run)
+            run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
+            result = await run.execute()
+    except SyncAborted as aborted:
+        aborted.result.duration_s = time.monotonic() - started
+        raise
     result.duration_s = time.monotonic() - started
     return result
 
@@ -179,6 +183,12 @@ class _Recorder:
             self.run_id = store.start_run(self.session, source=self.source, pid=self.pid, now=self.now())
         if interrupted:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
+
+    def note_listed(self, listed: int) -> None:
+        if self.session is None or self.run_id is None:
+            return
+        with self.session.begin():
+            store.note_listed(self.session, run_id=self.run_id, listed=listed)
 
     def live_ids(self) -> set[str]:
         if self.session is None:
@@ -357,6 +367,7 @@ class _Run:
         if not listed and not self.options.allow_empty_listing:
             self._refuse_to_empty_the_store()
         self.result.listed = len(listed)
+        self.recorder.note_listed(len(listed))
         return listed
 
     def _refuse_to_empty_the_store(self) -> None:

@@ -910,6 +910,16 @@ def test_an_unexpected_error_while_fetching_surfaces_as_that_one_error(
     assert aborted.value.result.status == "failed"
 
 
+def test_an_aborted_run_reports_its_real_duration(store_engine: Engine) -> None:
+    with MockBFL.serve(many(40), api_key=KEY, latency_ms=50) as server, pytest.raises(SyncAborted) as aborted:
+        started = time.monotonic()
+        sync_bounded(store_engine, server, progress=BrokenProgress(at=10), batch_size=5)
+    elapsed = time.monotonic() - started
+
+    # At least the listing and one round of detail requests, each 50 ms.
+    assert 0.1 <= aborted.value.result.duration_s <= elapsed
+
+
 def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
     store_engine: Engine, db_path: Path
 ) -> None:

@@ -418,3 +418,55 @@ def test_kill_9_during_the_backup_of_db_upgrade_leaves_no_torn_backup(db_path: P
     backups = sorted(p.name for p in db_path.parent.iterdir() if p.name.startswith("store.db.bak-"))
     assert backups == [f"store.db.bak-{oldest}"] if not final_names else len(backups) == 2
     assert is_sqlite_store_at(db_path.with_name(f"store.db.bak-{oldest}"), oldest)
+
+
+def test_a_run_killed_with_kill_9_gets_counters_recomputed_from_what_it_stored(
+    db_path: Path, mock: MockBFL
+) -> None:
+    assert run_sync_process(db_path, mock.base_url).returncode == 0
+    for finetune_id in sorted(mock.finetunes)[:200]:
+        mock.put(finetune_id, {**mock.finetunes[finetune_id], "finetune_comment": "edited"})
+    mock.latency_ms = 10
+    process = start_sync(db_path, mock.base_url, "--concurrency", "2")
+    try:
+        wait_until_running(db_path, process)
+        [run] = rows(db_path, "SELECT id, started_at FROM sync_run WHERE pid = ?", process.pid)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stored = rows(
+                db_path, "SELECT count(*) AS n FROM finetune_version WHERE sync_run_id = ?", run["id"]
+            )
+            if stored[0]["n"] >= 20:
+                break
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.communicate()
+        mock.latency_ms = 0
+    updated = rows(db_path, "SELECT count(*) AS n FROM finetune_version WHERE sync_run_id = ?", run["id"])[0][
+        "n"
+    ]
+    seen = rows(db_path, "SELECT count(*) AS n FROM finetune WHERE last_seen_at >= ?", run["started_at"])[0][
+        "n"
+    ]
+    assert updated >= 20
+
+    assert run_sync_process(db_path, mock.base_url, quiet=True).returncode == 0
+
+    [killed] = rows(
+        db_path,
+        "SELECT status, listed, fetched, created, updated, unchanged, deleted, restored, failed"
+        " FROM sync_run WHERE id = ?",
+        run["id"],
+    )
+    assert killed == {
+        "status": "interrupted",
+        "listed": 300,
+        "fetched": seen,
+        "created": 0,
+        "updated": updated,
+        "unchanged": seen - updated,
+        "deleted": 0,
+        "restored": 0,
+        "failed": 0,
+    }
