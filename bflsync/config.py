@@ -6,9 +6,12 @@ driven from tests and library code with explicit values.
 
 from __future__ import annotations
 
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from bflsync.errors import InputError
 
 APP_NAME = "bflsync"
 DB_FILENAME = "bflsync.db"
@@ -19,6 +22,10 @@ REGION_URLS: dict[str, str] = {
 }
 DEFAULT_REGION = "us1"
 DEFAULT_BASE_URL = REGION_URLS[DEFAULT_REGION]
+
+# The account label of a sync without --account, and of every row a store held before accounts.
+DEFAULT_ACCOUNT = "default"
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 16
@@ -52,6 +59,18 @@ def api_key_file_warning(path: Path) -> str | None:
     return (
         f"the API key file {path} can be read by others (mode {mode:04o}); make it private: chmod 600 {path}"
     )
+
+
+def validate_account_name(name: str, *, option: str = "--account") -> str:
+    """An account label as given, or InputError (exit 2): 1-64 of ``A-Z a-z 0-9 . _ -``.
+
+    The label ends up in file-like contexts (crontabs, log lines, CSV), so it stays plain.
+    """
+    if _ACCOUNT_NAME.fullmatch(name) is None:
+        raise InputError(
+            f"{option} {name!a}: an account name is 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'"
+        )
+    return name
 
 
 class Secret:
