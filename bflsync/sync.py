@@ -192,6 +192,7 @@ class _Recorder:
         self.pid = pid
         self.dry_run = dry_run
         self.run_id: int | None = None
+        self.listed_unrecorded: int | None = None
 
     def begin_run(self) -> None:
         if self.dry_run or self.session is None:
@@ -205,10 +206,11 @@ class _Recorder:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
 
     def note_listed(self, listed: int) -> None:
-        if self.session is None or self.run_id is None:
-            return
-        with self.session.begin():
-            store.note_listed(self.session, run_id=self.run_id, listed=listed)
+        """Remember the listing's size; the first batch records it, so a killed run still tells it.
+
+        Not a transaction of its own: fetching must not wait for the write lock.
+        """
+        self.listed_unrecorded = listed
 
     def live_ids(self) -> set[str]:
         if self.session is None:
@@ -237,6 +239,8 @@ class _Recorder:
                     now=self.now(),
                 )
                 assert self.run_id is not None
+                if self.listed_unrecorded is not None:
+                    store.note_listed(self.session, run_id=self.run_id, listed=self.listed_unrecorded)
                 for failure in failures:
                     store.record_failure(
                         self.session,
@@ -247,6 +251,8 @@ class _Recorder:
                         http_status=failure.http_status,
                         attempts=failure.attempts,
                     )
+        if not self.dry_run:
+            self.listed_unrecorded = None  # committed with this batch
         return Counter(outcome.value for outcome in outcomes.values())
 
     def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
