@@ -6,6 +6,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -277,3 +279,30 @@ def test_refusing_a_foreign_or_newer_file_leaves_it_byte_identical_and_alone(
     assert len(result.stderr.splitlines()) == 1
     assert listing(db_path.parent) == ["store.db"]
     assert file_digest(db_path) == before
+
+
+@pytest.mark.parametrize(
+    "command", [["sync", "--base-url", "{url}"], ["db", "upgrade"], ["query"]], ids=" ".join
+)
+def test_a_fifo_at_the_store_path_is_refused_at_once(
+    db_path: Path, mock: MockBFL, command: list[str]
+) -> None:
+    os.mkfifo(db_path)
+    argv = [
+        sys.executable,
+        "-m",
+        "bflsync",
+        "--db",
+        str(db_path),
+        *(a.format(url=mock.base_url) for a in command),
+    ]
+
+    done = subprocess.run(
+        argv, env={**os.environ, "BFL_API_KEY": KEY}, capture_output=True, text=True, timeout=30
+    )
+
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"bflsync: error: {db_path} is not a regular file; refusing to touch it\n",
+    )
+    assert listing(db_path.parent) == ["store.db"]
