@@ -9,7 +9,7 @@
     │   ├── StoreBehindError     schema older than this bflsync; `bflsync db upgrade` fixes it
     │   ├── StoreTooNewError     schema written by a newer bflsync (unknown revision)
     │   ├── NotAStoreError       not SQLite, or SQLite without bflsync tables
-    │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked) (exit 3)
+    │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked, not yours) (exit 3)
     │   └── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
     ├── ApiError                 the BFL API answered badly or not at all (exit 3 when a sync cannot run)
     │   ├── AuthError            401/403: the key was refused

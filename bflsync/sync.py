@@ -148,12 +148,21 @@ async def run_sync(
     if engine is None and not options.dry_run:
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
-    with _session(engine) as session:
-        recorder = _Recorder(
-            session, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
-        )
-        run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
-        result = await run.execute()
+    try:
+        with _session(engine) as session:
+            recorder = _Recorder(
+                session,
+                source=client.source,
+                account=options.account,
+                now=now,
+                pid=pid,
+                dry_run=options.dry_run,
+            )
+            run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
+            result = await run.execute()
+    except SyncAborted as aborted:
+        aborted.result.duration_s = time.monotonic() - started
+        raise
     result.duration_s = time.monotonic() - started
     return result
 
@@ -191,6 +200,7 @@ class _Recorder:
         self.key_state: _KeyState | None = None
         # Set once the run may speak for the account: (key fingerprint, whether to record it).
         self.account_claim: tuple[str, bool] | None = None
+        self.listed_unrecorded: int | None = None
 
     def begin_run(self, api_key: Secret) -> None:
         if self.session is None:
@@ -205,6 +215,13 @@ class _Recorder:
             )
         if interrupted:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
+
+    def note_listed(self, listed: int) -> None:
+        """Remember the listing's size; the first batch records it, so a killed run still tells it.
+
+        Not a transaction of its own: fetching must not wait for the write lock.
+        """
+        self.listed_unrecorded = listed
 
     def live_ids(self) -> set[str]:
         if self.session is None:
@@ -244,6 +261,8 @@ class _Recorder:
                     now=self.now(),
                 )
                 assert self.run_id is not None
+                if self.listed_unrecorded is not None:
+                    store.note_listed(self.session, run_id=self.run_id, listed=self.listed_unrecorded)
                 for failure in failures:
                     store.record_failure(
                         self.session,
@@ -254,6 +273,8 @@ class _Recorder:
                         http_status=failure.http_status,
                         attempts=failure.attempts,
                     )
+        if not self.dry_run:
+            self.listed_unrecorded = None  # committed with this batch
         return Counter(outcome.value for outcome in outcomes.values())
 
     def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
@@ -440,6 +461,7 @@ class _Run:
             self._refuse_to_empty_the_store()
         self.result.listed = len(listed)
         self._check_key(listed_ids=listed)
+        self.recorder.note_listed(len(listed))
         return listed
 
     def _check_key(self, *, listed_ids: list[str] | None) -> None:

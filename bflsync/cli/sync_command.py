@@ -27,6 +27,7 @@ from bflsync.config import (
     MAX_CONCURRENCY,
     REGION_URLS,
     ApiSettings,
+    api_key_file_warning,
     validate_account_name,
 )
 from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
@@ -187,8 +188,12 @@ def sync(
     base_url_given = ctx.get_parameter_source("base_url") is click.core.ParameterSource.COMMANDLINE
     if region_given and base_url_given:
         raise InputError("give either --region or --base-url, not both")
+    api_key = load_api_key(env_value=os.environ.get("BFL_API_KEY"), key_file=api_key_file)
+    if api_key_file is not None and (warning := api_key_file_warning(api_key_file)):
+        # Even with --quiet: a key others can read must not go unnoticed in a cron job either.
+        click.echo(f"bflsync: warning: {warning}", err=True)
     settings = ApiSettings(
-        api_key=load_api_key(env_value=os.environ.get("BFL_API_KEY"), key_file=api_key_file),
+        api_key=api_key,
         # An explicit --region beats a base URL that only comes from the environment.
         base_url=resolve_base_url(region=region, base_url=None if region_given else base_url),
         connect_timeout_s=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s),
