@@ -223,6 +223,11 @@ class BflClient:
             trust_env=not is_loopback_host(urlsplit(self.base_url).hostname or ""),
         )
 
+    @property
+    def api_key(self) -> Secret:
+        """The key requests carry (a Secret: it never shows itself), for the store's key fingerprint."""
+        return self._key
+
     @classmethod
     def from_settings(
         cls, settings: ApiSettings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -434,10 +439,16 @@ def _reject_constant(name: str) -> Any:
 
 
 def _finite_float(text: str) -> float:
+    """A double that is the number written: overflow to infinity and underflow to zero are refused."""
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text} does not fit a double")
+    if value == 0.0 and _MANTISSA_NOT_ZERO.search(text.partition("e")[0].partition("E")[0]):
+        raise ValueError(f"{text} is too small for a double")
     return value
+
+
+_MANTISSA_NOT_ZERO = re.compile(r"[1-9]")
 
 
 def _loads(content: bytes) -> Any:

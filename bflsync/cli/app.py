@@ -21,6 +21,7 @@ from bflsync.cli.common import CliContext
 from bflsync.errors import BflsyncError, ExitCode
 
 LAZY_COMMANDS: dict[str, str] = {
+    "accounts": "bflsync.cli.read_commands:accounts",
     "db": "bflsync.cli.db_commands:db",
     "diff": "bflsync.cli.read_commands:diff",
     "facets": "bflsync.cli.read_commands:facets",
