@@ -176,16 +176,14 @@ class Retrier:
         limit = self.policy.max_consecutive_failures
         if limit and self._failures_in_a_row >= limit and self._open_because is None:
             self._open_because = f"{limit} requests in a row failed after their retries"
+            # The last error's text names the request already.
             raise CircuitOpenError(
-                f"stopping: {self._open_because}, the last with: {error}",
-                method=error.method,
-                path=error.path,
-                attempts=error.attempts,
+                f"stopping: {self._open_because}, the last with: {error}", attempts=error.attempts
             )
 
     def _deadline_error(self, where: str, number: int, last: ApiError | None) -> RunDeadlineError:
         limit = self.policy.max_duration_s
         message = f"the run reached its time limit (--max-duration {limit:g} s)"
         if last is not None:
-            message += f"; the last attempt: {last}"
+            return RunDeadlineError(f"{message}; the last attempt: {last}", attempts=number)
         return RunDeadlineError(message, method="GET", path=where, attempts=number)
