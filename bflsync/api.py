@@ -59,6 +59,7 @@ from bflsync.http_body import ACCEPT_ENCODING, BodyDecodeError, BodyTooLargeErro
 from bflsync.net import is_loopback_host
 from bflsync.retry import AttemptFailed, Retrier, RetryPolicy
 from bflsync.server_text import Scrubber, printable
+from bflsync.transport import PooledTransport
 
 __all__ = [
     "PROXY_ENV_VARS",
@@ -232,6 +233,8 @@ class BflClient:
             rng=rng,
         )
         trust_env = not is_loopback_host(urlsplit(self.base_url).hostname or "")
+        if transport is None:
+            transport = PooledTransport(max_connections=concurrency)
         try:
             self._http = httpx.AsyncClient(
                 base_url=self.base_url,
