@@ -16,6 +16,7 @@ import math
 import random
 import re
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
@@ -239,7 +240,8 @@ class BflClient:
             rng=rng,
         )
         trust_env = not is_loopback_host(urlsplit(self.base_url).hostname or "")
-        if transport is None:
+        if transport is None and not (trust_env and _environment_has_proxies()):
+            # httpx routes through environment proxies only with its own transport: keep it then.
             transport = PooledTransport(max_connections=concurrency)
         try:
             self._http = httpx.AsyncClient(
@@ -509,6 +511,15 @@ class BflClient:
     def _request_id(self, response: httpx.Response) -> str | None:
         request_id = _request_id(response)
         return self._scrub.clean(request_id) if request_id else None
+
+
+def _environment_has_proxies() -> bool:
+    """Whether httpx, trusting the environment, would send some request through a proxy.
+
+    The same source httpx reads (``urllib.request.getproxies``); NO_PROXY is left to httpx.
+    """
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 def _listed_id(item: Any) -> str | None:
