@@ -227,6 +227,7 @@ class BflClient:
         _check_key(api_key.reveal(), "the caller")
         self.base_url = validate_base_url(base_url)
         self.source = source_of(self.base_url)
+        self._key = api_key
         self._scrub = Scrubber(api_key.reveal())
         self._read_timeout_s = read_timeout_s
         self._max_listing_bytes = max_listing_bytes
@@ -260,6 +261,11 @@ class BflClient:
             )
         except (ImportError, ValueError, httpx.InvalidURL) as exc:
             raise ProxyConfigError(f"the proxy settings cannot be used: {printable(str(exc))}") from None
+
+    @property
+    def api_key(self) -> Secret:
+        """The key requests carry (a Secret: it never shows itself), for the store's key fingerprint."""
+        return self._key
 
     @classmethod
     def from_settings(
@@ -540,10 +546,16 @@ def _reject_constant(name: str) -> Any:
 
 
 def _finite_float(text: str) -> float:
+    """A double that is the number written: overflow to infinity and underflow to zero are refused."""
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text} does not fit a double")
+    if value == 0.0 and _MANTISSA_NOT_ZERO.search(text.partition("e")[0].partition("E")[0]):
+        raise ValueError(f"{text} is too small for a double")
     return value
+
+
+_MANTISSA_NOT_ZERO = re.compile(r"[1-9]")
 
 
 def _loads(content: bytes) -> Any:
