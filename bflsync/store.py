@@ -171,16 +171,68 @@ def record_account(
         )
 
 
+def note_listed(session: Session, *, run_id: int, listed: int) -> None:
+    """Record the listing's size as soon as it is known, so a run killed later still tells it."""
+    session.execute(sa.update(run_table).where(run_table.c.id == run_id).values(listed=listed))
+
+
 def mark_interrupted_runs(session: Session) -> list[int]:
-    """Runs still ``running`` belong to dead processes: the caller holds the sync lock."""
-    ids = list(session.execute(sa.select(run_table.c.id).where(run_table.c.status == "running")).scalars())
-    if ids:
+    """Runs still ``running`` belong to dead processes: the caller holds the sync lock.
+
+    A killed run never wrote its counters; they are recomputed from what it stored.
+    """
+    running = session.execute(
+        sa.select(run_table.c.id, run_table.c.started_at, run_table.c.source, run_table.c.account).where(
+            run_table.c.status == "running"
+        )
+    ).all()
+    for run_id, started_at, source, account in running:
         session.execute(
             sa.update(run_table)
-            .where(run_table.c.id.in_(ids))
-            .values(status="interrupted", error="the process ended before finishing the run")
+            .where(run_table.c.id == run_id)
+            .values(
+                status="interrupted",
+                error="the process ended before finishing the run",
+                **_counts_stored_by(
+                    session, run_id=run_id, started_at=started_at, source=source, account=account
+                ),
+            )
         )
-    return ids
+    return [run_id for run_id, *_ in running]
+
+
+def _counts_stored_by(
+    session: Session, *, run_id: int, started_at: datetime, source: str, account: str
+) -> dict[str, int]:
+    """A dead run's counters from the versions and errors that reference it.
+
+    Unchanged finetunes leave no version, only ``last_seen_at``: they are the finetunes of the
+    run's ``(source, account)`` seen since it started without a version from it. No other run has written
+    since (the sync lock, and marking happens before the next run writes anything).
+    """
+    versions = dict(
+        session.execute(
+            sa.select(version_table.c.change, sa.func.count())
+            .where(version_table.c.sync_run_id == run_id)
+            .group_by(version_table.c.change)
+        ).all()
+    )
+    with_version = sa.select(version_table.c.finetune_pk).where(version_table.c.sync_run_id == run_id)
+    unchanged = session.execute(
+        sa.select(sa.func.count()).where(
+            _scope(source, account),
+            finetune_table.c.last_seen_at >= started_at,
+            finetune_table.c.id.not_in(with_version),
+        )
+    ).scalar_one()
+    failed = session.execute(
+        sa.select(sa.func.count()).where(error_table.c.sync_run_id == run_id)
+    ).scalar_one()
+    counts = {
+        change: int(versions.get(change, 0)) for change in ("created", "updated", "deleted", "restored")
+    }
+    fetched = counts["created"] + counts["updated"] + counts["restored"] + unchanged
+    return {**counts, "unchanged": unchanged, "fetched": fetched, "failed": failed}
 
 
 def record_failure(

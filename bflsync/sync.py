@@ -30,7 +30,7 @@ from sqlmodel import Session
 from bflsync import store
 from bflsync.api import LIST_PATH, BflClient
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
-from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode
+from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode, RunLimitError
 from bflsync.fingerprint import key_fingerprint
 from bflsync.models import RUN_COUNTERS
 
@@ -148,12 +148,21 @@ async def run_sync(
     if engine is None and not options.dry_run:
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
-    with _session(engine) as session:
-        recorder = _Recorder(
-            session, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
-        )
-        run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
-        result = await run.execute()
+    try:
+        with _session(engine) as session:
+            recorder = _Recorder(
+                session,
+                source=client.source,
+                account=options.account,
+                now=now,
+                pid=pid,
+                dry_run=options.dry_run,
+            )
+            run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
+            result = await run.execute()
+    except SyncAborted as aborted:
+        aborted.result.duration_s = time.monotonic() - started
+        raise
     result.duration_s = time.monotonic() - started
     return result
 
@@ -191,6 +200,7 @@ class _Recorder:
         self.key_state: _KeyState | None = None
         # Set once the run may speak for the account: (key fingerprint, whether to record it).
         self.account_claim: tuple[str, bool] | None = None
+        self.listed_unrecorded: int | None = None
 
     def begin_run(self, api_key: Secret) -> None:
         if self.session is None:
@@ -205,6 +215,13 @@ class _Recorder:
             )
         if interrupted:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
+
+    def note_listed(self, listed: int) -> None:
+        """Remember the listing's size; the first batch records it, so a killed run still tells it.
+
+        Not a transaction of its own: fetching must not wait for the write lock.
+        """
+        self.listed_unrecorded = listed
 
     def live_ids(self) -> set[str]:
         if self.session is None:
@@ -244,6 +261,8 @@ class _Recorder:
                     now=self.now(),
                 )
                 assert self.run_id is not None
+                if self.listed_unrecorded is not None:
+                    store.note_listed(self.session, run_id=self.run_id, listed=self.listed_unrecorded)
                 for failure in failures:
                     store.record_failure(
                         self.session,
@@ -254,6 +273,8 @@ class _Recorder:
                         http_status=failure.http_status,
                         attempts=failure.attempts,
                     )
+        if not self.dry_run:
+            self.listed_unrecorded = None  # committed with this batch
         return Counter(outcome.value for outcome in outcomes.values())
 
     def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
@@ -347,7 +368,8 @@ class _ForeignKey(Exception):
 
 
 class _KeyRefused(Exception):
-    """A detail request was refused for the key or the account (401/403/402): so would every other one."""
+    """A detail request failed so that every other one would too: the key or account was refused
+    (401/403/402), or a limit of the run (deadline, circuit breaker) was reached."""
 
     def __init__(self, error: ApiError) -> None:
         super().__init__(str(error))
@@ -440,6 +462,7 @@ class _Run:
             self._refuse_to_empty_the_store()
         self.result.listed = len(listed)
         self._check_key(listed_ids=listed)
+        self.recorder.note_listed(len(listed))
         return listed
 
     def _check_key(self, *, listed_ids: list[str] | None) -> None:
@@ -604,7 +627,7 @@ class _Run:
                 group.create_task(worker())
 
     async def _fetch_one(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
-        """The finetune's details or failure, and the error when the key or account was refused."""
+        """The finetune's details or failure, and the error when the run cannot go on (see ``_KeyRefused``)."""
         try:
             details = await self.client.get_details(finetune_id)
         except ApiError as exc:
@@ -616,7 +639,7 @@ class _Run:
                 message=str(exc),
                 attempts=exc.attempts,
             )
-            return failure, exc if isinstance(exc, AuthError | CreditsError) else None
+            return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
         return store.Observation(finetune_id, details), None
 
     async def _write(self, queue: asyncio.Queue[_Fetched | None]) -> None:

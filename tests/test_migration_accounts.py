@@ -116,7 +116,7 @@ def test_upgrading_a_0002_store_keeps_every_row_and_labels_it_default(store_db: 
     db.open_store_for_write(db.locate_store(store_db)).engine.dispose()
 
     after = dump(store_db)
-    assert revision(store_db) == "0003_accounts"
+    assert revision(store_db) == db.HEAD_REVISION
     assert only_columns_of(before, after) == before
     assert {row["account"] for row in after["finetune"]} == {"default"}
     assert {(row["account"], row["key_changed"]) for row in after["sync_run"]} == {("default", False)}
@@ -203,7 +203,7 @@ def test_downgrade_is_refused_while_two_accounts_hold_one_id_and_changes_nothing
         "nothing was changed\n"
     )
     assert dump(store_db) == before
-    assert revision(store_db) == "0003_accounts"
+    assert revision(store_db) == db.HEAD_REVISION
     if "://" not in store_db:
         assert sorted(p.name for p in Path(store_db).parent.iterdir()) == ["store.db"]
 
@@ -220,7 +220,7 @@ def test_the_migration_itself_refuses_to_merge_accounts_for_the_alembic_cli(db_p
             db.run_migration(opened.engine, lambda command, config: command.downgrade(config, "0002_fts"))
     finally:
         opened.engine.dispose()
-    assert revision(str(db_path)) == "0003_accounts"
+    assert revision(str(db_path)) == db.HEAD_REVISION
     assert len(dump(str(db_path))["finetune"]) == 2
 
 
