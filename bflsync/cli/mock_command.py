@@ -11,10 +11,12 @@ from types import FrameType
 import click
 
 from bflsync.mock_api import (
+    DEFAULT_CREDITS,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MOCK_API_KEY,
     MockBFL,
     generate_finetunes,
+    generate_statuses,
     load_data_file,
 )
 from bflsync.net import is_loopback_host
@@ -82,6 +84,22 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="Above this many concurrent requests, answer 429 with Retry-After.",
 )
+@click.option(
+    "--forget-after",
+    "forget_after_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="A Ready finetune's status answers 'Task not found' this long after it first said Ready "
+    "(as BFL forgets finished tasks) [default: never].",
+)
+@click.option(
+    "--credits",
+    type=float,
+    default=DEFAULT_CREDITS,
+    show_default=True,
+    help="The account's balance before the served finetunes were trained; each costs a credit per 100 iterations.",
+)
 def mock_api(
     host: str,
     port: int,
@@ -92,11 +110,17 @@ def mock_api(
     latency_ms: float,
     error_rate: float,
     max_in_flight: int,
+    forget_after_s: float | None,
+    credits: float,
 ) -> None:
     """Serve a BFL-compatible finetune API on loopback, to try bflsync without an account.
 
     Prints its base URL as the first line of stdout, then serves until interrupted
     (Ctrl-C or SIGTERM exit 0). The default key it accepts is "mock-key".
+
+    Generated finetunes also have a training status (GET /v1/get_result?id=ID): a quarter
+    are still Pending, their progress rising with each poll until they are Ready, and a
+    few end in Error or a moderated status. GET /v1/credits answers the balance.
 
     \b
     Example:
@@ -113,6 +137,9 @@ def mock_api(
         seed=seed,
         host=host,
         port=port,
+        statuses=None if data is not None else generate_statuses(finetunes, seed=seed),
+        credits=credits,
+        forget_after_s=forget_after_s,
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
