@@ -85,6 +85,7 @@ class SyncResult:
     deleted: int = 0
     restored: int = 0
     failed: int = 0
+    status_failed: int = 0
     duration_s: float = 0.0
     error: str | None = None
     error_exit_code: int | None = None
