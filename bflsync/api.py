@@ -61,6 +61,9 @@ logger = logging.getLogger("bflsync.api")
 
 LIST_PATH: Final = "/v1/my_finetunes"
 DETAILS_PATH: Final = "/v1/finetune_details"
+RESULT_PATH: Final = "/v1/get_result"
+CREDITS_PATH: Final = "/v1/credits"
+TASK_NOT_FOUND: Final = "Task not found"
 DEFAULT_MAX_TOTAL_SLEEP_S: Final = 120.0
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 # Failures after which the server cannot have acted on a GET, or acting twice is harmless.
@@ -284,6 +287,31 @@ class BflClient:
                 answer, "finetune_details holds a string that is not valid Unicode (a lone surrogate)"
             )
         return details
+
+    async def get_result(self, finetune_id: str) -> dict[str, Any]:
+        """BFL's task answer for a finetune (its id doubles as the task id), as parsed.
+
+        A 404 and a ``"status": "Task not found"`` body are answers, not errors: BFL forgets tasks
+        after a while. A 404 comes back as ``{"id": finetune_id, "status": "Task not found"}``.
+        """
+        subject = f"the status of finetune {finetune_id!r}"
+        try:
+            answer = await self._get(RESULT_PATH, params={"id": finetune_id}, subject=subject)
+        except NotFoundError as exc:
+            if exc.status != 404:
+                raise
+            return {"id": finetune_id, "status": TASK_NOT_FOUND}
+        if not _is_utf8_text(answer.body):
+            raise self._bad(answer, "the answer holds a string that is not valid Unicode (a lone surrogate)")
+        return answer.body
+
+    async def credits(self) -> float:
+        """The account's credit balance, ``{"credits": <number>}``."""
+        answer = await self._get(CREDITS_PATH, params=None, subject="the credit balance")
+        value = answer.body.get("credits")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._bad(answer, f"expected a number in 'credits', got {_json_type(value)}")
+        return float(value)
 
     async def _get(self, path: str, *, params: dict[str, str] | None, subject: str) -> _Answer:
         request = self._http.build_request("GET", path, params=params)

@@ -687,3 +687,55 @@ def test_a_key_echoed_inside_a_json_detail_is_scrubbed_in_its_escaped_form(fake_
     with pytest.raises(AuthError) as info:
         run(client, lambda c: c.get_details("x"))
     assert info.value.detail == '{"received": "***"}'
+
+
+# --- get_result and credits --------------------------------------------------------------------
+
+
+def test_get_result_request_shape_and_answer(fake_time: FakeTime) -> None:
+    body = {"id": "org/lora", "status": "Pending", "result": None, "progress": 0.4, "details": {}}
+    script = Script(httpx.Response(200, json=body))
+    assert run(make_client(script, fake_time), lambda c: c.get_result("org/lora")) == body
+    (request,) = script.requests
+    assert request.url.raw_path == b"/v1/get_result?id=org%2Flora"
+    assert request.headers["x-key"] == KEY
+
+
+def test_get_result_task_not_found_is_an_answer(fake_time: FakeTime) -> None:
+    script = Script(httpx.Response(200, json={"id": "x", "status": "Task not found"}))
+    assert run(make_client(script, fake_time), lambda c: c.get_result("x")) == {
+        "id": "x",
+        "status": "Task not found",
+    }
+
+
+def test_get_result_404_is_task_not_found_without_retry(fake_time: FakeTime) -> None:
+    script = Script(httpx.Response(404, json={"detail": "Not Found"}))
+    assert run(make_client(script, fake_time), lambda c: c.get_result("x")) == {
+        "id": "x",
+        "status": "Task not found",
+    }
+    assert len(script.requests) == 1
+
+
+def test_get_result_failures_are_errors(fake_time: FakeTime) -> None:
+    script = Script(httpx.Response(503))
+    with pytest.raises(ServerError):
+        run(make_client(script, fake_time, retry=RetryPolicy(max_retries=1)), lambda c: c.get_result("x"))
+    assert len(script.requests) == 2
+    with pytest.raises(BadResponseError):
+        run(make_client(Script(httpx.Response(200, json=[1])), fake_time), lambda c: c.get_result("x"))
+
+
+@pytest.mark.parametrize("credits", [12.5, 0, 300])
+def test_credits_returns_the_number(fake_time: FakeTime, credits: float) -> None:
+    script = Script(httpx.Response(200, json={"credits": credits}))
+    assert run(make_client(script, fake_time), lambda c: c.credits()) == credits
+    (request,) = script.requests
+    assert request.url.raw_path == b"/v1/credits"
+
+
+@pytest.mark.parametrize("body", [{}, {"credits": "12"}, {"credits": None}, {"credits": True}])
+def test_credits_without_a_number_is_a_bad_response(fake_time: FakeTime, body: dict[str, Any]) -> None:
+    with pytest.raises(BadResponseError, match="credits"):
+        run(make_client(Script(httpx.Response(200, json=body)), fake_time), lambda c: c.credits())
