@@ -22,16 +22,17 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bflsync import store
+from bflsync import status_store, store
 from bflsync.api import LIST_PATH, BflClient
 from bflsync.config import MAX_CONCURRENCY
 from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError
 from bflsync.models import RUN_COUNTERS
+from bflsync.status import BadStatusAnswer, needs_check, parse_answer
 
 logger = logging.getLogger("bflsync.sync")
 T = TypeVar("T")
@@ -43,7 +44,8 @@ DEFAULT_FLUSH_INTERVAL_S: Final = 1.0
 FETCH_WINDOW: Final = MAX_CONCURRENCY
 
 ProgressCallback = Callable[[int, int], None]
-"""Called with (finetunes finished, finetunes to fetch) after each fetch, success or not."""
+"""Called with (finetunes finished, finetunes to fetch) after each finetune's requests, success or not."""
+STATUS_CHANGED: Final = "status_changed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,19 +56,25 @@ class SyncOptions:
     new_only: bool = False
     dry_run: bool = False
     allow_empty_listing: bool = False
+    # Training status: asked for listed finetunes whose recorded status is not settled.
+    status: bool = True
+    refresh_status: bool = False
+    strict_status: bool = False
+    credits: bool = True
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
 
 
 @dataclass(frozen=True, kw_only=True)
 class FetchFailure:
-    """A finetune whose details could not be used in this run, and why."""
+    """A finetune whose details (or, with ``of_status``, whose status) could not be used in this run, and why."""
 
     finetune_id: str
     kind: str
     http_status: int | None
     message: str
     attempts: int
+    of_status: bool = False
 
 
 @dataclass(kw_only=True)
@@ -86,6 +94,9 @@ class SyncResult:
     restored: int = 0
     failed: int = 0
     status_failed: int = 0
+    status_checked: int = 0
+    status_changed: int = 0
+    credits: float | None = None
     duration_s: float = 0.0
     error: str | None = None
     error_exit_code: int | None = None
@@ -101,6 +112,9 @@ class SyncResult:
             "status": self.status,
             "source": self.source,
             **self.counts(),
+            "status_checked": self.status_checked,
+            "status_changed": self.status_changed,
+            "credits": self.credits,
             "duration_s": round(self.duration_s, 3),
         }
 
@@ -118,7 +132,7 @@ class SyncAborted(Exception):
         self.error = error
 
 
-_Fetched = store.Observation | FetchFailure
+_Fetched = store.Observation | status_store.StatusObservation | FetchFailure
 
 
 async def run_sync(
@@ -142,39 +156,134 @@ async def run_sync(
     if engine is None and not options.dry_run:
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
-    with _session(engine) as session:
-        recorder = _Recorder(session, source=client.source, now=now, pid=pid, dry_run=options.dry_run)
+    with _recorder(engine, source=client.source, now=now, pid=pid, dry_run=options.dry_run) as recorder:
         run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
         result = await run.execute()
     result.duration_s = time.monotonic() - started
     return result
 
 
+class _Recorder(Protocol):
+    """Every database step of a run. Writing, previewing (``--dry-run``) and running without a store
+    are three implementations, so the run itself never asks which one it has.
+    """
+
+    run_id: int | None
+
+    def begin_run(self) -> None: ...
+
+    def live_ids(self) -> set[str]: ...
+
+    def statuses(self) -> dict[str, str | None]:
+        """Recorded status per stored finetune id (None: never checked)."""
+        ...
+
+    def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
+        """Store one batch of results; return how many finetunes each outcome took."""
+        ...
+
+    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+        """Tombstone what the listing lost (when given) and close the run."""
+        ...
+
+    def fail_quietly(self, result: SyncResult) -> None:
+        """Best effort after an unexpected error."""
+        ...
+
+
 @contextmanager
-def _session(engine: Engine | None) -> Iterator[Session | None]:
+def _recorder(
+    engine: Engine | None, *, source: str, now: Callable[[], datetime], pid: int, dry_run: bool
+) -> Iterator[_Recorder]:
     if engine is None:
-        yield None
+        yield _NoStore()
         return
     with Session(engine) as session:
-        yield session
+        if dry_run:
+            yield _Preview(session, source=source)
+        else:
+            yield _Writer(session, source=source, now=now, pid=pid)
 
 
-class _Recorder:
-    """Every database step of a run, each in a transaction of its own; in a dry run, reads only."""
+def _split(batch: Sequence[_Fetched]) -> tuple[list[store.Observation], list[status_store.StatusObservation]]:
+    observations = [item for item in batch if isinstance(item, store.Observation)]
+    statuses = [item for item in batch if isinstance(item, status_store.StatusObservation)]
+    return observations, statuses
 
-    def __init__(
-        self, session: Session | None, *, source: str, now: Callable[[], datetime], pid: int, dry_run: bool
-    ) -> None:
+
+class _NoStore:
+    """A dry run with no store yet: every finetune would be created, nothing is read or written."""
+
+    run_id: int | None = None
+
+    def begin_run(self) -> None:
+        return None
+
+    def live_ids(self) -> set[str]:
+        return set()
+
+    def statuses(self) -> dict[str, str | None]:
+        return {}
+
+    def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
+        observations, _ = _split(batch)
+        return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
+
+    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+        return None
+
+    def fail_quietly(self, result: SyncResult) -> None:
+        return None
+
+
+class _Preview:
+    """A dry run against a store: reads what a run would change, each read in a transaction of its own."""
+
+    run_id: int | None = None
+
+    def __init__(self, session: Session, *, source: str) -> None:
+        self.session = session
+        self.source = source
+
+    def begin_run(self) -> None:
+        return None
+
+    def live_ids(self) -> set[str]:
+        with self.session.begin():
+            return store.stored_ids(self.session, source=self.source, live_only=True)
+
+    def statuses(self) -> dict[str, str | None]:
+        with self.session.begin():
+            return status_store.current_statuses(self.session, source=self.source)
+
+    def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
+        observations, _ = _split(batch)
+        with self.session.begin():
+            outcomes = store.preview_observations(self.session, observations, source=self.source)
+        return Counter(outcome.value for outcome in outcomes.values())
+
+    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+        if listed_ids is None:
+            return
+        with self.session.begin():
+            gone = store.missing_from_listing(self.session, source=self.source, listed_ids=listed_ids)
+        result.deleted = len(gone)
+
+    def fail_quietly(self, result: SyncResult) -> None:
+        return None
+
+
+class _Writer:
+    """A real run: every step in a short write transaction of its own, logged as a ``sync_run``."""
+
+    def __init__(self, session: Session, *, source: str, now: Callable[[], datetime], pid: int) -> None:
         self.session = session
         self.source = source
         self.now = now
         self.pid = pid
-        self.dry_run = dry_run
         self.run_id: int | None = None
 
     def begin_run(self) -> None:
-        if self.dry_run or self.session is None:
-            return
         with self.session.begin():
             interrupted = store.mark_interrupted_runs(self.session)
             self.run_id = store.start_run(self.session, source=self.source, pid=self.pid, now=self.now())
@@ -182,26 +291,26 @@ class _Recorder:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
 
     def live_ids(self) -> set[str]:
-        if self.session is None:
-            return set()
         with self.session.begin():
             return store.stored_ids(self.session, source=self.source, live_only=True)
 
-    def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
-        """Store one batch of results; return how many finetunes each outcome took."""
-        observations = [item for item in batch if isinstance(item, store.Observation)]
-        failures = [item for item in batch if isinstance(item, FetchFailure)]
-        if self.session is None:
-            return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
+    def statuses(self) -> dict[str, str | None]:
         with self.session.begin():
-            if self.dry_run:
-                outcomes = store.preview_observations(self.session, observations, source=self.source)
-            else:
-                outcomes = store.record_observations(
-                    self.session, observations, source=self.source, run_id=self.run_id, now=self.now()
-                )
-                assert self.run_id is not None
-                for failure in failures:
+            return status_store.current_statuses(self.session, source=self.source)
+
+    def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
+        observations, statuses = _split(batch)
+        assert self.run_id is not None
+        with self.session.begin():
+            now = self.now()
+            outcomes = store.record_observations(
+                self.session, observations, source=self.source, run_id=self.run_id, now=now
+            )
+            changed = status_store.record_statuses(
+                self.session, statuses, source=self.source, run_id=self.run_id, now=now
+            )
+            for failure in batch:
+                if isinstance(failure, FetchFailure):
                     store.record_failure(
                         self.session,
                         run_id=self.run_id,
@@ -211,12 +320,11 @@ class _Recorder:
                         http_status=failure.http_status,
                         attempts=failure.attempts,
                     )
-        return Counter(outcome.value for outcome in outcomes.values())
+        counts = Counter(outcome.value for outcome in outcomes.values())
+        counts[STATUS_CHANGED] = changed
+        return counts
 
     def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
-        """Tombstone what the listing lost (when given) and close the run, in one transaction."""
-        if self.session is None:
-            return
         deleted_before = result.deleted
         try:
             self._finish(result, listed_ids=listed_ids)
@@ -225,36 +333,34 @@ class _Recorder:
             raise
 
     def _finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
-        assert self.session is not None
+        assert self.run_id is not None
         with self.session.begin():
             if listed_ids is not None:
-                if self.dry_run:
-                    gone = store.missing_from_listing(self.session, source=self.source, listed_ids=listed_ids)
-                else:
-                    gone = store.tombstone_missing(
-                        self.session,
-                        source=self.source,
-                        listed_ids=listed_ids,
-                        run_id=self.run_id,
-                        now=self.now(),
-                    )
-                result.deleted = len(gone)
-            if self.run_id is not None:
-                store.finish_run(
+                gone = store.tombstone_missing(
                     self.session,
+                    source=self.source,
+                    listed_ids=listed_ids,
                     run_id=self.run_id,
-                    status=result.status,
-                    counts=result.counts(),
                     now=self.now(),
-                    error=result.error,
                 )
+                result.deleted = len(gone)
+            if result.credits is not None:
+                status_store.record_credits(self.session, run_id=self.run_id, credits=result.credits)
+            store.finish_run(
+                self.session,
+                run_id=self.run_id,
+                status=result.status,
+                counts=result.counts(),
+                now=self.now(),
+                error=result.error,
+            )
 
     def fail_quietly(self, result: SyncResult) -> None:
-        """Best effort after a database error: the run is marked ``interrupted`` by the next sync anyway.
+        """The run is marked ``interrupted`` by the next sync anyway if this fails too.
 
         The caller has ended the writer first: the session is used by one thread at a time.
         """
-        if self.session is None or self.run_id is None:
+        if self.run_id is None:
             return
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -268,6 +374,15 @@ class _Recorder:
                 now=self.now(),
                 error=result.error,
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """The requests one finetune takes in this run."""
+
+    finetune_id: str
+    details: bool
+    status: bool
 
 
 class _Stopped(Exception):
@@ -316,32 +431,58 @@ class _Run:
 
     async def _execute(self) -> SyncResult:
         result = self.result
+        credits = asyncio.create_task(self._read_credits()) if self.options.credits else None
         try:
-            listed_ids = await self._ids_to_list()
-            to_fetch = self._ids_to_fetch(listed_ids)
-            stopped = await self._fetch_and_store(to_fetch)
-        except _Stopped:
-            stopped, listed_ids = True, None
-        except _KeyRefused as refused:
-            # What was fetched is stored; nothing is tombstoned from a run that could not finish.
-            return self._failed(refused.error, self._refusal_error(refused.error))
-        except ApiError as exc:
-            return self._failed(exc, self._listing_error(exc))
-        if stopped:
-            result.status = "interrupted"
-            result.error = "stopped before finishing (interrupted by a signal)"
-            # A stop request means do as little as possible: tombstones wait for the next full run.
-            listed_ids = None
-        else:
-            result.status = "partial" if result.failed else "ok"
-        self.recorder.finish(result, listed_ids=listed_ids)
-        return result
+            try:
+                listed_ids = await self._ids_to_list()
+                jobs = self._jobs(listed_ids)
+                stopped = await self._fetch_and_store(jobs)
+            except _Stopped:
+                stopped, listed_ids = True, None
+            except _KeyRefused as refused:
+                # What was fetched is stored; nothing is tombstoned from a run that could not finish.
+                return self._failed(refused.error, self._refusal_error(refused.error), credits)
+            except ApiError as exc:
+                return self._failed(exc, self._listing_error(exc), credits)
+            if stopped:
+                result.status = "interrupted"
+                result.error = "stopped before finishing (interrupted by a signal)"
+                # A stop request means do as little as possible: tombstones wait for the next full run.
+                listed_ids = None
+            else:
+                strict_failed = self.options.strict_status and result.status_failed
+                result.status = "partial" if result.failed or strict_failed else "ok"
+            result.credits = await self._credits_read(credits, wait=not stopped)
+            self.recorder.finish(result, listed_ids=listed_ids)
+            return result
+        finally:
+            if credits is not None and not credits.done():
+                await _cancel_and_wait(credits)
 
-    def _failed(self, exc: ApiError, error: str) -> SyncResult:
+    async def _read_credits(self) -> float | None:
+        """The balance, read alongside the listing; a failure is logged and never fails the run."""
+        try:
+            return await self.client.credits()
+        except ApiError as exc:
+            logger.warning("credits not recorded: %s", exc)
+            return None
+
+    async def _credits_read(self, task: asyncio.Task[float | None] | None, *, wait: bool) -> float | None:
+        """The balance if the request has answered (waiting for it unless ``wait`` is False or a stop comes)."""
+        if task is None:
+            return None
+        if wait and not task.done():
+            with suppress(_Stopped):
+                await self._unless_stopped(_awaited(task))
+        return task.result() if task.done() and not task.cancelled() else None
+
+    def _failed(self, exc: ApiError, error: str, credits: asyncio.Task[float | None] | None) -> SyncResult:
         result = self.result
         result.status = "failed"
         result.error = error
         result.error_exit_code = exc.exit_code
+        if credits is not None and credits.done() and not credits.cancelled():
+            result.credits = credits.result()
         self.recorder.finish(result, listed_ids=None)
         return result
 
@@ -374,6 +515,30 @@ class _Run:
                 method="GET",
                 path=LIST_PATH,
             )
+
+    def _jobs(self, listed_ids: list[str] | None) -> list[_Job]:
+        """What to ask per finetune: details as before, and the status of those not settled yet.
+
+        With ``--new-only`` the finetunes already stored are not fetched, but a listed one that is
+        still training is still asked for its status.
+        """
+        details_ids = self._ids_to_fetch(listed_ids)
+        if not self.options.status:
+            return [_Job(finetune_id, details=True, status=False) for finetune_id in details_ids]
+        statuses = self.recorder.statuses()
+        refresh = self.options.refresh_status
+        jobs = [
+            _Job(finetune_id, details=True, status=needs_check(statuses.get(finetune_id), refresh=refresh))
+            for finetune_id in details_ids
+        ]
+        if listed_ids is not None and self.options.new_only:
+            fetching = set(details_ids)
+            jobs.extend(
+                _Job(finetune_id, details=False, status=True)
+                for finetune_id in listed_ids
+                if finetune_id not in fetching and needs_check(statuses.get(finetune_id), refresh=refresh)
+            )
+        return jobs
 
     def _ids_to_fetch(self, listed_ids: list[str] | None) -> list[str]:
         if listed_ids is None:
@@ -412,7 +577,7 @@ class _Run:
             raise _Stopped
         return work.result()
 
-    async def _fetch_and_store(self, ids: list[str]) -> bool:
+    async def _fetch_and_store(self, ids: list[_Job]) -> bool:
         """Fetch and store every id; return True when stopped early.
 
         Whatever was fetched before a stop or a fetch error is stored before returning or raising.
@@ -465,16 +630,17 @@ class _Run:
             put.cancel()
         await writer
 
-    async def _fetch(self, ids: list[str], queue: asyncio.Queue[_Fetched | None]) -> None:
-        pending = iter(ids)
-        total = len(ids)
+    async def _fetch(self, jobs: list[_Job], queue: asyncio.Queue[_Fetched | None]) -> None:
+        pending = iter(jobs)
+        total = len(jobs)
         finished = 0
 
         async def worker() -> None:
             nonlocal finished
-            for finetune_id in pending:
-                fetched, refusal = await self._fetch_one(finetune_id)
-                await queue.put(fetched)
+            for job in pending:
+                results, refusal = await self._do(job)
+                for fetched in results:
+                    await queue.put(fetched)
                 finished += 1
                 if self.progress is not None:
                     self.progress(finished, total)
@@ -484,6 +650,49 @@ class _Run:
         async with asyncio.TaskGroup() as group:
             for _ in range(min(FETCH_WINDOW, total)):
                 group.create_task(worker())
+
+    async def _do(self, job: _Job) -> tuple[list[_Fetched], ApiError | None]:
+        """A finetune's details and then its status, as the job asks; the status of a finetune whose
+        details failed is not asked (its row stays as it was). Also the refusal error, if any.
+        """
+        results: list[_Fetched] = []
+        if job.details:
+            fetched, refusal = await self._fetch_one(job.finetune_id)
+            results.append(fetched)
+            if isinstance(fetched, FetchFailure):
+                return results, refusal
+        if job.status:
+            checked, refusal = await self._check_status(job.finetune_id)
+            results.append(checked)
+            return results, refusal
+        return results, None
+
+    async def _check_status(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
+        """The finetune's ``get_result`` answer, or a failure of kind ``status_<kind>``."""
+        try:
+            answer = parse_answer(await self.client.get_result(finetune_id))
+        except ApiError as exc:
+            logger.warning("status of finetune %s not recorded: %s", finetune_id, exc)
+            failure = FetchFailure(
+                finetune_id=finetune_id,
+                kind=f"status_{exc.kind}",
+                http_status=exc.status,
+                message=str(exc),
+                attempts=exc.attempts,
+                of_status=True,
+            )
+            return failure, exc if isinstance(exc, AuthError | CreditsError) else None
+        except BadStatusAnswer as exc:
+            logger.warning("status of finetune %s not recorded: %s", finetune_id, exc)
+            return FetchFailure(
+                finetune_id=finetune_id,
+                kind="status_bad_json",
+                http_status=200,
+                message=str(exc),
+                attempts=1,
+                of_status=True,
+            ), None
+        return status_store.StatusObservation(finetune_id, answer), None
 
     async def _fetch_one(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
         """The finetune's details or failure, and the error when the key or account was refused."""
@@ -539,9 +748,16 @@ class _Run:
 
     def _count(self, batch: list[_Fetched], outcomes: Counter[str]) -> None:
         result = self.result
-        failed = sum(isinstance(item, FetchFailure) for item in batch)
-        result.failed += failed
-        result.fetched += len(batch) - failed
+        for item in batch:
+            if isinstance(item, store.Observation):
+                result.fetched += 1
+            elif isinstance(item, status_store.StatusObservation):
+                result.status_checked += 1
+            elif item.of_status:
+                result.status_failed += 1
+            else:
+                result.failed += 1
+        result.status_changed += outcomes[STATUS_CHANGED]
         result.created += outcomes[store.Outcome.CREATED.value]
         result.updated += outcomes[store.Outcome.UPDATED.value]
         result.unchanged += outcomes[store.Outcome.UNCHANGED.value]
@@ -549,7 +765,11 @@ class _Run:
         logger.debug("stored a batch of %d results", len(batch))
 
 
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+async def _awaited(task: asyncio.Task[T]) -> T:
+    return await task
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait until it has really ended; its own error, if any, is only logged."""
     task.cancel()
     await asyncio.wait({task})

@@ -101,6 +101,18 @@ class RunFailedError(BflsyncError):
     is_flag=True,
     help="Believe an empty listing and mark every stored finetune deleted (refused otherwise, exit 3).",
 )
+@click.option(
+    "--refresh-status",
+    is_flag=True,
+    help="Ask every listed finetune's training status, settled ones (Ready, Error, moderated) too.",
+)
+@click.option("--no-status", is_flag=True, help="Do not ask any training status (get_result) in this run.")
+@click.option(
+    "--strict-status",
+    is_flag=True,
+    help="A status request that fails makes the run partial (exit 1); otherwise it is only counted.",
+)
+@click.option("--no-credits", is_flag=True, help="Do not read the account's credit balance in this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's result as one JSON object on stdout.")
 @click.option(
     "--wait",
@@ -126,6 +138,10 @@ def sync(
     new_only: bool,
     dry_run: bool,
     allow_empty_listing: bool,
+    refresh_status: bool,
+    no_status: bool,
+    strict_status: bool,
+    no_credits: bool,
     as_json: bool,
     wait_s: float,
 ) -> None:
@@ -143,6 +159,12 @@ def sync(
     stored yet (and still marks vanished ones deleted), so edits to known finetunes are
     seen only by the next full sync.
 
+    Each listed finetune whose training status is not settled yet (Ready, Error,
+    Failed, moderated, or unknown) is asked for it (GET /v1/get_result), --new-only
+    runs included; the balance is read once per run (GET /v1/credits). A failed status
+    or credits request is counted and logged, and fails nothing (--strict-status makes
+    failed status requests a partial run).
+
     Exit codes: 0 ok, 1 some finetunes failed (the rest stored), 2 bad input or missing
     key, 3 cannot run (listing failed, key refused, store not writable), 4 another sync
     is running, 130/143 interrupted by SIGINT/SIGTERM.
@@ -157,6 +179,8 @@ def sync(
     """
     if only_ids and new_only:
         raise InputError("--new-only filters the listing; it cannot be combined with --id")
+    if no_status and (refresh_status or strict_status):
+        raise InputError("--no-status cannot be combined with --refresh-status or --strict-status")
     _require_utf8_ids(only_ids)
     region_given = ctx.get_parameter_source("region") is click.core.ParameterSource.COMMANDLINE
     base_url_given = ctx.get_parameter_source("base_url") is click.core.ParameterSource.COMMANDLINE
@@ -172,7 +196,14 @@ def sync(
         concurrency=concurrency,
     )
     options = SyncOptions(
-        only_ids=only_ids, new_only=new_only, dry_run=dry_run, allow_empty_listing=allow_empty_listing
+        only_ids=only_ids,
+        new_only=new_only,
+        dry_run=dry_run,
+        allow_empty_listing=allow_empty_listing,
+        status=not no_status,
+        refresh_status=refresh_status,
+        strict_status=strict_status,
+        credits=not no_credits,
     )
     location = store_db.locate_store(cli_context.db)
     show_progress = not cli_context.quiet and sys.stderr.isatty()
@@ -315,7 +346,12 @@ def _summary(result: SyncResult) -> str:
     if result.dry_run:
         return f"dry run, nothing written; would be {changes} ({result.source})"
     listed = f"{result.listed} listed, " if result.listed else ""
+    statuses = ""
+    if result.status_checked or result.status_failed:
+        statuses = f"; status: {result.status_checked} checked, {result.status_changed} changed"
+        statuses += f", {result.status_failed} failed" if result.status_failed else ""
+    credits = f"; credits {result.credits:g}" if result.credits is not None else ""
     return (
-        f"sync {result.status}: {listed}{changes} in {result.duration_s:.1f} s "
+        f"sync {result.status}: {listed}{changes}{statuses}{credits} in {result.duration_s:.1f} s "
         f"(run {result.run_id}, {result.source})"
     )
