@@ -63,11 +63,6 @@ class StatusChange:
     timeline: bool
 
 
-def needs_check(status: str | None, *, refresh: bool) -> bool:
-    """Whether a sync asks for this finetune's status: not when it is settled, unless ``refresh``."""
-    return refresh or status not in SETTLED_STATUSES
-
-
 def parse_answer(body: Mapping[str, Any]) -> StatusAnswer:
     """The status of a ``get_result`` body; a missing or non-string status is a bad answer."""
     status = body.get("status")

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from bflsync.models import Finetune, FinetuneStatus, SyncRun
-from bflsync.status import StatusAnswer, StoredStatus, apply
+from bflsync.status import SETTLED_STATUSES, StatusAnswer, StoredStatus, apply
 from bflsync.store import chunked
 
 finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
@@ -34,12 +34,12 @@ class StatusObservation:
     answer: StatusAnswer
 
 
-def current_statuses(session: Session, *, source: str) -> dict[str, str | None]:
-    """Every stored finetune id of ``source`` with its recorded status (None: never checked)."""
-    query = sa.select(finetune_table.c.finetune_id, finetune_table.c.status).where(
-        finetune_table.c.source == source
+def settled_ids(session: Session, *, source: str) -> set[str]:
+    """Stored finetune ids of ``source`` whose status is settled: a sync does not ask them again."""
+    query = sa.select(finetune_table.c.finetune_id).where(
+        finetune_table.c.source == source, finetune_table.c.status.in_(sorted(SETTLED_STATUSES))
     )
-    return {finetune_id: status for finetune_id, status in session.execute(query).all()}
+    return set(session.execute(query).scalars())
 
 
 def record_statuses(

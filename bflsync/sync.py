@@ -32,7 +32,7 @@ from bflsync.api import LIST_PATH, BflClient
 from bflsync.config import MAX_CONCURRENCY
 from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError
 from bflsync.models import RUN_COUNTERS
-from bflsync.status import BadStatusAnswer, needs_check, parse_answer
+from bflsync.status import BadStatusAnswer, parse_answer
 
 logger = logging.getLogger("bflsync.sync")
 T = TypeVar("T")
@@ -174,8 +174,8 @@ class _Recorder(Protocol):
 
     def live_ids(self) -> set[str]: ...
 
-    def statuses(self) -> dict[str, str | None]:
-        """Recorded status per stored finetune id (None: never checked)."""
+    def settled_ids(self) -> set[str]:
+        """Stored finetune ids whose status is settled (Ready, Error, moderated, unknown…)."""
         ...
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
@@ -222,8 +222,8 @@ class _NoStore:
     def live_ids(self) -> set[str]:
         return set()
 
-    def statuses(self) -> dict[str, str | None]:
-        return {}
+    def settled_ids(self) -> set[str]:
+        return set()
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
         observations, _ = _split(batch)
@@ -252,9 +252,9 @@ class _Preview:
         with self.session.begin():
             return store.stored_ids(self.session, source=self.source, live_only=True)
 
-    def statuses(self) -> dict[str, str | None]:
+    def settled_ids(self) -> set[str]:
         with self.session.begin():
-            return status_store.current_statuses(self.session, source=self.source)
+            return status_store.settled_ids(self.session, source=self.source)
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
         observations, _ = _split(batch)
@@ -282,11 +282,15 @@ class _Writer:
         self.now = now
         self.pid = pid
         self.run_id: int | None = None
+        self._settled: set[str] = set()
 
     def begin_run(self) -> None:
         with self.session.begin():
             interrupted = store.mark_interrupted_runs(self.session)
             self.run_id = store.start_run(self.session, source=self.source, pid=self.pid, now=self.now())
+            # Read here, in the write transaction the run takes anyway: a transaction of its own would
+            # wait for the write lock before any request is made.
+            self._settled = status_store.settled_ids(self.session, source=self.source)
         if interrupted:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
 
@@ -294,9 +298,8 @@ class _Writer:
         with self.session.begin():
             return store.stored_ids(self.session, source=self.source, live_only=True)
 
-    def statuses(self) -> dict[str, str | None]:
-        with self.session.begin():
-            return status_store.current_statuses(self.session, source=self.source)
+    def settled_ids(self) -> set[str]:
+        return self._settled
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
         observations, statuses = _split(batch)
@@ -415,6 +418,7 @@ class _Run:
         self.progress = progress
         self.stop = stop
         self.result = SyncResult(run_id=None, status="running", source=client.source, dry_run=options.dry_run)
+        self.credits_error: ApiError | None = None
 
     async def execute(self) -> SyncResult:
         result = self.result
@@ -453,6 +457,8 @@ class _Run:
                 strict_failed = self.options.strict_status and result.status_failed
                 result.status = "partial" if result.failed or strict_failed else "ok"
             result.credits = await self._credits_read(credits, wait=not stopped)
+            if self.credits_error is not None:
+                logger.warning("credits not recorded: %s", self.credits_error)
             self.recorder.finish(result, listed_ids=listed_ids)
             return result
         finally:
@@ -460,11 +466,15 @@ class _Run:
                 await _cancel_and_wait(credits)
 
     async def _read_credits(self) -> float | None:
-        """The balance, read alongside the listing; a failure is logged and never fails the run."""
+        """The balance, read alongside the listing; a failure never fails the run.
+
+        The failure is logged when the run is done, and only if the run itself did not fail: a
+        refused key would otherwise be reported twice.
+        """
         try:
             return await self.client.credits()
         except ApiError as exc:
-            logger.warning("credits not recorded: %s", exc)
+            self.credits_error = exc
             return None
 
     async def _credits_read(self, task: asyncio.Task[float | None] | None, *, wait: bool) -> float | None:
@@ -525,18 +535,16 @@ class _Run:
         details_ids = self._ids_to_fetch(listed_ids)
         if not self.options.status:
             return [_Job(finetune_id, details=True, status=False) for finetune_id in details_ids]
-        statuses = self.recorder.statuses()
-        refresh = self.options.refresh_status
+        settled = set() if self.options.refresh_status else self.recorder.settled_ids()
         jobs = [
-            _Job(finetune_id, details=True, status=needs_check(statuses.get(finetune_id), refresh=refresh))
-            for finetune_id in details_ids
+            _Job(finetune_id, details=True, status=finetune_id not in settled) for finetune_id in details_ids
         ]
         if listed_ids is not None and self.options.new_only:
             fetching = set(details_ids)
             jobs.extend(
                 _Job(finetune_id, details=False, status=True)
                 for finetune_id in listed_ids
-                if finetune_id not in fetching and needs_check(statuses.get(finetune_id), refresh=refresh)
+                if finetune_id not in fetching and finetune_id not in settled
             )
         return jobs
 
