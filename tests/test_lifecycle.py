@@ -448,3 +448,160 @@ def test_dry_run_asks_but_writes_no_status(store_url: str, mock: MockBFL) -> Non
         timeline(store_url),
         table(store_url, SyncRun, "credits"),
     ) == before
+
+
+# --- the read side ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trained(store_url: str, mock: MockBFL) -> str:
+    """A store where alpha trained Pending 0.5 -> Ready over two syncs, beta was moderated, gamma trains."""
+    mock.put("gamma", GAMMA)
+    mock.script_status("alpha", [("Pending", 0.5), ("Ready", 1.0)])
+    mock.script_status("beta", ["Request Moderated"])
+    mock.script_status("gamma", [("Pending", 0.1), ("Pending", 0.4)])
+    sync_at(store_url, mock, T1)
+    sync_at(store_url, mock, T2)
+    return store_url
+
+
+def test_query_filters_and_sorts_on_status_and_ready_at(tmp_path: Path, mock: MockBFL) -> None:
+    store = str(tmp_path / "store.db")  # query reads SQLite only for now
+    mock.put("gamma", GAMMA)
+    mock.script_status("gamma", [("Pending", 0.4)])
+    mock.script_status("beta", [("Pending", 0.1), "Ready"])
+    sync_at(store, mock, T1)
+    sync_at(store, mock, T2)
+
+    assert invoke(store, "query", "status=Pending", "--format", "ids").stdout == "gamma\n"
+    assert invoke(store, "query", "progress<1", "--format", "ids").stdout == "gamma\n"
+    assert invoke(store, "query", "ready_at!=null", "--sort", "-ready_at", "--format", "ids").stdout == (
+        "beta\nalpha\n"
+    )
+    [gamma] = json.loads(invoke(store, "query", "status=Pending", "--format", "json").stdout)
+    assert (gamma["status"], gamma["progress"], gamma["ready_at"]) == ("Pending", 0.4, None)
+    table_out = invoke(store, "query", "status=Pending").stdout
+    assert "status" in table_out.splitlines()[0] and "Pending" in table_out
+    csv_out = invoke(store, "query", "--format", "csv", "--columns", "status,ready_at").stdout
+    assert csv_out.splitlines()[:2] == ["status,ready_at", f"Ready,{T1.isoformat()}"]
+
+
+def test_facets_count_statuses(tmp_path: Path, mock: MockBFL) -> None:
+    store = str(tmp_path / "store.db")
+    mock.put("gamma", GAMMA)
+    mock.script_status("gamma", ["Pending"])
+    sync_at(store, mock, T1)
+
+    counts = json.loads(invoke(store, "facets", "status", "--format", "json").stdout)
+    assert counts == {"status": [{"value": "Ready", "count": 2}, {"value": "Pending", "count": 1}]}
+
+
+def test_show_prints_the_status_and_its_timeline(trained: str) -> None:
+    lines = invoke(trained, "show", "alpha").stdout.splitlines()
+    assert lines[lines.index("status timeline:") - 1].split(None, 1) == [
+        "training",
+        f"Ready, progress 1, checked {T2.isoformat()}, ready since {T2.isoformat()}",
+    ]
+    start = lines.index("status timeline:")
+    assert lines[start + 1 : start + 3] == [
+        f"    status  Pending 0.5  {T1.isoformat()}  run 1",
+        f"    status  Ready 1  {T2.isoformat()}  run 2",
+    ]
+    shown = json.loads(invoke(trained, "show", "alpha", "--format", "json").stdout)
+    assert (shown["status"], shown["ready_at"]) == ("Ready", T2.isoformat())
+    assert [(e["status"], e["progress"], e["sync_run_id"]) for e in shown["status_timeline"]] == [
+        ("Pending", 0.5, 1),
+        ("Ready", 1.0, 2),
+    ]
+
+
+def test_show_says_not_checked_yet_for_a_finetune_never_asked(store_url: str, mock: MockBFL) -> None:
+    sync_at(store_url, mock, T1, status=False)
+    lines = invoke(store_url, "show", "alpha").stdout.splitlines()
+    assert "training          not checked yet" in lines
+    assert "status timeline:" not in lines
+
+
+def test_history_lists_status_changes_among_versions_marked_as_such(trained: str) -> None:
+    assert invoke(trained, "history", "alpha").stdout.splitlines() == [
+        f"v1  created  {T1.isoformat()}  run 1",
+        "    iterations: (missing) -> 300",
+        '    mode: (missing) -> "character"',
+        f"status  Pending 0.5  {T1.isoformat()}  run 1",
+        f"status  Ready 1  {T2.isoformat()}  run 2",
+    ]
+    since = invoke(trained, "history", "--since", T2.isoformat(), "--format", "json").stdout
+    assert [(e["finetune_id"], e["change"], e["status"]) for e in json.loads(since)] == [
+        ("alpha", "status", "Ready"),
+        ("gamma", "status", "Pending"),
+    ]
+    text = invoke(trained, "history", "--since", T2.isoformat()).stdout.splitlines()
+    assert text == [
+        f"alpha  status  Ready 1  {T2.isoformat()}  run 2",
+        f"gamma  status  Pending 0.4  {T2.isoformat()}  run 2",
+    ]
+
+
+def test_runs_show_the_balance_and_its_change_since_the_previous_run(store_url: str, mock: MockBFL) -> None:
+    sync_at(store_url, mock, T1)
+    mock.put("gamma", GAMMA)
+    sync_at(store_url, mock, T2, credits=False)
+    mock.put("delta", ALPHA)
+    sync_at(store_url, mock, T3)
+
+    runs = json.loads(invoke(store_url, "runs", "--format", "json").stdout)
+    assert [(r["id"], r["credits"], r["credits_change"]) for r in runs] == [
+        (3, 79.0, -13.0),
+        (2, None, None),
+        (1, 92.0, None),
+    ]
+    one = json.loads(invoke(store_url, "runs", "3", "--format", "json").stdout)
+    assert (one["credits"], one["credits_change"], one["status_failed"]) == (79.0, -13.0, 0)
+    assert "credits_change" in invoke(store_url, "runs").stdout.splitlines()[0]
+
+
+def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
+    store_url: str, mock: MockBFL
+) -> None:
+    sync_at(store_url, mock, T1)
+    mock.put("gamma", GAMMA)
+    sync_at(store_url, mock, T2, credits=False)
+    mock.put("delta", ALPHA)
+    sync_at(store_url, mock, T3)
+    sync_at(store_url, mock, T4)
+
+    source = mock.base_url.removeprefix("http://")
+    intervals = json.loads(invoke(store_url, "credits", "--format", "json").stdout)
+    assert intervals == [
+        {
+            "run_id": 1,
+            "started_at": T1.isoformat(),
+            "source": source,
+            "credits": 92.0,
+            "drop": None,
+            "new_finetunes": ["alpha", "beta"],
+        },
+        {
+            "run_id": 3,
+            "started_at": T3.isoformat(),
+            "source": source,
+            "credits": 79.0,
+            "drop": 13.0,
+            "new_finetunes": ["delta", "gamma"],
+        },
+        {
+            "run_id": 4,
+            "started_at": T4.isoformat(),
+            "source": source,
+            "credits": 79.0,
+            "drop": 0.0,
+            "new_finetunes": [],
+        },
+    ]
+    since = json.loads(invoke(store_url, "credits", "--since", T3.isoformat(), "--format", "json").stdout)
+    assert [(i["run_id"], i["drop"]) for i in since] == [(3, 13.0), (4, 0.0)]
+    csv_lines = invoke(store_url, "credits", "--format", "csv").stdout.splitlines()
+    assert csv_lines[0] == "run_id,started_at,source,credits,drop,new_finetunes"
+    assert csv_lines[2] == f"3,{T3.isoformat()},{source},79.0,13.0,delta gamma"
+    table_out = invoke(store_url, "credits").stdout
+    assert "delta gamma" in table_out

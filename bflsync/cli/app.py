@@ -22,6 +22,7 @@ from bflsync.errors import BflsyncError, ExitCode
 
 LAZY_COMMANDS: dict[str, str] = {
     "db": "bflsync.cli.db_commands:db",
+    "credits": "bflsync.cli.read_commands:credits",
     "diff": "bflsync.cli.read_commands:diff",
     "facets": "bflsync.cli.read_commands:facets",
     "history": "bflsync.cli.read_commands:history",
