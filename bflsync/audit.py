@@ -101,6 +101,7 @@ class CreditInterval:
     run_id: int
     started_at: datetime
     source: str
+    account: str
     credits: float
     drop: float | None
     new_finetunes: list[str]
@@ -110,6 +111,7 @@ class CreditInterval:
             "run_id": self.run_id,
             "started_at": self.started_at,
             "source": self.source,
+            "account": self.account,
             "credits": self.credits,
             "drop": self.drop,
             "new_finetunes": self.new_finetunes,
@@ -229,48 +231,53 @@ def status_timeline(
 
 
 def credit_history(
-    connection: Connection, *, source: str | None = None, since: datetime | None = None
+    connection: Connection,
+    *,
+    source: str | None = None,
+    account: str | None = None,
+    since: datetime | None = None,
 ) -> list[CreditInterval]:
-    """Each run's credit balance per source, oldest first, with the drop since that source's reading
-    before and the finetunes first seen since then; ``since`` keeps runs started at or after it.
+    """Each run's credit balance per ``(source, account)``, oldest first, with the drop since that
+    account's reading before and the finetunes first seen since then; ``since`` keeps runs started
+    at or after it.
     """
-    query = sa.select(_run.c.id, _run.c.started_at, _run.c.source, _run.c.credits).where(
+    query = sa.select(_run.c.id, _run.c.started_at, _run.c.source, _run.c.account, _run.c.credits).where(
         _run.c.credits.is_not(None)
     )
-    if source is not None:
-        query = query.where(_run.c.source == source)
-    readings = connection.execute(query.order_by(_run.c.id)).all()
     created = (
-        sa.select(_version.c.sync_run_id, _finetune.c.source, _finetune.c.finetune_id)
+        sa.select(_version.c.sync_run_id, _finetune.c.source, _finetune.c.account, _finetune.c.finetune_id)
         .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
         .where(_version.c.change == "created")
     )
     if source is not None:
+        query = query.where(_run.c.source == source)
         created = created.where(_finetune.c.source == source)
-    first_seen: dict[str, list[tuple[int, str]]] = {}
-    for run_id, run_source, finetune_id in connection.execute(created):
+    if account is not None:
+        query = query.where(_run.c.account == account)
+        created = created.where(_finetune.c.account == account)
+    first_seen: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for run_id, run_source, run_account, finetune_id in connection.execute(created):
         if run_id is not None:
-            first_seen.setdefault(run_source, []).append((run_id, finetune_id))
-    previous: dict[str, tuple[int, float]] = {}
+            first_seen.setdefault((run_source, run_account), []).append((run_id, finetune_id))
+    previous: dict[tuple[str, str], tuple[int, float]] = {}
     intervals = []
-    for run_id, started_at, run_source, credits in readings:
-        before = previous.get(run_source)
+    for run_id, started_at, run_source, run_account, credits in connection.execute(query.order_by(_run.c.id)):
+        scope = (run_source, run_account)
+        before = previous.get(scope)
         after_id = before[0] if before is not None else 0
         new = sorted(
-            finetune_id
-            for seen_in, finetune_id in first_seen.get(run_source, [])
-            if after_id < seen_in <= run_id
+            finetune_id for seen_in, finetune_id in first_seen.get(scope, []) if after_id < seen_in <= run_id
         )
         drop = round(before[1] - credits, 6) if before is not None else None
-        previous[run_source] = (run_id, credits)
+        previous[scope] = (run_id, credits)
         if since is None or started_at >= since:
-            intervals.append(CreditInterval(run_id, started_at, run_source, credits, drop, new))
+            intervals.append(CreditInterval(run_id, started_at, run_source, run_account, credits, drop, new))
     return intervals
 
 
 def runs(connection: Connection, *, limit: int | None) -> list[dict[str, Any]]:
     """Sync runs, newest first, each with its ``duration_s`` (``None`` while running) and
-    ``credits_change``: its balance minus the one the source's previous run with a balance read.
+    ``credits_change``: its balance minus the one the account's previous run with a balance read.
     """
     statement = (
         sa.select(_run, _previous_credits().label("previous_credits"))
@@ -284,7 +291,12 @@ def _previous_credits() -> sa.ScalarSelect[Any]:
     before = _run.alias("before")
     return (
         sa.select(before.c.credits)
-        .where(before.c.source == _run.c.source, before.c.id < _run.c.id, before.c.credits.is_not(None))
+        .where(
+            before.c.source == _run.c.source,
+            before.c.account == _run.c.account,
+            before.c.id < _run.c.id,
+            before.c.credits.is_not(None),
+        )
         .order_by(before.c.id.desc())
         .limit(1)
         .correlate(_run)

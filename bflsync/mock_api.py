@@ -171,6 +171,10 @@ class MockBFL:
     """The mock's state and server. Settings (``latency_ms``, ``error_rate``, ``max_in_flight``,
     ``api_key``) are plain attributes a test may change between requests; everything else goes
     through thread-safe methods.
+
+    Besides the finetunes served to ``api_key``, :meth:`add_account` serves other keys other
+    finetunes, optionally under a path prefix (``/us1``), as one gateway fronting several
+    regions would: the whole accounts feature can be exercised over loopback.
     """
 
     def __init__(
@@ -204,12 +208,13 @@ class MockBFL:
         self.max_in_flight = max_in_flight
         self.forget_after_s = forget_after_s
         self._clock = clock
-        self._credits = credits
+        self._credits: dict[tuple[str, str | None], float] = {("", None): credits}
         self._lifecycles: dict[str, _Lifecycle] = {}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._finetunes: dict[str, bytes] = {}
+        # Finetunes per (path prefix, key); the key None stands for whatever ``api_key`` is now.
+        self._datasets: dict[tuple[str, str | None], dict[str, bytes]] = {("", None): {}}
         self._faults: dict[FaultTarget, list[_Fault]] = {}
         self._requests: deque[RequestRecord] = deque(maxlen=_REQUEST_LOG_MAX)
         self._in_flight = 0
@@ -304,28 +309,70 @@ class MockBFL:
 
     # --- data ---------------------------------------------------------------------------------
 
-    def put(self, finetune_id: str, details: Mapping[str, Any]) -> None:
-        """Add or replace a finetune; encoded now, so later edits to ``details`` do not leak in."""
+    def add_account(
+        self,
+        key: str,
+        finetunes: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        prefix: str = "",
+        credits: float = DEFAULT_CREDITS,
+    ) -> None:
+        """Serve ``finetunes`` to requests with this key (under ``prefix``, e.g. ``/eu1``), and only to them.
+
+        The account's balance starts at ``credits`` and pays for each of them.
+        """
+        with self._lock:
+            self._datasets[(_clean_prefix(prefix), key)] = {}
+            self._credits[(_clean_prefix(prefix), key)] = credits
+        for finetune_id, details in (finetunes or {}).items():
+            self.put(finetune_id, details, key=key, prefix=prefix)
+
+    def put(
+        self, finetune_id: str, details: Mapping[str, Any], *, key: str | None = None, prefix: str = ""
+    ) -> None:
+        """Add or replace a finetune; encoded now, so later edits to ``details`` do not leak in.
+
+        ``key``/``prefix`` pick an account added with :meth:`add_account`; by default, ``api_key``'s.
+        """
         encoded = json.dumps(dict(details), ensure_ascii=False).encode()
         with self._lock:
-            if finetune_id not in self._finetunes:
-                self._credits -= training_cost(details)
-            self._finetunes[finetune_id] = encoded
+            data = self._dataset(key, prefix)
+            if finetune_id not in data:
+                self._credits[self._account_of(key, prefix)] -= training_cost(details)
+            data[finetune_id] = encoded
 
-    def remove(self, finetune_id: str) -> None:
+    def remove(self, finetune_id: str, *, key: str | None = None, prefix: str = "") -> None:
         with self._lock:
-            self._finetunes.pop(finetune_id, None)
+            self._dataset(key, prefix).pop(finetune_id, None)
 
     @property
     def finetunes(self) -> dict[str, dict[str, Any]]:
-        """A decoded copy of what is being served."""
+        """A decoded copy of what is being served to ``api_key``."""
+        return self.finetunes_of()
+
+    def finetunes_of(self, key: str | None = None, *, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """A decoded copy of what is being served to one account."""
         with self._lock:
-            snapshot = dict(self._finetunes)
+            snapshot = dict(self._dataset(key, prefix))
         return {finetune_id: json.loads(body) for finetune_id, body in snapshot.items()}
+
+    def _dataset(self, key: str | None, prefix: str) -> dict[str, bytes]:
+        """The finetunes of one account; the caller holds the lock."""
+        try:
+            return self._datasets[self._account_of(key, prefix)]
+        except KeyError:
+            raise KeyError(f"no account {key!r} at prefix {prefix!r}: add it with add_account") from None
+
+    def _account_of(self, key: str | None, prefix: str) -> tuple[str, str | None]:
+        prefix = _clean_prefix(prefix)
+        if key == self.api_key and prefix == "":
+            key = None
+        return (prefix, key)
 
     def script_status(self, finetune_id: str, sequence: Sequence[str | StatusStep]) -> None:
         """Answer ``get_result`` for ``finetune_id`` with these steps, one per poll from now on, the last
         repeated: ``["Pending", ("Pending", 0.5), "Ready"]``. Any string is served, ``Task not found`` too.
+        Statuses are per finetune id, whichever account asks.
         """
         lifecycle = _Lifecycle(_steps(sequence))
         with self._lock:
@@ -343,13 +390,17 @@ class MockBFL:
 
     @property
     def credits(self) -> float:
-        """The balance ``/v1/credits`` answers with."""
-        with self._lock:
-            return self._credits
+        """The balance ``/v1/credits`` answers ``api_key`` with."""
+        return self.credits_of()
 
-    def set_credits(self, value: float) -> None:
+    def credits_of(self, key: str | None = None, *, prefix: str = "") -> float:
+        """The balance of one account."""
         with self._lock:
-            self._credits = value
+            return self._credits[self._account_of(key, prefix)]
+
+    def set_credits(self, value: float, *, key: str | None = None, prefix: str = "") -> None:
+        with self._lock:
+            self._credits[self._account_of(key, prefix)] = value
 
     # --- scripted faults ----------------------------------------------------------------------
     # A target is a finetune id (its details), status_of(id) (its get_result), LISTING or CREDITS.
@@ -458,53 +509,45 @@ class MockBFL:
                 self._closing.wait(self.latency_ms / 1000)
             if key is None:
                 return _json_reply(403, {"detail": "Not authenticated"})
-            if key != self.api_key:
+            prefix, endpoint = _split_prefix(path)
+            with self._lock:
+                known_prefix = any(known == prefix for known, _ in self._datasets)
+                served = (prefix, None if key == self.api_key and prefix == "" else key)
+                data = self._datasets.get(served)
+            if not known_prefix or endpoint is None:
+                return _json_reply(404, {"detail": "Not Found"})
+            if data is None:
                 return _json_reply(401, {"detail": "Invalid API key"})
             target: FaultTarget
-            if path == LIST_PATH:
+            if endpoint == LIST_PATH:
                 target = LISTING
-            elif path == DETAILS_PATH:
-                if "finetune_id" not in query:
-                    return _json_reply(
-                        422,
-                        {
-                            "detail": [
-                                {
-                                    "type": "missing",
-                                    "loc": ["query", "finetune_id"],
-                                    "msg": "Field required",
-                                    "input": None,
-                                }
-                            ]
-                        },
-                    )
-                target = query["finetune_id"]
-            elif path == RESULT_PATH:
-                if "id" not in query:
-                    return _json_reply(
-                        422,
-                        {
-                            "detail": [
-                                {
-                                    "type": "missing",
-                                    "loc": ["query", "id"],
-                                    "msg": "Field required",
-                                    "input": None,
-                                }
-                            ]
-                        },
-                    )
-                target = StatusOf(query["id"])
-            elif path == CREDITS_PATH:
+            elif endpoint == CREDITS_PATH:
                 target = CREDITS
             else:
-                return _json_reply(404, {"detail": "Not Found"})
-            return self._serve_target(target)
+                name = "id" if endpoint == RESULT_PATH else "finetune_id"
+                if name not in query:
+                    return _json_reply(
+                        422,
+                        {
+                            "detail": [
+                                {
+                                    "type": "missing",
+                                    "loc": ["query", name],
+                                    "msg": "Field required",
+                                    "input": None,
+                                }
+                            ]
+                        },
+                    )
+                target = StatusOf(query[name]) if endpoint == RESULT_PATH else query[name]
+            return self._serve_target(target, served, data)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    def _serve_target(self, target: FaultTarget) -> _Reply | None:
+    def _serve_target(
+        self, target: FaultTarget, account: tuple[str, str | None], data: dict[str, bytes]
+    ) -> _Reply | None:
         payload_key = _PAYLOAD_KEYS.get(target, "finetune_details") if isinstance(target, Endpoint) else None
         fault = self._take_fault(target)
         if fault is not None:
@@ -526,23 +569,23 @@ class MockBFL:
         if random_failure is not None:
             return random_failure
         if isinstance(target, StatusOf):
-            return self._serve_status(target.finetune_id)
+            return self._serve_status(target.finetune_id, data)
         with self._lock:
             if target is LISTING:
-                return _json_reply(200, {"finetunes": list(self._finetunes)})
+                return _json_reply(200, {"finetunes": list(data)})
             if target is CREDITS:
-                return _json_reply(200, {"credits": round(self._credits, 2)})
+                return _json_reply(200, {"credits": round(self._credits[account], 2)})
             assert isinstance(target, str)
-            details = self._finetunes.get(target)
+            details = data.get(target)
         if details is None:
             return _json_reply(404, {"detail": "Finetune not found"})
         return _Reply(200, b'{"finetune_details": ' + details + b"}")
 
-    def _serve_status(self, finetune_id: str) -> _Reply:
-        """``get_result`` as BFL answers it; a finetune the mock does not serve is a task it never knew."""
+    def _serve_status(self, finetune_id: str, data: dict[str, bytes]) -> _Reply:
+        """``get_result`` as BFL answers it; a finetune the account is not served is a task it never knew."""
         with self._lock:
             lifecycle = self._lifecycles.get(finetune_id)
-            if lifecycle is None and finetune_id in self._finetunes:
+            if lifecycle is None and finetune_id in data:
                 lifecycle = self._lifecycles[finetune_id] = _Lifecycle([("Ready", 1.0)])
             if lifecycle is None:
                 status, progress = TASK_NOT_FOUND, None
@@ -591,6 +634,20 @@ class MockBFL:
 
 
 _PAYLOAD_KEYS: Final[Mapping[FaultTarget, str]] = {LISTING: "finetunes", CREDITS: "credits"}
+
+
+def _clean_prefix(prefix: str) -> str:
+    """``us1``, ``/us1/`` -> ``/us1``; nothing -> ``""``."""
+    stripped = prefix.strip("/")
+    return f"/{stripped}" if stripped else ""
+
+
+def _split_prefix(path: str) -> tuple[str, str | None]:
+    """A request path as (prefix, endpoint); the endpoint is None when the path names none."""
+    for endpoint in (LIST_PATH, DETAILS_PATH, RESULT_PATH, CREDITS_PATH):
+        if path.endswith(endpoint):
+            return _clean_prefix(path.removesuffix(endpoint)), endpoint
+    return "", None
 
 
 def _fault_reply(

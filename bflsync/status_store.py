@@ -34,10 +34,10 @@ class StatusObservation:
     answer: StatusAnswer
 
 
-def settled_ids(session: Session, *, source: str) -> set[str]:
-    """Stored finetune ids of ``source`` whose status is settled: a sync does not ask them again."""
+def settled_ids(session: Session, *, source: str, account: str) -> set[str]:
+    """Stored finetune ids of ``(source, account)`` whose status is settled: a sync does not ask them again."""
     query = sa.select(finetune_table.c.finetune_id).where(
-        finetune_table.c.source == source, finetune_table.c.status.in_(sorted(SETTLED_STATUSES))
+        _scope(source, account), finetune_table.c.status.in_(sorted(SETTLED_STATUSES))
     )
     return set(session.execute(query).scalars())
 
@@ -47,6 +47,7 @@ def record_statuses(
     observations: Sequence[StatusObservation],
     *,
     source: str,
+    account: str,
     run_id: int | None,
     now: datetime,
 ) -> int:
@@ -54,7 +55,7 @@ def record_statuses(
     many changed a status or progress. An id appearing twice keeps its last answer.
     """
     latest = {observation.finetune_id: observation.answer for observation in observations}
-    stored = _load(session, source=source, finetune_ids=list(latest))
+    stored = _load(session, source=source, account=account, finetune_ids=list(latest))
     updates: list[dict[str, Any]] = []
     timeline: list[dict[str, Any]] = []
     for finetune_id, answer in latest.items():
@@ -103,8 +104,12 @@ def record_credits(session: Session, *, run_id: int, credits: float) -> None:
     session.execute(sa.update(run_table).where(run_table.c.id == run_id).values(credits=credits))
 
 
+def _scope(source: str, account: str) -> sa.ColumnElement[bool]:
+    return sa.and_(finetune_table.c.source == source, finetune_table.c.account == account)
+
+
 def _load(
-    session: Session, *, source: str, finetune_ids: Sequence[str]
+    session: Session, *, source: str, account: str, finetune_ids: Sequence[str]
 ) -> dict[str, tuple[int, StoredStatus]]:
     """(pk, stored status) per id; a row never checked has status None, as a finetune seen for the first time."""
     columns = (
@@ -116,9 +121,7 @@ def _load(
     )
     loaded: dict[str, tuple[int, StoredStatus]] = {}
     for ids in chunked(finetune_ids):
-        query = sa.select(*columns).where(
-            finetune_table.c.source == source, finetune_table.c.finetune_id.in_(ids)
-        )
+        query = sa.select(*columns).where(_scope(source, account), finetune_table.c.finetune_id.in_(ids))
         for finetune_id, pk, status, progress, ready_at in session.execute(query).all():
             loaded[finetune_id] = (pk, StoredStatus(status, progress, ready_at))
     return loaded

@@ -29,7 +29,7 @@ from sqlmodel import Session
 
 from bflsync import status_store, store
 from bflsync.api import LIST_PATH, BflClient
-from bflsync.config import MAX_CONCURRENCY
+from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY
 from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError
 from bflsync.models import RUN_COUNTERS
 from bflsync.status import BadStatusAnswer, parse_answer
@@ -50,8 +50,9 @@ STATUS_CHANGED: Final = "status_changed"
 
 @dataclass(frozen=True, kw_only=True)
 class SyncOptions:
-    """What to sync; the defaults are a full sync of every listed finetune."""
+    """What to sync; the defaults are a full sync of every listed finetune of the ``default`` account."""
 
+    account: str = DEFAULT_ACCOUNT
     only_ids: tuple[str, ...] = ()
     new_only: bool = False
     dry_run: bool = False
@@ -84,6 +85,7 @@ class SyncResult:
     run_id: int | None
     status: str
     source: str
+    account: str
     dry_run: bool
     listed: int = 0
     fetched: int = 0
@@ -111,6 +113,7 @@ class SyncResult:
             "run_id": self.run_id,
             "status": self.status,
             "source": self.source,
+            "account": self.account,
             **self.counts(),
             "status_checked": self.status_checked,
             "status_changed": self.status_changed,
@@ -156,7 +159,9 @@ async def run_sync(
     if engine is None and not options.dry_run:
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
-    with _recorder(engine, source=client.source, now=now, pid=pid, dry_run=options.dry_run) as recorder:
+    with _recorder(
+        engine, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
+    ) as recorder:
         run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
         result = await run.execute()
     result.duration_s = time.monotonic() - started
@@ -193,16 +198,22 @@ class _Recorder(Protocol):
 
 @contextmanager
 def _recorder(
-    engine: Engine | None, *, source: str, now: Callable[[], datetime], pid: int, dry_run: bool
+    engine: Engine | None,
+    *,
+    source: str,
+    account: str,
+    now: Callable[[], datetime],
+    pid: int,
+    dry_run: bool,
 ) -> Iterator[_Recorder]:
     if engine is None:
         yield _NoStore()
         return
     with Session(engine) as session:
         if dry_run:
-            yield _Preview(session, source=source)
+            yield _Preview(session, source=source, account=account)
         else:
-            yield _Writer(session, source=source, now=now, pid=pid)
+            yield _Writer(session, source=source, account=account, now=now, pid=pid)
 
 
 def _split(batch: Sequence[_Fetched]) -> tuple[list[store.Observation], list[status_store.StatusObservation]]:
@@ -241,32 +252,37 @@ class _Preview:
 
     run_id: int | None = None
 
-    def __init__(self, session: Session, *, source: str) -> None:
+    def __init__(self, session: Session, *, source: str, account: str) -> None:
         self.session = session
         self.source = source
+        self.account = account
 
     def begin_run(self) -> None:
         return None
 
     def live_ids(self) -> set[str]:
         with self.session.begin():
-            return store.stored_ids(self.session, source=self.source, live_only=True)
+            return store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
 
     def settled_ids(self) -> set[str]:
         with self.session.begin():
-            return status_store.settled_ids(self.session, source=self.source)
+            return status_store.settled_ids(self.session, source=self.source, account=self.account)
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
         observations, _ = _split(batch)
         with self.session.begin():
-            outcomes = store.preview_observations(self.session, observations, source=self.source)
+            outcomes = store.preview_observations(
+                self.session, observations, source=self.source, account=self.account
+            )
         return Counter(outcome.value for outcome in outcomes.values())
 
     def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
         if listed_ids is None:
             return
         with self.session.begin():
-            gone = store.missing_from_listing(self.session, source=self.source, listed_ids=listed_ids)
+            gone = store.missing_from_listing(
+                self.session, source=self.source, account=self.account, listed_ids=listed_ids
+            )
         result.deleted = len(gone)
 
     def fail_quietly(self, result: SyncResult) -> None:
@@ -276,9 +292,12 @@ class _Preview:
 class _Writer:
     """A real run: every step in a short write transaction of its own, logged as a ``sync_run``."""
 
-    def __init__(self, session: Session, *, source: str, now: Callable[[], datetime], pid: int) -> None:
+    def __init__(
+        self, session: Session, *, source: str, account: str, now: Callable[[], datetime], pid: int
+    ) -> None:
         self.session = session
         self.source = source
+        self.account = account
         self.now = now
         self.pid = pid
         self.run_id: int | None = None
@@ -287,16 +306,18 @@ class _Writer:
     def begin_run(self) -> None:
         with self.session.begin():
             interrupted = store.mark_interrupted_runs(self.session)
-            self.run_id = store.start_run(self.session, source=self.source, pid=self.pid, now=self.now())
+            self.run_id = store.start_run(
+                self.session, source=self.source, account=self.account, pid=self.pid, now=self.now()
+            )
             # Read here, in the write transaction the run takes anyway: a transaction of its own would
             # wait for the write lock before any request is made.
-            self._settled = status_store.settled_ids(self.session, source=self.source)
+            self._settled = status_store.settled_ids(self.session, source=self.source, account=self.account)
         if interrupted:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
 
     def live_ids(self) -> set[str]:
         with self.session.begin():
-            return store.stored_ids(self.session, source=self.source, live_only=True)
+            return store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
 
     def settled_ids(self) -> set[str]:
         return self._settled
@@ -307,10 +328,15 @@ class _Writer:
         with self.session.begin():
             now = self.now()
             outcomes = store.record_observations(
-                self.session, observations, source=self.source, run_id=self.run_id, now=now
+                self.session,
+                observations,
+                source=self.source,
+                account=self.account,
+                run_id=self.run_id,
+                now=now,
             )
             changed = status_store.record_statuses(
-                self.session, statuses, source=self.source, run_id=self.run_id, now=now
+                self.session, statuses, source=self.source, account=self.account, run_id=self.run_id, now=now
             )
             for failure in batch:
                 if isinstance(failure, FetchFailure):
@@ -342,6 +368,7 @@ class _Writer:
                 gone = store.tombstone_missing(
                     self.session,
                     source=self.source,
+                    account=self.account,
                     listed_ids=listed_ids,
                     run_id=self.run_id,
                     now=self.now(),
@@ -417,7 +444,13 @@ class _Run:
         self.options = options
         self.progress = progress
         self.stop = stop
-        self.result = SyncResult(run_id=None, status="running", source=client.source, dry_run=options.dry_run)
+        self.result = SyncResult(
+            run_id=None,
+            status="running",
+            source=client.source,
+            account=options.account,
+            dry_run=options.dry_run,
+        )
         self.credits_error: ApiError | None = None
 
     async def execute(self) -> SyncResult:

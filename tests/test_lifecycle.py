@@ -577,6 +577,7 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
             "run_id": 1,
             "started_at": T1.isoformat(),
             "source": source,
+            "account": "default",
             "credits": 92.0,
             "drop": None,
             "new_finetunes": ["alpha", "beta"],
@@ -585,6 +586,7 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
             "run_id": 3,
             "started_at": T3.isoformat(),
             "source": source,
+            "account": "default",
             "credits": 79.0,
             "drop": 13.0,
             "new_finetunes": ["delta", "gamma"],
@@ -593,6 +595,7 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
             "run_id": 4,
             "started_at": T4.isoformat(),
             "source": source,
+            "account": "default",
             "credits": 79.0,
             "drop": 0.0,
             "new_finetunes": [],
@@ -601,7 +604,42 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
     since = json.loads(invoke(store_url, "credits", "--since", T3.isoformat(), "--format", "json").stdout)
     assert [(i["run_id"], i["drop"]) for i in since] == [(3, 13.0), (4, 0.0)]
     csv_lines = invoke(store_url, "credits", "--format", "csv").stdout.splitlines()
-    assert csv_lines[0] == "run_id,started_at,source,credits,drop,new_finetunes"
-    assert csv_lines[2] == f"3,{T3.isoformat()},{source},79.0,13.0,delta gamma"
+    assert csv_lines[0] == "run_id,started_at,source,account,credits,drop,new_finetunes"
+    assert csv_lines[2] == f"3,{T3.isoformat()},{source},default,79.0,13.0,delta gamma"
     table_out = invoke(store_url, "credits").stdout
     assert "delta gamma" in table_out
+
+
+def test_credits_and_statuses_belong_to_a_source_and_account(store_url: str, mock: MockBFL) -> None:
+    mock.add_account("key-b", {"alpha": ALPHA, "b-only": BETA}, credits=50.0)
+
+    def sync_as(account: str, key: str) -> None:
+        result = CliRunner().invoke(
+            cli,
+            ["--db", store_url, "sync", "--base-url", mock.base_url, "--account", account],
+            env={"BFL_API_KEY": key},
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+
+    sync_as("default", KEY)
+    sync_as("team-b", "key-b")
+    mock.put("b-new", GAMMA, key="key-b")
+    mock.clear_requests()
+    sync_as("team-b", "key-b")
+    sync_as("default", KEY)
+
+    # Each account asked only its own new finetune's status: alpha is settled in both.
+    assert status_requests(mock) == ["b-new"]
+    runs = json.loads(invoke(store_url, "runs", "--format", "json").stdout)
+    assert [(r["account"], r["credits"], r["credits_change"]) for r in runs] == [
+        ("default", 92.0, 0.0),
+        ("team-b", 32.0, -10.0),
+        ("team-b", 42.0, None),
+        ("default", 92.0, None),
+    ]
+    team_b = json.loads(invoke(store_url, "credits", "--account", "team-b", "--format", "json").stdout)
+    assert [(i["credits"], i["drop"], i["new_finetunes"]) for i in team_b] == [
+        (42.0, None, ["alpha", "b-only"]),
+        (32.0, 10.0, ["b-new"]),
+    ]

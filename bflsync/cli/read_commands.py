@@ -46,7 +46,7 @@ RUN_COLUMNS = (
     "credits",
     "credits_change",
 )
-CREDIT_COLUMNS = ("run_id", "started_at", "source", "credits", "drop", "new_finetunes")
+CREDIT_COLUMNS = ("run_id", "started_at", "source", "account", "credits", "drop", "new_finetunes")
 
 
 @contextmanager
@@ -392,6 +392,9 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
 
 
 @click.command()
+@click.option(
+    "--account", metavar="NAME", help="Only this account's balance (the label of `sync --account`)."
+)
 @click.option("--source", metavar="HOST", help="Only the balance read from this API host.")
 @click.option("--since", metavar="TIMESTAMP", help="Only runs started at or after this time (ISO 8601).")
 @click.option(
@@ -402,7 +405,9 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
     show_default=True,
 )
 @pass_cli_context
-def credits(cli_context: CliContext, source: str | None, since: str | None, output_format: str) -> None:
+def credits(
+    cli_context: CliContext, account: str | None, source: str | None, since: str | None, output_format: str
+) -> None:
     """Show the account's credit balance over time, as each sync read it, oldest first.
 
     Each row is a run that read the balance: the drop since the previous reading (positive
@@ -415,7 +420,7 @@ def credits(cli_context: CliContext, source: str | None, since: str | None, outp
     """
     start = finder.parse_timestamp(since) if since is not None else None
     with reading(cli_context) as connection:
-        intervals = audit.credit_history(connection, source=source, since=start)
+        intervals = audit.credit_history(connection, source=source, account=account, since=start)
     if output_format == "json":
         render.write_json([interval.as_dict() for interval in intervals])
         return
