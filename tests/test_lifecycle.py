@@ -643,3 +643,51 @@ def test_credits_and_statuses_belong_to_a_source_and_account(store_url: str, moc
         (42.0, None, ["alpha", "b-only"]),
         (32.0, 10.0, ["b-new"]),
     ]
+
+
+# --- schema ----------------------------------------------------------------------------------------
+
+
+def test_0004_gives_existing_rows_no_status_and_round_trips(store_url: str, mock: MockBFL) -> None:
+    location = db.locate_store(store_url)
+    db.upgrade_store(location, revision="0003_accounts").engine.dispose()
+    sync_at_0003 = sa.create_engine(location.url)
+    try:
+        with sync_at_0003.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO sync_run (started_at, status, source, account, pid, bflsync_version, listed,"
+                    " fetched, created, updated, unchanged, deleted, restored, failed, key_changed)"
+                    " VALUES (:t, 'ok', :s, 'default', 1, '0.1.0', 1, 1, 1, 0, 0, 0, 0, 0, false)"
+                ),
+                {"t": T1.replace(tzinfo=None), "s": mock.base_url.removeprefix("http://")},
+            )
+    finally:
+        sync_at_0003.dispose()
+
+    db.upgrade_store(location, revision="head").engine.dispose()
+    assert table(store_url, SyncRun, "id", "credits", "status_failed") == [
+        {"id": 1, "credits": None, "status_failed": 0}
+    ]
+    sync_at(store_url, mock, T2, status=False)
+    assert {row["status"] for row in table(store_url, Finetune, "status")} == {None}
+    sync_at(store_url, mock, T3)  # the next sync asks, since nothing was checked
+    assert {row["status"] for row in table(store_url, Finetune, "status")} == {"Ready"}
+
+    db.downgrade_store(location, revision="0003_accounts")
+    engine = sa.create_engine(location.url)
+    try:
+        inspector = sa.inspect(engine)
+        assert "finetune_status" not in inspector.get_table_names()
+        assert "status" not in {c["name"] for c in inspector.get_columns("finetune")}
+        assert "credits" not in {c["name"] for c in inspector.get_columns("sync_run")}
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT count(*) FROM finetune")).scalar() == 2
+            assert connection.execute(sa.text("SELECT count(*) FROM sync_run")).scalar() == 3
+    finally:
+        engine.dispose()
+    db.upgrade_store(location, revision="head").engine.dispose()
+    assert table(store_url, Finetune, "finetune_id", "status") == [
+        {"finetune_id": "alpha", "status": None},
+        {"finetune_id": "beta", "status": None},
+    ]
