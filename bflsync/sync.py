@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -30,7 +31,7 @@ from sqlmodel import Session
 from bflsync import status_store, store
 from bflsync.api import LIST_PATH, BflClient
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY
-from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError
+from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode
 from bflsync.models import RUN_COUNTERS
 from bflsync.status import BadStatusAnswer, parse_answer
 
@@ -102,6 +103,19 @@ class SyncResult:
     duration_s: float = 0.0
     error: str | None = None
     error_exit_code: int | None = None
+
+    def exit_code(self, *, signum: int | None = None) -> int:
+        """The documented exit code of this outcome; ``signum`` is the signal that stopped the run, if any.
+
+        A signal that came after fetching had ended changed nothing: the code follows the run.
+        """
+        if self.status == "ok":
+            return int(ExitCode.OK)
+        if self.status == "partial":
+            return int(ExitCode.PARTIAL)
+        if self.status == "interrupted":
+            return 128 + (signum if signum is not None else signal.SIGINT)
+        return int(self.error_exit_code or ExitCode.CANNOT_RUN)
 
     def counts(self) -> dict[str, int]:
         """The ``sync_run`` counter columns."""

@@ -33,9 +33,6 @@ from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
 from bflsync.lock import sync_lock_for
 from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
 
-_EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
-_EXIT_INTERRUPTED = 128 + signal.SIGINT
-
 
 class RunFailedError(BflsyncError):
     """The run could not do its job (the listing failed); the run row says why, too."""
@@ -242,13 +239,10 @@ def sync(
     if as_json:
         click.echo(json.dumps(result.as_json()))
     if result.status == "failed":
-        raise RunFailedError(result.error or "the sync failed", result.error_exit_code or ExitCode.CANNOT_RUN)
+        raise RunFailedError(result.error or "the sync failed", result.exit_code())
     if not cli_context.quiet:
         click.echo(_summary(result), err=True)
-    if result.status == "interrupted":
-        ctx.exit(_EXIT_INTERRUPTED if signum is None else 128 + signum)
-    # A signal that came after fetching had ended changed nothing: the exit code follows the run.
-    ctx.exit(int(_EXIT_BY_STATUS[result.status]))
+    ctx.exit(result.exit_code(signum=signum))
 
 
 def _require_utf8_ids(only_ids: tuple[str, ...]) -> None:
