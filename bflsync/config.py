@@ -34,6 +34,15 @@ DEFAULT_MAX_RETRIES = 4
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 60.0
+# A request stops retrying once its waits would add up to more than this.
+DEFAULT_MAX_TOTAL_SLEEP_S = 120.0
+# A cron run must end: past this no request starts and no retry waits (override with --max-duration).
+DEFAULT_MAX_DURATION_S = 3600.0
+# Requests in a row that fail after their retries before the run stops as failed (0: never).
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+# Bodies are counted after decompression; a bigger one is refused and never held whole in memory.
+MAX_LISTING_BYTES = 64 * 1024 * 1024
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 def default_db_path() -> Path:
@@ -88,3 +97,5 @@ class ApiSettings:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
     concurrency: int = DEFAULT_CONCURRENCY
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES

@@ -31,7 +31,7 @@ from sqlmodel import Session
 from bflsync import status_store, store
 from bflsync.api import LIST_PATH, BflClient
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY
-from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode
+from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode, RunLimitError
 from bflsync.models import RUN_COUNTERS
 from bflsync.status import BadStatusAnswer, parse_answer
 
@@ -434,7 +434,8 @@ class _Stopped(Exception):
 
 
 class _KeyRefused(Exception):
-    """A detail request was refused for the key or the account (401/403/402): so would every other one."""
+    """A detail request failed so that every other one would too: the key or account was refused
+    (401/403/402), or a limit of the run (deadline, circuit breaker) was reached."""
 
     def __init__(self, error: ApiError) -> None:
         super().__init__(str(error))
@@ -736,7 +737,7 @@ class _Run:
                 attempts=exc.attempts,
                 of_status=True,
             )
-            return failure, exc if isinstance(exc, AuthError | CreditsError) else None
+            return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
         except BadStatusAnswer as exc:
             logger.warning("status of finetune %s not recorded: %s", finetune_id, exc)
             return FetchFailure(
@@ -750,7 +751,7 @@ class _Run:
         return status_store.StatusObservation(finetune_id, answer), None
 
     async def _fetch_one(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
-        """The finetune's details or failure, and the error when the key or account was refused."""
+        """The finetune's details or failure, and the error when the run cannot go on (see ``_KeyRefused``)."""
         try:
             details = await self.client.get_details(finetune_id)
         except ApiError as exc:
@@ -762,7 +763,7 @@ class _Run:
                 message=str(exc),
                 attempts=exc.attempts,
             )
-            return failure, exc if isinstance(exc, AuthError | CreditsError) else None
+            return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
         return store.Observation(finetune_id, details), None
 
     async def _write(self, queue: asyncio.Queue[_Fetched | None]) -> None:

@@ -657,7 +657,7 @@ def test_id_syncs_only_the_given_finetunes_without_listing(
 
     assert sorted(r.path for r in mock.requests) == ["/v1/credits", "/v1/finetune_details"]
     assert (result.listed, result.fetched, result.updated, result.deleted) == (0, 1, 1, 0)
-    assert rows(db_path, "SELECT finetune_id, version, deleted_at FROM finetune ORDER BY id") == [
+    assert rows(db_path, "SELECT finetune_id, version, deleted_at FROM finetune ORDER BY finetune_id") == [
         {"finetune_id": "alpha", "version": 2, "deleted_at": None},
         {"finetune_id": "beta", "version": 1, "deleted_at": None},
         {"finetune_id": "gamma", "version": 1, "deleted_at": None},

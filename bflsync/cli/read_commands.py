@@ -22,9 +22,10 @@ from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 from bflsync.models import RUN_COUNTERS
+from bflsync.server_text import printable
 
 TABLE_LIMIT = 50
-QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
+QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids", "ids0")
 TABLE_COLUMNS = (
     "finetune_id",
     "mode",
@@ -146,10 +147,13 @@ def query(
     or null), "quoted" is always a string, anything else is a string. != also matches
     missing and null values.
 
+    --format ids prints one id per line and refuses (exit 2, nothing printed) ids that
+    contain a newline; --format ids0 ends each id with a NUL byte instead (for xargs -0).
+
     \b
     Example:
         bflsync query mode=character 'learning_rate>=1e-5' --sort -iterations
-        bflsync query --text ohwx --format ids | xargs -n1 bflsync show
+        bflsync query --text ohwx --format ids0 | xargs -0 -n1 bflsync show
     """
     fields = finder.parse_fields(columns) if columns is not None else None
     if limit == 0:
@@ -169,8 +173,8 @@ def query(
     )
     with reading(cli_context) as connection:
         records = finder.search(connection, search)
-    if output_format == "ids":
-        sys.stdout.writelines(record.finetune_id + "\n" for record in records)
+    if output_format in ("ids", "ids0"):
+        _write_ids([record.finetune_id for record in records], nul=output_format == "ids0")
     elif output_format in ("json", "jsonl"):
         items = [_record_object(record, fields) for record in records]
         render.write_json(items) if output_format == "json" else render.write_jsonl(items)
@@ -189,6 +193,19 @@ def query(
         render.write_table(*_field_rows(shown, fields))
         if len(records) > len(shown) and not cli_context.quiet:
             click.echo(f"(first {limit} rows shown; --limit 0 for all)", err=True)
+
+
+def _write_ids(ids: list[str], *, nul: bool) -> None:
+    """One id per line (or per NUL); an id holding the separator would forge a second id, so it is refused."""
+    separator = "\0" if nul else "\n"
+    for finetune_id in ids:
+        if separator in finetune_id:
+            hint = "" if nul else "; --format ids0 separates ids with NUL bytes instead"
+            raise InputError(
+                f"finetune id {printable(repr(finetune_id))} contains a "
+                f"{'NUL byte' if nul else 'newline'}{hint}"
+            )
+    sys.stdout.writelines(finetune_id + separator for finetune_id in ids)
 
 
 @click.command()

@@ -11,17 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 from sqlalchemy.engine import Engine
 
 from bflsync import db as store_db
-from bflsync.api import BflClient, load_api_key, resolve_base_url
-from bflsync.cli.common import CliContext, pass_cli_context, report_opened
+from bflsync.api import PROXY_ENV_VARS, BflClient, check_proxy, load_api_key, resolve_base_url
+from bflsync.cli.common import CliContext, FiniteFloatRange, pass_cli_context, report_opened
 from bflsync.config import (
     DEFAULT_ACCOUNT,
     DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    DEFAULT_MAX_DURATION_S,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT_S,
     MAX_CONCURRENCY,
@@ -31,6 +34,7 @@ from bflsync.config import (
 )
 from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
 from bflsync.lock import sync_lock_for
+from bflsync.net import is_loopback_host
 from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
 
 
@@ -78,11 +82,28 @@ class RunFailedError(BflsyncError):
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=DEFAULT_READ_TIMEOUT_S,
     show_default=True,
     metavar="S",
-    help="Seconds to wait for each answer before retrying.",
+    help="Seconds for each whole answer (connect, headers and body) before retrying.",
+)
+@click.option(
+    "--max-duration",
+    "max_duration_s",
+    type=FiniteFloatRange(min=0, min_open=True),
+    default=DEFAULT_MAX_DURATION_S,
+    show_default=True,
+    metavar="S",
+    help="Run deadline: past it no request starts or waits, and the run ends failed (exit 3).",
+)
+@click.option(
+    "--max-consecutive-failures",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    show_default=True,
+    metavar="K",
+    help="Stop the run as failed (exit 3) after K requests in a row failed after retries; 0: never.",
 )
 @click.option(
     "--max-retries",
@@ -125,7 +146,7 @@ class RunFailedError(BflsyncError):
 @click.option(
     "--wait",
     "wait_s",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=0.0,
     show_default=True,
     metavar="SECONDS",
@@ -142,6 +163,8 @@ def sync(
     account: str,
     concurrency: int,
     timeout_s: float,
+    max_duration_s: float,
+    max_consecutive_failures: int,
     max_retries: int,
     only_ids: tuple[str, ...],
     new_only: bool,
@@ -178,9 +201,13 @@ def sync(
     or credits request is counted and logged, and fails nothing (--strict-status makes
     failed status requests a partial run).
 
+    Every run is bounded: --timeout per whole answer, --max-duration for the run, and
+    --max-consecutive-failures stops a run whose server keeps failing; what was stored
+    before a run stops is kept.
+
     Exit codes: 0 ok, 1 some finetunes failed (the rest stored), 2 bad input or missing
-    key, 3 cannot run (listing failed, key refused, store not writable), 4 another sync
-    is running, 130/143 interrupted by SIGINT/SIGTERM.
+    key, 3 cannot run (listing failed, key refused, store not writable, run deadline or
+    failure limit reached), 4 another sync is running, 130/143 interrupted by SIGINT/SIGTERM.
 
     --json prints one object for every run that started, failed ones included
     ("status": "failed"); exits 2 (bad input) and 4 (locked) come before a run starts
@@ -200,15 +227,19 @@ def sync(
     base_url_given = ctx.get_parameter_source("base_url") is click.core.ParameterSource.COMMANDLINE
     if region_given and base_url_given:
         raise InputError("give either --region or --base-url, not both")
+    # An explicit --region beats a base URL that only comes from the environment.
+    resolved_url = resolve_base_url(region=region, base_url=None if region_given else base_url)
     settings = ApiSettings(
         api_key=load_api_key(env_value=os.environ.get("BFL_API_KEY"), key_file=api_key_file),
-        # An explicit --region beats a base URL that only comes from the environment.
-        base_url=resolve_base_url(region=region, base_url=None if region_given else base_url),
+        base_url=resolved_url,
         connect_timeout_s=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s),
         read_timeout_s=timeout_s,
         max_retries=max_retries,
         concurrency=concurrency,
+        max_duration_s=max_duration_s,
+        max_consecutive_failures=max_consecutive_failures,
     )
+    _check_proxy_env(resolved_url)
     options = SyncOptions(
         account=account,
         only_ids=only_ids,
@@ -243,6 +274,17 @@ def sync(
     if not cli_context.quiet:
         click.echo(_summary(result), err=True)
     ctx.exit(result.exit_code(signum=signum))
+
+
+def _check_proxy_env(base_url: str) -> None:
+    """A proxy variable the client cannot use fails now, naming the variable, not mid-run."""
+    host = urlsplit(base_url).hostname or ""
+    if is_loopback_host(host):
+        return  # loopback requests never go through a proxy
+    for name in PROXY_ENV_VARS:
+        value = os.environ.get(name)
+        if value:
+            check_proxy(name, value)
 
 
 def _require_utf8_ids(only_ids: tuple[str, ...]) -> None:
