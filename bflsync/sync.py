@@ -150,6 +150,9 @@ class SyncAborted(Exception):
 
 
 _Fetched = store.Observation | status_store.StatusObservation | FetchFailure
+# What one finetune's requests gave, queued as one item: a stop or error between its details and its
+# status must not leave half of it to be stored.
+_Finished = tuple[_Fetched, ...]
 
 
 async def run_sync(
@@ -639,7 +642,7 @@ class _Run:
         Whatever was fetched before a stop or a fetch error is stored before returning or raising.
         Nothing leaves this method while the writer still runs: it shares the session with the caller.
         """
-        queue: asyncio.Queue[_Fetched | None] = asyncio.Queue(maxsize=2 * self.options.batch_size)
+        queue: asyncio.Queue[_Finished | None] = asyncio.Queue(maxsize=2 * self.options.batch_size)
         writer = asyncio.create_task(self._write(queue))
         fetcher = asyncio.create_task(self._fetch(ids, queue))
         try:
@@ -675,7 +678,7 @@ class _Run:
         return stopped
 
     @staticmethod
-    async def _finish_writing(queue: asyncio.Queue[_Fetched | None], writer: asyncio.Task[None]) -> None:
+    async def _finish_writing(queue: asyncio.Queue[_Finished | None], writer: asyncio.Task[None]) -> None:
         """Send the writer its end mark and wait until it has stored everything queued."""
         put = asyncio.ensure_future(queue.put(None))
         try:
@@ -686,7 +689,7 @@ class _Run:
             put.cancel()
         await writer
 
-    async def _fetch(self, jobs: list[_Job], queue: asyncio.Queue[_Fetched | None]) -> None:
+    async def _fetch(self, jobs: list[_Job], queue: asyncio.Queue[_Finished | None]) -> None:
         pending = iter(jobs)
         total = len(jobs)
         finished = 0
@@ -695,8 +698,7 @@ class _Run:
             nonlocal finished
             for job in pending:
                 results, refusal = await self._do(job)
-                for fetched in results:
-                    await queue.put(fetched)
+                await queue.put(tuple(results))
                 finished += 1
                 if self.progress is not None:
                     self.progress(finished, total)
@@ -766,7 +768,7 @@ class _Run:
             return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
         return store.Observation(finetune_id, details), None
 
-    async def _write(self, queue: asyncio.Queue[_Fetched | None]) -> None:
+    async def _write(self, queue: asyncio.Queue[_Finished | None]) -> None:
         loop = asyncio.get_running_loop()
         batch: list[_Fetched] = []
         deadline: float | None = None
@@ -782,7 +784,7 @@ class _Run:
                 break
             if not batch:
                 deadline = loop.time() + self.options.flush_interval_s
-            batch.append(item)
+            batch.extend(item)
             if len(batch) >= self.options.batch_size:
                 await self._flush(batch)
                 batch, deadline = [], None
