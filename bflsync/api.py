@@ -16,6 +16,7 @@ import math
 import random
 import re
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
@@ -226,6 +227,7 @@ class BflClient:
         _check_key(api_key.reveal(), "the caller")
         self.base_url = validate_base_url(base_url)
         self.source = source_of(self.base_url)
+        self._key = api_key
         self._scrub = Scrubber(api_key.reveal())
         self._read_timeout_s = read_timeout_s
         self._max_listing_bytes = max_listing_bytes
@@ -239,7 +241,8 @@ class BflClient:
             rng=rng,
         )
         trust_env = not is_loopback_host(urlsplit(self.base_url).hostname or "")
-        if transport is None:
+        if transport is None and not (trust_env and _environment_has_proxies()):
+            # httpx routes through environment proxies only with its own transport: keep it then.
             transport = PooledTransport(max_connections=concurrency)
         try:
             self._http = httpx.AsyncClient(
@@ -258,6 +261,11 @@ class BflClient:
             )
         except (ImportError, ValueError, httpx.InvalidURL) as exc:
             raise ProxyConfigError(f"the proxy settings cannot be used: {printable(str(exc))}") from None
+
+    @property
+    def api_key(self) -> Secret:
+        """The key requests carry (a Secret: it never shows itself), for the store's key fingerprint."""
+        return self._key
 
     @classmethod
     def from_settings(
@@ -426,7 +434,7 @@ class BflClient:
             assert content is not None
             return self._parse(content, response, where, number)
         return AttemptFailed(
-            error=self._status_error(response, content, where, number, subject),
+            error=self._status_error(response, content, where, number, subject, cap=cap),
             retryable=status in RETRYABLE_STATUSES,
             retry_after_s=_retry_after_s(response.headers.get("retry-after"), now=self._retrier.now()),
             rate_limited=status == 429,
@@ -462,11 +470,18 @@ class BflClient:
         )
 
     def _status_error(
-        self, response: httpx.Response, content: bytes | None, where: str, attempt: int, subject: str
+        self,
+        response: httpx.Response,
+        content: bytes | None,
+        where: str,
+        attempt: int,
+        subject: str,
+        *,
+        cap: int,
     ) -> ApiError:
         status = response.status_code
         if content is None:
-            detail: str | None = f"a body larger than {self._max_answer_bytes:,} bytes"
+            detail: str | None = f"a body larger than {cap:,} bytes"
             shape = "other"
         else:
             detail, shape = _detail_of(content, response.headers.get("content-type"))
@@ -511,6 +526,15 @@ class BflClient:
         return self._scrub.clean(request_id) if request_id else None
 
 
+def _environment_has_proxies() -> bool:
+    """Whether httpx, trusting the environment, would send some request through a proxy.
+
+    The same source httpx reads (``urllib.request.getproxies``); NO_PROXY is left to httpx.
+    """
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
 def _listed_id(item: Any) -> str | None:
     if isinstance(item, dict):
         item = item.get("finetune_id") or item.get("id")
@@ -522,10 +546,16 @@ def _reject_constant(name: str) -> Any:
 
 
 def _finite_float(text: str) -> float:
+    """A double that is the number written: overflow to infinity and underflow to zero are refused."""
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text} does not fit a double")
+    if value == 0.0 and _MANTISSA_NOT_ZERO.search(text.partition("e")[0].partition("E")[0]):
+        raise ValueError(f"{text} is too small for a double")
     return value
+
+
+_MANTISSA_NOT_ZERO = re.compile(r"[1-9]")
 
 
 def _loads(content: bytes) -> Any:

@@ -7,6 +7,7 @@ driven from tests and library code with explicit values.
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,23 @@ def default_db_path() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path(APP_NAME, appauthor=False) / DB_FILENAME
+
+
+def api_key_file_warning(path: Path) -> str | None:
+    """What to tell the user when group or others can read the key file, as ssh does for private keys.
+
+    A warning rather than a refusal: the key still works, and refusing would break a cron job
+    that worked yesterday; but a key others can read should never pass in silence.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    return (
+        f"the API key file {path} can be read by others (mode {mode:04o}); make it private: chmod 600 {path}"
+    )
 
 
 def validate_account_name(name: str, *, option: str = "--account") -> str:

@@ -3,14 +3,14 @@
     BflsyncError                 base class; ``exit_code`` tells the CLI how to leave
     ├── InputError               bad option, filter, id or file given by the user (exit 2)
     │   ├── MissingApiKeyError   no key in BFL_API_KEY nor --api-key-file (exit 2)
-    │   ├── AmbiguousIdError     an id stored under several sources (exit 2)
+    │   ├── AmbiguousIdError     an id stored for several (source, account) (exit 2)
     │   └── ProxyConfigError     a proxy environment variable the client cannot use (exit 2)
     ├── StoreError               the database cannot be used as a bflsync store (exit 2)
     │   ├── StoreMissingError    no file where the store should be
     │   ├── StoreBehindError     schema older than this bflsync; `bflsync db upgrade` fixes it
     │   ├── StoreTooNewError     schema written by a newer bflsync (unknown revision)
     │   ├── NotAStoreError       not SQLite, or SQLite without bflsync tables
-    │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked) (exit 3)
+    │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked, not yours) (exit 3)
     │   └── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
     ├── ApiError                 the BFL API answered badly or not at all (exit 3 when a sync cannot run)
     │   ├── AuthError            401/403: the key was refused

@@ -30,8 +30,9 @@ from sqlmodel import Session
 
 from bflsync import status_store, store
 from bflsync.api import LIST_PATH, BflClient
-from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY
+from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
 from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode, RunLimitError
+from bflsync.fingerprint import key_fingerprint
 from bflsync.models import RUN_COUNTERS
 from bflsync.status import BadStatusAnswer, parse_answer
 
@@ -58,6 +59,7 @@ class SyncOptions:
     new_only: bool = False
     dry_run: bool = False
     allow_empty_listing: bool = False
+    accept_new_key: bool = False
     # Training status: asked for listed finetunes whose recorded status is not settled.
     status: bool = True
     refresh_status: bool = False
@@ -100,6 +102,7 @@ class SyncResult:
     status_checked: int = 0
     status_changed: int = 0
     credits: float | None = None
+    key_changed: bool = False
     duration_s: float = 0.0
     error: str | None = None
     error_exit_code: int | None = None
@@ -132,6 +135,7 @@ class SyncResult:
             "status_checked": self.status_checked,
             "status_changed": self.status_changed,
             "credits": self.credits,
+            "key_changed": self.key_changed,
             "duration_s": round(self.duration_s, 3),
         }
 
@@ -176,11 +180,15 @@ async def run_sync(
     if engine is None and not options.dry_run:
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
-    with _recorder(
-        engine, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
-    ) as recorder:
-        run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
-        result = await run.execute()
+    try:
+        with _recorder(
+            engine, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
+        ) as recorder:
+            run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
+            result = await run.execute()
+    except SyncAborted as aborted:
+        aborted.result.duration_s = time.monotonic() - started
+        raise
     result.duration_s = time.monotonic() - started
     return result
 
@@ -191,8 +199,17 @@ class _Recorder(Protocol):
     """
 
     run_id: int | None
+    account: str
+    # This run's key against the one recorded for the account; None when there is no store to ask.
+    key_state: _KeyState | None
+    # Set once the run may speak for the account: (key fingerprint, whether to record it).
+    account_claim: tuple[str, bool] | None
 
-    def begin_run(self) -> None: ...
+    def begin_run(self, api_key: Secret) -> None: ...
+
+    def note_listed(self, listed: int) -> None:
+        """Remember the listing's size, for the first batch to record (a killed run still tells it)."""
+        ...
 
     def live_ids(self) -> set[str]: ...
 
@@ -224,7 +241,7 @@ def _recorder(
     dry_run: bool,
 ) -> Iterator[_Recorder]:
     if engine is None:
-        yield _NoStore()
+        yield _NoStore(account=account)
         return
     with Session(engine) as session:
         if dry_run:
@@ -242,9 +259,16 @@ def _split(batch: Sequence[_Fetched]) -> tuple[list[store.Observation], list[sta
 class _NoStore:
     """A dry run with no store yet: every finetune would be created, nothing is read or written."""
 
-    run_id: int | None = None
+    def __init__(self, *, account: str) -> None:
+        self.account = account
+        self.run_id: int | None = None
+        self.key_state: _KeyState | None = None
+        self.account_claim: tuple[str, bool] | None = None
 
-    def begin_run(self) -> None:
+    def begin_run(self, api_key: Secret) -> None:
+        return None
+
+    def note_listed(self, listed: int) -> None:
         return None
 
     def live_ids(self) -> set[str]:
@@ -267,14 +291,19 @@ class _NoStore:
 class _Preview:
     """A dry run against a store: reads what a run would change, each read in a transaction of its own."""
 
-    run_id: int | None = None
-
     def __init__(self, session: Session, *, source: str, account: str) -> None:
         self.session = session
         self.source = source
         self.account = account
+        self.run_id: int | None = None
+        self.key_state: _KeyState | None = None
+        self.account_claim: tuple[str, bool] | None = None
 
-    def begin_run(self) -> None:
+    def begin_run(self, api_key: Secret) -> None:
+        with self.session.begin():
+            self.key_state = _read_key_state(self.session, api_key, source=self.source, account=self.account)
+
+    def note_listed(self, listed: int) -> None:
         return None
 
     def live_ids(self) -> set[str]:
@@ -319,9 +348,14 @@ class _Writer:
         self.pid = pid
         self.run_id: int | None = None
         self._settled: set[str] = set()
+        self.key_state: _KeyState | None = None
+        self.account_claim: tuple[str, bool] | None = None
+        self.listed_unrecorded: int | None = None
 
-    def begin_run(self) -> None:
+    def begin_run(self, api_key: Secret) -> None:
         with self.session.begin():
+            # Read when the run begins, so nothing waits on the database between listing and fetching.
+            self.key_state = _read_key_state(self.session, api_key, source=self.source, account=self.account)
             interrupted = store.mark_interrupted_runs(self.session)
             self.run_id = store.start_run(
                 self.session, source=self.source, account=self.account, pid=self.pid, now=self.now()
@@ -335,6 +369,10 @@ class _Writer:
     def live_ids(self) -> set[str]:
         with self.session.begin():
             return store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
+
+    def note_listed(self, listed: int) -> None:
+        """Not a transaction of its own: fetching must not wait for the write lock."""
+        self.listed_unrecorded = listed
 
     def settled_ids(self) -> set[str]:
         return self._settled
@@ -355,6 +393,8 @@ class _Writer:
             changed = status_store.record_statuses(
                 self.session, statuses, source=self.source, account=self.account, run_id=self.run_id, now=now
             )
+            if self.listed_unrecorded is not None:
+                store.note_listed(self.session, run_id=self.run_id, listed=self.listed_unrecorded)
             for failure in batch:
                 if isinstance(failure, FetchFailure):
                     store.record_failure(
@@ -366,6 +406,7 @@ class _Writer:
                         http_status=failure.http_status,
                         attempts=failure.attempts,
                     )
+        self.listed_unrecorded = None  # committed with this batch
         counts = Counter(outcome.value for outcome in outcomes.values())
         counts[STATUS_CHANGED] = changed
         return counts
@@ -391,6 +432,18 @@ class _Writer:
                     now=self.now(),
                 )
                 result.deleted = len(gone)
+            now = self.now()
+            if self.account_claim is not None:
+                fingerprint, replace = self.account_claim
+                store.record_account(
+                    self.session,
+                    source=self.source,
+                    account=self.account,
+                    fingerprint=fingerprint,
+                    replace_fingerprint=replace,
+                    run_id=self.run_id,
+                    now=now,
+                )
             if result.credits is not None:
                 status_store.record_credits(self.session, run_id=self.run_id, credits=result.credits)
             store.finish_run(
@@ -398,8 +451,9 @@ class _Writer:
                 run_id=self.run_id,
                 status=result.status,
                 counts=result.counts(),
-                now=self.now(),
+                now=now,
                 error=result.error,
+                key_changed=result.key_changed,
             )
 
     def fail_quietly(self, result: SyncResult) -> None:
@@ -423,6 +477,24 @@ class _Writer:
             )
 
 
+@dataclass(frozen=True, kw_only=True)
+class _KeyState:
+    """This run's key fingerprint, the one recorded for its account, and the account's live finetunes."""
+
+    fingerprint: str
+    recorded: str | None
+    live_ids: frozenset[str]
+
+
+def _read_key_state(session: Session, api_key: Secret, *, source: str, account: str) -> _KeyState:
+    secret = store.fingerprint_secret(session)
+    return _KeyState(
+        fingerprint=key_fingerprint(api_key, secret=secret),
+        recorded=store.recorded_fingerprint(session, source=source, account=account),
+        live_ids=frozenset(store.stored_ids(session, source=source, account=account, live_only=True)),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     """The requests one finetune takes in this run."""
@@ -434,6 +506,10 @@ class _Job:
 
 class _Stopped(Exception):
     """The caller set the stop event."""
+
+
+class _ForeignKey(Exception):
+    """The key is not the account's: it lists none of the account's stored finetunes."""
 
 
 class _KeyRefused(Exception):
@@ -473,7 +549,7 @@ class _Run:
 
     async def execute(self) -> SyncResult:
         result = self.result
-        self.recorder.begin_run()
+        self.recorder.begin_run(self.client.api_key)
         result.run_id = self.recorder.run_id
         try:
             return await self._execute()
@@ -494,11 +570,13 @@ class _Run:
                 stopped = await self._fetch_and_store(jobs)
             except _Stopped:
                 stopped, listed_ids = True, None
+            except _ForeignKey as foreign:
+                return self._failed(str(foreign), ExitCode.INPUT, credits)
             except _KeyRefused as refused:
                 # What was fetched is stored; nothing is tombstoned from a run that could not finish.
-                return self._failed(refused.error, self._refusal_error(refused.error), credits)
+                return self._failed(self._refusal_error(refused.error), refused.error.exit_code, credits)
             except ApiError as exc:
-                return self._failed(exc, self._listing_error(exc), credits)
+                return self._failed(self._listing_error(exc), exc.exit_code, credits)
             if stopped:
                 result.status = "interrupted"
                 result.error = "stopped before finishing (interrupted by a signal)"
@@ -537,11 +615,11 @@ class _Run:
                 await self._unless_stopped(_awaited(task))
         return task.result() if task.done() and not task.cancelled() else None
 
-    def _failed(self, exc: ApiError, error: str, credits: asyncio.Task[float | None] | None) -> SyncResult:
+    def _failed(self, error: str, exit_code: int, credits: asyncio.Task[float | None] | None) -> SyncResult:
         result = self.result
         result.status = "failed"
         result.error = error
-        result.error_exit_code = exc.exit_code
+        result.error_exit_code = exit_code
         if credits is not None and credits.done() and not credits.cancelled():
             result.credits = credits.result()
         self.recorder.finish(result, listed_ids=None)
@@ -555,12 +633,51 @@ class _Run:
     async def _ids_to_list(self) -> list[str] | None:
         """The full listing, or None when only ``--id`` finetunes are synced (then nothing is tombstoned)."""
         if self.options.only_ids:
+            self._check_key(listed_ids=None)
             return None
         listed = await self._unless_stopped(self.client.list_finetunes())
         if not listed and not self.options.allow_empty_listing:
             self._refuse_to_empty_the_store()
         self.result.listed = len(listed)
+        self._check_key(listed_ids=listed)
+        self.recorder.note_listed(len(listed))
         return listed
+
+    def _check_key(self, *, listed_ids: list[str] | None) -> None:
+        """Catch a key synced under another account's label before it writes or tombstones anything.
+
+        A key other than the one recorded for ``(source, account)`` (or any key, when none is
+        recorded yet but finetunes are stored) whose complete listing shares no finetune with
+        the account's live ones is almost surely another account's, run without ``--account``:
+        obeying it would mark all of them deleted. A rotated key still lists them, and is taken.
+        A ``--id`` run cannot tell, so it never replaces the recorded fingerprint.
+        """
+        state = self.recorder.key_state
+        if state is None:
+            return
+        if listed_ids is None:
+            self.recorder.account_claim = (state.fingerprint, False)
+            return
+        if state.fingerprint != state.recorded:
+            live = state.live_ids
+            if live and live.isdisjoint(listed_ids) and not self.options.accept_new_key:
+                raise _ForeignKey(self._foreign_key_error(len(live)))
+            self.result.key_changed = state.recorded is not None
+            if self.result.key_changed:
+                logger.warning(
+                    "the API key of account %r at %s changed; recording the new key's fingerprint",
+                    self.recorder.account,
+                    self.client.source,
+                )
+        self.recorder.account_claim = (state.fingerprint, True)
+
+    def _foreign_key_error(self, live: int) -> str:
+        stored = "the finetune" if live == 1 else f"the {live} finetunes"
+        return (
+            f"this key lists none of {stored} stored for account {self.recorder.account!r} at "
+            f"{self.client.source}: pass --account NAME for another account, or --accept-new-key "
+            "if the old finetunes are really gone"
+        )
 
     def _refuse_to_empty_the_store(self) -> None:
         """An empty listing while finetunes are stored is more often an API hiccup than an emptied account.

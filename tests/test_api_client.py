@@ -457,6 +457,8 @@ def test_details_are_returned_exactly_as_parsed(fake_time: FakeTime) -> None:
         (b"<html>ok</html>", "not valid JSON"),
         (b'{"finetune_details": {"learning_rate": NaN}}', "not valid JSON"),
         (b'{"finetune_details": {"learning_rate": 1e400}}', "not valid JSON"),
+        (b'{"finetune_details": {"learning_rate": 1e-400}}', "not valid JSON"),
+        (b'{"finetune_details": {"learning_rate": -2e-324}}', "not valid JSON"),
         (b'{"finetune_details": {"comment": "cut mid-emoji \\ud83d"}}', "not valid Unicode"),
         (b'[{"finetune_details": {}}]', "expected a JSON object, got a list"),
         (b'{"finetune_details": ["a"]}', "finetune_details is a list, not an object"),
@@ -473,6 +475,15 @@ def test_malformed_details_bodies_are_bad_responses_without_retry(
     assert message in str(info.value)
     assert (info.value.status, info.value.request_id, info.value.attempts) == (200, "r1", 1)
     assert len(script.requests) == 1
+
+
+def test_a_zero_written_with_an_exponent_is_zero_not_an_underflow(fake_time: FakeTime) -> None:
+    body = b'{"finetune_details": {"learning_rate": 0.000e-999, "tiny": 5e-324}}'
+    script = Script(httpx.Response(200, content=body))
+    assert run(make_client(script, fake_time), lambda c: c.get_details("x")) == {
+        "learning_rate": 0.0,
+        "tiny": 5e-324,
+    }
 
 
 @pytest.mark.parametrize("body", [{}, {"finetune_details": None}, {"other": 1}])

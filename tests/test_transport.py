@@ -110,3 +110,29 @@ def test_a_cancelled_request_gives_its_slot_back() -> None:
                 return (await client.get(url)).status_code
 
     assert asyncio.run(main()) == 200
+
+
+def test_a_proxy_from_the_environment_still_carries_remote_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client passes its own transport; httpx must still route through the environment's proxy."""
+    from hostile_server import answer, hostile_server
+
+    from bflsync.api import BflClient
+    from bflsync.config import Secret
+    from bflsync.errors import ApiError
+    from bflsync.retry import RetryPolicy
+
+    with hostile_server({}, default=answer(502, b"no")) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.base_url)
+
+        async def main() -> None:
+            client = BflClient(
+                api_key=Secret("k" * 20),
+                base_url="https://api.example.invalid",
+                retry=RetryPolicy(max_retries=0),
+            )
+            async with client:
+                await client.list_finetunes()
+
+        with pytest.raises(ApiError):
+            asyncio.run(main())
+        assert proxy.requests == ["api.example.invalid:443"]  # the CONNECT line's target

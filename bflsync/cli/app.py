@@ -22,6 +22,7 @@ from bflsync.errors import BflsyncError, ExitCode
 from bflsync.server_text import printable
 
 LAZY_COMMANDS: dict[str, str] = {
+    "accounts": "bflsync.cli.read_commands:accounts",
     "db": "bflsync.cli.db_commands:db",
     "credits": "bflsync.cli.read_commands:credits",
     "diff": "bflsync.cli.read_commands:diff",

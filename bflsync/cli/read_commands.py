@@ -1,4 +1,5 @@
-"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs``, ``credits`` and ``diff``.
+"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs``, ``credits``, ``diff``
+and ``accounts``.
 
 Every command opens the store read-only (:func:`bflsync.db.open_store_for_read`): it never
 creates, migrates or writes the database and never touches the network.
@@ -7,11 +8,12 @@ creates, migrates or writes the database and never touches the network.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import click
+from click.decorators import FC
 from sqlalchemy.engine import Connection
 
 from bflsync import audit
@@ -19,6 +21,7 @@ from bflsync import db as store_db
 from bflsync import query as finder
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.config import validate_account_name
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 from bflsync.models import RUN_COUNTERS
@@ -43,11 +46,21 @@ RUN_COLUMNS = (
     "duration_s",
     "status",
     "source",
+    "account",
     *RUN_COUNTERS,
     "credits",
     "credits_change",
 )
 CREDIT_COLUMNS = ("run_id", "started_at", "source", "account", "credits", "drop", "new_finetunes")
+
+
+def _checked_account(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return validate_account_name(value) if value is not None else None
+
+
+def account_option(help_text: str) -> Callable[[FC], FC]:
+    """``--account NAME`` of the read commands, validated like ``sync --account``."""
+    return click.option("--account", metavar="NAME", callback=_checked_account, help=help_text)
 
 
 @contextmanager
@@ -72,6 +85,7 @@ def search_options(command: Any) -> Any:
             "--include-deleted", is_flag=True, help="Include finetunes no longer listed by the API."
         ),
         click.option("--source", metavar="HOST", help="Only finetunes synced from this API host."),
+        account_option("Only finetunes of this account (sync --account)."),
         click.option(
             "--as-of",
             metavar="TIMESTAMP",
@@ -93,6 +107,7 @@ def build_query(
     words: str | None,
     include_deleted: bool,
     source: str | None,
+    account: str | None,
     as_of: str | None,
     sort: str | None = None,
     limit: int | None = None,
@@ -102,6 +117,7 @@ def build_query(
         text=words,
         include_deleted=include_deleted,
         source=source,
+        account=account,
         as_of=finder.parse_timestamp(as_of) if as_of is not None else None,
         sort=finder.parse_sort(sort) if sort is not None else None,
         limit=limit,
@@ -130,6 +146,7 @@ def query(
     words: str | None,
     include_deleted: bool,
     source: str | None,
+    account: str | None,
     as_of: str | None,
     sort: str | None,
     limit: int | None,
@@ -141,7 +158,7 @@ def query(
     \b
     OP: = != < <= > >=, and ~ (case-insensitive substring).
     FIELD: an extracted column (mode, learning_rate, iterations, ...), a bookkeeping
-    column (source, version, first_seen_at, last_changed_at, deleted_at, ...) or any key
+    column (source, account, version, first_seen_at, last_changed_at, deleted_at, ...) or any key
     of the raw details, dotted for nesting (extra.images), `backticks` for odd names.
     VALUE: numbers compare numerically (numeric strings count), true/false, null (missing
     or null), "quoted" is always a string, anything else is a string. != also matches
@@ -165,6 +182,7 @@ def query(
         words=words,
         include_deleted=include_deleted,
         source=source,
+        account=account,
         as_of=as_of,
         sort=sort,
         # One extra row tells the table whether it was cut short.
@@ -219,6 +237,7 @@ def facets(
     words: str | None,
     include_deleted: bool,
     source: str | None,
+    account: str | None,
     as_of: str | None,
     output_format: str,
 ) -> None:
@@ -235,7 +254,9 @@ def facets(
     fields = [finder.parse_field(argument) for argument in arguments if not finder.is_filter(argument)]
     if not fields:
         raise InputError("facets needs at least one FIELD to count (arguments with an operator are filters)")
-    search = build_query(filters, words=words, include_deleted=include_deleted, source=source, as_of=as_of)
+    search = build_query(
+        filters, words=words, include_deleted=include_deleted, source=source, account=account, as_of=as_of
+    )
     with reading(cli_context) as connection:
         counts = finder.facet_counts(connection, fields, search)
     if output_format == "json":
@@ -250,9 +271,12 @@ def facets(
 @click.command()
 @click.argument("finetune_id", metavar="ID")
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@account_option("Which account, when the id is stored for several.")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
 @pass_cli_context
-def show(cli_context: CliContext, finetune_id: str, source: str | None, output_format: str) -> None:
+def show(
+    cli_context: CliContext, finetune_id: str, source: str | None, account: str | None, output_format: str
+) -> None:
     """Show one finetune's current record: extracted fields, bookkeeping and raw details.
 
     Finetunes the API no longer lists are shown too, marked as deleted.
@@ -262,8 +286,10 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
         bflsync show acme-labs/portrait-lora-3 --format json
     """
     with reading(cli_context) as connection:
-        record = finder.find_finetune(connection, finetune_id, source=source)
-        timeline = audit.status_timeline(connection, record.finetune_id, source=record.source)
+        record = finder.find_finetune(connection, finetune_id, source=source, account=account)
+        timeline = audit.status_timeline(
+            connection, record.finetune_id, source=record.source, account=record.column("account")
+        )
     if output_format == "json":
         entries = [{k: v for k, v in e.as_dict().items() if k not in _SAME_RECORD} for e in timeline]
         render.write_json({**record.as_dict(), "status_timeline": entries})
@@ -292,6 +318,7 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
 @click.argument("finetune_id", metavar="[ID]", required=False)
 @click.option("--since", metavar="TIMESTAMP", help="Only changes observed at or after this time (ISO 8601).")
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@account_option("Which account, when the id is stored for several (without ID: only this account's changes).")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
 @pass_cli_context
 def history(
@@ -299,6 +326,7 @@ def history(
     finetune_id: str | None,
     since: str | None,
     source: str | None,
+    account: str | None,
     output_format: str,
 ) -> None:
     """List every stored version of a finetune, oldest first, with old and new values per changed key.
@@ -315,7 +343,9 @@ def history(
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
     start = finder.parse_timestamp(since) if since is not None else None
     with reading(cli_context) as connection:
-        entries = audit.history(connection, finetune_id=finetune_id, source=source, since=start)
+        entries = audit.history(
+            connection, finetune_id=finetune_id, source=source, account=account, since=start
+        )
     if output_format == "json":
         render.write_json([entry.as_dict() for entry in entries])
         return
@@ -340,9 +370,12 @@ def history(
     show_default=True,
     help="Newest N runs.",
 )
+@account_option("Only the runs of this account.")
 @click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
 @pass_cli_context
-def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format: str) -> None:
+def runs(
+    cli_context: CliContext, run_id: int | None, limit: int, account: str | None, output_format: str
+) -> None:
     """List sync runs, newest first, or show one run with its per-finetune errors.
 
     \b
@@ -352,7 +385,7 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
     """
     with reading(cli_context) as connection:
         if run_id is None:
-            listed = audit.runs(connection, limit=limit)
+            listed = audit.runs(connection, limit=limit, account=account)
         else:
             run, errors = audit.run_with_errors(connection, run_id)
     if run_id is None:
@@ -373,13 +406,48 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
         render.write_table(headers, [[error[name] for name in headers] for error in errors])
 
 
+ACCOUNT_COLUMNS = ("source", "account", "live", "deleted", "last_synced_at", "last_status", "key_fingerprint")
+
+
+@click.command()
+@click.option(
+    "--format", "output_format", type=click.Choice(("table", "json")), default="table", show_default=True
+)
+@pass_cli_context
+def accounts(cli_context: CliContext, output_format: str) -> None:
+    """List each (source, account) in the store: live and deleted finetunes, last sync, key fingerprint.
+
+    An account is the label a sync ran under (sync --account, default "default"); the
+    fingerprint identifies the key that last synced it without revealing it (empty until a
+    sync records one, e.g. right after upgrading an older store).
+
+    \b
+    Example:
+        bflsync accounts --format json
+    """
+    with reading(cli_context) as connection:
+        listed = audit.accounts(connection)
+    if output_format == "json":
+        render.write_json(listed)
+        return
+    render.write_table(ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed])
+
+
 @click.command()
 @click.argument("first", metavar="A")
 @click.argument("second", metavar="B")
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
+@account_option("Which account, when an id is stored for several.")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
 @pass_cli_context
-def diff(cli_context: CliContext, first: str, second: str, source: str | None, output_format: str) -> None:
+def diff(
+    cli_context: CliContext,
+    first: str,
+    second: str,
+    source: str | None,
+    account: str | None,
+    output_format: str,
+) -> None:
     """Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.
 
     Nested objects are compared key by key; only differing keys are shown.
@@ -390,13 +458,20 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
         bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
     """
     with reading(cli_context) as connection:
-        result = audit.diff(connection, audit.VersionRef(first), audit.VersionRef(second), source=source)
+        result = audit.diff(
+            connection, audit.VersionRef(first), audit.VersionRef(second), source=source, account=account
+        )
     sides = {"a": result.a, "b": result.b}
     if output_format == "json":
         render.write_json(
             {
                 **{
-                    name: {"finetune_id": side.finetune_id, "source": side.source, "version": side.version}
+                    name: {
+                        "finetune_id": side.finetune_id,
+                        "source": side.source,
+                        "account": side.account,
+                        "version": side.version,
+                    }
                     for name, side in sides.items()
                 },
                 "differences": result.differences,
@@ -488,6 +563,7 @@ def _record_object(record: finder.FinetuneRecord, fields: Sequence[finder.FieldR
     return {
         "finetune_id": record.finetune_id,
         "source": record.source,
+        "account": record.account,
         **{field.name: record.value(field) for field in fields},
     }
 
@@ -499,8 +575,10 @@ def _field_rows(
 
 
 def _table_columns(records: Sequence[finder.FinetuneRecord], *, include_deleted: bool) -> list[str]:
-    """Source only when the result mixes sources; deleted_at only when deleted rows were asked for."""
+    """Source and account only when the result mixes them; deleted_at only when deleted rows were asked for."""
     columns = list(TABLE_COLUMNS)
+    if len({record.account for record in records}) > 1:
+        columns.insert(1, "account")
     if len({record.source for record in records}) > 1:
         columns.insert(1, "source")
     if include_deleted:

@@ -30,6 +30,7 @@ from bflsync.config import (
     MAX_CONCURRENCY,
     REGION_URLS,
     ApiSettings,
+    api_key_file_warning,
     validate_account_name,
 )
 from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
@@ -131,6 +132,11 @@ class RunFailedError(BflsyncError):
     help="Believe an empty listing and mark every stored finetune deleted (refused otherwise, exit 3).",
 )
 @click.option(
+    "--accept-new-key",
+    is_flag=True,
+    help="Sync even though this key lists none of the account's stored finetunes (they are marked deleted).",
+)
+@click.option(
     "--refresh-status",
     is_flag=True,
     help="Ask every listed finetune's training status, settled ones (Ready, Error, moderated) too.",
@@ -170,6 +176,7 @@ def sync(
     new_only: bool,
     dry_run: bool,
     allow_empty_listing: bool,
+    accept_new_key: bool,
     refresh_status: bool,
     no_status: bool,
     strict_status: bool,
@@ -186,7 +193,9 @@ def sync(
 
     Each key syncs as an account (--account NAME, default "default"): a finetune is
     stored per (source, account), so several keys and regions share one store and a
-    sync only ever marks its own account's finetunes deleted.
+    sync only ever marks its own account's finetunes deleted. A key that lists none of
+    the finetunes stored for its account (a forgotten --account) is refused with exit 2
+    before anything is written; --accept-new-key overrides that.
 
     One sync per store at a time: a second one exits 4 (or waits up to --wait seconds).
     The store stays readable by `bflsync query`, sqlite3 and Datasette meanwhile.
@@ -227,10 +236,14 @@ def sync(
     base_url_given = ctx.get_parameter_source("base_url") is click.core.ParameterSource.COMMANDLINE
     if region_given and base_url_given:
         raise InputError("give either --region or --base-url, not both")
+    api_key = load_api_key(env_value=os.environ.get("BFL_API_KEY"), key_file=api_key_file)
+    if api_key_file is not None and (warning := api_key_file_warning(api_key_file)):
+        # Even with --quiet: a key others can read must not go unnoticed in a cron job either.
+        click.echo(f"bflsync: warning: {warning}", err=True)
     # An explicit --region beats a base URL that only comes from the environment.
     resolved_url = resolve_base_url(region=region, base_url=None if region_given else base_url)
     settings = ApiSettings(
-        api_key=load_api_key(env_value=os.environ.get("BFL_API_KEY"), key_file=api_key_file),
+        api_key=api_key,
         base_url=resolved_url,
         connect_timeout_s=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s),
         read_timeout_s=timeout_s,
@@ -246,6 +259,7 @@ def sync(
         new_only=new_only,
         dry_run=dry_run,
         allow_empty_listing=allow_empty_listing,
+        accept_new_key=accept_new_key,
         status=not no_status,
         refresh_status=refresh_status,
         strict_status=strict_status,
@@ -318,9 +332,13 @@ def _run_reporting(
 
 @contextmanager
 def _read_only_engine(location: store_db.StoreLocation) -> Iterator[Engine | None]:
-    """A dry run reads the store if there is one, and never creates or changes it."""
+    """A dry run reads the store if there is one, and never creates or changes it.
+
+    A store behind head is refused like any read command does (exit 2, "run bflsync db
+    upgrade"): an older schema has no accounts to compare the listing with.
+    """
     try:
-        engine = store_db.open_store_for_read(location, allow_behind=True)
+        engine = store_db.open_store_for_read(location)
     except StoreMissingError:
         yield None
         return
@@ -405,9 +423,10 @@ def _summary(result: SyncResult) -> str:
         statuses = f"; status: {result.status_checked} checked, {result.status_changed} changed"
         statuses += f", {result.status_failed} failed" if result.status_failed else ""
     credits = f"; credits {result.credits:g}" if result.credits is not None else ""
+    key_note = "; the API key changed, its new fingerprint is recorded" if result.key_changed else ""
     return (
         f"sync {result.status}: {listed}{changes}{statuses}{credits} in {result.duration_s:.1f} s "
-        f"(run {result.run_id}, {_where(result)})"
+        f"(run {result.run_id}, {_where(result)}){key_note}"
     )
 
 

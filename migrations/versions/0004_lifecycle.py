@@ -6,7 +6,7 @@ append-only timeline of observed changes; ``sync_run`` gains the run's ``credits
 and ``status_failed``, the count of status requests that failed.
 
 Revision ID: 0004_lifecycle
-Revises: 0003_accounts
+Revises: 0006_canonical_numbers
 Create Date: 2026-12-01 10:17:29
 """
 
@@ -22,7 +22,7 @@ from bflsync.fts import triggers_kept
 
 
 revision: str = "0004_lifecycle"
-down_revision: str | None = "0003_accounts"
+down_revision: str | None = "0006_canonical_numbers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
