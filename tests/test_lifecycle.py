@@ -62,11 +62,18 @@ def sync_at(store_url: str, mock: MockBFL, at: datetime, **options: Any) -> Sync
         opened.engine.dispose()
 
 
-def table(store_url: str, model: type[Any], *columns: str, order_by: str = "id") -> list[dict[str, Any]]:
-    """Rows of a table through SQLAlchemy, so timestamps come back as UTC datetimes on both engines."""
+def table(
+    store_url: str, model: type[Any], *columns: str, order_by: str | None = None
+) -> list[dict[str, Any]]:
+    """Rows of a table through SQLAlchemy, so timestamps come back as UTC datetimes on both engines.
+
+    Finetunes come by id, not by row id: rows are inserted in the order concurrent fetches finish.
+    """
     location = db.locate_store(store_url)
     engine = sa.create_engine(location.url)
     t: sa.Table = model.__table__
+    if order_by is None:
+        order_by = "finetune_id" if "finetune_id" in t.c else "id"
     try:
         with engine.connect() as connection:
             query = sa.select(*(t.c[c] for c in columns)).order_by(t.c[order_by], t.c.id)
