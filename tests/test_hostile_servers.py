@@ -39,9 +39,10 @@ DETAILS = "/v1/finetune_details"
 
 
 def sync(runner: CliRunner, db_path: Path, server: HostileServer, *args: str) -> Result:
+    """A sync of the listing and details only: these servers know no status or credits endpoint."""
     return runner.invoke(
         cli,
-        ["--db", str(db_path), "sync", "--base-url", server.base_url, *args],
+        ["--db", str(db_path), "sync", "--base-url", server.base_url, "--no-status", "--no-credits", *args],
         env={"BFL_API_KEY": KEY},
         catch_exceptions=False,
     )

@@ -24,6 +24,7 @@ from bflsync.server_text import printable
 LAZY_COMMANDS: dict[str, str] = {
     "accounts": "bflsync.cli.read_commands:accounts",
     "db": "bflsync.cli.db_commands:db",
+    "credits": "bflsync.cli.read_commands:credits",
     "diff": "bflsync.cli.read_commands:diff",
     "facets": "bflsync.cli.read_commands:facets",
     "history": "bflsync.cli.read_commands:history",

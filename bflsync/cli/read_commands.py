@@ -1,4 +1,5 @@
-"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs``, ``diff`` and ``accounts``.
+"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs``, ``credits``, ``diff``
+and ``accounts``.
 
 Every command opens the store read-only (:func:`bflsync.db.open_store_for_read`): it never
 creates, migrates or writes the database and never touches the network.
@@ -36,9 +37,21 @@ TABLE_COLUMNS = (
     "iterations",
     "learning_rate",
     "lora_rank",
+    "status",
     "last_changed_at",
 )
-RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", "account", *RUN_COUNTERS)
+RUN_COLUMNS = (
+    "id",
+    "started_at",
+    "duration_s",
+    "status",
+    "source",
+    "account",
+    *RUN_COUNTERS,
+    "credits",
+    "credits_change",
+)
+CREDIT_COLUMNS = ("run_id", "started_at", "source", "account", "credits", "drop", "new_finetunes")
 
 
 def _checked_account(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -274,8 +287,12 @@ def show(
     """
     with reading(cli_context) as connection:
         record = finder.find_finetune(connection, finetune_id, source=source, account=account)
+        timeline = audit.status_timeline(
+            connection, record.finetune_id, source=record.source, account=record.column("account")
+        )
     if output_format == "json":
-        render.write_json(record.as_dict())
+        entries = [{k: v for k, v in e.as_dict().items() if k not in _SAME_RECORD} for e in timeline]
+        render.write_json({**record.as_dict(), "status_timeline": entries})
         return
     status = (
         "live"
@@ -283,10 +300,16 @@ def show(
         else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
     )
     item = record.as_dict()
-    lines = [("status", status), *((name, item[name]) for name in finder.RECORD_COLUMNS)]
+    names = [name for name in finder.RECORD_COLUMNS if name not in finder.LIFECYCLE_COLUMNS]
+    lines = [("status", status), *((name, item[name]) for name in names)]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
+    click.echo(f"{'training'.ljust(width)}  {_training(record)}")
+    if timeline:
+        click.echo("status timeline:")
+        for entry in timeline:
+            click.echo(f"    {_status_line(entry)}")
     click.echo("details:")
     click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
 
@@ -308,6 +331,7 @@ def history(
 ) -> None:
     """List every stored version of a finetune, oldest first, with old and new values per changed key.
 
+    Training status changes are listed among the versions, each line marked "status".
     Without ID, --since lists every change in the account since then.
 
     \b
@@ -326,8 +350,11 @@ def history(
         render.write_json([entry.as_dict() for entry in entries])
         return
     for entry in entries:
-        run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
         who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
+        if isinstance(entry, audit.StatusEntry):
+            click.echo(f"{who}{_status_line(entry)}")
+            continue
+        run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
         click.echo(f"{who}v{entry.version}  {entry.change}  {entry.observed_at.isoformat()}  {run}")
         for key, change in entry.changes.items():
             path = render.one_line(finder.format_path((key,)))
@@ -454,6 +481,75 @@ def diff(
     headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
     rows = [[row["key"], _shown(row, "a"), _shown(row, "b")] for row in result.differences]
     render.write_table(headers, rows)
+
+
+@click.command()
+@click.option(
+    "--account", metavar="NAME", help="Only this account's balance (the label of `sync --account`)."
+)
+@click.option("--source", metavar="HOST", help="Only the balance read from this API host.")
+@click.option("--since", metavar="TIMESTAMP", help="Only runs started at or after this time (ISO 8601).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("table", "json", "csv")),
+    default="table",
+    show_default=True,
+)
+@pass_cli_context
+def credits(
+    cli_context: CliContext, account: str | None, source: str | None, since: str | None, output_format: str
+) -> None:
+    """Show the account's credit balance over time, as each sync read it, oldest first.
+
+    Each row is a run that read the balance: the drop since the previous reading (positive
+    when credits were spent) and the finetunes first seen in between, the trainings that
+    the drop paid for.
+
+    \b
+    Example:
+        bflsync credits --since 2026-11-01 --format csv
+    """
+    start = finder.parse_timestamp(since) if since is not None else None
+    with reading(cli_context) as connection:
+        intervals = audit.credit_history(connection, source=source, account=account, since=start)
+    if output_format == "json":
+        render.write_json([interval.as_dict() for interval in intervals])
+        return
+    rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
+    for row in rows:
+        row[-1] = " ".join(row[-1])
+    if output_format == "csv":
+        render.write_csv(list(CREDIT_COLUMNS), rows)
+    else:
+        render.write_table(CREDIT_COLUMNS, rows)
+
+
+_SAME_RECORD = ("finetune_id", "source", "change")
+
+
+def _training(record: finder.FinetuneRecord) -> str:
+    """The training status in one line: NULL means no sync has asked yet."""
+    status = record.column("status")
+    if status is None:
+        return "not checked yet"
+    parts = [render.one_line(status)]
+    progress = record.column("progress")
+    if progress is not None:
+        parts.append(f"progress {progress:g}")
+    checked = record.column("status_checked_at")
+    if checked is not None:
+        parts.append(f"checked {checked.isoformat()}")
+    ready = record.column("ready_at")
+    if ready is not None:
+        parts.append(f"ready since {ready.isoformat()}")
+    return ", ".join(parts)
+
+
+def _status_line(entry: audit.StatusEntry) -> str:
+    run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+    progress = f" {entry.progress:g}" if entry.progress is not None else ""
+    return f"status  {render.one_line(entry.status)}{progress}  {entry.observed_at.isoformat()}  {run}"
 
 
 def _shown(values: dict[str, Any], side: str) -> str:
