@@ -53,7 +53,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("bflsync.db")
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts", "0003_accounts", "0006_canonical_numbers")
+KNOWN_REVISIONS: tuple[str, ...] = (
+    "0001_initial",
+    "0002_fts",
+    "0003_accounts",
+    "0006_canonical_numbers",
+    "0005_search",
+)
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
 ACCOUNTS_REVISION = "0003_accounts"
