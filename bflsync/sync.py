@@ -702,12 +702,16 @@ class _Run:
         recorded yet but finetunes are stored) whose complete listing shares no finetune with
         the account's live ones is almost surely another account's, run without ``--account``:
         obeying it would mark all of them deleted. A rotated key still lists them, and is taken.
-        A ``--id`` run cannot tell, so it never replaces the recorded fingerprint.
+        A ``--id`` run cannot tell, so it never replaces the recorded fingerprint, and with a key
+        other than the recorded one it is refused: the foreign finetunes it would store under the
+        account would make that key's next full listing "overlap" and tombstone all the others.
         """
         state = self.recorder.key_state
         if state is None:
             return
         if listed_ids is None:
+            if state.recorded not in (None, state.fingerprint) and not self.options.accept_new_key:
+                raise _ForeignKey(self._unconfirmed_key_error())
             self.recorder.account_claim = (state.fingerprint, False)
             return
         if state.fingerprint != state.recorded:
@@ -729,6 +733,13 @@ class _Run:
             f"this key lists none of {stored} stored for account {self.recorder.account!r} at "
             f"{self.client.source}: pass --account NAME for another account, or --accept-new-key "
             "if the old finetunes are really gone"
+        )
+
+    def _unconfirmed_key_error(self) -> str:
+        return (
+            f"this key is not the one recorded for account {self.recorder.account!r} at "
+            f"{self.client.source} and a --id run cannot tell whose it is: pass --account NAME for "
+            "another account, run a full sync to confirm a rotated key, or --accept-new-key"
         )
 
     def _refuse_to_empty_the_store(self) -> None:
