@@ -173,7 +173,7 @@ def test_query_table_limit_cuts_rows_and_says_so_on_stderr(store: Path) -> None:
     result = run(store, "query", "--limit", "1", "--columns", "finetune_id")
     assert (result.stdout, result.stderr) == (
         "finetune_id\nalpha\n",
-        "(first 1 rows shown; --limit 0 for all)\n",
+        "(first 1 row shown; --limit 0 for all)\n",
     )
 
 

@@ -18,7 +18,7 @@ from bflsync import audit
 from bflsync import db as store_db
 from bflsync import query as finder
 from bflsync.cli import render
-from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 from bflsync.models import RUN_COUNTERS
@@ -104,7 +104,8 @@ def build_query(
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=0, max=INT64_MAX),
+    metavar="N",
+    type=Int64Range(min=0),
     help=f"At most N rows; 0 for all [default: {TABLE_LIMIT} for the table, all otherwise].",
 )
 @click.option("--columns", metavar="A,B,C", help="The fields to show (any field, details keys included).")
@@ -177,7 +178,9 @@ def query(
             fields = [finder.parse_field(name) for name in default]
         render.write_table(*_field_rows(shown, fields))
         if len(records) > len(shown) and not cli_context.quiet:
-            click.echo(f"(first {limit} rows shown; --limit 0 for all)", err=True)
+            click.echo(
+                f"(first {limit} {'row' if limit == 1 else 'rows'} shown; --limit 0 for all)", err=True
+            )
 
 
 @click.command()
@@ -295,7 +298,8 @@ def history(
 @click.argument("run_id", metavar="[RUN_ID]", type=click.IntRange(INT64_MIN, INT64_MAX), required=False)
 @click.option(
     "--limit",
-    type=click.IntRange(min=1, max=INT64_MAX),
+    metavar="N",
+    type=Int64Range(min=1),
     default=20,
     show_default=True,
     help="Newest N runs.",
@@ -319,14 +323,17 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
         if output_format == "json":
             render.write_json(listed)
         else:
-            render.write_table(RUN_COLUMNS, [[run[name] for name in RUN_COLUMNS] for run in listed])
+            render.write_table(
+                [_run_label(name) for name in RUN_COLUMNS],
+                [[_run_cell(run, name) for name in RUN_COLUMNS] for run in listed],
+            )
         return
     if output_format == "json":
         render.write_json({**run, "errors": errors})
         return
     width = max(len(name) for name in run)
-    for name, value in run.items():
-        click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
+    for name in run:
+        click.echo(f"{_run_label(name).ljust(width)}  {render.one_line(_run_cell(run, name))}")
     if errors:
         click.echo("errors:")
         headers = ("finetune_id", "kind", "http_status", "attempts", "message")
@@ -366,6 +373,15 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
     headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
     rows = [[row["key"], _shown(row, "a"), _shown(row, "b")] for row in result.differences]
     render.write_table(headers, rows)
+
+
+def _run_label(name: str) -> str:
+    return "duration" if name == "duration_s" else name
+
+
+def _run_cell(run: dict[str, Any], name: str) -> str:
+    """A run's value for people: durations rounded (``12.3 s``, ``4 min 05 s``); JSON keeps the seconds."""
+    return render.human_duration(run[name]) if name == "duration_s" else render.cell(run[name])
 
 
 def _shown(values: dict[str, Any], side: str) -> str:

@@ -102,3 +102,17 @@ def _write_rich_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> 
         # Text(), not str: a value like "[bold]" is data, not rich markup.
         table.add_row(*(Text(value) for value in row))
     Console().print(table)
+
+
+def human_duration(seconds: float | None) -> str:
+    """A duration as people read it: ``0.3 s``, ``42 s``, ``4 min 05 s``, ``2 h 03 min``; empty when unknown."""
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"

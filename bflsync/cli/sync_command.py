@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from bflsync import db as store_db
 from bflsync.api import BflClient, load_api_key, resolve_base_url
+from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context, report_opened
 from bflsync.config import (
     DEFAULT_CONCURRENCY,
@@ -316,6 +317,6 @@ def _summary(result: SyncResult) -> str:
         return f"dry run, nothing written; would be {changes} ({result.source})"
     listed = f"{result.listed} listed, " if result.listed else ""
     return (
-        f"sync {result.status}: {listed}{changes} in {result.duration_s:.1f} s "
+        f"sync {result.status}: {listed}{changes} in {render.human_duration(result.duration_s)} "
         f"(run {result.run_id}, {result.source})"
     )
