@@ -41,7 +41,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from bflsync.errors import AmbiguousIdError, InputError
+from bflsync import textsearch
+from bflsync.errors import AmbiguousIdError, FilterError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, INT64_MAX, INT64_MIN, as_float, extract_fields
 from bflsync.models import Finetune, FinetuneVersion, UTCDateTime
 
@@ -49,7 +50,6 @@ Scalar = str | int | float | bool | None
 
 _finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 _version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
-_fts = sa.table("finetune_fts", sa.column("rowid", sa.Integer), sa.column("body", sa.Text))
 
 OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
 _BARE = re.compile(r"\w[\w-]*")
@@ -71,10 +71,6 @@ _COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     ">": lambda a, b: a > b,
     ">=": lambda a, b: a >= b,
 }
-
-
-class FilterError(InputError):
-    """A filter, field name or --text that the language does not accept."""
 
 
 class Kind(enum.Enum):
@@ -296,23 +292,6 @@ def format_path(path: Sequence[str], *, force_key: bool = False) -> str:
         plain = _BARE.fullmatch(key) and not (index == 0 and force_key)
         parts.append(key if plain else "`" + key.replace("`", "``") + "`")
     return ".".join(parts)
-
-
-def fts_query(words: str) -> str:
-    """User words as an FTS5 query: each word a quoted phrase (ANDed), ``word*`` a prefix.
-
-    Quoting every word means FTS5 operators (AND, OR, NEAR, ``:``, ``^``, parentheses) in the
-    input are searched for as text, never interpreted. Control characters separate words
-    (FTS5 would cut its query at a NUL).
-    """
-    terms = []
-    for word in _CONTROL.sub(" ", words).split():
-        stem = word.rstrip("*")
-        prefix = "*" if stem and stem != word else ""
-        terms.append('"' + (stem or word).replace('"', '""') + '"' + prefix)
-    if not terms:
-        raise FilterError("--text needs at least one word")
-    return " ".join(terms)
 
 
 def _scan_field(text: str, position: int, *, context: str) -> tuple[FieldRef, int]:
@@ -621,8 +600,10 @@ def _conditions(relation: sa.FromClause, query: Query) -> list[ColumnElement[boo
     if query.text is not None:
         if query.as_of is not None:
             raise FilterError("--text searches the current details and cannot be combined with --as-of")
-        matching = sa.select(_fts.c.rowid).where(_fts.c.body.match(fts_query(query.text)))
-        conditions.append(relation.c.id.in_(matching))
+        condition, params = textsearch.sqlite_condition(
+            query.text, id_column="finetune.id", details_column="finetune.details"
+        )
+        conditions.append(sa.and_(sa.text(condition).bindparams(**params)))
     return conditions
 
 
