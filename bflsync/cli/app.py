@@ -28,6 +28,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "mock-api": "bflsync.cli.mock_command:mock_api",
     "query": "bflsync.cli.read_commands:query",
     "runs": "bflsync.cli.read_commands:runs",
+    "serve": "bflsync.cli.serve_command:serve",
     "show": "bflsync.cli.read_commands:show",
     "sync": "bflsync.cli.sync_command:sync",
 }
