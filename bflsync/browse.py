@@ -2,7 +2,7 @@
 
 It is built from the database's name (Datasette names a database after its file's stem) and
 the columns each table has (:func:`table_columns` reads them, read-only), so facets appear only for columns the store's revision has
-(``account`` and ``status`` come with later revisions). Search on ``finetune`` goes through the
+(``status`` comes with a later revision). Search on ``finetune`` goes through the
 word index ``finetune_fts``, keyed on ``finetune.id``; Datasette would also find it on its own
 (revision ``0007_fts_discoverable``), but saying so keeps older Datasettes and copies of the
 metadata right. Substrings in scripts without spaces are in ``finetune_fts_trigram``
@@ -23,7 +23,9 @@ FACETS = {
     "sync_run": ("status", "source", "account"),
     "sync_error": ("kind", "http_status"),
 }
-HIDDEN = ("alembic_version",)
+HIDDEN = ("alembic_version", "store_meta")
+# Not even viewable by URL: the per-store secret of the key fingerprints (the key itself is never stored).
+DENIED = ("store_meta",)
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "finetune": {
         "finetune_id": "the id BFL gives the finetune; paste it into `bflsync show`",
@@ -45,7 +47,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "last_seen_at": f"{TIMESTAMP}: last listed by the API",
         "last_changed_at": f"{TIMESTAMP}: details last changed",
         "deleted_at": f"{TIMESTAMP}: no longer listed by the API since then (empty while live)",
-        "account": "the account (API key name) it belongs to",
+        "account": "the label of the API key that synced it (`bflsync sync --account`)",
         "status": "training status reported by the API",
     },
     "finetune_version": {
@@ -97,7 +99,11 @@ def datasette_metadata(database: str, columns: Mapping[str, Sequence[str]]) -> d
 
     ``columns`` maps each table of the store to its column names.
     """
-    tables: dict[str, Any] = {name: {"hidden": True} for name in HIDDEN if name in columns}
+    tables: dict[str, Any] = {
+        name: {"hidden": True, **({"allow": False} if name in DENIED else {})}
+        for name in HIDDEN
+        if name in columns
+    }
     for table, names in columns.items():
         if table in HIDDEN or table.startswith("finetune_fts"):
             continue

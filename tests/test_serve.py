@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -109,14 +110,17 @@ def test_datasette_search_gives_exactly_the_ids_of_query_text(
 @pytest.mark.slow
 def test_datasette_serves_the_metadata_facets_and_canned_queries(served: str, store: Path) -> None:
     table = get_json(f"{served}/finetune.json?_size=0&_extra=facet_results")
-    assert set(table["facet_results"]) == {"mode", "finetune_type"}
+    assert set(table["facet_results"]) == {"mode", "finetune_type", "account"}
     changes = get_json(f"{served}/changes_since.json?since=2026-01-02&_shape=array")
     assert [(row["finetune_id"], row["change"]) for row in changes] == [("gone-fox", "deleted")]
     rates = get_json(f"{served}/finetunes_by_learning_rate.json?mode=&_shape=array")
     assert [(row["learning_rate"], row["finetunes"]) for row in rates] == [(1e-05, 2), (2e-05, 1)]
     database = get_json(f"{served}.json")
     visible = {table["name"] for table in database["tables"] if not table["hidden"]}
-    assert visible == {"finetune", "finetune_version", "sync_run", "sync_error"}
+    assert visible == {"finetune", "finetune_version", "sync_run", "sync_error", "account"}
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        get_json(f"{served}/store_meta.json")
+    assert denied.value.code == 403
 
 
 def test_print_metadata_describes_the_store(store: Path) -> None:
@@ -134,7 +138,7 @@ def test_print_metadata_describes_the_store(store: Path) -> None:
         "id",
         "finetune_id",
     )
-    assert finetune["facets"] == ["mode", "finetune_type"]
+    assert finetune["facets"] == ["mode", "finetune_type", "account"]
     assert "learning rate" in finetune["columns"]["learning_rate"]
     assert "UTC" in finetune["columns"]["last_changed_at"]
     assert set(metadata["databases"]["store"]["queries"]) == {"changes_since", "finetunes_by_learning_rate"}

@@ -52,7 +52,7 @@ def store_path(store_engine: Engine, db_path: Path) -> Path:
     }
     write_sync(store_engine, details, now=day(1))
     with Session(store_engine) as session, session.begin():
-        run_id = store.start_run(session, source="api.us1.bfl.ai", pid=1, now=day(2))
+        run_id = store.start_run(session, source="api.us1.bfl.ai", account="default", pid=1, now=day(2))
         counts = {"listed": 2000, "fetched": 2000, "unchanged": 1998, "updated": 2}
         store.finish_run(
             session, run_id=run_id, status="ok", counts=counts, now=day(2) + timedelta(seconds=754)
