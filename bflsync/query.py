@@ -41,7 +41,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from bflsync import textsearch
+from bflsync import reltime, textsearch
 from bflsync.errors import AmbiguousIdError, FilterError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, INT64_MAX, INT64_MIN, as_float, extract_fields
 from bflsync.models import Finetune, FinetuneVersion, UTCDateTime
@@ -268,13 +268,23 @@ def is_filter(text: str) -> bool:
     return end != len(text)
 
 
-def parse_timestamp(text: str) -> datetime:
-    """An ISO 8601 date or datetime as aware UTC; a naive one is taken to be UTC."""
+def parse_timestamp(text: str, *, now: datetime | None = None) -> datetime:
+    """An ISO 8601 date or datetime as aware UTC (a naive one is taken to be UTC).
+
+    Given ``now``, the relative forms of :mod:`bflsync.reltime` (``7d``, ``yesterday``) count too.
+    """
+    try:
+        relative = reltime.parse_relative(text, now=now) if now is not None else None
+    except OverflowError:
+        raise InputError(f"timestamp out of range: {text!r} reaches before year 1") from None
+    if relative is not None:
+        return relative
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
+        forms = f"; or relative: {reltime.FORMS}" if now is not None else ""
         raise InputError(
-            f"not an ISO 8601 date or datetime: {text!r} (try 2026-01-31 or 2026-01-31T12:00:00Z)"
+            f"not an ISO 8601 date or datetime: {text!r} (try 2026-01-31 or 2026-01-31T12:00:00Z{forms})"
         ) from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -64,7 +65,8 @@ def search_options(command: Any) -> Any:
             "--as-of",
             metavar="TIMESTAMP",
             help=(
-                "Answer as the store knew things then (ISO 8601; naive means UTC). The history "
+                "Answer as the store knew things then: ISO 8601 (naive means UTC) or relative, 7d, 12h, "
+                "yesterday. The history "
                 "records changes, not every sighting: last_seen_at then shows when that version "
                 "was first observed, and cannot be filtered, sorted or counted."
             ),
@@ -90,7 +92,7 @@ def build_query(
         text=words,
         include_deleted=include_deleted,
         source=source,
-        as_of=finder.parse_timestamp(as_of) if as_of is not None else None,
+        as_of=finder.parse_timestamp(as_of, now=datetime.now(UTC)) if as_of is not None else None,
         sort=finder.parse_sort(sort) if sort is not None else None,
         limit=limit,
     )
@@ -257,7 +259,11 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
 
 @click.command()
 @click.argument("finetune_id", metavar="[ID]", required=False)
-@click.option("--since", metavar="TIMESTAMP", help="Only changes observed at or after this time (ISO 8601).")
+@click.option(
+    "--since",
+    metavar="TIMESTAMP",
+    help="Only changes observed at or after this time: ISO 8601, or relative (7d, 12h, yesterday).",
+)
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
 @pass_cli_context
@@ -279,7 +285,7 @@ def history(
     """
     if finetune_id is None and since is None:
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
-    start = finder.parse_timestamp(since) if since is not None else None
+    start = finder.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as connection:
         entries = audit.history(connection, finetune_id=finetune_id, source=source, since=start)
     if output_format == "json":
