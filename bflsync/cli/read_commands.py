@@ -25,7 +25,11 @@ from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 from bflsync.models import RUN_COUNTERS
 
 TABLE_LIMIT = 50
-QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
+# One vocabulary (README, "Output formats"): json, jsonl and csv wherever records are listed.
+RECORD_FORMATS = ("json", "jsonl", "csv")
+QUERY_FORMATS = ("table", *RECORD_FORMATS, "ids")
+LIST_FORMATS = ("table", *RECORD_FORMATS)
+HISTORY_FORMATS = ("text", *RECORD_FORMATS)
 TABLE_COLUMNS = (
     "finetune_id",
     "mode",
@@ -35,6 +39,16 @@ TABLE_COLUMNS = (
     "learning_rate",
     "lora_rank",
     "last_changed_at",
+)
+HISTORY_COLUMNS = (
+    "finetune_id",
+    "source",
+    "version",
+    "change",
+    "observed_at",
+    "sync_run_id",
+    "changes",
+    "details",
 )
 RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", *RUN_COUNTERS)
 
@@ -188,7 +202,9 @@ def query(
 @click.command()
 @click.argument("arguments", nargs=-1, required=True, metavar="FIELD... [FILTER]...")
 @search_options
-@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
+@click.option(
+    "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
+)
 @pass_cli_context
 def facets(
     cli_context: CliContext,
@@ -215,13 +231,13 @@ def facets(
     search = build_query(filters, words=words, include_deleted=include_deleted, source=source, as_of=as_of)
     with reading(cli_context) as connection:
         counts = finder.facet_counts(connection, fields, search)
-    if output_format == "json":
-        render.write_json(
-            {name: [{"value": c.value, "count": c.count} for c in values] for name, values in counts.items()}
-        )
+    rows = [
+        {"field": name, "value": c.value, "count": c.count} for name, values in counts.items() for c in values
+    ]
+    if output_format in RECORD_FORMATS:
+        _write_records(output_format, ["field", "value", "count"], rows)
         return
-    rows = [(name, c.value, c.count) for name, values in counts.items() for c in values]
-    render.write_table(("field", "value", "count"), rows)
+    render.write_table(("field", "value", "count"), [list(row.values()) for row in rows])
 
 
 @click.command()
@@ -265,7 +281,9 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
     help="Only changes observed at or after this time: ISO 8601, or relative (7d, 12h, yesterday).",
 )
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
-@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@click.option(
+    "--format", "output_format", type=click.Choice(HISTORY_FORMATS), default="text", show_default=True
+)
 @pass_cli_context
 def history(
     cli_context: CliContext,
@@ -288,8 +306,9 @@ def history(
     start = finder.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as connection:
         entries = audit.history(connection, finetune_id=finetune_id, source=source, since=start)
-    if output_format == "json":
-        render.write_json([entry.as_dict() for entry in entries])
+    if output_format in RECORD_FORMATS:
+        items = [entry.as_dict() for entry in entries]
+        _write_records(output_format, HISTORY_COLUMNS, items)
         return
     for entry in entries:
         run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
@@ -310,7 +329,9 @@ def history(
     show_default=True,
     help="Newest N runs.",
 )
-@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
+@click.option(
+    "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
+)
 @pass_cli_context
 def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format: str) -> None:
     """List sync runs, newest first, or show one run with its per-finetune errors.
@@ -326,8 +347,8 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
         else:
             run, errors = audit.run_with_errors(connection, run_id)
     if run_id is None:
-        if output_format == "json":
-            render.write_json(listed)
+        if output_format in RECORD_FORMATS:
+            _write_records(output_format, list(listed[0]) if listed else list(RUN_COLUMNS), listed)
         else:
             render.write_table(
                 [_run_label(name) for name in RUN_COLUMNS],
@@ -336,6 +357,10 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
         return
     if output_format == "json":
         render.write_json({**run, "errors": errors})
+        return
+    if output_format in RECORD_FORMATS:
+        # One run as a record, its errors as a JSON list (a CSV cell holds them as JSON text).
+        _write_records(output_format, [*run, "errors"], [{**run, "errors": errors}])
         return
     width = max(len(name) for name in run)
     for name in run:
@@ -350,7 +375,14 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
 @click.argument("first", metavar="A")
 @click.argument("second", metavar="B")
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
-@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("table", "text", *RECORD_FORMATS)),
+    default="table",
+    show_default=True,
+    help="table (text is the same); json is one object; jsonl and csv list the differences.",
+)
 @pass_cli_context
 def diff(cli_context: CliContext, first: str, second: str, source: str | None, output_format: str) -> None:
     """Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.
@@ -376,6 +408,9 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
             }
         )
         return
+    if output_format in RECORD_FORMATS:
+        _write_records(output_format, ["key", "a", "b"], result.differences)
+        return
     headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
     rows = [[row["key"], _shown(row, "a"), _shown(row, "b")] for row in result.differences]
     render.write_table(headers, rows)
@@ -388,6 +423,16 @@ def _run_label(name: str) -> str:
 def _run_cell(run: dict[str, Any], name: str) -> str:
     """A run's value for people: durations rounded (``12.3 s``, ``4 min 05 s``); JSON keeps the seconds."""
     return render.human_duration(run[name]) if name == "duration_s" else render.cell(run[name])
+
+
+def _write_records(output_format: str, headers: Sequence[str], items: Sequence[dict[str, Any]]) -> None:
+    """Listed records as one JSON array, JSON lines, or CSV with a header row (missing keys empty)."""
+    if output_format == "json":
+        render.write_json(list(items))
+    elif output_format == "jsonl":
+        render.write_jsonl(items)
+    else:
+        render.write_csv(headers, [[item.get(name) for name in headers] for item in items])
 
 
 def _shown(values: dict[str, Any], side: str) -> str:

@@ -113,7 +113,15 @@ class RunFailedError(BflsyncError):
     is_flag=True,
     help="Believe an empty listing and mark every stored finetune deleted (refused otherwise, exit 3).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the run's result as one JSON object on stdout.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="json: the run's result as one JSON object on stdout; text: a summary line on stderr.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option(
     "--wait",
     "wait_s",
@@ -139,6 +147,7 @@ def sync(
     new_only: bool,
     dry_run: bool,
     allow_empty_listing: bool,
+    output_format: str,
     as_json: bool,
     wait_s: float,
 ) -> None:
@@ -173,6 +182,7 @@ def sync(
         BFL_API_KEY=... bflsync sync --region eu1 --json
     """
     validate_account_name(account)
+    as_json = as_json or output_format == "json"
     if only_ids and new_only:
         raise InputError("--new-only filters the listing; it cannot be combined with --id")
     _require_utf8_ids(only_ids)
