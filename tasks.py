@@ -44,7 +44,7 @@ def test() -> None:
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy")
-    run(BIN / "python", "-m", "pytest", "-n", "2", "--dist", "loadgroup", "--durations=10")
+    run(BIN / "python", "-m", "pytest", "-n", "2", "--durations=10")
 
 
 def demo() -> None:

@@ -1,8 +1,8 @@
 """The built wheel is self-contained: migrations ship inside it and the CLI runs them anywhere.
 
-The wheel is built once and installed once per test session (with the ``postgres`` extra, as the README's Install
-section tells people to) into an isolated virtualenv that every test here shares: building and
-installing are most of these tests' time.
+The wheel is built once per test session (per xdist worker) and installed once, with the
+``postgres`` extra as the README's Install section says, into an isolated virtualenv (no system
+site-packages): installing is most of these tests' time, so one test uses that venv.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from bflsync import __version__, db
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# One group: under xdist (`--dist loadgroup`, tasks.py) one worker runs them all and builds once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
@@ -57,9 +56,10 @@ def test_wheel_ships_migrations_and_type_marker(wheel: Path) -> None:
     assert "bflsync/py.typed" in names
 
 
-def test_installed_wheel_with_postgres_extra_reports_its_version_and_has_the_driver(
+def test_installed_wheel_with_postgres_extra_reports_its_version_has_the_driver_and_creates_a_store(
     installed: Path, tmp_path: Path
 ) -> None:
+    """One test for the installed venv: installing is the slow part, and it must happen once."""
     version = subprocess.run(
         [str(installed / "bflsync"), "--version"], capture_output=True, text=True, cwd=tmp_path
     )
@@ -74,8 +74,6 @@ def test_installed_wheel_with_postgres_extra_reports_its_version_and_has_the_dri
     assert driver.returncode == 0, driver.stderr
     assert driver.stdout == "psycopg\n"
 
-
-def test_installed_wheel_creates_a_store_from_another_directory(installed: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     store_path = tmp_path / "x.db"
