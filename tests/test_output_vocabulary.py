@@ -137,5 +137,5 @@ def test_the_readme_lists_every_format_of_every_command() -> None:
         assert isinstance(option.type, click.Choice)
         assert name in rows, name
         assert {f"`{choice}`" for choice in option.type.choices} <= set(
-            re.findall(r"`[a-z]+`", rows[name])
+            re.findall(r"`[a-z0-9]+`", rows[name])
         ), name
