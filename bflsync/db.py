@@ -58,6 +58,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0002_fts",
     "0003_accounts",
     "0006_canonical_numbers",
+    "0005_search",
     "0007_fts_discoverable",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
