@@ -301,6 +301,14 @@ def parse_timestamp(text: str, *, now: datetime | None = None) -> datetime:
         raise InputError(f"timestamp out of range: {text!r} falls outside years 1-9999 in UTC") from None
 
 
+def fts_query(words: str) -> str:
+    """The word-index (FTS5) query for ``words``: each one a quoted phrase, ``word*`` a prefix.
+
+    ``--text`` itself also searches unspaced scripts as substrings (:mod:`bflsync.textsearch`).
+    """
+    return textsearch.word_query(words)
+
+
 def format_path(path: Sequence[str], *, force_key: bool = False) -> str:
     """Render a key path in filter syntax, so any name printed can be pasted back into a filter."""
     parts = []

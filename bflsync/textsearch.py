@@ -65,9 +65,7 @@ def plan(text: str) -> TextPlan:
             needle = word.rstrip("*") or word
             (trigrams if len(needle) >= TRIGRAM else substrings).append(needle)
         else:
-            stem = word.rstrip("*")
-            prefix = "*" if stem and stem != word else ""
-            words.append(_phrase(stem or word) + prefix)
+            words.append(_word_term(word))
     if not (words or trigrams or substrings):
         raise FilterError("--text needs at least one word")
     return TextPlan(
@@ -75,6 +73,24 @@ def plan(text: str) -> TextPlan:
         trigrams=" ".join(_phrase(needle) for needle in trigrams) or None,
         substrings=substrings,
     )
+
+
+def word_query(text: str) -> str:
+    """Every word as a quoted FTS5 phrase (``word*`` a prefix), ANDed: the word index's query.
+
+    What ``--text`` asks ``finetune_fts`` for words in spaced scripts; PostgreSQL's search
+    mirrors it for every word (its tokens are the word index's, see migration 0005_search).
+    """
+    terms = [_word_term(word) for word in _CONTROL.sub(" ", text).split()]
+    if not terms:
+        raise FilterError("--text needs at least one word")
+    return " ".join(terms)
+
+
+def _word_term(word: str) -> str:
+    stem = word.rstrip("*")
+    prefix = "*" if stem and stem != word else ""
+    return _phrase(stem or word) + prefix
 
 
 def is_unspaced(word: str) -> bool:
