@@ -2,6 +2,7 @@
 
     BflsyncError                 base class; ``exit_code`` tells the CLI how to leave
     ├── InputError               bad option, filter, id or file given by the user (exit 2)
+    │   ├── FilterError          a filter, field name or --text the language does not accept (exit 2)
     │   ├── MissingApiKeyError   no key in BFL_API_KEY nor --api-key-file (exit 2)
     │   ├── AmbiguousIdError     an id stored for several (source, account) (exit 2)
     │   └── ProxyConfigError     a proxy environment variable the client cannot use (exit 2)
@@ -56,6 +57,10 @@ class BflsyncError(Exception):
 
 class InputError(BflsyncError):
     exit_code = ExitCode.INPUT
+
+
+class FilterError(InputError):
+    """A filter, field name or --text that the language does not accept."""
 
 
 class MissingApiKeyError(InputError):

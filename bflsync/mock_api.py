@@ -1,7 +1,7 @@
 """A BFL-compatible finetune API on loopback, for the demo, end-to-end tests and trying bflsync keyless.
 
 It answers like the real endpoints (x-key auth with 401/403, 404 and FastAPI-style 422, 429 above an
-in-flight cap, 5xx with JSON or HTML bodies) and lets tests script per-id faults between syncs.
+in-flight cap, 5xx with JSON or HTML bodies, 405 JSON for any method but GET and HEAD) and lets tests script per-id faults between syncs.
 Besides the listing and the details it serves ``get_result`` (each finetune's training status, which
 moves from ``Pending`` through rising progress to ``Ready`` poll by poll, or ends in ``Error`` or a
 moderated status, and is forgotten ``forget_after_s`` after it became Ready) and ``credits`` (a
@@ -49,6 +49,8 @@ TASK_NOT_FOUND: Final = "Task not found"
 DEFAULT_CREDITS: Final = 10_000.0
 _REQUEST_LOG_MAX: Final = 100_000  # a long-running demo server must not grow without bound
 _RATE_LIMIT_RETRY_AFTER_S: Final = "1"
+# Every endpoint is GET (HEAD answered as GET without a body); any other method gets 405 JSON.
+ALLOWED_METHODS: Final = "GET, HEAD"
 
 _HTML_502: Final = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -691,6 +693,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.mock._track(self.connection, opened=False)
 
     def do_GET(self) -> None:
+        self._answer_get(send_body=True)
+
+    def do_HEAD(self) -> None:
+        """As the real API's framework does: the GET's status and headers, without the body."""
+        self._answer_get(send_body=False)
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # http.server answers a method it has no do_<METHOD> for with 501 HTML; BFL's framework
+        # answers every method a path does not take (OPTIONS, TRACE, PROPFIND, …) with 405 JSON.
+        if name.startswith("do_"):
+            return self._method_not_allowed
+        raise AttributeError(name)
+
+    def _answer_get(self, *, send_body: bool) -> None:
         mock = self.server.mock
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -698,7 +714,7 @@ class _Handler(BaseHTTPRequestHandler):
         reply = mock._answer(parts.path, query, key)
         request_id = mock._record(
             RequestRecord(
-                method="GET",
+                method=self.command,
                 path=parts.path,
                 query=query,
                 status=reply.status if reply else None,
@@ -708,7 +724,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply is None:
             self.close_connection = True
             return
-        self._send(reply, request_id)
+        self._send(reply, request_id, send_body=send_body)
 
     def _method_not_allowed(self) -> None:
         request_id = self.server.mock._record(
@@ -721,11 +737,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
         self.close_connection = True  # the request body, if any, is left unread
-        self._send(_json_reply(405, {"detail": "Method Not Allowed"}, {"allow": "GET"}), request_id)
+        self._send(_json_reply(405, {"detail": "Method Not Allowed"}, {"allow": ALLOWED_METHODS}), request_id)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = _method_not_allowed
 
-    def _send(self, reply: _Reply, request_id: str) -> None:
+    def _send(self, reply: _Reply, request_id: str, *, send_body: bool = True) -> None:
         self.send_response(reply.status)
         self.send_header("content-type", reply.content_type)
         self.send_header("content-length", str(len(reply.body)))
@@ -734,7 +750,8 @@ class _Handler(BaseHTTPRequestHandler):
             if name not in ("content-type", "content-length"):
                 self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(reply.body)
+        if send_body:
+            self.wfile.write(reply.body)
 
     def version_string(self) -> str:
         return "bflsync-mock"

@@ -41,7 +41,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from bflsync.errors import AmbiguousIdError, InputError
+from bflsync import reltime, textsearch
+from bflsync.errors import AmbiguousIdError, FilterError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, INT64_MAX, INT64_MIN, as_float, extract_fields
 from bflsync.models import Finetune, FinetuneStatus, FinetuneVersion, UTCDateTime
 
@@ -50,7 +51,6 @@ Scalar = str | int | float | bool | None
 _finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 _version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
 _status: sa.Table = FinetuneStatus.__table__  # type: ignore[attr-defined]
-_fts = sa.table("finetune_fts", sa.column("rowid", sa.Integer), sa.column("body", sa.Text))
 
 OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
 _BARE = re.compile(r"\w[\w-]*")
@@ -72,10 +72,6 @@ _COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     ">": lambda a, b: a > b,
     ">=": lambda a, b: a >= b,
 }
-
-
-class FilterError(InputError):
-    """A filter, field name or --text that the language does not accept."""
 
 
 class Kind(enum.Enum):
@@ -282,13 +278,23 @@ def is_filter(text: str) -> bool:
     return end != len(text)
 
 
-def parse_timestamp(text: str) -> datetime:
-    """An ISO 8601 date or datetime as aware UTC; a naive one is taken to be UTC."""
+def parse_timestamp(text: str, *, now: datetime | None = None) -> datetime:
+    """An ISO 8601 date or datetime as aware UTC (a naive one is taken to be UTC).
+
+    Given ``now``, the relative forms of :mod:`bflsync.reltime` (``7d``, ``yesterday``) count too.
+    """
+    try:
+        relative = reltime.parse_relative(text, now=now) if now is not None else None
+    except OverflowError:
+        raise InputError(f"timestamp out of range: {text!r} reaches before year 1") from None
+    if relative is not None:
+        return relative
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
+        forms = f"; or relative: {reltime.FORMS}" if now is not None else ""
         raise InputError(
-            f"not an ISO 8601 date or datetime: {text!r} (try 2026-01-31 or 2026-01-31T12:00:00Z)"
+            f"not an ISO 8601 date or datetime: {text!r} (try 2026-01-31 or 2026-01-31T12:00:00Z{forms})"
         ) from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -299,6 +305,14 @@ def parse_timestamp(text: str) -> datetime:
         raise InputError(f"timestamp out of range: {text!r} falls outside years 1-9999 in UTC") from None
 
 
+def fts_query(words: str) -> str:
+    """The word-index (FTS5) query for ``words``: each one a quoted phrase, ``word*`` a prefix.
+
+    ``--text`` itself also searches unspaced scripts as substrings (:mod:`bflsync.textsearch`).
+    """
+    return textsearch.word_query(words)
+
+
 def format_path(path: Sequence[str], *, force_key: bool = False) -> str:
     """Render a key path in filter syntax, so any name printed can be pasted back into a filter."""
     parts = []
@@ -306,23 +320,6 @@ def format_path(path: Sequence[str], *, force_key: bool = False) -> str:
         plain = _BARE.fullmatch(key) and not (index == 0 and force_key)
         parts.append(key if plain else "`" + key.replace("`", "``") + "`")
     return ".".join(parts)
-
-
-def fts_query(words: str) -> str:
-    """User words as an FTS5 query: each word a quoted phrase (ANDed), ``word*`` a prefix.
-
-    Quoting every word means FTS5 operators (AND, OR, NEAR, ``:``, ``^``, parentheses) in the
-    input are searched for as text, never interpreted. Control characters separate words
-    (FTS5 would cut its query at a NUL).
-    """
-    terms = []
-    for word in _CONTROL.sub(" ", words).split():
-        stem = word.rstrip("*")
-        prefix = "*" if stem and stem != word else ""
-        terms.append('"' + (stem or word).replace('"', '""') + '"' + prefix)
-    if not terms:
-        raise FilterError("--text needs at least one word")
-    return " ".join(terms)
 
 
 def _scan_field(text: str, position: int, *, context: str) -> tuple[FieldRef, int]:
@@ -681,8 +678,10 @@ def _conditions(relation: sa.FromClause, query: Query) -> list[ColumnElement[boo
     if query.text is not None:
         if query.as_of is not None:
             raise FilterError("--text searches the current details and cannot be combined with --as-of")
-        matching = sa.select(_fts.c.rowid).where(_fts.c.body.match(fts_query(query.text)))
-        conditions.append(relation.c.id.in_(matching))
+        condition, params = textsearch.sqlite_condition(
+            query.text, id_column="finetune.id", details_column="finetune.details"
+        )
+        conditions.append(sa.and_(sa.text(condition).bindparams(**params)))
     return conditions
 
 

@@ -1,9 +1,10 @@
-"""Alembic environment for `bflsync db …` (connection given) and the alembic CLI (URL from alembic.ini)."""
+"""Alembic environment for `bflsync db …` (Connection given), pytest-alembic (Engine given) and the alembic CLI (URL from alembic.ini)."""
 
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
 
 from bflsync.models import POSTGRES_ONLY_COLUMNS, POSTGRES_ONLY_INDEXES, SQLModel, UTCDateTime
 
@@ -59,13 +60,26 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def run_migrations_on_engine(engine: Engine) -> None:
+    """Migrate through a connection of our own, committed at the end (alembic CLI, pytest-alembic)."""
+    with engine.connect() as connection:
+        run_migrations(connection)
+        connection.commit()
+
+
 if context.is_offline_mode():
     run_migrations_offline()
-elif (connection := config.attributes.get("connection")) is not None:
-    run_migrations(connection)
+elif isinstance(connectable := config.attributes.get("connection"), Engine):
+    # pytest-alembic's documented recipe (and alembic's cookbook) hands over an Engine.
+    run_migrations_on_engine(connectable)
+elif connectable is not None:
+    # `bflsync db …` passes the Connection it opened, with its own transaction handling.
+    run_migrations(connectable)
 else:
     # `alembic -x url=sqlite:///path.db …` targets another database than alembic.ini's.
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
-    with create_engine(url).connect() as connection:
-        run_migrations(connection)
-        connection.commit()
+    engine = create_engine(url)
+    try:
+        run_migrations_on_engine(engine)
+    finally:
+        engine.dispose()

@@ -12,6 +12,7 @@ import hmac
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -480,8 +481,15 @@ def test_runs_show_and_filter_by_account(two_accounts: str) -> None:
     only_a = json.loads(read(two_accounts, "runs", "--account", "team-a", "--format", "json").stdout)
     assert [run["id"] for run in only_a] == [1]
     table = read(two_accounts, "runs").stdout.splitlines()
-    assert table[0].split()[:6] == ["id", "started_at", "duration_s", "status", "source", "account"]
-    assert table[-1].split()[5] == "team-a"
+    assert re.split(r"\s{2,}", table[0])[:6] == [
+        "id",
+        "started_at",
+        "duration",
+        "status",
+        "source",
+        "account",
+    ]
+    assert re.split(r"\s{2,}", table[-1])[5] == "team-a"
 
 
 def test_an_invalid_account_name_on_a_read_command_exits_2(two_accounts: str) -> None:
@@ -526,10 +534,14 @@ def test_query_filters_and_shows_account_as_a_bookkeeping_column(db_path: Any, m
     table = read(store, "query").stdout.splitlines()
     assert table[0].split()[:2] == ["finetune_id", "account"]
     facets = json.loads(read(store, "facets", "account", "--format", "json").stdout)
-    assert facets == {"account": [{"value": "team-a", "count": 3}, {"value": "team-b", "count": 2}]}
-    assert json.loads(read(store, "facets", "mode", "--account", "team-b", "--format", "json").stdout) == {
-        "mode": [{"value": "general", "count": 1}, {"value": "product", "count": 1}]
-    }
+    assert facets == [
+        {"field": "account", "value": "team-a", "count": 3},
+        {"field": "account", "value": "team-b", "count": 2},
+    ]
+    assert json.loads(read(store, "facets", "mode", "--account", "team-b", "--format", "json").stdout) == [
+        {"field": "mode", "value": "general", "count": 1},
+        {"field": "mode", "value": "product", "count": 1},
+    ]
 
 
 # --- bflsync accounts ---------------------------------------------------------------------------

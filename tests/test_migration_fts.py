@@ -1,4 +1,4 @@
-"""Migration 0002_fts: the FTS5 index is created, back-filled, kept current, and removable."""
+"""Migrations 0002_fts and 0007_fts_discoverable: the FTS5 indexes are created, back-filled, kept current, removable."""
 
 from __future__ import annotations
 
@@ -136,15 +136,21 @@ def test_downgrade_below_0002_works_when_a_rebuild_already_lost_the_triggers(
 def test_each_downgrade_from_head_to_0002_keeps_the_index_triggers(
     store_engine: Engine, db_path: Path
 ) -> None:
-    """A later revision that rebuilds finetune must wrap its batch in fts.triggers_kept (README)."""
+    """A later revision that rebuilds finetune must wrap its batch in fts.triggers_kept (README).
+
+    Only 0007_fts_discoverable changes the triggers on purpose (back to 0002's, same names).
+    """
     write_sync(store_engine, {"a": {"finetune_comment": "red fox"}}, now=day(1))
     store_engine.dispose()
-    at_head = triggers(db_path)
+    expected = triggers(db_path)
     location = db.locate_store(str(db_path))
     later = db.KNOWN_REVISIONS[db.KNOWN_REVISIONS.index("0002_fts") :]
-    for revision in reversed(later[:-1]):
+    for leaving, revision in zip(reversed(later), reversed(later[:-1]), strict=False):
         db.downgrade_store(location, revision=revision)
-        assert triggers(db_path) == at_head, f"downgrade to {revision} lost the full-text triggers"
+        if leaving == "0007_fts_discoverable":
+            expected = triggers(db_path)
+        assert set(expected) == FTS_TRIGGERS
+        assert triggers(db_path) == expected, f"downgrade to {revision} lost the full-text triggers"
     with sqlite3.connect(db_path) as connection:
         connection.execute('UPDATE finetune SET details = \'{"w": "whale"}\'')
     connection.close()

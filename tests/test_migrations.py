@@ -103,9 +103,10 @@ def dump_tables(path: Path) -> dict[str, list[dict[str, object]]]:
 
 def test_contributors_alembic_cli_works_from_the_repo_root(tmp_path: Path) -> None:
     url = f"url=sqlite:///{tmp_path / 'dev.db'}"
-    alembic = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "-x", url]
+    alembic = [sys.executable, "-W", "always", "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "-x", url]
     upgrade = subprocess.run([*alembic, "upgrade", "head"], cwd=ROOT, capture_output=True, text=True)
     assert upgrade.returncode == 0, upgrade.stderr
+    assert "Warning" not in upgrade.stderr, upgrade.stderr  # path_separator is set, among others
     check = subprocess.run([*alembic, "check"], cwd=ROOT, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr + check.stdout
     assert "No new upgrade operations detected" in check.stdout + check.stderr

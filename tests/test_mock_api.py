@@ -89,6 +89,24 @@ def raw_get(
         connection.close()
 
 
+def raw_request(
+    server: MockBFL,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
 def statuses(server: MockBFL, finetune_id: str) -> list[int | None]:
     return [r.status for r in server.requests if r.finetune_id == finetune_id]
 
@@ -179,12 +197,56 @@ def test_missing_finetune_id_is_a_fastapi_422(mock: MockBFL) -> None:
 
 def test_unknown_path_is_404_and_other_methods_405(mock: MockBFL) -> None:
     assert raw_get(mock, "/v1/nothing", {"x-key": KEY})[0] == 404
+    status, headers, body = raw_request(mock, "POST", "/v1/my_finetunes", body=b"{}", headers={"x-key": KEY})
+    assert (status, headers["allow"], json.loads(body)) == (
+        405,
+        "GET, HEAD",
+        {"detail": "Method Not Allowed"},
+    )
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "PUT", "PATCH", "DELETE", "PROPFIND", "CONNECT"])
+def test_every_method_but_get_and_head_gets_405_json_like_bfls_framework(mock: MockBFL, method: str) -> None:
+    status, headers, body = raw_request(mock, method, "/v1/finetune_details?finetune_id=x")
+    assert (status, headers["content-type"], headers["allow"]) == (405, "application/json", "GET, HEAD")
+    assert json.loads(body) == {"detail": "Method Not Allowed"}
+    assert mock.requests[-1].method == method
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("/v1/my_finetunes", KEY),
+        ("/v1/finetune_details?finetune_id=acme-labs/portrait-lora-7", KEY),
+        ("/v1/finetune_details?finetune_id=gone", KEY),
+        ("/v1/finetune_details", KEY),
+        ("/v1/my_finetunes", None),
+    ],
+)
+def test_head_answers_like_get_without_a_body(mock: MockBFL, path: str, key: str | None) -> None:
+    headers = {"x-key": key} if key else {}
+    get_status, get_headers, get_body = raw_request(mock, "GET", path, headers=headers)
+    head_status, head_headers, head_body = raw_request(mock, "HEAD", path, headers=headers)
+    without_id = {name: value for name, value in get_headers.items() if name not in ("x-request-id", "date")}
+    assert head_status == get_status
+    assert {name: value for name, value in head_headers.items() if name in without_id} == without_id
+    assert head_headers["content-length"] == str(len(get_body))
+    assert head_body == b""
+    assert mock.requests[-1].method == "HEAD"
+
+
+def test_a_connection_keeps_working_after_a_head(mock: MockBFL) -> None:
     host, port = mock.base_url.removeprefix("http://").rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=5)
-    connection.request("POST", "/v1/my_finetunes", body=b"{}", headers={"x-key": KEY})
-    response = connection.getresponse()
-    assert (response.status, response.getheader("allow")) == (405, "GET")
-    connection.close()
+    try:
+        for method in ("HEAD", "GET", "HEAD", "GET"):
+            connection.request(method, "/v1/my_finetunes", headers={"x-key": KEY})
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 200
+            assert (body == b"") == (method == "HEAD")
+    finally:
+        connection.close()
 
 
 def test_keep_alive_reuses_one_connection(mock: MockBFL) -> None:

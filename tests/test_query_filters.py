@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Connection, Engine
 from storebuild import day, file_digest, write_sync
 
-from bflsync import db, query
+from bflsync import db, query, textsearch
 from bflsync.cli import cli
 from bflsync.errors import InputError
 from bflsync.extract import as_float, extract_fields
@@ -235,7 +235,7 @@ def test_bad_filters_raise_input_errors_naming_the_problem(
     ],
 )
 def test_fts_query_quotes_every_word(words: str, expected: str) -> None:
-    assert query.fts_query(words) == expected
+    assert textsearch.plan(words).words == expected
 
 
 # -- property tests ---------------------------------------------------------------------------

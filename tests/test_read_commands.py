@@ -196,7 +196,7 @@ def test_query_table_limit_cuts_rows_and_says_so_on_stderr(store: Path) -> None:
     result = run(store, "query", "--limit", "1", "--columns", "finetune_id")
     assert (result.stdout, result.stderr) == (
         "finetune_id\nalpha\n",
-        "(first 1 rows shown; --limit 0 for all)\n",
+        "(first 1 row shown; --limit 0 for all)\n",
     )
 
 
@@ -226,16 +226,18 @@ def test_facets_count_values_of_each_field_under_filters(store: Path) -> None:
     result = run(
         store, "facets", "mode", "extra.images", "learning_rate<1", "--include-deleted", "--format", "json"
     )
-    assert json.loads(result.stdout) == {
-        "mode": [{"value": "character", "count": 2}, {"value": "style", "count": 1}],
-        "extra.images": [{"value": None, "count": 2}, {"value": 12, "count": 1}],
-    }
+    assert json.loads(result.stdout) == [
+        {"field": "mode", "value": "character", "count": 2},
+        {"field": "mode", "value": "style", "count": 1},
+        {"field": "extra.images", "value": None, "count": 2},
+        {"field": "extra.images", "value": 12, "count": 1},
+    ]
 
 
 def test_facets_count_missing_and_json_null_details_values_together(store: Path) -> None:
     # ALPHA holds "weird key": null; BRAVO and CHARLIE lack the key.
     result = run(store, "facets", "`weird key`", "--include-deleted", "--format", "json")
-    assert json.loads(result.stdout) == {"`weird key`": [{"value": None, "count": 3}]}
+    assert json.loads(result.stdout) == [{"field": "`weird key`", "value": None, "count": 3}]
 
 
 def test_facets_without_a_field_is_an_input_error(store: Path) -> None:

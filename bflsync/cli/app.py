@@ -6,6 +6,7 @@ alembic or the mock server at start-up.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -31,6 +32,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "mock-api": "bflsync.cli.mock_command:mock_api",
     "query": "bflsync.cli.read_commands:query",
     "runs": "bflsync.cli.read_commands:runs",
+    "serve": "bflsync.cli.serve_command:serve",
     "show": "bflsync.cli.read_commands:show",
     "sync": "bflsync.cli.sync_command:sync",
 }
@@ -49,7 +51,19 @@ class BflsyncGroup(click.Group):
         module_name, attr = target.split(":")
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
+        _accept_top_level_options(command)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's whole first sentence, wrapped, where click would cut it at the line's end."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=sys.maxsize)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
@@ -84,6 +98,76 @@ class BflsyncGroup(click.Group):
             _fail(ctx, "an argument is not valid UTF-8 text", ExitCode.INPUT)
         except Exception as exc:
             _fail_internal(ctx, exc)
+
+
+def _accept_top_level_options(command: click.Command) -> None:
+    """Let ``--db``, ``-v`` and ``-q`` come after the command too (``bflsync query --db x``).
+
+    Added once to each command (and a group's subcommands) as it is loaded; they update the
+    invocation's CliContext exactly as the same options before the command do.
+    """
+    if any(getattr(param, "_bflsync_top_level", False) for param in command.params):
+        return
+    for param in _top_level_options():
+        param._bflsync_top_level = True  # type: ignore[attr-defined]
+        command.params.append(param)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_top_level_options(sub)
+
+
+def _top_level_options() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--db"],
+            metavar="PATH|URL",
+            expose_value=False,
+            callback=_late_db,
+            help="The store, as before the command.",
+        ),
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_late_verbose,
+            help="More logging on stderr.",
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            is_flag=True,
+            expose_value=False,
+            callback=_late_quiet,
+            help="Only errors on stderr.",
+        ),
+    ]
+
+
+def _update_context(ctx: click.Context, **changes: Any) -> None:
+    """Replace the CliContext on this context and every one above it (the root's is read on errors)."""
+    current: click.Context | None = ctx
+    while current is not None:
+        if isinstance(current.obj, CliContext):
+            current.obj = dataclasses.replace(current.obj, **changes)
+        current = current.parent
+    root = ctx.find_root().obj
+    if isinstance(root, CliContext):
+        _configure_logging(root.verbosity, root.quiet)
+
+
+def _late_db(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        _update_context(ctx, db=value)
+
+
+def _late_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        obj = ctx.find_object(CliContext)
+        _update_context(ctx, verbosity=(obj.verbosity if obj else 0) + value)
+
+
+def _late_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        _update_context(ctx, quiet=True)
 
 
 class OneLineUsageError(click.UsageError):

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bflsync.extract import INT64_MAX
+
 if TYPE_CHECKING:
     from bflsync.db import OpenedStore, StoreLocation
 
@@ -35,6 +37,20 @@ def report_opened(cli_context: CliContext, location: StoreLocation, opened: Open
         click.echo(
             f"upgraded the store at {location.display} from schema {opened.upgraded_from}{backup}", err=True
         )
+
+
+class Int64Range(click.IntRange):
+    """A whole number from ``min`` up to SQLite's 64-bit cap, whose help shows only ``x>=min``.
+
+    The cap keeps a huge ``--limit`` from overflowing a bound parameter; it is no limit anyone
+    meets, so ``[0<=x<=9223372036854775807]`` in the help would be noise.
+    """
+
+    def __init__(self, min: int) -> None:
+        super().__init__(min=min, max=INT64_MAX)
+
+    def _describe_range(self) -> str:
+        return f"x>={self.min}"
 
 
 class FiniteFloatRange(click.FloatRange):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -20,7 +21,7 @@ from bflsync import audit
 from bflsync import db as store_db
 from bflsync import query as finder
 from bflsync.cli import render
-from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
 from bflsync.config import validate_account_name
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
@@ -28,7 +29,11 @@ from bflsync.models import RUN_COUNTERS
 from bflsync.server_text import printable
 
 TABLE_LIMIT = 50
-QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids", "ids0")
+# One vocabulary (README, "Output formats"): json, jsonl and csv wherever records are listed.
+RECORD_FORMATS = ("json", "jsonl", "csv")
+QUERY_FORMATS = ("table", *RECORD_FORMATS, "ids", "ids0")
+LIST_FORMATS = ("table", *RECORD_FORMATS)
+HISTORY_FORMATS = ("text", *RECORD_FORMATS)
 TABLE_COLUMNS = (
     "finetune_id",
     "mode",
@@ -39,6 +44,17 @@ TABLE_COLUMNS = (
     "lora_rank",
     "status",
     "last_changed_at",
+)
+HISTORY_COLUMNS = (
+    "finetune_id",
+    "source",
+    "account",
+    "version",
+    "change",
+    "observed_at",
+    "sync_run_id",
+    "changes",
+    "details",
 )
 RUN_COLUMNS = (
     "id",
@@ -90,7 +106,8 @@ def search_options(command: Any) -> Any:
             "--as-of",
             metavar="TIMESTAMP",
             help=(
-                "Answer as the store knew things then (ISO 8601; naive means UTC). The history "
+                "Answer as the store knew things then: ISO 8601 (naive means UTC) or relative, 7d, 12h, "
+                "yesterday. The history "
                 "records changes, not every sighting: last_seen_at then shows when that version "
                 "was first observed, and cannot be filtered, sorted or counted."
             ),
@@ -118,7 +135,7 @@ def build_query(
         include_deleted=include_deleted,
         source=source,
         account=account,
-        as_of=finder.parse_timestamp(as_of) if as_of is not None else None,
+        as_of=finder.parse_timestamp(as_of, now=datetime.now(UTC)) if as_of is not None else None,
         sort=finder.parse_sort(sort) if sort is not None else None,
         limit=limit,
     )
@@ -132,7 +149,8 @@ def build_query(
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=0, max=INT64_MAX),
+    metavar="N",
+    type=Int64Range(min=0),
     help=f"At most N rows; 0 for all [default: {TABLE_LIMIT} for the table, all otherwise].",
 )
 @click.option("--columns", metavar="A,B,C", help="The fields to show (any field, details keys included).")
@@ -210,7 +228,9 @@ def query(
             fields = [finder.parse_field(name) for name in default]
         render.write_table(*_field_rows(shown, fields))
         if len(records) > len(shown) and not cli_context.quiet:
-            click.echo(f"(first {limit} rows shown; --limit 0 for all)", err=True)
+            click.echo(
+                f"(first {limit} {'row' if limit == 1 else 'rows'} shown; --limit 0 for all)", err=True
+            )
 
 
 def _write_ids(ids: list[str], *, nul: bool) -> None:
@@ -229,7 +249,9 @@ def _write_ids(ids: list[str], *, nul: bool) -> None:
 @click.command()
 @click.argument("arguments", nargs=-1, required=True, metavar="FIELD... [FILTER]...")
 @search_options
-@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
+@click.option(
+    "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
+)
 @pass_cli_context
 def facets(
     cli_context: CliContext,
@@ -259,13 +281,13 @@ def facets(
     )
     with reading(cli_context) as connection:
         counts = finder.facet_counts(connection, fields, search)
-    if output_format == "json":
-        render.write_json(
-            {name: [{"value": c.value, "count": c.count} for c in values] for name, values in counts.items()}
-        )
+    rows = [
+        {"field": name, "value": c.value, "count": c.count} for name, values in counts.items() for c in values
+    ]
+    if output_format in RECORD_FORMATS:
+        _write_records(output_format, ["field", "value", "count"], rows)
         return
-    rows = [(name, c.value, c.count) for name, values in counts.items() for c in values]
-    render.write_table(("field", "value", "count"), rows)
+    render.write_table(("field", "value", "count"), [list(row.values()) for row in rows])
 
 
 @click.command()
@@ -316,10 +338,16 @@ def show(
 
 @click.command()
 @click.argument("finetune_id", metavar="[ID]", required=False)
-@click.option("--since", metavar="TIMESTAMP", help="Only changes observed at or after this time (ISO 8601).")
+@click.option(
+    "--since",
+    metavar="TIMESTAMP",
+    help="Only changes observed at or after this time: ISO 8601, or relative (7d, 12h, yesterday).",
+)
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
 @account_option("Which account, when the id is stored for several (without ID: only this account's changes).")
-@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@click.option(
+    "--format", "output_format", type=click.Choice(HISTORY_FORMATS), default="text", show_default=True
+)
 @pass_cli_context
 def history(
     cli_context: CliContext,
@@ -341,13 +369,14 @@ def history(
     """
     if finetune_id is None and since is None:
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
-    start = finder.parse_timestamp(since) if since is not None else None
+    start = finder.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as connection:
         entries = audit.history(
             connection, finetune_id=finetune_id, source=source, account=account, since=start
         )
-    if output_format == "json":
-        render.write_json([entry.as_dict() for entry in entries])
+    if output_format in RECORD_FORMATS:
+        items = [entry.as_dict() for entry in entries]
+        _write_records(output_format, HISTORY_COLUMNS, items)
         return
     for entry in entries:
         who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
@@ -365,13 +394,16 @@ def history(
 @click.argument("run_id", metavar="[RUN_ID]", type=click.IntRange(INT64_MIN, INT64_MAX), required=False)
 @click.option(
     "--limit",
-    type=click.IntRange(min=1, max=INT64_MAX),
+    metavar="N",
+    type=Int64Range(min=1),
     default=20,
     show_default=True,
     help="Newest N runs.",
 )
 @account_option("Only the runs of this account.")
-@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
+@click.option(
+    "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
+)
 @pass_cli_context
 def runs(
     cli_context: CliContext, run_id: int | None, limit: int, account: str | None, output_format: str
@@ -389,17 +421,24 @@ def runs(
         else:
             run, errors = audit.run_with_errors(connection, run_id)
     if run_id is None:
-        if output_format == "json":
-            render.write_json(listed)
+        if output_format in RECORD_FORMATS:
+            _write_records(output_format, list(listed[0]) if listed else list(RUN_COLUMNS), listed)
         else:
-            render.write_table(RUN_COLUMNS, [[run[name] for name in RUN_COLUMNS] for run in listed])
+            render.write_table(
+                [_run_label(name) for name in RUN_COLUMNS],
+                [[_run_cell(run, name) for name in RUN_COLUMNS] for run in listed],
+            )
         return
     if output_format == "json":
         render.write_json({**run, "errors": errors})
         return
+    if output_format in RECORD_FORMATS:
+        # One run as a record, its errors as a JSON list (a CSV cell holds them as JSON text).
+        _write_records(output_format, [*run, "errors"], [{**run, "errors": errors}])
+        return
     width = max(len(name) for name in run)
-    for name, value in run.items():
-        click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
+    for name in run:
+        click.echo(f"{_run_label(name).ljust(width)}  {render.one_line(_run_cell(run, name))}")
     if errors:
         click.echo("errors:")
         headers = ("finetune_id", "kind", "http_status", "attempts", "message")
@@ -411,7 +450,7 @@ ACCOUNT_COLUMNS = ("source", "account", "live", "deleted", "last_synced_at", "la
 
 @click.command()
 @click.option(
-    "--format", "output_format", type=click.Choice(("table", "json")), default="table", show_default=True
+    "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
 )
 @pass_cli_context
 def accounts(cli_context: CliContext, output_format: str) -> None:
@@ -427,8 +466,8 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
     """
     with reading(cli_context) as connection:
         listed = audit.accounts(connection)
-    if output_format == "json":
-        render.write_json(listed)
+    if output_format in RECORD_FORMATS:
+        _write_records(output_format, list(listed[0]) if listed else list(ACCOUNT_COLUMNS), listed)
         return
     render.write_table(ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed])
 
@@ -438,7 +477,14 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
 @click.argument("second", metavar="B")
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
 @account_option("Which account, when an id is stored for several.")
-@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("table", "text", *RECORD_FORMATS)),
+    default="table",
+    show_default=True,
+    help="table (text is the same); json is one object; jsonl and csv list the differences.",
+)
 @pass_cli_context
 def diff(
     cli_context: CliContext,
@@ -478,6 +524,9 @@ def diff(
             }
         )
         return
+    if output_format in RECORD_FORMATS:
+        _write_records(output_format, ["key", "a", "b"], result.differences)
+        return
     headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
     rows = [[row["key"], _shown(row, "a"), _shown(row, "b")] for row in result.differences]
     render.write_table(headers, rows)
@@ -488,11 +537,15 @@ def diff(
     "--account", metavar="NAME", help="Only this account's balance (the label of `sync --account`)."
 )
 @click.option("--source", metavar="HOST", help="Only the balance read from this API host.")
-@click.option("--since", metavar="TIMESTAMP", help="Only runs started at or after this time (ISO 8601).")
+@click.option(
+    "--since",
+    metavar="TIMESTAMP",
+    help="Only runs started at or after this time (ISO 8601, or 7d, 12h, yesterday).",
+)
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(("table", "json", "csv")),
+    type=click.Choice(LIST_FORMATS),
     default="table",
     show_default=True,
 )
@@ -510,11 +563,11 @@ def credits(
     Example:
         bflsync credits --since 2026-11-01 --format csv
     """
-    start = finder.parse_timestamp(since) if since is not None else None
+    start = finder.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as connection:
         intervals = audit.credit_history(connection, source=source, account=account, since=start)
-    if output_format == "json":
-        render.write_json([interval.as_dict() for interval in intervals])
+    if output_format in ("json", "jsonl"):
+        _write_records(output_format, CREDIT_COLUMNS, [interval.as_dict() for interval in intervals])
         return
     rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
     for row in rows:
@@ -550,6 +603,25 @@ def _status_line(entry: audit.StatusEntry) -> str:
     run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
     progress = f" {entry.progress:g}" if entry.progress is not None else ""
     return f"status  {render.one_line(entry.status)}{progress}  {entry.observed_at.isoformat()}  {run}"
+
+
+def _run_label(name: str) -> str:
+    return "duration" if name == "duration_s" else name
+
+
+def _run_cell(run: dict[str, Any], name: str) -> str:
+    """A run's value for people: durations rounded (``12.3 s``, ``4 min 05 s``); JSON keeps the seconds."""
+    return render.human_duration(run[name]) if name == "duration_s" else render.cell(run[name])
+
+
+def _write_records(output_format: str, headers: Sequence[str], items: Sequence[dict[str, Any]]) -> None:
+    """Listed records as one JSON array, JSON lines, or CSV with a header row (missing keys empty)."""
+    if output_format == "json":
+        render.write_json(list(items))
+    elif output_format == "jsonl":
+        render.write_jsonl(items)
+    else:
+        render.write_csv(headers, [[item.get(name) for name in headers] for item in items])
 
 
 def _shown(values: dict[str, Any], side: str) -> str:

@@ -1,7 +1,8 @@
 """Writing results to stdout: aligned tables, JSON, JSON lines and CSV.
 
-Tables use rich only on a terminal (and import it only then); piped output is plain aligned
-text, so ``bflsync query | less`` and scripts never see escape codes. Timestamps are written
+On a terminal, tables are fitted to its width (:mod:`bflsync.cli.table`); piped output is plain
+aligned text, every value whole, so ``bflsync query | less`` and scripts never see escape codes
+or cut values. Timestamps are written
 as ISO 8601 with ``+00:00`` everywhere.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -63,12 +65,14 @@ def write_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A rich table on a terminal, plain columns separated by two spaces otherwise."""
+    """Columns fitted to the terminal on a TTY (see :mod:`bflsync.cli.table`), plain and whole otherwise."""
+    if sys.stdout.isatty():
+        from bflsync.cli.table import write_fitted
+
+        write_fitted(headers, rows, width=shutil.get_terminal_size().columns)
+        return
     headers = [one_line(header) for header in headers]
     texts = [[one_line(cell(value)) for value in row] for row in rows]
-    if sys.stdout.isatty():
-        _write_rich_table(headers, texts)
-        return
     widths = [max([len(header), *(len(row[index]) for row in texts)]) for index, header in enumerate(headers)]
     for row in [list(headers), *texts]:
         sys.stdout.write(
@@ -92,13 +96,15 @@ def json_for_terminal(text: str) -> str:
     return _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
-def _write_rich_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(*headers, show_edge=False, header_style="bold")
-    for row in rows:
-        # Text(), not str: a value like "[bold]" is data, not rich markup.
-        table.add_row(*(Text(value) for value in row))
-    Console().print(table)
+def human_duration(seconds: float | None) -> str:
+    """A duration as people read it: ``0.3 s``, ``42 s``, ``4 min 05 s``, ``2 h 03 min``; empty when unknown."""
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from bflsync import db as store_db
 from bflsync.api import PROXY_ENV_VARS, BflClient, check_proxy, load_api_key, resolve_base_url
+from bflsync.cli import render
 from bflsync.cli.common import CliContext, FiniteFloatRange, pass_cli_context, report_opened
 from bflsync.config import (
     DEFAULT_ACCOUNT,
@@ -148,7 +149,15 @@ class RunFailedError(BflsyncError):
     help="A status request that fails makes the run partial (exit 1); otherwise it is only counted.",
 )
 @click.option("--no-credits", is_flag=True, help="Do not read the account's credit balance in this run.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run's result as one JSON object on stdout.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="json: the run's result as one JSON object on stdout; text: a summary line on stderr.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option(
     "--wait",
     "wait_s",
@@ -181,6 +190,7 @@ def sync(
     no_status: bool,
     strict_status: bool,
     no_credits: bool,
+    output_format: str,
     as_json: bool,
     wait_s: float,
 ) -> None:
@@ -227,6 +237,7 @@ def sync(
         BFL_API_KEY=... bflsync sync --region eu1 --json
     """
     validate_account_name(account)
+    as_json = as_json or output_format == "json"
     if only_ids and new_only:
         raise InputError("--new-only filters the listing; it cannot be combined with --id")
     if no_status and (refresh_status or strict_status):
@@ -425,7 +436,7 @@ def _summary(result: SyncResult) -> str:
     credits = f"; credits {result.credits:g}" if result.credits is not None else ""
     key_note = "; the API key changed, its new fingerprint is recorded" if result.key_changed else ""
     return (
-        f"sync {result.status}: {listed}{changes}{statuses}{credits} in {result.duration_s:.1f} s "
+        f"sync {result.status}: {listed}{changes}{statuses}{credits} in {render.human_duration(result.duration_s)} "
         f"(run {result.run_id}, {_where(result)}){key_note}"
     )
 

@@ -1,0 +1,168 @@
+"""Datasette metadata for a bflsync store: what ``bflsync serve`` runs with and ``--print-metadata`` prints.
+
+It is built from the database's name (Datasette names a database after its file's stem) and
+the columns each table has (:func:`table_columns` reads them, read-only), so facets appear only for columns the store's revision has
+(``status`` comes with a later revision). Search on ``finetune`` goes through the
+word index ``finetune_fts``, keyed on ``finetune.id``; Datasette would also find it on its own
+(revision ``0007_fts_discoverable``), but saying so keeps older Datasettes and copies of the
+metadata right. Substrings in scripts without spaces are in ``finetune_fts_trigram``
+(``?_search=風景写&_fts_table=finetune_fts_trigram``, three characters or more).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+TIMESTAMP = "UTC timestamp"
+FACETS = {
+    "finetune": ("mode", "finetune_type", "account", "status"),
+    "finetune_version": ("change",),
+    "sync_run": ("status", "source", "account"),
+    "sync_error": ("kind", "http_status"),
+}
+HIDDEN = ("alembic_version", "store_meta")
+# Not even viewable by URL: the per-store secret of the key fingerprints (the key itself is never stored).
+DENIED = ("store_meta",)
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "finetune": {
+        "finetune_id": "the id BFL gives the finetune; paste it into `bflsync show`",
+        "source": "the API host it was synced from (finetunes are regional)",
+        "details": "finetune_details exactly as received, as canonical JSON: the source of truth",
+        "finetune_comment": "free-text comment given at training time",
+        "trigger_word": "word that triggers the finetune in prompts",
+        "mode": "training mode: character, product, style or general",
+        "finetune_type": "lora or full",
+        "priority": "speed, quality or high_res_only",
+        "iterations": "training steps (count)",
+        "lora_rank": "LoRA rank (16 or 32)",
+        "learning_rate": "learning rate (dimensionless, e.g. 1e-05)",
+        "captioning": "whether images were captioned automatically (1 = yes)",
+        "remote_timestamp": "the timestamp BFL reports for the finetune, UTC",
+        "content_hash": "SHA-256 of the canonical details; a new version when it changes",
+        "version": "number of the current version (1 = as first seen)",
+        "first_seen_at": f"{TIMESTAMP}: first synced",
+        "last_seen_at": f"{TIMESTAMP}: last listed by the API",
+        "last_changed_at": f"{TIMESTAMP}: details last changed",
+        "deleted_at": f"{TIMESTAMP}: no longer listed by the API since then (empty while live)",
+        "account": "the label of the API key that synced it (`bflsync sync --account`)",
+        "status": "training status reported by the API",
+    },
+    "finetune_version": {
+        "finetune_pk": "the finetune row (finetune.id)",
+        "version": "1..n per finetune",
+        "change": "created, updated, deleted or restored",
+        "details": "the details as of this version (empty when deleted)",
+        "content_hash": "SHA-256 of the canonical details",
+        "changed_keys": "JSON list of the top-level keys that changed",
+        "observed_at": f"{TIMESTAMP}: when the sync saw this version",
+        "sync_run_id": "the run that saw it",
+    },
+    "sync_run": {
+        "started_at": TIMESTAMP,
+        "finished_at": f"{TIMESTAMP} (empty while running)",
+        "status": "running, ok, partial, failed or interrupted",
+        "source": "the API host synced",
+        "listed": "finetunes listed by the API (count)",
+        "fetched": "details fetched (count)",
+        "failed": "finetunes that failed after retries (count); see sync_error",
+        "error": "why the run failed, if it did",
+        "pid": "process id of the sync",
+    },
+    "sync_error": {
+        "kind": "http, timeout, bad_json, not_found, rate_limited, …",
+        "http_status": "HTTP status of the last attempt",
+        "attempts": "requests made, retries included (count)",
+    },
+}
+CHANGES_SINCE = """
+select f.finetune_id, f.source, v.version, v.change, v.changed_keys, v.observed_at, v.sync_run_id
+from finetune_version v join finetune f on f.id = v.finetune_pk
+where v.observed_at >= replace(coalesce(nullif(:since, ''), '0000'), 'T', ' ')
+order by v.observed_at desc, f.finetune_id
+""".strip()
+BY_LEARNING_RATE = """
+select learning_rate, count(*) as finetunes, group_concat(distinct mode) as modes,
+  min(iterations) as min_iterations, max(iterations) as max_iterations
+from finetune
+where deleted_at is null and learning_rate is not null
+  and (coalesce(:mode, '') = '' or mode = :mode)
+group by learning_rate
+order by learning_rate
+""".strip()
+
+
+def datasette_metadata(database: str, columns: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Metadata for Datasette (0.6x ``metadata.json``) over the store named ``database``.
+
+    ``columns`` maps each table of the store to its column names.
+    """
+    tables: dict[str, Any] = {
+        name: {"hidden": True, **({"allow": False} if name in DENIED else {})}
+        for name in HIDDEN
+        if name in columns
+    }
+    for table, names in columns.items():
+        if table in HIDDEN or table.startswith("finetune_fts"):
+            continue
+        entry: dict[str, Any] = {}
+        facets = [name for name in FACETS.get(table, ()) if name in names]
+        if facets:
+            entry["facets"] = facets
+        described = {name: text for name, text in DESCRIPTIONS.get(table, {}).items() if name in names}
+        if described:
+            entry["columns"] = described
+        tables[table] = entry
+    if "finetune" in tables:
+        tables["finetune"].update(
+            {
+                "label_column": "finetune_id",
+                "fts_table": "finetune_fts",
+                "fts_pk": "id",
+                "sort_desc": "last_changed_at",
+                "description": "One row per finetune and source; search covers every text value of the details.",
+            }
+        )
+    if "sync_run" in tables:
+        tables["sync_run"]["sort_desc"] = "started_at"
+    return {
+        "title": "bflsync store",
+        "description": "Training parameters of your BFL finetunes, with every change and every sync run.",
+        "databases": {
+            database: {
+                "tables": tables,
+                "queries": {
+                    "changes_since": {
+                        "title": "Changes since",
+                        "description": "Every version observed at or after a moment (an ISO date or timestamp, UTC).",
+                        "sql": CHANGES_SINCE,
+                    },
+                    "finetunes_by_learning_rate": {
+                        "title": "Finetunes by learning rate",
+                        "description": "Live finetunes per learning rate, optionally for one mode.",
+                        "sql": BY_LEARNING_RATE,
+                    },
+                },
+            }
+        },
+    }
+
+
+def table_columns(path: Path) -> dict[str, list[str]]:
+    """Each table of the SQLite store at ``path`` with its column names, read through a read-only connection."""
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        tables = [
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        return {
+            table: [row[1] for row in connection.execute("SELECT * FROM pragma_table_info(?)", (table,))]
+            for table in tables
+        }
+    finally:
+        connection.close()

@@ -1,0 +1,210 @@
+"""Tables fitted to a terminal's width, for people reading ``query``, ``runs``, ``facets`` and ``diff``.
+
+What a user copies from a table must be whole: ids go into ``show``, numbers into filters. So
+id columns (``id``, ``*_id``) and columns whose every value is a number, a timestamp or a
+duration are *rigid*: never cut. The other (free-text) columns give way when the row is too
+wide, the widest first, down to a few characters each, cut with ``…``. Headers wrap after an
+underscore (``learning_`` over ``rate``) before anything is cut. When even that does not fit,
+each record is printed as a block of ``name  value`` lines instead, every value whole.
+
+Widths are terminal cells: East Asian wide characters count two. Timestamps are shown to the
+second in UTC (``2026-01-31 12:00:05``), which ``--as-of`` and ``--since`` accept as they are.
+Only called on a terminal: piped tables stay plain and whole (:func:`bflsync.cli.render.write_table`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from bflsync.cli.render import cell, one_line
+
+SEPARATOR = "  "
+MIN_FREE_TEXT = 8
+"""Narrowest a free-text column gets (or its natural width, when that is less)."""
+ELLIPSIS = "…"
+_BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
+# A number in any spelling bflsync writes (1e-05, 2000, 0.5), or a rounded duration (4 min 05 s).
+_NUMBER_LIKE = re.compile(r"[-+]?\d[\d.,eE+\-]*(?: (?:\d+ )?(?:ms|s|min|h))*")
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}\S*")
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    texts: list[str]
+    rigid: bool
+
+    @property
+    def natural(self) -> int:
+        return max([cells(self.header), *(cells(text) for text in self.texts)])
+
+    @property
+    def narrowest(self) -> int:
+        """The least width: rigid columns keep every value whole, headers may wrap after ``_``."""
+        header = max(cells(part) for part in header_parts(self.header))
+        if self.rigid:
+            return max([header, *(cells(text) for text in self.texts)])
+        return min(self.natural, max(header, MIN_FREE_TEXT))
+
+
+def write_fitted(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int) -> None:
+    """Write the table within ``width`` terminal cells, or as record blocks when it cannot fit."""
+    columns = [
+        Column(one_line(header), [terminal_text(row[index]) for row in rows], is_rigid(header, rows, index))
+        for index, header in enumerate(headers)
+    ]
+    widths = fit(columns, width=width)
+    out = sys.stdout
+    if widths is None:
+        out.writelines(blocks(columns))
+        return
+    out.writelines(table_lines(columns, widths))
+
+
+def fit(columns: Sequence[Column], *, width: int) -> list[int] | None:
+    """Column widths that fit, or None when even the narrowest do not.
+
+    Free text gives way first (the widest column first); only then do the headers of rigid
+    columns wrap after an underscore.
+    """
+    spacing = len(SEPARATOR) * (len(columns) - 1)
+    natural = [column.natural for column in columns]
+    narrowest = [column.narrowest for column in columns]
+    for rigid in (natural, narrowest):
+        widths = [rigid[index] if column.rigid else narrowest[index] for index, column in enumerate(columns)]
+        if sum(widths) + spacing <= width:
+            return _widen_free_text(columns, widths, natural, budget=width - spacing)
+    return None
+
+
+def _widen_free_text(
+    columns: Sequence[Column], widths: list[int], natural: Sequence[int], *, budget: int
+) -> list[int]:
+    """Share what is left among free-text columns: the widest cap they can all be held to."""
+    free = [index for index, column in enumerate(columns) if not column.rigid]
+    fixed = sum(width for index, width in enumerate(widths) if index not in free)
+
+    def capped(cap: int) -> list[int]:
+        return [min(natural[index], max(cap, widths[index])) for index in free]
+
+    cap = max([natural[index] for index in free], default=0)
+    while cap > 0 and fixed + sum(capped(cap)) > budget:
+        cap -= 1
+    for index, width in zip(free, capped(cap), strict=True):
+        widths[index] = width
+    return widths
+
+
+def table_lines(columns: Sequence[Column], widths: Sequence[int]) -> list[str]:
+    wrapped = [wrap_header(column.header, width) for column, width in zip(columns, widths, strict=True)]
+    height = max(len(lines) for lines in wrapped)
+    lines = []
+    for line in range(height):
+        parts = [lines_[line] if line < len(lines_) else "" for lines_ in wrapped]
+        lines.append(_BOLD + join(parts, widths) + _RESET + "\n")
+    lines.append(_DIM + SEPARATOR.join("─" * width for width in widths) + _RESET + "\n")
+    for row in range(len(columns[0].texts) if columns else 0):
+        parts = [cut(column.texts[row], width) for column, width in zip(columns, widths, strict=True)]
+        lines.append(join(parts, widths) + "\n")
+    return lines
+
+
+def blocks(columns: Sequence[Column]) -> list[str]:
+    """One block of ``name  value`` lines per record, blank lines between, every value whole."""
+    label = max((cells(column.header) for column in columns), default=0)
+    lines: list[str] = []
+    for row in range(len(columns[0].texts) if columns else 0):
+        if row:
+            lines.append("\n")
+        for column in columns:
+            name = column.header + " " * (label - cells(column.header))
+            lines.append(f"{_BOLD}{name}{_RESET}{SEPARATOR}{column.texts[row]}".rstrip() + "\n")
+    return lines
+
+
+def join(parts: Sequence[str], widths: Sequence[int]) -> str:
+    return SEPARATOR.join(pad(part, width) for part, width in zip(parts, widths, strict=True)).rstrip()
+
+
+def is_rigid(header: str, rows: Sequence[Sequence[Any]], index: int) -> bool:
+    """Ids, and columns where every value is a number, timestamp or duration, are never cut."""
+    if header == "id" or header.endswith("_id"):
+        return True
+    values = [row[index] for row in rows if row[index] is not None and row[index] != ""]
+    return bool(values) and all(_is_number_like(value) for value in values)
+
+
+def _is_number_like(value: Any) -> bool:
+    if isinstance(value, int | float | Decimal | datetime):
+        return True
+    return isinstance(value, str) and (
+        _NUMBER_LIKE.fullmatch(value) is not None or _as_timestamp(value) is not None
+    )
+
+
+def terminal_text(value: Any) -> str:
+    moment = value if isinstance(value, datetime) else _as_timestamp(value)
+    if moment is not None:
+        return (moment if moment.tzinfo is None else moment.astimezone(UTC)).strftime("%Y-%m-%d %H:%M:%S")
+    return one_line(cell(value))
+
+
+def _as_timestamp(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp written as text (the audit helpers hand some over so), else None."""
+    if not isinstance(value, str) or _TIMESTAMP.fullmatch(value) is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def header_parts(header: str) -> list[str]:
+    """``last_changed_at`` -> ``last_``, ``changed_``, ``at``: where a header may wrap."""
+    return re.findall(r"[^_]+_*|_+", header) or [header]
+
+
+def wrap_header(header: str, width: int) -> list[str]:
+    lines: list[str] = []
+    for part in header_parts(header):
+        if lines and cells(lines[-1]) + cells(part) <= width:
+            lines[-1] += part
+        else:
+            lines.append(part)
+    return [cut(line, width) for line in lines]
+
+
+def cells(text: str) -> int:
+    """Terminal cells ``text`` takes: wide and fullwidth characters two, combining marks none."""
+    return sum(_char_cells(char) for char in text)
+
+
+def _char_cells(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` within ``width`` cells, ending in ``…`` when something was left out."""
+    if cells(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        size = _char_cells(char)
+        if used + size > width - 1:
+            break
+        kept.append(char)
+        used += size
+    return "".join(kept) + ELLIPSIS
+
+
+def pad(text: str, width: int) -> str:
+    return text + " " * (width - cells(text))

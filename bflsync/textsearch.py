@@ -1,0 +1,133 @@
+"""``--text`` on SQLite: words through the word index, runs of unspaced scripts as substrings.
+
+FTS5's ``unicode61`` tokenizer splits on spaces and punctuation, which suits Latin, Greek or
+Cyrillic text, but Chinese, Japanese, Thai and similar scripts do not put spaces between
+words: a whole run (``日本の風景写真``) is one token, and ``日本`` matched nothing. So each word
+of the search is planned on its own:
+
+- a word in a spaced script goes to the word index ``finetune_fts`` as today (a quoted phrase,
+  ``word*`` a prefix; diacritics and case folded);
+- a word containing a character of an unspaced script is a substring: three characters or
+  more are looked up in the trigram index ``finetune_fts_trigram``; one or two characters are
+  too short for trigrams and are found by scanning the string values of the details (a cheap
+  ``instr`` on the JSON text first, then the exact test over ``json_tree``).
+
+All words must match (AND), as before. Everything the user typed reaches SQL as a bound
+parameter. This module holds no SQLAlchemy: it returns SQL text over the caller's column names,
+so any SQLite read path can use it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from bflsync.errors import FilterError
+
+WORD_INDEX = "finetune_fts"
+TRIGRAM_INDEX = "finetune_fts_trigram"
+TRIGRAM = 3
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Scripts written without spaces between words (Unicode character names start with these).
+_UNSPACED_SCRIPTS = (
+    "CJK",
+    "HIRAGANA",
+    "KATAKANA",
+    "HALFWIDTH KATAKANA",
+    "HANGUL",
+    "THAI",
+    "LAO",
+    "KHMER",
+    "MYANMAR",
+    "TIBETAN",
+    "BOPOMOFO",
+    "IDEOGRAPHIC",
+)
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """How one ``--text`` value is searched: an FTS5 query per index, and short substrings to scan."""
+
+    words: str | None = None
+    trigrams: str | None = None
+    substrings: list[str] = field(default_factory=list)
+
+
+def plan(text: str) -> TextPlan:
+    """Split the user's words by how they can be found; FilterError when there is no word."""
+    words: list[str] = []
+    trigrams: list[str] = []
+    substrings: list[str] = []
+    for word in _CONTROL.sub(" ", text).split():
+        if is_unspaced(word):
+            needle = word.rstrip("*") or word
+            (trigrams if len(needle) >= TRIGRAM else substrings).append(needle)
+        else:
+            words.append(_word_term(word))
+    if not (words or trigrams or substrings):
+        raise FilterError("--text needs at least one word")
+    return TextPlan(
+        words=" ".join(words) or None,
+        trigrams=" ".join(_phrase(needle) for needle in trigrams) or None,
+        substrings=substrings,
+    )
+
+
+def word_query(text: str) -> str:
+    """Every word as a quoted FTS5 phrase (``word*`` a prefix), ANDed: the word index's query.
+
+    What ``--text`` asks ``finetune_fts`` for words in spaced scripts; PostgreSQL's search
+    mirrors it for every word (its tokens are the word index's, see migration 0005_search).
+    """
+    terms = [_word_term(word) for word in _CONTROL.sub(" ", text).split()]
+    if not terms:
+        raise FilterError("--text needs at least one word")
+    return " ".join(terms)
+
+
+def _word_term(word: str) -> str:
+    stem = word.rstrip("*")
+    prefix = "*" if stem and stem != word else ""
+    return _phrase(stem or word) + prefix
+
+
+def is_unspaced(word: str) -> bool:
+    """Whether ``word`` holds a character of a script written without spaces between words."""
+    return any(ord(char) > 0x7F and unicodedata.name(char, "").startswith(_UNSPACED_SCRIPTS) for char in word)
+
+
+def sqlite_condition(text: str, *, id_column: str, details_column: str) -> tuple[str, dict[str, str]]:
+    """SQL (true for the matching rows) and its named parameters, over the given column expressions.
+
+    ``id_column`` is the rowid both indexes are keyed on (``finetune.id``); ``details_column``
+    the raw JSON, scanned for substrings too short for trigrams.
+    """
+    chosen = plan(text)
+    parts: list[str] = []
+    params: dict[str, str] = {}
+    if chosen.words is not None:
+        parts.append(f"{id_column} IN (SELECT rowid FROM {WORD_INDEX} WHERE {WORD_INDEX} MATCH :text_words)")
+        params["text_words"] = chosen.words
+    if chosen.trigrams is not None:
+        parts.append(
+            f"{id_column} IN (SELECT rowid FROM {TRIGRAM_INDEX} WHERE {TRIGRAM_INDEX} MATCH :text_trigrams)"
+        )
+        params["text_trigrams"] = chosen.trigrams
+    for number, needle in enumerate(chosen.substrings):
+        name = f"text_substring_{number}"
+        exact = (
+            f"CASE WHEN json_valid({details_column}) THEN EXISTS (SELECT 1 FROM json_tree({details_column})"
+            f" WHERE type = 'text' AND instr(value, :{name}) > 0) ELSE 0 END"
+        )
+        # The JSON text holds the needle as typed unless JSON escapes one of its characters.
+        cheap = "" if any(char in needle for char in '"\\') else f"instr({details_column}, :{name}) > 0 AND "
+        parts.append(f"({cheap}{exact})")
+        params[name] = needle
+    return " AND ".join(parts), params
+
+
+def _phrase(word: str) -> str:
+    """A word as an FTS5 phrase: quoted, so FTS5 operators in the input are searched for as text."""
+    return '"' + word.replace('"', '""') + '"'
