@@ -500,7 +500,10 @@ def test_facets_count_statuses(tmp_path: Path, mock: MockBFL) -> None:
     sync_at(store, mock, T1)
 
     counts = json.loads(invoke(store, "facets", "status", "--format", "json").stdout)
-    assert counts == {"status": [{"value": "Ready", "count": 2}, {"value": "Pending", "count": 1}]}
+    assert counts == [
+        {"field": "status", "value": "Ready", "count": 2},
+        {"field": "status", "value": "Pending", "count": 1},
+    ]
 
 
 def test_show_prints_the_status_and_its_timeline(trained: str) -> None:

@@ -110,7 +110,7 @@ def test_datasette_search_gives_exactly_the_ids_of_query_text(
 @pytest.mark.slow
 def test_datasette_serves_the_metadata_facets_and_canned_queries(served: str, store: Path) -> None:
     table = get_json(f"{served}/finetune.json?_size=0&_extra=facet_results")
-    assert set(table["facet_results"]) == {"mode", "finetune_type", "account"}
+    assert set(table["facet_results"]) == {"mode", "finetune_type", "account", "status"}
     changes = get_json(f"{served}/changes_since.json?since=2026-01-02&_shape=array")
     assert [(row["finetune_id"], row["change"]) for row in changes] == [("gone-fox", "deleted")]
     rates = get_json(f"{served}/finetunes_by_learning_rate.json?mode=&_shape=array")
@@ -138,7 +138,7 @@ def test_print_metadata_describes_the_store(store: Path) -> None:
         "id",
         "finetune_id",
     )
-    assert finetune["facets"] == ["mode", "finetune_type", "account"]
+    assert finetune["facets"] == ["mode", "finetune_type", "account", "status"]
     assert "learning rate" in finetune["columns"]["learning_rate"]
     assert "UTC" in finetune["columns"]["last_changed_at"]
     assert set(metadata["databases"]["store"]["queries"]) == {"changes_since", "finetunes_by_learning_rate"}

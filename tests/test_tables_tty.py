@@ -84,6 +84,12 @@ def on_a_terminal(columns: int, *args: str) -> list[str]:
     return _ANSI.sub("", shown.decode()).replace("\r\n", "\n").splitlines()
 
 
+def _name_and_value(line: str) -> tuple[str, str]:
+    """One line of a record block; a NULL shows as a name alone."""
+    name, _, value = line.partition(" ")
+    return name, value.strip()
+
+
 def assert_fits(lines: list[str], columns: int) -> None:
     assert lines
     assert max(cells(line) for line in lines) <= columns
@@ -114,9 +120,9 @@ def test_ids_and_numbers_stay_whole_while_comments_give_way(store_path: Path, co
     assert "日本の" in by_id[UUID_B]
 
 
-def test_the_default_query_table_fits_120_columns_with_ids_whole(store_path: Path) -> None:
-    lines = on_a_terminal(120, "--db", str(store_path), "query")
-    assert_fits(lines, 120)
+def test_the_default_query_table_fits_140_columns_with_ids_whole(store_path: Path) -> None:
+    lines = on_a_terminal(140, "--db", str(store_path), "query")
+    assert_fits(lines, 140)
     rows = [line.split() for line in lines if line.startswith((UUID_A, UUID_B))]
     assert sorted(row[0] for row in rows) == sorted([UUID_A, UUID_B])
     assert next(row for row in rows if row[0] == UUID_A)[1:7] == [
@@ -134,7 +140,7 @@ def test_at_80_columns_the_default_query_falls_back_to_one_block_per_record(stor
     lines = on_a_terminal(80, "--db", str(store_path), "query")
     assert_fits(lines, 80)
     records = "\n".join(lines).split("\n\n")
-    assert [dict(line.split(None, 1) for line in record.splitlines()) for record in records] == [
+    assert [dict(_name_and_value(line) for line in record.splitlines()) for record in records] == [
         {
             "finetune_id": UUID_B,
             "mode": "style",
@@ -143,6 +149,7 @@ def test_at_80_columns_the_default_query_falls_back_to_one_block_per_record(stor
             "iterations": "300",
             "learning_rate": "0.0002",
             "lora_rank": "16",
+            "status": "",
             "last_changed_at": "2026-01-01 00:00:00",
         },
         {
@@ -153,6 +160,7 @@ def test_at_80_columns_the_default_query_falls_back_to_one_block_per_record(stor
             "iterations": "1000",
             "learning_rate": "1e-05",
             "lora_rank": "32",
+            "status": "",
             "last_changed_at": "2026-01-01 00:00:00",
         },
     ]
@@ -163,7 +171,7 @@ def test_runs_never_cut_a_count(store_path: Path, columns: int) -> None:
     lines = on_a_terminal(columns, "--db", str(store_path), "runs")
     assert_fits(lines, columns)
     newest = "\n".join(lines).split("\n\n")[0]
-    fields = dict(line.split(None, 1) for line in newest.splitlines())
+    fields = dict(_name_and_value(line) for line in newest.splitlines())
     assert (fields["id"], fields["fetched"], fields["unchanged"], fields["duration"]) == (
         "2",
         "2000",
@@ -173,8 +181,8 @@ def test_runs_never_cut_a_count(store_path: Path, columns: int) -> None:
 
 
 def test_wide_enough_runs_are_one_table(store_path: Path) -> None:
-    lines = on_a_terminal(160, "--db", str(store_path), "runs")
-    assert_fits(lines, 160)
+    lines = on_a_terminal(220, "--db", str(store_path), "runs")
+    assert_fits(lines, 220)
     assert lines[0].split()[:3] == ["id", "started_at", "duration"]
     assert lines[2].split()[:3] == ["2", "2026-01-02", "00:00:00"]
     assert "2000" in lines[2].split()
