@@ -44,7 +44,7 @@ from bflsync.errors import (
 if TYPE_CHECKING:
     from alembic.config import Config
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts")
+KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts", "0006_labels")
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 SQLITE_HEADER = b"SQLite format 3\x00"
 BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})
