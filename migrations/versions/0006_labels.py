@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from alembic import op
 import sqlalchemy as sa
 
-# Autogenerate renders string columns as sqlmodel.sql.sqltypes.AutoString; unused otherwise.
 import sqlmodel
 
 
