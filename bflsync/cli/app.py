@@ -21,6 +21,7 @@ from bflsync.cli.common import CliContext
 from bflsync.errors import BflsyncError, ExitCode
 
 LAZY_COMMANDS: dict[str, str] = {
+    "compare": "bflsync.cli.compare_command:compare_command",
     "db": "bflsync.cli.db_commands:db",
     "diff": "bflsync.cli.read_commands:diff",
     "facets": "bflsync.cli.read_commands:facets",

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from sqlalchemy.engine import Connection
 
-from bflsync import audit
+from bflsync import audit, label_reads, retrain
 from bflsync import db as store_db
 from bflsync import query as finder
 from bflsync.cli import render
@@ -24,6 +24,7 @@ from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 from bflsync.models import RUN_COUNTERS
 
 TABLE_LIMIT = 50
+NOTES_SHOWN = 5
 QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
 TABLE_COLUMNS = (
     "finetune_id",
@@ -48,6 +49,22 @@ def reading(cli_context: CliContext) -> Iterator[Connection]:
             yield connection
     finally:
         engine.dispose()
+
+
+class _ConnectionRows:
+    """The ``rows(sql, params)`` reader :mod:`bflsync.label_reads` reads through, over a SQLAlchemy connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._connection.dialect.name != "sqlite":
+            sql = sql.replace("%", "%%").replace("?", "%s")
+        return [tuple(row) for row in self._connection.exec_driver_sql(sql, tuple(params))]
+
+
+def label_reader(connection: Connection) -> label_reads.RowSource:
+    return _ConnectionRows(connection)
 
 
 def search_options(command: Any) -> Any:
@@ -222,21 +239,56 @@ def facets(
 @click.command()
 @click.argument("finetune_id", metavar="ID")
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
-@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json", "request")),
+    default="text",
+    show_default=True,
+    help="request: the JSON body of POST /v1/finetune that trains it again (without file_data).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --format request: another value for a training input, typed as in filters; KEY=null drops it.",
+)
 @pass_cli_context
-def show(cli_context: CliContext, finetune_id: str, source: str | None, output_format: str) -> None:
-    """Show one finetune's current record: extracted fields, bookkeeping and raw details.
+def show(
+    cli_context: CliContext,
+    finetune_id: str,
+    source: str | None,
+    output_format: str,
+    overrides: tuple[str, ...],
+) -> None:
+    """Show one finetune's current record: extracted fields, bookkeeping, labels, notes and raw details.
 
-    Finetunes the API no longer lists are shown too, marked as deleted.
+    Finetunes the API no longer lists are shown too, marked as deleted. --format request
+    prints the body of POST /v1/finetune with every training input the details hold (keys
+    that are not inputs are named on stderr); add file_data, the base64-encoded ZIP of the
+    images, before sending it. bflsync never sends it.
 
     \b
     Example:
         bflsync show acme-labs/portrait-lora-3 --format json
+        bflsync show acme-labs/portrait-lora-3 --format request --set learning_rate=2e-5
     """
+    if overrides and output_format != "request":
+        raise InputError("--set changes the retraining request: use it with --format request")
+    changes = retrain.parse_overrides(overrides)
     with reading(cli_context) as connection:
         record = finder.find_finetune(connection, finetune_id, source=source)
+        if output_format != "request":
+            rows = label_reader(connection)
+            pk, _ = finder.finetune_pk(connection, finetune_id, source=source)
+            labels = label_reads.labels_by_pk(rows, [pk]).get(pk, {})
+            notes = label_reads.notes_of(rows, pk)
+    if output_format == "request":
+        _write_request(cli_context, retrain.request_body(record.details, changes))
+        return
     if output_format == "json":
-        render.write_json(record.as_dict())
+        render.write_json({**record.as_dict(), "labels": labels, "notes": [note.as_dict() for note in notes]})
         return
     status = (
         "live"
@@ -248,8 +300,37 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
+    if labels:
+        click.echo("labels:")
+        for key, value in labels.items():
+            click.echo(f"  {key} = {render.one_line(render.cell(value))}")
+    if notes:
+        earlier = len(notes) - NOTES_SHOWN
+        more = f", {earlier} earlier in `bflsync history`" if earlier > 0 else ""
+        click.echo(f"notes (newest last{more}):")
+        for note in notes[-NOTES_SHOWN:]:
+            stamp = note.written_at.isoformat(timespec="seconds")
+            click.echo(f"  {stamp}  {render.one_line(note.written_by)}: {render.one_line(note.text)}")
     click.echo("details:")
     click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
+
+
+def _write_request(cli_context: CliContext, request: retrain.RetrainRequest) -> None:
+    """The body on stdout; what was left out of it on stderr, so the JSON stays pipeable."""
+    render.write_json(request.body)
+    if cli_context.quiet:
+        return
+    if request.not_inputs:
+        names = ", ".join(finder.format_path((key,)) for key in request.not_inputs)
+        click.echo(render.one_line(f"left out, not inputs of POST /v1/finetune: {names}"), err=True)
+    for key, value in request.unusable.items():
+        shown = render.json_for_terminal(canonical_json(value))
+        click.echo(
+            render.one_line(f"left out {key}: the stored value {shown} is not of the type the API takes"),
+            err=True,
+        )
+    for key in request.withheld:
+        click.echo(f"left out {key}: {retrain.WITHHELD_INPUTS[key]}", err=True)
 
 
 @click.command()
