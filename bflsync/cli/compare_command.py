@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -47,7 +48,7 @@ def compare_command(
         bflsync query mode=product --format ids | bflsync compare - --only-changed
         bflsync compare acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3 --format markdown
     """
-    texts = _expand(ids, click.get_text_stream("stdin"))
+    texts = _expand(ids, sys.stdin)
     fields = _fields(columns) if columns is not None else None
     with reading(cli_context) as connection:
         entries = _entries(connection, texts, source=source)
