@@ -20,9 +20,13 @@ _CHUNK = 900
 class RowSource(Protocol):
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
+    def time_param(self, moment: datetime) -> Any: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Note:
+    finetune_id: str
+    source: str
     text: str
     written_by: str
     written_at: datetime
@@ -35,7 +39,8 @@ class Note:
 class LabelEvent:
     """One label set or removed, with the value it had before (``None`` when it had none)."""
 
-    finetune_pk: int
+    finetune_id: str
+    source: str
     key: str
     change: str
     old: Any
@@ -60,44 +65,84 @@ def labels_by_pk(reader: RowSource, pks: Sequence[int]) -> dict[int, dict[str, A
     return found
 
 
-def notes_of(reader: RowSource, pk: int) -> list[Note]:
-    """Every note on one finetune, oldest first."""
+def notes(
+    reader: RowSource, *, pk: int | None = None, since: datetime | None = None, source: str | None = None
+) -> list[Note]:
+    """Notes oldest first: of one finetune (``pk``), or of every finetune since ``since``."""
+    where, params = _scope("n.finetune_pk", "n.written_at", reader, pk=pk, since=since, source=source)
     return [
-        Note(text=text, written_by=by, written_at=utc(at))
-        for text, by, at in reader.rows(
-            "SELECT text, written_by, written_at FROM finetune_note WHERE finetune_pk = ? ORDER BY written_at, id",
-            [pk],
+        Note(finetune_id=finetune_id, source=found_source, text=text, written_by=by, written_at=utc(at))
+        for finetune_id, found_source, text, by, at in reader.rows(
+            "SELECT f.finetune_id, f.source, n.text, n.written_by, n.written_at FROM finetune_note n"
+            f" JOIN finetune f ON f.id = n.finetune_pk WHERE {where} ORDER BY n.written_at, n.id",
+            params,
         )
     ]
 
 
-def label_events(reader: RowSource, pks: Sequence[int]) -> list[LabelEvent]:
-    """The label history of the given finetunes, oldest first, each change with its old value."""
+def label_events(
+    reader: RowSource, *, pk: int | None = None, since: datetime | None = None, source: str | None = None
+) -> list[LabelEvent]:
+    """Label changes oldest first, each with the value it replaced: of one finetune or since a moment."""
+    params: list[Any] = []
+    if pk is not None:
+        touched = "c.finetune_pk = ?"
+        params.append(pk)
+    else:
+        # Every change of the finetunes touched since then: the old values come from before.
+        touched = "c.finetune_pk IN (SELECT finetune_pk FROM finetune_label_change WHERE changed_at >= ?)"
+        params.append(reader.time_param(since) if since is not None else None)
+    if source is not None:
+        touched += " AND f.source = ?"
+        params.append(source)
     events: list[LabelEvent] = []
-    unique = sorted(set(pks))
-    for start in range(0, len(unique), _CHUNK):
-        chunk = unique[start : start + _CHUNK]
-        marks = ", ".join("?" for _ in chunk)
-        current: dict[tuple[int, str], Any] = {}
-        for pk, key, change, value, by, at in reader.rows(
-            "SELECT finetune_pk, key, change, value, changed_by, changed_at FROM finetune_label_change"
-            f" WHERE finetune_pk IN ({marks}) ORDER BY finetune_pk, id",
-            chunk,
-        ):
-            new = json.loads(value) if value is not None else None
+    before: dict[tuple[int, str], Any] = {}
+    for finetune_pk, finetune_id, found_source, key, change, value, by, at in reader.rows(
+        "SELECT c.finetune_pk, f.finetune_id, f.source, c.key, c.change, c.value, c.changed_by, c.changed_at"
+        f" FROM finetune_label_change c JOIN finetune f ON f.id = c.finetune_pk WHERE {touched}"
+        " ORDER BY c.finetune_pk, c.id",
+        params,
+    ):
+        new = json.loads(value) if value is not None else None
+        moment = utc(at)
+        if since is None or moment >= since:
             events.append(
                 LabelEvent(
-                    finetune_pk=int(pk),
+                    finetune_id=finetune_id,
+                    source=found_source,
                     key=key,
                     change=change,
-                    old=current.get((pk, key)),
+                    old=before.get((finetune_pk, key)),
                     new=new,
                     changed_by=by,
-                    changed_at=utc(at),
+                    changed_at=moment,
                 )
             )
-            current[(pk, key)] = new
-    return sorted(events, key=lambda event: (event.changed_at, event.finetune_pk))
+        before[(finetune_pk, key)] = new
+    return sorted(events, key=lambda event: (event.changed_at, event.finetune_id, event.source))
+
+
+def _scope(
+    pk_column: str,
+    time_column: str,
+    reader: RowSource,
+    *,
+    pk: int | None,
+    since: datetime | None,
+    source: str | None,
+) -> tuple[str, list[Any]]:
+    conditions: list[str] = []
+    params: list[Any] = []
+    if pk is not None:
+        conditions.append(f"{pk_column} = ?")
+        params.append(pk)
+    if since is not None:
+        conditions.append(f"{time_column} >= ?")
+        params.append(reader.time_param(since))
+    if source is not None:
+        conditions.append("f.source = ?")
+        params.append(source)
+    return " AND ".join(conditions) or "1 = 1", params
 
 
 def utc(value: str | datetime) -> datetime:

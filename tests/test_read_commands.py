@@ -222,9 +222,11 @@ def test_facets_without_a_field_is_an_input_error(store: Path) -> None:
 
 
 def test_show_json_prints_the_current_record(store: Path) -> None:
-    assert json.loads(run(store, "show", "alpha", "--format", "json").stdout) == expected_record(
-        "alpha", ALPHA
-    )
+    assert json.loads(run(store, "show", "alpha", "--format", "json").stdout) == {
+        **expected_record("alpha", ALPHA),
+        "labels": {},
+        "notes": [],
+    }
 
 
 def test_show_text_marks_a_tombstoned_finetune_and_pretty_prints_details(store: Path) -> None:
@@ -244,6 +246,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
     versions = json.loads(run(db_path, "history", "a", "--format", "json").stdout)
     assert versions == [
         {
+            "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
             "version": 1,
@@ -254,6 +257,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "details": {"mode": "style", "lr": 1},
         },
         {
+            "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
             "version": 2,
@@ -264,6 +268,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "details": {"mode": "character", "lr": 1, "new": None},
         },
         {
+            "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
             "version": 3,
@@ -274,6 +279,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "details": None,
         },
         {
+            "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
             "version": 4,

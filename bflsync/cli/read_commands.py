@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -61,6 +62,12 @@ class _ConnectionRows:
         if self._connection.dialect.name != "sqlite":
             sql = sql.replace("%", "%%").replace("?", "%s")
         return [tuple(row) for row in self._connection.exec_driver_sql(sql, tuple(params))]
+
+    def time_param(self, moment: datetime) -> Any:
+        if self._connection.dialect.name != "sqlite":
+            return moment
+        # The text the store's UTCDateTime writes on SQLite: naive UTC with microseconds.
+        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def label_reader(connection: Connection) -> label_reads.RowSource:
@@ -283,7 +290,7 @@ def show(
             rows = label_reader(connection)
             pk, _ = finder.finetune_pk(connection, finetune_id, source=source)
             labels = label_reads.labels_by_pk(rows, [pk]).get(pk, {})
-            notes = label_reads.notes_of(rows, pk)
+            notes = label_reads.notes(rows, pk=pk)
     if output_format == "request":
         _write_request(cli_context, retrain.request_body(record.details, changes))
         return
@@ -359,17 +366,72 @@ def history(
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
     start = finder.parse_timestamp(since) if since is not None else None
     with reading(cli_context) as connection:
-        entries = audit.history(connection, finetune_id=finetune_id, source=source, since=start)
+        versions = audit.history(connection, finetune_id=finetune_id, source=source, since=start)
+        rows = label_reader(connection)
+        pk = (
+            finder.finetune_pk(connection, finetune_id, source=source)[0] if finetune_id is not None else None
+        )
+        label_events = label_reads.label_events(rows, pk=pk, since=start, source=source)
+        notes = label_reads.notes(rows, pk=pk, since=start, source=source)
+    entries: list[HistoryEntry] = sorted(
+        [*versions, *label_events, *notes],
+        key=lambda entry: (_moment(entry), entry.finetune_id, entry.source, _KIND_ORDER[_kind(entry)]),
+    )
     if output_format == "json":
-        render.write_json([entry.as_dict() for entry in entries])
+        render.write_json([_history_object(entry) for entry in entries])
         return
     for entry in entries:
-        run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+        moment = _moment(entry)
         who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
-        click.echo(f"{who}v{entry.version}  {entry.change}  {entry.observed_at.isoformat()}  {run}")
-        for key, change in entry.changes.items():
-            path = render.one_line(finder.format_path((key,)))
-            click.echo(f"    {path}: {_shown(change, 'old')} -> {_shown(change, 'new')}")
+        if isinstance(entry, audit.VersionEntry):
+            run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+            click.echo(f"{who}v{entry.version}  {entry.change}  {moment.isoformat()}  {run}")
+            for key, change in entry.changes.items():
+                path = render.one_line(finder.format_path((key,)))
+                click.echo(f"    {path}: {_shown(change, 'old')} -> {_shown(change, 'new')}")
+        elif isinstance(entry, label_reads.LabelEvent):
+            old = _shown({"old": entry.old}, "old") if entry.old is not None else "(none)"
+            new = _shown({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
+            by = render.one_line(entry.changed_by)
+            click.echo(f"{who}label {entry.change}  {moment.isoformat()}  by {by}")
+            click.echo(f"    label.{entry.key}: {old} -> {new}")
+        else:
+            click.echo(f"{who}note  {moment.isoformat()}  by {render.one_line(entry.written_by)}")
+            click.echo(f"    {render.one_line(entry.text)}")
+
+
+HistoryEntry = audit.VersionEntry | label_reads.LabelEvent | label_reads.Note
+_KIND_ORDER = {"version": 0, "label": 1, "note": 2}
+
+
+def _kind(entry: HistoryEntry) -> str:
+    if isinstance(entry, audit.VersionEntry):
+        return "version"
+    return "label" if isinstance(entry, label_reads.LabelEvent) else "note"
+
+
+def _moment(entry: HistoryEntry) -> datetime:
+    if isinstance(entry, audit.VersionEntry):
+        return entry.observed_at
+    return entry.changed_at if isinstance(entry, label_reads.LabelEvent) else entry.written_at
+
+
+def _history_object(entry: HistoryEntry) -> dict[str, Any]:
+    """One history entry as JSON, ``kind`` saying which; ``observed_at`` is when it happened, for all kinds."""
+    if isinstance(entry, audit.VersionEntry):
+        return {"kind": "version", **entry.as_dict()}
+    common = {"kind": _kind(entry), "finetune_id": entry.finetune_id, "source": entry.source}
+    if isinstance(entry, label_reads.LabelEvent):
+        return {
+            **common,
+            "observed_at": entry.changed_at,
+            "key": entry.key,
+            "change": entry.change,
+            "old": entry.old,
+            "new": entry.new,
+            "changed_by": entry.changed_by,
+        }
+    return {**common, "observed_at": entry.written_at, "text": entry.text, "written_by": entry.written_by}
 
 
 @click.command()
