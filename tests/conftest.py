@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
+# Shared fixtures of the private PostgreSQL cluster.
+from pgcluster import pg_url, postgres_server  # noqa: F401
 from sqlalchemy.engine import Engine
 
 from bflsync import db
 
-SCRUBBED_ENV = ("BFL_API_KEY", "BFL_API_URL", "BFLSYNC_DB")
+SCRUBBED_ENV = ("BFL_API_KEY", "BFL_API_URL", "BFLSYNC_DB", "BFLSYNC_ACCOUNT")
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +44,13 @@ def store_engine(db_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_db(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """A store location for ``--db``, empty, on each engine bflsync supports: a behaviour test runs twice."""
+    if request.param == "sqlite":
+        return str(db_path)
+    url = request.getfixturevalue("pg_url")
+    assert isinstance(url, str)
+    return url

@@ -17,14 +17,11 @@ from click.testing import CliRunner, Result
 from readonly_fs import read_only_argv
 from storebuild import day, file_digest, write_sync
 from sync_support import process_env
-from test_postgres import pg_url, postgres_server
 
 from bflsync import db
 from bflsync.cli import cli
 from bflsync.lock import sync_lock_for
 from bflsync.mock_api import MockBFL
-
-__all__ = ["pg_url", "postgres_server"]  # fixtures, imported for the parametrized store below
 
 KEY = "label-test-key"
 ALPHA = {"mode": "character", "iterations": 300, "learning_rate": 1e-5}
@@ -32,10 +29,10 @@ BRAVO = {"mode": "style", "iterations": "500"}
 USER = getpass.getuser()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+@pytest.fixture
+def empty_url(store_db: str) -> str:
     """A --db value on each engine, with no store in it yet."""
-    return str(db_path) if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    return store_db
 
 
 @pytest.fixture

@@ -337,7 +337,7 @@ def test_runs_with_an_id_shows_the_run_and_its_errors(store_engine: Engine, db_p
     from bflsync import store as store_api
 
     with Session(store_engine) as session, session.begin():
-        run_id = store_api.start_run(session, source=SOURCE, pid=7, now=day(1))
+        run_id = store_api.start_run(session, source=SOURCE, account="default", pid=7, now=day(1))
         store_api.record_failure(
             session, run_id=run_id, finetune_id="x", kind="http", message="boom", http_status=500, attempts=4
         )
