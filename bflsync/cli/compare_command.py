@@ -85,8 +85,8 @@ def _expand(ids: Sequence[str], stdin: Iterable[str]) -> list[str]:
 def _fields(columns: str) -> list[compare.Field]:
     fields = []
     for ref in finder.parse_fields(columns):
-        if ref.column is None and len(ref.path) == 2 and ref.path[0] == "label":
-            fields.append(compare.Field(name=ref.name, label=ref.path[1]))
+        if ref.label is not None:
+            fields.append(compare.Field(name=ref.name, label=ref.label))
         elif ref.column is not None:
             fields.append(compare.Field(name=ref.name, column=ref.column))
         else:
@@ -104,7 +104,7 @@ def _entries(connection: Connection, texts: Sequence[str], *, source: str | None
         columns: dict[str, Any] = {**extract_fields(side.details), "version": side.version}
         if current:
             columns.update(finder.find_finetune(connection, side.finetune_id, source=side.source).as_dict())
-            columns.pop("details")
+            del columns["details"], columns["labels"]
         sides.append((text, pk, side, columns))
     labels = label_reads.labels_by_pk(label_reader(connection), [pk for _, pk, _, _ in sides])
     return [
