@@ -59,6 +59,7 @@ def record(
         "last_changed_at": day(changed),
         "deleted_at": deleted,
         "details": details,
+        "labels": {},
     }
 
 

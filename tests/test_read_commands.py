@@ -83,6 +83,7 @@ def expected_record(
         "last_changed_at": times.get("last_changed_at", "2026-01-01T00:00:00+00:00"),
         "deleted_at": times.get("deleted_at"),
         "details": json.loads(json.dumps(details)),
+        "labels": {},
     }
 
 
@@ -224,7 +225,6 @@ def test_facets_without_a_field_is_an_input_error(store: Path) -> None:
 def test_show_json_prints_the_current_record(store: Path) -> None:
     assert json.loads(run(store, "show", "alpha", "--format", "json").stdout) == {
         **expected_record("alpha", ALPHA),
-        "labels": {},
         "notes": [],
     }
 
