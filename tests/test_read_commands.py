@@ -449,7 +449,13 @@ def test_a_real_process_reports_a_missing_store_in_one_line(db_path: Path) -> No
 
 @pytest.mark.parametrize(
     "args",
-    [["query", "--help"], ["query", "mode=character", "--format", "ids"], ["query", "--format", "json"]],
+    [
+        ["query", "--help"],
+        ["query", "mode=character", "--format", "ids"],
+        ["query", "--format", "json"],
+        ["compare", "alpha", "bravo", "--only-changed"],
+        ["-q", "show", "alpha", "--format", "request", "--set", "iterations=400"],
+    ],
 )
 def test_query_does_not_import_alembic_httpx_or_rich(store: Path, args: list[str]) -> None:
     script = (
@@ -476,6 +482,10 @@ def test_read_commands_make_no_network_call(store: Path, monkeypatch: pytest.Mon
         ["history", "--since", "2026-01-01"],
         ["runs", "1"],
         ["diff", "alpha", "bravo"],
+        ["compare", "alpha", "bravo", "--format", "markdown"],
+        ["show", "alpha", "--format", "request"],
+        ["label", "alpha", "project=acme"],
+        ["note", "alpha", "offline"],
     ):
         assert run(store, *args).exit_code == 0
 
@@ -490,6 +500,8 @@ def test_read_commands_leave_the_store_file_byte_identical(store: Path) -> None:
         ["history", "alpha"],
         ["runs"],
         ["diff", "alpha@1", "bravo"],
+        ["compare", "alpha@1", "bravo", "--format", "json"],
+        ["show", "alpha", "--format", "request"],
     ):
         assert run(store, *args).exit_code == 0
     assert file_digest(store) == before
