@@ -19,13 +19,14 @@ from sqlalchemy.engine import Connection
 
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, canonical_json
-from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun
+from bflsync.models import Account, Finetune, FinetuneVersion, SyncError, SyncRun
 from bflsync.query import find_finetune, finetune_pk, format_path
 
 _finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 _version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
 _run: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
 _error: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
+_account: sa.Table = Account.__table__  # type: ignore[attr-defined]
 
 _VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")
 
@@ -36,6 +37,7 @@ class VersionEntry:
 
     finetune_id: str
     source: str
+    account: str
     version: int
     change: str
     observed_at: datetime
@@ -47,6 +49,7 @@ class VersionEntry:
         return {
             "finetune_id": self.finetune_id,
             "source": self.source,
+            "account": self.account,
             "version": self.version,
             "change": self.change,
             "observed_at": self.observed_at,
@@ -66,13 +69,15 @@ class VersionRef:
 
     text: str
 
-    def resolve(self, connection: Connection, *, source: str | None = None) -> tuple[str, int | None]:
+    def resolve(
+        self, connection: Connection, *, source: str | None = None, account: str | None = None
+    ) -> tuple[str, int | None]:
         """``(id, None)`` when the whole text is a stored id, else ``(id, N)`` for a trailing ``@N``.
 
         Text that is neither is returned whole, for the caller's "no finetune" error.
         """
         match = _VERSION_SUFFIX.fullmatch(self.text)
-        if match is None or _is_stored(connection, self.text, source=source):
+        if match is None or _is_stored(connection, self.text, source=source, account=account):
             return self.text, None
         finetune_id, digits = match.groups()
         # Length first: int() refuses over 4300 digits, and SQLite binds at most 64 bits.
@@ -85,6 +90,7 @@ class VersionRef:
 class DiffSide:
     finetune_id: str
     source: str
+    account: str
     version: int
     details: Any
 
@@ -103,32 +109,88 @@ def history(
     *,
     finetune_id: str | None = None,
     source: str | None = None,
+    account: str | None = None,
     since: datetime | None = None,
 ) -> list[VersionEntry]:
     """Versions oldest first: of one finetune, or (``finetune_id=None``) of every finetune since ``since``."""
     if finetune_id is not None:
-        pk, _ = finetune_pk(connection, finetune_id, source=source)
+        pk, _, _ = finetune_pk(connection, finetune_id, source=source, account=account)
         which = _version.c.finetune_pk == pk
     else:
         if since is None:
             raise InputError("history needs a finetune ID or --since")
         touched = sa.select(_version.c.finetune_pk).where(_version.c.observed_at >= since).distinct()
-        if source is not None:
-            touched = touched.join(_finetune, _finetune.c.id == _version.c.finetune_pk).where(
-                _finetune.c.source == source
-            )
+        scope = [
+            column == value
+            for column, value in ((_finetune.c.source, source), (_finetune.c.account, account))
+            if value is not None
+        ]
+        if scope:
+            touched = touched.join(_finetune, _finetune.c.id == _version.c.finetune_pk).where(*scope)
         # A subquery rather than a list of ids: no bound-parameter limit to batch around.
         which = _version.c.finetune_pk.in_(touched)
     entries = [entry for entry in _entries(connection, which) if since is None or entry.observed_at >= since]
     return sorted(
-        entries, key=lambda entry: (entry.observed_at, entry.finetune_id, entry.source, entry.version)
+        entries,
+        key=lambda entry: (entry.observed_at, entry.finetune_id, entry.source, entry.account, entry.version),
     )
 
 
-def runs(connection: Connection, *, limit: int | None) -> list[dict[str, Any]]:
-    """Sync runs, newest first, each with its ``duration_s`` (``None`` while running)."""
+def runs(connection: Connection, *, limit: int | None, account: str | None = None) -> list[dict[str, Any]]:
+    """Sync runs (of one account, if given), newest first, each with its ``duration_s`` (``None`` while running)."""
     statement = sa.select(_run).order_by(_run.c.started_at.desc(), _run.c.id.desc()).limit(limit)
+    if account is not None:
+        statement = statement.where(_run.c.account == account)
     return [_run_dict(row) for row in connection.execute(statement)]
+
+
+def accounts(connection: Connection) -> list[dict[str, Any]]:
+    """Each (source, account) in the store: finetune counts, its last sync and key fingerprint.
+
+    Pairs that hold finetunes but no ``account`` row (written by library code rather than a
+    sync) are listed too, with what is known about them.
+    """
+    live = sa.func.count().filter(_finetune.c.deleted_at.is_(None))
+    counts = {
+        (row.source, row.account): (row.live, row.total - row.live)
+        for row in connection.execute(
+            sa.select(
+                _finetune.c.source, _finetune.c.account, live.label("live"), sa.func.count().label("total")
+            ).group_by(_finetune.c.source, _finetune.c.account)
+        )
+    }
+    synced = {
+        (row.source, row.account): row
+        for row in connection.execute(
+            sa.select(
+                _account.c.source,
+                _account.c.account,
+                _account.c.key_fingerprint,
+                _account.c.first_synced_at,
+                _account.c.last_synced_at,
+                _account.c.last_run_id,
+                _run.c.status.label("last_status"),
+            ).outerjoin(_run, _run.c.id == _account.c.last_run_id)
+        )
+    }
+    listed = []
+    for source, account in sorted(counts.keys() | synced.keys()):
+        row = synced.get((source, account))
+        live_count, deleted_count = counts.get((source, account), (0, 0))
+        listed.append(
+            {
+                "source": source,
+                "account": account,
+                "live": live_count,
+                "deleted": deleted_count,
+                "first_synced_at": row.first_synced_at if row else None,
+                "last_synced_at": row.last_synced_at if row else None,
+                "last_run_id": row.last_run_id if row else None,
+                "last_status": row.last_status if row else None,
+                "key_fingerprint": row.key_fingerprint if row else None,
+            }
+        )
+    return listed
 
 
 def run_with_errors(connection: Connection, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -142,10 +204,17 @@ def run_with_errors(connection: Connection, run_id: int) -> tuple[dict[str, Any]
     return _run_dict(row), [dict(error._mapping) for error in errors]
 
 
-def diff(connection: Connection, a: VersionRef, b: VersionRef, *, source: str | None = None) -> Diff:
+def diff(
+    connection: Connection,
+    a: VersionRef,
+    b: VersionRef,
+    *,
+    source: str | None = None,
+    account: str | None = None,
+) -> Diff:
     """Parameter differences between two finetunes, or two versions of one."""
-    left = _side(connection, a, source=source)
-    right = _side(connection, b, source=source)
+    left = _side(connection, a, source=source, account=account)
+    right = _side(connection, b, source=source, account=account)
     flat_left, flat_right = _flatten(left.details), _flatten(right.details)
     differences = []
     for path in sorted(flat_left.keys() | flat_right.keys()):
@@ -159,7 +228,7 @@ def diff(connection: Connection, a: VersionRef, b: VersionRef, *, source: str | 
 def _entries(connection: Connection, which: sa.ColumnElement[bool]) -> Iterable[VersionEntry]:
     """Every version of the finetunes ``which`` selects, with old values from the one before."""
     statement = (
-        sa.select(_finetune.c.finetune_id, _finetune.c.source, _version)
+        sa.select(_finetune.c.finetune_id, _finetune.c.source, _finetune.c.account, _version)
         .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
         .where(which)
         .order_by(_version.c.finetune_pk, _version.c.version)
@@ -172,6 +241,7 @@ def _entries(connection: Connection, which: sa.ColumnElement[bool]) -> Iterable[
         yield VersionEntry(
             finetune_id=row.finetune_id,
             source=row.source,
+            account=row.account,
             version=row.version,
             change=row.change,
             observed_at=row.observed_at,
@@ -199,12 +269,12 @@ def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:
     return run
 
 
-def _side(connection: Connection, ref: VersionRef, *, source: str | None) -> DiffSide:
-    finetune_id, version = ref.resolve(connection, source=source)
+def _side(connection: Connection, ref: VersionRef, *, source: str | None, account: str | None) -> DiffSide:
+    finetune_id, version = ref.resolve(connection, source=source, account=account)
     if version is None:
-        record = find_finetune(connection, finetune_id, source=source)
-        return DiffSide(record.finetune_id, record.source, record.version, record.details)
-    pk, found_source = finetune_pk(connection, finetune_id, source=source)
+        record = find_finetune(connection, finetune_id, source=source, account=account)
+        return DiffSide(record.finetune_id, record.source, record.account, record.version, record.details)
+    pk, found_source, found_account = finetune_pk(connection, finetune_id, source=source, account=account)
     row = connection.execute(
         sa.select(_version.c.change, _version.c.details).where(
             _version.c.finetune_pk == pk, _version.c.version == version
@@ -215,13 +285,15 @@ def _side(connection: Connection, ref: VersionRef, *, source: str | None) -> Dif
         raise InputError(f"{label}: no such version (see `bflsync history {finetune_id}`)")
     if row.details is None:
         raise InputError(f"{label} records the finetune's deletion and has no details to compare")
-    return DiffSide(finetune_id, found_source, version, json.loads(row.details))
+    return DiffSide(finetune_id, found_source, found_account, version, json.loads(row.details))
 
 
-def _is_stored(connection: Connection, finetune_id: str, *, source: str | None) -> bool:
+def _is_stored(connection: Connection, finetune_id: str, *, source: str | None, account: str | None) -> bool:
     condition = _finetune.c.finetune_id == finetune_id
     if source is not None:
         condition = sa.and_(condition, _finetune.c.source == source)
+    if account is not None:
+        condition = sa.and_(condition, _finetune.c.account == account)
     return bool(connection.execute(sa.select(sa.exists().where(condition))).scalar())
 
 
@@ -235,6 +307,8 @@ def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], 
     return flat
 
 
-def resolve_side(connection: Connection, ref: VersionRef, *, source: str | None = None) -> DiffSide:
+def resolve_side(
+    connection: Connection, ref: VersionRef, *, source: str | None = None, account: str | None = None
+) -> DiffSide:
     """The details ``ID`` (current record) or ``ID@N`` (version N) names, as ``diff`` and ``compare`` read them."""
-    return _side(connection, ref, source=source)
+    return _side(connection, ref, source=source, account=account)

@@ -41,6 +41,7 @@ class Entry:
     heading: str
     finetune_id: str
     source: str
+    account: str
     version: int
     columns: Mapping[str, Any]
     details: Any

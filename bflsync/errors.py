@@ -3,13 +3,14 @@
     BflsyncError                 base class; ``exit_code`` tells the CLI how to leave
     ├── InputError               bad option, filter, id or file given by the user (exit 2)
     │   ├── MissingApiKeyError   no key in BFL_API_KEY nor --api-key-file (exit 2)
-    │   └── AmbiguousIdError     an id stored under several sources (exit 2)
+    │   ├── AmbiguousIdError     an id stored for several (source, account) (exit 2)
+    │   └── ProxyConfigError     a proxy environment variable the client cannot use (exit 2)
     ├── StoreError               the database cannot be used as a bflsync store (exit 2)
     │   ├── StoreMissingError    no file where the store should be
     │   ├── StoreBehindError     schema older than this bflsync; `bflsync db upgrade` fixes it
     │   ├── StoreTooNewError     schema written by a newer bflsync (unknown revision)
     │   ├── NotAStoreError       not SQLite, or SQLite without bflsync tables
-    │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked) (exit 3)
+    │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked, not yours) (exit 3)
     │   └── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
     ├── ApiError                 the BFL API answered badly or not at all (exit 3 when a sync cannot run)
     │   ├── AuthError            401/403: the key was refused
@@ -19,8 +20,12 @@
     │   ├── RateLimitedError     429 after every retry
     │   ├── ServerError          5xx after every retry
     │   ├── BadResponseError     a body that is not the JSON shape the API documents
-    │   └── TransportError       connect errors and dropped connections after every retry
-    │       └── ApiTimeoutError  no answer within the timeout after every retry
+    │   │   └── ResponseTooLargeError  a body over the size cap once decompressed
+    │   ├── TransportError       connect errors and dropped connections after every retry
+    │   │   └── ApiTimeoutError  no complete answer within the timeout after every retry
+    │   └── RunLimitError        a limit of the whole run was reached: the run stops as failed
+    │       ├── RunDeadlineError the run deadline (--max-duration) passed
+    │       └── CircuitOpenError too many requests in a row failed after their retries
     └── SyncLockedError          another sync holds the lock (exit 4)
 
 No message ever contains the API key: errors are built from status, method, path and BFL's
@@ -58,6 +63,10 @@ class MissingApiKeyError(InputError):
 
 
 class AmbiguousIdError(InputError):
+    pass
+
+
+class ProxyConfigError(InputError):
     pass
 
 
@@ -159,6 +168,10 @@ class BadResponseError(ApiError):
     kind = "bad_json"
 
 
+class ResponseTooLargeError(BadResponseError):
+    kind = "bad_response"
+
+
 class TransportError(ApiError):
     kind = "transport"
 
@@ -169,3 +182,17 @@ class ApiTimeoutError(TransportError):
 
 class SyncLockedError(BflsyncError):
     exit_code = ExitCode.LOCKED
+
+
+class RunLimitError(ApiError):
+    """Not about one request: every request after it would fail the same way, so the run stops."""
+
+    kind = "run_limit"
+
+
+class RunDeadlineError(RunLimitError):
+    kind = "deadline"
+
+
+class CircuitOpenError(RunLimitError):
+    kind = "circuit_open"

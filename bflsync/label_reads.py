@@ -27,6 +27,7 @@ class RowSource(Protocol):
 class Note:
     finetune_id: str
     source: str
+    account: str
     text: str
     written_by: str
     written_at: datetime
@@ -41,6 +42,7 @@ class LabelEvent:
 
     finetune_id: str
     source: str
+    account: str
     key: str
     change: str
     old: Any
@@ -66,14 +68,28 @@ def labels_by_pk(reader: RowSource, pks: Sequence[int]) -> dict[int, dict[str, A
 
 
 def notes(
-    reader: RowSource, *, pk: int | None = None, since: datetime | None = None, source: str | None = None
+    reader: RowSource,
+    *,
+    pk: int | None = None,
+    since: datetime | None = None,
+    source: str | None = None,
+    account: str | None = None,
 ) -> list[Note]:
     """Notes oldest first: of one finetune (``pk``), or of every finetune since ``since``."""
-    where, params = _scope("n.finetune_pk", "n.written_at", reader, pk=pk, since=since, source=source)
+    where, params = _scope(
+        "n.finetune_pk", "n.written_at", reader, pk=pk, since=since, source=source, account=account
+    )
     return [
-        Note(finetune_id=finetune_id, source=found_source, text=text, written_by=by, written_at=utc(at))
-        for finetune_id, found_source, text, by, at in reader.rows(
-            "SELECT f.finetune_id, f.source, n.text, n.written_by, n.written_at FROM finetune_note n"
+        Note(
+            finetune_id=finetune_id,
+            source=found_source,
+            account=found_account,
+            text=text,
+            written_by=by,
+            written_at=utc(at),
+        )
+        for finetune_id, found_source, found_account, text, by, at in reader.rows(
+            "SELECT f.finetune_id, f.source, f.account, n.text, n.written_by, n.written_at FROM finetune_note n"
             f" JOIN finetune f ON f.id = n.finetune_pk WHERE {where} ORDER BY n.written_at, n.id",
             params,
         )
@@ -81,7 +97,12 @@ def notes(
 
 
 def label_events(
-    reader: RowSource, *, pk: int | None = None, since: datetime | None = None, source: str | None = None
+    reader: RowSource,
+    *,
+    pk: int | None = None,
+    since: datetime | None = None,
+    source: str | None = None,
+    account: str | None = None,
 ) -> list[LabelEvent]:
     """Label changes oldest first, each with the value it replaced: of one finetune or since a moment."""
     params: list[Any] = []
@@ -92,13 +113,14 @@ def label_events(
         # Every change of the finetunes touched since then: the old values come from before.
         touched = "c.finetune_pk IN (SELECT finetune_pk FROM finetune_label_change WHERE changed_at >= ?)"
         params.append(reader.time_param(since) if since is not None else None)
-    if source is not None:
-        touched += " AND f.source = ?"
-        params.append(source)
+    for column, value in (("f.source", source), ("f.account", account)):
+        if value is not None:
+            touched += f" AND {column} = ?"
+            params.append(value)
     events: list[LabelEvent] = []
     before: dict[tuple[int, str], Any] = {}
-    for finetune_pk, finetune_id, found_source, key, change, value, by, at in reader.rows(
-        "SELECT c.finetune_pk, f.finetune_id, f.source, c.key, c.change, c.value, c.changed_by, c.changed_at"
+    for finetune_pk, finetune_id, found_source, found_account, key, change, value, by, at in reader.rows(
+        "SELECT c.finetune_pk, f.finetune_id, f.source, f.account, c.key, c.change, c.value, c.changed_by, c.changed_at"
         f" FROM finetune_label_change c JOIN finetune f ON f.id = c.finetune_pk WHERE {touched}"
         " ORDER BY c.finetune_pk, c.id",
         params,
@@ -110,6 +132,7 @@ def label_events(
                 LabelEvent(
                     finetune_id=finetune_id,
                     source=found_source,
+                    account=found_account,
                     key=key,
                     change=change,
                     old=before.get((finetune_pk, key)),
@@ -119,7 +142,9 @@ def label_events(
                 )
             )
         before[(finetune_pk, key)] = new
-    return sorted(events, key=lambda event: (event.changed_at, event.finetune_id, event.source))
+    return sorted(
+        events, key=lambda event: (event.changed_at, event.finetune_id, event.source, event.account)
+    )
 
 
 def _scope(
@@ -130,6 +155,7 @@ def _scope(
     pk: int | None,
     since: datetime | None,
     source: str | None,
+    account: str | None,
 ) -> tuple[str, list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
@@ -139,9 +165,10 @@ def _scope(
     if since is not None:
         conditions.append(f"{time_column} >= ?")
         params.append(reader.time_param(since))
-    if source is not None:
-        conditions.append("f.source = ?")
-        params.append(source)
+    for column, value in (("f.source", source), ("f.account", account)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
     return " AND ".join(conditions) or "1 = 1", params
 
 

@@ -121,12 +121,13 @@ def edit_labels(
     edit: LabelEdit,
     *,
     source: str | None,
+    account: str | None,
     actor: str,
     now: datetime,
 ) -> EditOutcome:
     """Apply ``edit`` to one finetune's labels in one transaction; unchanged values write nothing."""
     with engine.begin() as connection:
-        pk, found_source = finetune_pk(connection, finetune_id, source=source)
+        pk, found_source, _ = finetune_pk(connection, finetune_id, source=source, account=account)
         changes = apply_edit(connection, finetune_pk=pk, edit=edit, actor=actor, now=now)
     return EditOutcome(finetune_id=finetune_id, source=found_source, changes=changes)
 
@@ -137,12 +138,13 @@ def add_note(
     text: str,
     *,
     source: str | None,
+    account: str | None,
     actor: str,
     now: datetime,
 ) -> str:
     """Append a note to one finetune; returns the source it was found under."""
     with engine.begin() as connection:
-        pk, found_source = finetune_pk(connection, finetune_id, source=source)
+        pk, found_source, _ = finetune_pk(connection, finetune_id, source=source, account=account)
         connection.execute(
             sa.insert(note_table).values(
                 finetune_pk=pk, text=check_note(text), written_by=actor, written_at=now

@@ -100,6 +100,7 @@ def _kind_of(column: sa.Column[Any]) -> Kind:
 RECORD_COLUMNS = (
     "finetune_id",
     "source",
+    "account",
     *EXTRACTED_FIELDS,
     "version",
     "content_hash",
@@ -157,6 +158,7 @@ class Query:
     text: str | None = None
     include_deleted: bool = False
     source: str | None = None
+    account: str | None = None
     as_of: datetime | None = None
     sort: Sort | None = None
     limit: int | None = None
@@ -182,6 +184,10 @@ class FinetuneRecord:
     @property
     def source(self) -> str:
         return str(self._values[1])
+
+    @property
+    def account(self) -> str:
+        return str(self._values[2])
 
     @property
     def version(self) -> int:
@@ -428,8 +434,8 @@ def search(connection: Connection, query: Query) -> list[FinetuneRecord]:
     statement = (
         sa.select(*_record_columns(relation, dialect="sqlite"))
         .where(*_conditions(relation, query))
-        # finetune_id, source: the default order, and the tie-break of any --sort.
-        .order_by(*sort_key, relation.c.finetune_id, relation.c.source)
+        # finetune_id, source, account: the default order, and the tie-break of any --sort.
+        .order_by(*sort_key, relation.c.finetune_id, relation.c.source, relation.c.account)
         .limit(query.limit)
     )
     return [FinetuneRecord(row) for row in connection.execute(statement).all()]
@@ -480,36 +486,58 @@ def facet_counts(
     return counts
 
 
-def find_finetune(connection: Connection, finetune_id: str, *, source: str | None = None) -> FinetuneRecord:
+def find_finetune(
+    connection: Connection, finetune_id: str, *, source: str | None = None, account: str | None = None
+) -> FinetuneRecord:
     """The current record of one finetune, tombstoned or not.
 
     Raises :class:`InputError` for an unknown id and :class:`AmbiguousIdError` when the id is
-    stored under several sources and ``source`` does not pick one.
+    stored for several (source, account) and ``source``/``account`` do not pick one.
     """
-    return FinetuneRecord(_find_row(connection, finetune_id, source=source)[1:])
+    return FinetuneRecord(_find_row(connection, finetune_id, source=source, account=account)[1:])
 
 
-def finetune_pk(connection: Connection, finetune_id: str, *, source: str | None = None) -> tuple[int, str]:
-    """The primary key and source of one finetune, with the same errors as :func:`find_finetune`."""
-    row = _find_row(connection, finetune_id, source=source)
-    return row.id, row.source
+def finetune_pk(
+    connection: Connection, finetune_id: str, *, source: str | None = None, account: str | None = None
+) -> tuple[int, str, str]:
+    """The primary key, source and account of one finetune, with the errors of :func:`find_finetune`."""
+    row = _find_row(connection, finetune_id, source=source, account=account)
+    return row.id, row.source, row.account
 
 
-def _find_row(connection: Connection, finetune_id: str, *, source: str | None) -> sa.Row[Any]:
+def _find_row(
+    connection: Connection, finetune_id: str, *, source: str | None, account: str | None
+) -> sa.Row[Any]:
     columns = _record_columns(_finetune, dialect=connection.dialect.name)
     statement = sa.select(_finetune.c.id, *columns).where(_finetune.c.finetune_id == finetune_id)
     if source is not None:
         statement = statement.where(_finetune.c.source == source)
-    rows = connection.execute(statement.order_by(_finetune.c.source)).all()
+    if account is not None:
+        statement = statement.where(_finetune.c.account == account)
+    rows = connection.execute(statement.order_by(_finetune.c.source, _finetune.c.account)).all()
     if not rows:
-        where = f" from source {source!r}" if source is not None else ""
+        where = "".join(
+            f" {label} {value!r}"
+            for label, value in (("from source", source), ("of account", account))
+            if value
+        )
         raise InputError(f"no finetune {finetune_id!r}{where} in the store")
     if len(rows) > 1:
-        sources = ", ".join(row.source for row in rows)
-        raise AmbiguousIdError(
-            f"finetune {finetune_id!r} is stored for several sources ({sources}): pick one with --source"
-        )
+        raise AmbiguousIdError(_ambiguity(finetune_id, [(row.source, row.account) for row in rows]))
     return rows[0]
+
+
+def _ambiguity(finetune_id: str, candidates: Sequence[tuple[str, str]]) -> str:
+    """Which (source, account) rows hold the id, and the option(s) that pick one."""
+    listed = ", ".join(f"{source} (account {account})" for source, account in candidates)
+    options = [
+        option
+        for option, position in (("--source HOST", 0), ("--account NAME", 1))
+        if len({candidate[position] for candidate in candidates}) > 1
+    ]
+    return (
+        f"finetune {finetune_id!r} is stored several times: {listed}; pick one with {' and '.join(options)}"
+    )
 
 
 def lookup(details: Any, path: Sequence[str]) -> Any:
@@ -588,6 +616,7 @@ def _relation(as_of: datetime | None) -> sa.FromClause:
         sa.select(
             _finetune.c.id,
             _finetune.c.source,
+            _finetune.c.account,
             _finetune.c.finetune_id,
             live.c.details,
             *extracted,
@@ -671,6 +700,8 @@ def _conditions(relation: sa.FromClause, query: Query) -> list[ColumnElement[boo
         conditions.append(relation.c.deleted_at.is_(None))
     if query.source is not None:
         conditions.append(relation.c.source == query.source)
+    if query.account is not None:
+        conditions.append(relation.c.account == query.account)
     if query.text is not None:
         if query.as_of is not None:
             raise FilterError("--text searches the current details and cannot be combined with --as-of")

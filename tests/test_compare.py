@@ -14,6 +14,7 @@ def entry(heading: str, details: Any, labels: Mapping[str, Any] | None = None, *
         heading=heading,
         finetune_id=heading.split("@")[0],
         source="api.us1.bfl.ai",
+        account="default",
         version=1,
         columns={**extract_fields(details), **columns},
         details=details,

@@ -47,6 +47,7 @@ def label_store(store_engine: Engine, db_path: Path) -> Path:
                 finetune_id,
                 edit,
                 source=None,
+                account=None,
                 actor="tester",
                 now=datetime(2026, 1, 2, tzinfo=UTC),
             )

@@ -75,6 +75,7 @@ def expected_record(
     return {
         "finetune_id": finetune_id,
         "source": SOURCE,
+        "account": "default",
         **extract_fields(details),
         "version": version,
         "content_hash": content_hash(details),
@@ -117,6 +118,7 @@ def test_query_csv_has_a_header_and_round_trips_details(store: Path) -> None:
     assert rows[1] == {
         "finetune_id": "bravo",
         "source": SOURCE,
+        "account": "default",
         "finetune_comment": "",
         "trigger_word": "",
         "mode": "style",
@@ -149,8 +151,20 @@ def test_query_columns_pick_any_fields_including_nested_and_odd_keys(store: Path
 def test_query_json_with_columns_keeps_ids_and_the_chosen_fields(store: Path) -> None:
     result = run(store, "query", "--columns", "iterations,extra.tags", "--format", "json")
     assert json.loads(result.stdout) == [
-        {"finetune_id": "alpha", "source": SOURCE, "iterations": 300, "extra.tags": ["a", "ü"]},
-        {"finetune_id": "bravo", "source": SOURCE, "iterations": 500, "extra.tags": None},
+        {
+            "finetune_id": "alpha",
+            "source": SOURCE,
+            "account": "default",
+            "iterations": 300,
+            "extra.tags": ["a", "ü"],
+        },
+        {
+            "finetune_id": "bravo",
+            "source": SOURCE,
+            "account": "default",
+            "iterations": 500,
+            "extra.tags": None,
+        },
     ]
 
 
@@ -249,6 +263,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
+            "account": "default",
             "version": 1,
             "change": "created",
             "observed_at": "2026-01-01T00:00:00+00:00",
@@ -260,6 +275,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
+            "account": "default",
             "version": 2,
             "change": "updated",
             "observed_at": "2026-01-02T00:00:00+00:00",
@@ -271,6 +287,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
+            "account": "default",
             "version": 3,
             "change": "deleted",
             "observed_at": "2026-01-03T00:00:00+00:00",
@@ -282,6 +299,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
+            "account": "default",
             "version": 4,
             "change": "restored",
             "observed_at": "2026-01-04T00:00:00+00:00",
@@ -366,8 +384,8 @@ def test_diff_compares_two_versions_key_by_key(store_engine: Engine, db_path: Pa
     write_sync(store_engine, {"org/x@y": {"lr": 2, "extra": {"n": 2, "same": 0}}}, now=day(2))
     result = run(db_path, "diff", "org/x@y@1", "org/x@y@2", "--format", "json")
     assert json.loads(result.stdout) == {
-        "a": {"finetune_id": "org/x@y", "source": SOURCE, "version": 1},
-        "b": {"finetune_id": "org/x@y", "source": SOURCE, "version": 2},
+        "a": {"finetune_id": "org/x@y", "source": SOURCE, "account": "default", "version": 1},
+        "b": {"finetune_id": "org/x@y", "source": SOURCE, "account": "default", "version": 2},
         "differences": [
             {"key": "extra.n", "a": 1, "b": 2},
             {"key": "gone", "a": "g"},
@@ -397,7 +415,11 @@ def test_an_id_stored_for_two_sources_is_ambiguous_without_source(
     write_sync(store_engine, {"twin": {"mode": "a"}}, now=day(1), source="api.us1.bfl.ai")
     write_sync(store_engine, {"twin": {"mode": "b"}}, now=day(1), source="api.eu1.bfl.ai")
     result = CliRunner().invoke(cli, ["--db", str(db_path), "show", "twin"])
-    assert_one_line_error(result, "api.eu1.bfl.ai, api.us1.bfl.ai", "--source")
+    assert_one_line_error(
+        result,
+        "api.eu1.bfl.ai (account default), api.us1.bfl.ai (account default)",
+        "pick one with --source HOST",
+    )
     shown = run(db_path, "show", "twin", "--source", "api.eu1.bfl.ai", "--format", "json")
     assert json.loads(shown.stdout)["details"] == {"mode": "b"}
 

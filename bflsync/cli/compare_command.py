@@ -13,7 +13,7 @@ from bflsync import audit, compare, label_reads
 from bflsync import query as finder
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
-from bflsync.cli.read_commands import label_reader, reading
+from bflsync.cli.read_commands import account_option, label_reader, reading
 from bflsync.errors import InputError
 from bflsync.extract import extract_fields
 
@@ -23,6 +23,7 @@ FORMATS = ("table", "json", "csv", "markdown")
 @click.command()
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
+@account_option("Which account, when an id is stored for several.")
 @click.option("--only-changed", is_flag=True, help="Only the fields whose values differ.")
 @click.option(
     "--columns", metavar="A,B,C", help="The fields to compare, in this order (any field, label.KEY)."
@@ -33,6 +34,7 @@ def compare_command(
     cli_context: CliContext,
     ids: tuple[str, ...],
     source: str | None,
+    account: str | None,
     only_changed: bool,
     columns: str | None,
     output_format: str,
@@ -51,7 +53,7 @@ def compare_command(
     texts = _expand(ids, sys.stdin)
     fields = _fields(columns) if columns is not None else None
     with reading(cli_context) as connection:
-        entries = _entries(connection, texts, source=source)
+        entries = _entries(connection, texts, source=source, account=account)
     chosen = (
         fields if fields is not None else compare.default_fields(entries, name_of_path=finder.format_path)
     )
@@ -94,16 +96,21 @@ def _fields(columns: str) -> list[compare.Field]:
     return fields
 
 
-def _entries(connection: Connection, texts: Sequence[str], *, source: str | None) -> list[compare.Entry]:
+def _entries(
+    connection: Connection, texts: Sequence[str], *, source: str | None, account: str | None
+) -> list[compare.Entry]:
     sides = []
     for text in texts:
         ref = audit.VersionRef(text)
-        side = audit.resolve_side(connection, ref, source=source)
-        pk, _ = finder.finetune_pk(connection, side.finetune_id, source=side.source)
-        current = ref.resolve(connection, source=source)[1] is None
+        side = audit.resolve_side(connection, ref, source=source, account=account)
+        pk = finder.finetune_pk(connection, side.finetune_id, source=side.source, account=side.account)[0]
+        current = ref.resolve(connection, source=source, account=account)[1] is None
         columns: dict[str, Any] = {**extract_fields(side.details), "version": side.version}
         if current:
-            columns.update(finder.find_finetune(connection, side.finetune_id, source=side.source).as_dict())
+            record = finder.find_finetune(
+                connection, side.finetune_id, source=side.source, account=side.account
+            )
+            columns.update(record.as_dict())
             del columns["details"], columns["labels"]
         sides.append((text, pk, side, columns))
     labels = label_reads.labels_by_pk(label_reader(connection), [pk for _, pk, _, _ in sides])
@@ -112,6 +119,7 @@ def _entries(connection: Connection, texts: Sequence[str], *, source: str | None
             heading=text,
             finetune_id=side.finetune_id,
             source=side.source,
+            account=side.account,
             version=side.version,
             columns=columns,
             details=side.details,
@@ -133,6 +141,7 @@ def _as_json(result: compare.Matrix) -> dict[str, Any]:
                 "column": entry.heading,
                 "finetune_id": entry.finetune_id,
                 "source": entry.source,
+                "account": entry.account,
                 "version": entry.version,
             }
             for entry in result.entries

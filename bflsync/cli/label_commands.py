@@ -20,6 +20,7 @@ from bflsync import db as store_db
 from bflsync import labels
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.cli.read_commands import account_option
 from bflsync.lock import sync_lock_for
 
 T = TypeVar("T")
@@ -61,6 +62,7 @@ def store_options(command: Callable[..., None]) -> Callable[..., None]:
         metavar="SECONDS",
         help="If a sync holds the store, wait this long for it instead of exiting 4 at once.",
     )(command)
+    command = account_option("Which account, when the id is stored for several.")(command)
     return click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")(
         command
     )
@@ -78,6 +80,7 @@ def label(
     assignments: tuple[str, ...],
     removals: tuple[str, ...],
     source: str | None,
+    account: str | None,
     wait_s: float,
 ) -> None:
     """Set or remove local labels on a finetune; every change is kept with who made it and when.
@@ -95,7 +98,7 @@ def label(
         cli_context,
         wait_s,
         lambda engine: labels.edit_labels(
-            engine, finetune_id, edit, source=source, actor=os_user(), now=datetime.now(UTC)
+            engine, finetune_id, edit, source=source, account=account, actor=os_user(), now=datetime.now(UTC)
         ),
     )
     if cli_context.quiet:
@@ -114,7 +117,12 @@ def label(
 @store_options
 @pass_cli_context
 def note(
-    cli_context: CliContext, finetune_id: str, words: tuple[str, ...], source: str | None, wait_s: float
+    cli_context: CliContext,
+    finetune_id: str,
+    words: tuple[str, ...],
+    source: str | None,
+    account: str | None,
+    wait_s: float,
 ) -> None:
     """Append a note to a finetune, kept with who wrote it and when; a sync never changes notes.
 
@@ -129,7 +137,7 @@ def note(
         cli_context,
         wait_s,
         lambda engine: labels.add_note(
-            engine, finetune_id, text, source=source, actor=os_user(), now=datetime.now(UTC)
+            engine, finetune_id, text, source=source, account=account, actor=os_user(), now=datetime.now(UTC)
         ),
     )
     if not cli_context.quiet:

@@ -1,4 +1,4 @@
-"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs`` and ``diff``.
+"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs``, ``diff`` and ``accounts``.
 
 Every command opens the store read-only (:func:`bflsync.db.open_store_for_read`): it never
 creates, migrates or writes the database and never touches the network.
@@ -7,12 +7,13 @@ creates, migrates or writes the database and never touches the network.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import click
+from click.decorators import FC
 from sqlalchemy.engine import Connection
 
 from bflsync import audit, label_reads, retrain
@@ -20,13 +21,15 @@ from bflsync import db as store_db
 from bflsync import query as finder
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.config import validate_account_name
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 from bflsync.models import RUN_COUNTERS
+from bflsync.server_text import printable
 
 TABLE_LIMIT = 50
 NOTES_SHOWN = 5
-QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
+QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids", "ids0")
 TABLE_COLUMNS = (
     "finetune_id",
     "mode",
@@ -37,7 +40,16 @@ TABLE_COLUMNS = (
     "lora_rank",
     "last_changed_at",
 )
-RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", *RUN_COUNTERS)
+RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", "account", *RUN_COUNTERS)
+
+
+def _checked_account(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return validate_account_name(value) if value is not None else None
+
+
+def account_option(help_text: str) -> Callable[[FC], FC]:
+    """``--account NAME`` of the read commands, validated like ``sync --account``."""
+    return click.option("--account", metavar="NAME", callback=_checked_account, help=help_text)
 
 
 @contextmanager
@@ -84,6 +96,7 @@ def search_options(command: Any) -> Any:
             "--include-deleted", is_flag=True, help="Include finetunes no longer listed by the API."
         ),
         click.option("--source", metavar="HOST", help="Only finetunes synced from this API host."),
+        account_option("Only finetunes of this account (sync --account)."),
         click.option(
             "--as-of",
             metavar="TIMESTAMP",
@@ -105,6 +118,7 @@ def build_query(
     words: str | None,
     include_deleted: bool,
     source: str | None,
+    account: str | None,
     as_of: str | None,
     sort: str | None = None,
     limit: int | None = None,
@@ -114,6 +128,7 @@ def build_query(
         text=words,
         include_deleted=include_deleted,
         source=source,
+        account=account,
         as_of=finder.parse_timestamp(as_of) if as_of is not None else None,
         sort=finder.parse_sort(sort) if sort is not None else None,
         limit=limit,
@@ -142,6 +157,7 @@ def query(
     words: str | None,
     include_deleted: bool,
     source: str | None,
+    account: str | None,
     as_of: str | None,
     sort: str | None,
     limit: int | None,
@@ -153,16 +169,19 @@ def query(
     \b
     OP: = != < <= > >=, and ~ (case-insensitive substring).
     FIELD: an extracted column (mode, learning_rate, iterations, ...), a bookkeeping
-    column (source, version, first_seen_at, last_changed_at, deleted_at, ...) or any key
+    column (source, account, version, first_seen_at, last_changed_at, deleted_at, ...) or any key
     of the raw details, dotted for nesting (extra.images), `backticks` for odd names.
     VALUE: numbers compare numerically (numeric strings count), true/false, null (missing
     or null), "quoted" is always a string, anything else is a string. != also matches
     missing and null values.
 
+    --format ids prints one id per line and refuses (exit 2, nothing printed) ids that
+    contain a newline; --format ids0 ends each id with a NUL byte instead (for xargs -0).
+
     \b
     Example:
         bflsync query mode=character 'learning_rate>=1e-5' --sort -iterations
-        bflsync query --text ohwx --format ids | xargs -n1 bflsync show
+        bflsync query --text ohwx --format ids0 | xargs -0 -n1 bflsync show
     """
     fields = finder.parse_fields(columns) if columns is not None else None
     if limit == 0:
@@ -174,6 +193,7 @@ def query(
         words=words,
         include_deleted=include_deleted,
         source=source,
+        account=account,
         as_of=as_of,
         sort=sort,
         # One extra row tells the table whether it was cut short.
@@ -182,8 +202,8 @@ def query(
     )
     with reading(cli_context) as connection:
         records = finder.search(connection, search)
-    if output_format == "ids":
-        sys.stdout.writelines(record.finetune_id + "\n" for record in records)
+    if output_format in ("ids", "ids0"):
+        _write_ids([record.finetune_id for record in records], nul=output_format == "ids0")
     elif output_format in ("json", "jsonl"):
         items = [_record_object(record, fields) for record in records]
         render.write_json(items) if output_format == "json" else render.write_jsonl(items)
@@ -204,6 +224,19 @@ def query(
             click.echo(f"(first {limit} rows shown; --limit 0 for all)", err=True)
 
 
+def _write_ids(ids: list[str], *, nul: bool) -> None:
+    """One id per line (or per NUL); an id holding the separator would forge a second id, so it is refused."""
+    separator = "\0" if nul else "\n"
+    for finetune_id in ids:
+        if separator in finetune_id:
+            hint = "" if nul else "; --format ids0 separates ids with NUL bytes instead"
+            raise InputError(
+                f"finetune id {printable(repr(finetune_id))} contains a "
+                f"{'NUL byte' if nul else 'newline'}{hint}"
+            )
+    sys.stdout.writelines(finetune_id + separator for finetune_id in ids)
+
+
 @click.command()
 @click.argument("arguments", nargs=-1, required=True, metavar="FIELD... [FILTER]...")
 @search_options
@@ -215,6 +248,7 @@ def facets(
     words: str | None,
     include_deleted: bool,
     source: str | None,
+    account: str | None,
     as_of: str | None,
     output_format: str,
 ) -> None:
@@ -231,7 +265,9 @@ def facets(
     fields = [finder.parse_field(argument) for argument in arguments if not finder.is_filter(argument)]
     if not fields:
         raise InputError("facets needs at least one FIELD to count (arguments with an operator are filters)")
-    search = build_query(filters, words=words, include_deleted=include_deleted, source=source, as_of=as_of)
+    search = build_query(
+        filters, words=words, include_deleted=include_deleted, source=source, account=account, as_of=as_of
+    )
     with reading(cli_context) as connection:
         counts = finder.facet_counts(connection, fields, search)
     if output_format == "json":
@@ -246,6 +282,7 @@ def facets(
 @click.command()
 @click.argument("finetune_id", metavar="ID")
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@account_option("Which account, when the id is stored for several.")
 @click.option(
     "--format",
     "output_format",
@@ -266,6 +303,7 @@ def show(
     cli_context: CliContext,
     finetune_id: str,
     source: str | None,
+    account: str | None,
     output_format: str,
     overrides: tuple[str, ...],
 ) -> None:
@@ -285,10 +323,10 @@ def show(
         raise InputError("--set changes the retraining request: use it with --format request")
     changes = retrain.parse_overrides(overrides)
     with reading(cli_context) as connection:
-        record = finder.find_finetune(connection, finetune_id, source=source)
+        record = finder.find_finetune(connection, finetune_id, source=source, account=account)
         if output_format != "request":
             rows = label_reader(connection)
-            pk, _ = finder.finetune_pk(connection, finetune_id, source=source)
+            pk = finder.finetune_pk(connection, finetune_id, source=source, account=account)[0]
             labels = label_reads.labels_by_pk(rows, [pk]).get(pk, {})
             notes = label_reads.notes(rows, pk=pk)
     if output_format == "request":
@@ -344,6 +382,7 @@ def _write_request(cli_context: CliContext, request: retrain.RetrainRequest) -> 
 @click.argument("finetune_id", metavar="[ID]", required=False)
 @click.option("--since", metavar="TIMESTAMP", help="Only changes observed at or after this time (ISO 8601).")
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@account_option("Which account, when the id is stored for several (without ID: only this account's changes).")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
 @pass_cli_context
 def history(
@@ -351,6 +390,7 @@ def history(
     finetune_id: str | None,
     since: str | None,
     source: str | None,
+    account: str | None,
     output_format: str,
 ) -> None:
     """List every stored version of a finetune, oldest first, with old and new values per changed key.
@@ -366,16 +406,26 @@ def history(
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
     start = finder.parse_timestamp(since) if since is not None else None
     with reading(cli_context) as connection:
-        versions = audit.history(connection, finetune_id=finetune_id, source=source, since=start)
+        versions = audit.history(
+            connection, finetune_id=finetune_id, source=source, account=account, since=start
+        )
         rows = label_reader(connection)
         pk = (
-            finder.finetune_pk(connection, finetune_id, source=source)[0] if finetune_id is not None else None
+            finder.finetune_pk(connection, finetune_id, source=source, account=account)[0]
+            if finetune_id is not None
+            else None
         )
-        label_events = label_reads.label_events(rows, pk=pk, since=start, source=source)
-        notes = label_reads.notes(rows, pk=pk, since=start, source=source)
+        label_events = label_reads.label_events(rows, pk=pk, since=start, source=source, account=account)
+        notes = label_reads.notes(rows, pk=pk, since=start, source=source, account=account)
     entries: list[HistoryEntry] = sorted(
         [*versions, *label_events, *notes],
-        key=lambda entry: (_moment(entry), entry.finetune_id, entry.source, _KIND_ORDER[_kind(entry)]),
+        key=lambda entry: (
+            _moment(entry),
+            entry.finetune_id,
+            entry.source,
+            entry.account,
+            _KIND_ORDER[_kind(entry)],
+        ),
     )
     if output_format == "json":
         render.write_json([_history_object(entry) for entry in entries])
@@ -420,7 +470,12 @@ def _history_object(entry: HistoryEntry) -> dict[str, Any]:
     """One history entry as JSON, ``kind`` saying which; ``observed_at`` is when it happened, for all kinds."""
     if isinstance(entry, audit.VersionEntry):
         return {"kind": "version", **entry.as_dict()}
-    common = {"kind": _kind(entry), "finetune_id": entry.finetune_id, "source": entry.source}
+    common = {
+        "kind": _kind(entry),
+        "finetune_id": entry.finetune_id,
+        "source": entry.source,
+        "account": entry.account,
+    }
     if isinstance(entry, label_reads.LabelEvent):
         return {
             **common,
@@ -443,9 +498,12 @@ def _history_object(entry: HistoryEntry) -> dict[str, Any]:
     show_default=True,
     help="Newest N runs.",
 )
+@account_option("Only the runs of this account.")
 @click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
 @pass_cli_context
-def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format: str) -> None:
+def runs(
+    cli_context: CliContext, run_id: int | None, limit: int, account: str | None, output_format: str
+) -> None:
     """List sync runs, newest first, or show one run with its per-finetune errors.
 
     \b
@@ -455,7 +513,7 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
     """
     with reading(cli_context) as connection:
         if run_id is None:
-            listed = audit.runs(connection, limit=limit)
+            listed = audit.runs(connection, limit=limit, account=account)
         else:
             run, errors = audit.run_with_errors(connection, run_id)
     if run_id is None:
@@ -476,13 +534,48 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
         render.write_table(headers, [[error[name] for name in headers] for error in errors])
 
 
+ACCOUNT_COLUMNS = ("source", "account", "live", "deleted", "last_synced_at", "last_status", "key_fingerprint")
+
+
+@click.command()
+@click.option(
+    "--format", "output_format", type=click.Choice(("table", "json")), default="table", show_default=True
+)
+@pass_cli_context
+def accounts(cli_context: CliContext, output_format: str) -> None:
+    """List each (source, account) in the store: live and deleted finetunes, last sync, key fingerprint.
+
+    An account is the label a sync ran under (sync --account, default "default"); the
+    fingerprint identifies the key that last synced it without revealing it (empty until a
+    sync records one, e.g. right after upgrading an older store).
+
+    \b
+    Example:
+        bflsync accounts --format json
+    """
+    with reading(cli_context) as connection:
+        listed = audit.accounts(connection)
+    if output_format == "json":
+        render.write_json(listed)
+        return
+    render.write_table(ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed])
+
+
 @click.command()
 @click.argument("first", metavar="A")
 @click.argument("second", metavar="B")
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
+@account_option("Which account, when an id is stored for several.")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
 @pass_cli_context
-def diff(cli_context: CliContext, first: str, second: str, source: str | None, output_format: str) -> None:
+def diff(
+    cli_context: CliContext,
+    first: str,
+    second: str,
+    source: str | None,
+    account: str | None,
+    output_format: str,
+) -> None:
     """Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.
 
     Nested objects are compared key by key; only differing keys are shown.
@@ -493,13 +586,20 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
         bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
     """
     with reading(cli_context) as connection:
-        result = audit.diff(connection, audit.VersionRef(first), audit.VersionRef(second), source=source)
+        result = audit.diff(
+            connection, audit.VersionRef(first), audit.VersionRef(second), source=source, account=account
+        )
     sides = {"a": result.a, "b": result.b}
     if output_format == "json":
         render.write_json(
             {
                 **{
-                    name: {"finetune_id": side.finetune_id, "source": side.source, "version": side.version}
+                    name: {
+                        "finetune_id": side.finetune_id,
+                        "source": side.source,
+                        "account": side.account,
+                        "version": side.version,
+                    }
                     for name, side in sides.items()
                 },
                 "differences": result.differences,
@@ -522,6 +622,7 @@ def _record_object(record: finder.FinetuneRecord, fields: Sequence[finder.FieldR
     return {
         "finetune_id": record.finetune_id,
         "source": record.source,
+        "account": record.account,
         **{field.name: record.value(field) for field in fields},
     }
 
@@ -533,8 +634,10 @@ def _field_rows(
 
 
 def _table_columns(records: Sequence[finder.FinetuneRecord], *, include_deleted: bool) -> list[str]:
-    """Source only when the result mixes sources; deleted_at only when deleted rows were asked for."""
+    """Source and account only when the result mixes them; deleted_at only when deleted rows were asked for."""
     columns = list(TABLE_COLUMNS)
+    if len({record.account for record in records}) > 1:
+        columns.insert(1, "account")
     if len({record.source for record in records}) > 1:
         columns.insert(1, "source")
     if include_deleted:
