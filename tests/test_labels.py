@@ -4,6 +4,7 @@ that no sync ever touches what they wrote."""
 from __future__ import annotations
 
 import getpass
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -289,3 +290,27 @@ def test_syncs_never_change_labels_or_notes_through_update_delete_and_restore(
     )
     assert [row["change"] for row in changes] == ["created", "updated", "deleted", "restored"]
     assert written_rows(store_url) == with_note
+
+
+def test_an_id_stored_for_several_accounts_needs_account(store_url: str) -> None:
+    opened = db.open_store_for_write(db.locate_store(store_url))
+    try:
+        write_sync(opened.engine, {"alpha": BRAVO}, now=day(2), account="team-b")
+    finally:
+        opened.engine.dispose()
+    for args in (["label", "alpha", "a=1"], ["note", "alpha", "hi"]):
+        result = CliRunner().invoke(cli, ["--db", store_url, *args])
+        assert result.exit_code == 2
+        assert "--account" in result.stderr
+    run(store_url, "label", "alpha", "--account", "team-b", "team=b")
+    run(store_url, "note", "alpha", "--account", "team-b", "b's copy")
+    assert table(
+        store_url,
+        "SELECT f.account, l.key FROM finetune_label l JOIN finetune f ON f.id = l.finetune_pk",
+    ) == [{"account": "team-b", "key": "team"}]
+    history = json.loads(run(store_url, "history", "alpha", "--account", "team-b", "--format", "json").stdout)
+    assert [(entry["kind"], entry["account"]) for entry in history] == [
+        ("version", "team-b"),
+        ("label", "team-b"),
+        ("note", "team-b"),
+    ]
