@@ -434,7 +434,7 @@ class BflClient:
             assert content is not None
             return self._parse(content, response, where, number)
         return AttemptFailed(
-            error=self._status_error(response, content, where, number, subject),
+            error=self._status_error(response, content, where, number, subject, cap=cap),
             retryable=status in RETRYABLE_STATUSES,
             retry_after_s=_retry_after_s(response.headers.get("retry-after"), now=self._retrier.now()),
             rate_limited=status == 429,
@@ -470,11 +470,18 @@ class BflClient:
         )
 
     def _status_error(
-        self, response: httpx.Response, content: bytes | None, where: str, attempt: int, subject: str
+        self,
+        response: httpx.Response,
+        content: bytes | None,
+        where: str,
+        attempt: int,
+        subject: str,
+        *,
+        cap: int,
     ) -> ApiError:
         status = response.status_code
         if content is None:
-            detail: str | None = f"a body larger than {self._max_answer_bytes:,} bytes"
+            detail: str | None = f"a body larger than {cap:,} bytes"
             shape = "other"
         else:
             detail, shape = _detail_of(content, response.headers.get("content-type"))

@@ -123,10 +123,10 @@ class Retrier:
             if not isinstance(outcome, AttemptFailed):
                 self._failures_in_a_row = 0
                 return outcome
+            if not outcome.retryable:
+                raise outcome.error  # an answer, even at the deadline: the next request stops the run
             if self._monotonic() >= self._deadline:
                 raise self._deadline_error(where, number, outcome.error)
-            if not outcome.retryable:
-                raise outcome.error
             if outcome.retry_after_s is None:
                 delay = policy.backoff_s(number, self._rng)
             else:

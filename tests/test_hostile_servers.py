@@ -62,8 +62,8 @@ def details_of(conn: Connection) -> None:
 
 @pytest.mark.parametrize("trickle", [trickled_body, trickled_headers], ids=["body", "headers"])
 def test_a_trickled_listing_is_cut_off_by_the_timeout(runner: CliRunner, db_path: Path, trickle: Any) -> None:
-    # 0.05 s between bytes never trips a per-read timeout; the whole answer would take ~5 s.
-    listing = {"finetunes": ["a" * 30, "b" * 30]}
+    # 0.05 s between bytes never trips a per-read timeout; the whole answer would take over 10 s.
+    listing = {"finetunes": ["a" * 60, "b" * 60, "c" * 60]}
     with hostile_server({LIST: trickle(listing, 0.05)}) as server:
         started = time.monotonic()
         result = sync(runner, db_path, server, "--timeout", "1", "--max-retries", "0")
@@ -72,7 +72,7 @@ def test_a_trickled_listing_is_cut_off_by_the_timeout(runner: CliRunner, db_path
     assert result.exit_code == 3, result.output
     assert "no complete answer from 127.0.0.1" in result.stderr
     assert "within 1 s" in result.stderr
-    assert elapsed < 3.0
+    assert elapsed < 5.0  # store creation included, on a loaded machine
     assert rows(db_path, "SELECT status FROM sync_run") == [("failed",)]
 
 
@@ -91,7 +91,7 @@ def test_a_detail_trickled_forever_is_a_per_finetune_timeout(runner: CliRunner, 
     assert result.exit_code == 1, result.output
     assert rows(db_path, "SELECT finetune_id FROM finetune") == [("fast",)]
     assert rows(db_path, "SELECT finetune_id, kind, attempts FROM sync_error") == [("slow", "timeout", 2)]
-    assert elapsed < 4.0
+    assert elapsed < 6.0
 
 
 # --- 9: a run has a bound ----------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_retry_after_99999_stops_at_the_run_deadline_keeping_what_was_stored(
         elapsed = time.monotonic() - started
 
     assert result.exit_code == 3, result.output
-    assert elapsed < 4.0
+    assert elapsed < 6.0  # without the deadline: 120 s per finetune
     assert json.loads(result.stdout)["status"] == "failed"
     assert "time limit (--max-duration 2 s)" in result.stderr
     assert sorted(rows(db_path, "SELECT finetune_id FROM finetune")) == [("first",), ("second",)]
@@ -145,7 +145,7 @@ def test_503_forever_opens_the_circuit_after_k_failed_requests(runner: CliRunner
     assert result.exit_code == 3, result.output
     assert "5 requests in a row failed after their retries" in result.stderr
     assert detail_requests < 64  # without the breaker: 128, every finetune tried twice
-    assert elapsed < 4.0
+    assert elapsed < 8.0
     assert rows(db_path, "SELECT status FROM sync_run") == [("failed",)]
 
 
