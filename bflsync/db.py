@@ -60,6 +60,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0002_fts",
     "0003_accounts",
     "0006_canonical_numbers",
+    "0005_search",
     "0006_labels",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]

@@ -11,6 +11,10 @@ import hashlib
 import hmac
 import io
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -559,3 +563,42 @@ def test_accounts_help_ends_with_an_example() -> None:
     result = CliRunner().invoke(cli, ["accounts", "--help"], catch_exceptions=False)
     description = result.stdout.split("Options:")[0].rstrip().splitlines()
     assert description[-2:] == ["  Example:", "      bflsync accounts --format json"]
+
+
+# --- several accounts on a schedule -------------------------------------------------------------
+
+
+def start_sync_process(store_db: str, base_url: str, key: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bflsync", "--db", store_db, "sync", "--base-url", base_url, *args],
+        env={**os.environ, "BFL_API_KEY": key},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_syncs_of_two_accounts_exclude_each_other_and_wait_takes_turns(store_db: str, mock: MockBFL) -> None:
+    """One writer per store whatever the account: without --wait the second exits 4, with it both finish."""
+    mock.hang("a1", seconds=3, times=1)  # the first sync holds the lock at least this long
+    first = start_sync_process(store_db, mock.base_url, KEY_A, "--account", "team-a")
+    deadline = time.monotonic() + 30
+    while not [r for r in mock.requests if r.finetune_id]:  # it is fetching, so it holds the lock
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.02)
+    refused = CliRunner().invoke(
+        cli,
+        ["--db", store_db, "sync", "--base-url", mock.base_url, "--account", "team-b"],
+        env={"BFL_API_KEY": KEY_B},
+    )
+    waiting = start_sync_process(store_db, mock.base_url, KEY_B, "--account", "team-b", "--wait", "60")
+    first_err = first.communicate(timeout=60)[1]
+    waiting_err = waiting.communicate(timeout=60)[1]
+
+    assert refused.exit_code == 4
+    assert refused.stderr.startswith("bflsync: error: another sync is running (pid ")
+    assert (first.returncode, waiting.returncode) == (0, 0), first_err + waiting_err
+    assert fetch(store_db, "SELECT account, status, created, deleted FROM sync_run ORDER BY id") == [
+        ("team-a", "ok", 3, 0),
+        ("team-b", "ok", 2, 0),
+    ]
