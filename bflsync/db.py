@@ -61,6 +61,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0003_accounts",
     "0006_canonical_numbers",
     "0005_search",
+    "0004_lifecycle",
     "0006_labels",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]

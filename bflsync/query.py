@@ -43,13 +43,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bflsync.errors import AmbiguousIdError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, INT64_MAX, INT64_MIN, as_float, extract_fields
-from bflsync.models import Finetune, FinetuneLabel, FinetuneVersion, UTCDateTime
+from bflsync.models import Finetune, FinetuneLabel, FinetuneStatus, FinetuneVersion, UTCDateTime
 
 Scalar = str | int | float | bool | None
 
 _finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 _version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
 _label: sa.Table = FinetuneLabel.__table__  # type: ignore[attr-defined]
+_status: sa.Table = FinetuneStatus.__table__  # type: ignore[attr-defined]
 _fts = sa.table("finetune_fts", sa.column("rowid", sa.Integer), sa.column("body", sa.Text))
 
 OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
@@ -95,6 +96,8 @@ def _kind_of(column: sa.Column[Any]) -> Kind:
     return Kind.TEXT
 
 
+# The training status as get_result last reported it (NULL: not checked yet).
+LIFECYCLE_COLUMNS = ("status", "progress", "status_checked_at", "ready_at")
 # Every column a filter, sort or --columns may name (the rest of the names are details keys),
 # in the order of a FinetuneRecord's row and of its JSON object.
 RECORD_COLUMNS = (
@@ -108,6 +111,7 @@ RECORD_COLUMNS = (
     "last_seen_at",
     "last_changed_at",
     "deleted_at",
+    *LIFECYCLE_COLUMNS,
 )
 COLUMN_KINDS: dict[str, Kind] = {name: _kind_of(_finetune.c[name]) for name in RECORD_COLUMNS}
 _INDEX = {name: index for index, name in enumerate((*RECORD_COLUMNS, "details", "labels"))}
@@ -626,12 +630,37 @@ def _relation(as_of: datetime | None) -> sa.FromClause:
             live.c.observed_at.label("last_seen_at"),
             latest.c.observed_at.label("last_changed_at"),
             sa.case((latest.c.change == "deleted", latest.c.observed_at)).label("deleted_at"),
+            *_lifecycle_as_of(as_of),
         )
         .join(seen, seen.c.pk == _finetune.c.id)
         .join(latest, sa.and_(latest.c.finetune_pk == seen.c.pk, latest.c.version == seen.c.latest))
         .join(live, sa.and_(live.c.finetune_pk == seen.c.pk, live.c.version == seen.c.live))
         .subquery("as_of")
     )
+
+
+def _lifecycle_as_of(as_of: datetime) -> list[ColumnElement[Any]]:
+    """The status columns as the timeline knew them at ``as_of``: its latest row observed by then.
+
+    Like ``last_seen_at``, ``status_checked_at`` is then when that status was first observed.
+    """
+
+    def latest(column: sa.Column[Any]) -> ColumnElement[Any]:
+        return (
+            sa.select(column)
+            .where(_status.c.finetune_pk == _finetune.c.id, _status.c.observed_at <= as_of)
+            .order_by(_status.c.observed_at.desc(), _status.c.id.desc())
+            .limit(1)
+            .correlate(_finetune)
+            .scalar_subquery()
+        )
+
+    return [
+        latest(_status.c.status).label("status"),
+        latest(_status.c.progress).label("progress"),
+        latest(_status.c.observed_at).label("status_checked_at"),
+        sa.case((_finetune.c.ready_at <= as_of, _finetune.c.ready_at)).label("ready_at"),
+    ]
 
 
 def _refuse_sightings_as_of(query: Query, fields: Sequence[FieldRef]) -> None:

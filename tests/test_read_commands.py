@@ -83,6 +83,11 @@ def expected_record(
         "last_seen_at": times.get("last_seen_at", "2026-01-02T00:00:00+00:00"),
         "last_changed_at": times.get("last_changed_at", "2026-01-01T00:00:00+00:00"),
         "deleted_at": times.get("deleted_at"),
+        # This store was written without status checks: not checked yet.
+        "status": None,
+        "progress": None,
+        "status_checked_at": None,
+        "ready_at": None,
         "details": json.loads(json.dumps(details)),
         "labels": {},
     }
@@ -135,6 +140,10 @@ def test_query_csv_has_a_header_and_round_trips_details(store: Path) -> None:
         "last_seen_at": "2026-01-02T00:00:00+00:00",
         "last_changed_at": "2026-01-01T00:00:00+00:00",
         "deleted_at": "",
+        "status": "",
+        "progress": "",
+        "status_checked_at": "",
+        "ready_at": "",
         "details": canonical_json(BRAVO),
     }
 
@@ -240,6 +249,7 @@ def test_show_json_prints_the_current_record(store: Path) -> None:
     assert json.loads(run(store, "show", "alpha", "--format", "json").stdout) == {
         **expected_record("alpha", ALPHA),
         "notes": [],
+        "status_timeline": [],
     }
 
 

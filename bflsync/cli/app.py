@@ -25,6 +25,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "accounts": "bflsync.cli.read_commands:accounts",
     "compare": "bflsync.cli.compare_command:compare_command",
     "db": "bflsync.cli.db_commands:db",
+    "credits": "bflsync.cli.read_commands:credits",
     "diff": "bflsync.cli.read_commands:diff",
     "facets": "bflsync.cli.read_commands:facets",
     "history": "bflsync.cli.read_commands:history",

@@ -1,4 +1,5 @@
-"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs``, ``diff`` and ``accounts``.
+"""The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs``, ``credits``, ``diff``
+and ``accounts``.
 
 Every command opens the store read-only (:func:`bflsync.db.open_store_for_read`): it never
 creates, migrates or writes the database and never touches the network.
@@ -38,9 +39,21 @@ TABLE_COLUMNS = (
     "iterations",
     "learning_rate",
     "lora_rank",
+    "status",
     "last_changed_at",
 )
-RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", "account", *RUN_COUNTERS)
+RUN_COLUMNS = (
+    "id",
+    "started_at",
+    "duration_s",
+    "status",
+    "source",
+    "account",
+    *RUN_COUNTERS,
+    "credits",
+    "credits_change",
+)
+CREDIT_COLUMNS = ("run_id", "started_at", "source", "account", "credits", "drop", "new_finetunes")
 
 
 def _checked_account(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -324,6 +337,9 @@ def show(
     changes = retrain.parse_overrides(overrides)
     with reading(cli_context) as connection:
         record = finder.find_finetune(connection, finetune_id, source=source, account=account)
+        timeline = audit.status_timeline(
+            connection, record.finetune_id, source=record.source, account=record.column("account")
+        )
         if output_format != "request":
             rows = label_reader(connection)
             pk = finder.finetune_pk(connection, finetune_id, source=source, account=account)[0]
@@ -333,7 +349,15 @@ def show(
         _write_request(cli_context, retrain.request_body(record.details, changes))
         return
     if output_format == "json":
-        render.write_json({**record.as_dict(), "labels": labels, "notes": [note.as_dict() for note in notes]})
+        entries = [{k: v for k, v in e.as_dict().items() if k not in _SAME_RECORD} for e in timeline]
+        render.write_json(
+            {
+                **record.as_dict(),
+                "status_timeline": entries,
+                "labels": labels,
+                "notes": [note.as_dict() for note in notes],
+            }
+        )
         return
     status = (
         "live"
@@ -341,10 +365,16 @@ def show(
         else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
     )
     item = record.as_dict()
-    lines = [("status", status), *((name, item[name]) for name in finder.RECORD_COLUMNS)]
+    names = [name for name in finder.RECORD_COLUMNS if name not in finder.LIFECYCLE_COLUMNS]
+    lines = [("status", status), *((name, item[name]) for name in names)]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
+    click.echo(f"{'training'.ljust(width)}  {_training(record)}")
+    if timeline:
+        click.echo("status timeline:")
+        for entry in timeline:
+            click.echo(f"    {_status_line(entry)}")
     if labels:
         click.echo("labels:")
         for key, value in labels.items():
@@ -395,6 +425,7 @@ def history(
 ) -> None:
     """List every stored version of a finetune, oldest first, with old and new values per changed key.
 
+    Training status changes are listed among the versions, each line marked "status".
     Without ID, --since lists every change in the account since then.
 
     \b
@@ -433,7 +464,9 @@ def history(
     for entry in entries:
         moment = _moment(entry)
         who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
-        if isinstance(entry, audit.VersionEntry):
+        if isinstance(entry, audit.StatusEntry):
+            click.echo(f"{who}{_status_line(entry)}")
+        elif isinstance(entry, audit.VersionEntry):
             run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
             click.echo(f"{who}v{entry.version}  {entry.change}  {moment.isoformat()}  {run}")
             for key, change in entry.changes.items():
@@ -450,26 +483,28 @@ def history(
             click.echo(f"    {render.one_line(entry.text)}")
 
 
-HistoryEntry = audit.VersionEntry | label_reads.LabelEvent | label_reads.Note
-_KIND_ORDER = {"version": 0, "label": 1, "note": 2}
+HistoryEntry = audit.VersionEntry | audit.StatusEntry | label_reads.LabelEvent | label_reads.Note
+_KIND_ORDER = {"version": 0, "status": 1, "label": 2, "note": 3}
 
 
 def _kind(entry: HistoryEntry) -> str:
     if isinstance(entry, audit.VersionEntry):
         return "version"
+    if isinstance(entry, audit.StatusEntry):
+        return "status"
     return "label" if isinstance(entry, label_reads.LabelEvent) else "note"
 
 
 def _moment(entry: HistoryEntry) -> datetime:
-    if isinstance(entry, audit.VersionEntry):
+    if isinstance(entry, audit.VersionEntry | audit.StatusEntry):
         return entry.observed_at
     return entry.changed_at if isinstance(entry, label_reads.LabelEvent) else entry.written_at
 
 
 def _history_object(entry: HistoryEntry) -> dict[str, Any]:
     """One history entry as JSON, ``kind`` saying which; ``observed_at`` is when it happened, for all kinds."""
-    if isinstance(entry, audit.VersionEntry):
-        return {"kind": "version", **entry.as_dict()}
+    if isinstance(entry, audit.VersionEntry | audit.StatusEntry):
+        return {"kind": _kind(entry), **entry.as_dict()}
     common = {
         "kind": _kind(entry),
         "finetune_id": entry.finetune_id,
@@ -609,6 +644,75 @@ def diff(
     headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
     rows = [[row["key"], _shown(row, "a"), _shown(row, "b")] for row in result.differences]
     render.write_table(headers, rows)
+
+
+@click.command()
+@click.option(
+    "--account", metavar="NAME", help="Only this account's balance (the label of `sync --account`)."
+)
+@click.option("--source", metavar="HOST", help="Only the balance read from this API host.")
+@click.option("--since", metavar="TIMESTAMP", help="Only runs started at or after this time (ISO 8601).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("table", "json", "csv")),
+    default="table",
+    show_default=True,
+)
+@pass_cli_context
+def credits(
+    cli_context: CliContext, account: str | None, source: str | None, since: str | None, output_format: str
+) -> None:
+    """Show the account's credit balance over time, as each sync read it, oldest first.
+
+    Each row is a run that read the balance: the drop since the previous reading (positive
+    when credits were spent) and the finetunes first seen in between, the trainings that
+    the drop paid for.
+
+    \b
+    Example:
+        bflsync credits --since 2026-11-01 --format csv
+    """
+    start = finder.parse_timestamp(since) if since is not None else None
+    with reading(cli_context) as connection:
+        intervals = audit.credit_history(connection, source=source, account=account, since=start)
+    if output_format == "json":
+        render.write_json([interval.as_dict() for interval in intervals])
+        return
+    rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
+    for row in rows:
+        row[-1] = " ".join(row[-1])
+    if output_format == "csv":
+        render.write_csv(list(CREDIT_COLUMNS), rows)
+    else:
+        render.write_table(CREDIT_COLUMNS, rows)
+
+
+_SAME_RECORD = ("finetune_id", "source", "change")
+
+
+def _training(record: finder.FinetuneRecord) -> str:
+    """The training status in one line: NULL means no sync has asked yet."""
+    status = record.column("status")
+    if status is None:
+        return "not checked yet"
+    parts = [render.one_line(status)]
+    progress = record.column("progress")
+    if progress is not None:
+        parts.append(f"progress {progress:g}")
+    checked = record.column("status_checked_at")
+    if checked is not None:
+        parts.append(f"checked {checked.isoformat()}")
+    ready = record.column("ready_at")
+    if ready is not None:
+        parts.append(f"ready since {ready.isoformat()}")
+    return ", ".join(parts)
+
+
+def _status_line(entry: audit.StatusEntry) -> str:
+    run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+    progress = f" {entry.progress:g}" if entry.progress is not None else ""
+    return f"status  {render.one_line(entry.status)}{progress}  {entry.observed_at.isoformat()}  {run}"
 
 
 def _shown(values: dict[str, Any], side: str) -> str:

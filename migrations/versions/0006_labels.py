@@ -3,7 +3,7 @@
 New tables only, so no table is rebuilt and the full-text triggers on ``finetune`` are untouched.
 
 Revision ID: 0006_labels
-Revises: 0005_search
+Revises: 0004_lifecycle
 Create Date: 2026-12-01 10:18:36.687060
 """
 
@@ -16,7 +16,7 @@ import sqlmodel
 
 
 revision: str = "0006_labels"
-down_revision: str | None = "0005_search"
+down_revision: str | None = "0004_lifecycle"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
