@@ -72,7 +72,29 @@ def demo() -> None:
         run(bflsync, "--db", store, "sync", "--base-url", base_url, "--json", env=env)  # nothing changed
         run(bflsync, "--db", store, "query", "mode=character", "learning_rate>=2e-5", "--limit", "10")
         run(bflsync, "--db", store, "facets", "mode", "finetune_type")
+        run(bflsync, "--db", store, "label", "acme-labs/portrait-lora-3", "project=acme", "approved=true")
+        run(bflsync, "--db", store, "note", "acme-labs/portrait-lora-3", "approved for the spring catalogue")
         run(bflsync, "--db", store, "show", "acme-labs/portrait-lora-3")
+        run(
+            bflsync,
+            "--db",
+            store,
+            "compare",
+            "acme-labs/portrait-lora-3",
+            "studio-nord/portrait-lora-20",
+            "--only-changed",
+        )
+        run(
+            bflsync,
+            "--db",
+            store,
+            "show",
+            "acme-labs/portrait-lora-3",
+            "--format",
+            "request",
+            "--set",
+            "learning_rate=2e-5",
+        )
         run(bflsync, "--db", store, "runs", "--limit", "3")
     finally:
         mock.terminate()

@@ -486,3 +486,10 @@ def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], 
     for key, item in value.items():
         flat.update(_flatten(item, (*prefix, key)))
     return flat
+
+
+def resolve_side(
+    connection: Connection, ref: VersionRef, *, source: str | None = None, account: str | None = None
+) -> DiffSide:
+    """The details ``ID`` (current record) or ``ID@N`` (version N) names, as ``diff`` and ``compare`` read them."""
+    return _side(connection, ref, source=source, account=account)

@@ -1,9 +1,11 @@
 """Where the store lives, how to connect to it, and which schema revision it holds.
 
-Two ways in, one per kind of command:
+Three ways in, one per kind of command:
 
 * :func:`open_store_for_read` never creates, migrates or writes: the connection is read-only
   at the SQLite level, so a read command cannot change the file even by accident.
+* :func:`open_store_for_edit` writes to an existing store at head and changes nothing else
+  (``bflsync label`` and ``note``).
 * :func:`open_store_for_write` creates a missing store at head and upgrades an older one
   after an online backup. A file it refuses (not SQLite, foreign tables, newer schema) is
   inspected through a read-only connection first, so it stays byte-identical.
@@ -61,6 +63,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0005_search",
     "0004_lifecycle",
     "0007_fts_discoverable",
+    "0006_labels",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
@@ -243,6 +246,17 @@ def _checked_read_engine(location: StoreLocation, *, allow_behind: bool, immutab
         engine.dispose()
         raise
     return engine
+
+
+def open_store_for_edit(location: StoreLocation) -> Engine:
+    """A writable engine on an existing store at head, for ``label`` and ``note``.
+
+    Unlike :func:`open_store_for_write` it never creates or migrates: a few words of
+    annotation are no reason to create a store or change its schema. Missing, older or
+    foreign stores are refused exactly as the read commands refuse them.
+    """
+    open_store_for_read(location).dispose()
+    return create_store_engine(location, read_only=False)
 
 
 def open_store_for_write(location: StoreLocation) -> OpenedStore:

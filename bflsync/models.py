@@ -11,6 +11,10 @@ are derived from it by :mod:`bflsync.extract`.
 A finetune's identity is ``(source, account, finetune_id)``: ``source`` is where it was
 fetched from (see :func:`bflsync.api.source_of`), ``account`` the label the user gave the
 key (``sync --account``), so two keys, or two regions, never see each other's finetunes.
+
+``finetune_label``, ``finetune_label_change`` and ``finetune_note`` hold what people write
+about a finetune (``bflsync label`` and ``note``): BFL has no such fields, and a sync never
+writes these tables, so they survive every sync, deletion and restore of their finetune.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ POSTGRES_ONLY_INDEXES = frozenset({"ix_finetune_details_jsonb", "ix_finetune_sea
 
 CHANGE_KINDS = ("created", "updated", "deleted", "restored")
 RUN_STATUSES = ("running", "ok", "partial", "failed", "interrupted")
+LABEL_CHANGES = ("set", "removed")
 RUN_COUNTERS = (
     "listed",
     "fetched",
@@ -234,3 +239,46 @@ class StoreMeta(SQLModel, table=True):
 
     name: str = Field(primary_key=True)
     value: str = Field(sa_type=sa.Text)
+
+
+class FinetuneLabel(SQLModel, table=True):
+    """A label's current value on one finetune; ``finetune_label_change`` keeps how it got there."""
+
+    __tablename__ = "finetune_label"
+    __table_args__ = (sa.UniqueConstraint("finetune_pk", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    finetune_pk: int = Field(foreign_key="finetune.id", index=True)
+    key: str = Field(index=True)
+    value: str = Field(sa_type=sa.Text)
+    """Canonical JSON of a string, number or boolean, typed as filter values are."""
+    set_by: str
+    set_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class FinetuneLabelChange(SQLModel, table=True):
+    """One label set or removed: who (the OS user name) and when; rows are only ever appended."""
+
+    __tablename__ = "finetune_label_change"
+    __table_args__ = (sa.CheckConstraint(_in("change", LABEL_CHANGES), name="change"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    finetune_pk: int = Field(foreign_key="finetune.id", index=True)
+    key: str
+    change: str
+    value: str | None = Field(default=None, sa_type=sa.Text)
+    """The new value as canonical JSON; NULL when the label was removed."""
+    changed_by: str
+    changed_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class FinetuneNote(SQLModel, table=True):
+    """A note appended to a finetune by someone; rows are only ever appended."""
+
+    __tablename__ = "finetune_note"
+
+    id: int | None = Field(default=None, primary_key=True)
+    finetune_pk: int = Field(foreign_key="finetune.id", index=True)
+    text: str = Field(sa_type=sa.Text)
+    written_by: str
+    written_at: datetime = Field(sa_type=UTCDateTime, index=True)

@@ -44,12 +44,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from bflsync import reltime, textsearch
 from bflsync.errors import AmbiguousIdError, FilterError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, INT64_MAX, INT64_MIN, as_float, extract_fields
-from bflsync.models import Finetune, FinetuneStatus, FinetuneVersion, UTCDateTime
+from bflsync.models import Finetune, FinetuneLabel, FinetuneStatus, FinetuneVersion, UTCDateTime
 
 Scalar = str | int | float | bool | None
 
 _finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 _version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
+_label: sa.Table = FinetuneLabel.__table__  # type: ignore[attr-defined]
 _status: sa.Table = FinetuneStatus.__table__  # type: ignore[attr-defined]
 
 OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
@@ -109,7 +110,9 @@ RECORD_COLUMNS = (
     *LIFECYCLE_COLUMNS,
 )
 COLUMN_KINDS: dict[str, Kind] = {name: _kind_of(_finetune.c[name]) for name in RECORD_COLUMNS}
-_INDEX = {name: index for index, name in enumerate((*RECORD_COLUMNS, "details"))}
+_INDEX = {name: index for index, name in enumerate((*RECORD_COLUMNS, "details", "labels"))}
+# `label.KEY` names a label (bflsync label); `` `label`.KEY `` a details key called "label".
+LABEL_PREFIX = "label"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +121,18 @@ class FieldRef:
 
     path: tuple[str, ...]
     column: str | None
+    label: str | None = None
+    """The label key of a ``label.KEY`` field; ``path`` is then ``("label", KEY)``."""
 
     @property
     def name(self) -> str:
         """The field as the user would write it, backticks where needed."""
-        return format_path(self.path, force_key=self.column is None and self.path[0] in COLUMN_KINDS)
+        if self.label is not None:
+            return format_path(self.path)
+        details_key_like_other = self.path[0] in COLUMN_KINDS or (
+            len(self.path) == 2 and self.path[0] == LABEL_PREFIX
+        )
+        return format_path(self.path, force_key=self.column is None and details_key_like_other)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +205,13 @@ class FinetuneRecord:
     def details(self) -> Any:
         return json.loads(self.details_json)
 
+    @property
+    def labels(self) -> dict[str, Any]:
+        """The finetune's current labels (``bflsync label``), keys sorted."""
+        value = self._values[_INDEX["labels"]]
+        labels = json.loads(value) if isinstance(value, str) else (value or {})
+        return dict(sorted(labels.items()))
+
     def column(self, name: str) -> Any:
         """The value of a column (see :data:`COLUMN_KINDS`): timestamps aware UTC, booleans bool."""
         value = self._values[_INDEX[name]]
@@ -209,11 +226,17 @@ class FinetuneRecord:
         """The field's value, ``None`` when missing; details keys are looked up in the raw JSON."""
         if field.column is not None:
             return self.column(field.column)
+        if field.label is not None:
+            return self.labels.get(field.label)
         return lookup(self.details, field.path)
 
     def as_dict(self) -> dict[str, Any]:
-        """The documented output record: ids, extracted fields, bookkeeping, raw details."""
-        return {**{name: self.column(name) for name in RECORD_COLUMNS}, "details": self.details}
+        """The documented output record: ids, extracted fields, bookkeeping, raw details, labels."""
+        return {
+            **{name: self.column(name) for name in RECORD_COLUMNS},
+            "details": self.details,
+            "labels": self.labels,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +374,8 @@ def _scan_field(text: str, position: int, *, context: str) -> tuple[FieldRef, in
         position += 1
     path = tuple(segments)
     column = path[0] if len(path) == 1 and not first_quoted and path[0] in COLUMN_KINDS else None
+    if len(path) == 2 and not first_quoted and path[0] == LABEL_PREFIX:
+        return FieldRef(path=path, column=None, label=path[1]), position
     return FieldRef(path=path, column=column), position
 
 
@@ -408,7 +433,7 @@ def search(connection: Connection, query: Query) -> list[FinetuneRecord]:
     relation = _relation(query.as_of)
     sort_key = _order(relation, query.sort) if query.sort is not None else []
     statement = (
-        sa.select(*_record_columns(relation))
+        sa.select(*_record_columns(relation, dialect="sqlite"))
         .where(*_conditions(relation, query))
         # finetune_id, source, account: the default order, and the tie-break of any --sort.
         .order_by(*sort_key, relation.c.finetune_id, relation.c.source, relation.c.account)
@@ -434,12 +459,16 @@ def facet_counts(
         if field.column is not None:
             value: ColumnElement[Any] = relation.c[field.column]
         else:
-            path = _json_path(field.path)
+            document, path = (
+                (_label_value(relation, field.label), "$")
+                if field.label is not None
+                else (relation.c.details, _json_path(field.path))
+            )
             # '->' gives SQL NULL for a missing key but the text 'null' for a JSON null:
             # fold the second into the first so both count as one value, None.
             value = sa.case(
-                (sa.func.json_type(relation.c.details, path) == "null", sa.null()),
-                else_=relation.c.details.op("->")(sa.literal(path)),
+                (sa.func.json_type(document, path) == "null", sa.null()),
+                else_=document.op("->")(sa.literal(path)),
             )
         total = sa.func.count().label("n")
         statement = (
@@ -480,9 +509,8 @@ def finetune_pk(
 def _find_row(
     connection: Connection, finetune_id: str, *, source: str | None, account: str | None
 ) -> sa.Row[Any]:
-    statement = sa.select(_finetune.c.id, *_record_columns(_finetune)).where(
-        _finetune.c.finetune_id == finetune_id
-    )
+    columns = _record_columns(_finetune, dialect=connection.dialect.name)
+    statement = sa.select(_finetune.c.id, *columns).where(_finetune.c.finetune_id == finetune_id)
     if source is not None:
         statement = statement.where(_finetune.c.source == source)
     if account is not None:
@@ -649,12 +677,37 @@ def _refuse_sightings_as_of(query: Query, fields: Sequence[FieldRef]) -> None:
         )
 
 
-def _record_columns(relation: sa.FromClause) -> list[ColumnElement[Any]]:
+def _record_columns(relation: sa.FromClause, *, dialect: str) -> list[ColumnElement[Any]]:
     """The columns of a :class:`FinetuneRecord`, in its order, as the driver returns them (undecoded)."""
     return [
-        sa.type_coerce(relation.c[name], sa.types.NullType()).label(name)
-        for name in (*RECORD_COLUMNS, "details")
+        *(
+            sa.type_coerce(relation.c[name], sa.types.NullType()).label(name)
+            for name in (*RECORD_COLUMNS, "details")
+        ),
+        _labels_object(relation, dialect=dialect).label("labels"),
     ]
+
+
+def _labels_object(relation: sa.FromClause, *, dialect: str) -> ColumnElement[Any]:
+    """The finetune's labels as one JSON object (NULL when it has none)."""
+    if dialect == "sqlite":
+        aggregate = sa.func.json_group_object(_label.c.key, sa.func.json(_label.c.value))
+    else:
+        aggregate = sa.func.json_object_agg(_label.c.key, sa.cast(_label.c.value, sa.JSON))
+    return (
+        sa.select(sa.type_coerce(aggregate, sa.types.NullType()))
+        .where(_label.c.finetune_pk == relation.c.id)
+        .scalar_subquery()
+    )
+
+
+def _label_value(relation: sa.FromClause, key: str) -> ColumnElement[Any]:
+    """A label's value (canonical JSON text) on each row, NULL where the finetune does not have it."""
+    return (
+        sa.select(_label.c.value)
+        .where(_label.c.finetune_pk == relation.c.id, _label.c.key == key)
+        .scalar_subquery()
+    )
 
 
 def _utc(value: str | datetime | None) -> datetime | None:
@@ -688,6 +741,8 @@ def _conditions(relation: sa.FromClause, query: Query) -> list[ColumnElement[boo
 def _order(relation: sa.FromClause, sort: Sort) -> list[ColumnElement[Any]]:
     if sort.field.column is not None:
         key: ColumnElement[Any] = relation.c[sort.field.column]
+    elif sort.field.label is not None:
+        key = sa.func.json_extract(_label_value(relation, sort.field.label), "$")
     else:
         key = sa.func.json_extract(relation.c.details, _json_path(sort.field.path))
     return [(key.desc() if sort.descending else key.asc()).nulls_last()]
@@ -705,6 +760,9 @@ def _positive(relation: sa.FromClause, item: Filter) -> ColumnElement[bool]:
     field = item.field
     if item.op != "~" and item.op != "=" and (item.value is None or isinstance(item.value, bool)):
         raise FilterError(f"bad filter on {field.name}: {item.text} can only be compared with = or !=")
+    if field.label is not None:
+        # A label holds one JSON value, compared exactly as a details key would be.
+        return _details_condition(_label_value(relation, field.label), "$", item)
     if field.column is None:
         return _details_condition(relation.c.details, _json_path(field.path), item)
     column = relation.c[field.column]

@@ -65,6 +65,7 @@ def record(
         "status_checked_at": None,
         "ready_at": None,
         "details": details,
+        "labels": {},
     }
 
 

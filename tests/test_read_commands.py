@@ -89,6 +89,7 @@ def expected_record(
         "status_checked_at": None,
         "ready_at": None,
         "details": json.loads(json.dumps(details)),
+        "labels": {},
     }
 
 
@@ -249,6 +250,7 @@ def test_facets_without_a_field_is_an_input_error(store: Path) -> None:
 def test_show_json_prints_the_current_record(store: Path) -> None:
     assert json.loads(run(store, "show", "alpha", "--format", "json").stdout) == {
         **expected_record("alpha", ALPHA),
+        "notes": [],
         "status_timeline": [],
     }
 
@@ -270,6 +272,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
     versions = json.loads(run(db_path, "history", "a", "--format", "json").stdout)
     assert versions == [
         {
+            "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
             "account": "default",
@@ -281,6 +284,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "details": {"mode": "style", "lr": 1},
         },
         {
+            "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
             "account": "default",
@@ -292,6 +296,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "details": {"mode": "character", "lr": 1, "new": None},
         },
         {
+            "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
             "account": "default",
@@ -303,6 +308,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "details": None,
         },
         {
+            "kind": "version",
             "finetune_id": "a",
             "source": SOURCE,
             "account": "default",
@@ -477,7 +483,13 @@ def test_a_real_process_reports_a_missing_store_in_one_line(db_path: Path) -> No
 
 @pytest.mark.parametrize(
     "args",
-    [["query", "--help"], ["query", "mode=character", "--format", "ids"], ["query", "--format", "json"]],
+    [
+        ["query", "--help"],
+        ["query", "mode=character", "--format", "ids"],
+        ["query", "--format", "json"],
+        ["compare", "alpha", "bravo", "--only-changed"],
+        ["-q", "show", "alpha", "--format", "request", "--set", "iterations=400"],
+    ],
 )
 def test_query_does_not_import_alembic_httpx_or_rich(store: Path, args: list[str]) -> None:
     script = (
@@ -504,6 +516,10 @@ def test_read_commands_make_no_network_call(store: Path, monkeypatch: pytest.Mon
         ["history", "--since", "2026-01-01"],
         ["runs", "1"],
         ["diff", "alpha", "bravo"],
+        ["compare", "alpha", "bravo", "--format", "markdown"],
+        ["show", "alpha", "--format", "request"],
+        ["label", "alpha", "project=acme"],
+        ["note", "alpha", "offline"],
     ):
         assert run(store, *args).exit_code == 0
 
@@ -518,6 +534,8 @@ def test_read_commands_leave_the_store_file_byte_identical(store: Path) -> None:
         ["history", "alpha"],
         ["runs"],
         ["diff", "alpha@1", "bravo"],
+        ["compare", "alpha@1", "bravo", "--format", "json"],
+        ["show", "alpha", "--format", "request"],
     ):
         assert run(store, *args).exit_code == 0
     assert file_digest(store) == before

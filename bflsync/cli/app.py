@@ -24,12 +24,15 @@ from bflsync.server_text import printable
 
 LAZY_COMMANDS: dict[str, str] = {
     "accounts": "bflsync.cli.read_commands:accounts",
+    "compare": "bflsync.cli.compare_command:compare_command",
     "db": "bflsync.cli.db_commands:db",
     "credits": "bflsync.cli.read_commands:credits",
     "diff": "bflsync.cli.read_commands:diff",
     "facets": "bflsync.cli.read_commands:facets",
     "history": "bflsync.cli.read_commands:history",
+    "label": "bflsync.cli.label_commands:label",
     "mock-api": "bflsync.cli.mock_command:mock_api",
+    "note": "bflsync.cli.label_commands:note",
     "query": "bflsync.cli.read_commands:query",
     "runs": "bflsync.cli.read_commands:runs",
     "serve": "bflsync.cli.serve_command:serve",

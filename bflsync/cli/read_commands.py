@@ -17,7 +17,7 @@ import click
 from click.decorators import FC
 from sqlalchemy.engine import Connection
 
-from bflsync import audit
+from bflsync import audit, label_reads, retrain
 from bflsync import db as store_db
 from bflsync import query as finder
 from bflsync.cli import render
@@ -34,6 +34,7 @@ RECORD_FORMATS = ("json", "jsonl", "csv")
 QUERY_FORMATS = ("table", *RECORD_FORMATS, "ids", "ids0")
 LIST_FORMATS = ("table", *RECORD_FORMATS)
 HISTORY_FORMATS = ("text", *RECORD_FORMATS)
+NOTES_SHOWN = 5
 TABLE_COLUMNS = (
     "finetune_id",
     "mode",
@@ -45,7 +46,9 @@ TABLE_COLUMNS = (
     "status",
     "last_changed_at",
 )
+# CSV columns of history: every kind of entry (version, status, label, note) fills the ones it has.
 HISTORY_COLUMNS = (
+    "kind",
     "finetune_id",
     "source",
     "account",
@@ -55,6 +58,14 @@ HISTORY_COLUMNS = (
     "sync_run_id",
     "changes",
     "details",
+    "status",
+    "progress",
+    "key",
+    "old",
+    "new",
+    "changed_by",
+    "text",
+    "written_by",
 )
 RUN_COLUMNS = (
     "id",
@@ -89,6 +100,28 @@ def reading(cli_context: CliContext) -> Iterator[Connection]:
             yield connection
     finally:
         engine.dispose()
+
+
+class _ConnectionRows:
+    """The ``rows(sql, params)`` reader :mod:`bflsync.label_reads` reads through, over a SQLAlchemy connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._connection.dialect.name != "sqlite":
+            sql = sql.replace("%", "%%").replace("?", "%s")
+        return [tuple(row) for row in self._connection.exec_driver_sql(sql, tuple(params))]
+
+    def time_param(self, moment: datetime) -> Any:
+        if self._connection.dialect.name != "sqlite":
+            return moment
+        # The text the store's UTCDateTime writes on SQLite: naive UTC with microseconds.
+        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def label_reader(connection: Connection) -> label_reads.RowSource:
+    return _ConnectionRows(connection)
 
 
 def search_options(command: Any) -> Any:
@@ -294,27 +327,68 @@ def facets(
 @click.argument("finetune_id", metavar="ID")
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
 @account_option("Which account, when the id is stored for several.")
-@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json", "request")),
+    default="text",
+    show_default=True,
+    help="request: the JSON body of POST /v1/finetune that trains it again (without file_data).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --format request: another value for a training input, typed as in filters; KEY=null drops it.",
+)
 @pass_cli_context
 def show(
-    cli_context: CliContext, finetune_id: str, source: str | None, account: str | None, output_format: str
+    cli_context: CliContext,
+    finetune_id: str,
+    source: str | None,
+    account: str | None,
+    output_format: str,
+    overrides: tuple[str, ...],
 ) -> None:
-    """Show one finetune's current record: extracted fields, bookkeeping and raw details.
+    """Show one finetune's current record: extracted fields, bookkeeping, labels, notes and raw details.
 
-    Finetunes the API no longer lists are shown too, marked as deleted.
+    Finetunes the API no longer lists are shown too, marked as deleted. --format request
+    prints the body of POST /v1/finetune with every training input the details hold (keys
+    that are not inputs are named on stderr); add file_data, the base64-encoded ZIP of the
+    images, before sending it. bflsync never sends it.
 
     \b
     Example:
         bflsync show acme-labs/portrait-lora-3 --format json
+        bflsync show acme-labs/portrait-lora-3 --format request --set learning_rate=2e-5
     """
+    if overrides and output_format != "request":
+        raise InputError("--set changes the retraining request: use it with --format request")
+    changes = retrain.parse_overrides(overrides)
     with reading(cli_context) as connection:
         record = finder.find_finetune(connection, finetune_id, source=source, account=account)
         timeline = audit.status_timeline(
             connection, record.finetune_id, source=record.source, account=record.column("account")
         )
+        if output_format != "request":
+            rows = label_reader(connection)
+            pk = finder.finetune_pk(connection, finetune_id, source=source, account=account)[0]
+            labels = label_reads.labels_by_pk(rows, [pk]).get(pk, {})
+            notes = label_reads.notes(rows, pk=pk)
+    if output_format == "request":
+        _write_request(cli_context, retrain.request_body(record.details, changes))
+        return
     if output_format == "json":
         entries = [{k: v for k, v in e.as_dict().items() if k not in _SAME_RECORD} for e in timeline]
-        render.write_json({**record.as_dict(), "status_timeline": entries})
+        render.write_json(
+            {
+                **record.as_dict(),
+                "status_timeline": entries,
+                "labels": labels,
+                "notes": [note.as_dict() for note in notes],
+            }
+        )
         return
     status = (
         "live"
@@ -332,8 +406,37 @@ def show(
         click.echo("status timeline:")
         for entry in timeline:
             click.echo(f"    {_status_line(entry)}")
+    if labels:
+        click.echo("labels:")
+        for key, value in labels.items():
+            click.echo(f"  {key} = {render.one_line(render.cell(value))}")
+    if notes:
+        earlier = len(notes) - NOTES_SHOWN
+        more = f", {earlier} earlier in `bflsync history`" if earlier > 0 else ""
+        click.echo(f"notes (newest last{more}):")
+        for note in notes[-NOTES_SHOWN:]:
+            stamp = note.written_at.isoformat(timespec="seconds")
+            click.echo(f"  {stamp}  {render.one_line(note.written_by)}: {render.one_line(note.text)}")
     click.echo("details:")
     click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
+
+
+def _write_request(cli_context: CliContext, request: retrain.RetrainRequest) -> None:
+    """The body on stdout; what was left out of it on stderr, so the JSON stays pipeable."""
+    render.write_json(request.body)
+    if cli_context.quiet:
+        return
+    if request.not_inputs:
+        names = ", ".join(finder.format_path((key,)) for key in request.not_inputs)
+        click.echo(render.one_line(f"left out, not inputs of POST /v1/finetune: {names}"), err=True)
+    for key, value in request.unusable.items():
+        shown = render.json_for_terminal(canonical_json(value))
+        click.echo(
+            render.one_line(f"left out {key}: the stored value {shown} is not of the type the API takes"),
+            err=True,
+        )
+    for key in request.withheld:
+        click.echo(f"left out {key}: {retrain.WITHHELD_INPUTS[key]}", err=True)
 
 
 @click.command()
@@ -371,23 +474,91 @@ def history(
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
     start = finder.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as connection:
-        entries = audit.history(
+        versions = audit.history(
             connection, finetune_id=finetune_id, source=source, account=account, since=start
         )
+        rows = label_reader(connection)
+        pk = (
+            finder.finetune_pk(connection, finetune_id, source=source, account=account)[0]
+            if finetune_id is not None
+            else None
+        )
+        label_events = label_reads.label_events(rows, pk=pk, since=start, source=source, account=account)
+        notes = label_reads.notes(rows, pk=pk, since=start, source=source, account=account)
+    entries: list[HistoryEntry] = sorted(
+        [*versions, *label_events, *notes],
+        key=lambda entry: (
+            _moment(entry),
+            entry.finetune_id,
+            entry.source,
+            entry.account,
+            _KIND_ORDER[_kind(entry)],
+        ),
+    )
     if output_format in RECORD_FORMATS:
-        items = [entry.as_dict() for entry in entries]
-        _write_records(output_format, HISTORY_COLUMNS, items)
+        _write_records(output_format, HISTORY_COLUMNS, [_history_object(entry) for entry in entries])
         return
     for entry in entries:
+        moment = _moment(entry)
         who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
         if isinstance(entry, audit.StatusEntry):
             click.echo(f"{who}{_status_line(entry)}")
-            continue
-        run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
-        click.echo(f"{who}v{entry.version}  {entry.change}  {entry.observed_at.isoformat()}  {run}")
-        for key, change in entry.changes.items():
-            path = render.one_line(finder.format_path((key,)))
-            click.echo(f"    {path}: {_shown(change, 'old')} -> {_shown(change, 'new')}")
+        elif isinstance(entry, audit.VersionEntry):
+            run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+            click.echo(f"{who}v{entry.version}  {entry.change}  {moment.isoformat()}  {run}")
+            for key, change in entry.changes.items():
+                path = render.one_line(finder.format_path((key,)))
+                click.echo(f"    {path}: {_shown(change, 'old')} -> {_shown(change, 'new')}")
+        elif isinstance(entry, label_reads.LabelEvent):
+            old = _shown({"old": entry.old}, "old") if entry.old is not None else "(none)"
+            new = _shown({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
+            by = render.one_line(entry.changed_by)
+            click.echo(f"{who}label {entry.change}  {moment.isoformat()}  by {by}")
+            click.echo(f"    label.{entry.key}: {old} -> {new}")
+        else:
+            click.echo(f"{who}note  {moment.isoformat()}  by {render.one_line(entry.written_by)}")
+            click.echo(f"    {render.one_line(entry.text)}")
+
+
+HistoryEntry = audit.VersionEntry | audit.StatusEntry | label_reads.LabelEvent | label_reads.Note
+_KIND_ORDER = {"version": 0, "status": 1, "label": 2, "note": 3}
+
+
+def _kind(entry: HistoryEntry) -> str:
+    if isinstance(entry, audit.VersionEntry):
+        return "version"
+    if isinstance(entry, audit.StatusEntry):
+        return "status"
+    return "label" if isinstance(entry, label_reads.LabelEvent) else "note"
+
+
+def _moment(entry: HistoryEntry) -> datetime:
+    if isinstance(entry, audit.VersionEntry | audit.StatusEntry):
+        return entry.observed_at
+    return entry.changed_at if isinstance(entry, label_reads.LabelEvent) else entry.written_at
+
+
+def _history_object(entry: HistoryEntry) -> dict[str, Any]:
+    """One history entry as JSON, ``kind`` saying which; ``observed_at`` is when it happened, for all kinds."""
+    if isinstance(entry, audit.VersionEntry | audit.StatusEntry):
+        return {"kind": _kind(entry), **entry.as_dict()}
+    common = {
+        "kind": _kind(entry),
+        "finetune_id": entry.finetune_id,
+        "source": entry.source,
+        "account": entry.account,
+    }
+    if isinstance(entry, label_reads.LabelEvent):
+        return {
+            **common,
+            "observed_at": entry.changed_at,
+            "key": entry.key,
+            "change": entry.change,
+            "old": entry.old,
+            "new": entry.new,
+            "changed_by": entry.changed_by,
+        }
+    return {**common, "observed_at": entry.written_at, "text": entry.text, "written_by": entry.written_by}
 
 
 @click.command()

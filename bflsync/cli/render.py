@@ -24,6 +24,7 @@ from bflsync.extract import canonical_json
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _JSON_UNESCAPED_CONTROL = re.compile(r"[\x7f-\x9f]")
 _ONE_LINE = {"\n": "\\n", "\r": "\\r", "\t": " "}
+_BACKTICKS = re.compile(r"`+")
 
 
 def json_default(value: Any) -> Any:
@@ -79,6 +80,26 @@ def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
             "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
         )
         sys.stdout.write("\n")
+
+
+def write_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A GitHub-flavoured Markdown table, to paste into a pull request or a chat."""
+    lines = [[markdown_cell(header) for header in headers], ["---"] * len(headers)]
+    lines += [[markdown_cell(cell(value)) for value in row] for row in rows]
+    sys.stdout.writelines("| " + " | ".join(line) + " |\n" for line in lines)
+
+
+def markdown_cell(text: str) -> str:
+    """A value as a code span, so it renders as itself (GitHub, GitLab and chat apps alike).
+
+    The fence is one backtick longer than any run inside; ``|`` is escaped, which GitHub
+    honours even inside a code span in a table; newlines and controls are shown escaped.
+    """
+    if not text:
+        return ""
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return fence + pad + one_line(text).replace("|", "\\|") + pad + fence
 
 
 def one_line(text: str) -> str:

@@ -1,0 +1,161 @@
+"""``bflsync compare``: a parameter x finetune matrix of any number of finetunes or versions."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+from sqlalchemy.engine import Connection
+
+from bflsync import audit, compare, label_reads
+from bflsync import query as finder
+from bflsync.cli import render
+from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.cli.read_commands import account_option, label_reader, reading
+from bflsync.errors import InputError
+from bflsync.extract import extract_fields
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+
+@click.command()
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
+@account_option("Which account, when an id is stored for several.")
+@click.option("--only-changed", is_flag=True, help="Only the fields whose values differ.")
+@click.option(
+    "--columns", metavar="A,B,C", help="The fields to compare, in this order (any field, label.KEY)."
+)
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True)
+@pass_cli_context
+def compare_command(
+    cli_context: CliContext,
+    ids: tuple[str, ...],
+    source: str | None,
+    account: str | None,
+    only_changed: bool,
+    columns: str | None,
+    output_format: str,
+) -> None:
+    """Line up the parameters of several finetunes (or versions, ID@VERSION), one column each.
+
+    Rows are the extracted fields, the other details keys (dotted when nested), the labels
+    (label.KEY) and the status when recorded. `-` reads more ids from stdin, one per line.
+    An empty cell has no value. Markdown pastes into a pull request or a chat.
+
+    \b
+    Example:
+        bflsync query mode=product --format ids | bflsync compare - --only-changed
+        bflsync compare acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3 --format markdown
+    """
+    texts = _expand(ids, sys.stdin)
+    fields = _fields(columns) if columns is not None else None
+    with reading(cli_context) as connection:
+        entries = _entries(connection, texts, source=source, account=account)
+    chosen = (
+        fields if fields is not None else compare.default_fields(entries, name_of_path=finder.format_path)
+    )
+    result = compare.matrix(entries, chosen, only_changed=only_changed)
+    if output_format == "json":
+        render.write_json(_as_json(result))
+        return
+    headers = ["field", *(entry.heading for entry in result.entries)]
+    rows = [[row.field.name, *(_shown(value) for value in row.values)] for row in result.rows]
+    if output_format == "csv":
+        render.write_csv(headers, rows)
+    elif output_format == "markdown":
+        render.write_markdown(headers, rows)
+    else:
+        render.write_table(headers, rows)
+
+
+def _expand(ids: Sequence[str], stdin: Iterable[str]) -> list[str]:
+    """Ids in the order given, ``-`` replaced by the lines of stdin; repeats dropped, blank lines skipped."""
+    texts: dict[str, None] = {}
+    for text in ids:
+        if text == "-":
+            texts.update((line.strip(), None) for line in stdin if line.strip())
+        else:
+            texts.setdefault(text)
+    if not texts:
+        raise InputError("compare needs at least one finetune id (stdin gave none)")
+    return list(texts)
+
+
+def _fields(columns: str) -> list[compare.Field]:
+    fields = []
+    for ref in finder.parse_fields(columns):
+        if ref.label is not None:
+            fields.append(compare.Field(name=ref.name, label=ref.label))
+        elif ref.column is not None:
+            fields.append(compare.Field(name=ref.name, column=ref.column))
+        else:
+            fields.append(compare.Field(name=ref.name, path=ref.path))
+    return fields
+
+
+def _entries(
+    connection: Connection, texts: Sequence[str], *, source: str | None, account: str | None
+) -> list[compare.Entry]:
+    sides = []
+    for text in texts:
+        ref = audit.VersionRef(text)
+        side = audit.resolve_side(connection, ref, source=source, account=account)
+        pk = finder.finetune_pk(connection, side.finetune_id, source=side.source, account=side.account)[0]
+        current = ref.resolve(connection, source=source, account=account)[1] is None
+        columns: dict[str, Any] = {**extract_fields(side.details), "version": side.version}
+        if current:
+            record = finder.find_finetune(
+                connection, side.finetune_id, source=side.source, account=side.account
+            )
+            columns.update(record.as_dict())
+            del columns["details"], columns["labels"]
+        sides.append((text, pk, side, columns))
+    labels = label_reads.labels_by_pk(label_reader(connection), [pk for _, pk, _, _ in sides])
+    return [
+        compare.Entry(
+            heading=text,
+            finetune_id=side.finetune_id,
+            source=side.source,
+            account=side.account,
+            version=side.version,
+            columns=columns,
+            details=side.details,
+            labels=labels.get(pk, {}),
+        )
+        for text, pk, side, columns in sides
+    ]
+
+
+def _shown(value: Any) -> Any:
+    return None if value is compare.MISSING else value
+
+
+def _as_json(result: compare.Matrix) -> dict[str, Any]:
+    """Values keyed by column heading; a field an entry lacks is left out of its ``values``."""
+    return {
+        "finetunes": [
+            {
+                "column": entry.heading,
+                "finetune_id": entry.finetune_id,
+                "source": entry.source,
+                "account": entry.account,
+                "version": entry.version,
+            }
+            for entry in result.entries
+        ],
+        "rows": [
+            {
+                "field": row.field.name,
+                "changed": row.changed,
+                "values": {
+                    entry.heading: value
+                    for entry, value in zip(result.entries, row.values, strict=True)
+                    if value is not compare.MISSING
+                },
+            }
+            for row in result.rows
+        ],
+    }

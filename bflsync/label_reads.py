@@ -1,0 +1,178 @@
+"""Reading the labels and notes people keep on finetunes (``bflsync label`` and ``note`` write them).
+
+Read commands call these through any object with a ``rows(sql, params)`` method taking SQL
+text with ``?`` placeholders (the read side's reader), so they import nothing but the
+standard library. Label values are stored as canonical JSON and come back as the values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+# Well under SQLite's limit of bound parameters per statement.
+_CHUNK = 900
+
+
+class RowSource(Protocol):
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def time_param(self, moment: datetime) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    finetune_id: str
+    source: str
+    account: str
+    text: str
+    written_by: str
+    written_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "written_by": self.written_by, "written_at": self.written_at}
+
+
+@dataclass(frozen=True, slots=True)
+class LabelEvent:
+    """One label set or removed, with the value it had before (``None`` when it had none)."""
+
+    finetune_id: str
+    source: str
+    account: str
+    key: str
+    change: str
+    old: Any
+    new: Any
+    changed_by: str
+    changed_at: datetime
+
+
+def labels_by_pk(reader: RowSource, pks: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Current labels of each finetune, keys sorted; finetunes without labels are absent."""
+    found: dict[int, dict[str, Any]] = {}
+    unique = sorted(set(pks))
+    for start in range(0, len(unique), _CHUNK):
+        chunk = unique[start : start + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        for pk, key, value in reader.rows(
+            f"SELECT finetune_pk, key, value FROM finetune_label WHERE finetune_pk IN ({marks})"
+            " ORDER BY finetune_pk, key",
+            chunk,
+        ):
+            found.setdefault(int(pk), {})[key] = json.loads(value)
+    return found
+
+
+def notes(
+    reader: RowSource,
+    *,
+    pk: int | None = None,
+    since: datetime | None = None,
+    source: str | None = None,
+    account: str | None = None,
+) -> list[Note]:
+    """Notes oldest first: of one finetune (``pk``), or of every finetune since ``since``."""
+    where, params = _scope(
+        "n.finetune_pk", "n.written_at", reader, pk=pk, since=since, source=source, account=account
+    )
+    return [
+        Note(
+            finetune_id=finetune_id,
+            source=found_source,
+            account=found_account,
+            text=text,
+            written_by=by,
+            written_at=utc(at),
+        )
+        for finetune_id, found_source, found_account, text, by, at in reader.rows(
+            "SELECT f.finetune_id, f.source, f.account, n.text, n.written_by, n.written_at FROM finetune_note n"
+            f" JOIN finetune f ON f.id = n.finetune_pk WHERE {where} ORDER BY n.written_at, n.id",
+            params,
+        )
+    ]
+
+
+def label_events(
+    reader: RowSource,
+    *,
+    pk: int | None = None,
+    since: datetime | None = None,
+    source: str | None = None,
+    account: str | None = None,
+) -> list[LabelEvent]:
+    """Label changes oldest first, each with the value it replaced: of one finetune or since a moment."""
+    params: list[Any] = []
+    if pk is not None:
+        touched = "c.finetune_pk = ?"
+        params.append(pk)
+    else:
+        # Every change of the finetunes touched since then: the old values come from before.
+        touched = "c.finetune_pk IN (SELECT finetune_pk FROM finetune_label_change WHERE changed_at >= ?)"
+        params.append(reader.time_param(since) if since is not None else None)
+    for column, value in (("f.source", source), ("f.account", account)):
+        if value is not None:
+            touched += f" AND {column} = ?"
+            params.append(value)
+    events: list[LabelEvent] = []
+    before: dict[tuple[int, str], Any] = {}
+    for finetune_pk, finetune_id, found_source, found_account, key, change, value, by, at in reader.rows(
+        "SELECT c.finetune_pk, f.finetune_id, f.source, f.account, c.key, c.change, c.value, c.changed_by, c.changed_at"
+        f" FROM finetune_label_change c JOIN finetune f ON f.id = c.finetune_pk WHERE {touched}"
+        " ORDER BY c.finetune_pk, c.id",
+        params,
+    ):
+        new = json.loads(value) if value is not None else None
+        moment = utc(at)
+        if since is None or moment >= since:
+            events.append(
+                LabelEvent(
+                    finetune_id=finetune_id,
+                    source=found_source,
+                    account=found_account,
+                    key=key,
+                    change=change,
+                    old=before.get((finetune_pk, key)),
+                    new=new,
+                    changed_by=by,
+                    changed_at=moment,
+                )
+            )
+        before[(finetune_pk, key)] = new
+    return sorted(
+        events, key=lambda event: (event.changed_at, event.finetune_id, event.source, event.account)
+    )
+
+
+def _scope(
+    pk_column: str,
+    time_column: str,
+    reader: RowSource,
+    *,
+    pk: int | None,
+    since: datetime | None,
+    source: str | None,
+    account: str | None,
+) -> tuple[str, list[Any]]:
+    conditions: list[str] = []
+    params: list[Any] = []
+    if pk is not None:
+        conditions.append(f"{pk_column} = ?")
+        params.append(pk)
+    if since is not None:
+        conditions.append(f"{time_column} >= ?")
+        params.append(reader.time_param(since))
+    for column, value in (("f.source", source), ("f.account", account)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    return " AND ".join(conditions) or "1 = 1", params
+
+
+def utc(value: str | datetime) -> datetime:
+    """A stored timestamp as aware UTC: SQLite keeps naive UTC text, PostgreSQL gives a datetime."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

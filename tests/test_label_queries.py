@@ -1,0 +1,262 @@
+"""`label.KEY` in query filters, --sort, --columns and facets, checked against a Python reference, and
+labels in every query output format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import Connection, Engine
+from storebuild import day, write_sync
+
+from bflsync import db, labels, query
+from bflsync.cli import cli
+from bflsync.errors import InputError
+from bflsync.extract import as_float
+
+# Each finetune's labels, as `bflsync label` would type them from the command line.
+LABELS: dict[str, list[str]] = {
+    "acme-1": ["project=acme", "approved=true", "score=3", "stage=prod"],
+    "acme-2": ["project=acme", "approved=false", "score=2.5", 'code="300"'],
+    "globex": ["project=globex", "score=-1", "code=300", "note=Straße 100%_done"],
+    "numeric-text": ['project="12"', 'approved="true"', "score=1e-5"],
+    "unlabelled": [],
+    "gone": ["project=acme", "stage=retired"],
+}
+KEYS = ("project", "approved", "score", "code", "note", "stage", "missing")
+
+
+@pytest.fixture
+def label_store(store_engine: Engine, db_path: Path) -> Path:
+    write_sync(store_engine, {finetune_id: {"mode": "style"} for finetune_id in LABELS}, now=day(1))
+    for finetune_id, assignments in LABELS.items():
+        if assignments:
+            edit = labels.build_edit(assignments, [])
+            labels.edit_labels(
+                store_engine,
+                finetune_id,
+                edit,
+                source=None,
+                account=None,
+                actor="tester",
+                now=datetime(2026, 1, 2, tzinfo=UTC),
+            )
+    write_sync(
+        store_engine,
+        {finetune_id: {"mode": "style"} for finetune_id in LABELS if finetune_id != "gone"},
+        now=day(3),
+    )
+    return db_path
+
+
+@pytest.fixture
+def reader(label_store: Path) -> Iterator[Connection]:
+    engine = db.open_store_for_read(db.locate_store(str(label_store)))
+    with engine.connect() as connection:
+        yield connection
+    engine.dispose()
+
+
+def stored_labels() -> dict[str, dict[str, Any]]:
+    return {fid: dict(labels.parse_assignment(text) for text in texts) for fid, texts in LABELS.items()}
+
+
+def live_ids(connection: Connection, *filters: str, include_deleted: bool = False) -> list[str]:
+    search = query.Query(
+        filters=[query.parse_filter(text) for text in filters], include_deleted=include_deleted
+    )
+    return [record.finetune_id for record in query.search(connection, search)]
+
+
+def number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    return as_float(value) if isinstance(value, str) else None
+
+
+def expected_match(found: Any, op: str, value: Any) -> bool:
+    """The filter language's semantics for one JSON value, written apart from bflsync.query."""
+    if op == "!=":
+        return not expected_match(found, "=", value)
+    if op == "~":
+        return isinstance(found, str) and str(value).casefold() in found.casefold()
+    if value is None:
+        return found is None
+    if isinstance(value, bool):
+        return found is value
+    if isinstance(value, str):
+        return isinstance(found, str) and _compare(op, found, value)
+    as_number = number(found)
+    return as_number is not None and _compare(op, as_number, value)
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
+    return {
+        "=": left == right,
+        "<": left < right,
+        "<=": left <= right,
+        ">": left > right,
+        ">=": left >= right,
+    }[op]
+
+
+def reference(op: str, key: str, value: Any, *, include_deleted: bool = False) -> list[str]:
+    return sorted(
+        fid
+        for fid, found in stored_labels().items()
+        if (include_deleted or fid != "gone") and expected_match(found.get(key), op, value)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "op", "key", "value"),
+    [
+        ("label.project=acme", "=", "project", "acme"),
+        ("label.project!=acme", "!=", "project", "acme"),
+        ('label.project="12"', "=", "project", "12"),
+        ("label.project=12", "=", "project", 12),
+        ("label.approved=true", "=", "approved", True),
+        ('label.approved="true"', "=", "approved", "true"),
+        ("label.approved!=true", "!=", "approved", True),
+        ("label.score>=2.5", ">=", "score", 2.5),
+        ("label.score<0", "<", "score", 0),
+        ("label.code=300", "=", "code", 300),
+        ('label.code="300"', "=", "code", "300"),
+        ("label.note~STRASSE 100%_", "~", "note", "STRASSE 100%_"),
+        ("label.missing=null", "=", "missing", None),
+        ("label.missing!=null", "!=", "missing", None),
+        ("label.stage=null", "=", "stage", None),
+    ],
+)
+def test_label_filters_select_what_the_reference_selects(
+    reader: Connection, text: str, op: str, key: str, value: Any
+) -> None:
+    assert live_ids(reader, text) == reference(op, key, value)
+
+
+def test_a_tombstoned_finetune_keeps_its_labels_for_include_deleted(reader: Connection) -> None:
+    assert live_ids(reader, "label.stage=retired") == []
+    assert live_ids(reader, "label.stage=retired", include_deleted=True) == ["gone"]
+
+
+def test_a_backticked_label_is_a_details_key(reader: Connection) -> None:
+    assert live_ids(reader, "`label`.project=acme") == []
+    assert query.parse_field("`label`.project").label is None
+    assert query.parse_field("`label`.project").name == "`label`.project"
+    assert query.parse_field("label.project").name == "label.project"
+
+
+VALUES = st.one_of(
+    st.integers(-5, 5).map(lambda n: (repr(n), n)),
+    st.sampled_from([2.5, 1e-5, 300.0, -1.0]).map(lambda f: (repr(f), f)),
+    st.sampled_from(["acme", "globex", "12", "300", "true", "straße", "", "%_", "a"]).map(
+        lambda s: ('"' + s + '"', s)
+    ),
+    st.sampled_from(["null", "true", "false"]).map(
+        lambda t: (t, {"null": None, "true": True, "false": False}[t])
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(KEYS), op=st.sampled_from(query.OPERATORS), value=VALUES)
+def test_random_label_filters_match_the_reference(
+    reader: Connection, key: str, op: str, value: tuple[str, Any]
+) -> None:
+    token, typed = value
+    text = f"label.{key}{op}{token}"
+    if op not in ("=", "!=", "~") and (typed is None or isinstance(typed, bool)):
+        with pytest.raises(InputError):
+            live_ids(reader, text)
+        return
+    if isinstance(typed, float) and not math.isfinite(typed):
+        return
+    needle = token.strip('"') if op == "~" else typed
+    assert live_ids(reader, text) == reference(op, key, needle)
+
+
+def run(db_path: Path, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["--db", str(db_path), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_sort_by_a_label_puts_numbers_first_and_missing_last(label_store: Path) -> None:
+    assert run(label_store, "query", "--sort", "label.score", "--format", "ids").split() == [
+        "globex",
+        "numeric-text",
+        "acme-2",
+        "acme-1",
+        "unlabelled",
+    ]
+    assert run(label_store, "query", "--sort", "-label.project", "--format", "ids").split() == [
+        "globex",
+        "acme-1",
+        "acme-2",
+        "numeric-text",
+        "unlabelled",
+    ]
+
+
+def test_facets_count_label_values(label_store: Path) -> None:
+    counts = json.loads(run(label_store, "facets", "label.project", "label.approved", "--format", "json"))
+    assert counts == {
+        "label.project": [
+            {"value": "acme", "count": 2},
+            {"value": None, "count": 1},
+            {"value": "12", "count": 1},
+            {"value": "globex", "count": 1},
+        ],
+        "label.approved": [
+            {"value": None, "count": 2},
+            {"value": "true", "count": 1},
+            {"value": False, "count": 1},
+            {"value": True, "count": 1},
+        ],
+    }
+
+
+def expected_labels() -> Mapping[str, dict[str, Any]]:
+    return {fid: dict(sorted(found.items())) for fid, found in stored_labels().items() if fid != "gone"}
+
+
+def test_json_and_jsonl_records_carry_a_labels_object(label_store: Path) -> None:
+    as_json = json.loads(run(label_store, "query", "--format", "json"))
+    assert {record["finetune_id"]: record["labels"] for record in as_json} == expected_labels()
+    lines = run(label_store, "query", "--format", "jsonl").splitlines()
+    assert {
+        json.loads(line)["finetune_id"]: json.loads(line)["labels"] for line in lines
+    } == expected_labels()
+
+
+def test_csv_and_table_have_one_column_per_label_in_columns(label_store: Path) -> None:
+    out = run(
+        label_store,
+        "query",
+        "label.project=acme",
+        "--columns",
+        "label.project,label.score,label.code",
+        "--format",
+        "csv",
+    )
+    assert list(csv.reader(io.StringIO(out))) == [
+        ["label.project", "label.score", "label.code"],
+        ["acme", "3", ""],
+        ["acme", "2.5", "300"],
+    ]
+    table = run(
+        label_store, "query", "label.approved=true", "--columns", "finetune_id,label.approved"
+    ).splitlines()
+    assert [line.split() for line in table] == [["finetune_id", "label.approved"], ["acme-1", "true"]]
