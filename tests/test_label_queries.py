@@ -212,20 +212,16 @@ def test_sort_by_a_label_puts_numbers_first_and_missing_last(label_store: Path) 
 
 def test_facets_count_label_values(label_store: Path) -> None:
     counts = json.loads(run(label_store, "facets", "label.project", "label.approved", "--format", "json"))
-    assert counts == {
-        "label.project": [
-            {"value": "acme", "count": 2},
-            {"value": None, "count": 1},
-            {"value": "12", "count": 1},
-            {"value": "globex", "count": 1},
-        ],
-        "label.approved": [
-            {"value": None, "count": 2},
-            {"value": "true", "count": 1},
-            {"value": False, "count": 1},
-            {"value": True, "count": 1},
-        ],
-    }
+    assert counts == [
+        {"field": "label.project", "value": "acme", "count": 2},
+        {"field": "label.project", "value": None, "count": 1},
+        {"field": "label.project", "value": "12", "count": 1},
+        {"field": "label.project", "value": "globex", "count": 1},
+        {"field": "label.approved", "value": None, "count": 2},
+        {"field": "label.approved", "value": "true", "count": 1},
+        {"field": "label.approved", "value": False, "count": 1},
+        {"field": "label.approved", "value": True, "count": 1},
+    ]
 
 
 def expected_labels() -> Mapping[str, dict[str, Any]]:

@@ -117,7 +117,17 @@ def test_datasette_serves_the_metadata_facets_and_canned_queries(served: str, st
     assert [(row["learning_rate"], row["finetunes"]) for row in rates] == [(1e-05, 2), (2e-05, 1)]
     database = get_json(f"{served}.json")
     visible = {table["name"] for table in database["tables"] if not table["hidden"]}
-    assert visible == {"finetune", "finetune_version", "sync_run", "sync_error", "account", "finetune_status"}
+    assert visible == {
+        "finetune",
+        "finetune_version",
+        "sync_run",
+        "sync_error",
+        "account",
+        "finetune_status",
+        "finetune_label",
+        "finetune_label_change",
+        "finetune_note",
+    }
     with pytest.raises(urllib.error.HTTPError) as denied:
         get_json(f"{served}/store_meta.json")
     assert denied.value.code == 403

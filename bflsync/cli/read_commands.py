@@ -46,7 +46,7 @@ TABLE_COLUMNS = (
     "status",
     "last_changed_at",
 )
-# CSV columns of history: every kind of entry (version, status, label, note) fills the ones it has.
+# CSV columns of history, those the listed kinds of entry (version, status, label, note) have.
 HISTORY_COLUMNS = (
     "kind",
     "finetune_id",
@@ -496,7 +496,9 @@ def history(
         ),
     )
     if output_format in RECORD_FORMATS:
-        _write_records(output_format, HISTORY_COLUMNS, [_history_object(entry) for entry in entries])
+        items = [_history_object(entry) for entry in entries]
+        present = [name for name in HISTORY_COLUMNS if any(name in item for item in items)]
+        _write_records(output_format, present or HISTORY_COLUMNS, items)
         return
     for entry in entries:
         moment = _moment(entry)
