@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sync_support import KEY, process_env, sync_argv
+from terminal import read_until_closed
 
 from bflsync.mock_api import MockBFL
 
@@ -26,16 +27,7 @@ def stderr_on_a_terminal(argv: list[str]) -> tuple[int, str, str]:
     controller, terminal = pty.openpty()
     process = subprocess.Popen(argv, env=process_env(COLUMNS="100"), stdout=subprocess.PIPE, stderr=terminal)
     os.close(terminal)
-    shown = bytearray()
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(controller)
+    shown = read_until_closed(controller)
     assert process.stdout is not None
     stdout = process.stdout.read().decode()
     return process.wait(timeout=30), stdout, shown.decode(errors="replace")

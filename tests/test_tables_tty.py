@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from storebuild import day, write_sync
+from terminal import read_until_closed
 
 from bflsync import store
 from bflsync.cli.table import cells
@@ -70,16 +71,7 @@ def on_a_terminal(columns: int, *args: str) -> list[str]:
         [sys.executable, "-m", "bflsync", *args], stdout=terminal, stderr=subprocess.PIPE, env=env
     )
     os.close(terminal)
-    shown = bytearray()
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(controller)
+    shown = read_until_closed(controller)
     assert process.wait(timeout=30) == 0, process.stderr.read() if process.stderr else ""
     return _ANSI.sub("", shown.decode()).replace("\r\n", "\n").splitlines()
 
