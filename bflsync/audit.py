@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bflsync.errors import InputError
-from bflsync.extract import INT64_MAX, canonical_json
+from bflsync.extract import INT64_MAX, canonical_json, loads_stored
 from bflsync.models import Account, Finetune, FinetuneStatus, FinetuneVersion, SyncError, SyncRun
 from bflsync.query import find_finetune, finetune_pk, format_path
 
@@ -411,7 +411,7 @@ def _entries(connection: Connection, which: sa.ColumnElement[bool]) -> Iterable[
     )
     previous: dict[int, Any] = {}
     for row in connection.execute(statement):
-        details = json.loads(row.details) if row.details is not None else None
+        details = loads_stored(row.details) if row.details is not None else None
         before = previous.get(row.finetune_pk)
         keys = json.loads(row.changed_keys) if row.changed_keys else []
         yield VersionEntry(
@@ -466,7 +466,7 @@ def _side(connection: Connection, ref: VersionRef, *, source: str | None, accoun
         raise InputError(f"{label}: no such version (see `bflsync history {finetune_id}`)")
     if row.details is None:
         raise InputError(f"{label} records the finetune's deletion and has no details to compare")
-    return DiffSide(finetune_id, found_source, found_account, version, json.loads(row.details))
+    return DiffSide(finetune_id, found_source, found_account, version, loads_stored(row.details))
 
 
 def _is_stored(connection: Connection, finetune_id: str, *, source: str | None, account: str | None) -> bool:

@@ -71,6 +71,8 @@ ACCOUNTS_REVISION = "0003_accounts"
 SQLITE_HEADER = b"SQLite format 3\x00"
 BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})
 BUSY_TIMEOUT_MS = 10_000
+# The JSON ``->`` operator (facets on details keys) arrived in SQLite 3.38.
+MIN_SQLITE_VERSION = (3, 38, 0)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: 
     """An engine with bflsync's connection settings; the caller disposes it."""
     if location.path is None:
         return _server_engine(location.url, read_only=read_only)
+    require_sqlite_version()
     path = location.path
     read_uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
 
@@ -160,6 +163,16 @@ def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: 
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def require_sqlite_version() -> None:
+    """Refuse a SQLite library too old for the JSON operators the read side uses (``->``, 3.38)."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+        wanted = ".".join(str(part) for part in MIN_SQLITE_VERSION)
+        raise StoreError(
+            f"bflsync needs SQLite {wanted} or newer; this Python's sqlite3 module uses SQLite "
+            f"{sqlite3.sqlite_version} (use a Python built against a newer SQLite)"
+        )
 
 
 def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:

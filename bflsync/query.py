@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,12 +40,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
 from bflsync import reltime, textsearch
 from bflsync.errors import AmbiguousIdError, FilterError, InputError
-from bflsync.extract import EXTRACTED_FIELDS, INT64_MAX, INT64_MIN, as_float, extract_fields
+from bflsync.extract import EXTRACTED_FIELDS, INT64_MAX, INT64_MIN, as_float, extract_fields, loads_stored
 from bflsync.models import Finetune, FinetuneLabel, FinetuneStatus, FinetuneVersion, UTCDateTime
+
+logger = logging.getLogger("bflsync.query")
 
 Scalar = str | int | float | bool | None
 
@@ -203,7 +207,7 @@ class FinetuneRecord:
 
     @property
     def details(self) -> Any:
-        return json.loads(self.details_json)
+        return loads_stored(self.details_json)
 
     @property
     def labels(self) -> dict[str, Any]:
@@ -432,14 +436,41 @@ def search(connection: Connection, query: Query) -> list[FinetuneRecord]:
     _refuse_sightings_as_of(query, [query.sort.field] if query.sort is not None else [])
     relation = _relation(query.as_of)
     sort_key = _order(relation, query.sort) if query.sort is not None else []
-    statement = (
-        sa.select(*_record_columns(relation, dialect="sqlite"))
-        .where(*_conditions(relation, query))
-        # finetune_id, source, account: the default order, and the tie-break of any --sort.
-        .order_by(*sort_key, relation.c.finetune_id, relation.c.source, relation.c.account)
-        .limit(query.limit)
+
+    def statement(*guard: ColumnElement[bool]) -> sa.Select[Any]:
+        return (
+            sa.select(*_record_columns(relation, dialect="sqlite"))
+            .where(*guard, *_conditions(relation, query))
+            # finetune_id, source, account: the default order, and the tie-break of any --sort.
+            .order_by(*sort_key, relation.c.finetune_id, relation.c.source, relation.c.account)
+            .limit(query.limit)
+        )
+
+    rows = _skipping_unparsable(
+        connection, relation, lambda *guard: connection.execute(statement(*guard)).all()
     )
-    return [FinetuneRecord(row) for row in connection.execute(statement).all()]
+    return [FinetuneRecord(row) for row in rows]
+
+
+def _skipping_unparsable(
+    connection: Connection, relation: sa.FromClause, run: Callable[..., Sequence[sa.Row[Any]]]
+) -> Sequence[sa.Row[Any]]:
+    """Run a statement; if SQLite finds details it cannot parse as JSON (another tool wrote ``NaN``
+    into a row, say), name those finetunes in a warning and run it again without them."""
+    try:
+        return run()
+    except OperationalError as exc:
+        if "malformed JSON" not in str(exc):
+            raise
+    valid = sa.func.json_valid(relation.c.details)
+    unparsable = connection.execute(
+        sa.select(relation.c.finetune_id).where(relation.c.details.is_not(None), sa.not_(valid)).distinct()
+    ).scalars()
+    for finetune_id in sorted(unparsable):
+        logger.warning(
+            "finetune %s: its stored details are not valid JSON; left out of this answer", finetune_id
+        )
+    return run(sa.or_(relation.c.details.is_(None), valid))
 
 
 def facet_counts(
@@ -470,19 +501,25 @@ def facet_counts(
                 (sa.func.json_type(document, path) == "null", sa.null()),
                 else_=document.op("->")(sa.literal(path)),
             )
-        total = sa.func.count().label("n")
-        statement = (
-            sa.select(value.label("value"), total)
-            .where(*conditions)
-            .group_by(value)
-            .order_by(total.desc(), value.nulls_first())
+
+        def statement(*guard: ColumnElement[bool], value: ColumnElement[Any] = value) -> sa.Select[Any]:
+            total = sa.func.count().label("n")
+            return (
+                sa.select(value.label("value"), total)
+                .where(*guard, *conditions)
+                .group_by(value)
+                .order_by(total.desc(), value.nulls_first())
+            )
+
+        rows = _skipping_unparsable(
+            connection, relation, lambda *guard: connection.execute(statement(*guard)).all()
         )
         counts[field.name] = [
             FacetCount(
-                value=row.value if field.column is not None or row.value is None else json.loads(row.value),
+                value=row.value if field.column is not None or row.value is None else loads_stored(row.value),
                 count=row.n,
             )
-            for row in connection.execute(statement)
+            for row in rows
         ]
     return counts
 
@@ -582,7 +619,7 @@ def _sql_extract(details: Any, column: Any) -> Any:
 def _extracted(details: str) -> dict[str, Any]:
     """One parse per version row however many extracted columns the statement reads."""
     try:
-        return extract_fields(json.loads(details))
+        return extract_fields(loads_stored(details))
     except ValueError:
         return extract_fields(None)
 
