@@ -613,11 +613,22 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
     ]
     since = json.loads(invoke(store_url, "credits", "--since", T3.isoformat(), "--format", "json").stdout)
     assert [(i["run_id"], i["drop"]) for i in since] == [(3, 13.0), (4, 0.0)]
+    lines = invoke(store_url, "credits", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line) for line in lines] == intervals
     csv_lines = invoke(store_url, "credits", "--format", "csv").stdout.splitlines()
     assert csv_lines[0] == "run_id,started_at,source,account,credits,drop,new_finetunes"
     assert csv_lines[2] == f"3,{T3.isoformat()},{source},default,79.0,13.0,delta gamma"
     table_out = invoke(store_url, "credits").stdout
     assert "delta gamma" in table_out
+
+
+def test_credits_since_takes_relative_times(store_url: str, mock: MockBFL) -> None:
+    sync_at(store_url, mock, datetime.now(UTC) - timedelta(days=3))
+    sync_at(store_url, mock, datetime.now(UTC) - timedelta(hours=1))
+    recent = json.loads(invoke(store_url, "credits", "--since", "12h", "--format", "json").stdout)
+    assert [interval["run_id"] for interval in recent] == [2]
+    week = json.loads(invoke(store_url, "credits", "--since", "7d", "--format", "json").stdout)
+    assert [interval["run_id"] for interval in week] == [1, 2]
 
 
 def test_credits_and_statuses_belong_to_a_source_and_account(store_url: str, mock: MockBFL) -> None:
