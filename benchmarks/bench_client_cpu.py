@@ -14,6 +14,10 @@ Every contender runs in a fresh child process of its own and reports the CPU tim
 
 Each pair is run ``--repeat`` times, interleaved; min and median ratios are printed.
 
+The syncs run with ``--no-status --no-credits`` so that both sides of each pair make the same
+requests (the listing and one details request per finetune); what status checks cost on the
+network is ``bench_network.py``'s to measure.
+
 Usage: python benchmarks/bench_client_cpu.py [--count N] [--resync-count N] [--repeat R]
 """
 
@@ -48,6 +52,7 @@ def child(kind: str, base_url: str, db_path: str) -> dict[str, float]:
 
         db.open_store_for_write(db.locate_store(db_path)).engine.dispose()
         argv = ["--db", db_path, "--quiet", "sync", "--base-url", base_url, "--concurrency", str(CONCURRENCY)]
+        argv += ["--no-status", "--no-credits"]  # the same requests as the baselines make
         cpu, wall = time.process_time(), time.perf_counter()
         try:
             cli.main(argv, prog_name="bflsync", standalone_mode=False)
