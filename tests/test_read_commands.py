@@ -706,6 +706,40 @@ def test_query_table_escapes_control_characters(evil_store: Path) -> None:
     ]
 
 
+BIDI_ID = "org/invoice\u202egpj.exe"
+BIDI_DETAILS = {"finetune_comment": "isolated \u2066right\u2069 and\u2028split", "mode": "style"}
+REORDERING = ("\u202e", "\u2066", "\u2069", "\u2028")
+
+
+@pytest.fixture
+def bidi_store(store_engine: Engine, db_path: Path) -> Path:
+    """An id and a comment with bidi overrides, isolates and a line separator, as an API could send them."""
+    write_sync(store_engine, {BIDI_ID: BIDI_DETAILS}, now=day(1))
+    store_engine.dispose()
+    return db_path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["query", "--columns", "finetune_id,finetune_comment"],
+        ["show", BIDI_ID],
+        ["history", BIDI_ID],
+        ["history", "--since", "2026-01-01"],
+    ],
+    ids=" ".join,
+)
+def test_text_output_escapes_bidi_overrides_and_line_separators(bidi_store: Path, command: list[str]) -> None:
+    output = run(bidi_store, *command).stdout
+    assert not [char for char in REORDERING if char in output]
+    assert any(f"\\u{ord(char):04x}" in output for char in REORDERING)
+
+
+def test_show_details_with_bidi_escaped_are_still_the_same_json(bidi_store: Path) -> None:
+    output = run(bidi_store, "show", BIDI_ID).stdout
+    assert json.loads(output[output.index("details:\n") + len("details:\n") :]) == BIDI_DETAILS
+
+
 def test_history_since_lists_more_finetunes_than_sqlite_binds_in_one_statement(
     store_engine: Engine, db_path: Path
 ) -> None:

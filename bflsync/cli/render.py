@@ -20,9 +20,10 @@ from typing import Any
 from bflsync.extract import canonical_json
 
 # C0 controls, DEL and C1 controls (U+009B is a one-character CSI on some terminals): values come
-# from the API, and an escape sequence in a comment must not reach the user's terminal.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_JSON_UNESCAPED_CONTROL = re.compile(r"[\x7f-\x9f]")
+# from the API, and an escape sequence in a comment must not reach the user's terminal. Bidi overrides
+# and isolates reorder what follows them, and line separators break the line, so they count too.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_JSON_UNESCAPED_CONTROL = re.compile(r"[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _ONE_LINE = {"\n": "\\n", "\r": "\\r", "\t": " "}
 _BACKTICKS = re.compile(r"`+")
 
@@ -103,17 +104,20 @@ def markdown_cell(text: str) -> str:
 
 
 def one_line(text: str) -> str:
-    """Text safe for one line of a terminal: newlines shown as ``\\n``, other control characters as ``\\xNN``."""
+    """Text safe for one line of a terminal: newlines shown as ``\\n``, other control characters as ``\\xNN``,
+    bidi overrides and line separators as ``\\uNNNN``."""
     return _CONTROL.sub(_escape_control, text)
 
 
 def _escape_control(match: re.Match[str]) -> str:
     char = match.group()
-    return _ONE_LINE.get(char) or f"\\x{ord(char):02x}"
+    code = ord(char)
+    return _ONE_LINE.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
 
 
 def json_for_terminal(text: str) -> str:
-    """JSON text with DEL and C1 controls escaped too (json escapes only C0); still the same JSON value."""
+    """JSON text with DEL, C1 controls, bidi overrides and line separators escaped too (json escapes only
+    C0); still the same JSON value."""
     return _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
