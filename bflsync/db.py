@@ -37,6 +37,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
+from bflsync.account_merge import ACCOUNTS_REVISION, downgrade_refusal
 from bflsync.config import default_db_path
 from bflsync.errors import (
     InputError,
@@ -66,8 +67,6 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0006_labels",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
-# The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
-ACCOUNTS_REVISION = "0003_accounts"
 SQLITE_HEADER = b"SQLite format 3\x00"
 BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})
 BUSY_TIMEOUT_MS = 10_000
@@ -334,29 +333,15 @@ def downgrade_store(location: StoreLocation, *, revision: str) -> Path | None:
 
 
 def _refuse_merging_accounts(location: StoreLocation) -> None:
-    """Before any backup: below 0003 one finetune id of a source can only be one row.
-
-    The migration refuses too (for the alembic CLI); checking here first leaves no backup
-    file behind for a downgrade that cannot happen.
-    """
+    """Before any backup: leave no backup file behind for a downgrade the migration would refuse."""
     engine = create_store_engine(location, read_only=True)
     try:
         with translate_errors(location), engine.connect() as connection:
-            shared = connection.execute(
-                sa.text(
-                    "SELECT source, finetune_id FROM finetune GROUP BY source, finetune_id"
-                    " HAVING count(*) > 1 ORDER BY source, finetune_id"
-                )
-            ).all()
+            refusal = downgrade_refusal(connection)
     finally:
         engine.dispose()
-    if shared:
-        source, finetune_id = shared[0]
-        raise InputError(
-            f"cannot downgrade below {ACCOUNTS_REVISION}: {len(shared)} finetune id(s) are stored for several "
-            f"accounts (e.g. {finetune_id!r} at {source}), which older revisions cannot represent; "
-            "nothing was changed"
-        )
+    if refusal is not None:
+        raise InputError(refusal)
 
 
 def inspect_state(location: StoreLocation) -> tuple[StoreState, str | None]:

@@ -228,6 +228,8 @@ def test_downgrade_is_refused_while_an_account_other_than_default_holds_finetune
     )
     assert dump(store_db) == before
     assert revision(store_db) == db.HEAD_REVISION
+    if "://" not in store_db:
+        assert sorted(p.name for p in Path(store_db).parent.iterdir()) == ["store.db"]
 
 
 def test_the_migration_itself_refuses_to_merge_accounts_for_the_alembic_cli(db_path: Path) -> None:

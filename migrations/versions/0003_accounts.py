@@ -38,6 +38,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
+from bflsync.account_merge import downgrade_refusal
 from bflsync.errors import InputError
 from bflsync.fts import triggers_kept
 
@@ -120,38 +121,6 @@ def downgrade() -> None:
 
 
 def _refuse_ids_held_by_several_accounts() -> None:
-    """0002 has one row per (source, finetune_id) and no account: merging two accounts' rows would lose
-    history, and rows of any other account would come back as 'default', tombstoned by its next sync."""
-    shared = (
-        op.get_bind()
-        .execute(
-            sa.text(
-                "SELECT source, finetune_id FROM finetune GROUP BY source, finetune_id"
-                " HAVING count(*) > 1 ORDER BY source, finetune_id"
-            )
-        )
-        .all()
-    )
-    if shared:
-        source, finetune_id = shared[0]
-        raise InputError(
-            f"cannot downgrade below 0003_accounts: {len(shared)} finetune id(s) are stored for several "
-            f"accounts (e.g. {finetune_id!r} at {source}), which older revisions cannot represent; "
-            "nothing was changed"
-        )
-    labelled = (
-        op.get_bind()
-        .execute(
-            sa.text(
-                "SELECT source, account FROM finetune WHERE account <> 'default' ORDER BY source, account"
-            )
-        )
-        .all()
-    )
-    if labelled:
-        source, account = labelled[0]
-        raise InputError(
-            f"cannot downgrade below 0003_accounts: {len(labelled)} finetune(s) are stored for accounts "
-            f"other than 'default' (e.g. {account!r} at {source}), which older revisions cannot represent; "
-            "nothing was changed"
-        )
+    refusal = downgrade_refusal(op.get_bind())
+    if refusal is not None:
+        raise InputError(refusal)
