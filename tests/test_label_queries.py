@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from filter_reference import value_matches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Connection, Engine
@@ -22,7 +23,6 @@ from storebuild import day, write_sync
 from bflsync import db, labels, query
 from bflsync.cli import cli
 from bflsync.errors import InputError
-from bflsync.extract import as_float
 
 # Each finetune's labels, as `bflsync label` would type them from the command line.
 LABELS: dict[str, list[str]] = {
@@ -78,45 +78,11 @@ def live_ids(connection: Connection, *filters: str, include_deleted: bool = Fals
     return [record.finetune_id for record in query.search(connection, search)]
 
 
-def number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return value
-    return as_float(value) if isinstance(value, str) else None
-
-
-def expected_match(found: Any, op: str, value: Any) -> bool:
-    """The filter language's semantics for one JSON value, written apart from bflsync.query."""
-    if op == "!=":
-        return not expected_match(found, "=", value)
-    if op == "~":
-        return isinstance(found, str) and str(value).casefold() in found.casefold()
-    if value is None:
-        return found is None
-    if isinstance(value, bool):
-        return found is value
-    if isinstance(value, str):
-        return isinstance(found, str) and _compare(op, found, value)
-    as_number = number(found)
-    return as_number is not None and _compare(op, as_number, value)
-
-
-def _compare(op: str, left: Any, right: Any) -> bool:
-    return {
-        "=": left == right,
-        "<": left < right,
-        "<=": left <= right,
-        ">": left > right,
-        ">=": left >= right,
-    }[op]
-
-
 def reference(op: str, key: str, value: Any, *, include_deleted: bool = False) -> list[str]:
     return sorted(
         fid
         for fid, found in stored_labels().items()
-        if (include_deleted or fid != "gone") and expected_match(found.get(key), op, value)
+        if (include_deleted or fid != "gone") and value_matches(found.get(key), op, value)
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from filter_reference import number, value_matches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Connection, Engine
@@ -66,15 +67,6 @@ PAYLOADS: dict[str, dict[str, Any]] = {
 
 def extracted(name: str) -> Callable[[dict[str, Any]], Any]:
     return lambda details: extract_fields(details)[name]
-
-
-def number(value: Any) -> float | None:
-    """A JSON value as a number the way the spec says: numbers and numeric strings, never booleans."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return value
-    return as_float(value) if isinstance(value, str) else None
 
 
 def nested(details: Any, *path: str) -> Any:
@@ -283,29 +275,7 @@ def json_filters(draw: st.DrawFn) -> tuple[str, tuple[str, ...], str, Any]:
 
 def expected_match(details: Mapping[str, Any], path: tuple[str, ...], op: str, value: Any) -> bool:
     """The spec's semantics for a details key, written independently of bflsync.query."""
-    found = nested(details, *path)
-    if op == "!=":
-        return not expected_match(details, path, "=", value)
-    if op == "~":
-        return isinstance(found, str) and str(value).casefold() in found.casefold()
-    if value is None:
-        return found is None
-    if isinstance(value, bool):
-        return found is value
-    if isinstance(value, str):
-        return isinstance(found, str) and _compare(op, found, value)
-    as_number = number(found)
-    return as_number is not None and _compare(op, as_number, value)
-
-
-def _compare(op: str, left: Any, right: Any) -> bool:
-    return {
-        "=": left == right,
-        "<": left < right,
-        "<=": left <= right,
-        ">": left > right,
-        ">=": left >= right,
-    }[op]
+    return value_matches(nested(details, *path), op, value)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
