@@ -391,32 +391,35 @@ class _Writer:
         observations, statuses = _split(batch)
         failures = [item for item in batch if isinstance(item, FetchFailure)]
         assert self.run_id is not None
+        now = self.now()  # one time for the whole batch: its versions and its statuses
         try:
             with self.session.begin():
-                counts = Counter(outcome.value for outcome in self._store(observations).values())
-                counts[STATUS_CHANGED] = self._record_the_rest(statuses, failures)
+                counts = Counter(outcome.value for outcome in self._store(observations, now=now).values())
+                counts[STATUS_CHANGED] = self._record_the_rest(statuses, failures, now=now)
         except SQLAlchemyError as exc:
             if not store.is_storage_error(exc):
                 raise
             logger.debug("a batch was refused by the store; storing it one finetune at a time", exc_info=exc)
             with self.session.begin():
-                counts, refused = self._store_one_by_one(observations)
+                counts, refused = self._store_one_by_one(observations, now=now)
                 kept = [status for status in statuses if status.finetune_id not in refused]
-                counts[STATUS_CHANGED] = self._record_the_rest(kept, failures)
+                counts[STATUS_CHANGED] = self._record_the_rest(kept, failures, now=now)
         self.listed_unrecorded = None  # committed with this batch
         return counts
 
-    def _store(self, observations: Sequence[store.Observation]) -> dict[str, store.Outcome]:
+    def _store(self, observations: Sequence[store.Observation], *, now: datetime) -> dict[str, store.Outcome]:
         return store.record_observations(
             self.session,
             observations,
             source=self.source,
             account=self.account,
             run_id=self.run_id,
-            now=self.now(),
+            now=now,
         )
 
-    def _store_one_by_one(self, observations: Sequence[store.Observation]) -> tuple[Counter[str], set[str]]:
+    def _store_one_by_one(
+        self, observations: Sequence[store.Observation], *, now: datetime
+    ) -> tuple[Counter[str], set[str]]:
         """Each finetune in a savepoint of its own; return the outcomes and the ids the store refused."""
         assert self.run_id is not None
         counts: Counter[str] = Counter()
@@ -425,7 +428,7 @@ class _Writer:
         for finetune_id, observation in latest.items():
             try:
                 with self.session.begin_nested():
-                    outcomes = self._store([observation])
+                    outcomes = self._store([observation], now=now)
             except SQLAlchemyError as exc:
                 if not store.is_storage_error(exc):
                     raise
@@ -441,7 +444,11 @@ class _Writer:
         return counts, refused
 
     def _record_the_rest(
-        self, statuses: Sequence[status_store.StatusObservation], failures: Sequence[FetchFailure]
+        self,
+        statuses: Sequence[status_store.StatusObservation],
+        failures: Sequence[FetchFailure],
+        *,
+        now: datetime,
     ) -> int:
         """The batch's statuses and fetch failures, and the listing's count if no batch has recorded it
         yet; return how many statuses changed. The statuses of finetunes the store refused are left
@@ -453,7 +460,7 @@ class _Writer:
             source=self.source,
             account=self.account,
             run_id=self.run_id,
-            now=self.now(),
+            now=now,
         )
         if self.listed_unrecorded is not None:
             store.note_listed(self.session, run_id=self.run_id, listed=self.listed_unrecorded)
