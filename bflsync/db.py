@@ -133,7 +133,7 @@ def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: 
     """An engine with bflsync's connection settings; the caller disposes it."""
     if location.path is None:
         return _server_engine(location.url, read_only=read_only)
-    require_sqlite_version()
+    _require_sqlite_version()
     path = location.path
     read_uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
 
@@ -164,7 +164,7 @@ def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: 
     return engine
 
 
-def require_sqlite_version() -> None:
+def _require_sqlite_version() -> None:
     """Refuse a SQLite library too old for the JSON operators the read side uses (``->``, 3.38)."""
     if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
         wanted = ".".join(str(part) for part in MIN_SQLITE_VERSION)
