@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, canonical_json
-from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun
-from bflsync.query import find_finetune, finetune_pk, format_path
-
-_finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
-_version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
-_run: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
-_error: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
+from bflsync.filters import format_path
+from bflsync.lookup import find_finetune, is_stored
+from bflsync.reading import Reader
+from bflsync.records import decode_details, decode_time
 
 _VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")
+_RUN_TIMES = ("started_at", "finished_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +61,13 @@ class VersionRef:
 
     text: str
 
-    def resolve(self, connection: Connection, *, source: str | None = None) -> tuple[str, int | None]:
+    def resolve(self, reader: Reader, *, source: str | None = None) -> tuple[str, int | None]:
         """``(id, None)`` when the whole text is a stored id, else ``(id, N)`` for a trailing ``@N``.
 
         Text that is neither is returned whole, for the caller's "no finetune" error.
         """
         match = _VERSION_SUFFIX.fullmatch(self.text)
-        if match is None or _is_stored(connection, self.text, source=source):
+        if match is None or is_stored(reader, self.text, source=source):
             return self.text, None
         finetune_id, digits = match.groups()
         # Length first: int() refuses over 4300 digits, and SQLite binds at most 64 bits.
@@ -99,53 +94,59 @@ class Diff:
 
 
 def history(
-    connection: Connection,
+    reader: Reader,
     *,
     finetune_id: str | None = None,
     source: str | None = None,
     since: datetime | None = None,
 ) -> list[VersionEntry]:
     """Versions oldest first: of one finetune, or (``finetune_id=None``) of every finetune since ``since``."""
+    params: list[Any]
     if finetune_id is not None:
-        pk, _ = finetune_pk(connection, finetune_id, source=source)
-        which = _version.c.finetune_pk == pk
+        which, params = "v.finetune_pk = ?", [find_finetune(reader, finetune_id, source=source).pk]
     else:
         if since is None:
             raise InputError("history needs a finetune ID or --since")
-        touched = sa.select(_version.c.finetune_pk).where(_version.c.observed_at >= since).distinct()
-        if source is not None:
-            touched = touched.join(_finetune, _finetune.c.id == _version.c.finetune_pk).where(
-                _finetune.c.source == source
-            )
         # A subquery rather than a list of ids: no bound-parameter limit to batch around.
-        which = _version.c.finetune_pk.in_(touched)
-    entries = [entry for entry in _entries(connection, which) if since is None or entry.observed_at >= since]
-    return sorted(
-        entries, key=lambda entry: (entry.observed_at, entry.finetune_id, entry.source, entry.version)
-    )
+        touched = "SELECT t.finetune_pk FROM finetune_version t WHERE t.observed_at >= ?"
+        params = [reader.time_param(since)]
+        if source is not None:
+            touched = (
+                "SELECT t.finetune_pk FROM finetune_version t JOIN finetune s ON s.id = t.finetune_pk"
+                " WHERE t.observed_at >= ? AND s.source = ?"
+            )
+            params.append(source)
+        which = f"v.finetune_pk IN ({touched})"
+    entries = [e for e in _entries(reader, which, params) if since is None or e.observed_at >= since]
+    return sorted(entries, key=lambda e: (e.observed_at, e.finetune_id, e.source, e.version))
 
 
-def runs(connection: Connection, *, limit: int | None) -> list[dict[str, Any]]:
+def runs(reader: Reader, *, limit: int | None) -> list[dict[str, Any]]:
     """Sync runs, newest first, each with its ``duration_s`` (``None`` while running)."""
-    statement = sa.select(_run).order_by(_run.c.started_at.desc(), _run.c.id.desc()).limit(limit)
-    return [_run_dict(row) for row in connection.execute(statement)]
+    statement = "SELECT * FROM sync_run ORDER BY started_at DESC, id DESC"
+    params: list[Any] = []
+    if limit is not None:
+        statement += " LIMIT ?"
+        params.append(limit)
+    names, rows = reader.named_rows(statement, params)
+    return [_run_dict(names, row) for row in rows]
 
 
-def run_with_errors(connection: Connection, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_with_errors(reader: Reader, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One sync run and the per-finetune errors it recorded."""
-    row = connection.execute(sa.select(_run).where(_run.c.id == run_id)).first()
-    if row is None:
+    names, rows = reader.named_rows("SELECT * FROM sync_run WHERE id = ?", [run_id])
+    if not rows:
         raise InputError(f"no sync run {run_id} in the store (see `bflsync runs`)")
-    errors = connection.execute(
-        sa.select(_error).where(_error.c.sync_run_id == run_id).order_by(_error.c.finetune_id, _error.c.id)
+    error_names, errors = reader.named_rows(
+        "SELECT * FROM sync_error WHERE sync_run_id = ? ORDER BY finetune_id, id", [run_id]
     )
-    return _run_dict(row), [dict(error._mapping) for error in errors]
+    return _run_dict(names, rows[0]), [dict(zip(error_names, error, strict=True)) for error in errors]
 
 
-def diff(connection: Connection, a: VersionRef, b: VersionRef, *, source: str | None = None) -> Diff:
+def diff(reader: Reader, a: VersionRef, b: VersionRef, *, source: str | None = None) -> Diff:
     """Parameter differences between two finetunes, or two versions of one."""
-    left = _side(connection, a, source=source)
-    right = _side(connection, b, source=source)
+    left = _side(reader, a, source=source)
+    right = _side(reader, b, source=source)
     flat_left, flat_right = _flatten(left.details), _flatten(right.details)
     differences = []
     for path in sorted(flat_left.keys() | flat_right.keys()):
@@ -156,31 +157,37 @@ def diff(connection: Connection, a: VersionRef, b: VersionRef, *, source: str | 
     return Diff(a=left, b=right, differences=differences)
 
 
-def _entries(connection: Connection, which: sa.ColumnElement[bool]) -> Iterable[VersionEntry]:
+def _entries(reader: Reader, which: str, params: Sequence[Any]) -> Iterable[VersionEntry]:
     """Every version of the finetunes ``which`` selects, with old values from the one before."""
-    statement = (
-        sa.select(_finetune.c.finetune_id, _finetune.c.source, _version)
-        .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
-        .where(which)
-        .order_by(_version.c.finetune_pk, _version.c.version)
+    rows = reader.rows(
+        "SELECT f.finetune_id, f.source, v.finetune_pk, v.version, v.change, v.details, v.changed_keys,"
+        " v.observed_at, v.sync_run_id FROM finetune_version v JOIN finetune f ON f.id = v.finetune_pk"
+        f" WHERE {which} ORDER BY v.finetune_pk, v.version",
+        params,
     )
     previous: dict[int, Any] = {}
-    for row in connection.execute(statement):
-        details = json.loads(row.details) if row.details is not None else None
-        before = previous.get(row.finetune_pk)
-        keys = json.loads(row.changed_keys) if row.changed_keys else []
+    for finetune_id, source, pk, version, change, text, changed, observed_at, run_id in rows:
+        details, _ = decode_details(text)
+        before = previous.get(pk)
+        keys = _json_list(changed)
+        observed = decode_time(observed_at)
+        assert observed is not None
         yield VersionEntry(
-            finetune_id=row.finetune_id,
-            source=row.source,
-            version=row.version,
-            change=row.change,
-            observed_at=row.observed_at,
-            sync_run_id=row.sync_run_id,
+            finetune_id=finetune_id,
+            source=source,
+            version=version,
+            change=change,
+            observed_at=observed,
+            sync_run_id=run_id,
             changes={key: _old_new(before, details, key) for key in keys},
             details=details,
         )
         if details is not None:
-            previous[row.finetune_pk] = details
+            previous[pk] = details
+
+
+def _json_list(text: str | None) -> list[str]:
+    return list(json.loads(text)) if text else []
 
 
 def _old_new(before: Any, after: Any, key: str) -> dict[str, Any]:
@@ -192,37 +199,31 @@ def _old_new(before: Any, after: Any, key: str) -> dict[str, Any]:
     return change
 
 
-def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    run = dict(row._mapping)
+def _run_dict(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    run = dict(zip(names, row, strict=True))
+    for name in _RUN_TIMES:
+        run[name] = decode_time(run[name])
     finished = run["finished_at"]
     run["duration_s"] = (finished - run["started_at"]).total_seconds() if finished is not None else None
     return run
 
 
-def _side(connection: Connection, ref: VersionRef, *, source: str | None) -> DiffSide:
-    finetune_id, version = ref.resolve(connection, source=source)
+def _side(reader: Reader, ref: VersionRef, *, source: str | None) -> DiffSide:
+    finetune_id, version = ref.resolve(reader, source=source)
+    found = find_finetune(reader, finetune_id, source=source)
     if version is None:
-        record = find_finetune(connection, finetune_id, source=source)
+        record = found.record
         return DiffSide(record.finetune_id, record.source, record.version, record.details)
-    pk, found_source = finetune_pk(connection, finetune_id, source=source)
-    row = connection.execute(
-        sa.select(_version.c.change, _version.c.details).where(
-            _version.c.finetune_pk == pk, _version.c.version == version
-        )
-    ).first()
+    rows = reader.rows(
+        "SELECT change, details FROM finetune_version WHERE finetune_pk = ? AND version = ?",
+        [found.pk, version],
+    )
     label = f"{finetune_id}@{version}"
-    if row is None:
+    if not rows:
         raise InputError(f"{label}: no such version (see `bflsync history {finetune_id}`)")
-    if row.details is None:
+    if rows[0][1] is None:
         raise InputError(f"{label} records the finetune's deletion and has no details to compare")
-    return DiffSide(finetune_id, found_source, version, json.loads(row.details))
-
-
-def _is_stored(connection: Connection, finetune_id: str, *, source: str | None) -> bool:
-    condition = _finetune.c.finetune_id == finetune_id
-    if source is not None:
-        condition = sa.and_(condition, _finetune.c.source == source)
-    return bool(connection.execute(sa.select(sa.exists().where(condition))).scalar())
+    return DiffSide(finetune_id, found.record.source, version, decode_details(rows[0][1])[0])
 
 
 def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

@@ -14,7 +14,6 @@ do not pay for importing alembic; a test keeps it equal to the migrations' head.
 
 from __future__ import annotations
 
-import enum
 import io
 import os
 import sqlite3
@@ -30,25 +29,31 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
 from bflsync.config import default_db_path
-from bflsync.errors import (
-    InputError,
-    NotAStoreError,
-    StoreBehindError,
-    StoreError,
-    StoreMissingError,
-    StoreTooNewError,
-    StoreUnreachableError,
-    StoreWriteError,
+from bflsync.errors import InputError, StoreBehindError, StoreError, StoreWriteError
+from bflsync.storecheck import (
+    BFLSYNC_TABLES,
+    BUSY_TIMEOUT_MS,
+    HEAD_REVISION,
+    KNOWN_REVISIONS,
+    SQLITE_HEADER,
+    StoreState,
+    classify_tables,
+    reject_unusable,
+    require_sqlite_file,
+    store_error_for,
 )
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts")
-HEAD_REVISION = KNOWN_REVISIONS[-1]
-SQLITE_HEADER = b"SQLite format 3\x00"
-BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})
-BUSY_TIMEOUT_MS = 10_000
+__all__ = [
+    "BFLSYNC_TABLES",
+    "BUSY_TIMEOUT_MS",
+    "HEAD_REVISION",
+    "KNOWN_REVISIONS",
+    "SQLITE_HEADER",
+    "StoreState",
+]
 
 
 @dataclass(frozen=True)
@@ -61,14 +66,6 @@ class StoreLocation:
     @property
     def display(self) -> str:
         return str(self.path) if self.path else self.url.render_as_string(hide_password=True)
-
-
-class StoreState(enum.Enum):
-    EMPTY = "empty"
-    CURRENT = "current"
-    BEHIND = "behind"
-    TOO_NEW = "too new"
-    FOREIGN = "foreign"
 
 
 @dataclass(frozen=True)
@@ -169,30 +166,16 @@ def read_revision(connection: Connection) -> str | None:
 
 
 def classify(connection: Connection) -> tuple[StoreState, str | None]:
-    """What the database holds, judged by its tables as well as its revision stamp.
-
-    Another alembic-managed project may stamp a revision named like ours ("0001_initial"),
-    so a stamp counts only next to bflsync's own tables.
-    """
+    """What the database holds (see :func:`bflsync.storecheck.classify_tables`) and its revision."""
     revision = read_revision(connection)
-    tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
-    if revision is None:
-        # `db downgrade base` leaves an empty alembic_version table behind: still an empty store.
-        return (StoreState.FOREIGN if tables else StoreState.EMPTY), None
-    if not BFLSYNC_TABLES.issubset(tables):
-        return StoreState.FOREIGN, revision
-    if revision == HEAD_REVISION:
-        return StoreState.CURRENT, revision
-    if revision in KNOWN_REVISIONS:
-        return StoreState.BEHIND, revision
-    return StoreState.TOO_NEW, revision
+    return classify_tables(sa.inspect(connection).get_table_names(), revision), revision
 
 
 def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) -> Engine:
     """A read-only engine on an existing store at head (or any known revision if ``allow_behind``)."""
     if location.path is None:
         return _checked_read_engine(location, allow_behind=allow_behind, immutable=False)
-    _require_sqlite_file(location.path)
+    require_sqlite_file(location.path)
     try:
         return _checked_read_engine(location, allow_behind=allow_behind, immutable=False)
     except StoreWriteError:
@@ -258,7 +241,7 @@ def upgrade_store(location: StoreLocation, *, revision: str) -> OpenedStore:
 def downgrade_store(location: StoreLocation, *, revision: str) -> Path | None:
     """Downgrade an existing store to ``revision`` after a backup; return the backup's path."""
     if location.path is not None:
-        _require_sqlite_file(location.path)
+        require_sqlite_file(location.path)
     state, current = inspect_state(location)
     _reject_unusable(location, state, current, missing_ok=False)
     target = _position_of(revision)
@@ -289,31 +272,7 @@ def inspect_state(location: StoreLocation) -> tuple[StoreState, str | None]:
 def _reject_unusable(
     location: StoreLocation, state: StoreState, revision: str | None, *, missing_ok: bool
 ) -> None:
-    if state is StoreState.TOO_NEW:
-        raise StoreTooNewError(
-            f"the store at {location.display} has schema revision {revision}, which this bflsync "
-            "does not know (written by a newer version?): upgrade bflsync; the file was not modified"
-        )
-    if state is StoreState.FOREIGN:
-        raise NotAStoreError(f"{location.display} is a database without bflsync tables; refusing to touch it")
-    if state is StoreState.EMPTY and not missing_ok:
-        raise StoreMissingError(f"no bflsync store at {location.display} - run `bflsync sync` first")
-
-
-def _require_sqlite_file(path: Path) -> None:
-    if not path.exists():
-        raise StoreMissingError(f"no bflsync store at {path} - run `bflsync sync` first")
-    if path.is_dir():
-        raise NotAStoreError(f"{path} is a directory, not a bflsync store")
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
-    if not header:
-        raise StoreMissingError(f"no bflsync store at {path} (empty file) - run `bflsync sync` first")
-    if header != SQLITE_HEADER:
-        raise NotAStoreError(f"{path} is not a SQLite database; refusing to touch it")
+    reject_unusable(location.display, state, revision, missing_ok=missing_ok)
 
 
 def _prepare_sqlite_file(path: Path) -> bool:
@@ -323,7 +282,7 @@ def _prepare_sqlite_file(path: Path) -> bool:
     ourselves, before SQLite does, keeps all three private.
     """
     if path.exists() and path.stat().st_size > 0:
-        _require_sqlite_file(path)
+        require_sqlite_file(path)
         return False
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -370,39 +329,8 @@ def translate_errors(location: StoreLocation) -> Iterator[None]:
         raise error from exc
 
 
-# What server drivers say when the database cannot be reached or will not let us in.
-_UNREACHABLE_SERVER = (
-    "connection refused",
-    "could not connect",
-    "connection failed",
-    "timeout expired",
-    "could not translate host name",
-    "name or service not known",
-    "password authentication failed",
-    "no pg_hba.conf entry",
-)
-
-
 def _store_error_for(location: StoreLocation, message: str) -> StoreError | None:
-    lowered = message.lower()
-    where = location.display
-    if "not a database" in lowered or "malformed" in lowered:
-        return NotAStoreError(f"{where} is not a usable SQLite database ({message})")
-    if any(s in lowered for s in _UNREACHABLE_SERVER) or (
-        'database "' in lowered and "does not exist" in lowered
-    ):
-        first_line = message.strip().splitlines()[0] if message.strip() else message
-        return StoreUnreachableError(f"cannot reach the store at {where} ({first_line})")
-    if "database is locked" in lowered or "database is busy" in lowered:
-        return StoreWriteError(
-            f"the store at {where} stayed locked by another writer for longer than "
-            f"{BUSY_TIMEOUT_MS // 1000} s ({message})"
-        )
-    if "readonly" in lowered or "read-only" in lowered:
-        return StoreWriteError(f"the store at {where} is read-only ({message})")
-    if any(s in lowered for s in ("unable to open", "disk i/o", "disk is full", "database or disk")):
-        return StoreWriteError(f"cannot use the store at {where} ({message})")
-    return None
+    return store_error_for(location.display, message)
 
 
 def migrations_dir() -> Path:

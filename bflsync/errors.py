@@ -57,6 +57,10 @@ class MissingApiKeyError(InputError):
     pass
 
 
+class FilterError(InputError):
+    """A filter, field name or --text that the language does not accept."""
+
+
 class AmbiguousIdError(InputError):
     pass
 

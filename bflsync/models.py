@@ -25,7 +25,6 @@ SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
 CHANGE_KINDS = ("created", "updated", "deleted", "restored")
 RUN_STATUSES = ("running", "ok", "partial", "failed", "interrupted")
-RUN_COUNTERS = ("listed", "fetched", "created", "updated", "unchanged", "deleted", "restored", "failed")
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):

@@ -29,9 +29,9 @@ from sqlmodel import Session
 
 from bflsync import store
 from bflsync.api import LIST_PATH, BflClient
+from bflsync.columns import RUN_COUNTERS
 from bflsync.config import MAX_CONCURRENCY
 from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError
-from bflsync.models import RUN_COUNTERS
 
 logger = logging.getLogger("bflsync.sync")
 T = TypeVar("T")

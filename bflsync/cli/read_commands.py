@@ -1,27 +1,27 @@
 """The offline read side: ``query``, ``facets``, ``show``, ``history``, ``runs`` and ``diff``.
 
-Every command opens the store read-only (:func:`bflsync.db.open_store_for_read`): it never
-creates, migrates or writes the database and never touches the network.
+Every command opens the store read-only (:func:`bflsync.reading.open_reader`): it never
+creates, migrates or writes the database and never touches the network. On a SQLite store
+nothing here imports SQLAlchemy, pydantic or rich (rich only to draw a table on a terminal).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import click
-from sqlalchemy.engine import Connection
 
-from bflsync import audit
-from bflsync import db as store_db
-from bflsync import query as finder
+from bflsync import audit, filters, lookup, search
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.columns import COLUMN_NAMES, RUN_COUNTERS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
-from bflsync.models import RUN_COUNTERS
+from bflsync.reading import Reader, open_reader
+from bflsync.records import DETAILS, FinetuneRecord
 
 TABLE_LIMIT = 50
 QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
@@ -39,15 +39,36 @@ RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", *RUN_COUNTE
 
 
 @contextmanager
-def reading(cli_context: CliContext) -> Iterator[Connection]:
-    """A read-only connection on the --db store, closed (and its engine disposed) afterwards."""
-    location = store_db.locate_store(cli_context.db)
-    engine = store_db.open_store_for_read(location)
-    try:
-        with store_db.translate_errors(location), engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
+def reading(cli_context: CliContext) -> Iterator[Reader]:
+    """A read-only reader on the --db store, closed afterwards."""
+    with open_reader(cli_context.db) as reader:
+        yield reader
+
+
+def warn_unreadable(cli_context: CliContext, finetune_ids: Iterable[str]) -> None:
+    """Name the finetunes whose stored details the database cannot read as JSON."""
+    if cli_context.quiet:
+        return
+    for finetune_id in finetune_ids:
+        click.echo(
+            f"bflsync: warning: finetune {render.one_line(finetune_id)!r} has stored details that are not "
+            "valid JSON (NaN or Infinity, written by another tool?): no details-key filter, sort or "
+            "count matches it",
+            err=True,
+        )
+
+
+def warn_not_json(cli_context: CliContext, records: Iterable[FinetuneRecord]) -> None:
+    """Name the finetunes whose details held NaN or Infinity, shown as null."""
+    if cli_context.quiet:
+        return
+    for record in records:
+        if record.details_not_json:
+            click.echo(
+                f"bflsync: warning: finetune {render.one_line(record.finetune_id)!r} stores NaN or "
+                "Infinity in its details, which JSON cannot hold: shown as null",
+                err=True,
+            )
 
 
 def search_options(command: Any) -> Any:
@@ -76,7 +97,7 @@ def search_options(command: Any) -> Any:
 
 
 def build_query(
-    filters: Sequence[str],
+    filter_texts: Sequence[str],
     *,
     words: str | None,
     include_deleted: bool,
@@ -84,20 +105,20 @@ def build_query(
     as_of: str | None,
     sort: str | None = None,
     limit: int | None = None,
-) -> finder.Query:
-    return finder.Query(
-        filters=[finder.parse_filter(text) for text in filters],
+) -> filters.Query:
+    return filters.Query(
+        filters=[filters.parse_filter(text) for text in filter_texts],
         text=words,
         include_deleted=include_deleted,
         source=source,
-        as_of=finder.parse_timestamp(as_of) if as_of is not None else None,
-        sort=finder.parse_sort(sort) if sort is not None else None,
+        as_of=filters.parse_timestamp(as_of) if as_of is not None else None,
+        sort=filters.parse_sort(sort) if sort is not None else None,
         limit=limit,
     )
 
 
 @click.command()
-@click.argument("filters", nargs=-1, metavar="[FILTER]...")
+@click.argument("filter_texts", nargs=-1, metavar="[FILTER]...")
 @search_options
 @click.option(
     "--sort", metavar="[-]FIELD", help="Sort by any field, '-' for descending (default finetune_id)."
@@ -114,7 +135,7 @@ def build_query(
 @pass_cli_context
 def query(
     cli_context: CliContext,
-    filters: tuple[str, ...],
+    filter_texts: tuple[str, ...],
     words: str | None,
     include_deleted: bool,
     source: str | None,
@@ -140,13 +161,13 @@ def query(
         bflsync query mode=character 'learning_rate>=1e-5' --sort -iterations
         bflsync query --text ohwx --format ids | xargs -n1 bflsync show
     """
-    fields = finder.parse_fields(columns) if columns is not None else None
+    fields = filters.parse_fields(columns) if columns is not None else None
     if limit == 0:
         limit = None
     elif limit is None and output_format == "table":
         limit = TABLE_LIMIT
-    search = build_query(
-        filters,
+    question = build_query(
+        filter_texts,
         words=words,
         include_deleted=include_deleted,
         source=source,
@@ -156,26 +177,33 @@ def query(
         # (Capped: SQLite cannot bind more than a signed 64-bit LIMIT, and there are never that many.)
         limit=min(limit + 1, INT64_MAX) if limit is not None and output_format == "table" else limit,
     )
-    with reading(cli_context) as connection:
-        records = finder.search(connection, search)
+    shown_fields = fields
+    if output_format == "table" and fields is None:
+        shown_fields = [filters.parse_field(name) for name in _table_columns(include_deleted=include_deleted)]
+    with reading(cli_context) as reader:
+        found = search.search(reader, question, columns=_needed_columns(output_format, shown_fields))
+    warn_unreadable(cli_context, found.unreadable)
+    records = found.records
     if output_format == "ids":
         sys.stdout.writelines(record.finetune_id + "\n" for record in records)
-    elif output_format in ("json", "jsonl"):
+        return
+    warn_not_json(cli_context, records)
+    if output_format in ("json", "jsonl"):
         items = [_record_object(record, fields) for record in records]
         render.write_json(items) if output_format == "json" else render.write_jsonl(items)
     elif output_format == "csv":
         if fields is None:
-            headers = [*finder.RECORD_COLUMNS, "details"]
+            headers = [*COLUMN_NAMES, DETAILS]
             dicts = (record.as_dict() for record in records)
             render.write_csv(headers, [[item[name] for name in headers] for item in dicts])
         else:
             render.write_csv(*_field_rows(records, fields))
     else:
+        assert shown_fields is not None
         shown = records[:limit] if limit is not None else records
-        if fields is None:
-            default = _table_columns(shown, include_deleted=include_deleted)
-            fields = [finder.parse_field(name) for name in default]
-        render.write_table(*_field_rows(shown, fields))
+        if fields is None and len({record.source for record in shown}) > 1:
+            shown_fields.insert(1, filters.parse_field("source"))
+        render.write_table(*_field_rows(shown, shown_fields))
         if len(records) > len(shown) and not cli_context.quiet:
             click.echo(f"(first {limit} rows shown; --limit 0 for all)", err=True)
 
@@ -203,13 +231,16 @@ def facets(
     Example:
         bflsync facets mode finetune_type 'iterations>=300'
     """
-    filters = [argument for argument in arguments if finder.is_filter(argument)]
-    fields = [finder.parse_field(argument) for argument in arguments if not finder.is_filter(argument)]
+    filter_texts = [argument for argument in arguments if filters.is_filter(argument)]
+    fields = [filters.parse_field(argument) for argument in arguments if not filters.is_filter(argument)]
     if not fields:
         raise InputError("facets needs at least one FIELD to count (arguments with an operator are filters)")
-    search = build_query(filters, words=words, include_deleted=include_deleted, source=source, as_of=as_of)
-    with reading(cli_context) as connection:
-        counts = finder.facet_counts(connection, fields, search)
+    question = build_query(
+        filter_texts, words=words, include_deleted=include_deleted, source=source, as_of=as_of
+    )
+    with reading(cli_context) as reader:
+        counts, unreadable = search.facet_counts(reader, fields, question)
+    warn_unreadable(cli_context, unreadable)
     if output_format == "json":
         render.write_json(
             {name: [{"value": c.value, "count": c.count} for c in values] for name, values in counts.items()}
@@ -233,8 +264,9 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
     Example:
         bflsync show acme-labs/portrait-lora-3 --format json
     """
-    with reading(cli_context) as connection:
-        record = finder.find_finetune(connection, finetune_id, source=source)
+    with reading(cli_context) as reader:
+        record = lookup.find_finetune(reader, finetune_id, source=source).record
+    warn_not_json(cli_context, [record])
     if output_format == "json":
         render.write_json(record.as_dict())
         return
@@ -244,7 +276,7 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
         else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
     )
     item = record.as_dict()
-    lines = [("status", status), *((name, item[name]) for name in finder.RECORD_COLUMNS)]
+    lines = [("status", status), *((name, item[name]) for name in COLUMN_NAMES)]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
@@ -276,9 +308,9 @@ def history(
     """
     if finetune_id is None and since is None:
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
-    start = finder.parse_timestamp(since) if since is not None else None
-    with reading(cli_context) as connection:
-        entries = audit.history(connection, finetune_id=finetune_id, source=source, since=start)
+    start = filters.parse_timestamp(since) if since is not None else None
+    with reading(cli_context) as reader:
+        entries = audit.history(reader, finetune_id=finetune_id, source=source, since=start)
     if output_format == "json":
         render.write_json([entry.as_dict() for entry in entries])
         return
@@ -287,7 +319,7 @@ def history(
         who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
         click.echo(f"{who}v{entry.version}  {entry.change}  {entry.observed_at.isoformat()}  {run}")
         for key, change in entry.changes.items():
-            path = render.one_line(finder.format_path((key,)))
+            path = render.one_line(filters.format_path((key,)))
             click.echo(f"    {path}: {_shown(change, 'old')} -> {_shown(change, 'new')}")
 
 
@@ -310,11 +342,11 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
         bflsync runs --limit 5
         bflsync runs 42
     """
-    with reading(cli_context) as connection:
+    with reading(cli_context) as reader:
         if run_id is None:
-            listed = audit.runs(connection, limit=limit)
+            listed = audit.runs(reader, limit=limit)
         else:
-            run, errors = audit.run_with_errors(connection, run_id)
+            run, errors = audit.run_with_errors(reader, run_id)
     if run_id is None:
         if output_format == "json":
             render.write_json(listed)
@@ -349,8 +381,8 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
         bflsync diff acme-labs/portrait-lora-3 studio-nord/portrait-lora-20
         bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
     """
-    with reading(cli_context) as connection:
-        result = audit.diff(connection, audit.VersionRef(first), audit.VersionRef(second), source=source)
+    with reading(cli_context) as reader:
+        result = audit.diff(reader, audit.VersionRef(first), audit.VersionRef(second), source=source)
     sides = {"a": result.a, "b": result.b}
     if output_format == "json":
         render.write_json(
@@ -373,7 +405,7 @@ def _shown(values: dict[str, Any], side: str) -> str:
     return render.json_for_terminal(canonical_json(values[side])) if side in values else "(missing)"
 
 
-def _record_object(record: finder.FinetuneRecord, fields: Sequence[finder.FieldRef] | None) -> dict[str, Any]:
+def _record_object(record: FinetuneRecord, fields: Sequence[filters.FieldRef] | None) -> dict[str, Any]:
     if fields is None:
         return record.as_dict()
     return {
@@ -384,16 +416,23 @@ def _record_object(record: finder.FinetuneRecord, fields: Sequence[finder.FieldR
 
 
 def _field_rows(
-    records: Sequence[finder.FinetuneRecord], fields: Sequence[finder.FieldRef]
+    records: Sequence[FinetuneRecord], fields: Sequence[filters.FieldRef]
 ) -> tuple[list[str], list[list[Any]]]:
     return [field.name for field in fields], [[record.value(field) for field in fields] for record in records]
 
 
-def _table_columns(records: Sequence[finder.FinetuneRecord], *, include_deleted: bool) -> list[str]:
-    """Source only when the result mixes sources; deleted_at only when deleted rows were asked for."""
-    columns = list(TABLE_COLUMNS)
-    if len({record.source for record in records}) > 1:
-        columns.insert(1, "source")
-    if include_deleted:
-        columns.append("deleted_at")
-    return columns
+def _table_columns(*, include_deleted: bool) -> list[str]:
+    """The default table; deleted_at only when deleted rows were asked for (source only when mixed)."""
+    return [*TABLE_COLUMNS, "deleted_at"] if include_deleted else list(TABLE_COLUMNS)
+
+
+def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | None) -> tuple[str, ...]:
+    """The columns the output reads, so the SQL selects nothing more (``details`` is the costly one)."""
+    if output_format == "ids":
+        return ("finetune_id",)
+    if fields is None:
+        return search.ALL_COLUMNS
+    named = {field.column for field in fields if field.column is not None}
+    if any(field.column is None for field in fields):
+        named.add(DETAILS)
+    return ("finetune_id", "source", *sorted(named))
