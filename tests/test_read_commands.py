@@ -7,6 +7,7 @@ import io
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -684,3 +685,47 @@ def test_the_audit_reader_does_not_import_the_write_side() -> None:
     script = "import sys, bflsync.audit; print('bflsync.store' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout == "False\n"
+
+
+@pytest.fixture
+def nan_store(store: Path) -> Path:
+    """alpha's details rewritten by another tool with a NaN, which Python writes and JSON forbids."""
+    connection = sqlite3.connect(store)
+    with connection:
+        connection.execute(
+            "UPDATE finetune SET details = ? WHERE finetune_id = 'alpha'",
+            ('{"extra":{"images":12},"learning_rate":NaN,"mode":"character"}',),
+        )
+    connection.close()
+    return store
+
+
+def test_a_details_key_filter_over_a_nan_row_names_it_and_answers(nan_store: Path) -> None:
+    result = run(nan_store, "query", "extra.images>1", "--format", "json")
+    assert json.loads(result.stdout) == []
+    assert result.stderr == (
+        "bflsync: warning: finetune 'alpha' has stored details that are not valid JSON (NaN or Infinity, "
+        "written by another tool?): no details-key filter, sort or count matches it\n"
+    )
+
+
+def test_query_json_shows_a_nan_as_null_and_says_so(nan_store: Path) -> None:
+    result = run(nan_store, "query", "mode=character", "--format", "json")
+    [item] = json.loads(result.stdout)
+    assert item["details"] == {"extra": {"images": 12}, "learning_rate": None, "mode": "character"}
+    assert "finetune 'alpha' stores NaN or Infinity in its details" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["facets", "learning_rate", "extra.images"],
+        ["show", "alpha", "--format", "json"],
+        ["history", "alpha"],
+    ],
+)
+def test_other_read_commands_answer_over_a_nan_row(nan_store: Path, args: list[str]) -> None:
+    result = run(nan_store, *args)
+    assert result.exit_code == 0
+    if "json" in args:
+        json.loads(result.stdout)
