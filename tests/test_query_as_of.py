@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,12 +27,18 @@ C3 = {"mode": "style", "lora_rank": 32}
 
 
 @pytest.fixture
-def reader(store_engine: Engine, db_path: Path) -> Iterator[Reader]:
+def target(any_store: tuple[str, Engine]) -> str:
     """Day 1: a, b. Day 2: a changes, b disappears, c appears. Day 3: b returns changed, c changes."""
-    write_sync(store_engine, {"a": V1, "b": B1}, now=day(1))
-    write_sync(store_engine, {"a": V2, "c": C2}, now=day(2))
-    write_sync(store_engine, {"a": V2, "b": B3, "c": C3}, now=day(3))
-    with open_reader(str(db_path)) as reader:
+    target, engine = any_store
+    write_sync(engine, {"a": V1, "b": B1}, now=day(1))
+    write_sync(engine, {"a": V2, "c": C2}, now=day(2))
+    write_sync(engine, {"a": V2, "b": B3, "c": C3}, now=day(3))
+    return target
+
+
+@pytest.fixture
+def reader(target: str) -> Iterator[Reader]:
+    with open_reader(target) as reader:
         yield reader
 
 
@@ -161,9 +166,9 @@ def test_last_seen_at_filters_still_work_without_as_of(reader: Reader) -> None:
     assert [record.finetune_id for record in search.search(reader, question).records] == ["a", "b", "c"]
 
 
-def test_record_timestamps_decode_as_the_store_column_type_does(reader: Reader, db_path: Path) -> None:
+def test_record_timestamps_decode_as_the_store_column_type_does(reader: Reader, target: str) -> None:
     [record] = search.search(reader, filters.Query(filters=[filters.parse_filter("finetune_id=b")])).records
-    engine = db.open_store_for_read(db.locate_store(str(db_path)))
+    engine = db.open_store_for_read(db.locate_store(target))
     with engine.connect() as connection:
         stored = connection.execute(
             sa.select(Finetune.last_seen_at).where(Finetune.finetune_id == "b")

@@ -133,14 +133,16 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], bool]]] = [
 
 
 @pytest.fixture
-def filter_store(store_engine: Engine) -> Engine:
-    write_sync(store_engine, PAYLOADS, now=day(1))
-    return store_engine
+def filter_store(any_store: tuple[str, Engine]) -> str:
+    """The payloads stored on each engine; the ``--db`` value to read them."""
+    target, engine = any_store
+    write_sync(engine, PAYLOADS, now=day(1))
+    return target
 
 
 @pytest.fixture
-def reader(filter_store: Engine, db_path: Path) -> Iterator[Reader]:
-    with open_reader(str(db_path)) as reader:
+def reader(filter_store: str) -> Iterator[Reader]:
+    with open_reader(filter_store) as reader:
         yield reader
 
 
@@ -350,9 +352,9 @@ def test_arbitrary_filter_text_gives_an_input_error_or_a_result(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=ANY_TEXT)
 def test_arbitrary_filter_text_through_the_cli_exits_0_or_2_with_one_line(
-    filter_store: Engine, db_path: Path, text: str
+    filter_store: str, text: str
 ) -> None:
-    result = CliRunner().invoke(cli, ["--db", str(db_path), "query", "--format", "json", "--", text])
+    result = CliRunner().invoke(cli, ["--db", filter_store, "query", "--format", "json", "--", text])
     assert result.exit_code in (0, 2), result.output
     if result.exit_code == 0:
         assert {item["finetune_id"] for item in json.loads(result.stdout)} <= set(PAYLOADS)
@@ -361,8 +363,9 @@ def test_arbitrary_filter_text_through_the_cli_exits_0_or_2_with_one_line(
         assert result.stderr.count("\n") == 1
 
 
-def test_random_filters_leave_the_database_file_byte_identical(filter_store: Engine, db_path: Path) -> None:
-    filter_store.dispose()
+def test_random_filters_leave_the_database_file_byte_identical(store_engine: Engine, db_path: Path) -> None:
+    write_sync(store_engine, PAYLOADS, now=day(1))
+    store_engine.dispose()
     before = file_digest(db_path)
 
     @settings(max_examples=300, deadline=None)
