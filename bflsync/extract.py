@@ -44,8 +44,35 @@ def hash_canonical(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def storable_text(text: str) -> str:
+    """``text`` with U+0000 replaced by U+FFFD, the form every text column outside ``details`` takes.
+
+    PostgreSQL's ``text`` cannot hold NUL at all; SQLite can, but then the same finetune would read
+    back differently from the two engines. ``details`` is untouched: its canonical JSON keeps the
+    ``\\u0000`` escape, so the raw record and its content hash stay exactly what the API sent.
+    """
+    return text.replace("\x00", "\ufffd")
+
+
+def without_nul(value: Any) -> Any:
+    """A JSON value with U+0000 replaced by U+FFFD in every string and key: what ``jsonb`` can hold.
+
+    PostgreSQL's ``jsonb`` refuses the ``\\u0000`` escape, so its copy of the details (for JSON
+    filters) takes this form, computed from the parsed value: replacing the six characters
+    ``\\u0000`` in JSON text would also hit an escaped backslash followed by ``u0000``. Two keys that
+    differ only by NUL against U+FFFD collapse into one, the later in key order winning.
+    """
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, Mapping):
+        return {storable_text(key): without_nul(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
+
+
 def as_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return storable_text(value) if isinstance(value, str) else None
 
 
 def as_int(value: Any) -> int | None:
@@ -100,9 +127,9 @@ def as_bool(value: Any) -> bool | None:
 
 
 def as_timestamp_text(value: Any) -> str | None:
-    """The ``timestamp`` key as given: strings verbatim, epoch numbers as their JSON text."""
+    """The ``timestamp`` key as given: strings verbatim (NUL aside), epoch numbers as their JSON text."""
     if isinstance(value, str):
-        return value
+        return storable_text(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return json.dumps(value)
     return None

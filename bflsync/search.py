@@ -18,7 +18,7 @@ Where the engines differ, the SQL is written so that they answer the same:
   differ from lowercase (``ß`` → ``ss``, ``ﬁ`` → ``fi``, …);
 * text comparisons and orderings use code-point order (``COLLATE "C"`` on PostgreSQL,
   SQLite's default);
-* ``--text``: FTS5 on SQLite; a ``tsvector`` (``search_tsv`` when stored) on PostgreSQL.
+* ``--text``: FTS5 on SQLite; on PostgreSQL ``search_tsv``, a ``tsvector`` of FTS5's own tokens.
 """
 
 from __future__ import annotations
@@ -410,7 +410,9 @@ class PostgresRenderer(Renderer):
         if item.test is Test.CONTAINS:
             assert isinstance(item.value, str)
             return sql("({} = 'string' AND {})", json_type, self.contains(text, item.value))
-        if isinstance(item.value, bool) or (isinstance(item.value, str) and op == "="):
+        if isinstance(item.value, bool) or (
+            isinstance(item.value, str) and op == "=" and "\x00" not in item.value
+        ):
             # Containment lets a GIN index (jsonb_path_ops) find the rows; the type test keeps
             # an array holding the value from counting as the value.
             wanted = "boolean" if isinstance(item.value, bool) else "string"
@@ -460,10 +462,18 @@ class PostgresRenderer(Renderer):
         )
 
     def contains(self, text: Sql, needle: str) -> Sql:
-        return sql("strpos({}, {}) > 0", _pg_fold(text), Param(_no_nul(needle)))
+        if "\x00" in needle:
+            return Sql("FALSE")  # PostgreSQL text holds no U+0000, so nothing contains one
+        return sql("strpos({}, {}) > 0", _pg_fold(text), Param(needle))
 
     def text_compare(self, text: Sql, op: str, value: str) -> Sql:
-        return sql(f'{{}} {op} CAST({{}} AS text) COLLATE "C"', text, Param(_no_nul(value)))
+        if "\x00" in value:
+            # Stored text holds no U+0000, the smallest character: against P + NUL + rest, a
+            # string is smaller exactly when it is at most P, and never equal.
+            if op == "=":
+                return Sql("FALSE")
+            value, op = value[: value.index("\x00")], "<=" if op in ("<", "<=") else ">"
+        return sql(f'{{}} {op} CAST({{}} AS text) COLLATE "C"', text, Param(value))
 
     def text_order(self, text: Sql) -> Sql:
         return sql('{} COLLATE "C"', text)
@@ -472,17 +482,15 @@ class PostgresRenderer(Renderer):
         return _pg_number_of_text(text)
 
     def text_match(self, terms: list[tuple[str, bool]]) -> Sql:
-        query = " & ".join(
-            "'" + _no_nul(word).replace("\\", "\\\\").replace("'", "''") + "'" + (":*" if prefix else "")
-            for word, prefix in terms
-        )
-        if "search_tsv" in self.reader.finetune_columns:
-            return sql("f.search_tsv @@ to_tsquery('simple', {})", Param(query))
-        return sql(
-            "jsonb_to_tsvector('simple', {}, '[\"string\"]') @@ to_tsquery('simple', {})",
-            self._json(),
-            Param(query),
-        )
+        # search_tsv holds FTS5's own tokens (bflsync.fulltext), so both engines match the same words.
+        from bflsync.fulltext import tsquery_of_terms
+
+        if "search_tsv" not in self.reader.finetune_columns:
+            raise InputError("--text on PostgreSQL needs the store at head: run `bflsync db upgrade`")
+        query = tsquery_of_terms(terms)
+        if query is None:
+            return Sql("FALSE")
+        return sql("f.search_tsv @@ CAST({} AS tsquery)", Param(query))
 
     def unreadable_ids(self) -> str:
         return "SELECT finetune_id FROM finetune WHERE false"
@@ -502,14 +510,9 @@ def _sqlite_path(path: Sequence[str]) -> str:
     return "$" + "".join(f'."{key}"' for key in path)
 
 
-def _no_nul(text: str) -> str:
-    """PostgreSQL text cannot hold U+0000; the store's derived columns hold U+FFFD instead."""
-    return text.replace("\x00", "\ufffd")
-
-
 def _containing(path: Sequence[str], value: Any) -> str:
     """The JSON object that holds ``value`` at ``path``: the right side of ``@>``."""
-    document: Any = _no_nul(value) if isinstance(value, str) else value
+    document: Any = value
     for key in reversed(path):
         document = {key: document}
     return json.dumps(document, ensure_ascii=False)

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlmodel import Session
 
 from bflsync import __version__
@@ -26,7 +27,10 @@ from bflsync.extract import (
     content_hash,
     extract_fields,
     hash_canonical,
+    storable_text,
+    without_nul,
 )
+from bflsync.fulltext import tsvector_text
 from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun, UTCDateTime
 
 # SQLite allows 32,766 bound parameters per statement; stay far below for IN lists.
@@ -36,6 +40,44 @@ finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 version_table: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
 run_table: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
 error_table: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """The tables a dialect's store has at head; ``search`` when they carry PostgreSQL's search columns."""
+
+    finetune: sa.TableClause
+    version: sa.TableClause
+    search: bool
+
+
+def _columns_of(table: sa.Table) -> list[sa.ColumnClause[Any]]:
+    return [sa.column(column.name, column.type) for column in table.columns]
+
+
+_PLAIN_TABLES = _Tables(finetune_table, version_table, search=False)
+# Revision 0005_search adds these on PostgreSQL only; they stay out of the models so SQLite's schema
+# does not change. They are written here, with every insert or change of details, rather than by
+# triggers: jsonb needs the parsed details without NUL, and the tsvector FTS5's tokens (see fulltext).
+_SEARCH_TABLES = _Tables(
+    sa.table(
+        "finetune",
+        *_columns_of(finetune_table),
+        sa.column("details_jsonb", JSONB),
+        sa.column("search_tsv", TSVECTOR),
+    ),
+    sa.table("finetune_version", *_columns_of(version_table), sa.column("details_jsonb", JSONB)),
+    search=True,
+)
+
+
+def _tables(session: Session) -> _Tables:
+    return _SEARCH_TABLES if session.get_bind().dialect.name == "postgresql" else _PLAIN_TABLES
+
+
+def search_columns(details: Any) -> dict[str, Any]:
+    """PostgreSQL's copies of a finetune's details for filters: ``details_jsonb`` and ``search_tsv``."""
+    return {"details_jsonb": without_nul(details), "search_tsv": tsvector_text(details)}
 
 
 class Outcome(enum.StrEnum):
@@ -118,16 +160,45 @@ def record_failure(
     http_status: int | None = None,
     attempts: int = 1,
 ) -> None:
+    """Log why a finetune was not stored; NUL in its id or message is stored as U+FFFD, like every text column."""
     session.execute(
         sa.insert(error_table).values(
             sync_run_id=run_id,
-            finetune_id=finetune_id,
+            finetune_id=storable_text(finetune_id),
             kind=kind,
             http_status=http_status,
-            message=message,
+            message=storable_text(message),
             attempts=attempts,
         )
     )
+
+
+# PostgreSQL SQLSTATE class 54, "program limit exceeded": a tsvector over 1 MB, an index entry
+# over a B-tree page's third. Class 22 (data exception) reaches us as DataError.
+_PROGRAM_LIMIT_EXCEEDED = "54"
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """True when the database refused a value it was given, not when the database itself failed.
+
+    Such an error belongs to one finetune (a string over SQLite's length limit, NUL where
+    PostgreSQL takes none): the caller stores the rest of the batch and records a ``storage``
+    error for that one. Errors of the store itself (locked, full, gone) are not storage errors.
+    """
+    if isinstance(error, sa.exc.DataError):
+        return True
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return (
+        isinstance(error, sa.exc.DBAPIError)
+        and isinstance(sqlstate, str)
+        and sqlstate.startswith(_PROGRAM_LIMIT_EXCEEDED)
+    )
+
+
+def storage_error_message(finetune_id: str, error: BaseException) -> str:
+    """One line naming the finetune and the database's reason, without the statement or its values."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"cannot store finetune {finetune_id!r}: {reason[0] if reason else type(error).__name__}"
 
 
 def stored_ids(session: Session, *, source: str, live_only: bool = False) -> set[str]:
@@ -152,6 +223,7 @@ def record_observations(
     """
     latest = {observation.finetune_id: observation for observation in observations}
     stored = _load_stored(session, source=source, finetune_ids=list(latest))
+    tables = _tables(session)
     outcomes: dict[str, Outcome] = {}
     new_rows: list[dict[str, Any]] = []
     new_keys: list[list[str]] = []
@@ -174,6 +246,7 @@ def record_observations(
                     **extract_fields(observation.details),
                     "content_hash": digest,
                     "version": 1,
+                    **(search_columns(observation.details) if tables.search else {}),
                 }
             )
         elif outcome is Outcome.UNCHANGED:
@@ -181,8 +254,8 @@ def record_observations(
         else:
             changed.append((current, observation, canonical, digest, outcome))
 
-    _insert_new(session, new_rows, new_keys, run_id=run_id, now=now)
-    _apply_changes(session, changed, run_id=run_id, now=now)
+    _insert_new(session, tables, new_rows, new_keys, run_id=run_id, now=now)
+    _apply_changes(session, tables, changed, run_id=run_id, now=now)
     for pks in chunked(unchanged_pks):
         session.execute(
             sa.update(finetune_table).where(finetune_table.c.id.in_(pks)).values(last_seen_at=now)
@@ -327,6 +400,7 @@ def _load_details(session: Session, pks: Sequence[int]) -> dict[int, dict[str, A
 
 def _insert_new(
     session: Session,
+    tables: _Tables,
     rows: list[dict[str, Any]],
     keys_per_row: list[list[str]],
     *,
@@ -341,33 +415,25 @@ def _insert_new(
     if not rows:
         return
     stamp = _timestamp(session, now)
+    finetune = tables.finetune
     session.execute(
-        sa.insert(finetune_table).values(first_seen_at=stamp, last_seen_at=stamp, last_changed_at=stamp),
+        sa.insert(finetune).values(first_seen_at=stamp, last_seen_at=stamp, last_changed_at=stamp),
         rows,
     )
-    created_version = sa.insert(version_table).from_select(
-        [
-            "finetune_pk",
-            "version",
-            "change",
-            "details",
-            "content_hash",
-            "changed_keys",
-            "observed_at",
-            "sync_run_id",
-        ],
+    copied = ["details", "content_hash", *(["details_jsonb"] if tables.search else [])]
+    created_version = sa.insert(tables.version).from_select(
+        ["finetune_pk", "version", "change", *copied, "changed_keys", "observed_at", "sync_run_id"],
         sa.select(
-            finetune_table.c.id,
-            finetune_table.c.version,
+            finetune.c.id,
+            finetune.c.version,
             sa.literal("created"),
-            finetune_table.c.details,
-            finetune_table.c.content_hash,
+            *(finetune.c[name] for name in copied),
             sa.bindparam("v_changed_keys", type_=sa.Text()),
             stamp,
             sa.literal(run_id, sa.Integer()),
         ).where(
-            finetune_table.c.source == sa.bindparam("v_source"),
-            finetune_table.c.finetune_id == sa.bindparam("v_finetune_id"),
+            finetune.c.source == sa.bindparam("v_source"),
+            finetune.c.finetune_id == sa.bindparam("v_finetune_id"),
         ),
     )
     session.execute(
@@ -396,6 +462,7 @@ def _timestamp(session: Session, now: datetime) -> sa.BindParameter[Any]:
 
 def _apply_changes(
     session: Session,
+    tables: _Tables,
     changed: list[tuple[_Stored, Observation, str, str, Outcome]],
     *,
     run_id: int | None,
@@ -406,7 +473,9 @@ def _apply_changes(
     old_details = _load_details(session, [current.pk for current, *_ in changed])
     row_updates = []
     versions = []
+    derived = [*EXTRACTED_FIELDS, *(["details_jsonb", "search_tsv"] if tables.search else [])]
     for current, observation, canonical, digest, outcome in changed:
+        search = search_columns(observation.details) if tables.search else {}
         row_updates.append(
             {
                 "pk": current.pk,
@@ -414,6 +483,7 @@ def _apply_changes(
                 "new_hash": digest,
                 "new_version": current.version + 1,
                 **{f"new_{name}": value for name, value in extract_fields(observation.details).items()},
+                **{f"new_{name}": value for name, value in search.items()},
             }
         )
         versions.append(
@@ -428,11 +498,13 @@ def _apply_changes(
                 ),
                 "observed_at": now,
                 "sync_run_id": run_id,
+                **({"details_jsonb": search["details_jsonb"]} if tables.search else {}),
             }
         )
+    finetune = tables.finetune
     session.execute(
-        sa.update(finetune_table)
-        .where(finetune_table.c.id == sa.bindparam("pk"))
+        sa.update(finetune)
+        .where(finetune.c.id == sa.bindparam("pk"))
         .values(
             details=sa.bindparam("new_details"),
             content_hash=sa.bindparam("new_hash"),
@@ -440,8 +512,8 @@ def _apply_changes(
             last_seen_at=now,
             last_changed_at=now,
             deleted_at=None,
-            **{name: sa.bindparam(f"new_{name}") for name in EXTRACTED_FIELDS},
+            **{name: sa.bindparam(f"new_{name}", type_=finetune.c[name].type) for name in derived},
         ),
         row_updates,
     )
-    session.execute(sa.insert(version_table), versions)
+    session.execute(sa.insert(tables.version), versions)

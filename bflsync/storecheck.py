@@ -21,7 +21,7 @@ from bflsync.errors import (
     StoreWriteError,
 )
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts")
+KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts", "0005_search")
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 SQLITE_HEADER = b"SQLite format 3\x00"
 BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from bflsync import store
@@ -41,6 +42,9 @@ DEFAULT_FLUSH_INTERVAL_S: Final = 1.0
 # Fetch tasks alive at once. The client's semaphore caps the requests actually in flight at its
 # concurrency (at most MAX_CONCURRENCY); the window only bounds how many ids are picked up.
 FETCH_WINDOW: Final = MAX_CONCURRENCY
+
+# Counted in a batch's outcomes for each finetune the store refused (a ``storage`` sync_error).
+STORAGE_FAILED: Final = "storage_failed"
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (finetunes finished, finetunes to fetch) after each fetch, success or not."""
@@ -187,30 +191,73 @@ class _Recorder:
             return store.stored_ids(self.session, source=self.source, live_only=True)
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
-        """Store one batch of results; return how many finetunes each outcome took."""
+        """Store one batch of results; return how many finetunes each outcome took.
+
+        A value the database refuses fails only its own finetune: the batch is rolled back and
+        stored again one finetune per savepoint, and each refused one becomes a ``storage``
+        error (counted under ``STORAGE_FAILED``), so the run ends ``partial``, not lost.
+        """
         observations = [item for item in batch if isinstance(item, store.Observation)]
         failures = [item for item in batch if isinstance(item, FetchFailure)]
         if self.session is None:
             return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
-        with self.session.begin():
-            if self.dry_run:
+        if self.dry_run:
+            with self.session.begin():
                 outcomes = store.preview_observations(self.session, observations, source=self.source)
-            else:
-                outcomes = store.record_observations(
-                    self.session, observations, source=self.source, run_id=self.run_id, now=self.now()
+            return Counter(outcome.value for outcome in outcomes.values())
+        try:
+            with self.session.begin():
+                outcomes = self._store(observations)
+                self._record_failures(failures)
+            return Counter(outcome.value for outcome in outcomes.values())
+        except SQLAlchemyError as exc:
+            if not store.is_storage_error(exc):
+                raise
+            logger.debug("a batch was refused by the store; storing it one finetune at a time", exc_info=exc)
+        with self.session.begin():
+            counts = self._store_one_by_one(observations)
+            self._record_failures(failures)
+        return counts
+
+    def _store(self, observations: Sequence[store.Observation]) -> dict[str, store.Outcome]:
+        assert self.session is not None
+        return store.record_observations(
+            self.session, observations, source=self.source, run_id=self.run_id, now=self.now()
+        )
+
+    def _store_one_by_one(self, observations: Sequence[store.Observation]) -> Counter[str]:
+        assert self.session is not None and self.run_id is not None
+        counts: Counter[str] = Counter()
+        latest = {observation.finetune_id: observation for observation in observations}
+        for finetune_id, observation in latest.items():
+            try:
+                with self.session.begin_nested():
+                    outcomes = self._store([observation])
+            except SQLAlchemyError as exc:
+                if not store.is_storage_error(exc):
+                    raise
+                message = store.storage_error_message(finetune_id, exc)
+                logger.warning("finetune %s not stored: %s", finetune_id, message)
+                store.record_failure(
+                    self.session, run_id=self.run_id, finetune_id=finetune_id, kind="storage", message=message
                 )
-                assert self.run_id is not None
-                for failure in failures:
-                    store.record_failure(
-                        self.session,
-                        run_id=self.run_id,
-                        finetune_id=failure.finetune_id,
-                        kind=failure.kind,
-                        message=failure.message,
-                        http_status=failure.http_status,
-                        attempts=failure.attempts,
-                    )
-        return Counter(outcome.value for outcome in outcomes.values())
+                counts[STORAGE_FAILED] += 1
+                continue
+            counts.update(outcome.value for outcome in outcomes.values())
+        return counts
+
+    def _record_failures(self, failures: Sequence[FetchFailure]) -> None:
+        assert self.session is not None and self.run_id is not None
+        for failure in failures:
+            store.record_failure(
+                self.session,
+                run_id=self.run_id,
+                finetune_id=failure.finetune_id,
+                kind=failure.kind,
+                message=failure.message,
+                http_status=failure.http_status,
+                attempts=failure.attempts,
+            )
 
     def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
         """Tombstone what the listing lost (when given) and close the run, in one transaction."""
@@ -255,8 +302,6 @@ class _Recorder:
         """
         if self.session is None or self.run_id is None:
             return
-        from sqlalchemy.exc import SQLAlchemyError
-
         with suppress(SQLAlchemyError), self.session.begin():
             store.finish_run(
                 self.session,
@@ -538,8 +583,9 @@ class _Run:
 
     def _count(self, batch: list[_Fetched], outcomes: Counter[str]) -> None:
         result = self.result
-        failed = sum(isinstance(item, FetchFailure) for item in batch)
+        failed = sum(isinstance(item, FetchFailure) for item in batch) + outcomes[STORAGE_FAILED]
         result.failed += failed
+        # Fetched and stored: a finetune the store refused counts as failed, not fetched.
         result.fetched += len(batch) - failed
         result.created += outcomes[store.Outcome.CREATED.value]
         result.updated += outcomes[store.Outcome.UPDATED.value]

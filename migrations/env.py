@@ -5,7 +5,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine
 
-from bflsync.models import SQLModel, UTCDateTime
+from bflsync.models import POSTGRES_ONLY_COLUMNS, POSTGRES_ONLY_INDEXES, SQLModel, UTCDateTime
 
 config = context.config
 if config.config_file_name is not None:
@@ -15,8 +15,17 @@ target_metadata = SQLModel.metadata
 
 
 def include_object(obj, name, type_, reflected, compare_to):
-    """Objects the models do not describe but migrations own (SQLite FTS5 shadow tables) are not drift."""
-    return not (type_ == "table" and reflected and compare_to is None and name.startswith("finetune_fts"))
+    """Objects the models do not describe but migrations own are not drift: SQLite's FTS5 shadow
+    tables, PostgreSQL's search columns and their indexes."""
+    if not reflected or compare_to is not None:
+        return True
+    if type_ == "table":
+        return not name.startswith("finetune_fts")
+    if type_ == "column":
+        return (obj.table.name, name) not in POSTGRES_ONLY_COLUMNS
+    if type_ == "index":
+        return name not in POSTGRES_ONLY_INDEXES
+    return True
 
 
 def render_item(type_, obj, autogen_context):

@@ -20,6 +20,7 @@ from bflsync.extract import (
     changed_keys,
     content_hash,
     extract_fields,
+    without_nul,
 )
 
 FULL_DETAILS = {
@@ -235,3 +236,20 @@ def test_canonical_json_round_trips_and_hashes_stably(details: dict[str, Any]) -
     text = canonical_json(details)
     assert canonical_json(json.loads(text)) == text
     assert content_hash(json.loads(text)) == content_hash(details)
+
+
+def test_text_columns_take_nul_as_u_fffd_while_the_hash_keeps_the_raw_details() -> None:
+    details = {"finetune_comment": "a\u0000b", "timestamp": "2024\u0000", "mode": "\u0000"}
+    fields = extract_fields(details)
+    assert (fields["finetune_comment"], fields["remote_timestamp"], fields["mode"]) == (
+        "a\ufffdb",
+        "2024\ufffd",
+        "\ufffd",
+    )
+    assert content_hash(details) != content_hash({**details, "finetune_comment": "a\ufffdb"})
+    assert "a\\u0000b" in canonical_json(details)
+
+
+def test_without_nul_replaces_nul_in_strings_and_keys_only() -> None:
+    value = {"k\u0000": ["\u0000", 1, None, {"\\u0000": "\\u0000"}], "n": 1.5}
+    assert without_nul(value) == {"k\ufffd": ["\ufffd", 1, None, {"\\u0000": "\\u0000"}], "n": 1.5}

@@ -1,8 +1,6 @@
 """The store on PostgreSQL, the path for teams that outgrow one SQLite file.
 
-A throwaway cluster is started from the machine's PostgreSQL binaries on 127.0.0.1 (the
-``postgres_server`` fixture in conftest.py). Where they are missing these tests are skipped,
-except in CI (``CI=true``), where that is a failure.
+The private cluster comes from conftest's ``postgres_server`` (see ``postgres_cluster``).
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import free_port
+from postgres_cluster import free_port
 
 from bflsync import db
 from bflsync.cli import cli

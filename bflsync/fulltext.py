@@ -1,0 +1,182 @@
+"""The words ``bflsync query --text`` searches, tokenised exactly as SQLite's FTS5 index does.
+
+On SQLite, ``finetune_fts`` (revision ``0002_fts``) indexes every string value of a finetune's
+details with FTS5's ``unicode61 remove_diacritics 2`` tokenizer. On PostgreSQL the same words
+go into ``finetune.search_tsv``, a ``tsvector`` built here rather than by ``to_tsvector``:
+PostgreSQL's parsers split and fold text by other rules (hyphenated words, e-mail addresses,
+the database's locale), so the two engines would answer ``--text`` differently. Here each
+character is classified and folded by asking SQLite's own FTS5 tokenizer once (cached), so the
+lexemes and their positions are the ones FTS5 stores; :func:`tsquery_text` turns the user's
+words into the query FTS5 would run, as a ``tsquery``.
+
+What still differs, by PostgreSQL's limits: a token over 2,047 bytes is left out of the
+``tsvector``, positions stop counting at 16,383 and at 256 per lexeme (a phrase match far into
+a huge record can differ), and lexemes beyond about 1 MB per finetune are dropped.
+
+Only the standard library: the PostgreSQL write path and read path import this.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+# PostgreSQL's tsvector limits (MAXSTRLEN, MAXENTRYPOS, MAXNUMPOS, MAXSTRPOS less headroom).
+MAX_LEXEME_BYTES: Final = 2047
+MAX_POSITION: Final = 16383
+MAX_POSITIONS_PER_LEXEME: Final = 256
+MAX_TSVECTOR_BYTES: Final = 1_000_000
+
+# ASCII is FTS5's fast path too: letters and digits are token characters, everything else separates.
+_RUN = re.compile(r"[0-9A-Za-z\x80-\U0010ffff]+")
+_PROBE_MARK = "q"
+
+
+class _Fts5Characters:
+    """How FTS5's unicode61 tokenizer treats each non-ASCII character: ``None`` separates words,
+    a string (possibly empty: a dropped diacritic) is what the character folds to inside a word.
+
+    FTS5 decides per code point from its own Unicode tables, which are older than Python's, so
+    they are read from SQLite itself, once per character seen. One in-memory database serves
+    every thread (the PostgreSQL write path runs in a worker thread), behind a lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[str, str | None] = {}
+        self._connection: sqlite3.Connection | None = None
+
+    def fold(self, character: str) -> str | None:
+        try:
+            return self._known[character]
+        except KeyError:
+            pass
+        with self._lock:
+            if character not in self._known:
+                self._known[character] = self._probe(character)
+            return self._known[character]
+
+    def _probe(self, character: str) -> str | None:
+        if self._connection is None:
+            self._connection = sqlite3.connect(":memory:", check_same_thread=False)
+            self._connection.execute(
+                "CREATE VIRTUAL TABLE probe USING fts5(body, tokenize='unicode61 remove_diacritics 2')"
+            )
+            self._connection.execute("CREATE VIRTUAL TABLE probe_terms USING fts5vocab(probe, 'instance')")
+        connection = self._connection
+        connection.execute("DELETE FROM probe")
+        connection.execute(
+            "INSERT INTO probe (rowid, body) VALUES (1, ?)", (_PROBE_MARK + character + _PROBE_MARK,)
+        )
+        terms = [term for (term,) in connection.execute("SELECT term FROM probe_terms ORDER BY offset")]
+        if len(terms) != 1:
+            return None
+        return str(terms[0])[len(_PROBE_MARK) : -len(_PROBE_MARK)]
+
+
+_CHARACTERS = _Fts5Characters()
+
+
+def tokens(text: str) -> Iterator[str]:
+    """The tokens FTS5 makes of ``text``, in order."""
+    for run in _RUN.findall(text):
+        if run.isascii():
+            yield run.lower()
+            continue
+        word: list[str] = []
+        for character in run:
+            folded = character.lower() if character.isascii() else _CHARACTERS.fold(character)
+            if folded is None:
+                if word:
+                    yield "".join(word)
+                    word = []
+            else:
+                word.append(folded)
+        if word:
+            yield "".join(word)
+
+
+def string_values(value: Any) -> Iterator[str]:
+    """Every string value of a JSON value (keys excluded), in the order of its canonical JSON text.
+
+    The order of ``json_tree`` over the stored details, which is what ``finetune_fts`` indexes.
+    """
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key in sorted(value):
+            yield from string_values(value[key])
+    elif isinstance(value, list):
+        for item in value:
+            yield from string_values(item)
+
+
+def details_tokens(details: Any) -> Iterator[str]:
+    """The tokens ``finetune_fts`` holds for a finetune's details."""
+    for text in string_values(details):
+        yield from tokens(text)
+
+
+def tsvector_text(details: Any) -> str:
+    """``search_tsv`` for a finetune's details, as ``tsvector`` input text (lexemes with positions)."""
+    positions: dict[str, list[int]] = {}
+    size = 0
+    for position, token in enumerate(details_tokens(details), start=1):
+        at = positions.get(token)
+        if at is None:
+            length = len(token.encode("utf-8"))
+            if length > MAX_LEXEME_BYTES or size + length > MAX_TSVECTOR_BYTES:
+                continue
+            size += length
+            positions[token] = at = []
+        if len(at) < MAX_POSITIONS_PER_LEXEME:
+            at.append(min(position, MAX_POSITION))
+    return " ".join(
+        f"{_quoted(token)}:{','.join(str(p) for p in dict.fromkeys(at))}" for token, at in positions.items()
+    )
+
+
+def tsquery_text(words: str) -> str | None:
+    """The user's ``--text`` words as ``tsquery`` input: what :func:`bflsync.search.fts5_query` asks FTS5.
+
+    Words are separated by whitespace and control characters; ``word*`` is a prefix.
+    """
+    terms = []
+    for word in _CONTROL.sub(" ", words).split():
+        stem = word.rstrip("*")
+        terms.append((stem, True) if stem and stem != word else (word, False))
+    return tsquery_of_terms(terms)
+
+
+def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:
+    """``--text`` terms ``(word, is_prefix)`` as ``tsquery`` input, for ``search_tsv @@ CAST(:q AS tsquery)``.
+
+    Each word is a phrase of its tokens (``<->``), a prefix word's last token a prefix (``:*``),
+    and the phrases are ANDed: FTS5's reading of a quoted word. A word without tokens (``--``)
+    is ignored, as FTS5 ignores an empty phrase beside others; None when no word has a token,
+    which FTS5 answers with no match. The text is cast, not given to ``to_tsquery``, whose
+    parser would split and fold the words by PostgreSQL's rules instead of FTS5's.
+    """
+    phrases = []
+    for word, prefix in terms:
+        parts = [_quoted(token) for token in tokens(word)]
+        if not parts:
+            continue
+        if prefix:
+            parts[-1] += ":*"
+        phrases.append(" <-> ".join(parts) if len(parts) > 1 else parts[0])
+    if not phrases:
+        return None
+    return " & ".join(f"({phrase})" if " " in phrase else phrase for phrase in phrases)
+
+
+# As in bflsync.filters.text_terms: control characters separate words.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _quoted(lexeme: str) -> str:
+    """A lexeme quoted for ``tsvector``/``tsquery`` input, which treats a backslash as an escape."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"

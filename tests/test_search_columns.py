@@ -1,0 +1,181 @@
+"""Revision 0005_search: PostgreSQL's jsonb copy of the details and its tsvector, kept by the sync.
+
+SQLite stores have neither (``json_extract`` and FTS5 answer there); the tests say so too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from bflsync import db
+from bflsync.cli import cli
+from bflsync.mock_api import MockBFL
+
+KEY = "search-test-key"
+NUL_KEY = {
+    "finetune_comment": "a\u0000b",
+    "a\u0000key": ["x\u0000", {"deep": "Café-au-lait"}],
+    "mode": "style",
+}
+# "\\u0000" in JSON text is a backslash and then "u0000": it must survive as exactly that.
+BACKSLASH = {"finetune_comment": "\\u0000 is not a NUL", "mode": "character"}
+
+
+@pytest.fixture
+def mock() -> Iterator[MockBFL]:
+    with MockBFL.serve({"nul": NUL_KEY, "backslash": BACKSLASH}, api_key=KEY) as server:
+        yield server
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), env={"BFL_API_KEY": KEY}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def fetch(url: str, query: str) -> list[dict[str, Any]]:
+    engine = sa.create_engine(url if "://" in url else f"sqlite:///{url}")
+    try:
+        with engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(sa.text(query))]
+    finally:
+        engine.dispose()
+
+
+def lexemes(url: str, finetune_id: str) -> list[tuple[int, str]]:
+    """(position, lexeme) pairs of a finetune's search_tsv, in position order."""
+    rows = fetch(
+        url,
+        "SELECT u.lexeme, u.positions FROM finetune f, unnest(f.search_tsv) AS u"
+        f" WHERE f.finetune_id = '{finetune_id}'",
+    )
+    return sorted((position, row["lexeme"]) for row in rows for position in row["positions"])
+
+
+def test_sync_writes_the_jsonb_copy_and_the_tsvector_on_postgresql(pg_url: str, mock: MockBFL) -> None:
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    rows = {
+        row["finetune_id"]: row
+        for row in fetch(pg_url, "SELECT finetune_id, details, details_jsonb FROM finetune")
+    }
+    assert rows["nul"]["details_jsonb"] == {
+        "finetune_comment": "a\ufffdb",
+        "a\ufffdkey": ["x\ufffd", {"deep": "Café-au-lait"}],
+        "mode": "style",
+    }
+    assert json.loads(rows["nul"]["details"]) == NUL_KEY
+    assert rows["backslash"]["details_jsonb"] == BACKSLASH
+    # In the order of the canonical JSON (sorted keys), as FTS5 indexes them on SQLite.
+    assert lexemes(pg_url, "nul") == [
+        (1, "x"),
+        (2, "cafe"),
+        (3, "au"),
+        (4, "lait"),
+        (5, "a"),
+        (6, "b"),
+        (7, "style"),
+    ]
+    versions = fetch(
+        pg_url,
+        "SELECT f.finetune_id, v.details_jsonb = f.details_jsonb AS same"
+        " FROM finetune_version v JOIN finetune f ON f.id = v.finetune_pk ORDER BY 1",
+    )
+    assert versions == [{"finetune_id": "backslash", "same": True}, {"finetune_id": "nul", "same": True}]
+
+
+def test_changes_restores_and_tombstones_keep_the_search_columns_current(pg_url: str, mock: MockBFL) -> None:
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    mock.put("backslash", {"finetune_comment": "now plain"})
+    mock.remove("nul")
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    assert lexemes(pg_url, "backslash") == [(1, "now"), (2, "plain")]
+    assert fetch(
+        pg_url,
+        "SELECT f.finetune_id, v.version, v.change, v.details_jsonb FROM finetune_version v"
+        " JOIN finetune f ON f.id = v.finetune_pk WHERE v.version = 2 ORDER BY 1",
+    ) == [
+        {
+            "finetune_id": "backslash",
+            "version": 2,
+            "change": "updated",
+            "details_jsonb": {"finetune_comment": "now plain"},
+        },
+        {"finetune_id": "nul", "version": 2, "change": "deleted", "details_jsonb": None},
+    ]
+    mock.put("nul", {"mode": "product"})
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    assert fetch(pg_url, "SELECT details_jsonb FROM finetune WHERE finetune_id = 'nul'") == [
+        {"details_jsonb": {"mode": "product"}}
+    ]
+    assert lexemes(pg_url, "nul") == [(1, "product")]
+
+
+def test_json_filters_use_the_gin_indexes_on_postgresql(pg_url: str, mock: MockBFL) -> None:
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    indexes = fetch(
+        pg_url,
+        "SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN"
+        " ('ix_finetune_details_jsonb', 'ix_finetune_search_tsv') ORDER BY 1",
+    )
+    assert [(row["indexname"], "USING gin" in row["indexdef"]) for row in indexes] == [
+        ("ix_finetune_details_jsonb", True),
+        ("ix_finetune_search_tsv", True),
+    ]
+    assert "jsonb_path_ops" in indexes[0]["indexdef"]
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = "\n".join(
+                row[0]
+                for row in connection.exec_driver_sql(
+                    'EXPLAIN SELECT finetune_id FROM finetune WHERE details_jsonb @> \'{"mode": "style"}\''
+                )
+            )
+            found = (
+                connection.exec_driver_sql(
+                    "SELECT finetune_id FROM finetune WHERE search_tsv @@ CAST('''cafe'' <-> ''au''' AS tsquery)"
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    assert "ix_finetune_details_jsonb" in plan
+    assert found == ["nul"]
+
+
+def test_upgrade_backfills_and_downgrade_removes_the_search_columns(pg_url: str, mock: MockBFL) -> None:
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    before = fetch(pg_url, "SELECT id, details_jsonb, search_tsv::text AS tsv FROM finetune ORDER BY id")
+    run("--db", pg_url, "db", "downgrade", "0002_fts")
+    columns = {
+        row["column_name"]
+        for row in fetch(
+            pg_url,
+            "SELECT column_name FROM information_schema.columns WHERE table_name IN ('finetune', 'finetune_version')",
+        )
+    }
+    assert not columns & {"details_jsonb", "search_tsv"}
+    run("--db", pg_url, "db", "upgrade")
+    assert (
+        fetch(pg_url, "SELECT id, details_jsonb, search_tsv::text AS tsv FROM finetune ORDER BY id") == before
+    )
+    assert fetch(pg_url, "SELECT count(*) AS n FROM finetune_version WHERE details_jsonb IS NULL") == [
+        {"n": 0}
+    ]
+    assert run("--db", pg_url, "db", "check") == "models and migrations agree\n"
+
+
+def test_a_sqlite_store_has_no_search_columns(db_path: Path, mock: MockBFL) -> None:
+    run("--db", str(db_path), "sync", "--base-url", mock.base_url)
+    columns = {row["name"] for row in fetch(str(db_path), "SELECT name FROM pragma_table_info('finetune')")}
+    assert not columns & {"details_jsonb", "search_tsv"}
+    assert run("--db", str(db_path), "db", "current") == f"{db.HEAD_REVISION} (head)\n"
