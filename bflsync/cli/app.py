@@ -31,6 +31,19 @@ LAZY_COMMANDS: dict[str, str] = {
     "show": "bflsync.cli.read_commands:show",
     "sync": "bflsync.cli.sync_command:sync",
 }
+# What `bflsync --help` lists for each command, so listing them imports none of them (a test
+# keeps these equal to the commands' own short help).
+COMMAND_SUMMARIES: dict[str, str] = {
+    "db": "Create, migrate and check the store's schema.",
+    "diff": "Compare the parameters of two finetunes, or two versions of...",
+    "facets": "Count the finetunes per value of each FIELD, most common first.",
+    "history": "List every stored version of a finetune, oldest first, with...",
+    "mock-api": "Serve a BFL-compatible finetune API on loopback, to try...",
+    "query": "Search the stored training parameters with FIELD OP VALUE...",
+    "runs": "List sync runs, newest first, or show one run with its...",
+    "show": "Show one finetune's current record: extracted fields,...",
+    "sync": "Fetch every finetune's details from the BFL API into the...",
+}
 
 
 class BflsyncGroup(click.Group):
@@ -47,6 +60,13 @@ class BflsyncGroup(click.Group):
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from :data:`COMMAND_SUMMARIES`: help imports no command module."""
+        rows = [(name, COMMAND_SUMMARIES[name]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
