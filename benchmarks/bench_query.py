@@ -97,7 +97,8 @@ def build_store(path: Path, count: int) -> float:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for start in range(0, count, BATCH):
         observations = [
-            store.Observation(f"ft-{index:06d}", payload(rng, index)) for index in range(start, start + BATCH)
+            store.Observation(f"ft-{index:06d}", payload(rng, index))
+            for index in range(start, min(start + BATCH, count))
         ]
         with Session(opened.engine) as session, session.begin():
             store.record_observations(session, observations, source="api.us1.bfl.ai", run_id=None, now=now)

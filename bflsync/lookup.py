@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from bflsync.errors import AmbiguousIdError, InputError
 from bflsync.reading import Reader
-from bflsync.records import FinetuneRecord, record_index
-from bflsync.search import ALL_COLUMNS
+from bflsync.records import ALL_COLUMNS, FinetuneRecord, record_index
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from bflsync.filters import FieldRef
 
 DETAILS = "details"
+# Every column a record can hold, in row order: the catalogue, then the raw details.
+ALL_COLUMNS: tuple[str, ...] = (*COLUMN_NAMES, DETAILS)
 
 
 def decode_time(value: str | datetime | None) -> datetime | None:

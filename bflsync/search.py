@@ -31,15 +31,13 @@ from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
 
-from bflsync.columns import COLUMN_KINDS, COLUMN_NAMES, Kind
+from bflsync.columns import COLUMN_KINDS, Kind
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, as_bool, as_float, as_int, as_text, extract_fields
 from bflsync.filters import FieldRef, Predicate, Query, Sort, Test, predicate, text_terms
 from bflsync.reading import DetailsNotJsonError, Reader, SqliteReader
-from bflsync.records import DETAILS, FinetuneRecord, decode_value, record_index
+from bflsync.records import ALL_COLUMNS, DETAILS, FinetuneRecord, decode_value, record_index
 from bflsync.sqltext import Param, Sql, join, sql
-
-ALL_COLUMNS: tuple[str, ...] = (*COLUMN_NAMES, DETAILS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +59,19 @@ class Found:
 def search(reader: Reader, query: Query, *, columns: Sequence[str] = ALL_COLUMNS) -> Found:
     """The finetunes matching ``query``, sorted and limited as it says, with only ``columns`` read."""
     wanted = [name for name in ALL_COLUMNS if name in columns]
+    statement = _search_statement(query, wanted)
+    rows, unreadable = _run(reader, query.as_of, statement)
+    index = record_index(wanted)
+    return Found([FinetuneRecord(row, index) for row in rows], unreadable)
+
+
+def search_sql(reader: Reader, query: Query, *, columns: Sequence[str] = ALL_COLUMNS) -> Sql:
+    """The statement :func:`search` runs (for benchmarks and ``EXPLAIN``)."""
+    wanted = [name for name in ALL_COLUMNS if name in columns]
+    return _search_statement(query, wanted)(renderer_for(reader, as_of=query.as_of))
+
+
+def _search_statement(query: Query, wanted: Sequence[str]) -> Callable[[Renderer], Sql]:
     _refuse_sightings_as_of(query, [query.sort.field] if query.sort is not None else [])
     predicates = [predicate(item) for item in query.filters]
 
@@ -77,9 +88,7 @@ def search(reader: Reader, query: Query, *, columns: Sequence[str] = ALL_COLUMNS
             limit,
         )
 
-    rows, unreadable = _run(reader, query.as_of, statement)
-    index = record_index(wanted)
-    return Found([FinetuneRecord(row, index) for row in rows], unreadable)
+    return statement
 
 
 def facet_counts(

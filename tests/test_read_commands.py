@@ -478,9 +478,9 @@ HEAVY_MODULES = ("sqlalchemy", "sqlmodel", "pydantic", "alembic", "httpx", "rich
 def test_read_commands_on_sqlite_import_no_heavy_module(sqlite_store: Path, args: list[str]) -> None:
     script = (
         "import sys\n"
-        "from bflsync.cli import main\n"
+        "from bflsync.cli import cli\n"
         f"sys.argv = ['bflsync', '--db', {str(sqlite_store)!r}, *{args!r}]\n"
-        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "try:\n    cli(prog_name='bflsync')\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
         f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules), file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

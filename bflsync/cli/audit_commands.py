@@ -1,0 +1,165 @@
+"""``show``, ``history``, ``runs`` and ``diff``: one finetune, its audit trail, and the sync log."""
+
+from __future__ import annotations
+
+import click
+
+from bflsync import audit, filters, lookup
+from bflsync.cli import render
+from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.cli.read_common import reading, shown_json, warn_not_json
+from bflsync.columns import COLUMN_NAMES, RUN_COUNTERS
+from bflsync.errors import InputError
+from bflsync.extract import INT64_MAX, INT64_MIN
+
+RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", *RUN_COUNTERS)
+
+
+@click.command()
+@click.argument("finetune_id", metavar="ID")
+@click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@pass_cli_context
+def show(cli_context: CliContext, finetune_id: str, source: str | None, output_format: str) -> None:
+    """Show one finetune's current record: extracted fields, bookkeeping and raw details.
+
+    Finetunes the API no longer lists are shown too, marked as deleted.
+
+    \b
+    Example:
+        bflsync show acme-labs/portrait-lora-3 --format json
+    """
+    with reading(cli_context) as reader:
+        record = lookup.find_finetune(reader, finetune_id, source=source).record
+    warn_not_json(cli_context, [record])
+    if output_format == "json":
+        render.write_json(record.as_dict())
+        return
+    status = (
+        "live"
+        if record.deleted_at is None
+        else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
+    )
+    item = record.as_dict()
+    lines = [("status", status), *((name, item[name]) for name in COLUMN_NAMES)]
+    width = max(len(name) for name, _ in lines)
+    for name, value in lines:
+        click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
+    click.echo("details:")
+    click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
+
+
+@click.command()
+@click.argument("finetune_id", metavar="[ID]", required=False)
+@click.option("--since", metavar="TIMESTAMP", help="Only changes observed at or after this time (ISO 8601).")
+@click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@pass_cli_context
+def history(
+    cli_context: CliContext,
+    finetune_id: str | None,
+    since: str | None,
+    source: str | None,
+    output_format: str,
+) -> None:
+    """List every stored version of a finetune, oldest first, with old and new values per changed key.
+
+    Without ID, --since lists every change in the account since then.
+
+    \b
+    Example:
+        bflsync history acme-labs/portrait-lora-3
+        bflsync history --since 2026-01-01 --format json
+    """
+    if finetune_id is None and since is None:
+        raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
+    start = filters.parse_timestamp(since) if since is not None else None
+    with reading(cli_context) as reader:
+        entries = audit.history(reader, finetune_id=finetune_id, source=source, since=start)
+    if output_format == "json":
+        render.write_json([entry.as_dict() for entry in entries])
+        return
+    for entry in entries:
+        run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+        who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
+        click.echo(f"{who}v{entry.version}  {entry.change}  {entry.observed_at.isoformat()}  {run}")
+        for key, change in entry.changes.items():
+            path = render.one_line(filters.format_path((key,)))
+            click.echo(f"    {path}: {shown_json(change, 'old')} -> {shown_json(change, 'new')}")
+
+
+@click.command()
+@click.argument("run_id", metavar="[RUN_ID]", type=click.IntRange(INT64_MIN, INT64_MAX), required=False)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=INT64_MAX),
+    default=20,
+    show_default=True,
+    help="Newest N runs.",
+)
+@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
+@pass_cli_context
+def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format: str) -> None:
+    """List sync runs, newest first, or show one run with its per-finetune errors.
+
+    \b
+    Example:
+        bflsync runs --limit 5
+        bflsync runs 42
+    """
+    with reading(cli_context) as reader:
+        if run_id is None:
+            listed = audit.runs(reader, limit=limit)
+        else:
+            run, errors = audit.run_with_errors(reader, run_id)
+    if run_id is None:
+        if output_format == "json":
+            render.write_json(listed)
+        else:
+            render.write_table(RUN_COLUMNS, [[run[name] for name in RUN_COLUMNS] for run in listed])
+        return
+    if output_format == "json":
+        render.write_json({**run, "errors": errors})
+        return
+    width = max(len(name) for name in run)
+    for name, value in run.items():
+        click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
+    if errors:
+        click.echo("errors:")
+        headers = ("finetune_id", "kind", "http_status", "attempts", "message")
+        render.write_table(headers, [[error[name] for name in headers] for error in errors])
+
+
+@click.command()
+@click.argument("first", metavar="A")
+@click.argument("second", metavar="B")
+@click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
+@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
+@pass_cli_context
+def diff(cli_context: CliContext, first: str, second: str, source: str | None, output_format: str) -> None:
+    """Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.
+
+    Nested objects are compared key by key; only differing keys are shown.
+
+    \b
+    Example:
+        bflsync diff acme-labs/portrait-lora-3 studio-nord/portrait-lora-20
+        bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
+    """
+    with reading(cli_context) as reader:
+        result = audit.diff(reader, audit.VersionRef(first), audit.VersionRef(second), source=source)
+    sides = {"a": result.a, "b": result.b}
+    if output_format == "json":
+        render.write_json(
+            {
+                **{
+                    name: {"finetune_id": side.finetune_id, "source": side.source, "version": side.version}
+                    for name, side in sides.items()
+                },
+                "differences": result.differences,
+            }
+        )
+        return
+    headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
+    rows = [[row["key"], shown_json(row, "a"), shown_json(row, "b")] for row in result.differences]
+    render.write_table(headers, rows)

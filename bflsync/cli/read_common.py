@@ -1,0 +1,58 @@
+"""What the read commands share: opening the store read-only, and the warnings they print.
+
+Every read command opens the store read-only (:func:`bflsync.reading.open_reader`): it never
+creates, migrates or writes the database and never touches the network. On a SQLite store
+no read command imports SQLAlchemy, pydantic or rich (rich only to draw a table on a terminal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from bflsync.cli import render
+from bflsync.cli.common import CliContext
+from bflsync.extract import canonical_json
+from bflsync.reading import Reader, open_reader
+from bflsync.records import FinetuneRecord
+
+
+@contextmanager
+def reading(cli_context: CliContext) -> Iterator[Reader]:
+    """A read-only reader on the --db store, closed afterwards."""
+    with open_reader(cli_context.db) as reader:
+        yield reader
+
+
+def warn_unreadable(cli_context: CliContext, finetune_ids: Iterable[str]) -> None:
+    """Name the finetunes whose stored details the database cannot read as JSON."""
+    if cli_context.quiet:
+        return
+    for finetune_id in finetune_ids:
+        click.echo(
+            f"bflsync: warning: finetune {render.one_line(finetune_id)!r} has stored details that are not "
+            "valid JSON (NaN or Infinity, written by another tool?): no details-key filter, sort or "
+            "count matches it",
+            err=True,
+        )
+
+
+def warn_not_json(cli_context: CliContext, records: Iterable[FinetuneRecord]) -> None:
+    """Name the finetunes whose details held NaN or Infinity, shown as null."""
+    if cli_context.quiet:
+        return
+    for record in records:
+        if record.details_not_json:
+            click.echo(
+                f"bflsync: warning: finetune {render.one_line(record.finetune_id)!r} stores NaN or "
+                "Infinity in its details, which JSON cannot hold: shown as null",
+                err=True,
+            )
+
+
+def shown_json(values: dict[str, Any], side: str) -> str:
+    """A value as compact JSON for a terminal line (control characters escaped)."""
+    return render.json_for_terminal(canonical_json(values[side])) if side in values else "(missing)"
