@@ -101,7 +101,9 @@ def build_store(path: Path, count: int) -> float:
             for index in range(start, min(start + BATCH, count))
         ]
         with Session(opened.engine) as session, session.begin():
-            store.record_observations(session, observations, source="api.us1.bfl.ai", run_id=None, now=now)
+            store.record_observations(
+                session, observations, source="api.us1.bfl.ai", account="default", run_id=None, now=now
+            )
     elapsed = time.perf_counter() - started
     opened.engine.dispose()
     return elapsed
@@ -211,7 +213,9 @@ def _timed_writes(engine: Any) -> float:
             store.Observation(f"ft-{index:06d}", payload(rng, index)) for index in range(start, start + BATCH)
         ]
         with Session(engine) as session, session.begin():
-            store.record_observations(session, observations, source="api.us1.bfl.ai", run_id=None, now=now)
+            store.record_observations(
+                session, observations, source="api.us1.bfl.ai", account="default", run_id=None, now=now
+            )
     return time.perf_counter() - started
 
 

@@ -44,11 +44,13 @@ def bflsync_store(path: Path, payloads: dict[str, dict[str, Any]], *, now: datet
     try:
         with Session(engine) as session:
             with session.begin():
-                run_id = store.start_run(session, source=SOURCE, pid=1, now=now)
+                run_id = store.start_run(session, source=SOURCE, account="default", pid=1, now=now)
             started = time.perf_counter()
             for batch in store.chunked(observations, DEFAULT_BATCH_SIZE):
                 with session.begin():
-                    store.record_observations(session, batch, source=SOURCE, run_id=run_id, now=now)
+                    store.record_observations(
+                        session, batch, source=SOURCE, account="default", run_id=run_id, now=now
+                    )
             return time.perf_counter() - started
     finally:
         engine.dispose()

@@ -101,7 +101,7 @@ def validate_base_url(base_url: str) -> str:
     url = base_url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"invalid base URL {base_url!r}: expected https://host[:port]")
+        raise InputError(f"invalid base URL {base_url!r}: expected https://host[:port][/prefix]")
     if parts.username is not None or parts.password is not None:
         raise InputError("invalid base URL: it must not contain credentials")
     if parts.query or parts.fragment:
@@ -116,7 +116,12 @@ def validate_base_url(base_url: str) -> str:
 
 
 def source_of(base_url: str) -> str:
-    """The host[:port] a finetune was fetched from; default ports are dropped so spellings agree."""
+    """Where finetunes come from: the host, its port unless the scheme's default, its path prefix if any.
+
+    ``https://api.us1.bfl.ai`` -> ``api.us1.bfl.ai``, ``http://127.0.0.1:8123`` -> ``127.0.0.1:8123``,
+    ``https://gw.example.com/us1/`` -> ``gw.example.com/us1``: two regions behind one gateway are
+    two sources. Spellings of one URL agree (host case, default port, trailing slashes).
+    """
     parts = urlsplit(base_url.strip())
     try:
         port = parts.port
@@ -127,9 +132,10 @@ def source_of(base_url: str) -> str:
         raise InputError(f"invalid base URL {base_url!r}: no host")
     if ":" in host:
         host = f"[{host}]"
-    if port is None or port == {"http": 80, "https": 443}.get(parts.scheme):
-        return host
-    return f"{host}:{port}"
+    if port is not None and port != {"http": 80, "https": 443}.get(parts.scheme):
+        host = f"{host}:{port}"
+    prefix = parts.path.strip("/")
+    return f"{host}/{prefix}" if prefix else host
 
 
 def load_api_key(*, env_value: str | None, key_file: Path | None) -> Secret:

@@ -31,6 +31,7 @@ class VersionEntry:
 
     finetune_id: str
     source: str
+    account: str
     version: int
     change: str
     observed_at: datetime
@@ -42,6 +43,7 @@ class VersionEntry:
         return {
             "finetune_id": self.finetune_id,
             "source": self.source,
+            "account": self.account,
             "version": self.version,
             "change": self.change,
             "observed_at": self.observed_at,
@@ -61,13 +63,15 @@ class VersionRef:
 
     text: str
 
-    def resolve(self, reader: Reader, *, source: str | None = None) -> tuple[str, int | None]:
+    def resolve(
+        self, reader: Reader, *, source: str | None = None, account: str | None = None
+    ) -> tuple[str, int | None]:
         """``(id, None)`` when the whole text is a stored id, else ``(id, N)`` for a trailing ``@N``.
 
         Text that is neither is returned whole, for the caller's "no finetune" error.
         """
         match = _VERSION_SUFFIX.fullmatch(self.text)
-        if match is None or is_stored(reader, self.text, source=source):
+        if match is None or is_stored(reader, self.text, source=source, account=account):
             return self.text, None
         finetune_id, digits = match.groups()
         # Length first: int() refuses over 4300 digits, and SQLite binds at most 64 bits.
@@ -80,6 +84,7 @@ class VersionRef:
 class DiffSide:
     finetune_id: str
     source: str
+    account: str
     version: int
     details: Any
 
@@ -98,33 +103,40 @@ def history(
     *,
     finetune_id: str | None = None,
     source: str | None = None,
+    account: str | None = None,
     since: datetime | None = None,
 ) -> list[VersionEntry]:
     """Versions oldest first: of one finetune, or (``finetune_id=None``) of every finetune since ``since``."""
     params: list[Any]
     if finetune_id is not None:
-        which, params = "v.finetune_pk = ?", [find_finetune(reader, finetune_id, source=source).pk]
+        found = find_finetune(reader, finetune_id, source=source, account=account)
+        which, params = "v.finetune_pk = ?", [found.pk]
     else:
         if since is None:
             raise InputError("history needs a finetune ID or --since")
         # A subquery rather than a list of ids: no bound-parameter limit to batch around.
-        touched = "SELECT t.finetune_pk FROM finetune_version t WHERE t.observed_at >= ?"
+        touched = (
+            "SELECT t.finetune_pk FROM finetune_version t JOIN finetune s ON s.id = t.finetune_pk"
+            " WHERE t.observed_at >= ?"
+        )
         params = [reader.time_param(since)]
-        if source is not None:
-            touched = (
-                "SELECT t.finetune_pk FROM finetune_version t JOIN finetune s ON s.id = t.finetune_pk"
-                " WHERE t.observed_at >= ? AND s.source = ?"
-            )
-            params.append(source)
+        for column, value in (("source", source), ("account", account)):
+            if value is not None:
+                touched += f" AND s.{column} = ?"
+                params.append(value)
         which = f"v.finetune_pk IN ({touched})"
     entries = [e for e in _entries(reader, which, params) if since is None or e.observed_at >= since]
-    return sorted(entries, key=lambda e: (e.observed_at, e.finetune_id, e.source, e.version))
+    return sorted(entries, key=lambda e: (e.observed_at, e.finetune_id, e.source, e.account, e.version))
 
 
-def runs(reader: Reader, *, limit: int | None) -> list[dict[str, Any]]:
-    """Sync runs, newest first, each with its ``duration_s`` (``None`` while running)."""
-    statement = "SELECT * FROM sync_run ORDER BY started_at DESC, id DESC"
+def runs(reader: Reader, *, limit: int | None, account: str | None = None) -> list[dict[str, Any]]:
+    """Sync runs (of one account, if given), newest first, each with its ``duration_s`` (``None`` while running)."""
+    statement = "SELECT * FROM sync_run"
     params: list[Any] = []
+    if account is not None:
+        statement += " WHERE account = ?"
+        params.append(account)
+    statement += " ORDER BY started_at DESC, id DESC"
     if limit is not None:
         statement += " LIMIT ?"
         params.append(limit)
@@ -143,10 +155,12 @@ def run_with_errors(reader: Reader, run_id: int) -> tuple[dict[str, Any], list[d
     return _run_dict(names, rows[0]), [dict(zip(error_names, error, strict=True)) for error in errors]
 
 
-def diff(reader: Reader, a: VersionRef, b: VersionRef, *, source: str | None = None) -> Diff:
+def diff(
+    reader: Reader, a: VersionRef, b: VersionRef, *, source: str | None = None, account: str | None = None
+) -> Diff:
     """Parameter differences between two finetunes, or two versions of one."""
-    left = _side(reader, a, source=source)
-    right = _side(reader, b, source=source)
+    left = _side(reader, a, source=source, account=account)
+    right = _side(reader, b, source=source, account=account)
     flat_left, flat_right = _flatten(left.details), _flatten(right.details)
     differences = []
     for path in sorted(flat_left.keys() | flat_right.keys()):
@@ -160,13 +174,13 @@ def diff(reader: Reader, a: VersionRef, b: VersionRef, *, source: str | None = N
 def _entries(reader: Reader, which: str, params: Sequence[Any]) -> Iterable[VersionEntry]:
     """Every version of the finetunes ``which`` selects, with old values from the one before."""
     rows = reader.rows(
-        "SELECT f.finetune_id, f.source, v.finetune_pk, v.version, v.change, v.details, v.changed_keys,"
+        "SELECT f.finetune_id, f.source, f.account, v.finetune_pk, v.version, v.change, v.details, v.changed_keys,"
         " v.observed_at, v.sync_run_id FROM finetune_version v JOIN finetune f ON f.id = v.finetune_pk"
         f" WHERE {which} ORDER BY v.finetune_pk, v.version",
         params,
     )
     previous: dict[int, Any] = {}
-    for finetune_id, source, pk, version, change, text, changed, observed_at, run_id in rows:
+    for finetune_id, source, account, pk, version, change, text, changed, observed_at, run_id in rows:
         details, _ = decode_details(text)
         before = previous.get(pk)
         keys = _json_list(changed)
@@ -175,6 +189,7 @@ def _entries(reader: Reader, which: str, params: Sequence[Any]) -> Iterable[Vers
         yield VersionEntry(
             finetune_id=finetune_id,
             source=source,
+            account=account,
             version=version,
             change=change,
             observed_at=observed,
@@ -208,12 +223,12 @@ def _run_dict(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     return run
 
 
-def _side(reader: Reader, ref: VersionRef, *, source: str | None) -> DiffSide:
-    finetune_id, version = ref.resolve(reader, source=source)
-    found = find_finetune(reader, finetune_id, source=source)
+def _side(reader: Reader, ref: VersionRef, *, source: str | None, account: str | None) -> DiffSide:
+    finetune_id, version = ref.resolve(reader, source=source, account=account)
+    found = find_finetune(reader, finetune_id, source=source, account=account)
+    record = found.record
     if version is None:
-        record = found.record
-        return DiffSide(record.finetune_id, record.source, record.version, record.details)
+        return DiffSide(record.finetune_id, record.source, record.account, record.version, record.details)
     rows = reader.rows(
         "SELECT change, details FROM finetune_version WHERE finetune_pk = ? AND version = ?",
         [found.pk, version],
@@ -223,7 +238,7 @@ def _side(reader: Reader, ref: VersionRef, *, source: str | None) -> DiffSide:
         raise InputError(f"{label}: no such version (see `bflsync history {finetune_id}`)")
     if rows[0][1] is None:
         raise InputError(f"{label} records the finetune's deletion and has no details to compare")
-    return DiffSide(finetune_id, found.record.source, version, decode_details(rows[0][1])[0])
+    return DiffSide(finetune_id, record.source, record.account, version, decode_details(rows[0][1])[0])
 
 
 def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

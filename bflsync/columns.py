@@ -44,6 +44,7 @@ def _kind_of(convert: Callable[[Any], Any]) -> Kind:
 RECORD_COLUMNS: tuple[Column, ...] = (
     Column("finetune_id", Kind.TEXT),
     Column("source", Kind.TEXT),
+    Column("account", Kind.TEXT),
     *(Column(name, _kind_of(convert)) for name, (_key, convert) in EXTRACTED_FIELDS.items()),
     Column("version", Kind.NUMBER),
     Column("content_hash", Kind.TEXT),

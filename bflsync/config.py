@@ -6,8 +6,11 @@ driven from tests and library code with explicit values.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from bflsync.errors import InputError
 
 APP_NAME = "bflsync"
 DB_FILENAME = "bflsync.db"
@@ -18,6 +21,10 @@ REGION_URLS: dict[str, str] = {
 }
 DEFAULT_REGION = "us1"
 DEFAULT_BASE_URL = REGION_URLS[DEFAULT_REGION]
+
+# The account label of a sync without --account, and of every row a store held before accounts.
+DEFAULT_ACCOUNT = "default"
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 16
@@ -34,6 +41,18 @@ def default_db_path() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path(APP_NAME, appauthor=False) / DB_FILENAME
+
+
+def validate_account_name(name: str, *, option: str = "--account") -> str:
+    """An account label as given, or InputError (exit 2): 1-64 of ``A-Z a-z 0-9 . _ -``.
+
+    The label ends up in file-like contexts (crontabs, log lines, CSV), so it stays plain.
+    """
+    if _ACCOUNT_NAME.fullmatch(name) is None:
+        raise InputError(
+            f"{option} {name!a}: an account name is 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'"
+        )
+    return name
 
 
 class Secret:

@@ -31,6 +31,7 @@ from sqlalchemy.pool import QueuePool
 from bflsync.config import default_db_path
 from bflsync.errors import InputError, StoreBehindError, StoreError, StoreWriteError
 from bflsync.storecheck import (
+    ACCOUNTS_REVISION,
     BFLSYNC_TABLES,
     BUSY_TIMEOUT_MS,
     HEAD_REVISION,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 __all__ = [
+    "ACCOUNTS_REVISION",
     "BFLSYNC_TABLES",
     "BUSY_TIMEOUT_MS",
     "HEAD_REVISION",
@@ -247,6 +249,12 @@ def downgrade_store(location: StoreLocation, *, revision: str) -> Path | None:
     target = _position_of(revision)
     if current and target is not None and target >= KNOWN_REVISIONS.index(current):
         raise InputError(f"the store is at schema revision {current}; {revision} is not older: nothing to do")
+    if (
+        current
+        and target is not None
+        and target < KNOWN_REVISIONS.index(ACCOUNTS_REVISION) <= (KNOWN_REVISIONS.index(current))
+    ):
+        _refuse_merging_accounts(location)
     backup_path = None
     if location.path is not None and current:
         backup_path = backup_sqlite(location.path, revision=current)
@@ -257,6 +265,32 @@ def downgrade_store(location: StoreLocation, *, revision: str) -> Path | None:
     finally:
         engine.dispose()
     return backup_path
+
+
+def _refuse_merging_accounts(location: StoreLocation) -> None:
+    """Before any backup: below 0003 one finetune id of a source can only be one row.
+
+    The migration refuses too (for the alembic CLI); checking here first leaves no backup
+    file behind for a downgrade that cannot happen.
+    """
+    engine = create_store_engine(location, read_only=True)
+    try:
+        with translate_errors(location), engine.connect() as connection:
+            shared = connection.execute(
+                sa.text(
+                    "SELECT source, finetune_id FROM finetune GROUP BY source, finetune_id"
+                    " HAVING count(*) > 1 ORDER BY source, finetune_id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    if shared:
+        source, finetune_id = shared[0]
+        raise InputError(
+            f"cannot downgrade below {ACCOUNTS_REVISION}: {len(shared)} finetune id(s) are stored for several "
+            f"accounts (e.g. {finetune_id!r} at {source}), which older revisions cannot represent; "
+            "nothing was changed"
+        )
 
 
 def inspect_state(location: StoreLocation) -> tuple[StoreState, str | None]:

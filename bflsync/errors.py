@@ -3,7 +3,7 @@
     BflsyncError                 base class; ``exit_code`` tells the CLI how to leave
     ├── InputError               bad option, filter, id or file given by the user (exit 2)
     │   ├── MissingApiKeyError   no key in BFL_API_KEY nor --api-key-file (exit 2)
-    │   └── AmbiguousIdError     an id stored under several sources (exit 2)
+    │   └── AmbiguousIdError     an id stored for several (source, account) (exit 2)
     ├── StoreError               the database cannot be used as a bflsync store (exit 2)
     │   ├── StoreMissingError    no file where the store should be
     │   ├── StoreBehindError     schema older than this bflsync; `bflsync db upgrade` fixes it

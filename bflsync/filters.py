@@ -86,6 +86,7 @@ class Query:
     text: str | None = None
     include_deleted: bool = False
     source: str | None = None
+    account: str | None = None
     as_of: datetime | None = None
     sort: Sort | None = None
     limit: int | None = None

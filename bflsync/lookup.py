@@ -1,11 +1,13 @@
 """Finding one stored finetune by its id: the lookup ``show``, ``history`` and ``diff`` share.
 
-The same id can be stored under several sources (API hosts); a lookup that does not say
-which one and finds several is ambiguous rather than a guess.
+The same id can be stored for several (source, account) pairs: API hosts, and keys labelled
+with ``sync --account``. A lookup that does not say which and finds several is ambiguous
+rather than a guess, and says which option tells them apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bflsync.errors import AmbiguousIdError, InputError
@@ -21,37 +23,57 @@ class StoredFinetune:
     record: FinetuneRecord
 
 
-def find_finetune(reader: Reader, finetune_id: str, *, source: str | None = None) -> StoredFinetune:
+def find_finetune(
+    reader: Reader, finetune_id: str, *, source: str | None = None, account: str | None = None
+) -> StoredFinetune:
     """The current record of one finetune, tombstoned or not.
 
     Raises :class:`InputError` for an unknown id and :class:`AmbiguousIdError` when the id is
-    stored under several sources and ``source`` does not pick one.
+    stored for several (source, account) and ``source``/``account`` do not pick one.
     """
     columns = ", ".join(f'"{name}"' for name in ALL_COLUMNS)
-    statement = f"SELECT id, {columns} FROM finetune WHERE finetune_id = ?"
-    params: list[str] = [finetune_id]
-    if source is not None:
-        statement += " AND source = ?"
-        params.append(source)
-    rows = reader.rows(statement + " ORDER BY source", params)
+    where, params = _which(finetune_id, source=source, account=account)
+    rows = reader.rows(f"SELECT id, {columns} FROM finetune WHERE {where}", params)
     if not rows:
-        where = f" from source {source!r}" if source is not None else ""
-        raise InputError(f"no finetune {finetune_id!r}{where} in the store")
-    if len(rows) > 1:
-        sources = ", ".join(sorted(FinetuneRecord(row[1:], _INDEX).source for row in rows))
-        raise AmbiguousIdError(
-            f"finetune {finetune_id!r} is stored for several sources ({sources}): pick one with --source"
+        scope = "".join(
+            f" {label} {value!r}"
+            for label, value in (("from source", source), ("of account", account))
+            if value
         )
+        raise InputError(f"no finetune {finetune_id!r}{scope} in the store")
+    if len(rows) > 1:
+        records = [FinetuneRecord(row[1:], _INDEX) for row in rows]
+        raise AmbiguousIdError(_ambiguity(finetune_id, sorted((r.source, r.account) for r in records)))
     return StoredFinetune(pk=int(rows[0][0]), record=FinetuneRecord(rows[0][1:], _INDEX))
 
 
-def is_stored(reader: Reader, finetune_id: str, *, source: str | None = None) -> bool:
-    statement = "SELECT 1 FROM finetune WHERE finetune_id = ?"
-    params = [finetune_id]
-    if source is not None:
-        statement += " AND source = ?"
-        params.append(source)
-    return bool(reader.rows(statement + " LIMIT 1", params))
+def is_stored(
+    reader: Reader, finetune_id: str, *, source: str | None = None, account: str | None = None
+) -> bool:
+    where, params = _which(finetune_id, source=source, account=account)
+    return bool(reader.rows(f"SELECT 1 FROM finetune WHERE {where} LIMIT 1", params))
+
+
+def _which(finetune_id: str, *, source: str | None, account: str | None) -> tuple[str, list[str]]:
+    conditions, params = ["finetune_id = ?"], [finetune_id]
+    for column, value in (("source", source), ("account", account)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    return " AND ".join(conditions), params
+
+
+def _ambiguity(finetune_id: str, candidates: Sequence[tuple[str, str]]) -> str:
+    """Which (source, account) rows hold the id, and the option(s) that pick one."""
+    listed = ", ".join(f"{source} (account {account})" for source, account in candidates)
+    options = [
+        option
+        for option, position in (("--source HOST", 0), ("--account NAME", 1))
+        if len({candidate[position] for candidate in candidates}) > 1
+    ]
+    return (
+        f"finetune {finetune_id!r} is stored several times: {listed}; pick one with {' and '.join(options)}"
+    )
 
 
 _INDEX = record_index(ALL_COLUMNS)

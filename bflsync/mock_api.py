@@ -103,6 +103,10 @@ class MockBFL:
     """The mock's state and server. Settings (``latency_ms``, ``error_rate``, ``max_in_flight``,
     ``api_key``) are plain attributes a test may change between requests; everything else goes
     through thread-safe methods.
+
+    Besides the finetunes served to ``api_key``, :meth:`add_account` serves other keys other
+    finetunes, optionally under a path prefix (``/us1``), as one gateway fronting several
+    regions would: the whole accounts feature can be exercised over loopback.
     """
 
     def __init__(
@@ -127,7 +131,8 @@ class MockBFL:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._finetunes: dict[str, bytes] = {}
+        # Finetunes per (path prefix, key); the key None stands for whatever ``api_key`` is now.
+        self._datasets: dict[tuple[str, str | None], dict[str, bytes]] = {("", None): {}}
         self._faults: dict[FaultTarget, list[_Fault]] = {}
         self._requests: deque[RequestRecord] = deque(maxlen=_REQUEST_LOG_MAX)
         self._in_flight = 0
@@ -211,22 +216,50 @@ class MockBFL:
 
     # --- data ---------------------------------------------------------------------------------
 
-    def put(self, finetune_id: str, details: Mapping[str, Any]) -> None:
-        """Add or replace a finetune; encoded now, so later edits to ``details`` do not leak in."""
+    def add_account(
+        self, key: str, finetunes: Mapping[str, Mapping[str, Any]] | None = None, *, prefix: str = ""
+    ) -> None:
+        """Serve ``finetunes`` to requests with this key (under ``prefix``, e.g. ``/eu1``), and only to them."""
+        with self._lock:
+            self._datasets[(_clean_prefix(prefix), key)] = {}
+        for finetune_id, details in (finetunes or {}).items():
+            self.put(finetune_id, details, key=key, prefix=prefix)
+
+    def put(
+        self, finetune_id: str, details: Mapping[str, Any], *, key: str | None = None, prefix: str = ""
+    ) -> None:
+        """Add or replace a finetune; encoded now, so later edits to ``details`` do not leak in.
+
+        ``key``/``prefix`` pick an account added with :meth:`add_account`; by default, ``api_key``'s.
+        """
         encoded = json.dumps(dict(details), ensure_ascii=False).encode()
         with self._lock:
-            self._finetunes[finetune_id] = encoded
+            self._dataset(key, prefix)[finetune_id] = encoded
 
-    def remove(self, finetune_id: str) -> None:
+    def remove(self, finetune_id: str, *, key: str | None = None, prefix: str = "") -> None:
         with self._lock:
-            self._finetunes.pop(finetune_id, None)
+            self._dataset(key, prefix).pop(finetune_id, None)
 
     @property
     def finetunes(self) -> dict[str, dict[str, Any]]:
-        """A decoded copy of what is being served."""
+        """A decoded copy of what is being served to ``api_key``."""
+        return self.finetunes_of()
+
+    def finetunes_of(self, key: str | None = None, *, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """A decoded copy of what is being served to one account."""
         with self._lock:
-            snapshot = dict(self._finetunes)
+            snapshot = dict(self._dataset(key, prefix))
         return {finetune_id: json.loads(body) for finetune_id, body in snapshot.items()}
+
+    def _dataset(self, key: str | None, prefix: str) -> dict[str, bytes]:
+        """The finetunes of one account; the caller holds the lock."""
+        prefix = _clean_prefix(prefix)
+        if key == self.api_key and prefix == "":
+            key = None
+        try:
+            return self._datasets[(prefix, key)]
+        except KeyError:
+            raise KeyError(f"no account {key!r} at prefix {prefix!r}: add it with add_account") from None
 
     # --- scripted faults ----------------------------------------------------------------------
     # A target is a finetune id or LISTING. Faults queue per target; each answers the next
@@ -332,12 +365,19 @@ class MockBFL:
                 self._closing.wait(self.latency_ms / 1000)
             if key is None:
                 return _json_reply(403, {"detail": "Not authenticated"})
-            if key != self.api_key:
+            prefix, endpoint = _split_prefix(path)
+            with self._lock:
+                known_prefix = any(known == prefix for known, _ in self._datasets)
+                served = (prefix, None if key == self.api_key and prefix == "" else key)
+                data = self._datasets.get(served)
+            if not known_prefix or endpoint is None:
+                return _json_reply(404, {"detail": "Not Found"})
+            if data is None:
                 return _json_reply(401, {"detail": "Invalid API key"})
             target: FaultTarget
-            if path == LIST_PATH:
+            if endpoint == LIST_PATH:
                 target = LISTING
-            elif path == DETAILS_PATH:
+            else:
                 if "finetune_id" not in query:
                     return _json_reply(
                         422,
@@ -353,14 +393,12 @@ class MockBFL:
                         },
                     )
                 target = query["finetune_id"]
-            else:
-                return _json_reply(404, {"detail": "Not Found"})
-            return self._serve_target(target)
+            return self._serve_target(target, data)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    def _serve_target(self, target: FaultTarget) -> _Reply | None:
+    def _serve_target(self, target: FaultTarget, data: dict[str, bytes]) -> _Reply | None:
         payload_key = "finetunes" if target is LISTING else "finetune_details"
         fault = self._take_fault(target)
         if fault is not None:
@@ -380,8 +418,8 @@ class MockBFL:
             return random_failure
         with self._lock:
             if target is LISTING:
-                return _json_reply(200, {"finetunes": list(self._finetunes)})
-            details = self._finetunes.get(target)
+                return _json_reply(200, {"finetunes": list(data)})
+            details = data.get(target)
         if details is None:
             return _json_reply(404, {"detail": "Finetune not found"})
         return _Reply(200, b'{"finetune_details": ' + details + b"}")
@@ -411,6 +449,20 @@ class MockBFL:
                 self._connections.add(sock)
             else:
                 self._connections.discard(sock)
+
+
+def _clean_prefix(prefix: str) -> str:
+    """``us1``, ``/us1/`` -> ``/us1``; nothing -> ``""``."""
+    stripped = prefix.strip("/")
+    return f"/{stripped}" if stripped else ""
+
+
+def _split_prefix(path: str) -> tuple[str, str | None]:
+    """A request path as (prefix, endpoint); the endpoint is None when the path names none."""
+    for endpoint in (LIST_PATH, DETAILS_PATH):
+        if path.endswith(endpoint):
+            return _clean_prefix(path.removesuffix(endpoint)), endpoint
+    return "", None
 
 
 def _fault_reply(

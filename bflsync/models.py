@@ -1,9 +1,15 @@
 """The store's tables. Migrations in ``migrations/`` create them; nothing else does.
 
-``finetune`` holds the current state of each finetune per source, ``finetune_version`` the
-append-only audit history, ``sync_run`` one row per sync and ``sync_error`` one row per
-finetune that failed in a run. ``details`` columns hold canonical JSON text; the typed
-columns beside them are derived from it by :mod:`bflsync.extract`.
+``finetune`` holds the current state of each finetune per ``(source, account)``,
+``finetune_version`` the append-only audit history, ``sync_run`` one row per sync and
+``sync_error`` one row per finetune that failed in a run. ``account`` records which key
+last synced each ``(source, account)``, as a keyed fingerprint whose secret lives in
+``store_meta``. ``details`` columns hold canonical JSON text; the typed columns beside them
+are derived from it by :mod:`bflsync.extract`.
+
+A finetune's identity is ``(source, account, finetune_id)``: ``source`` is where it was
+fetched from (see :func:`bflsync.api.source_of`), ``account`` the label the user gave the
+key (``sync --account``), so two keys, or two regions, never see each other's finetunes.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
+
+from bflsync.config import DEFAULT_ACCOUNT
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -32,6 +40,8 @@ POSTGRES_ONLY_INDEXES = frozenset({"ix_finetune_details_jsonb", "ix_finetune_sea
 
 CHANGE_KINDS = ("created", "updated", "deleted", "restored")
 RUN_STATUSES = ("running", "ok", "partial", "failed", "interrupted")
+# The store_meta entry holding the per-store secret of the key fingerprints.
+FINGERPRINT_META_NAME = "fingerprint_secret"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -64,13 +74,17 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 
 class Finetune(SQLModel, table=True):
-    """Current state of one finetune as last seen from one source (API host)."""
+    """Current state of one finetune as last seen by one account at one source."""
 
     __tablename__ = "finetune"
-    __table_args__ = (sa.UniqueConstraint("source", "finetune_id"),)
+    __table_args__ = (sa.UniqueConstraint("source", "account", "finetune_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     source: str
+    # The server default fills the rows a 0002 store already has, and plain-SQL inserts.
+    account: str = Field(
+        default=DEFAULT_ACCOUNT, index=True, sa_column_kwargs={"server_default": DEFAULT_ACCOUNT}
+    )
     finetune_id: str = Field(index=True)
     details: str = Field(sa_type=sa.Text)
 
@@ -124,6 +138,9 @@ class SyncRun(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     status: str = Field(index=True)
     source: str
+    account: str = Field(default=DEFAULT_ACCOUNT, sa_column_kwargs={"server_default": DEFAULT_ACCOUNT})
+    # The key differed from the one last recorded for (source, account), and the run went ahead.
+    key_changed: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     pid: int
     bflsync_version: str
     listed: int = 0
@@ -149,3 +166,33 @@ class SyncError(SQLModel, table=True):
     http_status: int | None = None
     message: str = Field(sa_type=sa.Text)
     attempts: int = 1
+
+
+class Account(SQLModel, table=True):
+    """One ``(source, account)`` that has been synced, and which key synced it last.
+
+    ``key_fingerprint`` is the first 16 hex digits of HMAC-SHA256 of the API key under the
+    store's own random secret (``store_meta``): enough to notice that a different key is
+    syncing under this label, useless for guessing the key or matching it across stores.
+    """
+
+    __tablename__ = "account"
+    __table_args__ = (sa.UniqueConstraint("source", "account"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str
+    account: str
+    # NULL for accounts carried over from a store synced before fingerprints existed (0002).
+    key_fingerprint: str | None = None
+    first_synced_at: datetime = Field(sa_type=UTCDateTime)
+    last_synced_at: datetime = Field(sa_type=UTCDateTime)
+    last_run_id: int | None = Field(default=None, foreign_key="sync_run.id")
+
+
+class StoreMeta(SQLModel, table=True):
+    """Named values that belong to the store itself, e.g. the fingerprint secret."""
+
+    __tablename__ = "store_meta"
+
+    name: str = Field(primary_key=True)
+    value: str = Field(sa_type=sa.Text)

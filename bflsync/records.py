@@ -91,6 +91,10 @@ class FinetuneRecord:
         return str(self._values[self._index["source"]])
 
     @property
+    def account(self) -> str:
+        return str(self._values[self._index["account"]])
+
+    @property
     def version(self) -> int:
         return int(self._values[self._index["version"]])
 

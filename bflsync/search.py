@@ -186,6 +186,8 @@ class Renderer:
             conditions.append(Sql("f.deleted_at IS NULL"))
         if query.source is not None:
             conditions.append(sql("f.source = {}", Param(query.source)))
+        if query.account is not None:
+            conditions.append(sql("f.account = {}", Param(query.account)))
         if query.text is not None:
             conditions.append(self.text_match(text_terms(query.text)))
         return join(" AND ", conditions) if conditions else Sql("1 = 1")
@@ -220,8 +222,8 @@ class Renderer:
         return sql(f"{{}} {op} {{}}", column, Param(value))
 
     def tie_break(self) -> list[Sql]:
-        """finetune_id, source: the default order, and the tie-break of any --sort."""
-        return [self.text_order(Sql("f.finetune_id")), self.text_order(Sql("f.source"))]
+        """finetune_id, source, account: the default order, and the tie-break of any --sort."""
+        return [self.text_order(Sql(f"f.{name}")) for name in ("finetune_id", "source", "account")]
 
     def sort_keys(self, sort: Sort) -> list[Sql]:
         direction = "DESC" if sort.descending else "ASC"

@@ -1,5 +1,8 @@
 """Persistence of sync results on a caller's Session: current rows, audit versions, run log.
 
+Every function that reads or writes finetunes takes the ``(source, account)`` it works for and
+touches no other: a sync of one key never sees, updates or tombstones another key's finetunes.
+
 Nothing here commits: the caller owns the transaction, so a batch of observations lands
 completely or not at all, and a crash leaves every finetune row in step with its latest
 version. Set-based statements (one per kind of change per batch) keep a 20,000-finetune
@@ -110,11 +113,18 @@ def chunked(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
         yield items[start : start + size]
 
 
-def start_run(session: Session, *, source: str, pid: int, now: datetime) -> int:
+def start_run(session: Session, *, source: str, account: str, pid: int, now: datetime) -> int:
     """Log a new run as ``running`` and return its id."""
     run_id = session.execute(
         sa.insert(run_table)
-        .values(started_at=now, status="running", source=source, pid=pid, bflsync_version=__version__)
+        .values(
+            started_at=now,
+            status="running",
+            source=source,
+            account=account,
+            pid=pid,
+            bflsync_version=__version__,
+        )
         .returning(run_table.c.id)
     ).scalar_one()
     assert isinstance(run_id, int)
@@ -201,9 +211,9 @@ def storage_error_message(finetune_id: str, error: BaseException) -> str:
     return f"cannot store finetune {finetune_id!r}: {reason[0] if reason else type(error).__name__}"
 
 
-def stored_ids(session: Session, *, source: str, live_only: bool = False) -> set[str]:
-    """Every finetune id stored for ``source``: tombstoned ones too, unless ``live_only``."""
-    query = sa.select(finetune_table.c.finetune_id).where(finetune_table.c.source == source)
+def stored_ids(session: Session, *, source: str, account: str, live_only: bool = False) -> set[str]:
+    """Every finetune id stored for ``(source, account)``: tombstoned ones too, unless ``live_only``."""
+    query = sa.select(finetune_table.c.finetune_id).where(_scope(source, account))
     if live_only:
         query = query.where(finetune_table.c.deleted_at.is_(None))
     return set(session.execute(query).scalars())
@@ -214,6 +224,7 @@ def record_observations(
     observations: Sequence[Observation],
     *,
     source: str,
+    account: str,
     run_id: int | None,
     now: datetime,
 ) -> dict[str, Outcome]:
@@ -222,7 +233,7 @@ def record_observations(
     A finetune id appearing twice in one batch keeps its last observation.
     """
     latest = {observation.finetune_id: observation for observation in observations}
-    stored = _load_stored(session, source=source, finetune_ids=list(latest))
+    stored = _load_stored(session, source=source, account=account, finetune_ids=list(latest))
     tables = _tables(session)
     outcomes: dict[str, Outcome] = {}
     new_rows: list[dict[str, Any]] = []
@@ -241,6 +252,7 @@ def record_observations(
             new_rows.append(
                 {
                     "source": source,
+                    "account": account,
                     "finetune_id": finetune_id,
                     "details": canonical,
                     **extract_fields(observation.details),
@@ -264,29 +276,39 @@ def record_observations(
 
 
 def preview_observations(
-    session: Session, observations: Sequence[Observation], *, source: str
+    session: Session, observations: Sequence[Observation], *, source: str, account: str
 ) -> dict[str, Outcome]:
     """What :func:`record_observations` would do with a batch, read without writing (``sync --dry-run``)."""
     latest = {observation.finetune_id: observation for observation in observations}
-    stored = _load_stored(session, source=source, finetune_ids=list(latest))
+    stored = _load_stored(session, source=source, account=account, finetune_ids=list(latest))
     return {
         finetune_id: _outcome(stored.get(finetune_id), content_hash(observation.details))
         for finetune_id, observation in latest.items()
     }
 
 
-def missing_from_listing(session: Session, *, source: str, listed_ids: Iterable[str]) -> list[str]:
-    """Live (not tombstoned) finetune ids of ``source`` that a listing no longer has, sorted."""
-    return sorted(
-        finetune_id for _, finetune_id, _ in _live_missing(session, source=source, listed_ids=listed_ids)
-    )
+def missing_from_listing(
+    session: Session, *, source: str, account: str, listed_ids: Iterable[str]
+) -> list[str]:
+    """Live (not tombstoned) finetune ids of ``(source, account)`` that a listing no longer has, sorted."""
+    gone = _live_missing(session, source=source, account=account, listed_ids=listed_ids)
+    return sorted(finetune_id for _, finetune_id, _ in gone)
 
 
 def tombstone_missing(
-    session: Session, *, source: str, listed_ids: Iterable[str], run_id: int | None, now: datetime
+    session: Session,
+    *,
+    source: str,
+    account: str,
+    listed_ids: Iterable[str],
+    run_id: int | None,
+    now: datetime,
 ) -> list[str]:
-    """Mark stored, live finetunes of ``source`` that the listing no longer has; never delete rows."""
-    gone = _live_missing(session, source=source, listed_ids=listed_ids)
+    """Mark stored, live finetunes of ``(source, account)`` the listing no longer has; never delete rows.
+
+    Only that account's: another key's finetunes are not in this key's listing, and are not gone.
+    """
+    gone = _live_missing(session, source=source, account=account, listed_ids=listed_ids)
     old_details = _load_details(session, [pk for pk, _, _ in gone])
     versions = [
         {
@@ -358,18 +380,27 @@ def _outcome(current: _Stored | None, digest: str) -> Outcome:
     return Outcome.UNCHANGED if current.content_hash == digest else Outcome.UPDATED
 
 
-def _live_missing(session: Session, *, source: str, listed_ids: Iterable[str]) -> list[tuple[int, str, int]]:
-    """(pk, finetune id, version) of live finetunes of ``source`` absent from ``listed_ids``."""
+def _scope(source: str, account: str) -> sa.ColumnElement[bool]:
+    """The finetunes of one ``(source, account)``."""
+    return sa.and_(finetune_table.c.source == source, finetune_table.c.account == account)
+
+
+def _live_missing(
+    session: Session, *, source: str, account: str, listed_ids: Iterable[str]
+) -> list[tuple[int, str, int]]:
+    """(pk, finetune id, version) of live finetunes of ``(source, account)`` absent from ``listed_ids``."""
     listed = set(listed_ids)
     live = session.execute(
         sa.select(finetune_table.c.id, finetune_table.c.finetune_id, finetune_table.c.version).where(
-            finetune_table.c.source == source, finetune_table.c.deleted_at.is_(None)
+            _scope(source, account), finetune_table.c.deleted_at.is_(None)
         )
     ).all()
     return [(pk, finetune_id, version) for pk, finetune_id, version in live if finetune_id not in listed]
 
 
-def _load_stored(session: Session, *, source: str, finetune_ids: Sequence[str]) -> dict[str, _Stored]:
+def _load_stored(
+    session: Session, *, source: str, account: str, finetune_ids: Sequence[str]
+) -> dict[str, _Stored]:
     stored: dict[str, _Stored] = {}
     columns = (
         finetune_table.c.finetune_id,
@@ -380,9 +411,7 @@ def _load_stored(session: Session, *, source: str, finetune_ids: Sequence[str]) 
         finetune_table.c.deleted_at.is_not(None),
     )
     for ids in chunked(finetune_ids):
-        query = sa.select(*columns).where(
-            finetune_table.c.source == source, finetune_table.c.finetune_id.in_(ids)
-        )
+        query = sa.select(*columns).where(_scope(source, account), finetune_table.c.finetune_id.in_(ids))
         for finetune_id, pk, digest, version, deleted in session.execute(query).all():
             stored[finetune_id] = _Stored(pk, digest, version, bool(deleted))
     return stored
@@ -410,7 +439,7 @@ def _insert_new(
     """Insert new finetunes and their version 1 with two executemany statements.
 
     No RETURNING: SQLAlchemy would then insert row by row to match keys to rows. Version 1
-    copies the row it belongs to, found by its unique (source, finetune_id).
+    copies the row it belongs to, found by its unique (source, account, finetune_id).
     """
     if not rows:
         return
@@ -433,6 +462,7 @@ def _insert_new(
             sa.literal(run_id, sa.Integer()),
         ).where(
             finetune.c.source == sa.bindparam("v_source"),
+            finetune.c.account == sa.bindparam("v_account"),
             finetune.c.finetune_id == sa.bindparam("v_finetune_id"),
         ),
     )
@@ -441,6 +471,7 @@ def _insert_new(
         [
             {
                 "v_source": row["source"],
+                "v_account": row["account"],
                 "v_finetune_id": row["finetune_id"],
                 "v_changed_keys": canonical_json(keys),
             }

@@ -21,8 +21,10 @@ from bflsync.errors import (
     StoreWriteError,
 )
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts", "0005_search")
+KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts", "0003_accounts", "0005_search")
 HEAD_REVISION = KNOWN_REVISIONS[-1]
+# The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
+ACCOUNTS_REVISION = "0003_accounts"
 SQLITE_HEADER = b"SQLite format 3\x00"
 BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})
 BUSY_TIMEOUT_MS = 10_000

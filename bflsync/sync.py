@@ -31,7 +31,7 @@ from sqlmodel import Session
 from bflsync import store
 from bflsync.api import LIST_PATH, BflClient
 from bflsync.columns import RUN_COUNTERS
-from bflsync.config import MAX_CONCURRENCY
+from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY
 from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError
 
 logger = logging.getLogger("bflsync.sync")
@@ -52,8 +52,9 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True, kw_only=True)
 class SyncOptions:
-    """What to sync; the defaults are a full sync of every listed finetune."""
+    """What to sync; the defaults are a full sync of every listed finetune of the ``default`` account."""
 
+    account: str = DEFAULT_ACCOUNT
     only_ids: tuple[str, ...] = ()
     new_only: bool = False
     dry_run: bool = False
@@ -80,6 +81,7 @@ class SyncResult:
     run_id: int | None
     status: str
     source: str
+    account: str
     dry_run: bool
     listed: int = 0
     fetched: int = 0
@@ -103,6 +105,7 @@ class SyncResult:
             "run_id": self.run_id,
             "status": self.status,
             "source": self.source,
+            "account": self.account,
             **self.counts(),
             "duration_s": round(self.duration_s, 3),
         }
@@ -146,7 +149,9 @@ async def run_sync(
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
     with _session(engine) as session:
-        recorder = _Recorder(session, source=client.source, now=now, pid=pid, dry_run=options.dry_run)
+        recorder = _Recorder(
+            session, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
+        )
         run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
         result = await run.execute()
     result.duration_s = time.monotonic() - started
@@ -166,10 +171,18 @@ class _Recorder:
     """Every database step of a run, each in a transaction of its own; in a dry run, reads only."""
 
     def __init__(
-        self, session: Session | None, *, source: str, now: Callable[[], datetime], pid: int, dry_run: bool
+        self,
+        session: Session | None,
+        *,
+        source: str,
+        account: str,
+        now: Callable[[], datetime],
+        pid: int,
+        dry_run: bool,
     ) -> None:
         self.session = session
         self.source = source
+        self.account = account
         self.now = now
         self.pid = pid
         self.dry_run = dry_run
@@ -180,7 +193,9 @@ class _Recorder:
             return
         with self.session.begin():
             interrupted = store.mark_interrupted_runs(self.session)
-            self.run_id = store.start_run(self.session, source=self.source, pid=self.pid, now=self.now())
+            self.run_id = store.start_run(
+                self.session, source=self.source, account=self.account, pid=self.pid, now=self.now()
+            )
         if interrupted:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
 
@@ -188,7 +203,7 @@ class _Recorder:
         if self.session is None:
             return set()
         with self.session.begin():
-            return store.stored_ids(self.session, source=self.source, live_only=True)
+            return store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
         """Store one batch of results; return how many finetunes each outcome took.
@@ -203,7 +218,9 @@ class _Recorder:
             return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
         if self.dry_run:
             with self.session.begin():
-                outcomes = store.preview_observations(self.session, observations, source=self.source)
+                outcomes = store.preview_observations(
+                    self.session, observations, source=self.source, account=self.account
+                )
             return Counter(outcome.value for outcome in outcomes.values())
         try:
             with self.session.begin():
@@ -222,7 +239,12 @@ class _Recorder:
     def _store(self, observations: Sequence[store.Observation]) -> dict[str, store.Outcome]:
         assert self.session is not None
         return store.record_observations(
-            self.session, observations, source=self.source, run_id=self.run_id, now=self.now()
+            self.session,
+            observations,
+            source=self.source,
+            account=self.account,
+            run_id=self.run_id,
+            now=self.now(),
         )
 
     def _store_one_by_one(self, observations: Sequence[store.Observation]) -> Counter[str]:
@@ -275,11 +297,14 @@ class _Recorder:
         with self.session.begin():
             if listed_ids is not None:
                 if self.dry_run:
-                    gone = store.missing_from_listing(self.session, source=self.source, listed_ids=listed_ids)
+                    gone = store.missing_from_listing(
+                        self.session, source=self.source, account=self.account, listed_ids=listed_ids
+                    )
                 else:
                     gone = store.tombstone_missing(
                         self.session,
                         source=self.source,
+                        account=self.account,
                         listed_ids=listed_ids,
                         run_id=self.run_id,
                         now=self.now(),
@@ -343,7 +368,13 @@ class _Run:
         self.options = options
         self.progress = progress
         self.stop = stop
-        self.result = SyncResult(run_id=None, status="running", source=client.source, dry_run=options.dry_run)
+        self.result = SyncResult(
+            run_id=None,
+            status="running",
+            source=client.source,
+            account=options.account,
+            dry_run=options.dry_run,
+        )
 
     async def execute(self) -> SyncResult:
         result = self.result

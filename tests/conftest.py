@@ -1,5 +1,4 @@
-"""Fixtures every test module may use: an isolated environment, real migrated SQLite stores, and a
-private PostgreSQL cluster for the tests that run on both engines."""
+"""Fixtures every test module may use: an isolated environment and real, migrated SQLite stores."""
 
 from __future__ import annotations
 
@@ -8,12 +7,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from postgres_cluster import fresh_database, private_cluster
+
+# Shared fixtures of the private PostgreSQL cluster.
+from pgcluster import pg_url, postgres_server  # noqa: F401
 from sqlalchemy.engine import Engine
 
 from bflsync import db
 
-SCRUBBED_ENV = ("BFL_API_KEY", "BFL_API_URL", "BFLSYNC_DB")
+SCRUBBED_ENV = ("BFL_API_KEY", "BFL_API_URL", "BFLSYNC_DB", "BFLSYNC_ACCOUNT")
 
 
 @pytest.fixture(autouse=True)
@@ -45,32 +46,19 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """Base URL of a private PostgreSQL cluster shared by the whole run (one database per test)."""
-    with private_cluster() as url:
-        yield url
-
-
-@pytest.fixture
-def pg_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test."""
-    with fresh_database(postgres_server) as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, db_path: Path) -> str:
-    """Where a test's store lives, once per engine: a SQLite file path or an empty PostgreSQL database."""
+def store_db(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """A store location for ``--db``, empty, on each engine bflsync supports: a behaviour test runs twice."""
     if request.param == "sqlite":
         return str(db_path)
-    url: str = request.getfixturevalue("pg_url")
+    url = request.getfixturevalue("pg_url")
+    assert isinstance(url, str)
     return url
 
 
 @pytest.fixture
-def any_store(store_url: str) -> Iterator[tuple[str, Engine]]:
+def any_store(store_db: str) -> Iterator[tuple[str, Engine]]:
     """A writable store at head on each engine: the ``--db`` value and an engine to fill it with."""
-    opened = db.open_store_for_write(db.locate_store(store_url))
-    yield store_url, opened.engine
+    opened = db.open_store_for_write(db.locate_store(store_db))
+    yield store_db, opened.engine
     opened.engine.dispose()

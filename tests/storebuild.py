@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bflsync import store
+from bflsync.config import DEFAULT_ACCOUNT
 
 SOURCE = "api.us1.bfl.ai"
 
@@ -26,19 +27,22 @@ def write_sync(
     *,
     now: datetime,
     source: str = SOURCE,
+    account: str = DEFAULT_ACCOUNT,
     tombstone: bool = True,
 ) -> int:
     """One "sync": a run, the observations, tombstones for stored ids not listed; returns the run id."""
     observations = [store.Observation(finetune_id, details) for finetune_id, details in payloads.items()]
     with Session(engine) as session, session.begin():
-        run_id = store.start_run(session, source=source, pid=4242, now=now)
-        outcomes = store.record_observations(session, observations, source=source, run_id=run_id, now=now)
+        run_id = store.start_run(session, source=source, account=account, pid=4242, now=now)
+        outcomes = store.record_observations(
+            session, observations, source=source, account=account, run_id=run_id, now=now
+        )
         counts = {"listed": len(payloads), "fetched": len(payloads)}
         for outcome in outcomes.values():
             counts[outcome.value] = counts.get(outcome.value, 0) + 1
         if tombstone:
             gone = store.tombstone_missing(
-                session, source=source, listed_ids=payloads, run_id=run_id, now=now
+                session, source=source, account=account, listed_ids=payloads, run_id=run_id, now=now
             )
             counts["deleted"] = len(gone)
         store.finish_run(session, run_id=run_id, status="ok", counts=counts, now=now + timedelta(seconds=3))

@@ -596,7 +596,11 @@ def test_client_refuses_plain_http_off_loopback() -> None:
         ("https://api.us1.bfl.ai:8443", "api.us1.bfl.ai:8443"),
         ("http://127.0.0.1:8123", "127.0.0.1:8123"),
         ("http://localhost", "localhost"),
-        ("http://[::1]:8123/prefix", "[::1]:8123"),
+        ("http://[::1]:8123/prefix", "[::1]:8123/prefix"),
+        ("https://gw.example.com/us1", "gw.example.com/us1"),
+        ("https://GW.example.com:443/eu1/", "gw.example.com/eu1"),
+        ("https://gw.example.com/bfl/us1//", "gw.example.com/bfl/us1"),
+        ("https://gw.example.com/", "gw.example.com"),
     ],
 )
 def test_source_of(base_url: str, source: str) -> None:

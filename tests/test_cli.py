@@ -171,7 +171,7 @@ def test_db_reextract_recomputes_columns_from_raw_json(
     details = {"mode": "character", "iterations": "300", "learning_rate": "2e-5"}
     with Session(store_engine) as session, session.begin():
         store.record_observations(
-            session, [store.Observation("a", details)], source="h", run_id=None, now=now
+            session, [store.Observation("a", details)], source="h", account="default", run_id=None, now=now
         )
     with store_engine.begin() as connection:  # extraction rules of an older release left other values
         connection.exec_driver_sql("UPDATE finetune SET mode = NULL, iterations = NULL, learning_rate = 1")
@@ -292,7 +292,12 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path) -> None
     observations = [store.Observation(f"finetune-{i:05d}-{'x' * 40}", {"mode": "style"}) for i in range(4000)]
     with Session(opened.engine) as session, session.begin():
         store.record_observations(
-            session, observations, source="h", run_id=None, now=datetime(2026, 1, 1, tzinfo=UTC)
+            session,
+            observations,
+            source="h",
+            account="default",
+            run_id=None,
+            now=datetime(2026, 1, 1, tzinfo=UTC),
         )
     opened.engine.dispose()
     process = subprocess.Popen(
@@ -317,6 +322,7 @@ def test_a_wal_store_on_a_read_only_mount_can_still_be_queried(tmp_path: Path) -
             session,
             [store.Observation("a", {"mode": "style"})],
             source="h",
+            account="default",
             run_id=None,
             now=datetime.now(UTC),
         )

@@ -1,6 +1,9 @@
 """The store on PostgreSQL, the path for teams that outgrow one SQLite file.
 
-The private cluster comes from conftest's ``postgres_server`` (see ``postgres_cluster``).
+The ``postgres_server`` and ``pg_url`` fixtures (tests/pgcluster.py, shared through conftest)
+start a throwaway cluster from the machine's PostgreSQL binaries on 127.0.0.1. Where they are
+missing these tests are skipped, except in CI (``CI=true``), where that is a failure. Behaviour
+both engines share is tested once, over the ``store_db`` fixture, in the other modules.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from postgres_cluster import free_port
+from pgcluster import free_port
 
 from bflsync import db
 from bflsync.cli import cli

@@ -55,6 +55,7 @@ def record(
     return {
         "finetune_id": finetune_id,
         "source": SOURCE,
+        "account": "default",
         **extract_fields(details),
         "version": version,
         "content_hash": content_hash(details),

@@ -89,6 +89,7 @@ def expected_record(
     return {
         "finetune_id": finetune_id,
         "source": SOURCE,
+        "account": "default",
         **extract_fields(details),
         "version": version,
         "content_hash": content_hash(details),
@@ -130,6 +131,7 @@ def test_query_csv_has_a_header_and_round_trips_details(store: str) -> None:
     assert rows[1] == {
         "finetune_id": "bravo",
         "source": SOURCE,
+        "account": "default",
         "finetune_comment": "",
         "trigger_word": "",
         "mode": "style",
@@ -162,8 +164,20 @@ def test_query_columns_pick_any_fields_including_nested_and_odd_keys(store: str)
 def test_query_json_with_columns_keeps_ids_and_the_chosen_fields(store: str) -> None:
     result = run(store, "query", "--columns", "iterations,extra.tags", "--format", "json")
     assert json.loads(result.stdout) == [
-        {"finetune_id": "alpha", "source": SOURCE, "iterations": 300, "extra.tags": ["a", "ü"]},
-        {"finetune_id": "bravo", "source": SOURCE, "iterations": 500, "extra.tags": None},
+        {
+            "finetune_id": "alpha",
+            "source": SOURCE,
+            "account": "default",
+            "iterations": 300,
+            "extra.tags": ["a", "ü"],
+        },
+        {
+            "finetune_id": "bravo",
+            "source": SOURCE,
+            "account": "default",
+            "iterations": 500,
+            "extra.tags": None,
+        },
     ]
 
 
@@ -260,6 +274,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
         {
             "finetune_id": "a",
             "source": SOURCE,
+            "account": "default",
             "version": 1,
             "change": "created",
             "observed_at": "2026-01-01T00:00:00+00:00",
@@ -270,6 +285,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
         {
             "finetune_id": "a",
             "source": SOURCE,
+            "account": "default",
             "version": 2,
             "change": "updated",
             "observed_at": "2026-01-02T00:00:00+00:00",
@@ -280,6 +296,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
         {
             "finetune_id": "a",
             "source": SOURCE,
+            "account": "default",
             "version": 3,
             "change": "deleted",
             "observed_at": "2026-01-03T00:00:00+00:00",
@@ -290,6 +307,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
         {
             "finetune_id": "a",
             "source": SOURCE,
+            "account": "default",
             "version": 4,
             "change": "restored",
             "observed_at": "2026-01-04T00:00:00+00:00",
@@ -345,7 +363,7 @@ def test_runs_with_an_id_shows_the_run_and_its_errors(store_engine: Engine, db_p
     from bflsync import store as store_api
 
     with Session(store_engine) as session, session.begin():
-        run_id = store_api.start_run(session, source=SOURCE, pid=7, now=day(1))
+        run_id = store_api.start_run(session, source=SOURCE, account="default", pid=7, now=day(1))
         store_api.record_failure(
             session, run_id=run_id, finetune_id="x", kind="http", message="boom", http_status=500, attempts=4
         )
@@ -374,8 +392,8 @@ def test_diff_compares_two_versions_key_by_key(store_engine: Engine, db_path: Pa
     write_sync(store_engine, {"org/x@y": {"lr": 2, "extra": {"n": 2, "same": 0}}}, now=day(2))
     result = run(db_path, "diff", "org/x@y@1", "org/x@y@2", "--format", "json")
     assert json.loads(result.stdout) == {
-        "a": {"finetune_id": "org/x@y", "source": SOURCE, "version": 1},
-        "b": {"finetune_id": "org/x@y", "source": SOURCE, "version": 2},
+        "a": {"finetune_id": "org/x@y", "source": SOURCE, "account": "default", "version": 1},
+        "b": {"finetune_id": "org/x@y", "source": SOURCE, "account": "default", "version": 2},
         "differences": [
             {"key": "extra.n", "a": 1, "b": 2},
             {"key": "gone", "a": "g"},
@@ -405,7 +423,11 @@ def test_an_id_stored_for_two_sources_is_ambiguous_without_source(
     write_sync(store_engine, {"twin": {"mode": "a"}}, now=day(1), source="api.us1.bfl.ai")
     write_sync(store_engine, {"twin": {"mode": "b"}}, now=day(1), source="api.eu1.bfl.ai")
     result = CliRunner().invoke(cli, ["--db", str(db_path), "show", "twin"])
-    assert_one_line_error(result, "api.eu1.bfl.ai, api.us1.bfl.ai", "--source")
+    assert_one_line_error(
+        result,
+        "api.eu1.bfl.ai (account default), api.us1.bfl.ai (account default)",
+        "pick one with --source HOST",
+    )
     shown = run(db_path, "show", "twin", "--source", "api.eu1.bfl.ai", "--format", "json")
     assert json.loads(shown.stdout)["details"] == {"mode": "b"}
 

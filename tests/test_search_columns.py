@@ -19,6 +19,7 @@ from bflsync.cli import cli
 from bflsync.mock_api import MockBFL
 
 KEY = "search-test-key"
+BELOW_SEARCH = db.KNOWN_REVISIONS[db.KNOWN_REVISIONS.index("0005_search") - 1]
 NUL_KEY = {
     "finetune_comment": "a\u0000b",
     "a\u0000key": ["x\u0000", {"deep": "Café-au-lait"}],
@@ -155,7 +156,7 @@ def test_json_filters_use_the_gin_indexes_on_postgresql(pg_url: str, mock: MockB
 def test_upgrade_backfills_and_downgrade_removes_the_search_columns(pg_url: str, mock: MockBFL) -> None:
     run("--db", pg_url, "sync", "--base-url", mock.base_url)
     before = fetch(pg_url, "SELECT id, details_jsonb, search_tsv::text AS tsv FROM finetune ORDER BY id")
-    run("--db", pg_url, "db", "downgrade", "0002_fts")
+    run("--db", pg_url, "db", "downgrade", BELOW_SEARCH)
     columns = {
         row["column_name"]
         for row in fetch(

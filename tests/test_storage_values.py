@@ -42,17 +42,17 @@ def mock() -> Iterator[MockBFL]:
         yield server
 
 
-def sync(store_url: str, mock: MockBFL, *args: str) -> Result:
+def sync(store_db: str, mock: MockBFL, *args: str) -> Result:
     return CliRunner().invoke(
         cli,
-        ["--db", store_url, "sync", "--base-url", mock.base_url, "--json", *args],
+        ["--db", store_db, "sync", "--base-url", mock.base_url, "--json", *args],
         env={"BFL_API_KEY": KEY},
         catch_exceptions=False,
     )
 
 
-def fetch(store_url: str, query: str) -> list[dict[str, Any]]:
-    engine = sa.create_engine(store_url if "://" in store_url else f"sqlite:///{store_url}")
+def fetch(store_db: str, query: str) -> list[dict[str, Any]]:
+    engine = sa.create_engine(store_db if "://" in store_db else f"sqlite:///{store_db}")
     try:
         with engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(sa.text(query))]
@@ -60,12 +60,12 @@ def fetch(store_url: str, query: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-def test_a_nul_in_a_comment_is_stored_with_the_rest_of_its_batch(store_url: str, mock: MockBFL) -> None:
-    result = sync(store_url, mock)
+def test_a_nul_in_a_comment_is_stored_with_the_rest_of_its_batch(store_db: str, mock: MockBFL) -> None:
+    result = sync(store_db, mock)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["created"] == 3
     [row] = fetch(
-        store_url,
+        store_db,
         "SELECT details, finetune_comment, trigger_word, content_hash FROM finetune WHERE finetune_id = 'nul'",
     )
     # The details text keeps JSON's escape, so it parses back to exactly what the API sent.
@@ -73,17 +73,17 @@ def test_a_nul_in_a_comment_is_stored_with_the_rest_of_its_batch(store_url: str,
     assert json.loads(row["details"]) == NUL_COMMENT
     assert row["content_hash"] == content_hash(NUL_COMMENT)
     assert (row["finetune_comment"], row["trigger_word"]) == ("before\ufffdafter", "T\ufffdK")
-    assert sorted(r["finetune_id"] for r in fetch(store_url, "SELECT finetune_id FROM finetune")) == [
+    assert sorted(r["finetune_id"] for r in fetch(store_db, "SELECT finetune_id FROM finetune")) == [
         "nul",
         "other",
         "plain",
     ]
 
 
-def refusing_engine(store_url: str) -> Engine:
+def refusing_engine(store_db: str) -> Engine:
     """A store at head whose database refuses one value of :data:`REFUSED`: SQLite's length limit
     lowered on every connection; on PostgreSQL, a B-tree index entry over a third of a page."""
-    engine = db.open_store_for_write(db.locate_store(store_url)).engine
+    engine = db.open_store_for_write(db.locate_store(store_db)).engine
     if engine.dialect.name == "sqlite":
         sa.event.listen(
             engine, "connect", lambda dbapi, _: dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50_000)
@@ -109,9 +109,9 @@ def sync_library(engine: Engine, mock: MockBFL) -> SyncResult:
     return asyncio.run(go())
 
 
-def test_a_value_the_store_refuses_fails_only_its_finetune(store_url: str, mock: MockBFL) -> None:
+def test_a_value_the_store_refuses_fails_only_its_finetune(store_db: str, mock: MockBFL) -> None:
     mock.put("huge", REFUSED)
-    engine = refusing_engine(store_url)
+    engine = refusing_engine(store_db)
     try:
         result = sync_library(engine, mock)
     finally:
@@ -123,13 +123,13 @@ def test_a_value_the_store_refuses_fails_only_its_finetune(store_url: str, mock:
         3,
         1,
     )
-    assert sorted(r["finetune_id"] for r in fetch(store_url, "SELECT finetune_id FROM finetune")) == [
+    assert sorted(r["finetune_id"] for r in fetch(store_db, "SELECT finetune_id FROM finetune")) == [
         "nul",
         "other",
         "plain",
     ]
     [error] = fetch(
-        store_url, "SELECT sync_run_id, finetune_id, kind, http_status, message, attempts FROM sync_error"
+        store_db, "SELECT sync_run_id, finetune_id, kind, http_status, message, attempts FROM sync_error"
     )
     assert error == {
         "sync_run_id": result.run_id,
@@ -141,13 +141,13 @@ def test_a_value_the_store_refuses_fails_only_its_finetune(store_url: str, mock:
     }
     assert error["message"].startswith("cannot store finetune 'huge': ")
     assert "\n" not in error["message"] and "xxxx" not in error["message"]
-    [run] = fetch(store_url, "SELECT status, fetched, created, failed FROM sync_run")
+    [run] = fetch(store_db, "SELECT status, fetched, created, failed FROM sync_run")
     assert run == {"status": "partial", "fetched": 3, "created": 3, "failed": 1}
 
 
-def test_a_refused_finetune_is_stored_by_a_later_run_once_it_fits(store_url: str, mock: MockBFL) -> None:
+def test_a_refused_finetune_is_stored_by_a_later_run_once_it_fits(store_db: str, mock: MockBFL) -> None:
     mock.put("huge", REFUSED)
-    engine = refusing_engine(store_url)
+    engine = refusing_engine(store_db)
     try:
         assert sync_library(engine, mock).status == "partial"
         mock.put("huge", {"finetune_comment": "smaller now"})
@@ -155,7 +155,7 @@ def test_a_refused_finetune_is_stored_by_a_later_run_once_it_fits(store_url: str
     finally:
         engine.dispose()
     assert (result.status, result.created, result.unchanged, result.failed) == ("ok", 1, 3, 0)
-    assert fetch(store_url, "SELECT finetune_comment FROM finetune WHERE finetune_id = 'huge'") == [
+    assert fetch(store_db, "SELECT finetune_comment FROM finetune WHERE finetune_id = 'huge'") == [
         {"finetune_comment": "smaller now"}
     ]
 

@@ -125,6 +125,7 @@ def test_first_sync_stores_each_finetune_with_version_1(
     assert stored == [
         {
             "source": source,
+            "account": "default",
             "finetune_id": "alpha",
             "details": canonical_json(ALPHA),
             "finetune_comment": "portrait",
@@ -146,6 +147,7 @@ def test_first_sync_stores_each_finetune_with_version_1(
         },
         {
             "source": source,
+            "account": "default",
             "finetune_id": "beta",
             "details": canonical_json(BETA),
             "finetune_comment": None,
@@ -167,6 +169,7 @@ def test_first_sync_stores_each_finetune_with_version_1(
         },
         {
             "source": source,
+            "account": "default",
             "finetune_id": "gamma",
             "details": canonical_json(GAMMA),
             "finetune_comment": None,
@@ -265,6 +268,8 @@ def test_run_row_records_source_pid_counts_and_times(
             "finished_at": text(T2),
             "status": "ok",
             "source": source,
+            "account": "default",
+            "key_changed": 0,
             "pid": 4242,
             "bflsync_version": __version__,
             "listed": 2,
@@ -291,6 +296,7 @@ def test_json_output_has_the_documented_keys(
         "run_id": 1,
         "status": "ok",
         "source": source,
+        "account": "default",
         "listed": 3,
         "fetched": 3,
         "created": 3,
@@ -631,7 +637,7 @@ def test_id_syncs_only_the_given_finetunes_without_listing(
 
     assert [r.path for r in mock.requests] == ["/v1/finetune_details"]
     assert (result.listed, result.fetched, result.updated, result.deleted) == (0, 1, 1, 0)
-    assert rows(db_path, "SELECT finetune_id, version, deleted_at FROM finetune ORDER BY id") == [
+    assert rows(db_path, "SELECT finetune_id, version, deleted_at FROM finetune ORDER BY finetune_id") == [
         {"finetune_id": "alpha", "version": 2, "deleted_at": None},
         {"finetune_id": "beta", "version": 1, "deleted_at": None},
         {"finetune_id": "gamma", "version": 1, "deleted_at": None},
@@ -863,6 +869,8 @@ def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
             "finished_at": text(T1),
             "status": "failed",
             "source": server_source,
+            "account": "default",
+            "key_changed": 0,
             "pid": 4242,
             "bflsync_version": __version__,
             "listed": 40,
@@ -990,6 +998,7 @@ def test_json_is_printed_with_status_failed_when_the_run_crashes(
         "run_id": 1,
         "status": "failed",
         "source": source,
+        "account": "default",
         "listed": 3,
         "fetched": 0,
         "created": 0,

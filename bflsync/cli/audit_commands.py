@@ -7,20 +7,23 @@ import click
 from bflsync import audit, filters, lookup
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
-from bflsync.cli.read_common import reading, shown_json, warn_not_json
+from bflsync.cli.read_common import account_option, reading, shown_json, warn_not_json
 from bflsync.columns import COLUMN_NAMES, RUN_COUNTERS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN
 
-RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", *RUN_COUNTERS)
+RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", "account", *RUN_COUNTERS)
 
 
 @click.command()
 @click.argument("finetune_id", metavar="ID")
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@account_option("Which account, when the id is stored for several.")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
 @pass_cli_context
-def show(cli_context: CliContext, finetune_id: str, source: str | None, output_format: str) -> None:
+def show(
+    cli_context: CliContext, finetune_id: str, source: str | None, account: str | None, output_format: str
+) -> None:
     """Show one finetune's current record: extracted fields, bookkeeping and raw details.
 
     Finetunes the API no longer lists are shown too, marked as deleted.
@@ -30,7 +33,7 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
         bflsync show acme-labs/portrait-lora-3 --format json
     """
     with reading(cli_context) as reader:
-        record = lookup.find_finetune(reader, finetune_id, source=source).record
+        record = lookup.find_finetune(reader, finetune_id, source=source, account=account).record
     warn_not_json(cli_context, [record])
     if output_format == "json":
         render.write_json(record.as_dict())
@@ -53,6 +56,7 @@ def show(cli_context: CliContext, finetune_id: str, source: str | None, output_f
 @click.argument("finetune_id", metavar="[ID]", required=False)
 @click.option("--since", metavar="TIMESTAMP", help="Only changes observed at or after this time (ISO 8601).")
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@account_option("Which account, when the id is stored for several (without ID: only this account's changes).")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
 @pass_cli_context
 def history(
@@ -60,6 +64,7 @@ def history(
     finetune_id: str | None,
     since: str | None,
     source: str | None,
+    account: str | None,
     output_format: str,
 ) -> None:
     """List every stored version of a finetune, oldest first, with old and new values per changed key.
@@ -75,7 +80,7 @@ def history(
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
     start = filters.parse_timestamp(since) if since is not None else None
     with reading(cli_context) as reader:
-        entries = audit.history(reader, finetune_id=finetune_id, source=source, since=start)
+        entries = audit.history(reader, finetune_id=finetune_id, source=source, account=account, since=start)
     if output_format == "json":
         render.write_json([entry.as_dict() for entry in entries])
         return
@@ -97,9 +102,12 @@ def history(
     show_default=True,
     help="Newest N runs.",
 )
+@account_option("Only the runs of this account.")
 @click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
 @pass_cli_context
-def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format: str) -> None:
+def runs(
+    cli_context: CliContext, run_id: int | None, limit: int, account: str | None, output_format: str
+) -> None:
     """List sync runs, newest first, or show one run with its per-finetune errors.
 
     \b
@@ -109,7 +117,7 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
     """
     with reading(cli_context) as reader:
         if run_id is None:
-            listed = audit.runs(reader, limit=limit)
+            listed = audit.runs(reader, limit=limit, account=account)
         else:
             run, errors = audit.run_with_errors(reader, run_id)
     if run_id is None:
@@ -134,9 +142,17 @@ def runs(cli_context: CliContext, run_id: int | None, limit: int, output_format:
 @click.argument("first", metavar="A")
 @click.argument("second", metavar="B")
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
+@account_option("Which account, when an id is stored for several.")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
 @pass_cli_context
-def diff(cli_context: CliContext, first: str, second: str, source: str | None, output_format: str) -> None:
+def diff(
+    cli_context: CliContext,
+    first: str,
+    second: str,
+    source: str | None,
+    account: str | None,
+    output_format: str,
+) -> None:
     """Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.
 
     Nested objects are compared key by key; only differing keys are shown.
@@ -147,13 +163,20 @@ def diff(cli_context: CliContext, first: str, second: str, source: str | None, o
         bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
     """
     with reading(cli_context) as reader:
-        result = audit.diff(reader, audit.VersionRef(first), audit.VersionRef(second), source=source)
+        result = audit.diff(
+            reader, audit.VersionRef(first), audit.VersionRef(second), source=source, account=account
+        )
     sides = {"a": result.a, "b": result.b}
     if output_format == "json":
         render.write_json(
             {
                 **{
-                    name: {"finetune_id": side.finetune_id, "source": side.source, "version": side.version}
+                    name: {
+                        "finetune_id": side.finetune_id,
+                        "source": side.source,
+                        "account": side.account,
+                        "version": side.version,
+                    }
                     for name, side in sides.items()
                 },
                 "differences": result.differences,

@@ -11,7 +11,7 @@ import click
 from bflsync import filters, search
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
-from bflsync.cli.read_common import reading, warn_not_json, warn_unreadable
+from bflsync.cli.read_common import account_option, reading, warn_not_json, warn_unreadable
 from bflsync.columns import COLUMN_NAMES
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX
@@ -41,6 +41,7 @@ def search_options(command: Any) -> Any:
             "--include-deleted", is_flag=True, help="Include finetunes no longer listed by the API."
         ),
         click.option("--source", metavar="HOST", help="Only finetunes synced from this API host."),
+        account_option("Only finetunes of this account (sync --account)."),
         click.option(
             "--as-of",
             metavar="TIMESTAMP",
@@ -62,6 +63,7 @@ def build_query(
     words: str | None,
     include_deleted: bool,
     source: str | None,
+    account: str | None,
     as_of: str | None,
     sort: str | None = None,
     limit: int | None = None,
@@ -71,6 +73,7 @@ def build_query(
         text=words,
         include_deleted=include_deleted,
         source=source,
+        account=account,
         as_of=filters.parse_timestamp(as_of) if as_of is not None else None,
         sort=filters.parse_sort(sort) if sort is not None else None,
         limit=limit,
@@ -99,6 +102,7 @@ def query(
     words: str | None,
     include_deleted: bool,
     source: str | None,
+    account: str | None,
     as_of: str | None,
     sort: str | None,
     limit: int | None,
@@ -110,7 +114,7 @@ def query(
     \b
     OP: = != < <= > >=, and ~ (case-insensitive substring).
     FIELD: an extracted column (mode, learning_rate, iterations, ...), a bookkeeping
-    column (source, version, first_seen_at, last_changed_at, deleted_at, ...) or any key
+    column (source, account, version, first_seen_at, last_changed_at, deleted_at, ...) or any key
     of the raw details, dotted for nesting (extra.images), `backticks` for odd names.
     VALUE: numbers compare numerically (numeric strings count), true/false, null (missing
     or null), "quoted" is always a string, anything else is a string. != also matches
@@ -131,6 +135,7 @@ def query(
         words=words,
         include_deleted=include_deleted,
         source=source,
+        account=account,
         as_of=as_of,
         sort=sort,
         # One extra row tells the table whether it was cut short.
@@ -161,8 +166,11 @@ def query(
     else:
         assert shown_fields is not None
         shown = records[:limit] if limit is not None else records
-        if fields is None and len({record.source for record in shown}) > 1:
-            shown_fields.insert(1, filters.parse_field("source"))
+        if fields is None:
+            # Source and account only when the result mixes them.
+            for name in ("account", "source"):
+                if len({record.column(name) for record in shown}) > 1:
+                    shown_fields.insert(1, filters.parse_field(name))
         render.write_table(*_field_rows(shown, shown_fields))
         if len(records) > len(shown) and not cli_context.quiet:
             click.echo(f"(first {limit} rows shown; --limit 0 for all)", err=True)
@@ -179,6 +187,7 @@ def facets(
     words: str | None,
     include_deleted: bool,
     source: str | None,
+    account: str | None,
     as_of: str | None,
     output_format: str,
 ) -> None:
@@ -196,7 +205,12 @@ def facets(
     if not fields:
         raise InputError("facets needs at least one FIELD to count (arguments with an operator are filters)")
     question = build_query(
-        filter_texts, words=words, include_deleted=include_deleted, source=source, as_of=as_of
+        filter_texts,
+        words=words,
+        include_deleted=include_deleted,
+        source=source,
+        account=account,
+        as_of=as_of,
     )
     with reading(cli_context) as reader:
         counts, unreadable = search.facet_counts(reader, fields, question)
@@ -216,6 +230,7 @@ def _record_object(record: FinetuneRecord, fields: Sequence[filters.FieldRef] | 
     return {
         "finetune_id": record.finetune_id,
         "source": record.source,
+        "account": record.account,
         **{field.name: record.value(field) for field in fields},
     }
 
@@ -240,4 +255,4 @@ def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | Non
     named = {field.column for field in fields if field.column is not None}
     if any(field.column is None for field in fields):
         named.add(DETAILS)
-    return ("finetune_id", "source", *sorted(named))
+    return ("finetune_id", "source", "account", *sorted(named))

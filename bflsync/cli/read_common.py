@@ -7,17 +7,29 @@ no read command imports SQLAlchemy, pydantic or rich (rich only to draw a table 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from bflsync.cli import render
 from bflsync.cli.common import CliContext
+from bflsync.config import validate_account_name
 from bflsync.extract import canonical_json
 from bflsync.reading import Reader, open_reader
 from bflsync.records import FinetuneRecord
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _checked_account(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    return validate_account_name(value) if value is not None else None
+
+
+def account_option(help_text: str) -> Callable[[F], F]:
+    """``--account NAME`` of the read commands, validated like ``sync --account``."""
+    return click.option("--account", metavar="NAME", callback=_checked_account, help=help_text)
 
 
 @contextmanager

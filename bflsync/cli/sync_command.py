@@ -19,6 +19,7 @@ from bflsync import db as store_db
 from bflsync.api import BflClient, load_api_key, resolve_base_url
 from bflsync.cli.common import CliContext, pass_cli_context, report_opened
 from bflsync.config import (
+    DEFAULT_ACCOUNT,
     DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_RETRIES,
@@ -26,6 +27,7 @@ from bflsync.config import (
     MAX_CONCURRENCY,
     REGION_URLS,
     ApiSettings,
+    validate_account_name,
 )
 from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
 from bflsync.lock import sync_lock_for
@@ -59,6 +61,15 @@ class RunFailedError(BflsyncError):
     "--api-key-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the API key from this file instead of BFL_API_KEY.",
+)
+@click.option(
+    "--account",
+    envvar="BFLSYNC_ACCOUNT",
+    default=DEFAULT_ACCOUNT,
+    show_default=True,
+    metavar="NAME",
+    help="Label for this key's finetunes; each account is synced and tombstoned on its own "
+    "[env BFLSYNC_ACCOUNT].",
 )
 @click.option(
     "--concurrency",
@@ -119,6 +130,7 @@ def sync(
     region: str | None,
     base_url: str | None,
     api_key_file: Path | None,
+    account: str,
     concurrency: int,
     timeout_s: float,
     max_retries: int,
@@ -135,6 +147,10 @@ def sync(
     unchanged ones only a new last-seen time; finetunes the account no longer lists are
     marked deleted (rows are never removed) and restored if they come back. Finetunes
     that cannot be fetched are logged in sync_error and keep their stored data.
+
+    Each key syncs as an account (--account NAME, default "default"): a finetune is
+    stored per (source, account), so several keys and regions share one store and a
+    sync only ever marks its own account's finetunes deleted.
 
     One sync per store at a time: a second one exits 4 (or waits up to --wait seconds).
     The store stays readable by `bflsync query`, sqlite3 and Datasette meanwhile.
@@ -155,6 +171,7 @@ def sync(
     Example:
         BFL_API_KEY=... bflsync sync --region eu1 --json
     """
+    validate_account_name(account)
     if only_ids and new_only:
         raise InputError("--new-only filters the listing; it cannot be combined with --id")
     _require_utf8_ids(only_ids)
@@ -172,7 +189,11 @@ def sync(
         concurrency=concurrency,
     )
     options = SyncOptions(
-        only_ids=only_ids, new_only=new_only, dry_run=dry_run, allow_empty_listing=allow_empty_listing
+        account=account,
+        only_ids=only_ids,
+        new_only=new_only,
+        dry_run=dry_run,
+        allow_empty_listing=allow_empty_listing,
     )
     location = store_db.locate_store(cli_context.db)
     show_progress = not cli_context.quiet and sys.stderr.isatty()
@@ -313,9 +334,16 @@ def _summary(result: SyncResult) -> str:
         f"{result.restored} restored, {result.unchanged} unchanged, {result.failed} failed"
     )
     if result.dry_run:
-        return f"dry run, nothing written; would be {changes} ({result.source})"
+        return f"dry run, nothing written; would be {changes} ({_where(result)})"
     listed = f"{result.listed} listed, " if result.listed else ""
     return (
         f"sync {result.status}: {listed}{changes} in {result.duration_s:.1f} s "
-        f"(run {result.run_id}, {result.source})"
+        f"(run {result.run_id}, {_where(result)})"
     )
+
+
+def _where(result: SyncResult) -> str:
+    """The source, and the account unless it is the default one."""
+    if result.account == DEFAULT_ACCOUNT:
+        return result.source
+    return f"{result.source}, account {result.account}"

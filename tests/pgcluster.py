@@ -1,7 +1,8 @@
-"""A throwaway PostgreSQL cluster on 127.0.0.1, started from the machine's server binaries.
+"""A private PostgreSQL cluster for the tests: started once per session on 127.0.0.1, removed after.
 
-Where the binaries are missing, tests that need the cluster are skipped, except in CI
-(``CI=true``), where that is a failure: CI must run the PostgreSQL suites.
+Where the machine has no PostgreSQL server binaries the tests that need it are skipped,
+except in CI (``CI=true``), where that is a failure. conftest.py makes the fixtures
+available to every test module.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,9 +39,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextmanager
-def private_cluster() -> Iterator[str]:
-    """Base URL (no database) of a new cluster, stopped and removed afterwards."""
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """Base URL of a private PostgreSQL cluster, stopped and removed after the session."""
     bindir = postgres_bindir()
     if bindir is None:
         if os.environ.get("CI"):
@@ -72,15 +72,15 @@ def private_cluster() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-@contextmanager
-def fresh_database(server: str) -> Iterator[str]:
-    """URL of a new, empty database on ``server``, dropped afterwards."""
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        yield f"{server}/{name}"
+        yield f"{postgres_server}/{name}"
     finally:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
