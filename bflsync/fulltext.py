@@ -124,19 +124,23 @@ def tsvector_text(details: Any) -> str:
     """``search_tsv`` for a finetune's details, as ``tsvector`` input text (lexemes with positions)."""
     positions: dict[str, list[int]] = {}
     size = 0
+    position = 0
     for position, token in enumerate(details_tokens(details), start=1):
         at = positions.get(token)
         if at is None:
-            length = len(token.encode("utf-8"))
+            length = len(token.encode("utf-8")) if not token.isascii() else len(token)
             if length > MAX_LEXEME_BYTES or size + length > MAX_TSVECTOR_BYTES:
                 continue
             size += length
-            positions[token] = at = []
-        if len(at) < MAX_POSITIONS_PER_LEXEME:
-            at.append(min(position, MAX_POSITION))
-    return " ".join(
-        f"{_quoted(token)}:{','.join(str(p) for p in dict.fromkeys(at))}" for token, at in positions.items()
-    )
+            positions[token] = [position]
+        elif len(at) < MAX_POSITIONS_PER_LEXEME:
+            at.append(position)
+    if position > MAX_POSITION:
+        # Rare: only records of more than 16,383 words pay for clamping (and the duplicates it makes).
+        positions = {
+            token: list(dict.fromkeys(min(p, MAX_POSITION) for p in at)) for token, at in positions.items()
+        }
+    return " ".join(f"{_quoted(token)}:{','.join(map(str, at))}" for token, at in positions.items())
 
 
 def tsquery_text(words: str) -> str | None:
@@ -179,4 +183,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def _quoted(lexeme: str) -> str:
     """A lexeme quoted for ``tsvector``/``tsquery`` input, which treats a backslash as an escape."""
-    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+    if "'" in lexeme or "\\" in lexeme:
+        lexeme = lexeme.replace("\\", "\\\\").replace("'", "''")
+    return f"'{lexeme}'"

@@ -166,3 +166,13 @@ def test_text_search_answers_the_same_on_both_engines(db_path: Path, pg_url: str
         engine.dispose()
     assert postgres_answers == sqlite_answers
     assert sum(map(bool, sqlite_answers.values())) >= 10
+
+
+def test_positions_past_postgresqls_last_one_share_it_and_a_lexeme_keeps_256() -> None:
+    many = tsvector_text({"a": " ".join(f"w{index}" for index in range(16_390))})
+    assert many.endswith(
+        "'w16382':16383 'w16383':16383 'w16384':16383 'w16385':16383 'w16386':16383"
+        " 'w16387':16383 'w16388':16383 'w16389':16383"
+    )
+    repeated = tsvector_text({"a": "w " * 300})
+    assert repeated == "'w':" + ",".join(str(position) for position in range(1, 257))
