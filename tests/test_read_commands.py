@@ -764,3 +764,41 @@ def test_other_read_commands_answer_over_a_nan_row(nan_store: Path, args: list[s
     assert result.exit_code == 0
     if "json" in args:
         json.loads(result.stdout)
+
+
+def test_a_filter_on_a_key_no_finetune_has_warns_with_a_close_match_and_exits_0(store: str) -> None:
+    result = run(store, "query", "learning_rte>=1e-5", "--format", "ids")
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == (
+        "bflsync: warning: no stored finetune has a key 'learning_rte' (did you mean learning_rate?)\n"
+    )
+
+
+def test_a_nested_filter_key_is_matched_against_the_keys_beside_it(store: str) -> None:
+    result = run(store, "query", "extra.imags>1", "--format", "ids")
+    assert result.stderr == (
+        "bflsync: warning: no stored finetune has a key 'extra.imags' (did you mean extra.images?)\n"
+    )
+
+
+def test_a_key_without_any_close_name_warns_without_a_guess(store: str) -> None:
+    result = run(store, "facets", "zzzz")
+    assert result.exit_code == 0
+    assert result.stderr == "bflsync: warning: no stored finetune has a key 'zzzz'\n"
+
+
+def test_a_known_key_and_quiet_mode_print_no_warning(store: str) -> None:
+    assert run(store, "query", "extra.images>1", "`weird key`=null", "--format", "ids").stderr == ""
+    assert run(store, "-q", "query", "learning_rte=1", "--format", "ids").stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "guess"),
+    [("--sort", "-itertions", "iterations"), ("--columns", "mode,extra.tgs", "extra.tags")],
+)
+def test_sorting_or_showing_a_key_no_finetune_has_exits_2(
+    store: str, option: str, name: str, guess: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--db", store, "query", option, name])
+    wrong = name.lstrip("-").split(",")[-1]
+    assert_one_line_error(result, f"no stored finetune has a key '{wrong}' (did you mean {guess}?)")

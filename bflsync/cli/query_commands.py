@@ -8,13 +8,14 @@ from typing import Any
 
 import click
 
-from bflsync import filters, search
+from bflsync import fieldnames, filters, search
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option, reading, warn_not_json, warn_unreadable
 from bflsync.columns import COLUMN_NAMES
-from bflsync.errors import InputError
+from bflsync.errors import FilterError, InputError
 from bflsync.extract import INT64_MAX
+from bflsync.reading import Reader
 from bflsync.records import ALL_COLUMNS, DETAILS, FinetuneRecord
 
 TABLE_LIMIT = 50
@@ -146,6 +147,14 @@ def query(
     if output_format == "table" and fields is None:
         shown_fields = [filters.parse_field(name) for name in _table_columns(include_deleted=include_deleted)]
     with reading(cli_context) as reader:
+        # A --sort or --columns key nobody has is a mistake (exit 2); a filter on one is a valid,
+        # empty question (a warning).
+        named = [*([question.sort.field] if question.sort is not None else []), *(fields or [])]
+        for field in dict.fromkeys(named):
+            note = fieldnames.unknown_field(reader, field)
+            if note is not None:
+                raise FilterError(note)
+        warn_unknown(cli_context, reader, [item.field for item in question.filters])
         found = search.search(reader, question, columns=_needed_columns(output_format, shown_fields))
     warn_unreadable(cli_context, found.unreadable)
     records = found.records
@@ -213,6 +222,7 @@ def facets(
         as_of=as_of,
     )
     with reading(cli_context) as reader:
+        warn_unknown(cli_context, reader, [*fields, *(item.field for item in question.filters)])
         counts, unreadable = search.facet_counts(reader, fields, question)
     warn_unreadable(cli_context, unreadable)
     if output_format == "json":
@@ -256,3 +266,11 @@ def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | Non
     if any(field.column is None for field in fields):
         named.add(DETAILS)
     return ("finetune_id", "source", "account", *sorted(named))
+
+
+def warn_unknown(cli_context: CliContext, reader: Reader, fields: Sequence[filters.FieldRef]) -> None:
+    """One warning per field that is neither a column nor a key any stored finetune has."""
+    for field in dict.fromkeys(fields):
+        note = fieldnames.unknown_field(reader, field)
+        if note is not None and not cli_context.quiet:
+            click.echo(f"bflsync: warning: {note}", err=True)
