@@ -54,6 +54,20 @@ def is_stored(
     return bool(reader.rows(f"SELECT 1 FROM finetune WHERE {where} LIMIT 1", params))
 
 
+def ids_starting_with(reader: Reader, prefix: str, *, limit: int) -> list[str]:
+    """Stored finetune ids that start with ``prefix``, sorted, at most ``limit`` (for completion)."""
+    rows = reader.rows(
+        "SELECT DISTINCT finetune_id FROM finetune WHERE substr(finetune_id, 1, ?) = ? ORDER BY 1 LIMIT ?",
+        [len(prefix), prefix, limit],
+    )
+    return [str(row[0]) for row in rows]
+
+
+def account_names(reader: Reader) -> list[str]:
+    """Every account that has stored finetunes, sorted."""
+    return [str(row[0]) for row in reader.rows("SELECT DISTINCT account FROM finetune ORDER BY 1")]
+
+
 def _which(finetune_id: str, *, source: str | None, account: str | None) -> tuple[str, list[str]]:
     conditions, params = ["finetune_id = ?"], [finetune_id]
     for column, value in (("source", source), ("account", account)):

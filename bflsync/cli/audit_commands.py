@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from bflsync import audit, filters, lookup
-from bflsync.cli import render
+from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option, reading, shown_json, warn_not_json
 from bflsync.columns import COLUMN_NAMES, RUN_COUNTERS
@@ -16,7 +16,7 @@ RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", "account", 
 
 
 @click.command()
-@click.argument("finetune_id", metavar="ID")
+@click.argument("finetune_id", metavar="ID", shell_complete=completion.complete_ids)
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
 @account_option("Which account, when the id is stored for several.")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")
@@ -53,7 +53,7 @@ def show(
 
 
 @click.command()
-@click.argument("finetune_id", metavar="[ID]", required=False)
+@click.argument("finetune_id", metavar="[ID]", required=False, shell_complete=completion.complete_ids)
 @click.option("--since", metavar="TIMESTAMP", help="Only changes observed at or after this time (ISO 8601).")
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
 @account_option("Which account, when the id is stored for several (without ID: only this account's changes).")
@@ -139,8 +139,8 @@ def runs(
 
 
 @click.command()
-@click.argument("first", metavar="A")
-@click.argument("second", metavar="B")
+@click.argument("first", metavar="A", shell_complete=completion.complete_ids)
+@click.argument("second", metavar="B", shell_complete=completion.complete_ids)
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
 @account_option("Which account, when an id is stored for several.")
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text")

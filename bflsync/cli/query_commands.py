@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from bflsync import fieldnames, filters, search
-from bflsync.cli import render
+from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option, reading, warn_not_json, warn_unreadable
 from bflsync.columns import COLUMN_NAMES
@@ -82,17 +82,25 @@ def build_query(
 
 
 @click.command()
-@click.argument("filter_texts", nargs=-1, metavar="[FILTER]...")
+@click.argument("filter_texts", nargs=-1, metavar="[FILTER]...", shell_complete=completion.complete_field)
 @search_options
 @click.option(
-    "--sort", metavar="[-]FIELD", help="Sort by any field, '-' for descending (default finetune_id)."
+    "--sort",
+    metavar="[-]FIELD",
+    help="Sort by any field, '-' for descending (default finetune_id).",
+    shell_complete=completion.complete_sort,
 )
 @click.option(
     "--limit",
     type=click.IntRange(min=0, max=INT64_MAX),
     help=f"At most N rows; 0 for all [default: {TABLE_LIMIT} for the table, all otherwise].",
 )
-@click.option("--columns", metavar="A,B,C", help="The fields to show (any field, details keys included).")
+@click.option(
+    "--columns",
+    metavar="A,B,C",
+    help="The fields to show (any field, details keys included).",
+    shell_complete=completion.complete_columns,
+)
 @click.option(
     "--format", "output_format", type=click.Choice(QUERY_FORMATS), default="table", show_default=True
 )
@@ -186,7 +194,13 @@ def query(
 
 
 @click.command()
-@click.argument("arguments", nargs=-1, required=True, metavar="FIELD... [FILTER]...")
+@click.argument(
+    "arguments",
+    nargs=-1,
+    required=True,
+    metavar="FIELD... [FILTER]...",
+    shell_complete=completion.complete_field,
+)
 @search_options
 @click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table")
 @pass_cli_context

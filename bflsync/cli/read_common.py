@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from bflsync.cli import render
+from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext
 from bflsync.config import validate_account_name
 from bflsync.extract import canonical_json
@@ -29,7 +29,13 @@ def _checked_account(_ctx: click.Context, _param: click.Parameter, value: str | 
 
 def account_option(help_text: str) -> Callable[[F], F]:
     """``--account NAME`` of the read commands, validated like ``sync --account``."""
-    return click.option("--account", metavar="NAME", callback=_checked_account, help=help_text)
+    return click.option(
+        "--account",
+        metavar="NAME",
+        callback=_checked_account,
+        help=help_text,
+        shell_complete=completion.complete_accounts,
+    )
 
 
 @contextmanager
