@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
 from typing import Any
 
@@ -80,11 +79,11 @@ class BflsyncGroup(click.Group):
         except BflsyncError as exc:
             _fail(ctx, str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _fail(ctx, "interrupted", 130)
+            _fail(ctx, "interrupted", ExitCode.INTERRUPTED)
         except BrokenPipeError:
             _stop_writing_stdout()
             # As if killed by SIGPIPE, like other Unix tools whose reader (`| head`) went away.
-            ctx.exit(128 + signal.SIGPIPE)
+            ctx.exit(ExitCode.BROKEN_PIPE)
         except UnicodeEncodeError as exc:
             if "surrogates not allowed" not in str(exc):
                 _fail_internal(ctx, exc)
@@ -190,7 +189,7 @@ def main() -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         except BrokenPipeError:
-            code = 128 + signal.SIGPIPE
+            code = ExitCode.BROKEN_PIPE
         os._exit(code)
 
 

@@ -29,20 +29,11 @@ from bflsync.config import (
     ApiSettings,
     validate_account_name,
 )
-from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
+from bflsync.errors import ExitCode, InputError, RunFailedError, StoreMissingError
 from bflsync.lock import sync_lock_for
 from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
 
 _EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
-_EXIT_INTERRUPTED = 128 + signal.SIGINT
-
-
-class RunFailedError(BflsyncError):
-    """The run could not do its job (the listing failed); the run row says why, too."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = ExitCode(exit_code)
 
 
 @click.command()
@@ -218,7 +209,7 @@ def sync(
     if not cli_context.quiet:
         click.echo(_summary(result), err=True)
     if result.status == "interrupted":
-        ctx.exit(_EXIT_INTERRUPTED if signum is None else 128 + signum)
+        ctx.exit(ExitCode.INTERRUPTED if signum is None else ExitCode.for_signal(signum))
     # A signal that came after fetching had ended changed nothing: the exit code follows the run.
     ctx.exit(int(_EXIT_BY_STATUS[result.status]))
 
