@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, canonical_json
@@ -25,8 +24,7 @@ _VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")
 _RUN_TIMES = ("started_at", "finished_at")
 
 
-@dataclass(frozen=True, slots=True)
-class VersionEntry:
+class VersionEntry(NamedTuple):
     """One audit version with, per changed key, ``{"old": ..., "new": ...}`` (a missing side is left out)."""
 
     finetune_id: str
@@ -53,8 +51,7 @@ class VersionEntry:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class VersionRef:
+class VersionRef(NamedTuple):
     """``ID`` (the current record) or ``ID@N`` (version N) as given to ``bflsync diff``.
 
     Ids may themselves contain ``@`` and ``/`` and even end in ``@<digits>``, so the text
@@ -80,8 +77,7 @@ class VersionRef:
         return finetune_id, int(digits)
 
 
-@dataclass(frozen=True, slots=True)
-class DiffSide:
+class DiffSide(NamedTuple):
     finetune_id: str
     source: str
     account: str
@@ -89,8 +85,7 @@ class DiffSide:
     details: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Diff:
+class Diff(NamedTuple):
     """Keys (dotted for nested objects) whose values differ; a side where the key is missing is left out."""
 
     a: DiffSide

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bflsync.extract import EXTRACTED_FIELDS, as_bool, as_float, as_int
 
@@ -26,8 +25,7 @@ class Kind(enum.Enum):
     TIME = "time"
 
 
-@dataclass(frozen=True, slots=True)
-class Column:
+class Column(NamedTuple):
     name: str
     kind: Kind
 

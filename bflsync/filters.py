@@ -30,8 +30,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from bflsync.columns import COLUMN_KINDS, Kind
 from bflsync.errors import FilterError, InputError
@@ -50,8 +50,7 @@ _UNADDRESSABLE = re.compile(r'["\\\x00-\x1f]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@dataclass(frozen=True, slots=True)
-class FieldRef:
+class FieldRef(NamedTuple):
     """A parsed field: a column, or a path of keys into the raw details."""
 
     path: tuple[str, ...]
@@ -63,8 +62,7 @@ class FieldRef:
         return format_path(self.path, force_key=self.column is None and self.path[0] in COLUMN_KINDS)
 
 
-@dataclass(frozen=True, slots=True)
-class Filter:
+class Filter(NamedTuple):
     field: FieldRef
     op: str
     value: Scalar
@@ -72,14 +70,12 @@ class Filter:
     """The value as written, quotes removed: the needle of ``~`` and the text of a timestamp."""
 
 
-@dataclass(frozen=True, slots=True)
-class Sort:
+class Sort(NamedTuple):
     field: FieldRef
     descending: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class Query:
+class Query(NamedTuple):
     """What to search for; the CLI builds one from arguments and options."""
 
     filters: Sequence[Filter] = ()
@@ -104,8 +100,7 @@ class Test(enum.Enum):
     """A text value containing ``value`` (already case-folded)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Predicate:
+class Predicate(NamedTuple):
     """One filter checked against its field's type: what the SQL renderers consume."""
 
     field: FieldRef

@@ -8,15 +8,14 @@ rather than a guess, and says which option tells them apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bflsync.errors import AmbiguousIdError, InputError
 from bflsync.reading import Reader
 from bflsync.records import ALL_COLUMNS, FinetuneRecord, record_index
 
 
-@dataclass(frozen=True, slots=True)
-class StoredFinetune:
+class StoredFinetune(NamedTuple):
     """A finetune's primary key with its current record."""
 
     pk: int

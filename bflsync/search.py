@@ -26,10 +26,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from bflsync.columns import COLUMN_KINDS, Kind
 from bflsync.errors import FilterError, InputError
@@ -40,14 +39,13 @@ from bflsync.records import ALL_COLUMNS, DETAILS, FinetuneRecord, decode_value, 
 from bflsync.sqltext import Param, Sql, join, sql
 
 
-@dataclass(frozen=True, slots=True)
-class FacetCount:
+class FacetCount(NamedTuple):
     value: Any
-    count: int
+    finetunes: int
+    """How many matching finetunes hold ``value``."""
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
+class Found(NamedTuple):
     """What a search found, and the finetunes it had to set aside."""
 
     records: list[FinetuneRecord]

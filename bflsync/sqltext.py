@@ -7,18 +7,15 @@ however the pieces are nested.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Sql:
+class Sql(NamedTuple):
     text: str
     params: tuple[Any, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Param:
+class Param(NamedTuple):
     """A value to bind: it reaches the database only as a parameter."""
 
     value: Any

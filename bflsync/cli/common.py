@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import click
 
@@ -11,8 +10,7 @@ if TYPE_CHECKING:
     from bflsync.db import OpenedStore, StoreLocation
 
 
-@dataclass(frozen=True, kw_only=True)
-class CliContext:
+class CliContext(NamedTuple):
     """Top-level options, built once by the group and handed to each command."""
 
     db: str | None

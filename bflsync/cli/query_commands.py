@@ -241,10 +241,13 @@ def facets(
     warn_unreadable(cli_context, unreadable)
     if output_format == "json":
         render.write_json(
-            {name: [{"value": c.value, "count": c.count} for c in values] for name, values in counts.items()}
+            {
+                name: [{"value": c.value, "count": c.finetunes} for c in values]
+                for name, values in counts.items()
+            }
         )
         return
-    rows = [(name, c.value, c.count) for name, values in counts.items() for c in values]
+    rows = [(name, c.value, c.finetunes) for name, values in counts.items() for c in values]
     render.write_table(("field", "value", "count"), rows)
 
 

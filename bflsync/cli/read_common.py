@@ -15,7 +15,6 @@ import click
 
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext
-from bflsync.config import validate_account_name
 from bflsync.extract import canonical_json
 from bflsync.reading import Reader, open_reader
 from bflsync.records import FinetuneRecord
@@ -24,7 +23,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _checked_account(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    return validate_account_name(value) if value is not None else None
+    if value is None:
+        return None
+    from bflsync.config import validate_account_name
+
+    return validate_account_name(value)
 
 
 def account_option(help_text: str) -> Callable[[F], F]:
