@@ -55,6 +55,8 @@ CASES: tuple[tuple[str, list[str], str], ...] = (
         ' WHERE finetune_fts MATCH \'"watercolor" "dragon"\')' + ORDER,
     ),
 )
+# The console script, as users run it (`python -m bflsync` adds runpy's start-up).
+BFLSYNC = str(Path(sys.executable).with_name("bflsync"))
 TARGETS = {300: (0.6, None), 20_000: (0.6, None), 100_000: (1.0, 1.5)}
 
 
@@ -100,7 +102,7 @@ def bench_queries(path: Path, count: int, repeat: int) -> None:
     target_utils, target_bare = TARGETS[count]
     print(f"\n== {count:,} finetunes ({path.stat().st_size / 1e6:.1f} MB), {repeat} runs each ==")
     for label, args, statement in CASES:
-        ours = [sys.executable, "-m", "bflsync", "--db", str(path), "query", *args, "--format", "ids"]
+        ours = [BFLSYNC, "--db", str(path), "query", *args, "--format", "ids"]
         utils = [sqlite_utils, "query", str(path), statement, "--csv", "--no-headers"]
         bare = [
             sys.executable,
@@ -131,8 +133,8 @@ def bench_queries(path: Path, count: int, repeat: int) -> None:
 def bench_startup(path: Path, repeat: int) -> None:
     print(f"\n== start-up, {repeat} runs each ==")
     click_only = [sys.executable, "-c", "import click"]
-    show = [sys.executable, "-m", "bflsync", "--db", str(path), "show", "ft-000001"]
-    help_ = [sys.executable, "-m", "bflsync", "--help"]
+    show = [BFLSYNC, "--db", str(path), "show", "ft-000001"]
+    help_ = [BFLSYNC, "--help"]
     base, shown, helped = timings([click_only, show, help_], repeat)
     print(f"python -c 'import click' {summary(base)}")
     for label, values in (("bflsync show ID", shown), ("bflsync --help", helped)):
@@ -151,9 +153,9 @@ def show_plans(path: Path) -> None:
         every = search.search_sql(reader, question)
         print(f"--format ids selects:  {ids.text.split(' FROM ')[0]}")
         print(f"--format json selects: {every.text.split(' FROM ')[0]}")
-        for sort in (None, "-iterations"):
+        for texts, sort in (([], None), (["mode=character"], None), ([], "-iterations")):
             question = filters.Query(
-                filters=[filters.parse_filter("mode=character")],
+                filters=[filters.parse_filter(text) for text in texts],
                 sort=filters.parse_sort(sort) if sort else None,
                 limit=10,
             )
@@ -161,7 +163,7 @@ def show_plans(path: Path) -> None:
             plan = reader.connection.execute(
                 "EXPLAIN QUERY PLAN " + statement.text, statement.params
             ).fetchall()
-            print(f"--limit 10{' --sort ' + sort if sort else ''}:")
+            print(f"query {' '.join(texts)} --limit 10{' --sort ' + sort if sort else ''}:")
             for row in plan:
                 print(f"    {row[-1]}")
             started = time.perf_counter()

@@ -19,7 +19,7 @@ from bflsync import filters, search
 from bflsync.cli import cli
 from bflsync.errors import InputError
 from bflsync.extract import as_float, extract_fields
-from bflsync.reading import Reader, open_reader
+from bflsync.reading import Reader, SqliteReader, open_reader
 
 PAYLOADS: dict[str, dict[str, Any]] = {
     "num": {
@@ -379,3 +379,19 @@ def test_random_filters_leave_the_database_file_byte_identical(store_engine: Eng
 
     run()
     assert file_digest(db_path) == before
+
+
+def test_ids_output_selects_only_the_id_and_a_limit_reads_the_id_index(
+    store_engine: Engine, db_path: Path
+) -> None:
+    write_sync(store_engine, PAYLOADS, now=day(1))
+    with open_reader(str(db_path)) as reader:
+        assert isinstance(reader, SqliteReader)
+        statement = search.search_sql(reader, filters.Query(limit=10), columns=("finetune_id",))
+        assert statement.text.startswith('SELECT f."finetune_id" FROM finetune AS f WHERE')
+        plan = [
+            row[-1]
+            for row in reader.connection.execute("EXPLAIN QUERY PLAN " + statement.text, statement.params)
+        ]
+    assert plan[0] == "SCAN f USING INDEX ix_finetune_finetune_id"
+    assert "USE TEMP B-TREE FOR ORDER BY" not in plan
