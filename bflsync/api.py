@@ -16,6 +16,7 @@ import math
 import random
 import re
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
@@ -28,16 +29,14 @@ import httpx
 
 from bflsync import __version__
 from bflsync.config import (
-    BACKOFF_BASE_S,
-    BACKOFF_CAP_S,
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT_S,
     DEFAULT_REGION,
+    MAX_ANSWER_BYTES,
+    MAX_LISTING_BYTES,
     REGION_URLS,
-    RETRY_AFTER_CAP_S,
     ApiSettings,
     Secret,
 )
@@ -51,39 +50,41 @@ from bflsync.errors import (
     InvalidRequestError,
     MissingApiKeyError,
     NotFoundError,
+    ProxyConfigError,
     RateLimitedError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
 )
+from bflsync.http_body import ACCEPT_ENCODING, BodyDecodeError, BodyTooLargeError, read_capped
 from bflsync.net import is_loopback_host
+from bflsync.retry import AttemptFailed, Retrier, RetryPolicy
+from bflsync.server_text import Scrubber, printable
+from bflsync.transport import PooledTransport
+
+__all__ = [
+    "PROXY_ENV_VARS",
+    "BflClient",
+    "RetryPolicy",
+    "check_proxy",
+    "load_api_key",
+    "resolve_base_url",
+    "source_of",
+    "validate_base_url",
+]
 
 logger = logging.getLogger("bflsync.api")
 
 LIST_PATH: Final = "/v1/my_finetunes"
 DETAILS_PATH: Final = "/v1/finetune_details"
-DEFAULT_MAX_TOTAL_SLEEP_S: Final = 120.0
+RESULT_PATH: Final = "/v1/get_result"
+CREDITS_PATH: Final = "/v1/credits"
+TASK_NOT_FOUND: Final = "Task not found"
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 # Failures after which the server cannot have acted on a GET, or acting twice is harmless.
 _RETRYABLE_TRANSPORT: Final = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 _REQUEST_ID_HEADERS: Final = ("x-request-id", "cf-ray")
-_DETAIL_MAX_CHARS: Final = 300
 _HTML_TITLE = re.compile(rb"<title>\s*(.*?)\s*</title>", re.IGNORECASE | re.DOTALL)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RetryPolicy:
-    """How hard one GET tries before its error reaches the caller."""
-
-    max_retries: int = DEFAULT_MAX_RETRIES
-    backoff_base_s: float = BACKOFF_BASE_S
-    backoff_cap_s: float = BACKOFF_CAP_S
-    retry_after_cap_s: float = RETRY_AFTER_CAP_S
-    # Bounds a request's total waiting even when the server keeps asking for long Retry-After pauses.
-    max_total_sleep_s: float = DEFAULT_MAX_TOTAL_SLEEP_S
-
-    def backoff_s(self, retry: int, rng: random.Random) -> float:
-        """Full jitter: a burst of failed requests spreads over the window instead of retrying in lockstep."""
-        return rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (retry - 1)))
 
 
 def resolve_base_url(*, region: str | None, base_url: str | None) -> str:
@@ -161,6 +162,21 @@ def load_api_key(*, env_value: str | None, key_file: Path | None) -> Secret:
     return Secret(value)
 
 
+PROXY_ENV_VARS: Final = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+"""The variables httpx reads a proxy from when it trusts the environment."""
+
+
+def check_proxy(name: str, value: str) -> None:
+    """Refuse a proxy URL the client could not use (a SOCKS proxy without socksio, a broken URL)."""
+    url = value if "://" in value else f"http://{value}"  # as httpx reads a bare host:port
+    try:
+        httpx.AsyncHTTPTransport(proxy=url)
+    except (ImportError, ValueError, httpx.InvalidURL) as exc:
+        raise ProxyConfigError(
+            f"{name} is set to a proxy bflsync cannot use: {printable(str(exc))}"
+        ) from None
+
+
 def _check_key(value: str, origin: str) -> None:
     # httpx/h11 quote an illegal header value in their exception message: refuse it first.
     if not value or not all(0x21 <= ord(c) <= 0x7E for c in value):
@@ -179,7 +195,11 @@ class _Answer:
 
 
 class BflClient:
-    """Async client for the finetune endpoints; build one per command and close it (``async with``)."""
+    """Async client for the finetune endpoints; build one per command and close it (``async with``).
+
+    Every endpoint makes its requests through one ``Retrier`` (retries, pauses, the run's deadline
+    and circuit breaker); this class only shapes requests and maps answers to results or errors.
+    """
 
     def __init__(
         self,
@@ -190,38 +210,62 @@ class BflClient:
         read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
         concurrency: int = DEFAULT_CONCURRENCY,
         retry: RetryPolicy | None = None,
+        max_listing_bytes: int = MAX_LISTING_BYTES,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        """``clock`` is wall time (epoch seconds) because Retry-After may be an HTTP date."""
+        """``read_timeout_s`` bounds each whole answer (connecting, headers and body), not each read.
+
+        ``clock`` is wall time (epoch seconds) because Retry-After may be an HTTP date.
+        """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         _check_key(api_key.reveal(), "the caller")
         self.base_url = validate_base_url(base_url)
         self.source = source_of(self.base_url)
         self._key = api_key
-        self._retry = retry or RetryPolicy()
+        self._scrub = Scrubber(api_key.reveal())
         self._read_timeout_s = read_timeout_s
-        self._sleep = sleep
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self._semaphore = asyncio.Semaphore(concurrency)
-        self._paused_until = 0.0
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={
-                "x-key": api_key.reveal(),
-                "user-agent": f"bflsync/{__version__}",
-                "accept": "application/json",
-            },
-            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            transport=transport,
-            # A proxy from the environment must never carry a plain-http loopback request, and the key, away.
-            trust_env=not is_loopback_host(urlsplit(self.base_url).hostname or ""),
+        self._max_listing_bytes = max_listing_bytes
+        self._max_answer_bytes = max_answer_bytes
+        self._retrier = Retrier(
+            retry or RetryPolicy(),
+            concurrency=concurrency,
+            sleep=sleep,
+            clock=clock,
+            monotonic=monotonic,
+            rng=rng,
         )
+        trust_env = not is_loopback_host(urlsplit(self.base_url).hostname or "")
+        if transport is None and not (trust_env and _environment_has_proxies()):
+            # httpx routes through environment proxies only with its own transport: keep it then.
+            transport = PooledTransport(max_connections=concurrency)
+        try:
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers={
+                    "x-key": api_key.reveal(),
+                    "user-agent": f"bflsync/{__version__}",
+                    "accept": "application/json",
+                    "accept-encoding": ACCEPT_ENCODING,
+                },
+                timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+                limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+                transport=transport,
+                # A proxy from the environment must never carry a plain-http loopback request, and the key, away.
+                trust_env=trust_env,
+            )
+        except (ImportError, ValueError, httpx.InvalidURL) as exc:
+            raise ProxyConfigError(f"the proxy settings cannot be used: {printable(str(exc))}") from None
+
+    @property
+    def api_key(self) -> Secret:
+        """The key requests carry (a Secret: it never shows itself), for the store's key fingerprint."""
+        return self._key
 
     @classmethod
     def from_settings(
@@ -234,7 +278,11 @@ class BflClient:
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
             concurrency=settings.concurrency,
-            retry=RetryPolicy(max_retries=settings.max_retries),
+            retry=RetryPolicy(
+                max_retries=settings.max_retries,
+                max_duration_s=settings.max_duration_s,
+                max_consecutive_failures=settings.max_consecutive_failures,
+            ),
             transport=transport,
         )
 
@@ -257,7 +305,9 @@ class BflClient:
 
     async def list_finetunes(self) -> list[str]:
         """Every finetune id of the account, in the API's order, duplicates dropped."""
-        answer = await self._get(LIST_PATH, params=None, subject="the finetune list")
+        answer = await self._get(
+            LIST_PATH, params=None, subject="the finetune list", max_bytes=self._max_listing_bytes
+        )
         items = answer.body.get("finetunes")
         if not isinstance(items, list):
             raise self._bad(answer, f"expected a 'finetunes' list, got {_json_type(items)}")
@@ -271,7 +321,7 @@ class BflClient:
 
     async def get_details(self, finetune_id: str) -> dict[str, Any]:
         """The ``finetune_details`` object exactly as parsed; a null or absent one means not found."""
-        subject = f"finetune {finetune_id!r}"
+        subject = f"finetune {printable(repr(finetune_id))}"
         answer = await self._get(DETAILS_PATH, params={"finetune_id": finetune_id}, subject=subject)
         details = answer.body.get("finetune_details")
         if details is None:
@@ -291,66 +341,114 @@ class BflClient:
             )
         return details
 
-    async def _get(self, path: str, *, params: dict[str, str] | None, subject: str) -> _Answer:
+    async def get_result(self, finetune_id: str) -> dict[str, Any]:
+        """BFL's task answer for a finetune (its id doubles as the task id), as parsed.
+
+        A 404 and a ``"status": "Task not found"`` body are answers, not errors: BFL forgets tasks
+        after a while. A 404 comes back as ``{"id": finetune_id, "status": "Task not found"}``.
+        """
+        subject = f"the status of finetune {printable(repr(finetune_id))}"
+        try:
+            answer = await self._get(RESULT_PATH, params={"id": finetune_id}, subject=subject)
+        except NotFoundError as exc:
+            if exc.status != 404:
+                raise
+            return {"id": finetune_id, "status": TASK_NOT_FOUND}
+        if not _is_utf8_text(answer.body):
+            raise self._bad(answer, "the answer holds a string that is not valid Unicode (a lone surrogate)")
+        return answer.body
+
+    async def credits(self) -> float:
+        """The account's credit balance, ``{"credits": <number>}``."""
+        answer = await self._get(CREDITS_PATH, params=None, subject="the credit balance")
+        value = answer.body.get("credits")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._bad(answer, f"expected a number in 'credits', got {_json_type(value)}")
+        return float(value)
+
+    async def _get(
+        self, path: str, *, params: dict[str, str] | None, subject: str, max_bytes: int | None = None
+    ) -> _Answer:
         request = self._http.build_request("GET", path, params=params)
         where = request.url.raw_path.decode("ascii")
-        policy = self._retry
-        slept = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            async with self._semaphore:
-                await self._wait_for_pause()
-                started = time.perf_counter()
+        cap = self._max_answer_bytes if max_bytes is None else max_bytes
+
+        async def attempt(number: int, timeout_s: float) -> _Answer | AttemptFailed:
+            return await self._attempt(
+                request, where=where, subject=subject, cap=cap, number=number, timeout_s=timeout_s
+            )
+
+        return await self._retrier.call(attempt, where=where, timeout_s=self._read_timeout_s)
+
+    async def _attempt(
+        self, request: httpx.Request, *, where: str, subject: str, cap: int, number: int, timeout_s: float
+    ) -> _Answer | AttemptFailed:
+        """One GET, answered in full within ``timeout_s`` (a trickling server cannot stretch it)."""
+        started = time.perf_counter()
+        error: ApiError
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await self._http.send(request, stream=True)
                 try:
-                    response = await self._http.send(request)
-                except httpx.RequestError as exc:
-                    elapsed_ms = (time.perf_counter() - started) * 1000
-                    logger.info(
-                        "GET %s -> %s (attempt %d, %.0f ms)", where, type(exc).__name__, attempt, elapsed_ms
-                    )
-                    error: ApiError = self._transport_error(exc, where, attempt)
-                    retryable = isinstance(exc, _RETRYABLE_TRANSPORT)
-                    status = None
-                    delay = policy.backoff_s(attempt, self._rng)
-                else:
-                    elapsed_ms = (time.perf_counter() - started) * 1000
-                    status = response.status_code
-                    logger.info("GET %s -> %d (attempt %d, %.0f ms)", where, status, attempt, elapsed_ms)
-                    if response.is_success:
-                        return self._parse(response, where, attempt)
-                    error = self._status_error(response, where, attempt, subject)
-                    retryable = status in RETRYABLE_STATUSES
-                    retry_after = _retry_after_s(response.headers.get("retry-after"), now=self._clock())
-                    if retry_after is None:
-                        delay = policy.backoff_s(attempt, self._rng)
-                    else:
-                        delay = min(retry_after, policy.retry_after_cap_s)
-                    if status == 429:
-                        self._pause_all(delay)
-            if not retryable or attempt > policy.max_retries or slept + delay > policy.max_total_sleep_s:
-                raise error
-            logger.info("GET %s: retry %d of %d in %.2f s", where, attempt, policy.max_retries, delay)
-            slept += delay
-            # After a 429 the shared pause, waited for at the top of the loop, is this request's wait too.
-            if status != 429:
-                await self._sleep(delay)
+                    content: bytes | None = await read_capped(response, cap=cap)
+                except BodyTooLargeError:
+                    content = None
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            self._log(where, "timeout", number, started)
+            error = ApiTimeoutError(
+                f"no complete answer from {self.source} within {timeout_s:g} s",
+                method="GET",
+                path=where,
+                attempts=number,
+            )
+            return AttemptFailed(error=error, retryable=True)
+        except httpx.RequestError as exc:
+            self._log(where, type(exc).__name__, number, started)
+            retryable = isinstance(exc, _RETRYABLE_TRANSPORT)
+            return AttemptFailed(error=self._transport_error(exc, where, number), retryable=retryable)
+        except BodyDecodeError as exc:
+            self._log(where, "undecodable body", number, started)
+            error = BadResponseError(
+                f"cannot decode the answer from {self.source} ({self._scrub.clean(str(exc))})",
+                status=response.status_code,
+                method="GET",
+                path=where,
+                attempts=number,
+            )
+            return AttemptFailed(error=error, retryable=False)
+        status = response.status_code
+        self._log(where, str(status), number, started)
+        if content is None and response.is_success:
+            error = ResponseTooLargeError(
+                f"the answer for {subject} is larger than {cap:,} bytes once decompressed",
+                status=status,
+                method="GET",
+                path=where,
+                request_id=self._request_id(response),
+                attempts=number,
+            )
+            return AttemptFailed(error=error, retryable=False)
+        if response.is_success:
+            assert content is not None
+            return self._parse(content, response, where, number)
+        return AttemptFailed(
+            error=self._status_error(response, content, where, number, subject, cap=cap),
+            retryable=status in RETRYABLE_STATUSES,
+            retry_after_s=_retry_after_s(response.headers.get("retry-after"), now=self._retrier.now()),
+            rate_limited=status == 429,
+        )
 
-    def _pause_all(self, delay: float) -> None:
-        """The server says too many requests are in flight: every request of this client holds off."""
-        until = self._clock() + delay
-        if until > self._paused_until:
-            self._paused_until = until
-            logger.info("rate limited (429): pausing all requests for %.2f s", delay)
+    @staticmethod
+    def _log(where: str, outcome: str, number: int, started: float) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        logger.info("GET %s -> %s (attempt %d, %.0f ms)", where, outcome, number, elapsed_ms)
 
-    async def _wait_for_pause(self) -> None:
-        while (remaining := self._paused_until - self._clock()) > 0:
-            await self._sleep(remaining)
-
-    def _parse(self, response: httpx.Response, where: str, attempt: int) -> _Answer:
+    def _parse(self, content: bytes, response: httpx.Response, where: str, attempt: int) -> _Answer:
         answer = _Answer({}, where, self._request_id(response), attempt)
         try:
-            body = _loads(response.content)
+            body = _loads(content)
         except ValueError:
             raise self._bad(
                 answer, "the response body is not valid JSON", status=response.status_code
@@ -363,7 +461,7 @@ class BflClient:
 
     def _bad(self, answer: _Answer, message: str, *, status: int = 200) -> BadResponseError:
         return BadResponseError(
-            _truncate(self._scrub(message)),
+            self._scrub.clean(message),
             status=status,
             method="GET",
             path=answer.path,
@@ -371,14 +469,27 @@ class BflClient:
             attempts=answer.attempts,
         )
 
-    def _status_error(self, response: httpx.Response, where: str, attempt: int, subject: str) -> ApiError:
+    def _status_error(
+        self,
+        response: httpx.Response,
+        content: bytes | None,
+        where: str,
+        attempt: int,
+        subject: str,
+        *,
+        cap: int,
+    ) -> ApiError:
         status = response.status_code
-        detail, shape = _detail_of(response)
+        if content is None:
+            detail: str | None = f"a body larger than {cap:,} bytes"
+            shape = "other"
+        else:
+            detail, shape = _detail_of(content, response.headers.get("content-type"))
         common: dict[str, Any] = {
             "status": status,
             "method": "GET",
             "path": where,
-            "detail": _truncate(self._scrub(detail)) if detail else None,
+            "detail": self._scrub.clean(detail) if detail else None,
             "request_id": self._request_id(response),
             "attempts": attempt,
         }
@@ -404,23 +515,24 @@ class BflClient:
             return ApiTimeoutError(
                 f"no answer from {self.source} within {self._read_timeout_s:g} s", **common
             )
-        reason = self._scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        reason = self._scrub.clean(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         if isinstance(exc, httpx.DecodingError):
             # The server's Content-Encoding does not match its body: asking again will not help.
             return BadResponseError(f"cannot decode the answer from {self.source} ({reason})", **common)
         return TransportError(f"cannot talk to {self.source} ({reason})", **common)
 
-    def _scrub(self, text: str) -> str:
-        """A server or library may echo request headers back; the key must not travel on in our errors.
-
-        Both spellings go: the key as sent, and as it reads inside a JSON string.
-        """
-        key = self._key.reveal()
-        return text.replace(key, "***").replace(json.dumps(key)[1:-1], "***")
-
     def _request_id(self, response: httpx.Response) -> str | None:
         request_id = _request_id(response)
-        return self._scrub(request_id) if request_id else None
+        return self._scrub.clean(request_id) if request_id else None
+
+
+def _environment_has_proxies() -> bool:
+    """Whether httpx, trusting the environment, would send some request through a proxy.
+
+    The same source httpx reads (``urllib.request.getproxies``); NO_PROXY is left to httpx.
+    """
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 def _listed_id(item: Any) -> str | None:
@@ -434,10 +546,16 @@ def _reject_constant(name: str) -> Any:
 
 
 def _finite_float(text: str) -> float:
+    """A double that is the number written: overflow to infinity and underflow to zero are refused."""
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text} does not fit a double")
+    if value == 0.0 and _MANTISSA_NOT_ZERO.search(text.partition("e")[0].partition("E")[0]):
+        raise ValueError(f"{text} is too small for a double")
     return value
+
+
+_MANTISSA_NOT_ZERO = re.compile(r"[1-9]")
 
 
 def _loads(content: bytes) -> Any:
@@ -482,12 +600,11 @@ def _request_id(response: httpx.Response) -> str | None:
     return None
 
 
-def _detail_of(response: httpx.Response) -> tuple[str | None, str]:
+def _detail_of(content: bytes, content_type: str | None) -> tuple[str | None, str]:
     """BFL's ``detail`` as text, and its shape: "string", "validation" (FastAPI list) or "other".
 
     Not truncated here: the caller scrubs the key out first, so no cut can leave a prefix of it.
     """
-    content = response.content
     try:
         body = _loads(content)
     except ValueError:
@@ -496,8 +613,8 @@ def _detail_of(response: httpx.Response) -> tuple[str | None, str]:
         title = _HTML_TITLE.search(content)
         if title:
             return f"non-JSON body: {title.group(1).decode('utf-8', 'replace')}", "other"
-        content_type = response.headers.get("content-type", "unknown type").split(";")[0]
-        return f"non-JSON body ({content_type}, {len(content)} bytes)", "other"
+        media_type = (content_type or "unknown type").split(";")[0]
+        return f"non-JSON body ({media_type}, {len(content)} bytes)", "other"
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, str):
         return detail, "string"
@@ -514,10 +631,6 @@ def _render_validation_item(item: Any) -> str:
         where = ".".join(str(part) for part in loc) if isinstance(loc, list) else ""
         return f"{where}: {item['msg']}" if where else str(item["msg"])
     return _json_text(item)
-
-
-def _truncate(text: str) -> str:
-    return text if len(text) <= _DETAIL_MAX_CHARS else text[: _DETAIL_MAX_CHARS - 1] + "…"
 
 
 def _json_text(value: Any) -> str:

@@ -22,6 +22,7 @@ from bflsync.records import decode_details, decode_time
 
 _VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")
 _RUN_TIMES = ("started_at", "finished_at")
+_RUN_FLAGS = ("key_changed",)
 
 
 class VersionEntry(NamedTuple):
@@ -139,6 +140,48 @@ def runs(reader: Reader, *, limit: int | None, account: str | None = None) -> li
     return [_run_dict(names, row) for row in rows]
 
 
+def accounts(reader: Reader) -> list[dict[str, Any]]:
+    """Each (source, account) in the store: finetune counts, its last sync and key fingerprint.
+
+    Pairs that hold finetunes but no ``account`` row (written by library code rather than a
+    sync) are listed too, with what is known about them.
+    """
+    counts = {
+        (source, account): (int(live), int(total) - int(live))
+        for source, account, live, total in reader.rows(
+            "SELECT source, account, SUM(CASE WHEN deleted_at IS NULL THEN 1 ELSE 0 END), COUNT(*)"
+            " FROM finetune GROUP BY source, account"
+        )
+    }
+    synced = {
+        (row[0], row[1]): row[2:]
+        for row in reader.rows(
+            "SELECT a.source, a.account, a.key_fingerprint, a.first_synced_at, a.last_synced_at,"
+            " a.last_run_id, r.status FROM account a LEFT JOIN sync_run r ON r.id = a.last_run_id"
+        )
+    }
+    listed = []
+    for source, account in sorted(counts.keys() | synced.keys()):
+        fingerprint, first_synced, last_synced, last_run_id, last_status = synced.get(
+            (source, account), (None, None, None, None, None)
+        )
+        live_count, deleted_count = counts.get((source, account), (0, 0))
+        listed.append(
+            {
+                "source": source,
+                "account": account,
+                "live": live_count,
+                "deleted": deleted_count,
+                "first_synced_at": decode_time(first_synced),
+                "last_synced_at": decode_time(last_synced),
+                "last_run_id": last_run_id,
+                "last_status": last_status,
+                "key_fingerprint": fingerprint,
+            }
+        )
+    return listed
+
+
 def run_with_errors(reader: Reader, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One sync run and the per-finetune errors it recorded."""
     names, rows = reader.named_rows("SELECT * FROM sync_run WHERE id = ?", [run_id])
@@ -213,6 +256,10 @@ def _run_dict(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     run = dict(zip(names, row, strict=True))
     for name in _RUN_TIMES:
         run[name] = decode_time(run[name])
+    for name in _RUN_FLAGS:
+        # SQLite keeps booleans as 0 and 1.
+        if run.get(name) is not None:
+            run[name] = bool(run[name])
     finished = run["finished_at"]
     run["duration_s"] = (finished - run["started_at"]).total_seconds() if finished is not None else None
     return run

@@ -7,6 +7,7 @@ driven from tests and library code with explicit values.
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,15 @@ DEFAULT_MAX_RETRIES = 4
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 60.0
+# A request stops retrying once its waits would add up to more than this.
+DEFAULT_MAX_TOTAL_SLEEP_S = 120.0
+# A cron run must end: past this no request starts and no retry waits (override with --max-duration).
+DEFAULT_MAX_DURATION_S = 3600.0
+# Requests in a row that fail after their retries before the run stops as failed (0: never).
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+# Bodies are counted after decompression; a bigger one is refused and never held whole in memory.
+MAX_LISTING_BYTES = 64 * 1024 * 1024
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 def default_db_path() -> Path:
@@ -41,6 +51,23 @@ def default_db_path() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path(APP_NAME, appauthor=False) / DB_FILENAME
+
+
+def api_key_file_warning(path: Path) -> str | None:
+    """What to tell the user when group or others can read the key file, as ssh does for private keys.
+
+    A warning rather than a refusal: the key still works, and refusing would break a cron job
+    that worked yesterday; but a key others can read should never pass in silence.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    return (
+        f"the API key file {path} can be read by others (mode {mode:04o}); make it private: chmod 600 {path}"
+    )
 
 
 def validate_account_name(name: str, *, option: str = "--account") -> str:
@@ -88,3 +115,5 @@ class ApiSettings:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
     concurrency: int = DEFAULT_CONCURRENCY
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES

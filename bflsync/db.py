@@ -14,9 +14,15 @@ do not pay for importing alembic; a test keeps it equal to the migrations' head.
 
 from __future__ import annotations
 
+import errno
+import glob
 import io
+import logging
 import os
+import shutil
 import sqlite3
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +35,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
 from bflsync.config import default_db_path
-from bflsync.errors import InputError, StoreBehindError, StoreError, StoreWriteError
+from bflsync.errors import InputError, StoreBehindError, StoreError, StoreMissingError, StoreWriteError
+from bflsync.store_files import adopt_empty_store_file, check_journals, open_store_file, read_immutable
 from bflsync.storecheck import (
     ACCOUNTS_REVISION,
     BFLSYNC_TABLES,
@@ -56,6 +63,8 @@ __all__ = [
     "SQLITE_HEADER",
     "StoreState",
 ]
+
+logger = logging.getLogger("bflsync.db")
 
 
 @dataclass(frozen=True)
@@ -178,8 +187,13 @@ def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) 
     if location.path is None:
         return _checked_read_engine(location, allow_behind=allow_behind, immutable=False)
     require_sqlite_file(location.path)
+    # Judged first through a connection that leaves no files behind, since it may be refused.
+    state, revision = inspect_state(location)
+    _reject_unusable(location, state, revision, missing_ok=False)
     try:
-        return _checked_read_engine(location, allow_behind=allow_behind, immutable=False)
+        return _checked_read_engine(
+            location, allow_behind=allow_behind, immutable=read_immutable(location.path)
+        )
     except StoreWriteError:
         # A WAL store in a directory (or mount) this user cannot write: SQLite cannot create
         # the -shm file it wants even to read. Without a -wal file no writer is mid-way, so the
@@ -243,7 +257,7 @@ def upgrade_store(location: StoreLocation, *, revision: str) -> OpenedStore:
 def downgrade_store(location: StoreLocation, *, revision: str) -> Path | None:
     """Downgrade an existing store to ``revision`` after a backup; return the backup's path."""
     if location.path is not None:
-        require_sqlite_file(location.path)
+        _prepare_sqlite_file(location.path, create=False)
     state, current = inspect_state(location)
     _reject_unusable(location, state, current, missing_ok=False)
     target = _position_of(revision)
@@ -294,8 +308,9 @@ def _refuse_merging_accounts(location: StoreLocation) -> None:
 
 
 def inspect_state(location: StoreLocation) -> tuple[StoreState, str | None]:
-    """Classify an existing store through a read-only connection."""
-    engine = create_store_engine(location, read_only=True)
+    """Classify an existing store through a read-only connection that leaves no files behind."""
+    immutable = location.path is not None and read_immutable(location.path, inspecting=True)
+    engine = create_store_engine(location, read_only=True, immutable=immutable)
     try:
         with translate_errors(location), engine.connect() as connection:
             return classify(connection)
@@ -309,46 +324,101 @@ def _reject_unusable(
     reject_unusable(location.display, state, revision, missing_ok=missing_ok)
 
 
-def _prepare_sqlite_file(path: Path) -> bool:
-    """Create a missing store file 0600 in a 0700 directory; validate an existing one.
+def _prepare_sqlite_file(path: Path, *, create: bool = True) -> bool:
+    """Check the store file and its journals before writing; create a missing one, adopt an empty one.
 
-    SQLite gives the -wal and -shm files the main file's mode, so creating the file
-    ourselves, before SQLite does, keeps all three private.
+    Return whether the store is new (created here, or an empty file made into a store).
+    SQLite gives the -wal and -shm files the main file's mode, so making the file 0600
+    ourselves, before SQLite writes, keeps all three private. See :mod:`bflsync.store_files`.
     """
-    if path.exists() and path.stat().st_size > 0:
-        require_sqlite_file(path)
-        return False
+    fd, created = open_store_file(path, create=create)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    except OSError as exc:
-        raise StoreWriteError(f"cannot create the store at {path}: {exc.strerror}") from exc
-    os.close(fd)
-    return True
+        empty = os.fstat(fd).st_size == 0
+    finally:
+        os.close(fd)
+    if created or empty:
+        if not create:
+            raise StoreMissingError(f"no bflsync store at {path} (empty file) - run `bflsync sync` first")
+        adopt_empty_store_file(path)
+        return True
+    require_sqlite_file(path)
+    check_journals(path)
+    return False
 
 
 def backup_sqlite(path: Path, *, revision: str) -> Path:
-    """Copy a live SQLite store with the online backup API (a file copy could be torn)."""
-    target = path.with_name(f"{path.name}.bak-{revision}")
-    suffix = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.bak-{revision}.{suffix}")
-        suffix += 1
+    """Copy a live SQLite store to ``<db>.bak-<revision>`` (``.1``, ``.2``… if taken); return its path.
+
+    The online backup API copies a consistent snapshot (a file copy of a live store could be
+    torn). The copy is written in a private temporary directory beside the store, synced to
+    disk, and only then given its final name, by a hard link that never replaces an earlier
+    backup: a backup under a final name is always complete. A temporary directory that a
+    killed run left behind is removed first (the caller holds the sync lock, so no other
+    backup is in progress).
+    """
+    _remove_partial_backups(path)
     try:
-        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
+        workdir = Path(tempfile.mkdtemp(prefix=f"{path.name}{PARTIAL_BACKUP_INFIX}", dir=path.parent))
+    except OSError as exc:
+        raise StoreWriteError(f"cannot back up {path}: {exc.strerror}") from exc
+    try:
+        partial = workdir / "backup.db"
+        # Created 0600 before SQLite opens it, like the store: a backup holds the same data.
+        os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
         source = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
         try:
-            destination = sqlite3.connect(target)
+            destination = sqlite3.connect(partial)
             try:
                 source.backup(destination)
             finally:
                 destination.close()
         finally:
             source.close()
+        _fsync(partial)
+        target = _link_unused_name(partial, path.with_name(f"{path.name}.bak-{revision}"))
+        _fsync(path.parent)
     except (OSError, sqlite3.Error) as exc:
-        raise StoreWriteError(f"cannot back up {path} to {target}: {exc}") from exc
+        raise StoreWriteError(f"cannot back up {path}: {exc}") from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return target
+
+
+PARTIAL_BACKUP_INFIX = ".bak-partial-"
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK})
+
+
+def _remove_partial_backups(path: Path) -> None:
+    """Remove the private temporary directories of backups whose run was killed, saying so."""
+    for entry in path.parent.glob(f"{glob.escape(path.name)}{PARTIAL_BACKUP_INFIX}*"):
+        info = entry.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+            shutil.rmtree(entry, ignore_errors=True)
+            logger.warning("removed %s, a partial backup left by an interrupted run", entry)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_unused_name(partial: Path, wanted: Path) -> Path:
+    """Give ``partial`` the first free name of ``wanted``, ``wanted.1``, …; never replace a file."""
+    for suffix in range(10_000):
+        target = wanted if suffix == 0 else wanted.with_name(f"{wanted.name}.{suffix}")
+        try:
+            os.link(partial, target, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS or os.path.lexists(target):
+                raise
+            partial.rename(target)  # a file system without hard links: checked free just now
+        return target
+    raise StoreWriteError(f"cannot back up: {wanted} and 10,000 numbered names after it are taken")
 
 
 @contextmanager

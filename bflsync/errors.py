@@ -4,13 +4,14 @@
     ├── InputError               bad option, filter, id or file given by the user (exit 2)
     │   ├── MissingApiKeyError   no key in BFL_API_KEY nor --api-key-file (exit 2)
     │   ├── FilterError          a filter, field name or --text the language does not accept (exit 2)
-    │   └── AmbiguousIdError     an id stored for several (source, account) (exit 2)
+    │   ├── AmbiguousIdError     an id stored for several (source, account) (exit 2)
+    │   └── ProxyConfigError     a proxy environment variable the client cannot use (exit 2)
     ├── StoreError               the database cannot be used as a bflsync store (exit 2 or 3, below)
     │   ├── StoreMissingError    no store where one should be (exit 2)
     │   ├── StoreBehindError     schema older than this bflsync; `bflsync db upgrade` fixes it (exit 2)
     │   ├── StoreTooNewError     schema written by a newer bflsync (unknown revision) (exit 2)
     │   ├── NotAStoreError       not SQLite, or a database without bflsync tables (exit 2)
-    │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked) (exit 3)
+    │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked, not yours) (exit 3)
     │   └── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
     ├── ApiError                 the BFL API answered badly or not at all (exit 3); per finetune,
     │   │                        ``kind`` is the sync_error row's kind
@@ -21,8 +22,12 @@
     │   ├── RateLimitedError     429 after every retry
     │   ├── ServerError          5xx after every retry
     │   ├── BadResponseError     a body that is not the JSON shape the API documents
-    │   └── TransportError       connect errors and dropped connections after every retry
-    │       └── ApiTimeoutError  no answer within the timeout after every retry
+    │   │   └── ResponseTooLargeError  a body over the size cap once decompressed
+    │   ├── TransportError       connect errors and dropped connections after every retry
+    │   │   └── ApiTimeoutError  no complete answer within the timeout after every retry
+    │   └── RunLimitError        a limit of the whole run was reached: the run stops as failed
+    │       ├── RunDeadlineError the run deadline (--max-duration) passed
+    │       └── CircuitOpenError too many requests in a row failed after their retries
     ├── RunFailedError           a sync run that could not do its job; exits as the error that
     │                            failed it (3 when none says otherwise)
     ├── DriftError               `db check`: the models and the migrations differ (exit 1)
@@ -80,6 +85,10 @@ class FilterError(InputError):
 
 
 class AmbiguousIdError(InputError):
+    pass
+
+
+class ProxyConfigError(InputError):
     pass
 
 
@@ -181,6 +190,10 @@ class BadResponseError(ApiError):
     kind = "bad_json"
 
 
+class ResponseTooLargeError(BadResponseError):
+    kind = "bad_response"
+
+
 class TransportError(ApiError):
     kind = "transport"
 
@@ -205,3 +218,17 @@ class DriftError(BflsyncError):
 
 class SyncLockedError(BflsyncError):
     exit_code = ExitCode.LOCKED
+
+
+class RunLimitError(ApiError):
+    """Not about one request: every request after it would fail the same way, so the run stops."""
+
+    kind = "run_limit"
+
+
+class RunDeadlineError(RunLimitError):
+    kind = "deadline"
+
+
+class CircuitOpenError(RunLimitError):
+    kind = "circuit_open"

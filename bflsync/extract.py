@@ -24,13 +24,36 @@ _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)
 _CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def canonical_json(value: Any) -> str:
-    """One text per JSON value: sorted keys, compact separators, UTF-8 kept as is.
+# Integers up to 2**53 are exactly representable as doubles, so such a float and the integer
+# are the same JSON number however the server spells it; beyond that the float keeps its form.
+_EXACT_INTEGRAL_FLOAT = 2.0**53
 
-    Two payloads that differ only in key order or whitespace give the same text, so the
-    content hash changes only when the content does.
+
+def canonical_json(value: Any) -> str:
+    """One text per JSON value: sorted keys, compact separators, UTF-8 kept as is, one number form.
+
+    Two payloads that differ only in key order, whitespace or the spelling of a number
+    (``300`` / ``300.0``, ``0`` / ``-0.0``) give the same text, so the content hash changes
+    only when the content does. An integral float of magnitude up to 2**53 is written as an
+    integer; other floats as Python's shortest round-trip form (``1e-05``, ``1e+300``).
     """
-    return _CANONICAL_ENCODER.encode(value)
+    text = _CANONICAL_ENCODER.encode(value)
+    # A float written "300.0" or "-0.0" always contains ".0": most payloads skip the second pass.
+    if ".0" not in text:
+        return text
+    return _CANONICAL_ENCODER.encode(_canonical_numbers(value))
+
+
+def _canonical_numbers(value: Any) -> Any:
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) <= _EXACT_INTEGRAL_FLOAT:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {key: _canonical_numbers(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical_numbers(item) for item in value]
+    return value
 
 
 def content_hash(details: Any) -> str:

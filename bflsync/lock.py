@@ -1,10 +1,18 @@
-"""The sync lock: one ``bflsync sync`` per store at a time, however and wherever it was started.
+"""The sync lock: one writer per store at a time, however and wherever it was started.
 
-For a SQLite store, an advisory ``flock`` on ``<db>.lock`` beside the real file (symlinks
-resolved, so two spellings of one store share one lock). The kernel releases it when the
-holder's process ends, even by ``kill -9``, so there is never a stale lock to clean up. The
-holder writes its pid into the file so a second sync can say who is in the way; the pid is
-advice for humans, the ``flock`` alone decides.
+For a SQLite store, an advisory ``flock`` on the store file itself. The lock belongs to the
+file, not to a name: symlinks and hard links to one store all lock the same inode, so two
+syncs through two names exclude each other (each name would otherwise get its own ``-wal``,
+and the second writer would corrupt the first's commits). There is no lock file beside the
+store to plant a symlink at. The kernel releases the lock when the holder's process ends,
+even by ``kill -9``, so there is never a stale lock to clean up. SQLite itself locks with
+``fcntl`` byte ranges, which Linux keeps apart from ``flock``. One caveat of POSIX locks
+shapes :meth:`SyncLock.release`: closing any descriptor of a file drops the process's
+``fcntl`` locks on it, so the lock is released only after the store's engine is disposed.
+
+A second taker is told the holder's pid, from ``/proc/locks`` on Linux, else from the newest
+``running`` run row whose process is alive; the pid is advice for humans, the ``flock``
+alone decides.
 
 For a PostgreSQL store, shared by several machines, a session-level advisory lock in the
 database itself, held by one dedicated connection; the server releases it when that
@@ -13,9 +21,11 @@ connection ends, however the process died.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,25 +35,24 @@ from typing import Self
 import sqlalchemy as sa
 
 from bflsync.db import StoreLocation, create_store_engine, translate_errors
-from bflsync.errors import StoreWriteError, SyncLockedError
+from bflsync.errors import SyncLockedError
+from bflsync.store_files import open_store_file, read_immutable
 
 POLL_INTERVAL_S = 0.1
 _CONTENDED = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})
 
 
-def sync_lock_for(location: StoreLocation, *, wait_s: float = 0.0) -> SyncLock | AdvisoryLock:
-    """The lock that serialises syncs of this store: a file lock, or an advisory lock in PostgreSQL."""
+def sync_lock_for(
+    location: StoreLocation, *, wait_s: float = 0.0, create: bool = True
+) -> SyncLock | AdvisoryLock:
+    """The lock that serialises writers of this store: a file lock, or an advisory lock in PostgreSQL.
+
+    A missing SQLite store file is created (private) to be locked, unless ``create`` is False:
+    then a missing store is a StoreMissingError.
+    """
     if location.path is None:
         return AdvisoryLock(location, wait_s=wait_s)
-    return SyncLock(lock_path_for(location), wait_s=wait_s)
-
-
-def lock_path_for(location: StoreLocation) -> Path:
-    """``<db>.lock`` beside the real SQLite file, whichever symlink named it."""
-    if location.path is None:
-        raise ValueError("a server store is locked inside its database, not by a file")
-    real = location.path.resolve()
-    return real.with_name(real.name + ".lock")
+    return SyncLock(location.path, wait_s=wait_s, create=create)
 
 
 class _PollingLock:
@@ -88,51 +97,38 @@ class _PollingLock:
 
 
 class SyncLock(_PollingLock):
-    """Exclusive, process-lifetime lock on a lock file; use as a context manager."""
+    """Exclusive, process-lifetime ``flock`` on a SQLite store file; use as a context manager."""
 
     def __init__(
         self,
         path: Path,
         *,
         wait_s: float = 0.0,
-        pid: int | None = None,
+        create: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(wait_s=wait_s, monotonic=monotonic, sleep=sleep)
         self.path = path
-        self._pid = os.getpid() if pid is None else pid
+        self._create = create
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock, polling up to ``wait_s`` seconds; raise SyncLockedError naming the holder."""
-        fd = self._open()
+        fd, _ = open_store_file(self.path, create=self._create)
         try:
-            self._poll(lambda: _try_flock(fd), lambda: _describe_holder(fd))
-            # Truncate only once the lock is ours, or we would erase the holder's pid.
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{self._pid}\n".encode("ascii"), 0)
+            self._poll(lambda: _try_flock(fd), lambda: _describe_holder(fd, self.path))
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
 
     def release(self) -> None:
-        """Give the lock up; the file stays, so waiters keep locking the same inode."""
+        """Give the lock up. Call it after disposing of every engine on the store (see the module doc)."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
-        try:
-            os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)
-
-    def _open(self) -> int:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StoreWriteError(f"cannot open the sync lock file {self.path}: {exc.strerror}") from exc
+        os.close(fd)
 
 
 def _try_flock(fd: int) -> bool:
@@ -145,10 +141,59 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-def _describe_holder(fd: int) -> str:
-    """``pid N`` from the lock file; the holder may not have written it yet in the instant after locking."""
-    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    return f"pid {text}" if text.isdigit() else "pid unknown"
+def _describe_holder(fd: int, path: Path) -> str:
+    """``pid N`` of the process holding the ``flock``, or of the newest live running run; else unknown."""
+    pid = _flock_holder(fd)
+    if pid is None:
+        pid = _running_run_pid(path)
+    return f"pid {pid}" if pid is not None else "pid unknown"
+
+
+def _flock_holder(fd: int) -> int | None:
+    """The holder as Linux's ``/proc/locks`` lists it: exact, whichever name of the file it locked."""
+    info = os.fstat(fd)
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 8476 fd:01:2883614 0 EOF"; waiters' lines have "->" second.
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+            pid = int(fields[4])
+            return pid if pid > 0 else None
+    return None
+
+
+def _running_run_pid(path: Path) -> int | None:
+    """The newest running run whose process is alive: the holder, once it has started its run."""
+    # Refused, this process must leave nothing beside the store: no -wal or -shm of its own.
+    immutable = read_immutable(path, inspecting=True)
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    try:
+        connection = sqlite3.connect(uri, uri=True, timeout=1.0)
+        try:
+            pids = connection.execute(
+                "SELECT pid FROM sync_run WHERE status = 'running' ORDER BY id DESC LIMIT 20"
+            ).fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return None
+    return next((pid for (pid,) in pids if isinstance(pid, int) and _alive(pid)), None)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # another user's process
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
 
 
 class AdvisoryLock(_PollingLock):
@@ -188,12 +233,19 @@ class AdvisoryLock(_PollingLock):
         self._engine, self._connection = engine, connection
 
     def release(self) -> None:
-        """Closing the session releases the lock; no unlock statement can be forgotten."""
+        """Unlock, then close the session (which would release the lock too, if the unlock failed).
+
+        Closing alone is not enough for the next sync: the server ends the backend, and with
+        it the lock, a moment after the client hangs up, so a sync started right after this
+        one could still find the lock held.
+        """
         if self._connection is None or self._engine is None:
             return
         connection, engine = self._connection, self._engine
         self._connection = self._engine = None
         try:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                connection.execute(_ADVISORY_UNLOCK)
             connection.close()
         finally:
             engine.dispose()
@@ -201,6 +253,7 @@ class AdvisoryLock(_PollingLock):
 
 # One key per database: two stores in one PostgreSQL cluster do not exclude each other.
 _TRY_ADVISORY_LOCK = sa.text("SELECT pg_try_advisory_lock(hashtext('bflsync sync ' || current_database()))")
+_ADVISORY_UNLOCK = sa.text("SELECT pg_advisory_unlock(hashtext('bflsync sync ' || current_database()))")
 
 
 def _running_pid(connection: sa.Connection) -> str:

@@ -19,7 +19,7 @@ import sys
 import threading
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -617,6 +617,54 @@ _COMMENTS: Final = (
 _ORGS: Final = ("acme-labs", "pixel-forge", "studio-nord")
 _SLUGS: Final = ("portrait-lora", "product-shots", "watercolor-style", "brand-mascot")
 _EPOCH: Final = datetime(2024, 8, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """One extra key of ``mock-api --account KEY=COUNT[:SEED]``."""
+
+    key: str
+    count: int
+    seed: int | None = None
+
+
+def parse_account_spec(text: str) -> AccountSpec:
+    """``KEY=COUNT`` or ``KEY=COUNT:SEED``; InputError for anything else."""
+    key, equals, amount = text.rpartition("=")
+    count_text, _, seed_text = amount.partition(":")
+    if not equals or not key or not count_text.isascii() or not count_text.isdigit():
+        raise InputError(f"--account {text!r}: expected KEY=COUNT or KEY=COUNT:SEED, e.g. team-b-key=20:7")
+    if seed_text and not (seed_text.isascii() and seed_text.lstrip("-").isdigit()):
+        raise InputError(f"--account {text!r}: SEED must be an integer")
+    if key.strip() != key or any(not character.isprintable() for character in key):
+        raise InputError(f"--account {text!r}: the key must be printable, without surrounding spaces")
+    return AccountSpec(key=key, count=int(count_text), seed=int(seed_text) if seed_text else None)
+
+
+def account_finetunes(
+    specs: Sequence[AccountSpec], *, default: Mapping[str, Mapping[str, Any]], shared: int = 0, seed: int = 0
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The finetunes each extra key lists: ``count`` generated ones of its own, plus the first
+    ``shared`` of the default key's (the same ids and details, as an org-shared LoRA is).
+
+    Generated ids never collide with another account's by accident: only ``shared`` ones are
+    common. A key without its own seed gets one derived from ``seed`` and its position.
+    """
+    if shared > len(default):
+        raise InputError(f"--shared {shared}: the default key serves only {len(default)} finetunes")
+    keys = [spec.key for spec in specs]
+    if len(set(keys)) != len(keys):
+        raise InputError("--account: each key may be given once")
+    common = dict(itertools.islice(((k, dict(v)) for k, v in default.items()), shared))
+    taken = set(default)
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for position, spec in enumerate(specs, start=1):
+        own_seed = spec.seed if spec.seed is not None else seed + 1000 * position
+        generated = generate_finetunes(spec.count + len(taken), seed=own_seed)
+        own = dict(itertools.islice(((k, v) for k, v in generated.items() if k not in taken), spec.count))
+        taken |= own.keys()
+        result[spec.key] = {**common, **own}
+    return result
 
 
 def generate_finetunes(count: int, *, seed: int = 0) -> dict[str, dict[str, Any]]:

@@ -4,7 +4,7 @@ On SQLite (a path, the common case) this is the standard library's ``sqlite3`` a
 heavier: a read command's time is mostly start-up, and SQLAlchemy alone costs more to
 import than a query over thousands of finetunes. The file is opened ``mode=ro`` with
 ``query_only``, its revision is read from ``alembic_version`` directly, and a store on a
-read-only medium is read as ``immutable`` (see :func:`_open_sqlite`). A PostgreSQL store is
+read-only medium, or another user's, is read as ``immutable`` (see :func:`_open_sqlite`). A PostgreSQL store is
 read through SQLAlchemy's engine from :mod:`bflsync.db`, in read-only transactions.
 
 Both kinds are a :class:`Reader`: SQL text with ``?`` placeholders plus bound parameters
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bflsync.errors import StoreBehindError, StoreWriteError
+from bflsync.store_files import journal_path, read_immutable
 from bflsync.storecheck import (
     BUSY_TIMEOUT_MS,
     HEAD_REVISION,
@@ -179,18 +180,26 @@ def _open_url(db: str) -> Iterator[Reader]:
 
 
 def _open_sqlite(path: Path) -> SqliteReader:
-    """A checked read-only connection to a SQLite store at head.
+    """A checked read-only connection to a SQLite store at head, by the rules of :mod:`bflsync.store_files`.
 
-    A WAL store in a directory (or mount) this user cannot write cannot even be read
-    normally: SQLite cannot create the ``-shm`` file it wants. Without a ``-wal`` file no
-    writer is mid-way, so the file can then be read as immutable for the few moments a read
-    command takes.
+    A read-only connection to a file without ``-wal`` creates ``-wal`` and ``-shm`` beside
+    it. So the file is judged first through an immutable connection, which creates nothing:
+    a refused file (foreign, too new, behind) is left exactly as found, and so is a store of
+    another user's, which is read immutable throughout. Our own store is then read normally,
+    one snapshot however a sync writes meanwhile. A WAL store in a directory (or mount) this
+    user cannot write cannot even be read normally: SQLite cannot create the ``-shm`` file it
+    wants. Without a ``-wal`` file no writer is mid-way, so it is read as immutable then.
     """
     require_sqlite_file(path)
+    if read_immutable(path, inspecting=True):
+        inspected = _checked_sqlite(path, immutable=True)
+        if read_immutable(path):
+            return inspected
+        inspected.connection.close()
     try:
         return _checked_sqlite(path, immutable=False)
     except StoreWriteError:
-        if path.with_name(path.name + "-wal").exists():
+        if journal_path(path, "-wal").exists():
             raise
         return _checked_sqlite(path, immutable=True)
 

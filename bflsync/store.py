@@ -34,7 +34,16 @@ from bflsync.extract import (
     without_nul,
 )
 from bflsync.fulltext import tsvector_text
-from bflsync.models import Finetune, FinetuneVersion, SyncError, SyncRun, UTCDateTime
+from bflsync.models import (
+    FINGERPRINT_META_NAME,
+    Account,
+    Finetune,
+    FinetuneVersion,
+    StoreMeta,
+    SyncError,
+    SyncRun,
+    UTCDateTime,
+)
 
 # SQLite allows 32,766 bound parameters per statement; stay far below for IN lists.
 IN_CHUNK = 900
@@ -43,6 +52,8 @@ finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 version_table: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
 run_table: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
 error_table: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
+account_table: sa.Table = Account.__table__  # type: ignore[attr-defined]
+meta_table: sa.Table = StoreMeta.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,25 +150,131 @@ def finish_run(
     counts: Mapping[str, int],
     now: datetime,
     error: str | None = None,
+    key_changed: bool = False,
 ) -> None:
     """Close a run with its final status and counters."""
     session.execute(
         sa.update(run_table)
         .where(run_table.c.id == run_id)
-        .values(status=status, finished_at=now, error=error, **counts)
+        .values(status=status, finished_at=now, error=error, key_changed=key_changed, **counts)
     )
 
 
+def fingerprint_secret(session: Session) -> str:
+    """The store's own secret for key fingerprints (made once by migration 0003_accounts)."""
+    value = session.execute(
+        sa.select(meta_table.c.value).where(meta_table.c.name == FINGERPRINT_META_NAME)
+    ).scalar_one()
+    assert isinstance(value, str)
+    return value
+
+
+def recorded_fingerprint(session: Session, *, source: str, account: str) -> str | None:
+    """The fingerprint of the key that last synced ``(source, account)``; None if unknown or never synced."""
+    value = session.execute(
+        sa.select(account_table.c.key_fingerprint).where(
+            account_table.c.source == source, account_table.c.account == account
+        )
+    ).scalar_one_or_none()
+    assert value is None or isinstance(value, str)
+    return value
+
+
+def record_account(
+    session: Session,
+    *,
+    source: str,
+    account: str,
+    fingerprint: str,
+    replace_fingerprint: bool,
+    run_id: int,
+    now: datetime,
+) -> None:
+    """Note that ``run_id`` synced ``(source, account)``; a new account row gets ``fingerprint``.
+
+    An existing row takes the new fingerprint only when ``replace_fingerprint``: a run that did
+    not list the account (``--id``) cannot tell whether its key belongs to it.
+    """
+    where = (account_table.c.source == source, account_table.c.account == account)
+    values: dict[str, Any] = {"last_synced_at": now, "last_run_id": run_id}
+    if replace_fingerprint:
+        values["key_fingerprint"] = fingerprint
+    updated = session.execute(sa.update(account_table).where(*where).values(**values))
+    if updated.rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(
+            sa.insert(account_table).values(
+                source=source,
+                account=account,
+                key_fingerprint=fingerprint,
+                first_synced_at=now,
+                last_synced_at=now,
+                last_run_id=run_id,
+            )
+        )
+
+
+def note_listed(session: Session, *, run_id: int, listed: int) -> None:
+    """Record the listing's size as soon as it is known, so a run killed later still tells it."""
+    session.execute(sa.update(run_table).where(run_table.c.id == run_id).values(listed=listed))
+
+
 def mark_interrupted_runs(session: Session) -> list[int]:
-    """Runs still ``running`` belong to dead processes: the caller holds the sync lock."""
-    ids = list(session.execute(sa.select(run_table.c.id).where(run_table.c.status == "running")).scalars())
-    if ids:
+    """Runs still ``running`` belong to dead processes: the caller holds the sync lock.
+
+    A killed run never wrote its counters; they are recomputed from what it stored.
+    """
+    running = session.execute(
+        sa.select(run_table.c.id, run_table.c.started_at, run_table.c.source, run_table.c.account).where(
+            run_table.c.status == "running"
+        )
+    ).all()
+    for run_id, started_at, source, account in running:
         session.execute(
             sa.update(run_table)
-            .where(run_table.c.id.in_(ids))
-            .values(status="interrupted", error="the process ended before finishing the run")
+            .where(run_table.c.id == run_id)
+            .values(
+                status="interrupted",
+                error="the process ended before finishing the run",
+                **_counts_stored_by(
+                    session, run_id=run_id, started_at=started_at, source=source, account=account
+                ),
+            )
         )
-    return ids
+    return [run_id for run_id, *_ in running]
+
+
+def _counts_stored_by(
+    session: Session, *, run_id: int, started_at: datetime, source: str, account: str
+) -> dict[str, int]:
+    """A dead run's counters from the versions and errors that reference it.
+
+    Unchanged finetunes leave no version, only ``last_seen_at``: they are the finetunes of the
+    run's ``(source, account)`` seen since it started without a version from it. No other run has written
+    since (the sync lock, and marking happens before the next run writes anything).
+    """
+    versions = dict(
+        session.execute(
+            sa.select(version_table.c.change, sa.func.count())
+            .where(version_table.c.sync_run_id == run_id)
+            .group_by(version_table.c.change)
+        ).all()
+    )
+    with_version = sa.select(version_table.c.finetune_pk).where(version_table.c.sync_run_id == run_id)
+    unchanged = session.execute(
+        sa.select(sa.func.count()).where(
+            _scope(source, account),
+            finetune_table.c.last_seen_at >= started_at,
+            finetune_table.c.id.not_in(with_version),
+        )
+    ).scalar_one()
+    failed = session.execute(
+        sa.select(sa.func.count()).where(error_table.c.sync_run_id == run_id)
+    ).scalar_one()
+    counts = {
+        change: int(versions.get(change, 0)) for change in ("created", "updated", "deleted", "restored")
+    }
+    fetched = counts["created"] + counts["updated"] + counts["restored"] + unchanged
+    return {**counts, "unchanged": unchanged, "fetched": fetched, "failed": failed}
 
 
 def record_failure(

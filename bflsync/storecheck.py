@@ -21,7 +21,13 @@ from bflsync.errors import (
     StoreWriteError,
 )
 
-KNOWN_REVISIONS: tuple[str, ...] = ("0001_initial", "0002_fts", "0003_accounts", "0005_search")
+KNOWN_REVISIONS: tuple[str, ...] = (
+    "0001_initial",
+    "0002_fts",
+    "0003_accounts",
+    "0006_canonical_numbers",
+    "0005_search",
+)
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
 ACCOUNTS_REVISION = "0003_accounts"
@@ -76,6 +82,9 @@ def require_sqlite_file(path: Path) -> None:
         raise StoreMissingError(f"no bflsync store at {path} - run `bflsync sync` first")
     if path.is_dir():
         raise NotAStoreError(f"{path} is a directory, not a bflsync store")
+    if not path.is_file():
+        # A FIFO or device: opening it could hang or read forever.
+        raise NotAStoreError(f"{path} is not a regular file; refusing to touch it")
     try:
         with path.open("rb") as handle:
             header = handle.read(len(SQLITE_HEADER))

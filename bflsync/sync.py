@@ -31,8 +31,9 @@ from sqlmodel import Session
 from bflsync import store
 from bflsync.api import LIST_PATH, BflClient
 from bflsync.columns import RUN_COUNTERS
-from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY
-from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError
+from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
+from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode, RunLimitError
+from bflsync.fingerprint import key_fingerprint
 
 logger = logging.getLogger("bflsync.sync")
 T = TypeVar("T")
@@ -59,6 +60,7 @@ class SyncOptions:
     new_only: bool = False
     dry_run: bool = False
     allow_empty_listing: bool = False
+    accept_new_key: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
 
@@ -91,6 +93,7 @@ class SyncResult:
     deleted: int = 0
     restored: int = 0
     failed: int = 0
+    key_changed: bool = False
     duration_s: float = 0.0
     error: str | None = None
     error_exit_code: int | None = None
@@ -107,6 +110,7 @@ class SyncResult:
             "source": self.source,
             "account": self.account,
             **self.counts(),
+            "key_changed": self.key_changed,
             "duration_s": round(self.duration_s, 3),
         }
 
@@ -148,12 +152,21 @@ async def run_sync(
     if engine is None and not options.dry_run:
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
-    with _session(engine) as session:
-        recorder = _Recorder(
-            session, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
-        )
-        run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
-        result = await run.execute()
+    try:
+        with _session(engine) as session:
+            recorder = _Recorder(
+                session,
+                source=client.source,
+                account=options.account,
+                now=now,
+                pid=pid,
+                dry_run=options.dry_run,
+            )
+            run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
+            result = await run.execute()
+    except SyncAborted as aborted:
+        aborted.result.duration_s = time.monotonic() - started
+        raise
     result.duration_s = time.monotonic() - started
     return result
 
@@ -187,11 +200,19 @@ class _Recorder:
         self.pid = pid
         self.dry_run = dry_run
         self.run_id: int | None = None
+        # Read when the run begins, so nothing waits on the database between listing and fetching.
+        self.key_state: _KeyState | None = None
+        # Set once the run may speak for the account: (key fingerprint, whether to record it).
+        self.account_claim: tuple[str, bool] | None = None
+        self.listed_unrecorded: int | None = None
 
-    def begin_run(self) -> None:
-        if self.dry_run or self.session is None:
+    def begin_run(self, api_key: Secret) -> None:
+        if self.session is None:
             return
         with self.session.begin():
+            self.key_state = self._read_key_state(api_key)
+            if self.dry_run:
+                return
             interrupted = store.mark_interrupted_runs(self.session)
             self.run_id = store.start_run(
                 self.session, source=self.source, account=self.account, pid=self.pid, now=self.now()
@@ -199,11 +220,29 @@ class _Recorder:
         if interrupted:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
 
+    def note_listed(self, listed: int) -> None:
+        """Remember the listing's size; the first batch records it, so a killed run still tells it.
+
+        Not a transaction of its own: fetching must not wait for the write lock.
+        """
+        self.listed_unrecorded = listed
+
     def live_ids(self) -> set[str]:
         if self.session is None:
             return set()
         with self.session.begin():
             return store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
+
+    def _read_key_state(self, api_key: Secret) -> _KeyState:
+        assert self.session is not None
+        secret = store.fingerprint_secret(self.session)
+        return _KeyState(
+            fingerprint=key_fingerprint(api_key, secret=secret),
+            recorded=store.recorded_fingerprint(self.session, source=self.source, account=self.account),
+            live_ids=frozenset(
+                store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
+            ),
+        )
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
         """Store one batch of results; return how many finetunes each outcome took.
@@ -224,16 +263,16 @@ class _Recorder:
             return Counter(outcome.value for outcome in outcomes.values())
         try:
             with self.session.begin():
-                outcomes = self._store(observations)
-                self._record_failures(failures)
-            return Counter(outcome.value for outcome in outcomes.values())
+                counts = Counter(outcome.value for outcome in self._store(observations).values())
+                self._record_the_rest(failures)
         except SQLAlchemyError as exc:
             if not store.is_storage_error(exc):
                 raise
             logger.debug("a batch was refused by the store; storing it one finetune at a time", exc_info=exc)
-        with self.session.begin():
-            counts = self._store_one_by_one(observations)
-            self._record_failures(failures)
+            with self.session.begin():
+                counts = self._store_one_by_one(observations)
+                self._record_the_rest(failures)
+        self.listed_unrecorded = None  # committed with this batch
         return counts
 
     def _store(self, observations: Sequence[store.Observation]) -> dict[str, store.Outcome]:
@@ -268,8 +307,11 @@ class _Recorder:
             counts.update(outcome.value for outcome in outcomes.values())
         return counts
 
-    def _record_failures(self, failures: Sequence[FetchFailure]) -> None:
+    def _record_the_rest(self, failures: Sequence[FetchFailure]) -> None:
+        """The batch's fetch failures, and the listing's count if no batch has recorded it yet."""
         assert self.session is not None and self.run_id is not None
+        if self.listed_unrecorded is not None:
+            store.note_listed(self.session, run_id=self.run_id, listed=self.listed_unrecorded)
         for failure in failures:
             store.record_failure(
                 self.session,
@@ -311,13 +353,26 @@ class _Recorder:
                     )
                 result.deleted = len(gone)
             if self.run_id is not None:
+                now = self.now()
+                if self.account_claim is not None:
+                    fingerprint, replace = self.account_claim
+                    store.record_account(
+                        self.session,
+                        source=self.source,
+                        account=self.account,
+                        fingerprint=fingerprint,
+                        replace_fingerprint=replace,
+                        run_id=self.run_id,
+                        now=now,
+                    )
                 store.finish_run(
                     self.session,
                     run_id=self.run_id,
                     status=result.status,
                     counts=result.counts(),
-                    now=self.now(),
+                    now=now,
                     error=result.error,
+                    key_changed=result.key_changed,
                 )
 
     def fail_quietly(self, result: SyncResult) -> None:
@@ -339,12 +394,26 @@ class _Recorder:
             )
 
 
+@dataclass(frozen=True, kw_only=True)
+class _KeyState:
+    """This run's key fingerprint, the one recorded for its account, and the account's live finetunes."""
+
+    fingerprint: str
+    recorded: str | None
+    live_ids: frozenset[str]
+
+
 class _Stopped(Exception):
     """The caller set the stop event."""
 
 
+class _ForeignKey(Exception):
+    """The key is not the account's: it lists none of the account's stored finetunes."""
+
+
 class _KeyRefused(Exception):
-    """A detail request was refused for the key or the account (401/403/402): so would every other one."""
+    """A detail request failed so that every other one would too: the key or account was refused
+    (401/403/402), or a limit of the run (deadline, circuit breaker) was reached."""
 
     def __init__(self, error: ApiError) -> None:
         super().__init__(str(error))
@@ -378,7 +447,7 @@ class _Run:
 
     async def execute(self) -> SyncResult:
         result = self.result
-        self.recorder.begin_run()
+        self.recorder.begin_run(self.client.api_key)
         result.run_id = self.recorder.run_id
         try:
             return await self._execute()
@@ -397,11 +466,13 @@ class _Run:
             stopped = await self._fetch_and_store(to_fetch)
         except _Stopped:
             stopped, listed_ids = True, None
+        except _ForeignKey as foreign:
+            return self._failed(str(foreign), ExitCode.INPUT)
         except _KeyRefused as refused:
             # What was fetched is stored; nothing is tombstoned from a run that could not finish.
-            return self._failed(refused.error, self._refusal_error(refused.error))
+            return self._failed(self._refusal_error(refused.error), refused.error.exit_code)
         except ApiError as exc:
-            return self._failed(exc, self._listing_error(exc))
+            return self._failed(self._listing_error(exc), exc.exit_code)
         if stopped:
             result.status = "interrupted"
             result.error = "stopped before finishing (interrupted by a signal)"
@@ -412,11 +483,11 @@ class _Run:
         self.recorder.finish(result, listed_ids=listed_ids)
         return result
 
-    def _failed(self, exc: ApiError, error: str) -> SyncResult:
+    def _failed(self, error: str, exit_code: int) -> SyncResult:
         result = self.result
         result.status = "failed"
         result.error = error
-        result.error_exit_code = exc.exit_code
+        result.error_exit_code = exit_code
         self.recorder.finish(result, listed_ids=None)
         return result
 
@@ -428,12 +499,51 @@ class _Run:
     async def _ids_to_list(self) -> list[str] | None:
         """The full listing, or None when only ``--id`` finetunes are synced (then nothing is tombstoned)."""
         if self.options.only_ids:
+            self._check_key(listed_ids=None)
             return None
         listed = await self._unless_stopped(self.client.list_finetunes())
         if not listed and not self.options.allow_empty_listing:
             self._refuse_to_empty_the_store()
         self.result.listed = len(listed)
+        self._check_key(listed_ids=listed)
+        self.recorder.note_listed(len(listed))
         return listed
+
+    def _check_key(self, *, listed_ids: list[str] | None) -> None:
+        """Catch a key synced under another account's label before it writes or tombstones anything.
+
+        A key other than the one recorded for ``(source, account)`` (or any key, when none is
+        recorded yet but finetunes are stored) whose complete listing shares no finetune with
+        the account's live ones is almost surely another account's, run without ``--account``:
+        obeying it would mark all of them deleted. A rotated key still lists them, and is taken.
+        A ``--id`` run cannot tell, so it never replaces the recorded fingerprint.
+        """
+        state = self.recorder.key_state
+        if state is None:
+            return
+        if listed_ids is None:
+            self.recorder.account_claim = (state.fingerprint, False)
+            return
+        if state.fingerprint != state.recorded:
+            live = state.live_ids
+            if live and live.isdisjoint(listed_ids) and not self.options.accept_new_key:
+                raise _ForeignKey(self._foreign_key_error(len(live)))
+            self.result.key_changed = state.recorded is not None
+            if self.result.key_changed:
+                logger.warning(
+                    "the API key of account %r at %s changed; recording the new key's fingerprint",
+                    self.recorder.account,
+                    self.client.source,
+                )
+        self.recorder.account_claim = (state.fingerprint, True)
+
+    def _foreign_key_error(self, live: int) -> str:
+        stored = "the finetune" if live == 1 else f"the {live} finetunes"
+        return (
+            f"this key lists none of {stored} stored for account {self.recorder.account!r} at "
+            f"{self.client.source}: pass --account NAME for another account, or --accept-new-key "
+            "if the old finetunes are really gone"
+        )
 
     def _refuse_to_empty_the_store(self) -> None:
         """An empty listing while finetunes are stored is more often an API hiccup than an emptied account.
@@ -561,7 +671,7 @@ class _Run:
                 group.create_task(worker())
 
     async def _fetch_one(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
-        """The finetune's details or failure, and the error when the key or account was refused."""
+        """The finetune's details or failure, and the error when the run cannot go on (see ``_KeyRefused``)."""
         try:
             details = await self.client.get_details(finetune_id)
         except ApiError as exc:
@@ -573,7 +683,7 @@ class _Run:
                 message=str(exc),
                 attempts=exc.attempts,
             )
-            return failure, exc if isinstance(exc, AuthError | CreditsError) else None
+            return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
         return store.Observation(finetune_id, details), None
 
     async def _write(self, queue: asyncio.Queue[_Fetched | None]) -> None:

@@ -7,8 +7,14 @@ real CLI against the mock API over loopback.
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +23,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from bflsync.cli import cli
-from bflsync.mock_api import MockBFL
+from bflsync.mock_api import LISTING, MockBFL
 
 KEY_A = "key-of-team-a"
 KEY_B = "key-of-team-b"
@@ -229,6 +235,150 @@ def test_the_longest_account_name_and_every_allowed_character_are_accepted(
     assert fetch(str(db_path), "SELECT DISTINCT account FROM finetune") == [(name,)]
 
 
+# --- the forgotten --account ------------------------------------------------------------------
+
+
+def audit_rows(store_db: str) -> list[list[tuple[Any, ...]]]:
+    return [
+        fetch(store_db, "SELECT * FROM finetune ORDER BY id"),
+        fetch(store_db, "SELECT * FROM finetune_version ORDER BY id"),
+    ]
+
+
+def forgotten_label_error(store_db: str, source: str) -> str:
+    return (
+        "bflsync: error: this key lists none of the 3 finetunes stored for account 'default' at "
+        f"{source}: pass --account NAME for another account, or --accept-new-key if the old "
+        "finetunes are really gone\n"
+    )
+
+
+def test_a_key_listing_none_of_the_accounts_finetunes_is_refused_and_changes_nothing(
+    store_db: str, mock: MockBFL
+) -> None:
+    sync(store_db, mock.base_url, KEY_A)
+    mock.remove(SHARED, key=KEY_B)  # B's listing shares nothing with A's
+    before = audit_rows(store_db)
+
+    result = sync(store_db, mock.base_url, KEY_B, "--json", code=2)
+
+    source = mock.base_url.removeprefix("http://")
+    assert result.stderr == forgotten_label_error(store_db, source)
+    assert audit_rows(store_db) == before
+    assert json.loads(result.stdout)["status"] == "failed"
+    assert fetch(store_db, "SELECT account, status, fetched, deleted FROM sync_run ORDER BY id") == [
+        ("default", "ok", 3, 0),
+        ("default", "failed", 0, 0),
+    ]
+    assert [r.path for r in mock.requests if r.finetune_id] == ["/v1/finetune_details"] * 3  # only A's run
+
+
+def test_a_dry_run_reports_the_same_refusal(store_db: str, mock: MockBFL) -> None:
+    sync(store_db, mock.base_url, KEY_A)
+    mock.remove(SHARED, key=KEY_B)
+    before = audit_rows(store_db)
+
+    result = sync(store_db, mock.base_url, KEY_B, "--dry-run", code=2)
+
+    assert result.stderr == forgotten_label_error(store_db, mock.base_url.removeprefix("http://"))
+    assert audit_rows(store_db) == before
+    assert fetch(store_db, "SELECT count(*) FROM sync_run") == [(1,)]
+
+
+def test_the_right_account_label_or_accept_new_key_lets_the_other_key_sync(
+    store_db: str, mock: MockBFL
+) -> None:
+    sync(store_db, mock.base_url, KEY_A)
+    mock.remove(SHARED, key=KEY_B)
+    sync(store_db, mock.base_url, KEY_B, "--account", "team-b")
+    assert finetunes(store_db)[-1] == ("team-b", "b1", 1, True)
+
+    result = sync(store_db, mock.base_url, KEY_B, "--accept-new-key", "--json")
+
+    assert json.loads(result.stdout)["deleted"] == 3
+    assert json.loads(result.stdout)["key_changed"] is True
+    assert [row for row in finetunes(store_db) if row[0] == "default"] == [
+        ("default", "a1", 2, False),
+        ("default", "a2", 2, False),
+        ("default", "b1", 1, True),
+        ("default", SHARED, 2, False),
+    ]
+
+
+def test_a_rotated_key_that_still_lists_the_finetunes_is_accepted_and_noted(
+    store_db: str, mock: MockBFL
+) -> None:
+    sync(store_db, mock.base_url, KEY_A)
+    [(old_fingerprint,)] = fetch(store_db, "SELECT key_fingerprint FROM account")
+    mock.api_key = "rotated-key-of-team-a"  # the same finetunes, served to the new key only
+    mock.remove("a2")
+
+    result = sync(store_db, mock.base_url, "rotated-key-of-team-a", "--json")
+
+    payload = json.loads(result.stdout)
+    assert (payload["status"], payload["key_changed"], payload["deleted"], payload["created"]) == (
+        "ok",
+        True,
+        1,
+        0,
+    )
+    assert "the API key changed" in result.stderr
+    assert finetunes(store_db) == [
+        ("default", "a1", 1, True),
+        ("default", "a2", 2, False),
+        ("default", SHARED, 1, True),
+    ]
+    [(new_fingerprint,)] = fetch(store_db, "SELECT key_fingerprint FROM account")
+    assert new_fingerprint != old_fingerprint
+    assert fetch(store_db, "SELECT key_changed FROM sync_run ORDER BY id") == [(False,), (True,)]
+    sync(store_db, mock.base_url, "rotated-key-of-team-a")
+    assert fetch(store_db, "SELECT key_changed FROM sync_run ORDER BY id") == [(False,), (True,), (False,)]
+
+
+def test_an_account_without_a_recorded_fingerprint_is_guarded_too(store_db: str, mock: MockBFL) -> None:
+    """A store upgraded from 0002 knows no fingerprint: a foreign listing is refused all the same."""
+    sync(store_db, mock.base_url, KEY_A)
+    engine = sa.create_engine(store_db if "://" in store_db else f"sqlite:///{store_db}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE account SET key_fingerprint = NULL")
+    engine.dispose()
+    mock.remove(SHARED, key=KEY_B)
+
+    sync(store_db, mock.base_url, KEY_B, code=2)
+    sync(store_db, mock.base_url, KEY_A, "--json")
+
+    assert fetch(store_db, "SELECT key_fingerprint IS NOT NULL, last_run_id FROM account") == [(True, 3)]
+    assert fetch(store_db, "SELECT key_changed FROM sync_run ORDER BY id") == [(False,), (False,), (False,)]
+
+
+def test_the_account_table_records_a_keyed_fingerprint_never_the_key(store_db: str, mock: MockBFL) -> None:
+    sync(store_db, mock.base_url, KEY_A, "--account", "team-a")
+    sync(store_db, mock.base_url, KEY_A, "--account", "team-a")
+    sync(store_db, mock.base_url, KEY_B, "--account", "team-b")
+
+    [(secret,)] = fetch(store_db, "SELECT value FROM store_meta WHERE name = 'fingerprint_secret'")
+    rows = fetch(
+        store_db,
+        "SELECT account, key_fingerprint, first_synced_at < last_synced_at, last_run_id FROM account",
+    )
+    expected = {
+        name: hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()[:16]
+        for name, key in (("team-a", KEY_A), ("team-b", KEY_B))
+    }
+    assert sorted(rows) == [("team-a", expected["team-a"], True, 2), ("team-b", expected["team-b"], False, 3)]
+    for key in (KEY_A, KEY_B):
+        assert hashlib.sha256(key.encode()).hexdigest()[:16] not in expected.values()
+    dumped = json.dumps(fetch(store_db, "SELECT * FROM account"), default=str)
+    assert KEY_A not in dumped and KEY_B not in dumped
+
+
+def test_an_id_only_sync_does_not_replace_the_recorded_fingerprint(store_db: str, mock: MockBFL) -> None:
+    sync(store_db, mock.base_url, KEY_A)
+    [(fingerprint,)] = fetch(store_db, "SELECT key_fingerprint FROM account")
+    sync(store_db, mock.base_url, KEY_B, "--id", "b1")
+    assert fetch(store_db, "SELECT key_fingerprint, last_run_id FROM account") == [(fingerprint, 2)]
+
+
 # --- the read side ------------------------------------------------------------------------------
 
 
@@ -297,7 +447,11 @@ def test_account_picks_the_row_for_show_history_and_diff(two_accounts: str) -> N
 
 def test_runs_show_and_filter_by_account(two_accounts: str) -> None:
     listed = json.loads(read(two_accounts, "runs", "--format", "json").stdout)
-    assert [(run["id"], run["account"]) for run in listed] == [(3, "team-b"), (2, "team-b"), (1, "team-a")]
+    assert [(run["id"], run["account"], run["key_changed"]) for run in listed] == [
+        (3, "team-b", False),
+        (2, "team-b", False),
+        (1, "team-a", False),
+    ]
     only_a = json.loads(read(two_accounts, "runs", "--account", "team-a", "--format", "json").stdout)
     assert [run["id"] for run in only_a] == [1]
     table = read(two_accounts, "runs").stdout.splitlines()
@@ -350,3 +504,100 @@ def test_query_filters_and_shows_account_as_a_bookkeeping_column(store_db: str, 
     assert json.loads(read(store, "facets", "mode", "--account", "team-b", "--format", "json").stdout) == {
         "mode": [{"value": "general", "count": 1}, {"value": "product", "count": 1}]
     }
+
+
+# --- bflsync accounts ---------------------------------------------------------------------------
+
+
+def test_accounts_lists_each_source_and_account_with_counts_last_sync_and_fingerprint(
+    two_accounts: str, mock: MockBFL
+) -> None:
+    mock.remove("a2")
+    mock.fail(LISTING, status=500, times=1)
+    sync(two_accounts, mock.base_url, KEY_A, "--account", "team-a", "--max-retries", "0", code=3)
+    sync(two_accounts, mock.base_url, KEY_A, "--account", "team-a")
+    mock.fail("b1", status=500)
+    sync(two_accounts, mock.base_url, KEY_B, "--account", "team-b", "--max-retries", "0", code=1)
+
+    listed = json.loads(read(two_accounts, "accounts", "--format", "json").stdout)
+
+    [(secret,)] = fetch(two_accounts, "SELECT value FROM store_meta")
+    source = mock.base_url.removeprefix("http://")
+    for item in listed:
+        assert item.pop("first_synced_at") <= item.pop("last_synced_at")
+    assert listed == [
+        {
+            "source": source,
+            "account": "team-a",
+            "live": 2,
+            "deleted": 1,
+            "last_run_id": 5,
+            "last_status": "ok",
+            "key_fingerprint": hmac.new(secret.encode(), KEY_A.encode(), hashlib.sha256).hexdigest()[:16],
+        },
+        {
+            "source": source,
+            "account": "team-b",
+            "live": 2,
+            "deleted": 0,
+            "last_run_id": 6,
+            "last_status": "partial",
+            "key_fingerprint": hmac.new(secret.encode(), KEY_B.encode(), hashlib.sha256).hexdigest()[:16],
+        },
+    ]
+    table = read(two_accounts, "accounts").stdout.splitlines()
+    assert table[0].split() == [
+        "source",
+        "account",
+        "live",
+        "deleted",
+        "last_synced_at",
+        "last_status",
+        "key_fingerprint",
+    ]
+    assert [line.split()[1:4] for line in table[1:]] == [["team-a", "2", "1"], ["team-b", "2", "0"]]
+
+
+def test_accounts_help_ends_with_an_example() -> None:
+    result = CliRunner().invoke(cli, ["accounts", "--help"], catch_exceptions=False)
+    description = result.stdout.split("Options:")[0].rstrip().splitlines()
+    assert description[-2:] == ["  Example:", "      bflsync accounts --format json"]
+
+
+# --- several accounts on a schedule -------------------------------------------------------------
+
+
+def start_sync_process(store_db: str, base_url: str, key: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bflsync", "--db", store_db, "sync", "--base-url", base_url, *args],
+        env={**os.environ, "BFL_API_KEY": key},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_syncs_of_two_accounts_exclude_each_other_and_wait_takes_turns(store_db: str, mock: MockBFL) -> None:
+    """One writer per store whatever the account: without --wait the second exits 4, with it both finish."""
+    mock.hang("a1", seconds=3, times=1)  # the first sync holds the lock at least this long
+    first = start_sync_process(store_db, mock.base_url, KEY_A, "--account", "team-a")
+    deadline = time.monotonic() + 30
+    while not [r for r in mock.requests if r.finetune_id]:  # it is fetching, so it holds the lock
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.02)
+    refused = CliRunner().invoke(
+        cli,
+        ["--db", store_db, "sync", "--base-url", mock.base_url, "--account", "team-b"],
+        env={"BFL_API_KEY": KEY_B},
+    )
+    waiting = start_sync_process(store_db, mock.base_url, KEY_B, "--account", "team-b", "--wait", "60")
+    first_err = first.communicate(timeout=60)[1]
+    waiting_err = waiting.communicate(timeout=60)[1]
+
+    assert refused.exit_code == 4
+    assert refused.stderr.startswith("bflsync: error: another sync is running (pid ")
+    assert (first.returncode, waiting.returncode) == (0, 0), first_err + waiting_err
+    assert fetch(store_db, "SELECT account, status, created, deleted FROM sync_run ORDER BY id") == [
+        ("team-a", "ok", 3, 0),
+        ("team-b", "ok", 2, 0),
+    ]

@@ -457,6 +457,8 @@ def test_details_are_returned_exactly_as_parsed(fake_time: FakeTime) -> None:
         (b"<html>ok</html>", "not valid JSON"),
         (b'{"finetune_details": {"learning_rate": NaN}}', "not valid JSON"),
         (b'{"finetune_details": {"learning_rate": 1e400}}', "not valid JSON"),
+        (b'{"finetune_details": {"learning_rate": 1e-400}}', "not valid JSON"),
+        (b'{"finetune_details": {"learning_rate": -2e-324}}', "not valid JSON"),
         (b'{"finetune_details": {"comment": "cut mid-emoji \\ud83d"}}', "not valid Unicode"),
         (b'[{"finetune_details": {}}]', "expected a JSON object, got a list"),
         (b'{"finetune_details": ["a"]}', "finetune_details is a list, not an object"),
@@ -473,6 +475,15 @@ def test_malformed_details_bodies_are_bad_responses_without_retry(
     assert message in str(info.value)
     assert (info.value.status, info.value.request_id, info.value.attempts) == (200, "r1", 1)
     assert len(script.requests) == 1
+
+
+def test_a_zero_written_with_an_exponent_is_zero_not_an_underflow(fake_time: FakeTime) -> None:
+    body = b'{"finetune_details": {"learning_rate": 0.000e-999, "tiny": 5e-324}}'
+    script = Script(httpx.Response(200, content=body))
+    assert run(make_client(script, fake_time), lambda c: c.get_details("x")) == {
+        "learning_rate": 0.0,
+        "tiny": 5e-324,
+    }
 
 
 @pytest.mark.parametrize("body", [{}, {"finetune_details": None}, {"other": 1}])
@@ -691,3 +702,55 @@ def test_a_key_echoed_inside_a_json_detail_is_scrubbed_in_its_escaped_form(fake_
     with pytest.raises(AuthError) as info:
         run(client, lambda c: c.get_details("x"))
     assert info.value.detail == '{"received": "***"}'
+
+
+# --- get_result and credits --------------------------------------------------------------------
+
+
+def test_get_result_request_shape_and_answer(fake_time: FakeTime) -> None:
+    body = {"id": "org/lora", "status": "Pending", "result": None, "progress": 0.4, "details": {}}
+    script = Script(httpx.Response(200, json=body))
+    assert run(make_client(script, fake_time), lambda c: c.get_result("org/lora")) == body
+    (request,) = script.requests
+    assert request.url.raw_path == b"/v1/get_result?id=org%2Flora"
+    assert request.headers["x-key"] == KEY
+
+
+def test_get_result_task_not_found_is_an_answer(fake_time: FakeTime) -> None:
+    script = Script(httpx.Response(200, json={"id": "x", "status": "Task not found"}))
+    assert run(make_client(script, fake_time), lambda c: c.get_result("x")) == {
+        "id": "x",
+        "status": "Task not found",
+    }
+
+
+def test_get_result_404_is_task_not_found_without_retry(fake_time: FakeTime) -> None:
+    script = Script(httpx.Response(404, json={"detail": "Not Found"}))
+    assert run(make_client(script, fake_time), lambda c: c.get_result("x")) == {
+        "id": "x",
+        "status": "Task not found",
+    }
+    assert len(script.requests) == 1
+
+
+def test_get_result_failures_are_errors(fake_time: FakeTime) -> None:
+    script = Script(httpx.Response(503))
+    with pytest.raises(ServerError):
+        run(make_client(script, fake_time, retry=RetryPolicy(max_retries=1)), lambda c: c.get_result("x"))
+    assert len(script.requests) == 2
+    with pytest.raises(BadResponseError):
+        run(make_client(Script(httpx.Response(200, json=[1])), fake_time), lambda c: c.get_result("x"))
+
+
+@pytest.mark.parametrize("credits", [12.5, 0, 300])
+def test_credits_returns_the_number(fake_time: FakeTime, credits: float) -> None:
+    script = Script(httpx.Response(200, json={"credits": credits}))
+    assert run(make_client(script, fake_time), lambda c: c.credits()) == credits
+    (request,) = script.requests
+    assert request.url.raw_path == b"/v1/credits"
+
+
+@pytest.mark.parametrize("body", [{}, {"credits": "12"}, {"credits": None}, {"credits": True}])
+def test_credits_without_a_number_is_a_bad_response(fake_time: FakeTime, body: dict[str, Any]) -> None:
+    with pytest.raises(BadResponseError, match="credits"):
+        run(make_client(Script(httpx.Response(200, json=body)), fake_time), lambda c: c.credits())

@@ -253,3 +253,27 @@ def test_text_columns_take_nul_as_u_fffd_while_the_hash_keeps_the_raw_details() 
 def test_without_nul_replaces_nul_in_strings_and_keys_only() -> None:
     value = {"k\u0000": ["\u0000", 1, None, {"\\u0000": "\\u0000"}], "n": 1.5}
     assert without_nul(value) == {"k\ufffd": ["\ufffd", 1, None, {"\\u0000": "\\u0000"}], "n": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("sent", "canonical"),
+    [
+        ('{"iterations": 300.0}', '{"iterations":300}'),
+        ('{"learning_rate": -0.0}', '{"learning_rate":0}'),
+        ('{"learning_rate": 0.0}', '{"learning_rate":0}'),
+        ('{"nested": [1.0, {"x": -2.0}, 2.5]}', '{"nested":[1,{"x":-2},2.5]}'),
+        ('{"big": 9007199254740992.0}', '{"big":9007199254740992}'),
+        ('{"huge": 1e300}', '{"huge":1e+300}'),
+        ('{"rate": 1e-05, "text": "v1.0"}', '{"rate":1e-05,"text":"v1.0"}'),
+    ],
+)
+def test_canonical_json_writes_integral_floats_as_integers_and_negative_zero_as_zero(
+    sent: str, canonical: str
+) -> None:
+    assert canonical_json(json.loads(sent)) == canonical
+
+
+def test_the_same_json_number_in_another_form_has_the_same_content_hash() -> None:
+    assert content_hash({"iterations": 300}) == content_hash({"iterations": 300.0})
+    assert content_hash({"learning_rate": 0.0}) == content_hash({"learning_rate": -0.0})
+    assert content_hash({"iterations": 300}) != content_hash({"iterations": 300.5})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import subprocess
 import sys
@@ -107,3 +109,65 @@ def test_contributors_alembic_cli_works_from_the_repo_root(tmp_path: Path) -> No
     check = subprocess.run([*alembic, "check"], cwd=ROOT, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr + check.stdout
     assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+OLD_FORM = '{"iterations":300.0,"learning_rate":-0.0,"mode":"character","nested":[2.0,2.5]}'
+NEW_FORM = '{"iterations":300,"learning_rate":0,"mode":"character","nested":[2,2.5]}'
+
+
+def test_canonical_numbers_rewrites_old_form_details_so_a_resync_writes_no_version(db_path: Path) -> None:
+    from click.testing import CliRunner
+    from sync_support import KEY
+
+    from bflsync.cli import cli
+    from bflsync.extract import hash_canonical
+    from bflsync.mock_api import MockBFL
+
+    location = db.locate_store(str(db_path))
+    db.upgrade_store(location, revision="0002_fts").engine.dispose()
+    old_hash = hashlib.sha256(OLD_FORM.encode()).hexdigest()
+    with sqlite3.connect(db_path) as connection:
+        connection.execute(
+            "INSERT INTO finetune (id, source, finetune_id, details, mode, iterations, learning_rate,"
+            " content_hash, version, first_seen_at, last_seen_at, last_changed_at)"
+            " VALUES (1, ?, 'ft', ?, 'character', 300, 0.0, ?, 1, '2026-01-01 00:00:00.000000',"
+            " '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')",
+            ("127.0.0.1", OLD_FORM, old_hash),
+        )
+        connection.execute(
+            "INSERT INTO finetune_version (finetune_pk, version, change, details, content_hash, changed_keys,"
+            " observed_at) VALUES (1, 1, 'created', ?, ?, '[]', '2026-01-01 00:00:00.000000')",
+            (OLD_FORM, old_hash),
+        )
+    connection.close()
+
+    db.open_store_for_write(location).engine.dispose()
+
+    new_hash = hash_canonical(NEW_FORM)
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute("SELECT details, content_hash FROM finetune").fetchall() == [
+            (NEW_FORM, new_hash)
+        ]
+        assert connection.execute("SELECT details, content_hash FROM finetune_version").fetchall() == [
+            (NEW_FORM, new_hash)
+        ]
+        assert connection.execute(
+            "SELECT rowid FROM finetune_fts WHERE finetune_fts MATCH 'character'"
+        ).fetchall() == [(1,)]
+    connection.close()
+    with MockBFL.serve({"ft": json.loads(OLD_FORM)}, api_key=KEY) as mock:
+        source = mock.base_url.removeprefix("http://")
+        with sqlite3.connect(db_path) as connection:
+            connection.execute("UPDATE finetune SET source = ?", (source,))
+        connection.close()
+        result = CliRunner().invoke(
+            cli,
+            ["--db", str(db_path), "sync", "--base-url", mock.base_url, "--json"],
+            env={"BFL_API_KEY": KEY},
+            catch_exceptions=False,
+        )
+    assert result.exit_code == 0, result.output
+    assert (json.loads(result.stdout)["unchanged"], json.loads(result.stdout)["updated"]) == (1, 0)
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute("SELECT count(*) FROM finetune_version").fetchall() == [(1,)]
+    connection.close()

@@ -29,7 +29,15 @@ from bflsync.errors import (
     ServerError,
     TransportError,
 )
-from bflsync.mock_api import LISTING, MockBFL, RequestRecord, generate_finetunes, load_data_file
+from bflsync.mock_api import (
+    LISTING,
+    AccountSpec,
+    MockBFL,
+    RequestRecord,
+    account_finetunes,
+    generate_finetunes,
+    load_data_file,
+)
 
 KEY = "mock-key"
 FINETUNES: dict[str, dict[str, Any]] = {
@@ -524,3 +532,91 @@ def test_module_import_boundaries() -> None:
         "assert not {'sqlmodel', 'sqlalchemy'} & set(sys.modules), 'api imports the database side'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- several accounts -----------------------------------------------------------------------------
+
+
+def test_command_serves_other_keys_their_own_finetunes_and_the_shared_ones(tmp_path: Path) -> None:
+    process, base_url = start_command(
+        tmp_path, "--count", "6", "--account", "key-b=4:7", "--account", "key-c=3", "--shared", "2"
+    )
+    try:
+
+        def listing(key: str) -> list[str]:
+            async def fetch() -> list[str]:
+                async with BflClient(api_key=Secret(key), base_url=base_url) as client:
+                    return await client.list_finetunes()
+
+            return asyncio.run(fetch())
+
+        default, b, c = listing("mock-key"), listing("key-b"), listing("key-c")
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert default == list(generate_finetunes(6, seed=0))
+    assert (len(b), len(c)) == (6, 5)
+    assert b[:2] == c[:2] == default[:2]
+    assert not set(b[2:]) & set(c[2:]) and not (set(b[2:]) | set(c[2:])) & set(default)
+    assert "serving 6 finetunes, 6 to another key, 5 to another key (2 shared by every key)" in stderr
+
+
+def test_account_finetunes_are_deterministic_and_disjoint_but_for_the_shared_ones() -> None:
+    default = generate_finetunes(40, seed=0)
+    specs = [AccountSpec("b", 40, 0), AccountSpec("c", 40)]  # b's seed is the default's: ids would collide
+    first = account_finetunes(specs, default=default, shared=3)
+    assert first == account_finetunes(specs, default=default, shared=3)
+    assert [len(first[key]) for key in ("b", "c")] == [43, 43]
+    assert set(first["b"]) & set(first["c"]) == set(first["b"]) & set(default) == set(list(default)[:3])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--account", "no-count"], "expected KEY=COUNT or KEY=COUNT:SEED"),
+        (["--account", "k=x"], "expected KEY=COUNT or KEY=COUNT:SEED"),
+        (["--account", "k=3:x"], "SEED must be an integer"),
+        (["--account", " k=3"], "without surrounding spaces"),
+        (["--account", "k=1", "--account", "k=2"], "each key may be given once"),
+        (["--account", "mock-key=1"], "that is already the --api-key"),
+        (["--count", "2", "--account", "k=1", "--shared", "3"], "serves only 2 finetunes"),
+        (["--shared", "1"], "give at least one"),
+    ],
+)
+def test_command_rejects_bad_account_options(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["mock-api", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_added_accounts_are_served_by_key_and_path_prefix_only() -> None:
+    with MockBFL.serve({"mine": {"n": 1}}, api_key=KEY) as mock:
+        mock.add_account("eu-key", {"eu": {"n": 2}}, prefix="/eu1/")
+        mock.add_account("other", {"theirs": {"n": 3}})
+
+        def get(path: str, key: str) -> tuple[int, Any]:
+            host, port = mock.base_url.removeprefix("http://").split(":")
+            connection = http.client.HTTPConnection(host, int(port), timeout=5)
+            try:
+                connection.request("GET", path, headers={"x-key": key})
+                answer = connection.getresponse()
+                return answer.status, json.loads(answer.read())
+            finally:
+                connection.close()
+
+        assert get("/v1/my_finetunes", KEY) == (200, {"finetunes": ["mine"]})
+        assert get("/v1/my_finetunes", "other") == (200, {"finetunes": ["theirs"]})
+        assert get("/eu1/v1/my_finetunes", "eu-key") == (200, {"finetunes": ["eu"]})
+        assert get("/eu1/v1/finetune_details?finetune_id=eu", "eu-key") == (
+            200,
+            {"finetune_details": {"n": 2}},
+        )
+        assert get("/eu1/v1/finetune_details?finetune_id=mine", "eu-key")[0] == 404
+        assert get("/eu1/v1/my_finetunes", KEY) == (401, {"detail": "Invalid API key"})
+        assert get("/v1/my_finetunes", "eu-key") == (401, {"detail": "Invalid API key"})
+        assert get("/us1/v1/my_finetunes", KEY)[0] == 404
+        mock.put("more", {"n": 4}, key="eu-key", prefix="eu1")
+        mock.remove("theirs", key="other")
+        assert mock.finetunes_of("eu-key", prefix="/eu1") == {"eu": {"n": 2}, "more": {"n": 4}}
+        assert mock.finetunes_of("other") == {}
+        assert mock.finetunes == {"mine": {"n": 1}}

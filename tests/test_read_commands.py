@@ -485,6 +485,7 @@ HEAVY_MODULES = ("sqlalchemy", "sqlmodel", "pydantic", "alembic", "httpx", "rich
     [
         ["query", "--help"],
         ["query", "mode=character", "--format", "ids"],
+        ["query", "mode=character", "--format", "ids0"],
         ["query", "--format", "json"],
         ["query", "extra.images>1", "--text", "ohwx", "--sort", "-learning_rate", "--format", "csv"],
         ["query", "--as-of", "2026-01-01", "mode~CHAR"],
@@ -495,6 +496,8 @@ HEAVY_MODULES = ("sqlalchemy", "sqlmodel", "pydantic", "alembic", "httpx", "rich
         ["runs"],
         ["runs", "1", "--format", "json"],
         ["diff", "alpha@1", "bravo"],
+        ["accounts"],
+        ["accounts", "--format", "json"],
     ],
 )
 def test_read_commands_on_sqlite_import_no_heavy_module(sqlite_store: Path, args: list[str]) -> None:

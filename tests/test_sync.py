@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -24,7 +25,7 @@ from bflsync.api import BflClient
 from bflsync.cli import cli
 from bflsync.config import Secret
 from bflsync.extract import canonical_json, content_hash
-from bflsync.lock import SyncLock, lock_path_for
+from bflsync.lock import sync_lock_for
 from bflsync.mock_api import LISTING, MockBFL
 from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
 
@@ -254,6 +255,23 @@ def test_second_sync_of_unchanged_data_writes_no_version_rows(
     assert (second.status, second.unchanged, second.created, second.updated) == ("ok", 3, 0, 0)
 
 
+def test_the_same_numbers_spelled_as_floats_write_no_new_version(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    mock.put("alpha", {**ALPHA, "iterations": 300, "learning_rate": 0.0})
+    sync_at(store_engine, mock, T1)
+    before = versions(db_path)
+    mock.put("alpha", {**ALPHA, "iterations": 300.0, "learning_rate": -0.0})
+
+    second = sync_at(store_engine, mock, T2)
+
+    assert versions(db_path) == before
+    assert (second.unchanged, second.updated) == (3, 0)
+    [stored] = rows(db_path, "SELECT details, iterations FROM finetune WHERE finetune_id = 'alpha'")
+    assert stored["iterations"] == 300
+    assert json.loads(stored["details"])["learning_rate"] == 0
+
+
 def test_run_row_records_source_pid_counts_and_times(
     store_engine: Engine, db_path: Path, mock: MockBFL, source: str
 ) -> None:
@@ -305,6 +323,7 @@ def test_json_output_has_the_documented_keys(
         "deleted": 0,
         "restored": 0,
         "failed": 0,
+        "key_changed": False,
     }
 
 
@@ -548,6 +567,45 @@ def test_api_key_file_is_used_instead_of_the_environment(
     assert result.exit_code == 0
 
 
+@pytest.mark.parametrize(
+    ("mode", "quiet", "warned"),
+    [(0o644, False, True), (0o640, True, True), (0o604, False, True), (0o600, False, False)],
+)
+def test_an_api_key_file_others_can_read_gets_one_warning_line(
+    runner: CliRunner, db_path: Path, mock: MockBFL, tmp_path: Path, mode: int, quiet: bool, warned: bool
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(mode)
+
+    result = runner.invoke(
+        cli,
+        [
+            "--db",
+            str(db_path),
+            *(["--quiet"] if quiet else []),
+            "sync",
+            "--base-url",
+            mock.base_url,
+            "--api-key-file",
+            str(key_file),
+        ],
+        catch_exceptions=False,
+    )
+
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("bflsync: warning:")]
+    assert warnings == (
+        [
+            f"bflsync: warning: the API key file {key_file} can be read by others (mode {mode:04o}); "
+            f"make it private: chmod 600 {key_file}"
+        ]
+        if warned
+        else []
+    )
+    assert KEY not in result.stderr
+
+
 # --- dry run, --new-only, --id ---------------------------------------------------------------
 
 
@@ -658,20 +716,25 @@ def test_id_of_an_unknown_finetune_is_a_not_found_failure(
 # --- lock and stop -------------------------------------------------------------------------------
 
 
-def test_locked_store_exits_4_naming_the_holder(runner: CliRunner, db_path: Path, mock: MockBFL) -> None:
-    with SyncLock(lock_path_for(db.locate_store(str(db_path))), pid=31337):
+def test_locked_store_exits_4_and_leaves_the_store_as_the_holder_has_it(
+    runner: CliRunner, db_path: Path, mock: MockBFL
+) -> None:
+    with sync_lock_for(db.locate_store(str(db_path))):
         result = runner.invoke(
             cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
         )
-
-    assert (result.exit_code, result.stderr) == (4, "bflsync: error: another sync is running (pid 31337)\n")
-    assert not db_path.exists()
+        assert (result.exit_code, result.stderr) == (
+            4,
+            f"bflsync: error: another sync is running (pid {os.getpid()})\n",
+        )
+        # The holder created the store file to lock it; the refused sync added nothing.
+        assert [(p.name, p.stat().st_size) for p in db_path.parent.iterdir()] == [("store.db", 0)]
 
 
 def test_wait_takes_the_lock_once_the_holder_releases_it(
     runner: CliRunner, db_path: Path, mock: MockBFL
 ) -> None:
-    holder = SyncLock(lock_path_for(db.locate_store(str(db_path))))
+    holder = sync_lock_for(db.locate_store(str(db_path)))
     holder.acquire()
     threading.Timer(0.3, holder.release).start()
 
@@ -854,6 +917,16 @@ def test_an_unexpected_error_while_fetching_surfaces_as_that_one_error(
     assert aborted.value.result.status == "failed"
 
 
+def test_an_aborted_run_reports_its_real_duration(store_engine: Engine) -> None:
+    with MockBFL.serve(many(40), api_key=KEY, latency_ms=50) as server, pytest.raises(SyncAborted) as aborted:
+        started = time.monotonic()
+        sync_bounded(store_engine, server, progress=BrokenProgress(at=10), batch_size=5)
+    elapsed = time.monotonic() - started
+
+    # At least the listing and one round of detail requests, each 50 ms.
+    assert 0.1 <= aborted.value.result.duration_s <= elapsed
+
+
 def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
     store_engine: Engine, db_path: Path
 ) -> None:
@@ -1007,6 +1080,7 @@ def test_json_is_printed_with_status_failed_when_the_run_crashes(
         "deleted": 0,
         "restored": 0,
         "failed": 0,
+        "key_changed": False,
     }
     [line] = result.stderr.splitlines()
     assert line.startswith("bflsync: error: internal error: IntegrityError: ")

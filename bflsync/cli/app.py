@@ -18,8 +18,10 @@ import click
 from bflsync import __version__
 from bflsync.cli.common import CliContext
 from bflsync.errors import BflsyncError, ExitCode
+from bflsync.server_text import printable
 
 LAZY_COMMANDS: dict[str, str] = {
+    "accounts": "bflsync.cli.audit_commands:accounts",
     "db": "bflsync.cli.db_commands:db",
     "diff": "bflsync.cli.audit_commands:diff",
     "facets": "bflsync.cli.query_commands:facets",
@@ -33,6 +35,7 @@ LAZY_COMMANDS: dict[str, str] = {
 # What `bflsync --help` lists for each command, so listing them imports none of them (a test
 # keeps these equal to the commands' own short help).
 COMMAND_SUMMARIES: dict[str, str] = {
+    "accounts": "List each (source, account) in the store: live and deleted...",
     "db": "Create, migrate and check the store's schema.",
     "diff": "Compare the parameters of two finetunes, or two versions of...",
     "facets": "Count the finetunes per value of each FIELD, most common first.",
@@ -46,7 +49,7 @@ COMMAND_SUMMARIES: dict[str, str] = {
 
 
 # Commands that only read the store: no logging, no threads, nothing to clean up at exit.
-READ_COMMANDS = frozenset({"query", "facets", "show", "history", "runs", "diff"})
+READ_COMMANDS = frozenset({"query", "facets", "show", "history", "runs", "diff", "accounts"})
 
 
 class BflsyncGroup(click.Group):
@@ -71,9 +74,23 @@ class BflsyncGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError.of(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError.of(exc) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except BflsyncError as exc:
@@ -90,6 +107,18 @@ class BflsyncGroup(click.Group):
             _fail(ctx, "an argument is not valid UTF-8 text", ExitCode.INPUT)
         except Exception as exc:
             _fail_internal(ctx, exc)
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one ``bflsync: error:`` line (click prints four), exit 2."""
+
+    @classmethod
+    def of(cls, error: click.UsageError) -> OneLineUsageError:
+        return cls(error.format_message(), error.ctx)
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"bflsync: error: {printable(self.format_message())}{hint}", err=True)
 
 
 def _fail_internal(ctx: click.Context, exc: Exception) -> None:
@@ -121,12 +150,20 @@ def _verbosity(ctx: click.Context) -> int:
 
 
 def _fail(ctx: click.Context, message: str, code: int) -> None:
-    click.echo(f"bflsync: error: {message}", err=True)
+    # One line whatever the message holds: server text and ids must not drive the terminal.
+    click.echo(f"bflsync: error: {printable(message)}", err=True)
     ctx.exit(int(code))
 
 
 def _configure_logging(verbosity: int, quiet: bool) -> None:
     import logging
+
+    class _EscapingFormatter(logging.Formatter):
+        """Log lines carry finetune ids and server text: each message is escaped to one visible line."""
+
+        def formatMessage(self, record: logging.LogRecord) -> str:
+            record.message = printable(record.message)
+            return super().formatMessage(record)
 
     level = logging.WARNING
     if quiet:
@@ -139,7 +176,7 @@ def _configure_logging(verbosity: int, quiet: bool) -> None:
     logger.setLevel(level)
     if not any(getattr(h, "_bflsync", False) for h in logger.handlers):
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._bflsync = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     for h in logger.handlers:

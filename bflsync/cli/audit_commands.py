@@ -1,4 +1,4 @@
-"""``show``, ``history``, ``runs`` and ``diff``: one finetune, its audit trail, and the sync log."""
+"""``show``, ``history``, ``runs``, ``diff`` and ``accounts``: one finetune, its audit trail, the sync log and the accounts."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN
 
 RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", "account", *RUN_COUNTERS)
+ACCOUNT_COLUMNS = ("source", "account", "live", "deleted", "last_synced_at", "last_status", "key_fingerprint")
 
 
 @click.command()
@@ -186,3 +187,27 @@ def diff(
     headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
     rows = [[row["key"], shown_json(row, "a"), shown_json(row, "b")] for row in result.differences]
     render.write_table(headers, rows)
+
+
+@click.command()
+@click.option(
+    "--format", "output_format", type=click.Choice(("table", "json")), default="table", show_default=True
+)
+@pass_cli_context
+def accounts(cli_context: CliContext, output_format: str) -> None:
+    """List each (source, account) in the store: live and deleted finetunes, last sync, key fingerprint.
+
+    An account is the label a sync ran under (sync --account, default "default"); the
+    fingerprint identifies the key that last synced it without revealing it (empty until a
+    sync records one, e.g. right after upgrading an older store).
+
+    \b
+    Example:
+        bflsync accounts --format json
+    """
+    with reading(cli_context) as reader:
+        listed = audit.accounts(reader)
+    if output_format == "json":
+        render.write_json(listed)
+        return
+    render.write_table(ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed])

@@ -11,6 +11,7 @@ from sqlmodel import Session
 from bflsync import db as store_db
 from bflsync.cli.common import CliContext, pass_cli_context, report_opened
 from bflsync.errors import DriftError, InputError
+from bflsync.lock import sync_lock_for
 
 T = TypeVar("T")
 
@@ -32,20 +33,21 @@ def upgrade(cli_context: CliContext, revision: str) -> None:
     """Create the store if missing and migrate it to REVISION (default: head).
 
     An existing store is backed up first with SQLite's online backup API, as
-    <db>.bak-<old revision>.
+    <db>.bak-<old revision>. Takes the sync lock: exits 4 while a sync runs.
 
     \b
     Example:
         bflsync --db ./finetunes.db db upgrade
     """
     location = store_db.locate_store(cli_context.db)
-    opened = _with_alembic_errors(lambda: store_db.upgrade_store(location, revision=revision))
-    try:
-        report_opened(cli_context, location, opened)
-        with opened.engine.connect() as connection:
-            current = store_db.read_revision(connection)
-    finally:
-        opened.engine.dispose()
+    with sync_lock_for(location):
+        opened = _with_alembic_errors(lambda: store_db.upgrade_store(location, revision=revision))
+        try:
+            report_opened(cli_context, location, opened)
+            with opened.engine.connect() as connection:
+                current = store_db.read_revision(connection)
+        finally:
+            opened.engine.dispose()
     click.echo(f"{location.display}: at revision {current}")
 
 
@@ -55,12 +57,15 @@ def upgrade(cli_context: CliContext, revision: str) -> None:
 def downgrade(cli_context: CliContext, revision: str) -> None:
     """Migrate the store down to REVISION ('base' empties it), after a backup.
 
+    Takes the sync lock: exits 4 while a sync runs.
+
     \b
     Example:
         bflsync --db ./finetunes.db db downgrade 0001_initial
     """
     location = store_db.locate_store(cli_context.db)
-    backup = _with_alembic_errors(lambda: store_db.downgrade_store(location, revision=revision))
+    with sync_lock_for(location, create=False):
+        backup = _with_alembic_errors(lambda: store_db.downgrade_store(location, revision=revision))
     if backup and not cli_context.quiet:
         click.echo(f"backup of the store before downgrading: {backup}", err=True)
     click.echo(f"{location.display}: downgraded to {revision}")
@@ -135,7 +140,8 @@ def reextract(cli_context: CliContext) -> None:
     """Recompute every extracted column from the stored raw JSON.
 
     Run it after upgrading to a bflsync whose extraction rules changed. Versions are not
-    touched: the raw JSON they hold is the source of truth.
+    touched: the raw JSON they hold is the source of truth. Takes the sync lock: exits 4
+    while a sync runs.
 
     \b
     Example:
@@ -144,13 +150,14 @@ def reextract(cli_context: CliContext) -> None:
     from bflsync.store import reextract as reextract_rows
 
     location = store_db.locate_store(cli_context.db)
-    opened = store_db.open_store_for_write(location)
-    try:
-        report_opened(cli_context, location, opened)
-        with Session(opened.engine) as session, session.begin():
-            changed = reextract_rows(session)
-    finally:
-        opened.engine.dispose()
+    with sync_lock_for(location):
+        opened = store_db.open_store_for_write(location)
+        try:
+            report_opened(cli_context, location, opened)
+            with Session(opened.engine) as session, session.begin():
+                changed = reextract_rows(session)
+        finally:
+            opened.engine.dispose()
     click.echo(f"{changed} finetune rows updated")
 
 

@@ -10,12 +10,16 @@ from types import FrameType
 
 import click
 
+from bflsync.errors import InputError
 from bflsync.mock_api import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MOCK_API_KEY,
+    AccountSpec,
     MockBFL,
+    account_finetunes,
     generate_finetunes,
     load_data_file,
+    parse_account_spec,
 )
 from bflsync.net import is_loopback_host
 
@@ -27,6 +31,13 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
         )
     # Bind exactly what was checked: the check ignores spaces and IPv6 brackets, bind() would not.
     return value.strip().removeprefix("[").removesuffix("]")
+
+
+def _account_specs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[AccountSpec]:
+    try:
+        return [parse_account_spec(value) for value in values]
+    except InputError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("mock-api")
@@ -62,6 +73,21 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="The key the mock accepts in x-key (a wrong key gets 401, none gets 403).",
 )
 @click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    metavar="KEY=COUNT[:SEED]",
+    callback=_account_specs,
+    help="Also accept KEY, listing COUNT generated finetunes of its own (repeatable): another account.",
+)
+@click.option(
+    "--shared",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Every --account key also lists the first N finetunes of --api-key's (same ids and details).",
+)
+@click.option(
     "--latency-ms",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -89,6 +115,8 @@ def mock_api(
     seed: int,
     data: Path | None,
     api_key: str,
+    accounts: list[AccountSpec],
+    shared: int,
     latency_ms: float,
     error_rate: float,
     max_in_flight: int,
@@ -96,14 +124,21 @@ def mock_api(
     """Serve a BFL-compatible finetune API on loopback, to try bflsync without an account.
 
     Prints its base URL as the first line of stdout, then serves until interrupted
-    (Ctrl-C or SIGTERM exit 0). The default key it accepts is "mock-key".
+    (Ctrl-C or SIGTERM exit 0). The default key it accepts is "mock-key"; each
+    --account KEY=COUNT[:SEED] adds a key with finetunes of its own, and --shared N
+    makes the first N of mock-key's listed by every key, to try `sync --account`.
 
     \b
     Example:
         bflsync mock-api --port 8123 --count 200 --latency-ms 50 &
         BFL_API_KEY=mock-key BFL_API_URL=http://127.0.0.1:8123 bflsync sync
     """
+    if shared and not accounts:
+        raise InputError("--shared N shares finetunes with --account keys; give at least one")
     finetunes = load_data_file(data) if data is not None else generate_finetunes(count, seed=seed)
+    extra = account_finetunes(accounts, default=finetunes, shared=shared, seed=seed)
+    if api_key in extra:
+        raise InputError(f"--account {api_key!r}: that is already the --api-key")
     mock = MockBFL(
         finetunes,
         api_key=api_key,
@@ -114,6 +149,8 @@ def mock_api(
         host=host,
         port=port,
     )
+    for key, served in extra.items():
+        mock.add_account(key, served)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() waits for the serve loop, which runs in this very thread: ask from another one.
@@ -123,7 +160,12 @@ def mock_api(
     try:
         click.echo(mock.base_url)
         sys.stdout.flush()
-        click.echo(f"bflsync mock-api: serving {len(finetunes)} finetunes; Ctrl-C stops", err=True)
+        others = "".join(f", {len(items)} to another key" for items in extra.values())
+        shared_note = f" ({shared} shared by every key)" if shared else ""
+        click.echo(
+            f"bflsync mock-api: serving {len(finetunes)} finetunes{others}{shared_note}; Ctrl-C stops",
+            err=True,
+        )
         mock.serve_forever()
     finally:
         for sig, handler in previous.items():

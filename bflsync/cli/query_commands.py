@@ -17,9 +17,10 @@ from bflsync.errors import FilterError, InputError
 from bflsync.extract import INT64_MAX
 from bflsync.reading import Reader
 from bflsync.records import ALL_COLUMNS, DETAILS, FinetuneRecord
+from bflsync.server_text import printable
 
 TABLE_LIMIT = 50
-QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids")
+QUERY_FORMATS = ("table", "json", "jsonl", "csv", "ids", "ids0")
 TABLE_COLUMNS = (
     "finetune_id",
     "mode",
@@ -129,10 +130,13 @@ def query(
     or null), "quoted" is always a string, anything else is a string. != also matches
     missing and null values.
 
+    --format ids prints one id per line and refuses (exit 2, nothing printed) ids that
+    contain a newline; --format ids0 ends each id with a NUL byte instead (for xargs -0).
+
     \b
     Example:
         bflsync query mode=character 'learning_rate>=1e-5' --sort -iterations
-        bflsync query --text ohwx --format ids | xargs -n1 bflsync show
+        bflsync query --text ohwx --format ids0 | xargs -0 -n1 bflsync show
     """
     fields = filters.parse_fields(columns) if columns is not None else None
     if limit == 0:
@@ -166,8 +170,8 @@ def query(
         found = search.search(reader, question, columns=_needed_columns(output_format, shown_fields))
     warn_unreadable(cli_context, found.unreadable)
     records = found.records
-    if output_format == "ids":
-        sys.stdout.writelines(record.finetune_id + "\n" for record in records)
+    if output_format in ("ids", "ids0"):
+        _write_ids([record.finetune_id for record in records], nul=output_format == "ids0")
         return
     warn_not_json(cli_context, records)
     if output_format in ("json", "jsonl"):
@@ -251,6 +255,19 @@ def facets(
     render.write_table(("field", "value", "count"), rows)
 
 
+def _write_ids(ids: list[str], *, nul: bool) -> None:
+    """One id per line (or per NUL); an id holding the separator would forge a second id, so it is refused."""
+    separator = "\0" if nul else "\n"
+    for finetune_id in ids:
+        if separator in finetune_id:
+            hint = "" if nul else "; --format ids0 separates ids with NUL bytes instead"
+            raise InputError(
+                f"finetune id {printable(repr(finetune_id))} contains a "
+                f"{'NUL byte' if nul else 'newline'}{hint}"
+            )
+    sys.stdout.writelines(finetune_id + separator for finetune_id in ids)
+
+
 def _record_object(record: FinetuneRecord, fields: Sequence[filters.FieldRef] | None) -> dict[str, Any]:
     if fields is None:
         return record.as_dict()
@@ -275,7 +292,7 @@ def _table_columns(*, include_deleted: bool) -> list[str]:
 
 def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | None) -> tuple[str, ...]:
     """The columns the output reads, so the SQL selects nothing more (``details`` is the costly one)."""
-    if output_format == "ids":
+    if output_format in ("ids", "ids0"):
         return ("finetune_id",)
     if fields is None:
         return ALL_COLUMNS

@@ -11,26 +11,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 from sqlalchemy.engine import Engine
 
 from bflsync import db as store_db
-from bflsync.api import BflClient, load_api_key, resolve_base_url
-from bflsync.cli.common import CliContext, pass_cli_context, report_opened
+from bflsync.api import PROXY_ENV_VARS, BflClient, check_proxy, load_api_key, resolve_base_url
+from bflsync.cli.common import CliContext, FiniteFloatRange, pass_cli_context, report_opened
 from bflsync.config import (
     DEFAULT_ACCOUNT,
     DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    DEFAULT_MAX_DURATION_S,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT_S,
     MAX_CONCURRENCY,
     REGION_URLS,
     ApiSettings,
+    api_key_file_warning,
     validate_account_name,
 )
 from bflsync.errors import ExitCode, InputError, RunFailedError, StoreMissingError
 from bflsync.lock import sync_lock_for
+from bflsync.net import is_loopback_host
 from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
 
 _EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
@@ -72,11 +77,28 @@ _EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=DEFAULT_READ_TIMEOUT_S,
     show_default=True,
     metavar="S",
-    help="Seconds to wait for each answer before retrying.",
+    help="Seconds for each whole answer (connect, headers and body) before retrying.",
+)
+@click.option(
+    "--max-duration",
+    "max_duration_s",
+    type=FiniteFloatRange(min=0, min_open=True),
+    default=DEFAULT_MAX_DURATION_S,
+    show_default=True,
+    metavar="S",
+    help="Run deadline: past it no request starts or waits, and the run ends failed (exit 3).",
+)
+@click.option(
+    "--max-consecutive-failures",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    show_default=True,
+    metavar="K",
+    help="Stop the run as failed (exit 3) after K requests in a row failed after retries; 0: never.",
 )
 @click.option(
     "--max-retries",
@@ -103,11 +125,16 @@ _EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
     is_flag=True,
     help="Believe an empty listing and mark every stored finetune deleted (refused otherwise, exit 3).",
 )
+@click.option(
+    "--accept-new-key",
+    is_flag=True,
+    help="Sync even though this key lists none of the account's stored finetunes (they are marked deleted).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run's result as one JSON object on stdout.")
 @click.option(
     "--wait",
     "wait_s",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=0.0,
     show_default=True,
     metavar="SECONDS",
@@ -124,11 +151,14 @@ def sync(
     account: str,
     concurrency: int,
     timeout_s: float,
+    max_duration_s: float,
+    max_consecutive_failures: int,
     max_retries: int,
     only_ids: tuple[str, ...],
     new_only: bool,
     dry_run: bool,
     allow_empty_listing: bool,
+    accept_new_key: bool,
     as_json: bool,
     wait_s: float,
 ) -> None:
@@ -141,7 +171,9 @@ def sync(
 
     Each key syncs as an account (--account NAME, default "default"): a finetune is
     stored per (source, account), so several keys and regions share one store and a
-    sync only ever marks its own account's finetunes deleted.
+    sync only ever marks its own account's finetunes deleted. A key that lists none of
+    the finetunes stored for its account (a forgotten --account) is refused with exit 2
+    before anything is written; --accept-new-key overrides that.
 
     One sync per store at a time: a second one exits 4 (or waits up to --wait seconds).
     The store stays readable by `bflsync query`, sqlite3 and Datasette meanwhile.
@@ -150,9 +182,13 @@ def sync(
     stored yet (and still marks vanished ones deleted), so edits to known finetunes are
     seen only by the next full sync.
 
+    Every run is bounded: --timeout per whole answer, --max-duration for the run, and
+    --max-consecutive-failures stops a run whose server keeps failing; what was stored
+    before a run stops is kept.
+
     Exit codes: 0 ok, 1 some finetunes failed (the rest stored), 2 bad input or missing
-    key, 3 cannot run (listing failed, key refused, store not writable), 4 another sync
-    is running, 130/143 interrupted by SIGINT/SIGTERM.
+    key, 3 cannot run (listing failed, key refused, store not writable, run deadline or
+    failure limit reached), 4 another sync is running, 130/143 interrupted by SIGINT/SIGTERM.
 
     --json prints one object for every run that started, failed ones included
     ("status": "failed"); exits 2 (bad input) and 4 (locked) come before a run starts
@@ -170,21 +206,30 @@ def sync(
     base_url_given = ctx.get_parameter_source("base_url") is click.core.ParameterSource.COMMANDLINE
     if region_given and base_url_given:
         raise InputError("give either --region or --base-url, not both")
+    api_key = load_api_key(env_value=os.environ.get("BFL_API_KEY"), key_file=api_key_file)
+    if api_key_file is not None and (warning := api_key_file_warning(api_key_file)):
+        # Even with --quiet: a key others can read must not go unnoticed in a cron job either.
+        click.echo(f"bflsync: warning: {warning}", err=True)
+    # An explicit --region beats a base URL that only comes from the environment.
+    resolved_url = resolve_base_url(region=region, base_url=None if region_given else base_url)
     settings = ApiSettings(
-        api_key=load_api_key(env_value=os.environ.get("BFL_API_KEY"), key_file=api_key_file),
-        # An explicit --region beats a base URL that only comes from the environment.
-        base_url=resolve_base_url(region=region, base_url=None if region_given else base_url),
+        api_key=api_key,
+        base_url=resolved_url,
         connect_timeout_s=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s),
         read_timeout_s=timeout_s,
         max_retries=max_retries,
         concurrency=concurrency,
+        max_duration_s=max_duration_s,
+        max_consecutive_failures=max_consecutive_failures,
     )
+    _check_proxy_env(resolved_url)
     options = SyncOptions(
         account=account,
         only_ids=only_ids,
         new_only=new_only,
         dry_run=dry_run,
         allow_empty_listing=allow_empty_listing,
+        accept_new_key=accept_new_key,
     )
     location = store_db.locate_store(cli_context.db)
     show_progress = not cli_context.quiet and sys.stderr.isatty()
@@ -212,6 +257,17 @@ def sync(
         ctx.exit(ExitCode.INTERRUPTED if signum is None else ExitCode.for_signal(signum))
     # A signal that came after fetching had ended changed nothing: the exit code follows the run.
     ctx.exit(int(_EXIT_BY_STATUS[result.status]))
+
+
+def _check_proxy_env(base_url: str) -> None:
+    """A proxy variable the client cannot use fails now, naming the variable, not mid-run."""
+    host = urlsplit(base_url).hostname or ""
+    if is_loopback_host(host):
+        return  # loopback requests never go through a proxy
+    for name in PROXY_ENV_VARS:
+        value = os.environ.get(name)
+        if value:
+            check_proxy(name, value)
 
 
 def _require_utf8_ids(only_ids: tuple[str, ...]) -> None:
@@ -245,9 +301,13 @@ def _run_reporting(
 
 @contextmanager
 def _read_only_engine(location: store_db.StoreLocation) -> Iterator[Engine | None]:
-    """A dry run reads the store if there is one, and never creates or changes it."""
+    """A dry run reads the store if there is one, and never creates or changes it.
+
+    A store behind head is refused like any read command does (exit 2, "run bflsync db
+    upgrade"): an older schema has no accounts to compare the listing with.
+    """
     try:
-        engine = store_db.open_store_for_read(location, allow_behind=True)
+        engine = store_db.open_store_for_read(location)
     except StoreMissingError:
         yield None
         return
@@ -327,9 +387,10 @@ def _summary(result: SyncResult) -> str:
     if result.dry_run:
         return f"dry run, nothing written; would be {changes} ({_where(result)})"
     listed = f"{result.listed} listed, " if result.listed else ""
+    key_note = "; the API key changed, its new fingerprint is recorded" if result.key_changed else ""
     return (
         f"sync {result.status}: {listed}{changes} in {result.duration_s:.1f} s "
-        f"(run {result.run_id}, {_where(result)})"
+        f"(run {result.run_id}, {_where(result)}){key_note}"
     )
 
 
