@@ -316,6 +316,9 @@ class BflClient:
             finetune_id = _listed_id(item)
             if finetune_id is None or not _is_utf8_text(finetune_id):
                 raise self._bad(answer, f"unexpected item in 'finetunes': {_json_text(item)}")
+            if self._scrub(finetune_id) != finetune_id:
+                # Ids are printed and stored as they are: one that echoes the key would leak it.
+                raise self._bad(answer, "unexpected item in 'finetunes': it holds the API key")
             ids.append(finetune_id)
         return list(dict.fromkeys(ids))
 

@@ -1,8 +1,10 @@
-"""Reading the audit trail: version history with old and new values, sync runs, and diffs.
+"""Reading the audit trail: version history with old and new values, status changes, sync runs,
+credit balances over time, and diffs.
 
 A version row stores the full details it saw and the top-level keys that changed; the old
 values come from the previous version that had details (a deletion has none, so a restore
-is compared with what was there before the deletion, as the store compared it).
+is compared with what was there before the deletion, as the store compared it). A status row
+records one observed change of a finetune's training status or progress.
 """
 
 from __future__ import annotations
@@ -49,6 +51,67 @@ class VersionEntry(NamedTuple):
             "sync_run_id": self.sync_run_id,
             "changes": self.changes,
             "details": self.details,
+        }
+
+
+class StatusEntry(NamedTuple):
+    """One observed change of a finetune's training status or progress (``change`` is ``"status"``)."""
+
+    finetune_id: str
+    source: str
+    account: str
+    status: str
+    progress: float | None
+    observed_at: datetime
+    sync_run_id: int | None
+    answer: Any
+
+    @property
+    def change(self) -> str:
+        return "status"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "finetune_id": self.finetune_id,
+            "source": self.source,
+            "account": self.account,
+            "change": self.change,
+            "status": self.status,
+            "progress": self.progress,
+            "observed_at": self.observed_at,
+            "sync_run_id": self.sync_run_id,
+            "answer": self.answer,
+        }
+
+
+HistoryEntry = VersionEntry | StatusEntry
+
+
+class CreditInterval(NamedTuple):
+    """A run's credit balance, what it dropped by since the previous reading, and what was new then.
+
+    ``drop`` is the previous balance minus this one (positive when credits were spent; None for
+    the first reading). ``new_finetunes`` are the finetunes first seen by the runs after the
+    previous reading up to this one: the trainings the drop paid for, as far as the store knows.
+    """
+
+    run_id: int
+    started_at: datetime
+    source: str
+    account: str
+    credits: float
+    drop: float | None
+    new_finetunes: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "source": self.source,
+            "account": self.account,
+            "credits": self.credits,
+            "drop": self.drop,
+            "new_finetunes": self.new_finetunes,
         }
 
 
@@ -101,12 +164,16 @@ def history(
     source: str | None = None,
     account: str | None = None,
     since: datetime | None = None,
-) -> list[VersionEntry]:
-    """Versions oldest first: of one finetune, or (``finetune_id=None``) of every finetune since ``since``."""
+) -> list[HistoryEntry]:
+    """Versions and status changes oldest first: of one finetune, or (``finetune_id=None``) of every
+    finetune since ``since``. At the same moment a finetune's version comes before its status.
+    """
     params: list[Any]
+    status_params: list[Any]
     if finetune_id is not None:
         found = find_finetune(reader, finetune_id, source=source, account=account)
         which, params = "v.finetune_pk = ?", [found.pk]
+        which_status, status_params = "s.finetune_pk = ?", [found.pk]
     else:
         if since is None:
             raise InputError("history needs a finetune ID or --since")
@@ -116,23 +183,125 @@ def history(
             " WHERE t.observed_at >= ?"
         )
         params = [reader.time_param(since)]
+        which_status, status_params = "s.observed_at >= ?", [reader.time_param(since)]
         for column, value in (("source", source), ("account", account)):
             if value is not None:
                 touched += f" AND s.{column} = ?"
                 params.append(value)
+                which_status += f" AND f.{column} = ?"
+                status_params.append(value)
         which = f"v.finetune_pk IN ({touched})"
-    entries = [e for e in _entries(reader, which, params) if since is None or e.observed_at >= since]
-    return sorted(entries, key=lambda e: (e.observed_at, e.finetune_id, e.source, e.account, e.version))
+    entries: list[HistoryEntry] = [
+        e for e in _entries(reader, which, params) if since is None or e.observed_at >= since
+    ]
+    entries.extend(_status_entries(reader, which_status, status_params))
+    return sorted(entries, key=_history_order)
+
+
+def _history_order(entry: HistoryEntry) -> tuple[datetime, str, str, str, int, int]:
+    if isinstance(entry, VersionEntry):
+        return (entry.observed_at, entry.finetune_id, entry.source, entry.account, 0, entry.version)
+    return (entry.observed_at, entry.finetune_id, entry.source, entry.account, 1, 0)
+
+
+def _status_entries(reader: Reader, which: str, params: Sequence[Any]) -> list[StatusEntry]:
+    """The status timeline rows ``which`` selects, oldest first (in the order they were written)."""
+    rows = reader.rows(
+        "SELECT f.finetune_id, f.source, f.account, s.status, s.progress, s.observed_at, s.sync_run_id,"
+        " s.answer FROM finetune_status s JOIN finetune f ON f.id = s.finetune_pk"
+        f" WHERE {which} ORDER BY s.finetune_pk, s.id",
+        params,
+    )
+    entries = []
+    for finetune_id, source, account, status, progress, observed_at, run_id, answer in rows:
+        observed = decode_time(observed_at)
+        assert observed is not None
+        entries.append(
+            StatusEntry(
+                finetune_id=finetune_id,
+                source=source,
+                account=account,
+                status=status,
+                progress=progress,
+                observed_at=observed,
+                sync_run_id=run_id,
+                answer=json.loads(answer),
+            )
+        )
+    return entries
+
+
+def status_timeline(reader: Reader, pk: int) -> list[StatusEntry]:
+    """Every recorded status change of one finetune (by its primary key), oldest first."""
+    return _status_entries(reader, "s.finetune_pk = ?", [pk])
+
+
+def credit_history(
+    reader: Reader,
+    *,
+    source: str | None = None,
+    account: str | None = None,
+    since: datetime | None = None,
+) -> list[CreditInterval]:
+    """Each run's credit balance per ``(source, account)``, oldest first, with the drop since that
+    account's reading before and the finetunes first seen since then; ``since`` keeps runs started
+    at or after it.
+    """
+    runs_sql = "SELECT id, started_at, source, account, credits FROM sync_run WHERE credits IS NOT NULL"
+    created_sql = (
+        "SELECT v.sync_run_id, f.source, f.account, f.finetune_id FROM finetune_version v"
+        " JOIN finetune f ON f.id = v.finetune_pk WHERE v.change = 'created'"
+    )
+    run_params: list[Any] = []
+    created_params: list[Any] = []
+    for column, value in (("source", source), ("account", account)):
+        if value is not None:
+            runs_sql += f" AND {column} = ?"
+            run_params.append(value)
+            created_sql += f" AND f.{column} = ?"
+            created_params.append(value)
+    first_seen: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for run_id, run_source, run_account, finetune_id in reader.rows(created_sql, created_params):
+        if run_id is not None:
+            first_seen.setdefault((run_source, run_account), []).append((run_id, finetune_id))
+    previous: dict[tuple[str, str], tuple[int, float]] = {}
+    intervals = []
+    for run_id, started, run_source, run_account, credits in reader.rows(
+        runs_sql + " ORDER BY id", run_params
+    ):
+        started_at = decode_time(started)
+        assert started_at is not None
+        scope = (run_source, run_account)
+        before = previous.get(scope)
+        after_id = before[0] if before is not None else 0
+        new = sorted(
+            finetune_id for seen_in, finetune_id in first_seen.get(scope, []) if after_id < seen_in <= run_id
+        )
+        drop = round(before[1] - credits, 6) if before is not None else None
+        previous[scope] = (run_id, credits)
+        if since is None or started_at >= since:
+            intervals.append(CreditInterval(run_id, started_at, run_source, run_account, credits, drop, new))
+    return intervals
+
+
+# The balance the same (source, account)'s previous run with a balance read, for credits_change.
+_PREVIOUS_CREDITS = (
+    "(SELECT b.credits FROM sync_run b WHERE b.source = r.source AND b.account = r.account"
+    " AND b.id < r.id AND b.credits IS NOT NULL ORDER BY b.id DESC LIMIT 1)"
+)
 
 
 def runs(reader: Reader, *, limit: int | None, account: str | None = None) -> list[dict[str, Any]]:
-    """Sync runs (of one account, if given), newest first, each with its ``duration_s`` (``None`` while running)."""
-    statement = "SELECT * FROM sync_run"
+    """Sync runs (of one account, if given), newest first, each with its ``duration_s`` (``None`` while
+    running) and ``credits_change``: its balance minus the one the account's previous run with a
+    balance read.
+    """
+    statement = f"SELECT r.*, {_PREVIOUS_CREDITS} AS previous_credits FROM sync_run r"
     params: list[Any] = []
     if account is not None:
-        statement += " WHERE account = ?"
+        statement += " WHERE r.account = ?"
         params.append(account)
-    statement += " ORDER BY started_at DESC, id DESC"
+    statement += " ORDER BY r.started_at DESC, r.id DESC"
     if limit is not None:
         statement += " LIMIT ?"
         params.append(limit)
@@ -184,7 +353,9 @@ def accounts(reader: Reader) -> list[dict[str, Any]]:
 
 def run_with_errors(reader: Reader, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One sync run and the per-finetune errors it recorded."""
-    names, rows = reader.named_rows("SELECT * FROM sync_run WHERE id = ?", [run_id])
+    names, rows = reader.named_rows(
+        f"SELECT r.*, {_PREVIOUS_CREDITS} AS previous_credits FROM sync_run r WHERE r.id = ?", [run_id]
+    )
     if not rows:
         raise InputError(f"no sync run {run_id} in the store (see `bflsync runs`)")
     error_names, errors = reader.named_rows(
@@ -262,6 +433,11 @@ def _run_dict(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
             run[name] = bool(run[name])
     finished = run["finished_at"]
     run["duration_s"] = (finished - run["started_at"]).total_seconds() if finished is not None else None
+    previous = run.pop("previous_credits")
+    credits = run["credits"]
+    run["credits_change"] = (
+        round(credits - previous, 6) if credits is not None and previous is not None else None
+    )
     return run
 
 

@@ -38,6 +38,15 @@ def _kind_of(convert: Callable[[Any], Any]) -> Kind:
     return Kind.TEXT
 
 
+# The training status as get_result last reported it (NULL: no sync has asked yet).
+LIFECYCLE: dict[str, Kind] = {
+    "status": Kind.TEXT,
+    "progress": Kind.NUMBER,
+    "status_checked_at": Kind.TIME,
+    "ready_at": Kind.TIME,
+}
+LIFECYCLE_COLUMNS: tuple[str, ...] = tuple(LIFECYCLE)
+
 # In the order of a record's row and of its JSON object; `details` follows them.
 RECORD_COLUMNS: tuple[Column, ...] = (
     Column("finetune_id", Kind.TEXT),
@@ -50,9 +59,20 @@ RECORD_COLUMNS: tuple[Column, ...] = (
     Column("last_seen_at", Kind.TIME),
     Column("last_changed_at", Kind.TIME),
     Column("deleted_at", Kind.TIME),
+    *(Column(name, kind) for name, kind in LIFECYCLE.items()),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in RECORD_COLUMNS)
 COLUMN_KINDS: dict[str, Kind] = {column.name: column.kind for column in RECORD_COLUMNS}
 
 # The counters of a sync run, in the order of its JSON, of the runs table and of `sync_run`.
-RUN_COUNTERS = ("listed", "fetched", "created", "updated", "unchanged", "deleted", "restored", "failed")
+RUN_COUNTERS = (
+    "listed",
+    "fetched",
+    "created",
+    "updated",
+    "unchanged",
+    "deleted",
+    "restored",
+    "failed",
+    "status_failed",
+)

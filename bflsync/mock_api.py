@@ -1,7 +1,11 @@
 """A BFL-compatible finetune API on loopback, for the demo, end-to-end tests and trying bflsync keyless.
 
 It answers like the real endpoints (x-key auth with 401/403, 404 and FastAPI-style 422, 429 above an
-in-flight cap, 5xx with JSON or HTML bodies) and lets tests script per-id faults between syncs. It is
+in-flight cap, 5xx with JSON or HTML bodies) and lets tests script per-id faults between syncs.
+Besides the listing and the details it serves ``get_result`` (each finetune's training status, which
+moves from ``Pending`` through rising progress to ``Ready`` poll by poll, or ends in ``Error`` or a
+moderated status, and is forgotten ``forget_after_s`` after it became Ready) and ``credits`` (a
+balance that falls by a training's cost whenever a finetune is created). It is
 a server, so it does not import httpx; ``http.server`` with TCP_NODELAY and keep-alive is fast enough
 that a sync benchmark measures the client, not the mock.
 """
@@ -17,9 +21,10 @@ import random
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -38,6 +43,10 @@ DEFAULT_MOCK_API_KEY: Final = "mock-key"
 DEFAULT_MAX_IN_FLIGHT: Final = 24  # BFL's documented cap on concurrent requests
 LIST_PATH: Final = "/v1/my_finetunes"
 DETAILS_PATH: Final = "/v1/finetune_details"
+RESULT_PATH: Final = "/v1/get_result"
+CREDITS_PATH: Final = "/v1/credits"
+TASK_NOT_FOUND: Final = "Task not found"
+DEFAULT_CREDITS: Final = 10_000.0
 _REQUEST_LOG_MAX: Final = 100_000  # a long-running demo server must not grow without bound
 _RATE_LIMIT_RETRY_AFTER_S: Final = "1"
 
@@ -55,10 +64,28 @@ class Endpoint(enum.Enum):
     """Fault targets that are not finetune ids (ids are plain strings and could be anything)."""
 
     LISTING = "listing"
+    CREDITS = "credits"
 
 
 LISTING: Final = Endpoint.LISTING
-FaultTarget: TypeAlias = str | Endpoint
+CREDITS: Final = Endpoint.CREDITS
+
+
+@dataclass(frozen=True)
+class StatusOf:
+    """Fault target: the ``get_result`` answers for one finetune, apart from the faults of its details."""
+
+    finetune_id: str
+
+
+def status_of(finetune_id: str) -> StatusOf:
+    """The fault target for ``get_result?id=finetune_id``."""
+    return StatusOf(finetune_id)
+
+
+FaultTarget: TypeAlias = str | Endpoint | StatusOf
+StatusStep: TypeAlias = tuple[str, float | None]
+"""One answer of ``get_result``: the status string and the progress (None: the API sends null)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +101,11 @@ class RequestRecord:
     @property
     def finetune_id(self) -> str | None:
         return self.query.get("finetune_id")
+
+    @property
+    def task_id(self) -> str | None:
+        """The ``id`` a ``get_result`` request asked about (BFL's finetune id doubles as the task id)."""
+        return self.query.get("id") if self.path == RESULT_PATH else None
 
 
 @dataclass
@@ -99,6 +131,42 @@ def _json_reply(status: int, payload: Any, headers: Mapping[str, str] | None = N
     return _Reply(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers or {})
 
 
+@dataclass
+class _Lifecycle:
+    """A finetune's scripted status answers: one step per poll, the last one repeated."""
+
+    steps: list[StatusStep]
+    polls: int = 0
+    ready_since: float | None = None  # monotonic time of the first Ready answer
+
+    def answer(self, *, now: float, forget_after_s: float | None) -> StatusStep:
+        step = self.steps[min(self.polls, len(self.steps) - 1)]
+        self.polls += 1
+        if step[0] != "Ready":
+            return step
+        if self.ready_since is None:
+            self.ready_since = now
+        elif forget_after_s is not None and now - self.ready_since >= forget_after_s:
+            return (TASK_NOT_FOUND, None)
+        return step
+
+
+def _steps(sequence: Sequence[str | StatusStep]) -> list[StatusStep]:
+    steps = [(item, None) if isinstance(item, str) else (item[0], item[1]) for item in sequence]
+    if not steps:
+        raise ValueError("a status sequence needs at least one step")
+    return steps
+
+
+def training_cost(details: Mapping[str, Any]) -> float:
+    """What the mock charges for creating a finetune: a credit per 100 iterations (300 when unknown)."""
+    try:
+        iterations = int(details.get("iterations", 300))
+    except (TypeError, ValueError):
+        iterations = 300
+    return max(iterations, 0) / 100
+
+
 class MockBFL:
     """The mock's state and server. Settings (``latency_ms``, ``error_rate``, ``max_in_flight``,
     ``api_key``) are plain attributes a test may change between requests; everything else goes
@@ -120,14 +188,28 @@ class MockBFL:
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        statuses: Mapping[str, Sequence[str | StatusStep]] | None = None,
+        credits: float = DEFAULT_CREDITS,
+        forget_after_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Binds at once (``port=0`` picks a free port), so ``base_url`` is known before serving."""
+        """Binds at once (``port=0`` picks a free port), so ``base_url`` is known before serving.
+
+        ``statuses`` scripts the ``get_result`` answers per id (finetunes without a script are
+        ``Ready``); ``credits`` is the balance before ``finetunes`` were created, each of which
+        costs :func:`training_cost`; a Ready finetune answers ``Task not found`` once
+        ``forget_after_s`` seconds of ``clock`` have passed since its first Ready answer.
+        """
         if not is_loopback_host(host):
             raise InputError(f"refusing to bind {host!r}: the mock API only listens on loopback")
         self.api_key = api_key
         self.latency_ms = latency_ms
         self.error_rate = error_rate
         self.max_in_flight = max_in_flight
+        self.forget_after_s = forget_after_s
+        self._clock = clock
+        self._credits: dict[tuple[str, str | None], float] = {("", None): credits}
+        self._lifecycles: dict[str, _Lifecycle] = {}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -141,6 +223,8 @@ class MockBFL:
         self._thread: threading.Thread | None = None
         for finetune_id, details in (finetunes or {}).items():
             self.put(finetune_id, details)
+        for finetune_id, sequence in (statuses or {}).items():
+            self.script_status(finetune_id, sequence)
         server_class = _Server6 if ":" in host else _Server
         self._server = server_class((host.strip("[]"), port), self)
         bound_host, bound_port = self._server.server_address[:2]
@@ -161,12 +245,18 @@ class MockBFL:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         host: str = "127.0.0.1",
         port: int = 0,
+        statuses: Mapping[str, Sequence[str | StatusStep]] | None = None,
+        credits: float = DEFAULT_CREDITS,
+        forget_after_s: float | None = None,
     ) -> MockBFL:
         """A mock serving in a background thread; use it as a context manager so it stops.
 
-        Without ``finetunes`` it serves ``count`` generated ones (deterministic per ``seed``).
+        Without ``finetunes`` it serves ``count`` generated ones and their generated training
+        statuses (both deterministic per ``seed``); ``statuses`` scripts some or all of them.
         """
         data = finetunes if finetunes is not None else generate_finetunes(count, seed=seed)
+        if finetunes is None:
+            statuses = {**generate_statuses(data, seed=seed), **(statuses or {})}
         mock = cls(
             data,
             api_key=api_key,
@@ -176,6 +266,9 @@ class MockBFL:
             seed=seed,
             host=host,
             port=port,
+            statuses=statuses,
+            credits=credits,
+            forget_after_s=forget_after_s,
         )
         mock._thread = threading.Thread(target=mock.serve_forever, name="mock-bfl", daemon=True)
         mock._thread.start()
@@ -217,11 +310,20 @@ class MockBFL:
     # --- data ---------------------------------------------------------------------------------
 
     def add_account(
-        self, key: str, finetunes: Mapping[str, Mapping[str, Any]] | None = None, *, prefix: str = ""
+        self,
+        key: str,
+        finetunes: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        prefix: str = "",
+        credits: float = DEFAULT_CREDITS,
     ) -> None:
-        """Serve ``finetunes`` to requests with this key (under ``prefix``, e.g. ``/eu1``), and only to them."""
+        """Serve ``finetunes`` to requests with this key (under ``prefix``, e.g. ``/eu1``), and only to them.
+
+        The account's balance starts at ``credits`` and pays for each of them.
+        """
         with self._lock:
             self._datasets[(_clean_prefix(prefix), key)] = {}
+            self._credits[(_clean_prefix(prefix), key)] = credits
         for finetune_id, details in (finetunes or {}).items():
             self.put(finetune_id, details, key=key, prefix=prefix)
 
@@ -234,7 +336,10 @@ class MockBFL:
         """
         encoded = json.dumps(dict(details), ensure_ascii=False).encode()
         with self._lock:
-            self._dataset(key, prefix)[finetune_id] = encoded
+            data = self._dataset(key, prefix)
+            if finetune_id not in data:
+                self._credits[self._account_of(key, prefix)] -= training_cost(details)
+            data[finetune_id] = encoded
 
     def remove(self, finetune_id: str, *, key: str | None = None, prefix: str = "") -> None:
         with self._lock:
@@ -253,16 +358,53 @@ class MockBFL:
 
     def _dataset(self, key: str | None, prefix: str) -> dict[str, bytes]:
         """The finetunes of one account; the caller holds the lock."""
-        prefix = _clean_prefix(prefix)
-        if key == self.api_key and prefix == "":
-            key = None
         try:
-            return self._datasets[(prefix, key)]
+            return self._datasets[self._account_of(key, prefix)]
         except KeyError:
             raise KeyError(f"no account {key!r} at prefix {prefix!r}: add it with add_account") from None
 
+    def _account_of(self, key: str | None, prefix: str) -> tuple[str, str | None]:
+        prefix = _clean_prefix(prefix)
+        if key == self.api_key and prefix == "":
+            key = None
+        return (prefix, key)
+
+    def script_status(self, finetune_id: str, sequence: Sequence[str | StatusStep]) -> None:
+        """Answer ``get_result`` for ``finetune_id`` with these steps, one per poll from now on, the last
+        repeated: ``["Pending", ("Pending", 0.5), "Ready"]``. Any string is served, ``Task not found`` too.
+        Statuses are per finetune id, whichever account asks.
+        """
+        lifecycle = _Lifecycle(_steps(sequence))
+        with self._lock:
+            self._lifecycles[finetune_id] = lifecycle
+
+    def forget(self, finetune_id: str) -> None:
+        """From now on ``get_result`` says ``Task not found`` for this finetune, as BFL does after a while."""
+        self.script_status(finetune_id, [TASK_NOT_FOUND])
+
+    def status_polls(self, finetune_id: str) -> int:
+        """How many ``get_result`` answers this finetune's script has given."""
+        with self._lock:
+            lifecycle = self._lifecycles.get(finetune_id)
+            return lifecycle.polls if lifecycle else 0
+
+    @property
+    def credits(self) -> float:
+        """The balance ``/v1/credits`` answers ``api_key`` with."""
+        return self.credits_of()
+
+    def credits_of(self, key: str | None = None, *, prefix: str = "") -> float:
+        """The balance of one account."""
+        with self._lock:
+            return self._credits[self._account_of(key, prefix)]
+
+    def set_credits(self, value: float, *, key: str | None = None, prefix: str = "") -> None:
+        with self._lock:
+            self._credits[self._account_of(key, prefix)] = value
+
     # --- scripted faults ----------------------------------------------------------------------
-    # A target is a finetune id or LISTING. Faults queue per target; each answers the next
+    # A target is a finetune id (its details), status_of(id) (its get_result), LISTING or CREDITS.
+    # Faults queue per target; each answers the next
     # ``times`` matching requests (None: every one until ``clear_faults``). They apply after the
     # auth and validation checks, like a backend failing behind a healthy gateway.
 
@@ -303,7 +445,9 @@ class MockBFL:
     def non_object(
         self, target: FaultTarget, *, value: Any = "not an object", times: int | None = None
     ) -> None:
-        """Answer 200 with ``finetune_details`` (``finetunes`` for LISTING) set to ``value``."""
+        """Answer 200 with ``finetune_details`` (``finetunes`` for LISTING, ``credits`` for CREDITS) set
+        to ``value``; for a ``status_of`` target the whole body is ``value``.
+        """
         self._add(target, _Fault("non_object", times, value=value))
 
     def missing_details(self, target: FaultTarget, *, times: int | None = None) -> None:
@@ -377,29 +521,34 @@ class MockBFL:
             target: FaultTarget
             if endpoint == LIST_PATH:
                 target = LISTING
+            elif endpoint == CREDITS_PATH:
+                target = CREDITS
             else:
-                if "finetune_id" not in query:
+                name = "id" if endpoint == RESULT_PATH else "finetune_id"
+                if name not in query:
                     return _json_reply(
                         422,
                         {
                             "detail": [
                                 {
                                     "type": "missing",
-                                    "loc": ["query", "finetune_id"],
+                                    "loc": ["query", name],
                                     "msg": "Field required",
                                     "input": None,
                                 }
                             ]
                         },
                     )
-                target = query["finetune_id"]
-            return self._serve_target(target, data)
+                target = StatusOf(query[name]) if endpoint == RESULT_PATH else query[name]
+            return self._serve_target(target, served, data)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    def _serve_target(self, target: FaultTarget, data: dict[str, bytes]) -> _Reply | None:
-        payload_key = "finetunes" if target is LISTING else "finetune_details"
+    def _serve_target(
+        self, target: FaultTarget, account: tuple[str, str | None], data: dict[str, bytes]
+    ) -> _Reply | None:
+        payload_key = _PAYLOAD_KEYS.get(target, "finetune_details") if isinstance(target, Endpoint) else None
         fault = self._take_fault(target)
         if fault is not None:
             if fault.kind == "status":
@@ -407,22 +556,55 @@ class MockBFL:
             if fault.kind == "drop":
                 return None
             if fault.kind == "bad_json":
-                return _Reply(200, b'{"' + payload_key.encode() + b'": {"trigger_word": "TOK",')
+                key = payload_key or ("status" if isinstance(target, StatusOf) else "finetune_details")
+                return _Reply(200, b'{"' + key.encode() + b'": {"trigger_word": "TOK",')
             if fault.kind == "non_object":
-                return _json_reply(200, {payload_key: fault.value})
+                if isinstance(target, StatusOf):
+                    return _json_reply(200, fault.value)
+                return _json_reply(200, {payload_key or "finetune_details": fault.value})
             if fault.kind == "missing_details":
                 return _json_reply(200, {})
             self._closing.wait(fault.seconds)  # hang, then answer as usual
         random_failure = self._random_failure()
         if random_failure is not None:
             return random_failure
+        if isinstance(target, StatusOf):
+            return self._serve_status(target.finetune_id, data)
         with self._lock:
             if target is LISTING:
                 return _json_reply(200, {"finetunes": list(data)})
+            if target is CREDITS:
+                return _json_reply(200, {"credits": round(self._credits[account], 2)})
+            assert isinstance(target, str)
             details = data.get(target)
         if details is None:
             return _json_reply(404, {"detail": "Finetune not found"})
         return _Reply(200, b'{"finetune_details": ' + details + b"}")
+
+    def _serve_status(self, finetune_id: str, data: dict[str, bytes]) -> _Reply:
+        """``get_result`` as BFL answers it; a finetune the account is not served is a task it never knew."""
+        with self._lock:
+            lifecycle = self._lifecycles.get(finetune_id)
+            if lifecycle is None and finetune_id in data:
+                lifecycle = self._lifecycles[finetune_id] = _Lifecycle([("Ready", 1.0)])
+            if lifecycle is None:
+                status, progress = TASK_NOT_FOUND, None
+            else:
+                status, progress = lifecycle.answer(now=self._clock(), forget_after_s=self.forget_after_s)
+        result = {"finetune_id": finetune_id} if status == "Ready" else None
+        details: dict[str, Any] | None = None
+        if status in ("Error", "Failed"):
+            details = {"error": "training failed: the dataset could not be processed"}
+        elif status.endswith("Moderated"):
+            details = {"moderation_reasons": ["the training images were flagged"]}
+        body = {
+            "id": finetune_id,
+            "status": status,
+            "result": result,
+            "progress": progress,
+            "details": details,
+        }
+        return _json_reply(200, body)
 
     def _random_failure(self) -> _Reply | None:
         with self._lock:
@@ -451,6 +633,9 @@ class MockBFL:
                 self._connections.discard(sock)
 
 
+_PAYLOAD_KEYS: Final[Mapping[FaultTarget, str]] = {LISTING: "finetunes", CREDITS: "credits"}
+
+
 def _clean_prefix(prefix: str) -> str:
     """``us1``, ``/us1/`` -> ``/us1``; nothing -> ``""``."""
     stripped = prefix.strip("/")
@@ -459,7 +644,7 @@ def _clean_prefix(prefix: str) -> str:
 
 def _split_prefix(path: str) -> tuple[str, str | None]:
     """A request path as (prefix, endpoint); the endpoint is None when the path names none."""
-    for endpoint in (LIST_PATH, DETAILS_PATH):
+    for endpoint in (LIST_PATH, DETAILS_PATH, RESULT_PATH, CREDITS_PATH):
         if path.endswith(endpoint):
             return _clean_prefix(path.removesuffix(endpoint)), endpoint
     return "", None
@@ -711,3 +896,28 @@ def generate_finetunes(count: int, *, seed: int = 0) -> dict[str, dict[str, Any]
                 del details[key]
         finetunes[finetune_id] = details
     return finetunes
+
+
+def generate_statuses(finetunes: Mapping[str, Any], *, seed: int = 0) -> dict[str, list[StatusStep]]:
+    """Training status scripts for generated finetunes, identical for the same ids and seed.
+
+    Most are Ready; at fixed strides, so even the default 25 show each: a quarter still train
+    (Pending, progress rising over 3 to 8 polls, then Ready), and a few end in Error, Request
+    Moderated or Content Moderated.
+    """
+    rng = random.Random(seed)
+    statuses: dict[str, list[StatusStep]] = {}
+    for i, finetune_id in enumerate(finetunes):
+        polls = rng.randrange(3, 9)
+        if i % 4 == 1:
+            rising = [("Pending", round(step / polls, 2)) for step in range(polls)]
+            statuses[finetune_id] = [*rising, ("Ready", 1.0)]
+        elif i % 29 == 14:
+            statuses[finetune_id] = [("Pending", 0.0), ("Error", None)]
+        elif i % 31 == 15:
+            statuses[finetune_id] = [("Request Moderated", None)]
+        elif i % 37 == 18:
+            statuses[finetune_id] = [("Pending", 0.0), ("Content Moderated", None)]
+        else:
+            statuses[finetune_id] = [("Ready", 1.0)]
+    return statuses

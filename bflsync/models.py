@@ -1,8 +1,9 @@
 """The store's tables. Migrations in ``migrations/`` create them; nothing else does.
 
 ``finetune`` holds the current state of each finetune per ``(source, account)``,
-``finetune_version`` the append-only audit history, ``sync_run`` one row per sync and
-``sync_error`` one row per finetune that failed in a run. ``account`` records which key
+``finetune_version`` the append-only audit history, ``finetune_status`` the append-only
+history of its training status, ``sync_run`` one row per sync (with the credit balance it
+read) and ``sync_error`` one row per finetune that failed in a run. ``account`` records which key
 last synced each ``(source, account)``, as a keyed fingerprint whose secret lives in
 ``store_meta``. ``details`` columns hold canonical JSON text; the typed columns beside them
 are derived from it by :mod:`bflsync.extract`.
@@ -106,6 +107,12 @@ class Finetune(SQLModel, table=True):
     last_changed_at: datetime = Field(sa_type=UTCDateTime, index=True)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
 
+    # Training status from get_result: NULL until a sync has asked.
+    status: str | None = Field(default=None, index=True)
+    progress: float | None = None
+    status_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ready_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+
 
 class FinetuneVersion(SQLModel, table=True):
     """One observed change of a finetune; rows are only ever appended."""
@@ -123,6 +130,24 @@ class FinetuneVersion(SQLModel, table=True):
     details: str | None = Field(default=None, sa_type=sa.Text)
     content_hash: str | None = None
     changed_keys: str | None = Field(default=None, sa_type=sa.Text)
+    observed_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    sync_run_id: int | None = Field(default=None, foreign_key="sync_run.id", index=True)
+
+
+class FinetuneStatus(SQLModel, table=True):
+    """One observed change of a finetune's training status or progress; rows are only ever appended.
+
+    ``answer`` is the ``get_result`` answer as canonical JSON, ``result`` included, because BFL
+    forgets it after a while.
+    """
+
+    __tablename__ = "finetune_status"
+
+    id: int | None = Field(default=None, primary_key=True)
+    finetune_pk: int = Field(foreign_key="finetune.id", index=True)
+    status: str
+    progress: float | None = None
+    answer: str = Field(sa_type=sa.Text)
     observed_at: datetime = Field(sa_type=UTCDateTime, index=True)
     sync_run_id: int | None = Field(default=None, foreign_key="sync_run.id", index=True)
 
@@ -151,6 +176,8 @@ class SyncRun(SQLModel, table=True):
     deleted: int = 0
     restored: int = 0
     failed: int = 0
+    status_failed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    credits: float | None = None
     error: str | None = Field(default=None, sa_type=sa.Text)
 
 

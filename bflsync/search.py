@@ -244,10 +244,12 @@ class Renderer:
         At ``as_of`` a finetune has the details of its latest version observed by then that has
         details, and is deleted if that moment's latest version is a deletion. Extracted fields
         are computed from those details as :func:`~bflsync.extract.extract_fields` computes the
-        stored columns; other bookkeeping columns are the current ones.
+        stored columns; the training status comes from ``finetune_status``; other bookkeeping
+        columns are the current ones.
         """
         if self.as_of is None:
             return Sql("finetune")
+        moment = self.reader.time_param(self.as_of)
         special = {
             DETAILS: Sql("lv.details"),
             "version": Sql("latest.version"),
@@ -255,6 +257,21 @@ class Renderer:
             "last_seen_at": Sql("lv.observed_at"),
             "last_changed_at": Sql("latest.observed_at"),
             "deleted_at": Sql("CASE WHEN latest.change = 'deleted' THEN latest.observed_at END"),
+            # The training status from its timeline's latest row observed by then; like
+            # last_seen_at, status_checked_at is then when that status was first observed.
+            **{
+                name: sql(
+                    f"(SELECT s.{column} FROM finetune_status s WHERE s.finetune_pk = f0.id"
+                    " AND s.observed_at <= {} ORDER BY s.observed_at DESC, s.id DESC LIMIT 1)",
+                    Param(moment),
+                )
+                for name, column in (
+                    ("status", "status"),
+                    ("progress", "progress"),
+                    ("status_checked_at", "observed_at"),
+                )
+            },
+            "ready_at": sql("CASE WHEN f0.ready_at <= {} THEN f0.ready_at END", Param(moment)),
         }
         selected = [Sql("f0.id AS id"), *self.as_of_extra_columns()]
         for name in ALL_COLUMNS:
@@ -271,7 +288,7 @@ class Renderer:
             " JOIN finetune_version latest ON latest.finetune_pk = seen.pk AND latest.version = seen.latest"
             " JOIN finetune_version lv ON lv.finetune_pk = seen.pk AND lv.version = seen.live)",
             join(", ", selected),
-            Param(self.reader.time_param(self.as_of)),
+            Param(moment),
         )
 
     # -- what each dialect spells its own way ----------------------------------------------

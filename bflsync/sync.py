@@ -16,24 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from bflsync import store
+from bflsync import status_store, store
 from bflsync.api import LIST_PATH, BflClient
 from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
 from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode, RunLimitError
 from bflsync.fingerprint import key_fingerprint
+from bflsync.status import BadStatusAnswer, parse_answer
 
 logger = logging.getLogger("bflsync.sync")
 T = TypeVar("T")
@@ -48,7 +50,8 @@ FETCH_WINDOW: Final = MAX_CONCURRENCY
 STORAGE_FAILED: Final = "storage_failed"
 
 ProgressCallback = Callable[[int, int], None]
-"""Called with (finetunes finished, finetunes to fetch) after each fetch, success or not."""
+"""Called with (finetunes finished, finetunes to fetch) after each finetune's requests, success or not."""
+STATUS_CHANGED: Final = "status_changed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,19 +64,25 @@ class SyncOptions:
     dry_run: bool = False
     allow_empty_listing: bool = False
     accept_new_key: bool = False
+    # Training status: asked for listed finetunes whose recorded status is not settled.
+    status: bool = True
+    refresh_status: bool = False
+    strict_status: bool = False
+    credits: bool = True
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
 
 
 @dataclass(frozen=True, kw_only=True)
 class FetchFailure:
-    """A finetune whose details could not be used in this run, and why."""
+    """A finetune whose details (or, with ``of_status``, whose status) could not be used in this run, and why."""
 
     finetune_id: str
     kind: str
     http_status: int | None
     message: str
     attempts: int
+    of_status: bool = False
 
 
 @dataclass(kw_only=True)
@@ -93,10 +102,27 @@ class SyncResult:
     deleted: int = 0
     restored: int = 0
     failed: int = 0
+    status_failed: int = 0
+    status_checked: int = 0
+    status_changed: int = 0
+    credits: float | None = None
     key_changed: bool = False
     duration_s: float = 0.0
     error: str | None = None
     error_exit_code: int | None = None
+
+    def exit_code(self, *, signum: int | None = None) -> int:
+        """The documented exit code of this outcome; ``signum`` is the signal that stopped the run, if any.
+
+        A signal that came after fetching had ended changed nothing: the code follows the run.
+        """
+        if self.status == "ok":
+            return int(ExitCode.OK)
+        if self.status == "partial":
+            return int(ExitCode.PARTIAL)
+        if self.status == "interrupted":
+            return 128 + (signum if signum is not None else signal.SIGINT)
+        return int(self.error_exit_code or ExitCode.CANNOT_RUN)
 
     def counts(self) -> dict[str, int]:
         """The ``sync_run`` counter columns."""
@@ -110,6 +136,9 @@ class SyncResult:
             "source": self.source,
             "account": self.account,
             **self.counts(),
+            "status_checked": self.status_checked,
+            "status_changed": self.status_changed,
+            "credits": self.credits,
             "key_changed": self.key_changed,
             "duration_s": round(self.duration_s, 3),
         }
@@ -128,7 +157,10 @@ class SyncAborted(Exception):
         self.error = error
 
 
-_Fetched = store.Observation | FetchFailure
+_Fetched = store.Observation | status_store.StatusObservation | FetchFailure
+# What one finetune's requests gave, queued as one item: a stop or error between its details and its
+# status must not leave half of it to be stored.
+_Finished = tuple[_Fetched, ...]
 
 
 async def run_sync(
@@ -153,15 +185,9 @@ async def run_sync(
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
     try:
-        with _session(engine) as session:
-            recorder = _Recorder(
-                session,
-                source=client.source,
-                account=options.account,
-                now=now,
-                pid=pid,
-                dry_run=options.dry_run,
-            )
+        with _recorder(
+            engine, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
+        ) as recorder:
             run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
             result = await run.execute()
     except SyncAborted as aborted:
@@ -171,78 +197,189 @@ async def run_sync(
     return result
 
 
+class _Recorder(Protocol):
+    """Every database step of a run. Writing, previewing (``--dry-run``) and running without a store
+    are three implementations, so the run itself never asks which one it has.
+    """
+
+    run_id: int | None
+    account: str
+    # This run's key against the one recorded for the account; None when there is no store to ask.
+    key_state: _KeyState | None
+    # Set once the run may speak for the account: (key fingerprint, whether to record it).
+    account_claim: tuple[str, bool] | None
+
+    def begin_run(self, api_key: Secret) -> None: ...
+
+    def note_listed(self, listed: int) -> None:
+        """Remember the listing's size, for the first batch to record (a killed run still tells it)."""
+        ...
+
+    def live_ids(self) -> set[str]: ...
+
+    def settled_ids(self) -> set[str]:
+        """Stored finetune ids whose status is settled (Ready, Error, moderated, unknown…)."""
+        ...
+
+    def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
+        """Store one batch of results; return how many finetunes each outcome took."""
+        ...
+
+    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+        """Tombstone what the listing lost (when given) and close the run."""
+        ...
+
+    def fail_quietly(self, result: SyncResult) -> None:
+        """Best effort after an unexpected error."""
+        ...
+
+
 @contextmanager
-def _session(engine: Engine | None) -> Iterator[Session | None]:
+def _recorder(
+    engine: Engine | None,
+    *,
+    source: str,
+    account: str,
+    now: Callable[[], datetime],
+    pid: int,
+    dry_run: bool,
+) -> Iterator[_Recorder]:
     if engine is None:
-        yield None
+        yield _NoStore(account=account)
         return
     with Session(engine) as session:
-        yield session
+        if dry_run:
+            yield _Preview(session, source=source, account=account)
+        else:
+            yield _Writer(session, source=source, account=account, now=now, pid=pid)
 
 
-class _Recorder:
-    """Every database step of a run, each in a transaction of its own; in a dry run, reads only."""
+def _split(batch: Sequence[_Fetched]) -> tuple[list[store.Observation], list[status_store.StatusObservation]]:
+    observations = [item for item in batch if isinstance(item, store.Observation)]
+    statuses = [item for item in batch if isinstance(item, status_store.StatusObservation)]
+    return observations, statuses
+
+
+class _NoStore:
+    """A dry run with no store yet: every finetune would be created, nothing is read or written."""
+
+    def __init__(self, *, account: str) -> None:
+        self.account = account
+        self.run_id: int | None = None
+        self.key_state: _KeyState | None = None
+        self.account_claim: tuple[str, bool] | None = None
+
+    def begin_run(self, api_key: Secret) -> None:
+        return None
+
+    def note_listed(self, listed: int) -> None:
+        return None
+
+    def live_ids(self) -> set[str]:
+        return set()
+
+    def settled_ids(self) -> set[str]:
+        return set()
+
+    def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
+        observations, _ = _split(batch)
+        return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
+
+    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+        return None
+
+    def fail_quietly(self, result: SyncResult) -> None:
+        return None
+
+
+class _Preview:
+    """A dry run against a store: reads what a run would change, each read in a transaction of its own."""
+
+    def __init__(self, session: Session, *, source: str, account: str) -> None:
+        self.session = session
+        self.source = source
+        self.account = account
+        self.run_id: int | None = None
+        self.key_state: _KeyState | None = None
+        self.account_claim: tuple[str, bool] | None = None
+
+    def begin_run(self, api_key: Secret) -> None:
+        with self.session.begin():
+            self.key_state = _read_key_state(self.session, api_key, source=self.source, account=self.account)
+
+    def note_listed(self, listed: int) -> None:
+        return None
+
+    def live_ids(self) -> set[str]:
+        with self.session.begin():
+            return store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
+
+    def settled_ids(self) -> set[str]:
+        with self.session.begin():
+            return status_store.settled_ids(self.session, source=self.source, account=self.account)
+
+    def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
+        observations, _ = _split(batch)
+        with self.session.begin():
+            outcomes = store.preview_observations(
+                self.session, observations, source=self.source, account=self.account
+            )
+        return Counter(outcome.value for outcome in outcomes.values())
+
+    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+        if listed_ids is None:
+            return
+        with self.session.begin():
+            gone = store.missing_from_listing(
+                self.session, source=self.source, account=self.account, listed_ids=listed_ids
+            )
+        result.deleted = len(gone)
+
+    def fail_quietly(self, result: SyncResult) -> None:
+        return None
+
+
+class _Writer:
+    """A real run: every step in a short write transaction of its own, logged as a ``sync_run``."""
 
     def __init__(
-        self,
-        session: Session | None,
-        *,
-        source: str,
-        account: str,
-        now: Callable[[], datetime],
-        pid: int,
-        dry_run: bool,
+        self, session: Session, *, source: str, account: str, now: Callable[[], datetime], pid: int
     ) -> None:
         self.session = session
         self.source = source
         self.account = account
         self.now = now
         self.pid = pid
-        self.dry_run = dry_run
         self.run_id: int | None = None
-        # Read when the run begins, so nothing waits on the database between listing and fetching.
+        self._settled: set[str] = set()
         self.key_state: _KeyState | None = None
-        # Set once the run may speak for the account: (key fingerprint, whether to record it).
         self.account_claim: tuple[str, bool] | None = None
         self.listed_unrecorded: int | None = None
 
     def begin_run(self, api_key: Secret) -> None:
-        if self.session is None:
-            return
         with self.session.begin():
-            self.key_state = self._read_key_state(api_key)
-            if self.dry_run:
-                return
+            # Read when the run begins, so nothing waits on the database between listing and fetching.
+            self.key_state = _read_key_state(self.session, api_key, source=self.source, account=self.account)
             interrupted = store.mark_interrupted_runs(self.session)
             self.run_id = store.start_run(
                 self.session, source=self.source, account=self.account, pid=self.pid, now=self.now()
             )
+            # Read here, in the write transaction the run takes anyway: a transaction of its own would
+            # wait for the write lock before any request is made.
+            self._settled = status_store.settled_ids(self.session, source=self.source, account=self.account)
         if interrupted:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
 
-    def note_listed(self, listed: int) -> None:
-        """Remember the listing's size; the first batch records it, so a killed run still tells it.
-
-        Not a transaction of its own: fetching must not wait for the write lock.
-        """
-        self.listed_unrecorded = listed
-
     def live_ids(self) -> set[str]:
-        if self.session is None:
-            return set()
         with self.session.begin():
             return store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
 
-    def _read_key_state(self, api_key: Secret) -> _KeyState:
-        assert self.session is not None
-        secret = store.fingerprint_secret(self.session)
-        return _KeyState(
-            fingerprint=key_fingerprint(api_key, secret=secret),
-            recorded=store.recorded_fingerprint(self.session, source=self.source, account=self.account),
-            live_ids=frozenset(
-                store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
-            ),
-        )
+    def note_listed(self, listed: int) -> None:
+        """Not a transaction of its own: fetching must not wait for the write lock."""
+        self.listed_unrecorded = listed
+
+    def settled_ids(self) -> set[str]:
+        return self._settled
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
         """Store one batch of results; return how many finetunes each outcome took.
@@ -251,32 +388,24 @@ class _Recorder:
         stored again one finetune per savepoint, and each refused one becomes a ``storage``
         error (counted under ``STORAGE_FAILED``), so the run ends ``partial``, not lost.
         """
-        observations = [item for item in batch if isinstance(item, store.Observation)]
+        observations, statuses = _split(batch)
         failures = [item for item in batch if isinstance(item, FetchFailure)]
-        if self.session is None:
-            return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
-        if self.dry_run:
-            with self.session.begin():
-                outcomes = store.preview_observations(
-                    self.session, observations, source=self.source, account=self.account
-                )
-            return Counter(outcome.value for outcome in outcomes.values())
+        assert self.run_id is not None
         try:
             with self.session.begin():
                 counts = Counter(outcome.value for outcome in self._store(observations).values())
-                self._record_the_rest(failures)
+                counts[STATUS_CHANGED] = self._record_the_rest(statuses, failures)
         except SQLAlchemyError as exc:
             if not store.is_storage_error(exc):
                 raise
             logger.debug("a batch was refused by the store; storing it one finetune at a time", exc_info=exc)
             with self.session.begin():
                 counts = self._store_one_by_one(observations)
-                self._record_the_rest(failures)
+                counts[STATUS_CHANGED] = self._record_the_rest(statuses, failures)
         self.listed_unrecorded = None  # committed with this batch
         return counts
 
     def _store(self, observations: Sequence[store.Observation]) -> dict[str, store.Outcome]:
-        assert self.session is not None
         return store.record_observations(
             self.session,
             observations,
@@ -287,7 +416,7 @@ class _Recorder:
         )
 
     def _store_one_by_one(self, observations: Sequence[store.Observation]) -> Counter[str]:
-        assert self.session is not None and self.run_id is not None
+        assert self.run_id is not None
         counts: Counter[str] = Counter()
         latest = {observation.finetune_id: observation for observation in observations}
         for finetune_id, observation in latest.items():
@@ -307,9 +436,21 @@ class _Recorder:
             counts.update(outcome.value for outcome in outcomes.values())
         return counts
 
-    def _record_the_rest(self, failures: Sequence[FetchFailure]) -> None:
-        """The batch's fetch failures, and the listing's count if no batch has recorded it yet."""
-        assert self.session is not None and self.run_id is not None
+    def _record_the_rest(
+        self, statuses: Sequence[status_store.StatusObservation], failures: Sequence[FetchFailure]
+    ) -> int:
+        """The batch's statuses and fetch failures, and the listing's count if no batch has recorded it
+        yet; return how many statuses changed. A status of a finetune the store refused finds no row
+        and is passed over."""
+        assert self.run_id is not None
+        changed = status_store.record_statuses(
+            self.session,
+            statuses,
+            source=self.source,
+            account=self.account,
+            run_id=self.run_id,
+            now=self.now(),
+        )
         if self.listed_unrecorded is not None:
             store.note_listed(self.session, run_id=self.run_id, listed=self.listed_unrecorded)
         for failure in failures:
@@ -322,11 +463,9 @@ class _Recorder:
                 http_status=failure.http_status,
                 attempts=failure.attempts,
             )
+        return changed
 
     def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
-        """Tombstone what the listing lost (when given) and close the run, in one transaction."""
-        if self.session is None:
-            return
         deleted_before = result.deleted
         try:
             self._finish(result, listed_ids=listed_ids)
@@ -335,52 +474,48 @@ class _Recorder:
             raise
 
     def _finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
-        assert self.session is not None
+        assert self.run_id is not None
         with self.session.begin():
             if listed_ids is not None:
-                if self.dry_run:
-                    gone = store.missing_from_listing(
-                        self.session, source=self.source, account=self.account, listed_ids=listed_ids
-                    )
-                else:
-                    gone = store.tombstone_missing(
-                        self.session,
-                        source=self.source,
-                        account=self.account,
-                        listed_ids=listed_ids,
-                        run_id=self.run_id,
-                        now=self.now(),
-                    )
-                result.deleted = len(gone)
-            if self.run_id is not None:
-                now = self.now()
-                if self.account_claim is not None:
-                    fingerprint, replace = self.account_claim
-                    store.record_account(
-                        self.session,
-                        source=self.source,
-                        account=self.account,
-                        fingerprint=fingerprint,
-                        replace_fingerprint=replace,
-                        run_id=self.run_id,
-                        now=now,
-                    )
-                store.finish_run(
+                gone = store.tombstone_missing(
                     self.session,
+                    source=self.source,
+                    account=self.account,
+                    listed_ids=listed_ids,
                     run_id=self.run_id,
-                    status=result.status,
-                    counts=result.counts(),
-                    now=now,
-                    error=result.error,
-                    key_changed=result.key_changed,
+                    now=self.now(),
                 )
+                result.deleted = len(gone)
+            now = self.now()
+            if self.account_claim is not None:
+                fingerprint, replace = self.account_claim
+                store.record_account(
+                    self.session,
+                    source=self.source,
+                    account=self.account,
+                    fingerprint=fingerprint,
+                    replace_fingerprint=replace,
+                    run_id=self.run_id,
+                    now=now,
+                )
+            if result.credits is not None:
+                status_store.record_credits(self.session, run_id=self.run_id, credits=result.credits)
+            store.finish_run(
+                self.session,
+                run_id=self.run_id,
+                status=result.status,
+                counts=result.counts(),
+                now=now,
+                error=result.error,
+                key_changed=result.key_changed,
+            )
 
     def fail_quietly(self, result: SyncResult) -> None:
-        """Best effort after a database error: the run is marked ``interrupted`` by the next sync anyway.
+        """The run is marked ``interrupted`` by the next sync anyway if this fails too.
 
         The caller has ended the writer first: the session is used by one thread at a time.
         """
-        if self.session is None or self.run_id is None:
+        if self.run_id is None:
             return
         with suppress(SQLAlchemyError), self.session.begin():
             store.finish_run(
@@ -401,6 +536,24 @@ class _KeyState:
     fingerprint: str
     recorded: str | None
     live_ids: frozenset[str]
+
+
+def _read_key_state(session: Session, api_key: Secret, *, source: str, account: str) -> _KeyState:
+    secret = store.fingerprint_secret(session)
+    return _KeyState(
+        fingerprint=key_fingerprint(api_key, secret=secret),
+        recorded=store.recorded_fingerprint(session, source=source, account=account),
+        live_ids=frozenset(store.stored_ids(session, source=source, account=account, live_only=True)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """The requests one finetune takes in this run."""
+
+    finetune_id: str
+    details: bool
+    status: bool
 
 
 class _Stopped(Exception):
@@ -444,6 +597,7 @@ class _Run:
             account=options.account,
             dry_run=options.dry_run,
         )
+        self.credits_error: ApiError | None = None
 
     async def execute(self) -> SyncResult:
         result = self.result
@@ -460,34 +614,66 @@ class _Run:
 
     async def _execute(self) -> SyncResult:
         result = self.result
+        credits = asyncio.create_task(self._read_credits()) if self.options.credits else None
         try:
-            listed_ids = await self._ids_to_list()
-            to_fetch = self._ids_to_fetch(listed_ids)
-            stopped = await self._fetch_and_store(to_fetch)
-        except _Stopped:
-            stopped, listed_ids = True, None
-        except _ForeignKey as foreign:
-            return self._failed(str(foreign), ExitCode.INPUT)
-        except _KeyRefused as refused:
-            # What was fetched is stored; nothing is tombstoned from a run that could not finish.
-            return self._failed(self._refusal_error(refused.error), refused.error.exit_code)
-        except ApiError as exc:
-            return self._failed(self._listing_error(exc), exc.exit_code)
-        if stopped:
-            result.status = "interrupted"
-            result.error = "stopped before finishing (interrupted by a signal)"
-            # A stop request means do as little as possible: tombstones wait for the next full run.
-            listed_ids = None
-        else:
-            result.status = "partial" if result.failed else "ok"
-        self.recorder.finish(result, listed_ids=listed_ids)
-        return result
+            try:
+                listed_ids = await self._ids_to_list()
+                jobs = self._jobs(listed_ids)
+                stopped = await self._fetch_and_store(jobs)
+            except _Stopped:
+                stopped, listed_ids = True, None
+            except _ForeignKey as foreign:
+                return self._failed(str(foreign), ExitCode.INPUT, credits)
+            except _KeyRefused as refused:
+                # What was fetched is stored; nothing is tombstoned from a run that could not finish.
+                return self._failed(self._refusal_error(refused.error), refused.error.exit_code, credits)
+            except ApiError as exc:
+                return self._failed(self._listing_error(exc), exc.exit_code, credits)
+            if stopped:
+                result.status = "interrupted"
+                result.error = "stopped before finishing (interrupted by a signal)"
+                # A stop request means do as little as possible: tombstones wait for the next full run.
+                listed_ids = None
+            else:
+                strict_failed = self.options.strict_status and result.status_failed
+                result.status = "partial" if result.failed or strict_failed else "ok"
+            result.credits = await self._credits_read(credits, wait=not stopped)
+            if self.credits_error is not None:
+                logger.warning("credits not recorded: %s", self.credits_error)
+            self.recorder.finish(result, listed_ids=listed_ids)
+            return result
+        finally:
+            if credits is not None and not credits.done():
+                await _cancel_and_wait(credits)
 
-    def _failed(self, error: str, exit_code: int) -> SyncResult:
+    async def _read_credits(self) -> float | None:
+        """The balance, read alongside the listing; a failure never fails the run.
+
+        The failure is logged when the run is done, and only if the run itself did not fail: a
+        refused key would otherwise be reported twice.
+        """
+        try:
+            return await self.client.credits()
+        except ApiError as exc:
+            self.credits_error = exc
+            return None
+
+    async def _credits_read(self, task: asyncio.Task[float | None] | None, *, wait: bool) -> float | None:
+        """The balance if the request has answered (waiting for it unless ``wait`` is False or a stop comes)."""
+        if task is None:
+            return None
+        if wait and not task.done():
+            with suppress(_Stopped):
+                await self._unless_stopped(_awaited(task))
+        return task.result() if task.done() and not task.cancelled() else None
+
+    def _failed(self, error: str, exit_code: int, credits: asyncio.Task[float | None] | None) -> SyncResult:
         result = self.result
         result.status = "failed"
         result.error = error
         result.error_exit_code = exit_code
+        if credits is not None and credits.done() and not credits.cancelled():
+            result.credits = credits.result()
         self.recorder.finish(result, listed_ids=None)
         return result
 
@@ -516,12 +702,16 @@ class _Run:
         recorded yet but finetunes are stored) whose complete listing shares no finetune with
         the account's live ones is almost surely another account's, run without ``--account``:
         obeying it would mark all of them deleted. A rotated key still lists them, and is taken.
-        A ``--id`` run cannot tell, so it never replaces the recorded fingerprint.
+        A ``--id`` run cannot tell, so it never replaces the recorded fingerprint, and with a key
+        other than the recorded one it is refused: the foreign finetunes it would store under the
+        account would make that key's next full listing "overlap" and tombstone all the others.
         """
         state = self.recorder.key_state
         if state is None:
             return
         if listed_ids is None:
+            if state.recorded not in (None, state.fingerprint) and not self.options.accept_new_key:
+                raise _ForeignKey(self._unconfirmed_key_error())
             self.recorder.account_claim = (state.fingerprint, False)
             return
         if state.fingerprint != state.recorded:
@@ -545,6 +735,13 @@ class _Run:
             "if the old finetunes are really gone"
         )
 
+    def _unconfirmed_key_error(self) -> str:
+        return (
+            f"this key is not the one recorded for account {self.recorder.account!r} at "
+            f"{self.client.source} and a --id run cannot tell whose it is: pass --account NAME for "
+            "another account, run a full sync to confirm a rotated key, or --accept-new-key"
+        )
+
     def _refuse_to_empty_the_store(self) -> None:
         """An empty listing while finetunes are stored is more often an API hiccup than an emptied account.
 
@@ -559,6 +756,28 @@ class _Run:
                 method="GET",
                 path=LIST_PATH,
             )
+
+    def _jobs(self, listed_ids: list[str] | None) -> list[_Job]:
+        """What to ask per finetune: details as before, and the status of those not settled yet.
+
+        With ``--new-only`` the finetunes already stored are not fetched, but a listed one that is
+        still training is still asked for its status.
+        """
+        details_ids = self._ids_to_fetch(listed_ids)
+        if not self.options.status:
+            return [_Job(finetune_id, details=True, status=False) for finetune_id in details_ids]
+        settled = set() if self.options.refresh_status else self.recorder.settled_ids()
+        jobs = [
+            _Job(finetune_id, details=True, status=finetune_id not in settled) for finetune_id in details_ids
+        ]
+        if listed_ids is not None and self.options.new_only:
+            fetching = set(details_ids)
+            jobs.extend(
+                _Job(finetune_id, details=False, status=True)
+                for finetune_id in listed_ids
+                if finetune_id not in fetching and finetune_id not in settled
+            )
+        return jobs
 
     def _ids_to_fetch(self, listed_ids: list[str] | None) -> list[str]:
         if listed_ids is None:
@@ -597,13 +816,13 @@ class _Run:
             raise _Stopped
         return work.result()
 
-    async def _fetch_and_store(self, ids: list[str]) -> bool:
+    async def _fetch_and_store(self, ids: list[_Job]) -> bool:
         """Fetch and store every id; return True when stopped early.
 
         Whatever was fetched before a stop or a fetch error is stored before returning or raising.
         Nothing leaves this method while the writer still runs: it shares the session with the caller.
         """
-        queue: asyncio.Queue[_Fetched | None] = asyncio.Queue(maxsize=2 * self.options.batch_size)
+        queue: asyncio.Queue[_Finished | None] = asyncio.Queue(maxsize=2 * self.options.batch_size)
         writer = asyncio.create_task(self._write(queue))
         fetcher = asyncio.create_task(self._fetch(ids, queue))
         try:
@@ -639,7 +858,7 @@ class _Run:
         return stopped
 
     @staticmethod
-    async def _finish_writing(queue: asyncio.Queue[_Fetched | None], writer: asyncio.Task[None]) -> None:
+    async def _finish_writing(queue: asyncio.Queue[_Finished | None], writer: asyncio.Task[None]) -> None:
         """Send the writer its end mark and wait until it has stored everything queued."""
         put = asyncio.ensure_future(queue.put(None))
         try:
@@ -650,16 +869,16 @@ class _Run:
             put.cancel()
         await writer
 
-    async def _fetch(self, ids: list[str], queue: asyncio.Queue[_Fetched | None]) -> None:
-        pending = iter(ids)
-        total = len(ids)
+    async def _fetch(self, jobs: list[_Job], queue: asyncio.Queue[_Finished | None]) -> None:
+        pending = iter(jobs)
+        total = len(jobs)
         finished = 0
 
         async def worker() -> None:
             nonlocal finished
-            for finetune_id in pending:
-                fetched, refusal = await self._fetch_one(finetune_id)
-                await queue.put(fetched)
+            for job in pending:
+                results, refusal = await self._do(job)
+                await queue.put(tuple(results))
                 finished += 1
                 if self.progress is not None:
                     self.progress(finished, total)
@@ -669,6 +888,49 @@ class _Run:
         async with asyncio.TaskGroup() as group:
             for _ in range(min(FETCH_WINDOW, total)):
                 group.create_task(worker())
+
+    async def _do(self, job: _Job) -> tuple[list[_Fetched], ApiError | None]:
+        """A finetune's details and then its status, as the job asks; the status of a finetune whose
+        details failed is not asked (its row stays as it was). Also the refusal error, if any.
+        """
+        results: list[_Fetched] = []
+        if job.details:
+            fetched, refusal = await self._fetch_one(job.finetune_id)
+            results.append(fetched)
+            if isinstance(fetched, FetchFailure):
+                return results, refusal
+        if job.status:
+            checked, refusal = await self._check_status(job.finetune_id)
+            results.append(checked)
+            return results, refusal
+        return results, None
+
+    async def _check_status(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
+        """The finetune's ``get_result`` answer, or a failure of kind ``status_<kind>``."""
+        try:
+            answer = parse_answer(await self.client.get_result(finetune_id))
+        except ApiError as exc:
+            logger.warning("status of finetune %s not recorded: %s", finetune_id, exc)
+            failure = FetchFailure(
+                finetune_id=finetune_id,
+                kind=f"status_{exc.kind}",
+                http_status=exc.status,
+                message=str(exc),
+                attempts=exc.attempts,
+                of_status=True,
+            )
+            return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
+        except BadStatusAnswer as exc:
+            logger.warning("status of finetune %s not recorded: %s", finetune_id, exc)
+            return FetchFailure(
+                finetune_id=finetune_id,
+                kind="status_bad_json",
+                http_status=200,
+                message=str(exc),
+                attempts=1,
+                of_status=True,
+            ), None
+        return status_store.StatusObservation(finetune_id, answer), None
 
     async def _fetch_one(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
         """The finetune's details or failure, and the error when the run cannot go on (see ``_KeyRefused``)."""
@@ -686,7 +948,7 @@ class _Run:
             return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
         return store.Observation(finetune_id, details), None
 
-    async def _write(self, queue: asyncio.Queue[_Fetched | None]) -> None:
+    async def _write(self, queue: asyncio.Queue[_Finished | None]) -> None:
         loop = asyncio.get_running_loop()
         batch: list[_Fetched] = []
         deadline: float | None = None
@@ -702,7 +964,7 @@ class _Run:
                 break
             if not batch:
                 deadline = loop.time() + self.options.flush_interval_s
-            batch.append(item)
+            batch.extend(item)
             if len(batch) >= self.options.batch_size:
                 await self._flush(batch)
                 batch, deadline = [], None
@@ -724,10 +986,19 @@ class _Run:
 
     def _count(self, batch: list[_Fetched], outcomes: Counter[str]) -> None:
         result = self.result
-        failed = sum(isinstance(item, FetchFailure) for item in batch) + outcomes[STORAGE_FAILED]
-        result.failed += failed
-        # Fetched and stored: a finetune the store refused counts as failed, not fetched.
-        result.fetched += len(batch) - failed
+        for item in batch:
+            if isinstance(item, store.Observation):
+                result.fetched += 1
+            elif isinstance(item, status_store.StatusObservation):
+                result.status_checked += 1
+            elif item.of_status:
+                result.status_failed += 1
+            else:
+                result.failed += 1
+        # Fetched but refused by the store: it counts as failed, not fetched.
+        result.fetched -= outcomes[STORAGE_FAILED]
+        result.failed += outcomes[STORAGE_FAILED]
+        result.status_changed += outcomes[STATUS_CHANGED]
         result.created += outcomes[store.Outcome.CREATED.value]
         result.updated += outcomes[store.Outcome.UPDATED.value]
         result.unchanged += outcomes[store.Outcome.UNCHANGED.value]
@@ -735,7 +1006,11 @@ class _Run:
         logger.debug("stored a batch of %d results", len(batch))
 
 
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+async def _awaited(task: asyncio.Task[T]) -> T:
+    return await task
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait until it has really ended; its own error, if any, is only logged."""
     task.cancel()
     await asyncio.wait({task})

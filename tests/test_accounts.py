@@ -375,8 +375,29 @@ def test_the_account_table_records_a_keyed_fingerprint_never_the_key(store_db: s
 def test_an_id_only_sync_does_not_replace_the_recorded_fingerprint(store_db: str, mock: MockBFL) -> None:
     sync(store_db, mock.base_url, KEY_A)
     [(fingerprint,)] = fetch(store_db, "SELECT key_fingerprint FROM account")
-    sync(store_db, mock.base_url, KEY_B, "--id", "b1")
+    sync(store_db, mock.base_url, KEY_B, "--id", "b1", "--accept-new-key")
     assert fetch(store_db, "SELECT key_fingerprint, last_run_id FROM account") == [(fingerprint, 2)]
+
+
+def test_an_id_sync_with_another_key_is_refused_so_it_cannot_defeat_the_guard(
+    store_db: str, mock: MockBFL
+) -> None:
+    """Stored under A's label, B's b1 would make B's next full listing overlap and tombstone a1, a2."""
+    sync(store_db, mock.base_url, KEY_A)
+    mock.remove(SHARED, key=KEY_B)
+    before = audit_rows(store_db)
+
+    result = sync(store_db, mock.base_url, KEY_B, "--id", "b1", code=2)
+
+    assert result.stderr == (
+        "bflsync: error: this key is not the one recorded for account 'default' at "
+        f"{mock.base_url.removeprefix('http://')} and a --id run cannot tell whose it is: pass "
+        "--account NAME for another account, run a full sync to confirm a rotated key, or --accept-new-key\n"
+    )
+    assert audit_rows(store_db) == before
+    sync(store_db, mock.base_url, KEY_B, code=2)  # the full sync after it is still caught
+    assert audit_rows(store_db) == before
+    sync(store_db, mock.base_url, KEY_A, "--id", "a1")  # the recorded key's --id runs as before
 
 
 # --- the read side ------------------------------------------------------------------------------
@@ -423,9 +444,11 @@ def test_account_picks_the_row_for_show_history_and_diff(two_accounts: str) -> N
     history = json.loads(
         read(two_accounts, "history", SHARED, "--account", "team-a", "--format", "json").stdout
     )
-    assert [(entry["account"], entry["version"], entry["change"]) for entry in history] == [
+    versions = [entry for entry in history if entry["change"] != "status"]  # status changes are listed too
+    assert [(entry["account"], entry["version"], entry["change"]) for entry in versions] == [
         ("team-a", 1, "created")
     ]
+    assert {entry["account"] for entry in history} == {"team-a"}
     diff = json.loads(
         read(
             two_accounts, "diff", f"{SHARED}@1", f"{SHARED}@2", "--account", "team-b", "--format", "json"
@@ -438,7 +461,9 @@ def test_account_picks_the_row_for_show_history_and_diff(two_accounts: str) -> N
             two_accounts, "history", "--since", "2000-01-01", "--account", "team-b", "--format", "json"
         ).stdout
     )
-    assert sorted((entry["finetune_id"], entry["version"]) for entry in changes) == [
+    assert sorted(
+        (entry["finetune_id"], entry["version"]) for entry in changes if entry["change"] != "status"
+    ) == [
         ("b1", 1),
         (SHARED, 1),
         (SHARED, 2),

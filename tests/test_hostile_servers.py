@@ -39,9 +39,10 @@ DETAILS = "/v1/finetune_details"
 
 
 def sync(runner: CliRunner, db_path: Path, server: HostileServer, *args: str) -> Result:
+    """A sync of the listing and details only: these servers know no status or credits endpoint."""
     return runner.invoke(
         cli,
-        ["--db", str(db_path), "sync", "--base-url", server.base_url, *args],
+        ["--db", str(db_path), "sync", "--base-url", server.base_url, "--no-status", "--no-credits", *args],
         env={"BFL_API_KEY": KEY},
         catch_exceptions=False,
     )
@@ -228,6 +229,32 @@ def test_encoded_echoes_of_the_key_reach_neither_stderr_nor_the_store(
             core = form.rstrip("=")[4:-4]  # whatever the alignment, the middle of an echo must be gone
             assert core not in text, form
             assert core.lower() not in text.lower(), form
+
+
+@pytest.mark.parametrize("echo", key_echoes(), ids=lambda form: f"echo{key_echoes().index(form)}")
+def test_a_listing_that_echoes_the_key_as_an_id_fails_the_run_and_stores_no_trace(
+    runner: CliRunner, db_path: Path, echo: str
+) -> None:
+    """An id is printed in warnings and stored in sync_error and finetune: it must not carry the key."""
+    routes = {
+        LIST: answer(200, {"finetunes": ["ok-1", f"id-{echo}"]}),
+        DETAILS: answer(404, {"detail": "gone"}),
+    }
+    with hostile_server(routes) as server:
+        result = sync(runner, db_path, server, "--max-retries", "0")
+        asked = list(server.requests)
+
+    assert result.exit_code == 3, result.output
+    assert result.stderr.endswith(
+        "unexpected item in 'finetunes': it holds the API key; GET /v1/my_finetunes -> 200\n"
+    )
+    assert asked == [LIST]
+    stored = json.dumps(
+        [rows(db_path, f"SELECT * FROM {table}") for table in ("sync_run", "sync_error", "finetune")]
+    )
+    core = echo.rstrip("=")[4:-4]
+    for text in (result.stderr, stored):
+        assert core.lower() not in text.lower()
 
 
 # --- 12: server text never drives the terminal -------------------------------------------------

@@ -208,6 +208,28 @@ def test_downgrade_is_refused_while_two_accounts_hold_one_id_and_changes_nothing
         assert sorted(p.name for p in Path(store_db).parent.iterdir()) == ["store.db"]
 
 
+def test_downgrade_is_refused_while_an_account_other_than_default_holds_finetunes(store_db: str) -> None:
+    """0002 has no account column: team-b's rows would come back as 'default' and be tombstoned by its next sync."""
+    opened = db.open_store_for_write(db.locate_store(store_db))
+    try:
+        write_sync(opened.engine, {"a1": {"mode": "a"}}, now=day(1))
+        write_sync(opened.engine, {"b1": {"mode": "b"}, "b2": {}}, now=day(2), account="team-b")
+    finally:
+        opened.engine.dispose()
+    before = dump(store_db)
+
+    result = CliRunner().invoke(cli, ["--db", store_db, "db", "downgrade", "0002_fts"])
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "bflsync: error: cannot downgrade below 0003_accounts: 2 finetune(s) are stored for accounts other "
+        "than 'default' (e.g. 'team-b' at api.us1.bfl.ai), which older revisions cannot represent; "
+        "nothing was changed\n"
+    )
+    assert dump(store_db) == before
+    assert revision(store_db) == db.HEAD_REVISION
+
+
 def test_the_migration_itself_refuses_to_merge_accounts_for_the_alembic_cli(db_path: Path) -> None:
     """A contributor's `alembic downgrade` goes straight to the migration: it refuses and rolls back."""
     from bflsync.errors import InputError

@@ -63,6 +63,11 @@ def record(
         "last_seen_at": day(seen),
         "last_changed_at": day(changed),
         "deleted_at": deleted,
+        # write_sync records no status: these stores were never asked.
+        "status": None,
+        "progress": None,
+        "status_checked_at": None,
+        "ready_at": None,
         "details": details,
     }
 

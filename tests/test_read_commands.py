@@ -97,6 +97,11 @@ def expected_record(
         "last_seen_at": times.get("last_seen_at", "2026-01-02T00:00:00+00:00"),
         "last_changed_at": times.get("last_changed_at", "2026-01-01T00:00:00+00:00"),
         "deleted_at": times.get("deleted_at"),
+        # This store was written without status checks: not checked yet.
+        "status": None,
+        "progress": None,
+        "status_checked_at": None,
+        "ready_at": None,
         "details": json.loads(json.dumps(details)),
     }
 
@@ -148,6 +153,10 @@ def test_query_csv_has_a_header_and_round_trips_details(store: str) -> None:
         "last_seen_at": "2026-01-02T00:00:00+00:00",
         "last_changed_at": "2026-01-01T00:00:00+00:00",
         "deleted_at": "",
+        "status": "",
+        "progress": "",
+        "status_checked_at": "",
+        "ready_at": "",
         "details": canonical_json(BRAVO),
     }
 
@@ -250,9 +259,10 @@ def test_facets_without_a_field_is_an_input_error(store: str) -> None:
 
 
 def test_show_json_prints_the_current_record(store: str) -> None:
-    assert json.loads(run(store, "show", "alpha", "--format", "json").stdout) == expected_record(
-        "alpha", ALPHA
-    )
+    assert json.loads(run(store, "show", "alpha", "--format", "json").stdout) == {
+        **expected_record("alpha", ALPHA),
+        "status_timeline": [],
+    }
 
 
 def test_show_text_marks_a_tombstoned_finetune_and_pretty_prints_details(store: str) -> None:
@@ -498,6 +508,9 @@ HEAVY_MODULES = ("sqlalchemy", "sqlmodel", "pydantic", "alembic", "httpx", "rich
         ["diff", "alpha@1", "bravo"],
         ["accounts"],
         ["accounts", "--format", "json"],
+        ["credits"],
+        ["credits", "--format", "csv"],
+        ["show", "alpha", "--format", "json"],
     ],
 )
 def test_read_commands_on_sqlite_import_no_heavy_module(sqlite_store: Path, args: list[str]) -> None:

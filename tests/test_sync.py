@@ -145,6 +145,10 @@ def test_first_sync_stores_each_finetune_with_version_1(
             "last_seen_at": ANY_TIME,
             "last_changed_at": ANY_TIME,
             "deleted_at": None,
+            "status": "Ready",
+            "progress": 1.0,
+            "status_checked_at": ANY_TIME,
+            "ready_at": ANY_TIME,
         },
         {
             "source": source,
@@ -167,6 +171,10 @@ def test_first_sync_stores_each_finetune_with_version_1(
             "last_seen_at": ANY_TIME,
             "last_changed_at": ANY_TIME,
             "deleted_at": None,
+            "status": "Ready",
+            "progress": 1.0,
+            "status_checked_at": ANY_TIME,
+            "ready_at": ANY_TIME,
         },
         {
             "source": source,
@@ -189,6 +197,10 @@ def test_first_sync_stores_each_finetune_with_version_1(
             "last_seen_at": ANY_TIME,
             "last_changed_at": ANY_TIME,
             "deleted_at": None,
+            "status": "Ready",
+            "progress": 1.0,
+            "status_checked_at": ANY_TIME,
+            "ready_at": ANY_TIME,
         },
     ]
 
@@ -299,6 +311,8 @@ def test_run_row_records_source_pid_counts_and_times(
             "restored": 0,
             "failed": 0,
             "error": None,
+            "status_failed": 0,
+            "credits": 9989.0,
         }
     ]
 
@@ -323,6 +337,10 @@ def test_json_output_has_the_documented_keys(
         "deleted": 0,
         "restored": 0,
         "failed": 0,
+        "status_failed": 0,
+        "status_checked": 3,
+        "status_changed": 3,
+        "credits": 9989.0,
         "key_changed": False,
     }
 
@@ -334,7 +352,8 @@ def test_without_json_stdout_is_empty_and_stderr_has_one_summary_line(
 
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"sync ok: 3 listed, 3 created, 0 updated, 0 deleted, 0 restored, 0 unchanged, 0 failed in "
+        f"sync ok: 3 listed, 3 created, 0 updated, 0 deleted, 0 restored, 0 unchanged, 0 failed; "
+        f"status: 3 checked, 3 changed; credits 9989 in "
         f"{result.stderr.split(' in ')[1].split(' s ')[0]} s (run 1, {mock.base_url.removeprefix('http://')})"
     ]
 
@@ -364,7 +383,8 @@ def test_verbose_logs_each_request_without_the_key(
     requests = [r.getMessage() for r in caplog.records if r.name == "bflsync.api"]
     assert result.exit_code == 0
     assert "GET /v1/finetune_details?finetune_id=beta -> 200 (attempt 1," in "\n".join(requests)
-    assert len(requests) == 4
+    # The credits, the listing, and per finetune its details and (new to the store) its status.
+    assert len(requests) == 8
     assert KEY not in caplog.text + result.output
 
 
@@ -693,7 +713,7 @@ def test_id_syncs_only_the_given_finetunes_without_listing(
 
     result = sync_at(store_engine, mock, T2, only_ids=("alpha", "alpha"))
 
-    assert [r.path for r in mock.requests] == ["/v1/finetune_details"]
+    assert sorted(r.path for r in mock.requests) == ["/v1/credits", "/v1/finetune_details"]
     assert (result.listed, result.fetched, result.updated, result.deleted) == (0, 1, 1, 0)
     assert rows(db_path, "SELECT finetune_id, version, deleted_at FROM finetune ORDER BY finetune_id") == [
         {"finetune_id": "alpha", "version": 2, "deleted_at": None},
@@ -932,7 +952,11 @@ def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
 ) -> None:
     with MockBFL.serve(many(40), api_key=KEY) as server, pytest.raises(SyncAborted):
         server_source = server.base_url.removeprefix("http://")
-        sync_bounded(store_engine, server, progress=BrokenProgress(at=30), batch_size=5)
+        # One request per finetune, as this test was written for: with a status request after each
+        # details request, workers that were already running finish a finetune after the error.
+        sync_bounded(
+            store_engine, server, progress=BrokenProgress(at=30), batch_size=5, status=False, credits=False
+        )
 
     assert rows(db_path, "SELECT count(*) AS n FROM finetune_version WHERE change = 'created'") == [{"n": 30}]
     assert rows(db_path, "SELECT * FROM sync_run") == [
@@ -955,6 +979,8 @@ def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
             "restored": 0,
             "failed": 0,
             "error": "RuntimeError: the progress display broke",
+            "status_failed": 0,
+            "credits": None,
         }
     ]
 
@@ -1080,6 +1106,10 @@ def test_json_is_printed_with_status_failed_when_the_run_crashes(
         "deleted": 0,
         "restored": 0,
         "failed": 0,
+        "status_failed": 0,
+        "status_checked": 0,
+        "status_changed": 0,
+        "credits": None,
         "key_changed": False,
     }
     [line] = result.stderr.splitlines()

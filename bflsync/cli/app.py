@@ -23,6 +23,7 @@ from bflsync.server_text import printable
 LAZY_COMMANDS: dict[str, str] = {
     "accounts": "bflsync.cli.audit_commands:accounts",
     "db": "bflsync.cli.db_commands:db",
+    "credits": "bflsync.cli.audit_commands:credits",
     "diff": "bflsync.cli.audit_commands:diff",
     "facets": "bflsync.cli.query_commands:facets",
     "history": "bflsync.cli.audit_commands:history",
@@ -36,6 +37,7 @@ LAZY_COMMANDS: dict[str, str] = {
 # keeps these equal to the commands' own short help).
 COMMAND_SUMMARIES: dict[str, str] = {
     "accounts": "List each (source, account) in the store: live and deleted...",
+    "credits": "Show the account's credit balance over time, as each sync...",
     "db": "Create, migrate and check the store's schema.",
     "diff": "Compare the parameters of two finetunes, or two versions of...",
     "facets": "Count the finetunes per value of each FIELD, most common first.",
@@ -49,7 +51,7 @@ COMMAND_SUMMARIES: dict[str, str] = {
 
 
 # Commands that only read the store: no logging, no threads, nothing to clean up at exit.
-READ_COMMANDS = frozenset({"query", "facets", "show", "history", "runs", "diff", "accounts"})
+READ_COMMANDS = frozenset({"query", "facets", "show", "history", "runs", "diff", "accounts", "credits"})
 
 
 class BflsyncGroup(click.Group):

@@ -1,4 +1,5 @@
-"""``show``, ``history``, ``runs``, ``diff`` and ``accounts``: one finetune, its audit trail, the sync log and the accounts."""
+"""``show``, ``history``, ``runs``, ``credits``, ``diff`` and ``accounts``: one finetune, its audit trail,
+the sync log, the credit balance and the accounts."""
 
 from __future__ import annotations
 
@@ -8,11 +9,23 @@ from bflsync import audit, filters, lookup
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option, reading, shown_json, warn_not_json
-from bflsync.columns import COLUMN_NAMES, RUN_COUNTERS
+from bflsync.columns import COLUMN_NAMES, LIFECYCLE_COLUMNS, RUN_COUNTERS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN
+from bflsync.records import FinetuneRecord
 
-RUN_COLUMNS = ("id", "started_at", "duration_s", "status", "source", "account", *RUN_COUNTERS)
+RUN_COLUMNS = (
+    "id",
+    "started_at",
+    "duration_s",
+    "status",
+    "source",
+    "account",
+    *RUN_COUNTERS,
+    "credits",
+    "credits_change",
+)
+CREDIT_COLUMNS = ("run_id", "started_at", "source", "account", "credits", "drop", "new_finetunes")
 ACCOUNT_COLUMNS = ("source", "account", "live", "deleted", "last_synced_at", "last_status", "key_fingerprint")
 
 
@@ -34,10 +47,13 @@ def show(
         bflsync show acme-labs/portrait-lora-3 --format json
     """
     with reading(cli_context) as reader:
-        record = lookup.find_finetune(reader, finetune_id, source=source, account=account).record
+        found = lookup.find_finetune(reader, finetune_id, source=source, account=account)
+        timeline = audit.status_timeline(reader, found.pk)
+    record = found.record
     warn_not_json(cli_context, [record])
     if output_format == "json":
-        render.write_json(record.as_dict())
+        entries = [{k: v for k, v in e.as_dict().items() if k not in _SAME_RECORD} for e in timeline]
+        render.write_json({**record.as_dict(), "status_timeline": entries})
         return
     status = (
         "live"
@@ -45,10 +61,16 @@ def show(
         else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
     )
     item = record.as_dict()
-    lines = [("status", status), *((name, item[name]) for name in COLUMN_NAMES)]
+    names = [name for name in COLUMN_NAMES if name not in LIFECYCLE_COLUMNS]
+    lines = [("status", status), *((name, item[name]) for name in names)]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
+    click.echo(f"{'training'.ljust(width)}  {_training(record)}")
+    if timeline:
+        click.echo("status timeline:")
+        for entry in timeline:
+            click.echo(f"    {_status_line(entry)}")
     click.echo("details:")
     click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
 
@@ -70,6 +92,7 @@ def history(
 ) -> None:
     """List every stored version of a finetune, oldest first, with old and new values per changed key.
 
+    Training status changes are listed among the versions, each line marked "status".
     Without ID, --since lists every change in the account since then.
 
     \b
@@ -86,8 +109,11 @@ def history(
         render.write_json([entry.as_dict() for entry in entries])
         return
     for entry in entries:
-        run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
         who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
+        if isinstance(entry, audit.StatusEntry):
+            click.echo(f"{who}{_status_line(entry)}")
+            continue
+        run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
         click.echo(f"{who}v{entry.version}  {entry.change}  {entry.observed_at.isoformat()}  {run}")
         for key, change in entry.changes.items():
             path = render.one_line(filters.format_path((key,)))
@@ -211,3 +237,70 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
         render.write_json(listed)
         return
     render.write_table(ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed])
+
+
+@click.command()
+@account_option("Only this account's balance (the label of `sync --account`).")
+@click.option("--source", metavar="HOST", help="Only the balance read from this API host.")
+@click.option("--since", metavar="TIMESTAMP", help="Only runs started at or after this time (ISO 8601).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("table", "json", "csv")),
+    default="table",
+    show_default=True,
+)
+@pass_cli_context
+def credits(
+    cli_context: CliContext, account: str | None, source: str | None, since: str | None, output_format: str
+) -> None:
+    """Show the account's credit balance over time, as each sync read it, oldest first.
+
+    Each row is a run that read the balance: the drop since the previous reading (positive
+    when credits were spent) and the finetunes first seen in between, the trainings that
+    the drop paid for.
+
+    \b
+    Example:
+        bflsync credits --since 2026-11-01 --format csv
+    """
+    start = filters.parse_timestamp(since) if since is not None else None
+    with reading(cli_context) as reader:
+        intervals = audit.credit_history(reader, source=source, account=account, since=start)
+    if output_format == "json":
+        render.write_json([interval.as_dict() for interval in intervals])
+        return
+    rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
+    for row in rows:
+        row[-1] = " ".join(row[-1])
+    if output_format == "csv":
+        render.write_csv(list(CREDIT_COLUMNS), rows)
+    else:
+        render.write_table(CREDIT_COLUMNS, rows)
+
+
+_SAME_RECORD = ("finetune_id", "source", "change")
+
+
+def _training(record: FinetuneRecord) -> str:
+    """The training status in one line: NULL means no sync has asked yet."""
+    status = record.column("status")
+    if status is None:
+        return "not checked yet"
+    parts = [render.one_line(status)]
+    progress = record.column("progress")
+    if progress is not None:
+        parts.append(f"progress {progress:g}")
+    checked = record.column("status_checked_at")
+    if checked is not None:
+        parts.append(f"checked {checked.isoformat()}")
+    ready = record.column("ready_at")
+    if ready is not None:
+        parts.append(f"ready since {ready.isoformat()}")
+    return ", ".join(parts)
+
+
+def _status_line(entry: audit.StatusEntry) -> str:
+    run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+    progress = f" {entry.progress:g}" if entry.progress is not None else ""
+    return f"status  {render.one_line(entry.status)}{progress}  {entry.observed_at.isoformat()}  {run}"

@@ -12,12 +12,14 @@ import click
 
 from bflsync.errors import InputError
 from bflsync.mock_api import (
+    DEFAULT_CREDITS,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MOCK_API_KEY,
     AccountSpec,
     MockBFL,
     account_finetunes,
     generate_finetunes,
+    generate_statuses,
     load_data_file,
     parse_account_spec,
 )
@@ -108,6 +110,22 @@ def _account_specs(ctx: click.Context, param: click.Parameter, values: tuple[str
     show_default=True,
     help="Above this many concurrent requests, answer 429 with Retry-After.",
 )
+@click.option(
+    "--forget-after",
+    "forget_after_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="A Ready finetune's status answers 'Task not found' this long after it first said Ready "
+    "(as BFL forgets finished tasks) [default: never].",
+)
+@click.option(
+    "--credits",
+    type=float,
+    default=DEFAULT_CREDITS,
+    show_default=True,
+    help="The account's balance before the served finetunes were trained; each costs a credit per 100 iterations.",
+)
 def mock_api(
     host: str,
     port: int,
@@ -120,6 +138,8 @@ def mock_api(
     latency_ms: float,
     error_rate: float,
     max_in_flight: int,
+    forget_after_s: float | None,
+    credits: float,
 ) -> None:
     """Serve a BFL-compatible finetune API on loopback, to try bflsync without an account.
 
@@ -127,6 +147,10 @@ def mock_api(
     (Ctrl-C or SIGTERM exit 0). The default key it accepts is "mock-key"; each
     --account KEY=COUNT[:SEED] adds a key with finetunes of its own, and --shared N
     makes the first N of mock-key's listed by every key, to try `sync --account`.
+
+    Generated finetunes also have a training status (GET /v1/get_result?id=ID): a quarter
+    are still Pending, their progress rising with each poll until they are Ready, and a
+    few end in Error or a moderated status. GET /v1/credits answers the balance.
 
     \b
     Example:
@@ -148,6 +172,9 @@ def mock_api(
         seed=seed,
         host=host,
         port=port,
+        statuses=None if data is not None else generate_statuses(finetunes, seed=seed),
+        credits=credits,
+        forget_after_s=forget_after_s,
     )
     for key, served in extra.items():
         mock.add_account(key, served)

@@ -29,6 +29,7 @@ TABLE_COLUMNS = (
     "iterations",
     "learning_rate",
     "lora_rank",
+    "status",
     "last_changed_at",
 )
 

@@ -33,12 +33,10 @@ from bflsync.config import (
     api_key_file_warning,
     validate_account_name,
 )
-from bflsync.errors import ExitCode, InputError, RunFailedError, StoreMissingError
+from bflsync.errors import InputError, RunFailedError, StoreMissingError
 from bflsync.lock import sync_lock_for
 from bflsync.net import is_loopback_host
 from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
-
-_EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
 
 
 @click.command()
@@ -130,6 +128,18 @@ _EXIT_BY_STATUS = {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}
     is_flag=True,
     help="Sync even though this key lists none of the account's stored finetunes (they are marked deleted).",
 )
+@click.option(
+    "--refresh-status",
+    is_flag=True,
+    help="Ask every listed finetune's training status, settled ones (Ready, Error, moderated) too.",
+)
+@click.option("--no-status", is_flag=True, help="Do not ask any training status (get_result) in this run.")
+@click.option(
+    "--strict-status",
+    is_flag=True,
+    help="A status request that fails makes the run partial (exit 1); otherwise it is only counted.",
+)
+@click.option("--no-credits", is_flag=True, help="Do not read the account's credit balance in this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's result as one JSON object on stdout.")
 @click.option(
     "--wait",
@@ -159,6 +169,10 @@ def sync(
     dry_run: bool,
     allow_empty_listing: bool,
     accept_new_key: bool,
+    refresh_status: bool,
+    no_status: bool,
+    strict_status: bool,
+    no_credits: bool,
     as_json: bool,
     wait_s: float,
 ) -> None:
@@ -182,6 +196,12 @@ def sync(
     stored yet (and still marks vanished ones deleted), so edits to known finetunes are
     seen only by the next full sync.
 
+    Each listed finetune whose training status is not settled yet (Ready, Error,
+    Failed, moderated, or unknown) is asked for it (GET /v1/get_result), --new-only
+    runs included; the balance is read once per run (GET /v1/credits). A failed status
+    or credits request is counted and logged, and fails nothing (--strict-status makes
+    failed status requests a partial run).
+
     Every run is bounded: --timeout per whole answer, --max-duration for the run, and
     --max-consecutive-failures stops a run whose server keeps failing; what was stored
     before a run stops is kept.
@@ -201,6 +221,8 @@ def sync(
     validate_account_name(account)
     if only_ids and new_only:
         raise InputError("--new-only filters the listing; it cannot be combined with --id")
+    if no_status and (refresh_status or strict_status):
+        raise InputError("--no-status cannot be combined with --refresh-status or --strict-status")
     _require_utf8_ids(only_ids)
     region_given = ctx.get_parameter_source("region") is click.core.ParameterSource.COMMANDLINE
     base_url_given = ctx.get_parameter_source("base_url") is click.core.ParameterSource.COMMANDLINE
@@ -230,6 +252,10 @@ def sync(
         dry_run=dry_run,
         allow_empty_listing=allow_empty_listing,
         accept_new_key=accept_new_key,
+        status=not no_status,
+        refresh_status=refresh_status,
+        strict_status=strict_status,
+        credits=not no_credits,
     )
     location = store_db.locate_store(cli_context.db)
     show_progress = not cli_context.quiet and sys.stderr.isatty()
@@ -250,13 +276,10 @@ def sync(
     if as_json:
         click.echo(json.dumps(result.as_json()))
     if result.status == "failed":
-        raise RunFailedError(result.error or "the sync failed", result.error_exit_code or ExitCode.CANNOT_RUN)
+        raise RunFailedError(result.error or "the sync failed", result.exit_code())
     if not cli_context.quiet:
         click.echo(_summary(result), err=True)
-    if result.status == "interrupted":
-        ctx.exit(ExitCode.INTERRUPTED if signum is None else ExitCode.for_signal(signum))
-    # A signal that came after fetching had ended changed nothing: the exit code follows the run.
-    ctx.exit(int(_EXIT_BY_STATUS[result.status]))
+    ctx.exit(result.exit_code(signum=signum))
 
 
 def _check_proxy_env(base_url: str) -> None:
@@ -387,9 +410,14 @@ def _summary(result: SyncResult) -> str:
     if result.dry_run:
         return f"dry run, nothing written; would be {changes} ({_where(result)})"
     listed = f"{result.listed} listed, " if result.listed else ""
+    statuses = ""
+    if result.status_checked or result.status_failed:
+        statuses = f"; status: {result.status_checked} checked, {result.status_changed} changed"
+        statuses += f", {result.status_failed} failed" if result.status_failed else ""
+    credits = f"; credits {result.credits:g}" if result.credits is not None else ""
     key_note = "; the API key changed, its new fingerprint is recorded" if result.key_changed else ""
     return (
-        f"sync {result.status}: {listed}{changes} in {result.duration_s:.1f} s "
+        f"sync {result.status}: {listed}{changes}{statuses}{credits} in {result.duration_s:.1f} s "
         f"(run {result.run_id}, {_where(result)}){key_note}"
     )
 

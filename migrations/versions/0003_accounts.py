@@ -120,7 +120,8 @@ def downgrade() -> None:
 
 
 def _refuse_ids_held_by_several_accounts() -> None:
-    """0002 has one row per (source, finetune_id): merging two accounts' rows would lose history."""
+    """0002 has one row per (source, finetune_id) and no account: merging two accounts' rows would lose
+    history, and rows of any other account would come back as 'default', tombstoned by its next sync."""
     shared = (
         op.get_bind()
         .execute(
@@ -136,5 +137,21 @@ def _refuse_ids_held_by_several_accounts() -> None:
         raise InputError(
             f"cannot downgrade below 0003_accounts: {len(shared)} finetune id(s) are stored for several "
             f"accounts (e.g. {finetune_id!r} at {source}), which older revisions cannot represent; "
+            "nothing was changed"
+        )
+    labelled = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT source, account FROM finetune WHERE account <> 'default' ORDER BY source, account"
+            )
+        )
+        .all()
+    )
+    if labelled:
+        source, account = labelled[0]
+        raise InputError(
+            f"cannot downgrade below 0003_accounts: {len(labelled)} finetune(s) are stored for accounts "
+            f"other than 'default' (e.g. {account!r} at {source}), which older revisions cannot represent; "
             "nothing was changed"
         )
