@@ -400,8 +400,9 @@ class _Writer:
                 raise
             logger.debug("a batch was refused by the store; storing it one finetune at a time", exc_info=exc)
             with self.session.begin():
-                counts = self._store_one_by_one(observations)
-                counts[STATUS_CHANGED] = self._record_the_rest(statuses, failures)
+                counts, refused = self._store_one_by_one(observations)
+                kept = [status for status in statuses if status.finetune_id not in refused]
+                counts[STATUS_CHANGED] = self._record_the_rest(kept, failures)
         self.listed_unrecorded = None  # committed with this batch
         return counts
 
@@ -415,9 +416,11 @@ class _Writer:
             now=self.now(),
         )
 
-    def _store_one_by_one(self, observations: Sequence[store.Observation]) -> Counter[str]:
+    def _store_one_by_one(self, observations: Sequence[store.Observation]) -> tuple[Counter[str], set[str]]:
+        """Each finetune in a savepoint of its own; return the outcomes and the ids the store refused."""
         assert self.run_id is not None
         counts: Counter[str] = Counter()
+        refused: set[str] = set()
         latest = {observation.finetune_id: observation for observation in observations}
         for finetune_id, observation in latest.items():
             try:
@@ -432,16 +435,17 @@ class _Writer:
                     self.session, run_id=self.run_id, finetune_id=finetune_id, kind="storage", message=message
                 )
                 counts[STORAGE_FAILED] += 1
+                refused.add(finetune_id)
                 continue
             counts.update(outcome.value for outcome in outcomes.values())
-        return counts
+        return counts, refused
 
     def _record_the_rest(
         self, statuses: Sequence[status_store.StatusObservation], failures: Sequence[FetchFailure]
     ) -> int:
         """The batch's statuses and fetch failures, and the listing's count if no batch has recorded it
-        yet; return how many statuses changed. A status of a finetune the store refused finds no row
-        and is passed over."""
+        yet; return how many statuses changed. The statuses of finetunes the store refused are left
+        out by the caller: their ids may be what the store refuses."""
         assert self.run_id is not None
         changed = status_store.record_statuses(
             self.session,
