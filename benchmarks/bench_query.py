@@ -31,7 +31,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bflsync import db, query, store
+from bflsync import db, filters, search, store
+from bflsync.reading import open_reader
 
 STORE = Path(tempfile.gettempdir()) / "bflsync-bench-100k.db"
 COUNT = 100_000
@@ -96,7 +97,8 @@ def build_store(path: Path, count: int) -> float:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for start in range(0, count, BATCH):
         observations = [
-            store.Observation(f"ft-{index:06d}", payload(rng, index)) for index in range(start, start + BATCH)
+            store.Observation(f"ft-{index:06d}", payload(rng, index))
+            for index in range(start, min(start + BATCH, count))
         ]
         with Session(opened.engine) as session, session.begin():
             store.record_observations(
@@ -131,7 +133,6 @@ def report(label: str, ours: float, baseline: float, rows: int, target: str) -> 
 
 def bench_searches() -> None:
     """Both sides on an open connection: this times the query, not opening the store."""
-    engine = db.open_store_for_read(db.locate_store(str(STORE)))
     raw = sqlite3.connect(f"{STORE.as_uri()}?mode=ro", uri=True)
     cases = [
         (
@@ -146,12 +147,12 @@ def bench_searches() -> None:
         ("--text search", [], "watercolor dragon", TEXT_SQL, ('"watercolor" "dragon"',), "<= 1.5x"),
     ]
     try:
-        with engine.connect() as connection:
-            for label, filters, words, sql, params, target in cases:
-                search = query.Query(filters=[query.parse_filter(text) for text in filters], text=words)
+        with open_reader(str(STORE)) as reader:
+            for label, texts, words, sql, params, target in cases:
+                question = filters.Query(filters=[filters.parse_filter(text) for text in texts], text=words)
 
-                def ours(search: query.Query = search) -> int:
-                    return len(query.search(connection, search))
+                def ours(question: filters.Query = question) -> int:
+                    return len(search.search(reader, question).records)
 
                 def direct(sql: str = sql, params: tuple[Any, ...] = params) -> int:
                     return len(raw.execute(sql, params).fetchall())
@@ -161,7 +162,6 @@ def bench_searches() -> None:
                 report(label, *medians(ours, direct), rows, target)
     finally:
         raw.close()
-        engine.dispose()
 
 
 def bench_process() -> None:

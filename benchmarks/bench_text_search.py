@@ -7,7 +7,7 @@ index alone, as before). Prints:
 
 * the pages each index takes (``dbstat``), and the file sizes of both stores;
 * the time to persist the N new finetunes into each store (the triggers' cost);
-* median ``--text`` times at head through ``query.search``: a word (word index), a three-character
+* median ``--text`` times at head through ``search.search``: a word (word index), a three-character
   CJK substring (trigram index), a two-character one (scan of the details), and the word query
   on the word-only store as the baseline.
 
@@ -29,8 +29,11 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bflsync import db, query, store
+from bflsync import db, search, store
 from bflsync.config import DEFAULT_ACCOUNT
+from bflsync.filters import Query
+from bflsync.reading import open_reader
+from bflsync.records import FinetuneRecord
 
 BATCH = 2_000
 REPEAT = 9
@@ -117,12 +120,10 @@ def median_ms(run: Callable[[], object]) -> tuple[float, int]:
     return statistics.median(times), found
 
 
-def text_search(path: Path, words: str) -> Callable[[], list[query.FinetuneRecord]]:
-    engine = db.open_store_for_read(db.locate_store(str(path)))
-
-    def run() -> list[query.FinetuneRecord]:
-        with engine.connect() as connection:
-            return query.search(connection, query.Query(text=words))
+def text_search(path: Path, words: str) -> Callable[[], list[FinetuneRecord]]:
+    def run() -> list[FinetuneRecord]:
+        with open_reader(str(path)) as reader:
+            return search.search(reader, Query(text=words)).records
 
     return run
 

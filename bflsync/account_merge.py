@@ -11,9 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from bflsync.config import DEFAULT_ACCOUNT
-
-# The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
-ACCOUNTS_REVISION = "0003_accounts"
+from bflsync.storecheck import ACCOUNTS_REVISION
 
 
 def downgrade_refusal(connection: sa.Connection) -> str | None:

@@ -11,31 +11,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from typing import Any, NamedTuple
 
 from bflsync.errors import InputError
-from bflsync.extract import INT64_MAX, canonical_json, loads_stored
-from bflsync.models import Account, Finetune, FinetuneStatus, FinetuneVersion, SyncError, SyncRun
-from bflsync.query import find_finetune, finetune_pk, format_path
-
-_finetune: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
-_version: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
-_run: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
-_error: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
-_status: sa.Table = FinetuneStatus.__table__  # type: ignore[attr-defined]
-_account: sa.Table = Account.__table__  # type: ignore[attr-defined]
+from bflsync.extract import INT64_MAX, canonical_json
+from bflsync.filters import format_path
+from bflsync.lookup import find_finetune, is_stored
+from bflsync.reading import Reader
+from bflsync.records import decode_details, decode_time
 
 _VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")
+_RUN_TIMES = ("started_at", "finished_at")
+_RUN_FLAGS = ("key_changed",)
 
 
-@dataclass(frozen=True, slots=True)
-class VersionEntry:
+class VersionEntry(NamedTuple):
     """One audit version with, per changed key, ``{"old": ..., "new": ...}`` (a missing side is left out)."""
 
     finetune_id: str
@@ -62,8 +54,7 @@ class VersionEntry:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class StatusEntry:
+class StatusEntry(NamedTuple):
     """One observed change of a finetune's training status or progress (``change`` is ``"status"``)."""
 
     finetune_id: str
@@ -75,7 +66,9 @@ class StatusEntry:
     sync_run_id: int | None
     answer: Any
 
-    change = "status"
+    @property
+    def change(self) -> str:
+        return "status"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,8 +87,7 @@ class StatusEntry:
 HistoryEntry = VersionEntry | StatusEntry
 
 
-@dataclass(frozen=True, slots=True)
-class CreditInterval:
+class CreditInterval(NamedTuple):
     """A run's credit balance, what it dropped by since the previous reading, and what was new then.
 
     ``drop`` is the previous balance minus this one (positive when credits were spent; None for
@@ -123,8 +115,7 @@ class CreditInterval:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class VersionRef:
+class VersionRef(NamedTuple):
     """``ID`` (the current record) or ``ID@N`` (version N) as given to ``bflsync diff``.
 
     Ids may themselves contain ``@`` and ``/`` and even end in ``@<digits>``, so the text
@@ -134,14 +125,14 @@ class VersionRef:
     text: str
 
     def resolve(
-        self, connection: Connection, *, source: str | None = None, account: str | None = None
+        self, reader: Reader, *, source: str | None = None, account: str | None = None
     ) -> tuple[str, int | None]:
         """``(id, None)`` when the whole text is a stored id, else ``(id, N)`` for a trailing ``@N``.
 
         Text that is neither is returned whole, for the caller's "no finetune" error.
         """
         match = _VERSION_SUFFIX.fullmatch(self.text)
-        if match is None or _is_stored(connection, self.text, source=source, account=account):
+        if match is None or is_stored(reader, self.text, source=source, account=account):
             return self.text, None
         finetune_id, digits = match.groups()
         # Length first: int() refuses over 4300 digits, and SQLite binds at most 64 bits.
@@ -150,8 +141,7 @@ class VersionRef:
         return finetune_id, int(digits)
 
 
-@dataclass(frozen=True, slots=True)
-class DiffSide:
+class DiffSide(NamedTuple):
     finetune_id: str
     source: str
     account: str
@@ -159,8 +149,7 @@ class DiffSide:
     details: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Diff:
+class Diff(NamedTuple):
     """Keys (dotted for nested objects) whose values differ; a side where the key is missing is left out."""
 
     a: DiffSide
@@ -169,7 +158,7 @@ class Diff:
 
 
 def history(
-    connection: Connection,
+    reader: Reader,
     *,
     finetune_id: str | None = None,
     source: str | None = None,
@@ -179,28 +168,33 @@ def history(
     """Versions and status changes oldest first: of one finetune, or (``finetune_id=None``) of every
     finetune since ``since``. At the same moment a finetune's version comes before its status.
     """
+    params: list[Any]
+    status_params: list[Any]
     if finetune_id is not None:
-        pk, _, _ = finetune_pk(connection, finetune_id, source=source, account=account)
-        which = _version.c.finetune_pk == pk
-        which_status = _status.c.finetune_pk == pk
+        found = find_finetune(reader, finetune_id, source=source, account=account)
+        which, params = "v.finetune_pk = ?", [found.pk]
+        which_status, status_params = "s.finetune_pk = ?", [found.pk]
     else:
         if since is None:
             raise InputError("history needs a finetune ID or --since")
-        touched = sa.select(_version.c.finetune_pk).where(_version.c.observed_at >= since).distinct()
-        scope = [
-            column == value
-            for column, value in ((_finetune.c.source, source), (_finetune.c.account, account))
-            if value is not None
-        ]
-        if scope:
-            touched = touched.join(_finetune, _finetune.c.id == _version.c.finetune_pk).where(*scope)
         # A subquery rather than a list of ids: no bound-parameter limit to batch around.
-        which = _version.c.finetune_pk.in_(touched)
-        which_status = sa.and_(_status.c.observed_at >= since, *scope)
+        touched = (
+            "SELECT t.finetune_pk FROM finetune_version t JOIN finetune s ON s.id = t.finetune_pk"
+            " WHERE t.observed_at >= ?"
+        )
+        params = [reader.time_param(since)]
+        which_status, status_params = "s.observed_at >= ?", [reader.time_param(since)]
+        for column, value in (("source", source), ("account", account)):
+            if value is not None:
+                touched += f" AND s.{column} = ?"
+                params.append(value)
+                which_status += f" AND f.{column} = ?"
+                status_params.append(value)
+        which = f"v.finetune_pk IN ({touched})"
     entries: list[HistoryEntry] = [
-        entry for entry in _entries(connection, which) if since is None or entry.observed_at >= since
+        e for e in _entries(reader, which, params) if since is None or e.observed_at >= since
     ]
-    entries.extend(status_entries(connection, which_status))
+    entries.extend(_status_entries(reader, which_status, status_params))
     return sorted(entries, key=_history_order)
 
 
@@ -210,39 +204,40 @@ def _history_order(entry: HistoryEntry) -> tuple[datetime, str, str, str, int, i
     return (entry.observed_at, entry.finetune_id, entry.source, entry.account, 1, 0)
 
 
-def status_entries(connection: Connection, which: sa.ColumnElement[bool]) -> list[StatusEntry]:
+def _status_entries(reader: Reader, which: str, params: Sequence[Any]) -> list[StatusEntry]:
     """The status timeline rows ``which`` selects, oldest first (in the order they were written)."""
-    statement = (
-        sa.select(_finetune.c.finetune_id, _finetune.c.source, _finetune.c.account, _status)
-        .join(_finetune, _finetune.c.id == _status.c.finetune_pk)
-        .where(which)
-        .order_by(_status.c.finetune_pk, _status.c.id)
+    rows = reader.rows(
+        "SELECT f.finetune_id, f.source, f.account, s.status, s.progress, s.observed_at, s.sync_run_id,"
+        " s.answer FROM finetune_status s JOIN finetune f ON f.id = s.finetune_pk"
+        f" WHERE {which} ORDER BY s.finetune_pk, s.id",
+        params,
     )
-    return [
-        StatusEntry(
-            finetune_id=row.finetune_id,
-            source=row.source,
-            account=row.account,
-            status=row.status,
-            progress=row.progress,
-            observed_at=row.observed_at,
-            sync_run_id=row.sync_run_id,
-            answer=json.loads(row.answer),
+    entries = []
+    for finetune_id, source, account, status, progress, observed_at, run_id, answer in rows:
+        observed = decode_time(observed_at)
+        assert observed is not None
+        entries.append(
+            StatusEntry(
+                finetune_id=finetune_id,
+                source=source,
+                account=account,
+                status=status,
+                progress=progress,
+                observed_at=observed,
+                sync_run_id=run_id,
+                answer=json.loads(answer),
+            )
         )
-        for row in connection.execute(statement)
-    ]
+    return entries
 
 
-def status_timeline(
-    connection: Connection, finetune_id: str, *, source: str | None = None, account: str | None = None
-) -> list[StatusEntry]:
-    """Every recorded status change of one finetune, oldest first."""
-    pk, _, _ = finetune_pk(connection, finetune_id, source=source, account=account)
-    return status_entries(connection, _status.c.finetune_pk == pk)
+def status_timeline(reader: Reader, pk: int) -> list[StatusEntry]:
+    """Every recorded status change of one finetune (by its primary key), oldest first."""
+    return _status_entries(reader, "s.finetune_pk = ?", [pk])
 
 
 def credit_history(
-    connection: Connection,
+    reader: Reader,
     *,
     source: str | None = None,
     account: str | None = None,
@@ -252,27 +247,30 @@ def credit_history(
     account's reading before and the finetunes first seen since then; ``since`` keeps runs started
     at or after it.
     """
-    query = sa.select(_run.c.id, _run.c.started_at, _run.c.source, _run.c.account, _run.c.credits).where(
-        _run.c.credits.is_not(None)
+    runs_sql = "SELECT id, started_at, source, account, credits FROM sync_run WHERE credits IS NOT NULL"
+    created_sql = (
+        "SELECT v.sync_run_id, f.source, f.account, f.finetune_id FROM finetune_version v"
+        " JOIN finetune f ON f.id = v.finetune_pk WHERE v.change = 'created'"
     )
-    created = (
-        sa.select(_version.c.sync_run_id, _finetune.c.source, _finetune.c.account, _finetune.c.finetune_id)
-        .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
-        .where(_version.c.change == "created")
-    )
-    if source is not None:
-        query = query.where(_run.c.source == source)
-        created = created.where(_finetune.c.source == source)
-    if account is not None:
-        query = query.where(_run.c.account == account)
-        created = created.where(_finetune.c.account == account)
+    run_params: list[Any] = []
+    created_params: list[Any] = []
+    for column, value in (("source", source), ("account", account)):
+        if value is not None:
+            runs_sql += f" AND {column} = ?"
+            run_params.append(value)
+            created_sql += f" AND f.{column} = ?"
+            created_params.append(value)
     first_seen: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    for run_id, run_source, run_account, finetune_id in connection.execute(created):
+    for run_id, run_source, run_account, finetune_id in reader.rows(created_sql, created_params):
         if run_id is not None:
             first_seen.setdefault((run_source, run_account), []).append((run_id, finetune_id))
     previous: dict[tuple[str, str], tuple[int, float]] = {}
     intervals = []
-    for run_id, started_at, run_source, run_account, credits in connection.execute(query.order_by(_run.c.id)):
+    for run_id, started, run_source, run_account, credits in reader.rows(
+        runs_sql + " ORDER BY id", run_params
+    ):
+        started_at = decode_time(started)
+        assert started_at is not None
         scope = (run_source, run_account)
         before = previous.get(scope)
         after_id = before[0] if before is not None else 0
@@ -286,70 +284,56 @@ def credit_history(
     return intervals
 
 
-def runs(connection: Connection, *, limit: int | None, account: str | None = None) -> list[dict[str, Any]]:
+# The balance the same (source, account)'s previous run with a balance read, for credits_change.
+_PREVIOUS_CREDITS = (
+    "(SELECT b.credits FROM sync_run b WHERE b.source = r.source AND b.account = r.account"
+    " AND b.id < r.id AND b.credits IS NOT NULL ORDER BY b.id DESC LIMIT 1)"
+)
+
+
+def runs(reader: Reader, *, limit: int | None, account: str | None = None) -> list[dict[str, Any]]:
     """Sync runs (of one account, if given), newest first, each with its ``duration_s`` (``None`` while
     running) and ``credits_change``: its balance minus the one the account's previous run with a
     balance read.
     """
-    statement = (
-        sa.select(_run, _previous_credits().label("previous_credits"))
-        .order_by(_run.c.started_at.desc(), _run.c.id.desc())
-        .limit(limit)
-    )
+    statement = f"SELECT r.*, {_PREVIOUS_CREDITS} AS previous_credits FROM sync_run r"
+    params: list[Any] = []
     if account is not None:
-        statement = statement.where(_run.c.account == account)
-    return [_run_dict(row) for row in connection.execute(statement)]
+        statement += " WHERE r.account = ?"
+        params.append(account)
+    statement += " ORDER BY r.started_at DESC, r.id DESC"
+    if limit is not None:
+        statement += " LIMIT ?"
+        params.append(limit)
+    names, rows = reader.named_rows(statement, params)
+    return [_run_dict(names, row) for row in rows]
 
 
-def _previous_credits() -> sa.ScalarSelect[Any]:
-    before = _run.alias("before")
-    return (
-        sa.select(before.c.credits)
-        .where(
-            before.c.source == _run.c.source,
-            before.c.account == _run.c.account,
-            before.c.id < _run.c.id,
-            before.c.credits.is_not(None),
-        )
-        .order_by(before.c.id.desc())
-        .limit(1)
-        .correlate(_run)
-        .scalar_subquery()
-    )
-
-
-def accounts(connection: Connection) -> list[dict[str, Any]]:
+def accounts(reader: Reader) -> list[dict[str, Any]]:
     """Each (source, account) in the store: finetune counts, its last sync and key fingerprint.
 
     Pairs that hold finetunes but no ``account`` row (written by library code rather than a
     sync) are listed too, with what is known about them.
     """
-    live = sa.func.count().filter(_finetune.c.deleted_at.is_(None))
     counts = {
-        (row.source, row.account): (row.live, row.total - row.live)
-        for row in connection.execute(
-            sa.select(
-                _finetune.c.source, _finetune.c.account, live.label("live"), sa.func.count().label("total")
-            ).group_by(_finetune.c.source, _finetune.c.account)
+        (source, account): (int(live), int(total) - int(live))
+        for source, account, live, total in reader.rows(
+            "SELECT source, account, SUM(CASE WHEN deleted_at IS NULL THEN 1 ELSE 0 END), COUNT(*)"
+            " FROM finetune GROUP BY source, account"
         )
     }
     synced = {
-        (row.source, row.account): row
-        for row in connection.execute(
-            sa.select(
-                _account.c.source,
-                _account.c.account,
-                _account.c.key_fingerprint,
-                _account.c.first_synced_at,
-                _account.c.last_synced_at,
-                _account.c.last_run_id,
-                _run.c.status.label("last_status"),
-            ).outerjoin(_run, _run.c.id == _account.c.last_run_id)
+        (row[0], row[1]): row[2:]
+        for row in reader.rows(
+            "SELECT a.source, a.account, a.key_fingerprint, a.first_synced_at, a.last_synced_at,"
+            " a.last_run_id, r.status FROM account a LEFT JOIN sync_run r ON r.id = a.last_run_id"
         )
     }
     listed = []
     for source, account in sorted(counts.keys() | synced.keys()):
-        row = synced.get((source, account))
+        fingerprint, first_synced, last_synced, last_run_id, last_status = synced.get(
+            (source, account), (None, None, None, None, None)
+        )
         live_count, deleted_count = counts.get((source, account), (0, 0))
         listed.append(
             {
@@ -357,40 +341,35 @@ def accounts(connection: Connection) -> list[dict[str, Any]]:
                 "account": account,
                 "live": live_count,
                 "deleted": deleted_count,
-                "first_synced_at": row.first_synced_at if row else None,
-                "last_synced_at": row.last_synced_at if row else None,
-                "last_run_id": row.last_run_id if row else None,
-                "last_status": row.last_status if row else None,
-                "key_fingerprint": row.key_fingerprint if row else None,
+                "first_synced_at": decode_time(first_synced),
+                "last_synced_at": decode_time(last_synced),
+                "last_run_id": last_run_id,
+                "last_status": last_status,
+                "key_fingerprint": fingerprint,
             }
         )
     return listed
 
 
-def run_with_errors(connection: Connection, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_with_errors(reader: Reader, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One sync run and the per-finetune errors it recorded."""
-    row = connection.execute(
-        sa.select(_run, _previous_credits().label("previous_credits")).where(_run.c.id == run_id)
-    ).first()
-    if row is None:
-        raise InputError(f"no sync run {run_id} in the store (see `bflsync runs`)")
-    errors = connection.execute(
-        sa.select(_error).where(_error.c.sync_run_id == run_id).order_by(_error.c.finetune_id, _error.c.id)
+    names, rows = reader.named_rows(
+        f"SELECT r.*, {_PREVIOUS_CREDITS} AS previous_credits FROM sync_run r WHERE r.id = ?", [run_id]
     )
-    return _run_dict(row), [dict(error._mapping) for error in errors]
+    if not rows:
+        raise InputError(f"no sync run {run_id} in the store (see `bflsync runs`)")
+    error_names, errors = reader.named_rows(
+        "SELECT * FROM sync_error WHERE sync_run_id = ? ORDER BY finetune_id, id", [run_id]
+    )
+    return _run_dict(names, rows[0]), [dict(zip(error_names, error, strict=True)) for error in errors]
 
 
 def diff(
-    connection: Connection,
-    a: VersionRef,
-    b: VersionRef,
-    *,
-    source: str | None = None,
-    account: str | None = None,
+    reader: Reader, a: VersionRef, b: VersionRef, *, source: str | None = None, account: str | None = None
 ) -> Diff:
     """Parameter differences between two finetunes, or two versions of one."""
-    left = _side(connection, a, source=source, account=account)
-    right = _side(connection, b, source=source, account=account)
+    left = _side(reader, a, source=source, account=account)
+    right = _side(reader, b, source=source, account=account)
     flat_left, flat_right = _flatten(left.details), _flatten(right.details)
     differences = []
     for path in sorted(flat_left.keys() | flat_right.keys()):
@@ -401,32 +380,38 @@ def diff(
     return Diff(a=left, b=right, differences=differences)
 
 
-def _entries(connection: Connection, which: sa.ColumnElement[bool]) -> Iterable[VersionEntry]:
+def _entries(reader: Reader, which: str, params: Sequence[Any]) -> Iterable[VersionEntry]:
     """Every version of the finetunes ``which`` selects, with old values from the one before."""
-    statement = (
-        sa.select(_finetune.c.finetune_id, _finetune.c.source, _finetune.c.account, _version)
-        .join(_finetune, _finetune.c.id == _version.c.finetune_pk)
-        .where(which)
-        .order_by(_version.c.finetune_pk, _version.c.version)
+    rows = reader.rows(
+        "SELECT f.finetune_id, f.source, f.account, v.finetune_pk, v.version, v.change, v.details, v.changed_keys,"
+        " v.observed_at, v.sync_run_id FROM finetune_version v JOIN finetune f ON f.id = v.finetune_pk"
+        f" WHERE {which} ORDER BY v.finetune_pk, v.version",
+        params,
     )
     previous: dict[int, Any] = {}
-    for row in connection.execute(statement):
-        details = loads_stored(row.details) if row.details is not None else None
-        before = previous.get(row.finetune_pk)
-        keys = json.loads(row.changed_keys) if row.changed_keys else []
+    for finetune_id, source, account, pk, version, change, text, changed, observed_at, run_id in rows:
+        details, _ = decode_details(text)
+        before = previous.get(pk)
+        keys = _json_list(changed)
+        observed = decode_time(observed_at)
+        assert observed is not None
         yield VersionEntry(
-            finetune_id=row.finetune_id,
-            source=row.source,
-            account=row.account,
-            version=row.version,
-            change=row.change,
-            observed_at=row.observed_at,
-            sync_run_id=row.sync_run_id,
+            finetune_id=finetune_id,
+            source=source,
+            account=account,
+            version=version,
+            change=change,
+            observed_at=observed,
+            sync_run_id=run_id,
             changes={key: _old_new(before, details, key) for key in keys},
             details=details,
         )
         if details is not None:
-            previous[row.finetune_pk] = details
+            previous[pk] = details
+
+
+def _json_list(text: str | None) -> list[str]:
+    return list(json.loads(text)) if text else []
 
 
 def _old_new(before: Any, after: Any, key: str) -> dict[str, Any]:
@@ -438,8 +423,14 @@ def _old_new(before: Any, after: Any, key: str) -> dict[str, Any]:
     return change
 
 
-def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    run = dict(row._mapping)
+def _run_dict(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    run = dict(zip(names, row, strict=True))
+    for name in _RUN_TIMES:
+        run[name] = decode_time(run[name])
+    for name in _RUN_FLAGS:
+        # SQLite keeps booleans as 0 and 1.
+        if run.get(name) is not None:
+            run[name] = bool(run[name])
     finished = run["finished_at"]
     run["duration_s"] = (finished - run["started_at"]).total_seconds() if finished is not None else None
     previous = run.pop("previous_credits")
@@ -450,32 +441,22 @@ def _run_dict(row: sa.Row[Any]) -> dict[str, Any]:
     return run
 
 
-def _side(connection: Connection, ref: VersionRef, *, source: str | None, account: str | None) -> DiffSide:
-    finetune_id, version = ref.resolve(connection, source=source, account=account)
+def _side(reader: Reader, ref: VersionRef, *, source: str | None, account: str | None) -> DiffSide:
+    finetune_id, version = ref.resolve(reader, source=source, account=account)
+    found = find_finetune(reader, finetune_id, source=source, account=account)
+    record = found.record
     if version is None:
-        record = find_finetune(connection, finetune_id, source=source, account=account)
         return DiffSide(record.finetune_id, record.source, record.account, record.version, record.details)
-    pk, found_source, found_account = finetune_pk(connection, finetune_id, source=source, account=account)
-    row = connection.execute(
-        sa.select(_version.c.change, _version.c.details).where(
-            _version.c.finetune_pk == pk, _version.c.version == version
-        )
-    ).first()
+    rows = reader.rows(
+        "SELECT change, details FROM finetune_version WHERE finetune_pk = ? AND version = ?",
+        [found.pk, version],
+    )
     label = f"{finetune_id}@{version}"
-    if row is None:
+    if not rows:
         raise InputError(f"{label}: no such version (see `bflsync history {finetune_id}`)")
-    if row.details is None:
+    if rows[0][1] is None:
         raise InputError(f"{label} records the finetune's deletion and has no details to compare")
-    return DiffSide(finetune_id, found_source, found_account, version, loads_stored(row.details))
-
-
-def _is_stored(connection: Connection, finetune_id: str, *, source: str | None, account: str | None) -> bool:
-    condition = _finetune.c.finetune_id == finetune_id
-    if source is not None:
-        condition = sa.and_(condition, _finetune.c.source == source)
-    if account is not None:
-        condition = sa.and_(condition, _finetune.c.account == account)
-    return bool(connection.execute(sa.select(sa.exists().where(condition))).scalar())
+    return DiffSide(finetune_id, record.source, record.account, version, decode_details(rows[0][1])[0])
 
 
 def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
@@ -489,7 +470,7 @@ def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], 
 
 
 def resolve_side(
-    connection: Connection, ref: VersionRef, *, source: str | None = None, account: str | None = None
+    reader: Reader, ref: VersionRef, *, source: str | None = None, account: str | None = None
 ) -> DiffSide:
     """The details ``ID`` (current record) or ``ID@N`` (version N) names, as ``diff`` and ``compare`` read them."""
-    return _side(connection, ref, source=source, account=account)
+    return _side(reader, ref, source=source, account=account)

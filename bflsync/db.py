@@ -16,7 +16,6 @@ do not pay for importing alembic; a test keeps it equal to the migrations' head.
 
 from __future__ import annotations
 
-import enum
 import errno
 import glob
 import io
@@ -37,41 +36,39 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
-from bflsync.account_merge import ACCOUNTS_REVISION, downgrade_refusal
+from bflsync.account_merge import downgrade_refusal
 from bflsync.config import default_db_path
-from bflsync.errors import (
-    InputError,
-    NotAStoreError,
-    StoreBehindError,
-    StoreError,
-    StoreMissingError,
-    StoreTooNewError,
-    StoreUnreachableError,
-    StoreWriteError,
-)
+from bflsync.errors import InputError, StoreBehindError, StoreError, StoreMissingError, StoreWriteError
 from bflsync.store_files import adopt_empty_store_file, check_journals, open_store_file, read_immutable
+from bflsync.storecheck import (
+    ACCOUNTS_REVISION,
+    BFLSYNC_TABLES,
+    BUSY_TIMEOUT_MS,
+    HEAD_REVISION,
+    KNOWN_REVISIONS,
+    SQLITE_HEADER,
+    StoreState,
+    classify_tables,
+    reject_unusable,
+    require_sqlite_file,
+    require_sqlite_version,
+    store_error_for,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-logger = logging.getLogger("bflsync.db")
+__all__ = [
+    "ACCOUNTS_REVISION",
+    "BFLSYNC_TABLES",
+    "BUSY_TIMEOUT_MS",
+    "HEAD_REVISION",
+    "KNOWN_REVISIONS",
+    "SQLITE_HEADER",
+    "StoreState",
+]
 
-KNOWN_REVISIONS: tuple[str, ...] = (
-    "0001_initial",
-    "0002_fts",
-    "0003_accounts",
-    "0006_canonical_numbers",
-    "0005_search",
-    "0004_lifecycle",
-    "0007_fts_discoverable",
-    "0006_labels",
-)
-HEAD_REVISION = KNOWN_REVISIONS[-1]
-SQLITE_HEADER = b"SQLite format 3\x00"
-BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})
-BUSY_TIMEOUT_MS = 10_000
-# The JSON ``->`` operator (facets on details keys) arrived in SQLite 3.38.
-MIN_SQLITE_VERSION = (3, 38, 0)
+logger = logging.getLogger("bflsync.db")
 
 
 @dataclass(frozen=True)
@@ -84,14 +81,6 @@ class StoreLocation:
     @property
     def display(self) -> str:
         return str(self.path) if self.path else self.url.render_as_string(hide_password=True)
-
-
-class StoreState(enum.Enum):
-    EMPTY = "empty"
-    CURRENT = "current"
-    BEHIND = "behind"
-    TOO_NEW = "too new"
-    FOREIGN = "foreign"
 
 
 @dataclass(frozen=True)
@@ -133,7 +122,7 @@ def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: 
     """An engine with bflsync's connection settings; the caller disposes it."""
     if location.path is None:
         return _server_engine(location.url, read_only=read_only)
-    _require_sqlite_version()
+    require_sqlite_version()
     path = location.path
     read_uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
 
@@ -162,16 +151,6 @@ def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: 
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
-
-
-def _require_sqlite_version() -> None:
-    """Refuse a SQLite library too old for the JSON operators the read side uses (``->``, 3.38)."""
-    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
-        wanted = ".".join(str(part) for part in MIN_SQLITE_VERSION)
-        raise StoreError(
-            f"bflsync needs SQLite {wanted} or newer; this Python's sqlite3 module uses SQLite "
-            f"{sqlite3.sqlite_version} (use a Python built against a newer SQLite)"
-        )
 
 
 def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
@@ -203,30 +182,16 @@ def read_revision(connection: Connection) -> str | None:
 
 
 def classify(connection: Connection) -> tuple[StoreState, str | None]:
-    """What the database holds, judged by its tables as well as its revision stamp.
-
-    Another alembic-managed project may stamp a revision named like ours ("0001_initial"),
-    so a stamp counts only next to bflsync's own tables.
-    """
+    """What the database holds (see :func:`bflsync.storecheck.classify_tables`) and its revision."""
     revision = read_revision(connection)
-    tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
-    if revision is None:
-        # `db downgrade base` leaves an empty alembic_version table behind: still an empty store.
-        return (StoreState.FOREIGN if tables else StoreState.EMPTY), None
-    if not BFLSYNC_TABLES.issubset(tables):
-        return StoreState.FOREIGN, revision
-    if revision == HEAD_REVISION:
-        return StoreState.CURRENT, revision
-    if revision in KNOWN_REVISIONS:
-        return StoreState.BEHIND, revision
-    return StoreState.TOO_NEW, revision
+    return classify_tables(sa.inspect(connection).get_table_names(), revision), revision
 
 
 def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) -> Engine:
     """A read-only engine on an existing store at head (or any known revision if ``allow_behind``)."""
     if location.path is None:
         return _checked_read_engine(location, allow_behind=allow_behind, immutable=False)
-    _require_sqlite_file(location.path)
+    require_sqlite_file(location.path)
     # Judged first through a connection that leaves no files behind, since it may be refused.
     state, revision = inspect_state(location)
     _reject_unusable(location, state, revision, missing_ok=False)
@@ -358,33 +323,7 @@ def inspect_state(location: StoreLocation) -> tuple[StoreState, str | None]:
 def _reject_unusable(
     location: StoreLocation, state: StoreState, revision: str | None, *, missing_ok: bool
 ) -> None:
-    if state is StoreState.TOO_NEW:
-        raise StoreTooNewError(
-            f"the store at {location.display} has schema revision {revision}, which this bflsync "
-            "does not know (written by a newer version?): upgrade bflsync; the file was not modified"
-        )
-    if state is StoreState.FOREIGN:
-        raise NotAStoreError(f"{location.display} is a database without bflsync tables; refusing to touch it")
-    if state is StoreState.EMPTY and not missing_ok:
-        raise StoreMissingError(f"no bflsync store at {location.display} - run `bflsync sync` first")
-
-
-def _require_sqlite_file(path: Path) -> None:
-    if not path.exists():
-        raise StoreMissingError(f"no bflsync store at {path} - run `bflsync sync` first")
-    if path.is_dir():
-        raise NotAStoreError(f"{path} is a directory, not a bflsync store")
-    if not path.is_file():
-        raise NotAStoreError(f"{path} is not a regular file; refusing to touch it")
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
-    if not header:
-        raise StoreMissingError(f"no bflsync store at {path} (empty file) - run `bflsync sync` first")
-    if header != SQLITE_HEADER:
-        raise NotAStoreError(f"{path} is not a SQLite database; refusing to touch it")
+    reject_unusable(location.display, state, revision, missing_ok=missing_ok)
 
 
 def _prepare_sqlite_file(path: Path, *, create: bool = True) -> bool:
@@ -404,7 +343,7 @@ def _prepare_sqlite_file(path: Path, *, create: bool = True) -> bool:
             raise StoreMissingError(f"no bflsync store at {path} (empty file) - run `bflsync sync` first")
         adopt_empty_store_file(path)
         return True
-    _require_sqlite_file(path)
+    require_sqlite_file(path)
     check_journals(path)
     return False
 
@@ -496,39 +435,8 @@ def translate_errors(location: StoreLocation) -> Iterator[None]:
         raise error from exc
 
 
-# What server drivers say when the database cannot be reached or will not let us in.
-_UNREACHABLE_SERVER = (
-    "connection refused",
-    "could not connect",
-    "connection failed",
-    "timeout expired",
-    "could not translate host name",
-    "name or service not known",
-    "password authentication failed",
-    "no pg_hba.conf entry",
-)
-
-
 def _store_error_for(location: StoreLocation, message: str) -> StoreError | None:
-    lowered = message.lower()
-    where = location.display
-    if "not a database" in lowered or "malformed" in lowered:
-        return NotAStoreError(f"{where} is not a usable SQLite database ({message})")
-    if any(s in lowered for s in _UNREACHABLE_SERVER) or (
-        'database "' in lowered and "does not exist" in lowered
-    ):
-        first_line = message.strip().splitlines()[0] if message.strip() else message
-        return StoreUnreachableError(f"cannot reach the store at {where} ({first_line})")
-    if "database is locked" in lowered or "database is busy" in lowered:
-        return StoreWriteError(
-            f"the store at {where} stayed locked by another writer for longer than "
-            f"{BUSY_TIMEOUT_MS // 1000} s ({message})"
-        )
-    if "readonly" in lowered or "read-only" in lowered:
-        return StoreWriteError(f"the store at {where} is read-only ({message})")
-    if any(s in lowered for s in ("unable to open", "disk i/o", "disk is full", "database or disk")):
-        return StoreWriteError(f"cannot use the store at {where} ({message})")
-    return None
+    return store_error_for(location.display, message)
 
 
 def migrations_dir() -> Path:

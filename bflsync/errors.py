@@ -1,19 +1,20 @@
 """Errors a user can act on, each mapped to one documented exit code.
 
-    BflsyncError                 base class; ``exit_code`` tells the CLI how to leave
+    BflsyncError                 base class; ``exit_code`` tells the CLI how to leave (70 unless set)
     ├── InputError               bad option, filter, id or file given by the user (exit 2)
     │   ├── FilterError          a filter, field name or --text the language does not accept (exit 2)
     │   ├── MissingApiKeyError   no key in BFL_API_KEY nor --api-key-file (exit 2)
     │   ├── AmbiguousIdError     an id stored for several (source, account) (exit 2)
     │   └── ProxyConfigError     a proxy environment variable the client cannot use (exit 2)
-    ├── StoreError               the database cannot be used as a bflsync store (exit 2)
-    │   ├── StoreMissingError    no file where the store should be
-    │   ├── StoreBehindError     schema older than this bflsync; `bflsync db upgrade` fixes it
-    │   ├── StoreTooNewError     schema written by a newer bflsync (unknown revision)
-    │   ├── NotAStoreError       not SQLite, or SQLite without bflsync tables
+    ├── StoreError               the database cannot be used as a bflsync store (exit 2 or 3, below)
+    │   ├── StoreMissingError    no store where one should be (exit 2)
+    │   ├── StoreBehindError     schema older than this bflsync; `bflsync db upgrade` fixes it (exit 2)
+    │   ├── StoreTooNewError     schema written by a newer bflsync (unknown revision) (exit 2)
+    │   ├── NotAStoreError       not SQLite, or a database without bflsync tables (exit 2)
     │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked, not yours) (exit 3)
     │   └── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
-    ├── ApiError                 the BFL API answered badly or not at all (exit 3 when a sync cannot run)
+    ├── ApiError                 the BFL API answered badly or not at all (exit 3); per finetune,
+    │   │                        ``kind`` is the sync_error row's kind
     │   ├── AuthError            401/403: the key was refused
     │   ├── CreditsError         402: the account is out of credits
     │   ├── NotFoundError        404, 422 with a string detail, 200 without finetune_details
@@ -27,7 +28,14 @@
     │   └── RunLimitError        a limit of the whole run was reached: the run stops as failed
     │       ├── RunDeadlineError the run deadline (--max-duration) passed
     │       └── CircuitOpenError too many requests in a row failed after their retries
+    ├── RunFailedError           a sync run that could not do its job; exits as the error that
+    │                            failed it (3 when none says otherwise)
+    ├── DriftError               `db check`: the models and the migrations differ (exit 1)
     └── SyncLockedError          another sync holds the lock (exit 4)
+
+Exits that are no error class: 0 and 1 (a ``partial`` sync) come from a run's outcome, and
+130, 141 and 143 (:attr:`ExitCode.INTERRUPTED`, :attr:`ExitCode.BROKEN_PIPE`,
+:attr:`ExitCode.TERMINATED`) are 128 plus the signal that stopped the command.
 
 No message ever contains the API key: errors are built from status, method, path and BFL's
 ``detail``, never from request headers.
@@ -35,6 +43,7 @@ No message ever contains the API key: errors are built from status, method, path
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
 
 
@@ -47,6 +56,14 @@ class ExitCode(IntEnum):
     CANNOT_RUN = 3
     LOCKED = 4
     INTERNAL = 70
+    INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C
+    BROKEN_PIPE = 128 + signal.SIGPIPE  # 141: the reader of stdout went away
+    TERMINATED = 128 + signal.SIGTERM  # 143: SIGTERM (systemctl stop, shutdown)
+
+    @classmethod
+    def for_signal(cls, signum: int) -> ExitCode:
+        """The exit of a command stopped by a signal: 128 plus its number."""
+        return cls(128 + signum)
 
 
 class BflsyncError(Exception):
@@ -183,6 +200,20 @@ class TransportError(ApiError):
 
 class ApiTimeoutError(TransportError):
     kind = "timeout"
+
+
+class RunFailedError(BflsyncError):
+    """The run could not do its job (the listing failed); the run row says why, too."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = ExitCode(exit_code)
+
+
+class DriftError(BflsyncError):
+    """The models and the migrations describe different schemas (a developer error)."""
+
+    exit_code = ExitCode.PARTIAL
 
 
 class SyncLockedError(BflsyncError):

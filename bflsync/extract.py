@@ -7,7 +7,6 @@ that cannot be converted without losing information becomes ``None``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -64,6 +63,8 @@ def content_hash(details: Any) -> str:
 
 def hash_canonical(canonical: str) -> str:
     """:func:`content_hash` of a value whose canonical JSON the caller already has."""
+    import hashlib  # here, not at the top: the read path imports this module and never hashes
+
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

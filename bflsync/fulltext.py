@@ -144,7 +144,7 @@ def tsvector_text(details: Any) -> str:
 
 
 def tsquery_text(words: str) -> str | None:
-    """The user's ``--text`` words as ``tsquery`` input: what :func:`bflsync.query.fts_query` asks FTS5.
+    """The user's ``--text`` words as ``tsquery`` input: what :func:`bflsync.search.fts5_query` asks FTS5.
 
     Words are separated by whitespace and control characters; ``word*`` is a prefix.
     """
@@ -177,7 +177,7 @@ def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:
     return " & ".join(f"({phrase})" if " " in phrase else phrase for phrase in phrases)
 
 
-# As in bflsync.query: control characters separate words.
+# As in bflsync.filters.text_terms: control characters separate words.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -8,10 +8,9 @@ standard library. Label values are stored as canonical JSON and come back as the
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 # Well under SQLite's limit of bound parameters per statement.
 _CHUNK = 900
@@ -23,8 +22,7 @@ class RowSource(Protocol):
     def time_param(self, moment: datetime) -> Any: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Note:
+class Note(NamedTuple):
     finetune_id: str
     source: str
     account: str
@@ -36,8 +34,7 @@ class Note:
         return {"text": self.text, "written_by": self.written_by, "written_at": self.written_at}
 
 
-@dataclass(frozen=True, slots=True)
-class LabelEvent:
+class LabelEvent(NamedTuple):
     """One label set or removed, with the value it had before (``None`` when it had none)."""
 
     finetune_id: str
@@ -49,6 +46,29 @@ class LabelEvent:
     new: Any
     changed_by: str
     changed_at: datetime
+
+
+def labels_object_sql(dialect: str, *, pk: str) -> str:
+    """SQL for one finetune's labels as a JSON object (``pk`` its id expression), for any statement.
+
+    SQLite gives ``{}`` text for a finetune without labels, PostgreSQL NULL; readers take both.
+    """
+    if dialect == "sqlite":
+        aggregate = "json_group_object(l.key, json(l.value))"
+    else:
+        aggregate = "json_object_agg(l.key, CAST(l.value AS json))"
+    return f"(SELECT {aggregate} FROM finetune_label l WHERE l.finetune_pk = {pk})"
+
+
+def label_value_sql(*, pk: str) -> str:
+    """SQL for one label's value (canonical JSON text) with one ``?`` for its key; NULL when unset."""
+    return f"(SELECT l.value FROM finetune_label l WHERE l.finetune_pk = {pk} AND l.key = ?)"
+
+
+def decode_labels(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The labels object a statement returned (JSON text, a driver-decoded dict, or NULL), keys sorted."""
+    labels = json.loads(value) if isinstance(value, str) else (value or {})
+    return dict(sorted(labels.items()))
 
 
 def labels_by_pk(reader: RowSource, pks: Sequence[int]) -> dict[int, dict[str, Any]]:

@@ -25,8 +25,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from bflsync.errors import InputError
 from bflsync.extract import canonical_json
+from bflsync.filters import parse_filter
+from bflsync.lookup import find_finetune
 from bflsync.models import FinetuneLabel, FinetuneLabelChange, FinetuneNote
-from bflsync.query import finetune_pk, parse_filter
+from bflsync.reading import ConnectionReader
 
 LabelValue = str | int | float | bool
 
@@ -127,7 +129,7 @@ def edit_labels(
 ) -> EditOutcome:
     """Apply ``edit`` to one finetune's labels in one transaction; unchanged values write nothing."""
     with engine.begin() as connection:
-        pk, found_source, _ = finetune_pk(connection, finetune_id, source=source, account=account)
+        pk, found_source = _find(connection, finetune_id, source=source, account=account)
         changes = apply_edit(connection, finetune_pk=pk, edit=edit, actor=actor, now=now)
     return EditOutcome(finetune_id=finetune_id, source=found_source, changes=changes)
 
@@ -144,13 +146,22 @@ def add_note(
 ) -> str:
     """Append a note to one finetune; returns the source it was found under."""
     with engine.begin() as connection:
-        pk, found_source, _ = finetune_pk(connection, finetune_id, source=source, account=account)
+        pk, found_source = _find(connection, finetune_id, source=source, account=account)
         connection.execute(
             sa.insert(note_table).values(
                 finetune_pk=pk, text=check_note(text), written_by=actor, written_at=now
             )
         )
     return found_source
+
+
+def _find(
+    connection: Connection, finetune_id: str, *, source: str | None, account: str | None
+) -> tuple[int, str]:
+    """The finetune's primary key and source, found (or refused as unknown or ambiguous) as ``show`` finds it."""
+    reader = ConnectionReader(connection, where="the store")
+    found = find_finetune(reader, finetune_id, source=source, account=account)
+    return found.pk, found.record.source
 
 
 def apply_edit(

@@ -46,17 +46,6 @@ POSTGRES_ONLY_INDEXES = frozenset({"ix_finetune_details_jsonb", "ix_finetune_sea
 CHANGE_KINDS = ("created", "updated", "deleted", "restored")
 RUN_STATUSES = ("running", "ok", "partial", "failed", "interrupted")
 LABEL_CHANGES = ("set", "removed")
-RUN_COUNTERS = (
-    "listed",
-    "fetched",
-    "created",
-    "updated",
-    "unchanged",
-    "deleted",
-    "restored",
-    "failed",
-    "status_failed",
-)
 # The store_meta entry holding the per-store secret of the key fingerprints.
 FINGERPRINT_META_NAME = "fingerprint_secret"
 

@@ -31,10 +31,10 @@ from sqlmodel import Session
 
 from bflsync import status_store, store
 from bflsync.api import LIST_PATH, BflClient
+from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
 from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode, RunLimitError
 from bflsync.fingerprint import key_fingerprint
-from bflsync.models import RUN_COUNTERS
 from bflsync.status import BadStatusAnswer, parse_answer
 
 logger = logging.getLogger("bflsync.sync")

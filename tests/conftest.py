@@ -54,3 +54,11 @@ def store_db(request: pytest.FixtureRequest, db_path: Path) -> str:
     url = request.getfixturevalue("pg_url")
     assert isinstance(url, str)
     return url
+
+
+@pytest.fixture
+def any_store(store_db: str) -> Iterator[tuple[str, Engine]]:
+    """A writable store at head on each engine: the ``--db`` value and an engine to fill it with."""
+    opened = db.open_store_for_write(db.locate_store(store_db))
+    yield store_db, opened.engine
+    opened.engine.dispose()

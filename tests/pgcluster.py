@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+# `~` folds case with lower() on PostgreSQL, which needs a UTF-8 character-type locale.
+LOCALE = ("--encoding", "UTF8", "--locale", "C.UTF-8")
+
 
 def postgres_bindir() -> Path | None:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
@@ -49,7 +52,9 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(home, user="postgres")
     data, port = home / "data", free_port()
     subprocess.run(
-        as_postgres_user([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bfl", "--no-sync"]),
+        as_postgres_user(
+            [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bfl", "--no-sync", *LOCALE]
+        ),
         check=True,
         capture_output=True,
     )

@@ -498,9 +498,8 @@ def test_an_invalid_account_name_on_a_read_command_exits_2(two_accounts: str) ->
     assert "an account name is 1-64 characters" in result.stderr
 
 
-def test_query_filters_and_shows_account_as_a_bookkeeping_column(db_path: Any, mock: MockBFL) -> None:
-    """query and facets are SQLite-only (they exit 2 on PostgreSQL, tested in test_postgres.py)."""
-    store = str(db_path)
+def test_query_filters_and_shows_account_as_a_bookkeeping_column(store_db: str, mock: MockBFL) -> None:
+    store = store_db
     sync(store, mock.base_url, KEY_A, "--account", "team-a")
     sync(store, mock.base_url, KEY_B, "--account", "team-b")
 

@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from bflsync import __version__, db, store
 from bflsync.cli import cli
-from bflsync.cli.app import LAZY_COMMANDS
+from bflsync.cli.app import COMMAND_SUMMARIES, LAZY_COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -331,3 +331,25 @@ def test_a_wal_store_on_a_read_only_mount_can_still_be_queried(tmp_path: Path) -
     argv = [sys.executable, "-m", "bflsync", "--db", str(store_path), "query", "--format", "ids"]
     completed = subprocess.run(read_only_argv(directory, argv), capture_output=True, text=True)
     assert (completed.returncode, completed.stdout, completed.stderr) == (0, "a\n", "")
+
+
+def test_the_help_summaries_are_each_commands_own_short_help() -> None:
+    assert set(COMMAND_SUMMARIES) == set(LAZY_COMMANDS)
+    # The whole first sentence, as `bflsync --help` lists it (wrapped, never cut).
+    with click.Context(cli) as ctx:
+        for name, summary in COMMAND_SUMMARIES.items():
+            command = cli.get_command(ctx, name)
+            assert command is not None
+            assert summary == command.get_short_help_str(limit=sys.maxsize), name
+
+
+def test_help_imports_no_command_module() -> None:
+    script = (
+        "import sys\nfrom bflsync.cli import main\nsys.argv = ['bflsync', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('bflsync.cli.', 'sqlalchemy', 'httpx'))),"
+        " file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "Commands:" in result.stdout
+    assert result.stderr == "['bflsync.cli.app', 'bflsync.cli.common']\n"

@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bflsync.cli import cli
+from bflsync.filters import text_terms
 from bflsync.fulltext import details_tokens, tokens, tsquery_text, tsvector_text
 from bflsync.mock_api import MockBFL, generate_finetunes
-from bflsync.query import fts_query
+from bflsync.search import fts5_query
 
 KEY = "fulltext-test-key"
 FINETUNES = {
@@ -138,7 +139,7 @@ def test_text_search_answers_the_same_on_both_engines(db_path: Path, pg_url: str
                 for (finetune_id,) in connection.execute(
                     "SELECT finetune_id FROM finetune WHERE id IN"
                     " (SELECT rowid FROM finetune_fts WHERE finetune_fts MATCH ?)",
-                    (fts_query(words),),
+                    (fts5_query(text_terms(words)),),
                 )
             )
     finally:

@@ -1,5 +1,5 @@
 """`label.KEY` in query filters, --sort, --columns and facets, checked against a Python reference, and
-labels in every query output format."""
+labels in every query output format, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +16,13 @@ from click.testing import CliRunner
 from filter_reference import value_matches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
-from bflsync import db, labels, query
+from bflsync import filters, labels, search
 from bflsync.cli import cli
 from bflsync.errors import InputError
+from bflsync.reading import Reader, open_reader
 
 # Each finetune's labels, as `bflsync label` would type them from the command line.
 LABELS: dict[str, list[str]] = {
@@ -37,7 +37,8 @@ KEYS = ("project", "approved", "score", "code", "note", "stage", "missing")
 
 
 @pytest.fixture
-def label_store(store_engine: Engine, db_path: Path) -> Path:
+def label_store(any_store: tuple[str, Engine]) -> str:
+    target, store_engine = any_store
     write_sync(store_engine, {finetune_id: {"mode": "style"} for finetune_id in LABELS}, now=day(1))
     for finetune_id, assignments in LABELS.items():
         if assignments:
@@ -56,26 +57,24 @@ def label_store(store_engine: Engine, db_path: Path) -> Path:
         {finetune_id: {"mode": "style"} for finetune_id in LABELS if finetune_id != "gone"},
         now=day(3),
     )
-    return db_path
+    return target
 
 
 @pytest.fixture
-def reader(label_store: Path) -> Iterator[Connection]:
-    engine = db.open_store_for_read(db.locate_store(str(label_store)))
-    with engine.connect() as connection:
-        yield connection
-    engine.dispose()
+def reader(label_store: str) -> Iterator[Reader]:
+    with open_reader(label_store) as opened:
+        yield opened
 
 
 def stored_labels() -> dict[str, dict[str, Any]]:
     return {fid: dict(labels.parse_assignment(text) for text in texts) for fid, texts in LABELS.items()}
 
 
-def live_ids(connection: Connection, *filters: str, include_deleted: bool = False) -> list[str]:
-    search = query.Query(
-        filters=[query.parse_filter(text) for text in filters], include_deleted=include_deleted
+def live_ids(reader: Reader, *texts: str, include_deleted: bool = False) -> list[str]:
+    question = filters.Query(
+        filters=[filters.parse_filter(text) for text in texts], include_deleted=include_deleted
     )
-    return [record.finetune_id for record in query.search(connection, search)]
+    return [record.finetune_id for record in search.search(reader, question).records]
 
 
 def reference(op: str, key: str, value: Any, *, include_deleted: bool = False) -> list[str]:
@@ -107,21 +106,21 @@ def reference(op: str, key: str, value: Any, *, include_deleted: bool = False) -
     ],
 )
 def test_label_filters_select_what_the_reference_selects(
-    reader: Connection, text: str, op: str, key: str, value: Any
+    reader: Reader, text: str, op: str, key: str, value: Any
 ) -> None:
     assert live_ids(reader, text) == reference(op, key, value)
 
 
-def test_a_tombstoned_finetune_keeps_its_labels_for_include_deleted(reader: Connection) -> None:
+def test_a_tombstoned_finetune_keeps_its_labels_for_include_deleted(reader: Reader) -> None:
     assert live_ids(reader, "label.stage=retired") == []
     assert live_ids(reader, "label.stage=retired", include_deleted=True) == ["gone"]
 
 
-def test_a_backticked_label_is_a_details_key(reader: Connection) -> None:
+def test_a_backticked_label_is_a_details_key(reader: Reader) -> None:
     assert live_ids(reader, "`label`.project=acme") == []
-    assert query.parse_field("`label`.project").label is None
-    assert query.parse_field("`label`.project").name == "`label`.project"
-    assert query.parse_field("label.project").name == "label.project"
+    assert filters.parse_field("`label`.project").label is None
+    assert filters.parse_field("`label`.project").name == "`label`.project"
+    assert filters.parse_field("label.project").name == "label.project"
 
 
 VALUES = st.one_of(
@@ -137,9 +136,9 @@ VALUES = st.one_of(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(key=st.sampled_from(KEYS), op=st.sampled_from(query.OPERATORS), value=VALUES)
+@given(key=st.sampled_from(KEYS), op=st.sampled_from(filters.OPERATORS), value=VALUES)
 def test_random_label_filters_match_the_reference(
-    reader: Connection, key: str, op: str, value: tuple[str, Any]
+    reader: Reader, key: str, op: str, value: tuple[str, Any]
 ) -> None:
     token, typed = value
     text = f"label.{key}{op}{token}"
@@ -153,13 +152,13 @@ def test_random_label_filters_match_the_reference(
     assert live_ids(reader, text) == reference(op, key, needle)
 
 
-def run(db_path: Path, *args: str) -> str:
-    result = CliRunner().invoke(cli, ["--db", str(db_path), *args], catch_exceptions=False)
+def run(store: str, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["--db", store, *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.stdout
 
 
-def test_sort_by_a_label_puts_numbers_first_and_missing_last(label_store: Path) -> None:
+def test_sort_by_a_label_puts_numbers_first_and_missing_last(label_store: str) -> None:
     assert run(label_store, "query", "--sort", "label.score", "--format", "ids").split() == [
         "globex",
         "numeric-text",
@@ -176,7 +175,7 @@ def test_sort_by_a_label_puts_numbers_first_and_missing_last(label_store: Path) 
     ]
 
 
-def test_facets_count_label_values(label_store: Path) -> None:
+def test_facets_count_label_values(label_store: str) -> None:
     counts = json.loads(run(label_store, "facets", "label.project", "label.approved", "--format", "json"))
     assert counts == [
         {"field": "label.project", "value": "acme", "count": 2},
@@ -194,7 +193,7 @@ def expected_labels() -> Mapping[str, dict[str, Any]]:
     return {fid: dict(sorted(found.items())) for fid, found in stored_labels().items() if fid != "gone"}
 
 
-def test_json_and_jsonl_records_carry_a_labels_object(label_store: Path) -> None:
+def test_json_and_jsonl_records_carry_a_labels_object(label_store: str) -> None:
     as_json = json.loads(run(label_store, "query", "--format", "json"))
     assert {record["finetune_id"]: record["labels"] for record in as_json} == expected_labels()
     lines = run(label_store, "query", "--format", "jsonl").splitlines()
@@ -203,7 +202,7 @@ def test_json_and_jsonl_records_carry_a_labels_object(label_store: Path) -> None
     } == expected_labels()
 
 
-def test_csv_and_table_have_one_column_per_label_in_columns(label_store: Path) -> None:
+def test_csv_and_table_have_one_column_per_label_in_columns(label_store: str) -> None:
     out = run(
         label_store,
         "query",

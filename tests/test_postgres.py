@@ -103,11 +103,12 @@ def test_show_history_and_runs_read_a_postgresql_store(pg_url: str, mock: MockBF
     assert '"status": "ok"' in run_cli("--db", pg_url, "runs", "--format", "json").stdout
 
 
-def test_query_on_postgresql_exits_2_with_a_clear_message(pg_url: str, mock: MockBFL) -> None:
+def test_query_facets_and_as_of_answer_on_postgresql(pg_url: str, mock: MockBFL) -> None:
     run_cli("--db", pg_url, "sync", "--base-url", mock.base_url)
-    result = CliRunner().invoke(cli, ["--db", pg_url, "query", "mode=character"])
-    assert result.exit_code == 2
-    assert result.stderr == "bflsync: error: query and facets need a SQLite store (JSON functions and FTS5)\n"
+    assert run_cli("--db", pg_url, "query", "iterations=300", "--format", "ids").stdout == "alpha\n"
+    assert run_cli("--db", pg_url, "facets", "mode", "--format", "json").stdout.count('"count": 1') == 2
+    as_of = run_cli("--db", pg_url, "query", "--as-of", "2999-01-01", "captioning=true", "--format", "ids")
+    assert as_of.stdout == "beta\n"
 
 
 def test_read_engine_cannot_write_on_postgresql(pg_url: str) -> None:

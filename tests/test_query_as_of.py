@@ -5,18 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from storebuild import SOURCE, day, write_sync
 
-from bflsync import db, query
-from bflsync.errors import InputError
+from bflsync import db, filters, search
+from bflsync.errors import FilterError, InputError
 from bflsync.extract import content_hash, extract_fields
 from bflsync.models import Finetune
+from bflsync.reading import Reader, open_reader
 
 V1 = {"mode": "character", "learning_rate": "1e-5", "iterations": 300}
 V2 = {"mode": "character", "learning_rate": 2e-5, "iterations": 300}
@@ -27,15 +27,19 @@ C3 = {"mode": "style", "lora_rank": 32}
 
 
 @pytest.fixture
-def reader(store_engine: Engine, db_path: Path) -> Iterator[Connection]:
+def target(any_store: tuple[str, Engine]) -> str:
     """Day 1: a, b. Day 2: a changes, b disappears, c appears. Day 3: b returns changed, c changes."""
-    write_sync(store_engine, {"a": V1, "b": B1}, now=day(1))
-    write_sync(store_engine, {"a": V2, "c": C2}, now=day(2))
-    write_sync(store_engine, {"a": V2, "b": B3, "c": C3}, now=day(3))
-    engine = db.open_store_for_read(db.locate_store(str(db_path)))
-    with engine.connect() as connection:
-        yield connection
-    engine.dispose()
+    target, engine = any_store
+    write_sync(engine, {"a": V1, "b": B1}, now=day(1))
+    write_sync(engine, {"a": V2, "c": C2}, now=day(2))
+    write_sync(engine, {"a": V2, "b": B3, "c": C3}, now=day(3))
+    return target
+
+
+@pytest.fixture
+def reader(target: str) -> Iterator[Reader]:
+    with open_reader(target) as reader:
+        yield reader
 
 
 def record(
@@ -69,37 +73,35 @@ def record(
     }
 
 
-def as_of(
-    connection: Connection, moment: datetime, *filters: str, deleted: bool = False
-) -> list[dict[str, Any]]:
-    search = query.Query(
-        filters=[query.parse_filter(text) for text in filters], as_of=moment, include_deleted=deleted
+def as_of(connection: Reader, moment: datetime, *texts: str, deleted: bool = False) -> list[dict[str, Any]]:
+    question = filters.Query(
+        filters=[filters.parse_filter(text) for text in texts], as_of=moment, include_deleted=deleted
     )
-    return [item.as_dict() for item in query.search(connection, search)]
+    return [item.as_dict() for item in search.search(connection, question).records]
 
 
-def test_as_of_the_first_sync_gives_the_first_versions(reader: Connection) -> None:
+def test_as_of_the_first_sync_gives_the_first_versions(reader: Reader) -> None:
     assert as_of(reader, day(1, 12)) == [
         record("a", V1, version=1, first=1, seen=1, changed=1),
         record("b", B1, version=1, first=1, seen=1, changed=1),
     ]
 
 
-def test_as_of_the_second_sync_excludes_what_was_deleted_by_then(reader: Connection) -> None:
+def test_as_of_the_second_sync_excludes_what_was_deleted_by_then(reader: Reader) -> None:
     assert as_of(reader, day(2)) == [
         record("a", V2, version=2, first=1, seen=2, changed=2),
         record("c", C2, version=1, first=2, seen=2, changed=2),
     ]
 
 
-def test_as_of_with_include_deleted_shows_the_last_details_known_before_deletion(reader: Connection) -> None:
+def test_as_of_with_include_deleted_shows_the_last_details_known_before_deletion(reader: Reader) -> None:
     assert as_of(reader, day(2, 12), "mode=style", deleted=True) == [
         record("b", B1, version=2, first=1, seen=1, changed=2, deleted=day(2)),
         record("c", C2, version=1, first=2, seen=2, changed=2),
     ]
 
 
-def test_as_of_the_third_sync_sees_the_restored_and_changed_finetunes(reader: Connection) -> None:
+def test_as_of_the_third_sync_sees_the_restored_and_changed_finetunes(reader: Reader) -> None:
     assert as_of(reader, day(3)) == [
         record("a", V2, version=2, first=1, seen=2, changed=2),
         record("b", B3, version=3, first=1, seen=3, changed=3),
@@ -107,7 +109,7 @@ def test_as_of_the_third_sync_sees_the_restored_and_changed_finetunes(reader: Co
     ]
 
 
-def test_as_of_filters_extracted_fields_computed_from_the_versions(reader: Connection) -> None:
+def test_as_of_filters_extracted_fields_computed_from_the_versions(reader: Reader) -> None:
     assert [r["finetune_id"] for r in as_of(reader, day(1), "learning_rate>=2e-5")] == []
     assert [r["finetune_id"] for r in as_of(reader, day(2), "learning_rate>=2e-5")] == ["a"]
     assert [r["finetune_id"] for r in as_of(reader, day(1), "captioning=true")] == ["b"]
@@ -115,13 +117,13 @@ def test_as_of_filters_extracted_fields_computed_from_the_versions(reader: Conne
     assert [r["finetune_id"] for r in as_of(reader, day(3), "lora_rank>20", "mode~STY")] == ["c"]
 
 
-def test_as_of_before_anything_was_stored_is_empty(reader: Connection) -> None:
+def test_as_of_before_anything_was_stored_is_empty(reader: Reader) -> None:
     assert as_of(reader, datetime(2025, 12, 31, tzinfo=day(1).tzinfo)) == []
 
 
-def test_as_of_cannot_be_combined_with_text(reader: Connection) -> None:
-    with pytest.raises(query.FilterError, match="--as-of"):
-        query.search(reader, query.Query(text="style", as_of=day(3)))
+def test_as_of_cannot_be_combined_with_text(reader: Reader) -> None:
+    with pytest.raises(FilterError, match="--as-of"):
+        search.search(reader, filters.Query(text="style", as_of=day(3)))
 
 
 @pytest.mark.parametrize(
@@ -134,45 +136,50 @@ def test_as_of_cannot_be_combined_with_text(reader: Connection) -> None:
     ],
 )
 def test_timestamps_are_iso_8601_with_naive_meaning_utc(text: str, expected: datetime) -> None:
-    assert query.parse_timestamp(text) == expected
+    assert filters.parse_timestamp(text) == expected
 
 
 @pytest.mark.parametrize("text", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00+01:00"])
 def test_a_timestamp_outside_the_calendar_in_utc_is_an_input_error_naming_it(text: str) -> None:
     with pytest.raises(InputError, match=re.escape(f"out of range: '{text}'")):
-        query.parse_timestamp(text)
+        filters.parse_timestamp(text)
 
 
-def test_as_of_refuses_a_filter_on_last_seen_at(reader: Connection) -> None:
-    search = query.Query(filters=[query.parse_filter("last_seen_at>=2026-01-01")], as_of=day(3))
-    with pytest.raises(query.FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
-        query.search(reader, search)
+def test_as_of_refuses_a_filter_on_last_seen_at(reader: Reader) -> None:
+    question = filters.Query(filters=[filters.parse_filter("last_seen_at>=2026-01-01")], as_of=day(3))
+    with pytest.raises(FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
+        search.search(reader, question)
 
 
-def test_as_of_refuses_sorting_by_last_seen_at(reader: Connection) -> None:
-    search = query.Query(sort=query.parse_sort("-last_seen_at"), as_of=day(3))
-    with pytest.raises(query.FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
-        query.search(reader, search)
+def test_as_of_refuses_sorting_by_last_seen_at(reader: Reader) -> None:
+    question = filters.Query(sort=filters.parse_sort("-last_seen_at"), as_of=day(3))
+    with pytest.raises(FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
+        search.search(reader, question)
 
 
-def test_as_of_refuses_facets_of_last_seen_at(reader: Connection) -> None:
-    fields = [query.parse_field("last_seen_at")]
-    with pytest.raises(query.FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
-        query.facet_counts(reader, fields, query.Query(as_of=day(3)))
+def test_as_of_refuses_facets_of_last_seen_at(reader: Reader) -> None:
+    fields = [filters.parse_field("last_seen_at")]
+    with pytest.raises(FilterError, match="last_seen_at cannot be filtered, sorted or counted"):
+        search.facet_counts(reader, fields, filters.Query(as_of=day(3)))
 
 
-def test_as_of_still_shows_last_seen_at_as_when_the_version_was_first_observed(reader: Connection) -> None:
+def test_as_of_still_shows_last_seen_at_as_when_the_version_was_first_observed(reader: Reader) -> None:
     # a was seen on day 3 but has had the same details since day 2.
     assert [item["last_seen_at"] for item in as_of(reader, day(3))] == [day(2), day(3), day(3)]
 
 
-def test_last_seen_at_filters_still_work_without_as_of(reader: Connection) -> None:
-    search = query.Query(filters=[query.parse_filter("last_seen_at>=2026-01-03")])
-    assert [record.finetune_id for record in query.search(reader, search)] == ["a", "b", "c"]
+def test_last_seen_at_filters_still_work_without_as_of(reader: Reader) -> None:
+    question = filters.Query(filters=[filters.parse_filter("last_seen_at>=2026-01-03")])
+    assert [record.finetune_id for record in search.search(reader, question).records] == ["a", "b", "c"]
 
 
-def test_record_timestamps_decode_as_the_store_column_type_does(reader: Connection) -> None:
-    [record] = query.search(reader, query.Query(filters=[query.parse_filter("finetune_id=b")]))
-    stored = reader.execute(sa.select(Finetune.last_seen_at).where(Finetune.finetune_id == "b")).scalar_one()
+def test_record_timestamps_decode_as_the_store_column_type_does(reader: Reader, target: str) -> None:
+    [record] = search.search(reader, filters.Query(filters=[filters.parse_filter("finetune_id=b")])).records
+    engine = db.open_store_for_read(db.locate_store(target))
+    with engine.connect() as connection:
+        stored = connection.execute(
+            sa.select(Finetune.last_seen_at).where(Finetune.finetune_id == "b")
+        ).scalar_one()
+    engine.dispose()
     assert (record.column("last_seen_at"), record.column("last_seen_at").tzinfo) == (stored, stored.tzinfo)
     assert stored == day(3)

@@ -13,13 +13,14 @@ from click.testing import CliRunner
 from filter_reference import number, value_matches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from storebuild import day, file_digest, write_sync
 
-from bflsync import db, query, textsearch
+from bflsync import filters, search, textsearch
 from bflsync.cli import cli
 from bflsync.errors import InputError
 from bflsync.extract import as_float, extract_fields
+from bflsync.reading import Reader, SqliteReader, open_reader
 
 PAYLOADS: dict[str, dict[str, Any]] = {
     "num": {
@@ -124,39 +125,39 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], bool]]] = [
 
 
 @pytest.fixture
-def filter_store(store_engine: Engine) -> Engine:
-    write_sync(store_engine, PAYLOADS, now=day(1))
-    return store_engine
+def filter_store(any_store: tuple[str, Engine]) -> str:
+    """The payloads stored on each engine; the ``--db`` value to read them."""
+    target, engine = any_store
+    write_sync(engine, PAYLOADS, now=day(1))
+    return target
 
 
 @pytest.fixture
-def reader(filter_store: Engine, db_path: Path) -> Iterator[Connection]:
-    engine = db.open_store_for_read(db.locate_store(str(db_path)))
-    with engine.connect() as connection:
-        yield connection
-    engine.dispose()
+def reader(filter_store: str) -> Iterator[Reader]:
+    with open_reader(filter_store) as reader:
+        yield reader
 
 
-def matching_ids(connection: Connection, *filters: str) -> list[str]:
-    parsed = [query.parse_filter(text) for text in filters]
-    return [record.finetune_id for record in query.search(connection, query.Query(filters=parsed))]
+def matching_ids(connection: Reader, *texts: str) -> list[str]:
+    parsed = [filters.parse_filter(text) for text in texts]
+    return [record.finetune_id for record in search.search(connection, filters.Query(filters=parsed)).records]
 
 
 @pytest.mark.parametrize(("text", "predicate"), CASES, ids=[text for text, _ in CASES])
 def test_filter_selects_exactly_the_payloads_the_python_predicate_selects(
-    reader: Connection, text: str, predicate: Callable[[dict[str, Any]], bool]
+    reader: Reader, text: str, predicate: Callable[[dict[str, Any]], bool]
 ) -> None:
     expected = sorted(finetune_id for finetune_id, details in PAYLOADS.items() if predicate(details))
     assert matching_ids(reader, text) == expected
 
 
-def test_several_filters_are_anded(reader: Connection) -> None:
+def test_several_filters_are_anded(reader: Reader) -> None:
     assert matching_ids(reader, "iterations=300", "learning_rate>1.5e-5") == ["numstr"]
 
 
 def test_parse_filter_types_each_kind_of_value() -> None:
     parsed = [
-        query.parse_filter(text)
+        filters.parse_filter(text)
         for text in ("a=1e-5", "a=300", "a=true", "a=null", 'a="300"', "a= two words ", 'a="x\\"y"')
     ]
     assert [(item.value, item.text) for item in parsed] == [
@@ -172,18 +173,18 @@ def test_parse_filter_types_each_kind_of_value() -> None:
 
 @pytest.mark.parametrize("digits", ["\u0663", "\uff13\uff10\uff10", "-\u0661e\u0662"])
 def test_non_ascii_digits_in_a_filter_value_are_text_not_a_number(digits: str) -> None:
-    parsed = query.parse_filter(f"steps={digits}")
+    parsed = filters.parse_filter(f"steps={digits}")
     assert (parsed.value, parsed.text) == (digits, digits)
 
 
-def test_a_number_column_refuses_non_ascii_digits(reader: Connection) -> None:
+def test_a_number_column_refuses_non_ascii_digits(reader: Reader) -> None:
     with pytest.raises(InputError, match="not a number"):
         matching_ids(reader, "iterations=\uff13\uff10\uff10")
 
 
 def test_parse_filter_reads_dotted_and_backticked_paths() -> None:
-    parsed = query.parse_filter("`odd.key`.`back``tick`.plain<=2")
-    assert (parsed.field, parsed.op) == (query.FieldRef(("odd.key", "back`tick", "plain"), None), "<=")
+    parsed = filters.parse_filter("`odd.key`.`back``tick`.plain<=2")
+    assert (parsed.field, parsed.op) == (filters.FieldRef(("odd.key", "back`tick", "plain"), None), "<=")
     assert parsed.field.name == "`odd.key`.`back``tick`.plain"
 
 
@@ -207,7 +208,7 @@ def test_parse_filter_reads_dotted_and_backticked_paths() -> None:
     ],
 )
 def test_bad_filters_raise_input_errors_naming_the_problem(
-    reader: Connection, text: str, message: str | None
+    reader: Reader, text: str, message: str | None
 ) -> None:
     if message is None:
         # '==' is not an operator: the value is the text '=x y='; a valid, empty search.
@@ -228,6 +229,7 @@ def test_bad_filters_raise_input_errors_naming_the_problem(
 )
 def test_fts_query_quotes_every_word(words: str, expected: str) -> None:
     assert textsearch.plan(words).words == expected
+    assert search.fts5_query(filters.text_terms(words)) == expected
 
 
 # -- property tests ---------------------------------------------------------------------------
@@ -249,7 +251,7 @@ NASTY = st.lists(st.sampled_from([*"ab_%' \";-/*\\é\x00Z1.e", "--", "/*", "ß",
 def json_filters(draw: st.DrawFn) -> tuple[str, tuple[str, ...], str, Any]:
     """A well-formed filter on a details key, with the value the spec gives its text."""
     field = draw(st.sampled_from(sorted(JSON_FIELDS)))
-    op = draw(st.sampled_from(query.OPERATORS))
+    op = draw(st.sampled_from(filters.OPERATORS))
     kind = draw(st.sampled_from(["number", "quoted", "bare", "literal"]))
     if kind == "number":
         value: Any = draw(st.one_of(st.integers(-500, 500), st.floats(-1e3, 1e3, allow_nan=False)))
@@ -274,14 +276,14 @@ def json_filters(draw: st.DrawFn) -> tuple[str, tuple[str, ...], str, Any]:
 
 
 def expected_match(details: Mapping[str, Any], path: tuple[str, ...], op: str, value: Any) -> bool:
-    """The spec's semantics for a details key, written independently of bflsync.query."""
+    """The spec's semantics for a details key, written independently of bflsync.search."""
     return value_matches(nested(details, *path), op, value)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=json_filters())
 def test_random_filters_on_details_keys_match_the_reference(
-    reader: Connection, case: tuple[str, tuple[str, ...], str, Any]
+    reader: Reader, case: tuple[str, tuple[str, ...], str, Any]
 ) -> None:
     text, path, op, value = case
     if op not in ("=", "!=", "~") and (value is None or isinstance(value, bool)):
@@ -299,7 +301,7 @@ ANY_TEXT = st.one_of(
     st.builds(
         lambda field, op, value: field + op + value,
         st.sampled_from(["mode", "steps", "extra.images", "`weird key`", "`", "a.b.", "learning_rate", "ü"]),
-        st.sampled_from([*query.OPERATORS, "==", "", " ~ ", "<>"]),
+        st.sampled_from([*filters.OPERATORS, "==", "", " ~ ", "<>"]),
         st.lists(st.sampled_from([*"\"'`;-/*\\%_\x00 é1e.", "--", "/*", "null"]), max_size=15).map("".join),
     ),
 )
@@ -308,11 +310,11 @@ ANY_TEXT = st.one_of(
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=ANY_TEXT, words=st.one_of(st.none(), st.text(max_size=20)))
 def test_arbitrary_filter_text_gives_an_input_error_or_a_result(
-    reader: Connection, text: str, words: str | None
+    reader: Reader, text: str, words: str | None
 ) -> None:
     try:
-        search = query.Query(filters=[query.parse_filter(text)], text=words, include_deleted=True)
-        records = query.search(reader, search)
+        question = filters.Query(filters=[filters.parse_filter(text)], text=words, include_deleted=True)
+        records = search.search(reader, question).records
     except InputError:
         return
     assert {record.finetune_id for record in records} <= set(PAYLOADS)
@@ -321,9 +323,9 @@ def test_arbitrary_filter_text_gives_an_input_error_or_a_result(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=ANY_TEXT)
 def test_arbitrary_filter_text_through_the_cli_exits_0_or_2_with_one_line(
-    filter_store: Engine, db_path: Path, text: str
+    filter_store: str, text: str
 ) -> None:
-    result = CliRunner().invoke(cli, ["--db", str(db_path), "query", "--format", "json", "--", text])
+    result = CliRunner().invoke(cli, ["--db", filter_store, "query", "--format", "json", "--", text])
     assert result.exit_code in (0, 2), result.output
     if result.exit_code == 0:
         assert {item["finetune_id"] for item in json.loads(result.stdout)} <= set(PAYLOADS)
@@ -332,21 +334,35 @@ def test_arbitrary_filter_text_through_the_cli_exits_0_or_2_with_one_line(
         assert result.stderr.count("\n") == 1
 
 
-def test_random_filters_leave_the_database_file_byte_identical(filter_store: Engine, db_path: Path) -> None:
-    filter_store.dispose()
+def test_random_filters_leave_the_database_file_byte_identical(store_engine: Engine, db_path: Path) -> None:
+    write_sync(store_engine, PAYLOADS, now=day(1))
+    store_engine.dispose()
     before = file_digest(db_path)
 
     @settings(max_examples=300, deadline=None)
     @given(text=ANY_TEXT)
     def run(text: str) -> None:
-        engine = db.open_store_for_read(db.locate_store(str(db_path)))
         try:
-            with engine.connect() as connection:
-                query.search(connection, query.Query(filters=[query.parse_filter(text)]))
+            with open_reader(str(db_path)) as reader:
+                search.search(reader, filters.Query(filters=[filters.parse_filter(text)]))
         except InputError:
             pass
-        finally:
-            engine.dispose()
 
     run()
     assert file_digest(db_path) == before
+
+
+def test_ids_output_selects_only_the_id_and_a_limit_reads_the_id_index(
+    store_engine: Engine, db_path: Path
+) -> None:
+    write_sync(store_engine, PAYLOADS, now=day(1))
+    with open_reader(str(db_path)) as reader:
+        assert isinstance(reader, SqliteReader)
+        statement = search.search_sql(reader, filters.Query(limit=10), columns=("finetune_id",))
+        assert statement.text.startswith('SELECT f."finetune_id" FROM finetune AS f WHERE')
+        plan = [
+            row[-1]
+            for row in reader.connection.execute("EXPLAIN QUERY PLAN " + statement.text, statement.params)
+        ]
+    assert plan[0] == "SCAN f USING INDEX ix_finetune_finetune_id"
+    assert "USE TEMP B-TREE FOR ORDER BY" not in plan

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -19,7 +20,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 from storebuild import SOURCE, day, file_digest, write_sync
 
-from bflsync import db
+from bflsync import db, labels
 from bflsync.cli import cli
 from bflsync.extract import canonical_json
 
@@ -36,17 +37,41 @@ BRAVO = {"mode": "style", "learning_rate": "2e-5", "iterations": "500", "caption
 CHARLIE = {"mode": "character", "learning_rate": 3e-5, "finetune_type": "lora"}
 
 
-@pytest.fixture
-def store(store_engine: Engine, db_path: Path) -> Path:
+def fill(engine: Engine) -> None:
     """Three finetunes; org/charlie is tombstoned by the second sync."""
-    write_sync(store_engine, {"alpha": ALPHA, "bravo": BRAVO, "org/charlie": CHARLIE}, now=day(1))
-    write_sync(store_engine, {"alpha": ALPHA, "bravo": BRAVO}, now=day(2))
-    store_engine.dispose()
+    write_sync(engine, {"alpha": ALPHA, "bravo": BRAVO, "org/charlie": CHARLIE}, now=day(1))
+    write_sync(engine, {"alpha": ALPHA, "bravo": BRAVO}, now=day(2))
+    engine.dispose()
+
+
+@pytest.fixture
+def store(any_store: tuple[str, Engine]) -> str:
+    """The three finetunes on each engine: the ``--db`` value."""
+    target, engine = any_store
+    fill(engine)
+    return target
+
+
+@pytest.fixture
+def sqlite_store(store_engine: Engine, db_path: Path) -> Path:
+    """The three finetunes in a SQLite file, for what only a file can show (bytes, processes)."""
+    fill(store_engine)
     return db_path
 
 
-def run(db_path: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--db", str(db_path), *args], catch_exceptions=False)
+@pytest.fixture
+def labelled_sqlite_store(sqlite_store: Path, store_engine: Engine) -> Path:
+    """The SQLite file with labels and a note on alpha, so label reads run too."""
+    moment = day(3)
+    edit = labels.build_edit(["project=acme", "rank=2"], [])
+    labels.edit_labels(store_engine, "alpha", edit, source=None, account=None, actor="tester", now=moment)
+    labels.add_note(store_engine, "alpha", "approved", source=None, account=None, actor="tester", now=moment)
+    store_engine.dispose()
+    return sqlite_store
+
+
+def run(db: str | Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
 
 
 def run_process(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,7 +118,7 @@ def expected_record(
     }
 
 
-def test_query_json_is_an_array_of_whole_records(store: Path) -> None:
+def test_query_json_is_an_array_of_whole_records(store: str) -> None:
     result = run(store, "query", "mode=character", "--include-deleted", "--format", "json")
     assert json.loads(result.stdout) == [
         expected_record("alpha", ALPHA),
@@ -108,16 +133,16 @@ def test_query_json_is_an_array_of_whole_records(store: Path) -> None:
     ]
 
 
-def test_query_hides_tombstoned_finetunes_by_default(store: Path) -> None:
+def test_query_hides_tombstoned_finetunes_by_default(store: str) -> None:
     assert run(store, "query", "--format", "ids").stdout == "alpha\nbravo\n"
 
 
-def test_query_jsonl_is_one_record_per_line_with_exact_details(store: Path) -> None:
+def test_query_jsonl_is_one_record_per_line_with_exact_details(store: str) -> None:
     lines = run(store, "query", "--format", "jsonl").stdout.splitlines()
     assert [json.loads(line)["details"] for line in lines] == [ALPHA, BRAVO]
 
 
-def test_query_csv_has_a_header_and_round_trips_details(store: Path) -> None:
+def test_query_csv_has_a_header_and_round_trips_details(store: str) -> None:
     rows = list(csv.DictReader(io.StringIO(run(store, "query", "--format", "csv").stdout)))
     assert [json.loads(row["details"]) for row in rows] == [ALPHA, BRAVO]
     assert rows[1] == {
@@ -148,7 +173,7 @@ def test_query_csv_has_a_header_and_round_trips_details(store: Path) -> None:
     }
 
 
-def test_query_columns_pick_any_fields_including_nested_and_odd_keys(store: Path) -> None:
+def test_query_columns_pick_any_fields_including_nested_and_odd_keys(store: str) -> None:
     result = run(store, "query", "--columns", "mode,extra.images,`weird key`", "--format", "csv")
     assert list(csv.reader(io.StringIO(result.stdout))) == [
         ["mode", "extra.images", "`weird key`"],
@@ -157,7 +182,7 @@ def test_query_columns_pick_any_fields_including_nested_and_odd_keys(store: Path
     ]
 
 
-def test_query_json_with_columns_keeps_ids_and_the_chosen_fields(store: Path) -> None:
+def test_query_json_with_columns_keeps_ids_and_the_chosen_fields(store: str) -> None:
     result = run(store, "query", "--columns", "iterations,extra.tags", "--format", "json")
     assert json.loads(result.stdout) == [
         {
@@ -177,7 +202,7 @@ def test_query_json_with_columns_keeps_ids_and_the_chosen_fields(store: Path) ->
     ]
 
 
-def test_query_table_is_plain_aligned_text_when_not_a_terminal(store: Path) -> None:
+def test_query_table_is_plain_aligned_text_when_not_a_terminal(store: str) -> None:
     result = run(store, "query", "--columns", "finetune_id,learning_rate,finetune_comment")
     assert result.stdout.splitlines() == [
         "finetune_id  learning_rate  finetune_comment",
@@ -186,14 +211,14 @@ def test_query_table_is_plain_aligned_text_when_not_a_terminal(store: Path) -> N
     ]
 
 
-def test_query_sorts_descending_on_a_details_key_with_missing_values_last(store: Path) -> None:
+def test_query_sorts_descending_on_a_details_key_with_missing_values_last(store: str) -> None:
     result = run(store, "query", "--include-deleted", "--sort", "-extra.images", "--format", "ids")
     assert result.stdout == "alpha\nbravo\norg/charlie\n"
     result = run(store, "query", "--include-deleted", "--sort", "-learning_rate", "--format", "ids")
     assert result.stdout == "org/charlie\nbravo\nalpha\n"
 
 
-def test_query_table_limit_cuts_rows_and_says_so_on_stderr(store: Path) -> None:
+def test_query_table_limit_cuts_rows_and_says_so_on_stderr(store: str) -> None:
     result = run(store, "query", "--limit", "1", "--columns", "finetune_id")
     assert (result.stdout, result.stderr) == (
         "finetune_id\nalpha\n",
@@ -201,29 +226,29 @@ def test_query_table_limit_cuts_rows_and_says_so_on_stderr(store: Path) -> None:
     )
 
 
-def test_query_text_finds_words_in_any_string_value(store: Path) -> None:
+def test_query_text_finds_words_in_any_string_value(store: str) -> None:
     assert run(store, "query", "--text", "ZOE portrait", "--format", "ids").stdout == "alpha\n"
     assert run(store, "query", "--text", "ü", "--format", "ids").stdout == "alpha\n"
     assert run(store, "query", "--text", 'OR "NEAR(', "--format", "ids").stdout == ""
 
 
-def test_query_source_option_filters_by_host(store: Path) -> None:
+def test_query_source_option_filters_by_host(store: str) -> None:
     assert run(store, "query", "--source", "elsewhere", "--format", "ids").stdout == ""
     assert run(store, "query", "--source", SOURCE, "--format", "ids").stdout == "alpha\nbravo\n"
 
 
 @pytest.mark.parametrize(("output_format", "empty"), [("json", "[]\n"), ("jsonl", ""), ("ids", "")])
-def test_an_empty_result_is_valid_output_with_exit_0(store: Path, output_format: str, empty: str) -> None:
+def test_an_empty_result_is_valid_output_with_exit_0(store: str, output_format: str, empty: str) -> None:
     result = run(store, "query", "mode=nothing", "--format", output_format)
     assert (result.exit_code, result.stdout) == (0, empty)
 
 
-def test_an_empty_csv_result_is_the_header_alone(store: Path) -> None:
+def test_an_empty_csv_result_is_the_header_alone(store: str) -> None:
     result = run(store, "query", "mode=nothing", "--format", "csv", "--columns", "mode")
     assert (result.exit_code, result.stdout) == (0, "mode\n")
 
 
-def test_facets_count_values_of_each_field_under_filters(store: Path) -> None:
+def test_facets_count_values_of_each_field_under_filters(store: str) -> None:
     result = run(
         store, "facets", "mode", "extra.images", "learning_rate<1", "--include-deleted", "--format", "json"
     )
@@ -235,19 +260,19 @@ def test_facets_count_values_of_each_field_under_filters(store: Path) -> None:
     ]
 
 
-def test_facets_count_missing_and_json_null_details_values_together(store: Path) -> None:
+def test_facets_count_missing_and_json_null_details_values_together(store: str) -> None:
     # ALPHA holds "weird key": null; BRAVO and CHARLIE lack the key.
     result = run(store, "facets", "`weird key`", "--include-deleted", "--format", "json")
     assert json.loads(result.stdout) == [{"field": "`weird key`", "value": None, "count": 3}]
 
 
-def test_facets_without_a_field_is_an_input_error(store: Path) -> None:
+def test_facets_without_a_field_is_an_input_error(store: str) -> None:
     assert_one_line_error(
         CliRunner().invoke(cli, ["--db", str(store), "facets", "mode=x"]), "at least one FIELD"
     )
 
 
-def test_show_json_prints_the_current_record(store: Path) -> None:
+def test_show_json_prints_the_current_record(store: str) -> None:
     assert json.loads(run(store, "show", "alpha", "--format", "json").stdout) == {
         **expected_record("alpha", ALPHA),
         "notes": [],
@@ -255,7 +280,7 @@ def test_show_json_prints_the_current_record(store: Path) -> None:
     }
 
 
-def test_show_text_marks_a_tombstoned_finetune_and_pretty_prints_details(store: Path) -> None:
+def test_show_text_marks_a_tombstoned_finetune_and_pretty_prints_details(store: str) -> None:
     lines = run(store, "show", "org/charlie").stdout.splitlines()
     assert lines[0] == "status            DELETED (no longer listed since 2026-01-02T00:00:00+00:00)"
     assert lines[lines.index("details:") :] == [
@@ -347,11 +372,11 @@ def test_history_since_lists_account_wide_changes_oldest_first(store_engine: Eng
     ]
 
 
-def test_history_needs_an_id_or_since(store: Path) -> None:
+def test_history_needs_an_id_or_since(store: str) -> None:
     assert_one_line_error(CliRunner().invoke(cli, ["--db", str(store), "history"]), "--since")
 
 
-def test_runs_lists_runs_newest_first_with_counts_and_duration(store: Path) -> None:
+def test_runs_lists_runs_newest_first_with_counts_and_duration(store: str) -> None:
     runs = json.loads(run(store, "runs", "--format", "json").stdout)
     assert [
         (r["id"], r["status"], r["created"], r["unchanged"], r["deleted"], r["duration_s"]) for r in runs
@@ -387,7 +412,7 @@ def test_runs_with_an_id_shows_the_run_and_its_errors(store_engine: Engine, db_p
     ]
 
 
-def test_runs_with_an_unknown_id_exits_2(store: Path) -> None:
+def test_runs_with_an_unknown_id_exits_2(store: str) -> None:
     assert_one_line_error(CliRunner().invoke(cli, ["--db", str(store), "runs", "99"]), "no sync run 99")
 
 
@@ -406,7 +431,7 @@ def test_diff_compares_two_versions_key_by_key(store_engine: Engine, db_path: Pa
     }
 
 
-def test_diff_text_puts_two_finetunes_side_by_side(store: Path) -> None:
+def test_diff_text_puts_two_finetunes_side_by_side(store: str) -> None:
     assert run(store, "diff", "bravo", "org/charlie").stdout.splitlines() == [
         "key            bravo@1    org/charlie@2",
         "captioning     false      (missing)",
@@ -417,7 +442,7 @@ def test_diff_text_puts_two_finetunes_side_by_side(store: Path) -> None:
     ]
 
 
-def test_show_of_an_unknown_id_exits_2(store: Path) -> None:
+def test_show_of_an_unknown_id_exits_2(store: str) -> None:
     assert_one_line_error(CliRunner().invoke(cli, ["--db", str(store), "show", "nope"]), "no finetune 'nope'")
 
 
@@ -436,7 +461,7 @@ def test_an_id_stored_for_two_sources_is_ambiguous_without_source(
     assert json.loads(shown.stdout)["details"] == {"mode": "b"}
 
 
-def test_a_bad_filter_exits_2_pointing_at_the_bad_part(store: Path) -> None:
+def test_a_bad_filter_exits_2_pointing_at_the_bad_part(store: str) -> None:
     result = CliRunner().invoke(cli, ["--db", str(store), "query", "mode=x", "lr!1"])
     assert_one_line_error(result, "bad filter 'lr!1'", "position 3")
 
@@ -461,17 +486,17 @@ def test_a_file_that_is_not_a_database_exits_2(db_path: Path) -> None:
     )
 
 
-def test_a_real_process_prints_ids_for_a_pipeline(store: Path) -> None:
+def test_a_real_process_prints_ids_for_a_pipeline(store: str) -> None:
     result = run_process("--db", str(store), "query", "mode=character", "--format", "ids")
     assert (result.returncode, result.stdout, result.stderr) == (0, "alpha\n", "")
 
 
-def test_a_real_process_json_query_parses(store: Path) -> None:
+def test_a_real_process_json_query_parses(store: str) -> None:
     result = run_process("--db", str(store), "query", "learning_rate>=2e-5", "--format", "json")
     assert json.loads(result.stdout) == [expected_record("bravo", BRAVO)]
 
 
-def test_a_real_process_reports_a_bad_filter_in_one_line(store: Path) -> None:
+def test_a_real_process_reports_a_bad_filter_in_one_line(store: str) -> None:
     assert_one_line_error(run_process("--db", str(store), "query", "`unclosed=1"), "never closed")
 
 
@@ -481,29 +506,56 @@ def test_a_real_process_reports_a_missing_store_in_one_line(db_path: Path) -> No
     )
 
 
+HEAVY_MODULES = ("sqlalchemy", "sqlmodel", "pydantic", "alembic", "httpx", "rich")
+
+
 @pytest.mark.parametrize(
     "args",
     [
         ["query", "--help"],
         ["query", "mode=character", "--format", "ids"],
+        ["query", "mode=character", "--format", "ids0"],
         ["query", "--format", "json"],
+        ["query", "extra.images>1", "--text", "ohwx", "--sort", "-learning_rate", "--format", "csv"],
+        ["query", "--as-of", "2026-01-01", "mode~CHAR"],
+        ["facets", "mode", "extra.images"],
+        ["show", "alpha"],
+        ["history", "alpha"],
+        ["history", "--since", "2026-01-01", "--format", "json"],
+        ["runs"],
+        ["runs", "1", "--format", "json"],
+        ["diff", "alpha@1", "bravo"],
+        ["accounts"],
+        ["accounts", "--format", "json"],
+        ["credits"],
+        ["credits", "--format", "csv"],
+        ["show", "alpha", "--format", "json"],
         ["compare", "alpha", "bravo", "--only-changed"],
+        ["compare", "alpha@1", "bravo", "--format", "markdown"],
         ["-q", "show", "alpha", "--format", "request", "--set", "iterations=400"],
+        ["query", "label.project=acme", "label.rank>1", "--columns", "label.project,mode", "--format", "csv"],
+        ["query", "--sort", "-label.rank", "--format", "jsonl"],
+        ["query", "--as-of", "7d", "--format", "json"],
+        ["facets", "label.project", "mode", "--format", "csv"],
+        ["history", "alpha", "--format", "csv"],
+        ["diff", "alpha@1", "bravo", "--format", "jsonl"],
+        ["runs", "--format", "csv"],
     ],
 )
-def test_query_does_not_import_alembic_httpx_or_rich(store: Path, args: list[str]) -> None:
+def test_read_commands_on_sqlite_import_no_heavy_module(labelled_sqlite_store: Path, args: list[str]) -> None:
     script = (
         "import sys\n"
-        "from bflsync.cli import main\n"
-        f"sys.argv = ['bflsync', '--db', {str(store)!r}, *{args!r}]\n"
-        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "print(sorted(m for m in ('alembic', 'httpx', 'rich') if m in sys.modules), file=sys.stderr)\n"
+        "from bflsync.cli import cli\n"
+        f"sys.argv = ['bflsync', '--db', {str(labelled_sqlite_store)!r}, *{args!r}]\n"
+        "try:\n    cli(prog_name='bflsync')\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules), file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout
     assert result.stderr == "[]\n"
 
 
-def test_read_commands_make_no_network_call(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_commands_make_no_network_call(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(self: socket.socket, address: Any) -> None:
         raise AssertionError(f"network call to {address}")
 
@@ -524,8 +576,8 @@ def test_read_commands_make_no_network_call(store: Path, monkeypatch: pytest.Mon
         assert run(store, *args).exit_code == 0
 
 
-def test_read_commands_leave_the_store_file_byte_identical(store: Path) -> None:
-    before = file_digest(store)
+def test_read_commands_leave_the_store_file_byte_identical(sqlite_store: Path) -> None:
+    before = file_digest(sqlite_store)
     for args in (
         ["query", "--as-of", "2026-01-01", "--format", "csv"],
         ["query", "--text", "ohwx"],
@@ -537,12 +589,12 @@ def test_read_commands_leave_the_store_file_byte_identical(store: Path) -> None:
         ["compare", "alpha@1", "bravo", "--format", "json"],
         ["show", "alpha", "--format", "request"],
     ):
-        assert run(store, *args).exit_code == 0
-    assert file_digest(store) == before
+        assert run(sqlite_store, *args).exit_code == 0
+    assert file_digest(sqlite_store) == before
 
 
-def test_the_read_engine_refuses_writes(store: Path) -> None:
-    engine = db.open_store_for_read(db.locate_store(str(store)))
+def test_the_read_engine_refuses_writes(sqlite_store: Path) -> None:
+    engine = db.open_store_for_read(db.locate_store(str(sqlite_store)))
     try:
         with pytest.raises(sa.exc.OperationalError, match="readonly"), engine.begin() as connection:
             connection.exec_driver_sql("UPDATE finetune SET mode = 'hacked'")
@@ -550,7 +602,7 @@ def test_the_read_engine_refuses_writes(store: Path) -> None:
         engine.dispose()
 
 
-def test_as_of_in_the_cli_reads_the_store_at_that_moment(store: Path) -> None:
+def test_as_of_in_the_cli_reads_the_store_at_that_moment(store: str) -> None:
     before_deletion = run(store, "query", "--as-of", "2026-01-01T12:00:00", "--format", "ids")
     assert before_deletion.stdout == "alpha\nbravo\norg/charlie\n"
     before_first_sync = day(1) - timedelta(seconds=1)
@@ -592,11 +644,11 @@ def test_a_timestamp_beyond_the_calendar_in_utc_exits_2_naming_it(
         ["runs", "--limit", "99999999999999999999999"],
     ],
 )
-def test_an_integer_wider_than_64_bits_is_a_usage_error(store: Path, args: list[str]) -> None:
+def test_an_integer_wider_than_64_bits_is_a_usage_error(store: str, args: list[str]) -> None:
     assert_usage_error(CliRunner().invoke(cli, ["--db", str(store), *args]), "is not in the range")
 
 
-def test_query_table_limit_at_the_64_bit_maximum_shows_every_row(store: Path) -> None:
+def test_query_table_limit_at_the_64_bit_maximum_shows_every_row(store: str) -> None:
     result = run(store, "query", "--limit", str(2**63 - 1), "--columns", "finetune_id")
     assert (result.stdout, result.stderr) == ("finetune_id\nalpha\nbravo\n", "")
 
@@ -623,17 +675,17 @@ def test_diff_splits_a_trailing_at_version_off_text_that_is_not_a_stored_id(at_i
     assert diff_sides(at_ids_store, "org/x@1@1", "org/x@2") == [("org/x@1", 1), ("org/x", 2)]
 
 
-def test_diff_with_a_version_wider_than_64_bits_exits_2(store: Path) -> None:
+def test_diff_with_a_version_wider_than_64_bits_exits_2(store: str) -> None:
     result = CliRunner().invoke(cli, ["--db", str(store), "diff", "alpha@99999999999999999999999", "alpha"])
     assert_one_line_error(result, "version 99999999999999999999999 is out of range")
 
 
-def test_diff_does_not_read_non_ascii_digits_as_a_version(store: Path) -> None:
+def test_diff_does_not_read_non_ascii_digits_as_a_version(store: str) -> None:
     result = CliRunner().invoke(cli, ["--db", str(store), "diff", "alpha@\u0661", "alpha"])
     assert_one_line_error(result, "no finetune 'alpha@\u0661'")
 
 
-def test_as_of_with_a_last_seen_at_filter_exits_2_explaining_why(store: Path) -> None:
+def test_as_of_with_a_last_seen_at_filter_exits_2_explaining_why(store: str) -> None:
     result = CliRunner().invoke(
         cli, ["--db", str(store), "query", "last_seen_at>=2026-01-01", "--as-of", "2026-01-03"]
     )
@@ -753,3 +805,85 @@ def test_the_audit_reader_does_not_import_the_write_side() -> None:
     script = "import sys, bflsync.audit; print('bflsync.store' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout == "False\n"
+
+
+@pytest.fixture
+def nan_store(sqlite_store: Path) -> Path:
+    """alpha's details rewritten by another tool with a NaN, which Python writes and JSON forbids."""
+    connection = sqlite3.connect(sqlite_store)
+    with connection:
+        connection.execute(
+            "UPDATE finetune SET details = ? WHERE finetune_id = 'alpha'",
+            ('{"extra":{"images":12},"learning_rate":NaN,"mode":"character"}',),
+        )
+    connection.close()
+    return sqlite_store
+
+
+def test_a_details_key_filter_over_a_nan_row_names_it_and_answers(nan_store: Path) -> None:
+    result = run(nan_store, "query", "extra.images>1", "--format", "json")
+    assert json.loads(result.stdout) == []
+    assert result.stderr == (
+        "bflsync: warning: finetune 'alpha' has stored details that are not valid JSON (NaN or Infinity, "
+        "written by another tool?): left out of this answer\n"
+    )
+
+
+def test_query_json_shows_a_nan_as_null_and_says_so(nan_store: Path) -> None:
+    result = run(nan_store, "query", "mode=character", "--format", "json")
+    [item] = json.loads(result.stdout)
+    assert item["details"] == {"extra": {"images": 12}, "learning_rate": None, "mode": "character"}
+    assert "finetune 'alpha' stores NaN or Infinity in its details" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["facets", "learning_rate", "extra.images"],
+        ["show", "alpha", "--format", "json"],
+        ["history", "alpha"],
+    ],
+)
+def test_other_read_commands_answer_over_a_nan_row(nan_store: Path, args: list[str]) -> None:
+    result = run(nan_store, *args)
+    assert result.exit_code == 0
+    if "json" in args:
+        json.loads(result.stdout)
+
+
+def test_a_filter_on_a_key_no_finetune_has_warns_with_a_close_match_and_exits_0(store: str) -> None:
+    result = run(store, "query", "learning_rte>=1e-5", "--format", "ids")
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == (
+        "bflsync: warning: no stored finetune has a key 'learning_rte' (did you mean learning_rate?)\n"
+    )
+
+
+def test_a_nested_filter_key_is_matched_against_the_keys_beside_it(store: str) -> None:
+    result = run(store, "query", "extra.imags>1", "--format", "ids")
+    assert result.stderr == (
+        "bflsync: warning: no stored finetune has a key 'extra.imags' (did you mean extra.images?)\n"
+    )
+
+
+def test_a_key_without_any_close_name_warns_without_a_guess(store: str) -> None:
+    result = run(store, "facets", "zzzz")
+    assert result.exit_code == 0
+    assert result.stderr == "bflsync: warning: no stored finetune has a key 'zzzz'\n"
+
+
+def test_a_known_key_and_quiet_mode_print_no_warning(store: str) -> None:
+    assert run(store, "query", "extra.images>1", "`weird key`=null", "--format", "ids").stderr == ""
+    assert run(store, "-q", "query", "learning_rte=1", "--format", "ids").stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "guess"),
+    [("--sort", "-itertions", "iterations"), ("--columns", "mode,extra.tgs", "extra.tags")],
+)
+def test_sorting_or_showing_a_key_no_finetune_has_exits_2(
+    store: str, option: str, name: str, guess: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--db", store, "query", option, name])
+    wrong = name.lstrip("-").split(",")[-1]
+    assert_one_line_error(result, f"no stored finetune has a key '{wrong}' (did you mean {guess}?)")

@@ -216,6 +216,8 @@ READ_COMMANDS = [
     ["history", "alpha"],
     ["runs"],
     ["facets", "mode"],
+    ["diff", "alpha", "alpha"],
+    ["accounts"],
     ["db", "current"],
     ["db", "check"],
     ["sync", "--dry-run", "--base-url", "{url}"],

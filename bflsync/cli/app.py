@@ -1,18 +1,16 @@
 """The ``bflsync`` group: top-level options, lazy sub-commands and the error boundary.
 
 Sub-commands are imported only when invoked, so ``bflsync query`` never pays for httpx,
-alembic or the mock server at start-up.
+alembic or the mock server at start-up. Read commands (:data:`READ_COMMANDS`) also skip
+configuring logging (they log nothing) and the interpreter's teardown (see :func:`main`):
+at a few hundred finetunes start-up and exit are most of a query's time.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import logging
 import os
-import signal
 import sys
-import traceback
 from typing import Any
 
 import click
@@ -23,22 +21,55 @@ from bflsync.errors import BflsyncError, ExitCode
 from bflsync.server_text import printable
 
 LAZY_COMMANDS: dict[str, str] = {
-    "accounts": "bflsync.cli.read_commands:accounts",
+    "accounts": "bflsync.cli.audit_commands:accounts",
     "compare": "bflsync.cli.compare_command:compare_command",
     "db": "bflsync.cli.db_commands:db",
-    "credits": "bflsync.cli.read_commands:credits",
-    "diff": "bflsync.cli.read_commands:diff",
-    "facets": "bflsync.cli.read_commands:facets",
-    "history": "bflsync.cli.read_commands:history",
+    "credits": "bflsync.cli.audit_commands:credits",
+    "diff": "bflsync.cli.audit_commands:diff",
+    "facets": "bflsync.cli.query_commands:facets",
+    "history": "bflsync.cli.audit_commands:history",
     "label": "bflsync.cli.label_commands:label",
     "mock-api": "bflsync.cli.mock_command:mock_api",
     "note": "bflsync.cli.label_commands:note",
-    "query": "bflsync.cli.read_commands:query",
-    "runs": "bflsync.cli.read_commands:runs",
+    "query": "bflsync.cli.query_commands:query",
+    "runs": "bflsync.cli.audit_commands:runs",
     "serve": "bflsync.cli.serve_command:serve",
-    "show": "bflsync.cli.read_commands:show",
+    "show": "bflsync.cli.audit_commands:show",
     "sync": "bflsync.cli.sync_command:sync",
 }
+# What `bflsync --help` lists for each command (its whole first sentence), so listing them imports
+# none of them (a test keeps these equal to the commands' own short help).
+COMMAND_SUMMARIES: dict[str, str] = {
+    "accounts": (
+        "List each (source, account) in the store: live and deleted finetunes, last sync, key fingerprint."
+    ),
+    "compare": "Line up the parameters of several finetunes (or versions, ID@VERSION), one column each.",
+    "credits": "Show the account's credit balance over time, as each sync read it, oldest first.",
+    "db": "Create, migrate and check the store's schema.",
+    "diff": "Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.",
+    "facets": "Count the finetunes per value of each FIELD, most common first.",
+    "history": (
+        "List every stored version of a finetune, oldest first, with old and new values per changed key."
+    ),
+    "label": "Set or remove local labels on a finetune; every change is kept with who made it and when.",
+    "mock-api": "Serve a BFL-compatible finetune API on loopback, to try bflsync without an account.",
+    "note": "Append a note to a finetune, kept with who wrote it and when; a sync never changes notes.",
+    "query": "Search the stored training parameters with FIELD OP VALUE filters (ANDed).",
+    "runs": "List sync runs, newest first, or show one run with its per-finetune errors.",
+    "serve": "Browse the store in Datasette: search, facets, canned queries; read-only, safe during a sync.",
+    "show": (
+        "Show one finetune's current record: extracted fields, bookkeeping, labels, notes and raw details."
+    ),
+    "sync": (
+        "Fetch every finetune's details from the BFL API into the store, with an audit version per change."
+    ),
+}
+
+
+# Commands that only read the store: no logging, no threads, nothing to clean up at exit.
+READ_COMMANDS = frozenset(
+    {"query", "facets", "show", "history", "runs", "diff", "accounts", "credits", "compare"}
+)
 
 
 class BflsyncGroup(click.Group):
@@ -58,12 +89,8 @@ class BflsyncGroup(click.Group):
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """Each command's whole first sentence, wrapped, where click would cut it at the line's end."""
-        rows = []
-        for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
-            if command is not None and not command.hidden:
-                rows.append((name, command.get_short_help_str(limit=sys.maxsize)))
+        """The command list from :data:`COMMAND_SUMMARIES`: help imports no command module."""
+        rows = [(name, COMMAND_SUMMARIES[name]) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -90,11 +117,11 @@ class BflsyncGroup(click.Group):
         except BflsyncError as exc:
             _fail(ctx, str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _fail(ctx, "interrupted", 130)
+            _fail(ctx, "interrupted", ExitCode.INTERRUPTED)
         except BrokenPipeError:
             _stop_writing_stdout()
             # As if killed by SIGPIPE, like other Unix tools whose reader (`| head`) went away.
-            ctx.exit(128 + signal.SIGPIPE)
+            ctx.exit(ExitCode.BROKEN_PIPE)
         except UnicodeEncodeError as exc:
             if "surrogates not allowed" not in str(exc):
                 _fail_internal(ctx, exc)
@@ -150,7 +177,7 @@ def _update_context(ctx: click.Context, **changes: Any) -> None:
     current: click.Context | None = ctx
     while current is not None:
         if isinstance(current.obj, CliContext):
-            current.obj = dataclasses.replace(current.obj, **changes)
+            current.obj = current.obj._replace(**changes)
         current = current.parent
     root = ctx.find_root().obj
     if isinstance(root, CliContext):
@@ -187,6 +214,8 @@ class OneLineUsageError(click.UsageError):
 
 def _fail_internal(ctx: click.Context, exc: Exception) -> None:
     if _verbosity(ctx) > 0:
+        import traceback
+
         traceback.print_exc(file=sys.stderr)
     # Driver errors carry the SQL and its parameters on further lines: the first says what broke.
     summary = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -217,15 +246,16 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
     ctx.exit(int(code))
 
 
-class _EscapingFormatter(logging.Formatter):
-    """Log lines carry finetune ids and server text: each message is escaped to one visible line."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = printable(record.message)
-        return super().formatMessage(record)
-
-
 def _configure_logging(verbosity: int, quiet: bool) -> None:
+    import logging
+
+    class _EscapingFormatter(logging.Formatter):
+        """Log lines carry finetune ids and server text: each message is escaped to one visible line."""
+
+        def formatMessage(self, record: logging.LogRecord) -> str:
+            record.message = printable(record.message)
+            return super().formatMessage(record)
+
     level = logging.WARNING
     if quiet:
         level = logging.ERROR
@@ -264,10 +294,43 @@ def cli(ctx: click.Context, db: str | None, verbosity: int, quiet: bool) -> None
     Example:
         BFL_API_KEY=... bflsync sync && bflsync query mode=character 'learning_rate>=2e-5'
     """
-    _configure_logging(verbosity, quiet)
+    if ctx.invoked_subcommand not in READ_COMMANDS:
+        _configure_logging(verbosity, quiet)
     ctx.obj = CliContext(db=db, verbosity=verbosity, quiet=quiet)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="bflsync")
+    """Console-script entry point.
+
+    After a read command the process ends with ``os._exit`` once stdout and stderr are
+    flushed: such a command holds no thread, lock or open file of its own by then, and the
+    interpreter's orderly teardown (finalising every module and object) only adds time.
+    """
+    read_only = _command_of(sys.argv[1:]) in READ_COMMANDS
+    try:
+        cli(prog_name="bflsync")
+    except SystemExit as exc:
+        if not read_only:
+            raise
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BrokenPipeError:
+            code = ExitCode.BROKEN_PIPE
+        os._exit(code)
+
+
+def _command_of(args: list[str]) -> str | None:
+    """The sub-command named on a command line (the first argument after the group's options)."""
+    takes_value = {"--db"}
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in takes_value:
+            index += 2
+        elif arg.startswith("-"):
+            index += 1
+        else:
+            return arg
+    return None

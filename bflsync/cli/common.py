@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -14,8 +13,7 @@ if TYPE_CHECKING:
     from bflsync.db import OpenedStore, StoreLocation
 
 
-@dataclass(frozen=True, kw_only=True)
-class CliContext:
+class CliContext(NamedTuple):
     """Top-level options, built once by the group and handed to each command."""
 
     db: str | None

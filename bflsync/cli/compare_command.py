@@ -7,26 +7,28 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import click
-from sqlalchemy.engine import Connection
 
-from bflsync import audit, compare, label_reads
-from bflsync import query as finder
-from bflsync.cli import render
+from bflsync import audit, compare, filters, lookup
+from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
-from bflsync.cli.read_commands import account_option, label_reader, reading
+from bflsync.cli.read_common import account_option, reading
 from bflsync.errors import InputError
 from bflsync.extract import extract_fields
+from bflsync.reading import Reader
 
 FORMATS = ("table", "json", "csv", "markdown")
 
 
 @click.command()
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", shell_complete=completion.complete_ids)
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
 @account_option("Which account, when an id is stored for several.")
 @click.option("--only-changed", is_flag=True, help="Only the fields whose values differ.")
 @click.option(
-    "--columns", metavar="A,B,C", help="The fields to compare, in this order (any field, label.KEY)."
+    "--columns",
+    metavar="A,B,C",
+    help="The fields to compare, in this order (any field, label.KEY).",
+    shell_complete=completion.complete_columns,
 )
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True)
 @pass_cli_context
@@ -52,10 +54,10 @@ def compare_command(
     """
     texts = _expand(ids, sys.stdin)
     fields = _fields(columns) if columns is not None else None
-    with reading(cli_context) as connection:
-        entries = _entries(connection, texts, source=source, account=account)
+    with reading(cli_context) as reader:
+        entries = _entries(reader, texts, source=source, account=account)
     chosen = (
-        fields if fields is not None else compare.default_fields(entries, name_of_path=finder.format_path)
+        fields if fields is not None else compare.default_fields(entries, name_of_path=filters.format_path)
     )
     result = compare.matrix(entries, chosen, only_changed=only_changed)
     if output_format == "json":
@@ -86,7 +88,7 @@ def _expand(ids: Sequence[str], stdin: Iterable[str]) -> list[str]:
 
 def _fields(columns: str) -> list[compare.Field]:
     fields = []
-    for ref in finder.parse_fields(columns):
+    for ref in filters.parse_fields(columns):
         if ref.label is not None:
             fields.append(compare.Field(name=ref.name, label=ref.label))
         elif ref.column is not None:
@@ -97,23 +99,19 @@ def _fields(columns: str) -> list[compare.Field]:
 
 
 def _entries(
-    connection: Connection, texts: Sequence[str], *, source: str | None, account: str | None
+    reader: Reader, texts: Sequence[str], *, source: str | None, account: str | None
 ) -> list[compare.Entry]:
     sides = []
     for text in texts:
         ref = audit.VersionRef(text)
-        side = audit.resolve_side(connection, ref, source=source, account=account)
-        pk = finder.finetune_pk(connection, side.finetune_id, source=side.source, account=side.account)[0]
-        current = ref.resolve(connection, source=source, account=account)[1] is None
+        side = audit.resolve_side(reader, ref, source=source, account=account)
+        found = lookup.find_finetune(reader, side.finetune_id, source=side.source, account=side.account)
+        current = ref.resolve(reader, source=source, account=account)[1] is None
         columns: dict[str, Any] = {**extract_fields(side.details), "version": side.version}
         if current:
-            record = finder.find_finetune(
-                connection, side.finetune_id, source=side.source, account=side.account
-            )
-            columns.update(record.as_dict())
+            columns.update(found.record.as_dict())
             del columns["details"], columns["labels"]
-        sides.append((text, pk, side, columns))
-    labels = label_reads.labels_by_pk(label_reader(connection), [pk for _, pk, _, _ in sides])
+        sides.append((text, found, side, columns))
     return [
         compare.Entry(
             heading=text,
@@ -123,9 +121,9 @@ def _entries(
             version=side.version,
             columns=columns,
             details=side.details,
-            labels=labels.get(pk, {}),
+            labels=found.record.labels,
         )
-        for text, pk, side, columns in sides
+        for text, found, side, columns in sides
     ]
 
 

@@ -10,16 +10,10 @@ from sqlmodel import Session
 
 from bflsync import db as store_db
 from bflsync.cli.common import CliContext, pass_cli_context, report_opened
-from bflsync.errors import BflsyncError, ExitCode, InputError
+from bflsync.errors import DriftError, InputError
 from bflsync.lock import sync_lock_for
 
 T = TypeVar("T")
-
-
-class DriftError(BflsyncError):
-    """The models and the migrations describe different schemas (a developer error)."""
-
-    exit_code = ExitCode.PARTIAL
 
 
 @click.group()

@@ -18,9 +18,9 @@ from sqlalchemy.engine import Engine
 
 from bflsync import db as store_db
 from bflsync import labels
-from bflsync.cli import render
+from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
-from bflsync.cli.read_commands import account_option
+from bflsync.cli.read_common import account_option
 from bflsync.lock import sync_lock_for
 
 T = TypeVar("T")
@@ -69,7 +69,7 @@ def store_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 @click.command()
-@click.argument("finetune_id", metavar="ID")
+@click.argument("finetune_id", metavar="ID", shell_complete=completion.complete_ids)
 @click.argument("assignments", nargs=-1, metavar="KEY=VALUE...")
 @click.option("--remove", "removals", multiple=True, metavar="KEY", help="Remove this label (repeatable).")
 @store_options
@@ -112,7 +112,7 @@ def label(
 
 
 @click.command()
-@click.argument("finetune_id", metavar="ID")
+@click.argument("finetune_id", metavar="ID", shell_complete=completion.complete_ids)
 @click.argument("words", nargs=-1, required=True, metavar="TEXT")
 @store_options
 @pass_cli_context

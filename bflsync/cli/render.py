@@ -8,7 +8,6 @@ as ISO 8601 with ``+00:00`` everywhere.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shutil
@@ -61,6 +60,8 @@ def write_jsonl(items: Sequence[Any]) -> None:
 
 
 def write_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    import csv
+
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(headers)
     writer.writerows([cell(value) for value in row] for row in rows)

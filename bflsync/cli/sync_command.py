@@ -34,18 +34,10 @@ from bflsync.config import (
     api_key_file_warning,
     validate_account_name,
 )
-from bflsync.errors import BflsyncError, ExitCode, InputError, StoreMissingError
+from bflsync.errors import InputError, RunFailedError, StoreMissingError
 from bflsync.lock import sync_lock_for
 from bflsync.net import is_loopback_host
 from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
-
-
-class RunFailedError(BflsyncError):
-    """The run could not do its job (the listing failed); the run row says why, too."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = ExitCode(exit_code)
 
 
 @click.command()

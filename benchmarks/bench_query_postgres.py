@@ -1,0 +1,232 @@
+"""Read-side benchmark on PostgreSQL: ``bflsync query … --format ids`` against ``psql``, same run.
+
+A private cluster is started from the machine's PostgreSQL binaries on 127.0.0.1 (its data
+directory is kept in the temp directory, so the 100,000-finetune store is built once through
+the real write path, ``bflsync.store``, and reused; ``--rebuild`` builds it again). Each query
+form (an extracted column, a JSON-only key, ``~`` and ``--text``) runs as a whole ``bflsync``
+process and as ``psql`` running the equivalent SQL (target: <= 1.5x), interleaved so both see
+the same noise; min and median over the repetitions are printed. Then ``EXPLAIN`` of the SQL
+bflsync runs for the JSON-key filter, which must use the GIN index on ``details_jsonb``.
+
+Run: ``.venv/bin/python benchmarks/bench_query_postgres.py`` (``--count N``, ``--repeat N``). It
+needs the read side's PostgreSQL renderer (``bflsync.search``), which renders JSON-key equality as
+``details_jsonb @> …`` and ``--text`` against ``search_tsv`` (``bflsync.fulltext``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from bench_query import payload
+from sqlmodel import Session
+
+from bflsync import db, filters, reading, search, store
+
+BATCH = 2000
+DATABASE = "bench"
+TARGET = 1.5
+# A JSON-only key with a string value: its equality filter is containment (@>), served by GIN.
+DATASETS = 1000
+ORDER = ' AND deleted_at IS NULL ORDER BY finetune_id COLLATE "C", source COLLATE "C"'
+# (label, bflsync arguments, equivalent SQL for psql)
+CASES: tuple[tuple[str, list[str], str], ...] = (
+    (
+        "extracted column",
+        ["mode=character"],
+        "SELECT finetune_id FROM finetune WHERE mode = 'character'" + ORDER,
+    ),
+    (
+        "JSON-only key",
+        ["dataset=ds-42"],
+        'SELECT finetune_id FROM finetune WHERE details_jsonb @> \'{"dataset": "ds-42"}\'' + ORDER,
+    ),
+    (
+        "~ substring",
+        ["finetune_comment~DRAGON"],
+        "SELECT finetune_id FROM finetune WHERE strpos(lower(finetune_comment), 'dragon') > 0" + ORDER,
+    ),
+    (
+        "--text",
+        ["--text", "watercolor dragon"],
+        "SELECT finetune_id FROM finetune WHERE search_tsv @@ CAST('''watercolor'' & ''dragon''' AS tsquery)"
+        + ORDER,
+    ),
+)
+
+
+def postgres_bindir() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    if not candidates:
+        sys.exit("no PostgreSQL server binaries under /usr/lib/postgresql")
+    return candidates[0].parent
+
+
+def as_postgres_user(argv: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root."""
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def cluster(home: Path) -> Iterator[str]:
+    """A cluster whose data lives under ``home`` (created on first use); yields its base URL."""
+    bindir = postgres_bindir()
+    data = home / "data"
+    if not data.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(home, user="postgres")
+        subprocess.run(
+            as_postgres_user(
+                [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bfl", "--no-sync"]
+            ),
+            check=True,
+            capture_output=True,
+        )
+    port = free_port()
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off"
+    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        as_postgres_user([*pg_ctl, "-o", options, "-l", str(home / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"bfl@127.0.0.1:{port}"
+    finally:
+        subprocess.run(as_postgres_user([*pg_ctl, "-m", "fast", "-w", "stop"]), capture_output=True)
+
+
+def bench_payload(rng: random.Random, index: int) -> dict[str, Any]:
+    return {**payload(rng, index), "dataset": f"ds-{rng.randrange(DATASETS)}"}
+
+
+def build(server: str, count: int) -> float:
+    """A fresh ``bench`` database holding ``count`` finetunes, written in batches like a sync."""
+    admin = sa.create_engine(f"postgresql+psycopg://{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        connection.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
+    admin.dispose()
+    rng = random.Random(1)
+    opened = db.open_store_for_write(db.locate_store(f"postgresql+psycopg://{server}/{DATABASE}"))
+    started = time.perf_counter()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for start in range(0, count, BATCH):
+        observations = [
+            store.Observation(f"ft-{index:06d}", bench_payload(rng, index))
+            for index in range(start, min(start + BATCH, count))
+        ]
+        with Session(opened.engine) as session, session.begin():
+            store.record_observations(
+                session, observations, source="api.us1.bfl.ai", account="default", run_id=None, now=now
+            )
+    elapsed = time.perf_counter() - started
+    with opened.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE")
+    opened.engine.dispose()
+    return elapsed
+
+
+def timings(commands: Sequence[Sequence[str]], repeat: int) -> list[list[float]]:
+    """Seconds per run of each command, the commands interleaved within every repetition."""
+    for command in commands:
+        subprocess.run(command, capture_output=True, check=True)
+    runs: list[list[float]] = [[] for _ in commands]
+    for _ in range(repeat):
+        for command, into in zip(commands, runs, strict=True):
+            started = time.perf_counter()
+            subprocess.run(command, capture_output=True, check=True)
+            into.append(time.perf_counter() - started)
+    return runs
+
+
+def summary(values: list[float]) -> str:
+    return f"min {min(values) * 1000:6.1f} ms  median {statistics.median(values) * 1000:6.1f} ms"
+
+
+def bench_queries(server: str, count: int, repeat: int) -> None:
+    url = f"postgresql+psycopg://{server}/{DATABASE}"
+    psql = [
+        str(postgres_bindir() / "psql"),
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-d",
+        f"postgresql://{server}/{DATABASE}",
+    ]
+    print(f"\n== {count:,} finetunes on PostgreSQL, {repeat} runs each ==")
+    for label, args, statement in CASES:
+        ours = [sys.executable, "-m", "bflsync", "--db", url, "query", *args, "--format", "ids"]
+        theirs = [*psql, "-c", statement]
+        answers = [
+            subprocess.run(c, capture_output=True, text=True, check=True).stdout for c in (ours, theirs)
+        ]
+        assert answers[0] == answers[1], f"{label}: bflsync and psql disagree"
+        mine, base = timings([ours, theirs], repeat)
+        by_min = min(mine) / min(base)
+        by_median = statistics.median(mine) / statistics.median(base)
+        verdict = "ok" if by_median <= TARGET else "MISSED"
+        print(f"{label:<17} rows {answers[0].count(chr(10)):6d}")
+        print(f"    bflsync {summary(mine)}")
+        print(
+            f"    psql    {summary(base)}   bflsync/psql min {by_min:.2f} median {by_median:.2f} "
+            f"(target <= {TARGET}: {verdict})"
+        )
+
+
+def explain_json_key(server: str) -> None:
+    """EXPLAIN ANALYZE of exactly the statement bflsync runs for the JSON-key filter."""
+    print("\n== EXPLAIN ANALYZE of bflsync's SQL for dataset=ds-42 ==")
+    question = filters.Query(filters=[filters.parse_filter("dataset=ds-42")])
+    with reading.open_reader(f"postgresql+psycopg://{server}/{DATABASE}") as reader:
+        statement = search.search_sql(reader, question, columns=("finetune_id",))
+        print(statement.text)
+        plan = [row[0] for row in reader.rows("EXPLAIN ANALYZE " + statement.text, statement.params)]
+    print("\n".join(plan))
+    uses_gin = any("ix_finetune_details_jsonb" in line for line in plan)
+    print(f"uses the GIN index ix_finetune_details_jsonb: {'yes' if uses_gin else 'NO'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--rebuild", action="store_true")
+    options = parser.parse_args()
+    home = Path(tempfile.gettempdir()) / f"bflsync-bench-pg-{options.count}"
+    marker = home / "built"
+    if options.rebuild:
+        shutil.rmtree(home, ignore_errors=True)
+    with cluster(home) as server:
+        if not marker.exists():
+            seconds = build(server, options.count)
+            marker.write_text(f"{options.count}\n")
+            print(f"built {options.count:,} finetunes on PostgreSQL in {seconds:.1f} s (kept under {home})")
+        bench_queries(server, options.count, options.repeat)
+        explain_json_key(server)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,513 @@
+"""``show``, ``history``, ``runs``, ``credits``, ``diff`` and ``accounts``: one finetune (with its labels,
+notes and the request that retrains it), its audit trail, the sync log, the credit balance and the accounts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from bflsync import audit, filters, label_reads, lookup, retrain
+from bflsync.cli import completion, render
+from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
+from bflsync.cli.read_common import (
+    LIST_FORMATS,
+    RECORD_FORMATS,
+    account_option,
+    reading,
+    shown_json,
+    warn_not_json,
+    write_records,
+)
+from bflsync.columns import COLUMN_NAMES, LIFECYCLE_COLUMNS, RUN_COUNTERS
+from bflsync.errors import InputError
+from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
+from bflsync.records import FinetuneRecord
+
+HISTORY_FORMATS = ("text", *RECORD_FORMATS)
+NOTES_SHOWN = 5
+# CSV columns of history, those the listed kinds of entry (version, status, label, note) have.
+HISTORY_COLUMNS = (
+    "kind",
+    "finetune_id",
+    "source",
+    "account",
+    "version",
+    "change",
+    "observed_at",
+    "sync_run_id",
+    "changes",
+    "details",
+    "status",
+    "progress",
+    "key",
+    "old",
+    "new",
+    "changed_by",
+    "text",
+    "written_by",
+)
+
+RUN_COLUMNS = (
+    "id",
+    "started_at",
+    "duration_s",
+    "status",
+    "source",
+    "account",
+    *RUN_COUNTERS,
+    "credits",
+    "credits_change",
+)
+CREDIT_COLUMNS = ("run_id", "started_at", "source", "account", "credits", "drop", "new_finetunes")
+ACCOUNT_COLUMNS = ("source", "account", "live", "deleted", "last_synced_at", "last_status", "key_fingerprint")
+
+
+@click.command()
+@click.argument("finetune_id", metavar="ID", shell_complete=completion.complete_ids)
+@click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@account_option("Which account, when the id is stored for several.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json", "request")),
+    default="text",
+    show_default=True,
+    help="request: the JSON body of POST /v1/finetune that trains it again (without file_data).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --format request: another value for a training input, typed as in filters; KEY=null drops it.",
+)
+@pass_cli_context
+def show(
+    cli_context: CliContext,
+    finetune_id: str,
+    source: str | None,
+    account: str | None,
+    output_format: str,
+    overrides: tuple[str, ...],
+) -> None:
+    """Show one finetune's current record: extracted fields, bookkeeping, labels, notes and raw details.
+
+    Finetunes the API no longer lists are shown too, marked as deleted. --format request
+    prints the body of POST /v1/finetune with every training input the details hold (keys
+    that are not inputs are named on stderr); add file_data, the base64-encoded ZIP of the
+    images, before sending it. bflsync never sends it.
+
+    \b
+    Example:
+        bflsync show acme-labs/portrait-lora-3 --format json
+        bflsync show acme-labs/portrait-lora-3 --format request --set learning_rate=2e-5
+    """
+    if overrides and output_format != "request":
+        raise InputError("--set changes the retraining request: use it with --format request")
+    changes = retrain.parse_overrides(overrides)
+    with reading(cli_context) as reader:
+        found = lookup.find_finetune(reader, finetune_id, source=source, account=account)
+        if output_format != "request":
+            timeline = audit.status_timeline(reader, found.pk)
+            notes = label_reads.notes(reader, pk=found.pk)
+    record = found.record
+    warn_not_json(cli_context, [record])
+    if output_format == "request":
+        _write_request(cli_context, retrain.request_body(record.details, changes))
+        return
+    labels = record.labels
+    if output_format == "json":
+        entries = [{k: v for k, v in e.as_dict().items() if k not in _SAME_RECORD} for e in timeline]
+        render.write_json(
+            {**record.as_dict(), "status_timeline": entries, "notes": [note.as_dict() for note in notes]}
+        )
+        return
+    status = (
+        "live"
+        if record.deleted_at is None
+        else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
+    )
+    item = record.as_dict()
+    names = [name for name in COLUMN_NAMES if name not in LIFECYCLE_COLUMNS]
+    lines = [("status", status), *((name, item[name]) for name in names)]
+    width = max(len(name) for name, _ in lines)
+    for name, value in lines:
+        click.echo(f"{name.ljust(width)}  {render.one_line(render.cell(value))}")
+    click.echo(f"{'training'.ljust(width)}  {_training(record)}")
+    if timeline:
+        click.echo("status timeline:")
+        for entry in timeline:
+            click.echo(f"    {_status_line(entry)}")
+    if labels:
+        click.echo("labels:")
+        for key, value in labels.items():
+            click.echo(f"  {key} = {render.one_line(render.cell(value))}")
+    if notes:
+        earlier = len(notes) - NOTES_SHOWN
+        more = f", {earlier} earlier in `bflsync history`" if earlier > 0 else ""
+        click.echo(f"notes (newest last{more}):")
+        for note in notes[-NOTES_SHOWN:]:
+            stamp = note.written_at.isoformat(timespec="seconds")
+            click.echo(f"  {stamp}  {render.one_line(note.written_by)}: {render.one_line(note.text)}")
+    click.echo("details:")
+    click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
+
+
+def _write_request(cli_context: CliContext, request: retrain.RetrainRequest) -> None:
+    """The body on stdout; what was left out of it on stderr, so the JSON stays pipeable."""
+    render.write_json(request.body)
+    if cli_context.quiet:
+        return
+    if request.not_inputs:
+        names = ", ".join(filters.format_path((key,)) for key in request.not_inputs)
+        click.echo(render.one_line(f"left out, not inputs of POST /v1/finetune: {names}"), err=True)
+    for key, value in request.unusable.items():
+        shown = render.json_for_terminal(canonical_json(value))
+        click.echo(
+            render.one_line(f"left out {key}: the stored value {shown} is not of the type the API takes"),
+            err=True,
+        )
+    for key in request.withheld:
+        click.echo(f"left out {key}: {retrain.WITHHELD_INPUTS[key]}", err=True)
+
+
+@click.command()
+@click.argument("finetune_id", metavar="[ID]", required=False, shell_complete=completion.complete_ids)
+@click.option(
+    "--since",
+    metavar="TIMESTAMP",
+    help="Only changes observed at or after this time: ISO 8601, or relative (7d, 12h, yesterday).",
+)
+@click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
+@account_option("Which account, when the id is stored for several (without ID: only this account's changes).")
+@click.option(
+    "--format", "output_format", type=click.Choice(HISTORY_FORMATS), default="text", show_default=True
+)
+@pass_cli_context
+def history(
+    cli_context: CliContext,
+    finetune_id: str | None,
+    since: str | None,
+    source: str | None,
+    account: str | None,
+    output_format: str,
+) -> None:
+    """List every stored version of a finetune, oldest first, with old and new values per changed key.
+
+    Training status changes are listed among the versions, each line marked "status".
+    Without ID, --since lists every change in the account since then.
+
+    \b
+    Example:
+        bflsync history acme-labs/portrait-lora-3
+        bflsync history --since 2026-01-01 --format json
+    """
+    if finetune_id is None and since is None:
+        raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
+    start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
+    with reading(cli_context) as reader:
+        versions = audit.history(reader, finetune_id=finetune_id, source=source, account=account, since=start)
+        pk = (
+            lookup.find_finetune(reader, finetune_id, source=source, account=account).pk
+            if finetune_id is not None
+            else None
+        )
+        label_events = label_reads.label_events(reader, pk=pk, since=start, source=source, account=account)
+        notes = label_reads.notes(reader, pk=pk, since=start, source=source, account=account)
+    entries: list[HistoryEntry] = sorted(
+        [*versions, *label_events, *notes],
+        key=lambda entry: (
+            _moment(entry),
+            entry.finetune_id,
+            entry.source,
+            entry.account,
+            _KIND_ORDER[_kind(entry)],
+        ),
+    )
+    if output_format in RECORD_FORMATS:
+        items = [_history_object(entry) for entry in entries]
+        present = [name for name in HISTORY_COLUMNS if any(name in item for item in items)]
+        write_records(output_format, present or HISTORY_COLUMNS, items)
+        return
+    for entry in entries:
+        moment = _moment(entry)
+        who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
+        if isinstance(entry, audit.StatusEntry):
+            click.echo(f"{who}{_status_line(entry)}")
+        elif isinstance(entry, audit.VersionEntry):
+            run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+            click.echo(f"{who}v{entry.version}  {entry.change}  {moment.isoformat()}  {run}")
+            for key, change in entry.changes.items():
+                path = render.one_line(filters.format_path((key,)))
+                click.echo(f"    {path}: {shown_json(change, 'old')} -> {shown_json(change, 'new')}")
+        elif isinstance(entry, label_reads.LabelEvent):
+            old = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
+            new = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
+            by = render.one_line(entry.changed_by)
+            click.echo(f"{who}label {entry.change}  {moment.isoformat()}  by {by}")
+            click.echo(f"    label.{entry.key}: {old} -> {new}")
+        else:
+            click.echo(f"{who}note  {moment.isoformat()}  by {render.one_line(entry.written_by)}")
+            click.echo(f"    {render.one_line(entry.text)}")
+
+
+HistoryEntry = audit.VersionEntry | audit.StatusEntry | label_reads.LabelEvent | label_reads.Note
+_KIND_ORDER = {"version": 0, "status": 1, "label": 2, "note": 3}
+
+
+def _kind(entry: HistoryEntry) -> str:
+    if isinstance(entry, audit.VersionEntry):
+        return "version"
+    if isinstance(entry, audit.StatusEntry):
+        return "status"
+    return "label" if isinstance(entry, label_reads.LabelEvent) else "note"
+
+
+def _moment(entry: HistoryEntry) -> datetime:
+    if isinstance(entry, audit.VersionEntry | audit.StatusEntry):
+        return entry.observed_at
+    return entry.changed_at if isinstance(entry, label_reads.LabelEvent) else entry.written_at
+
+
+def _history_object(entry: HistoryEntry) -> dict[str, Any]:
+    """One history entry as JSON, ``kind`` saying which; ``observed_at`` is when it happened, for all kinds."""
+    if isinstance(entry, audit.VersionEntry | audit.StatusEntry):
+        return {"kind": _kind(entry), **entry.as_dict()}
+    common = {
+        "kind": _kind(entry),
+        "finetune_id": entry.finetune_id,
+        "source": entry.source,
+        "account": entry.account,
+    }
+    if isinstance(entry, label_reads.LabelEvent):
+        return {
+            **common,
+            "observed_at": entry.changed_at,
+            "key": entry.key,
+            "change": entry.change,
+            "old": entry.old,
+            "new": entry.new,
+            "changed_by": entry.changed_by,
+        }
+    return {**common, "observed_at": entry.written_at, "text": entry.text, "written_by": entry.written_by}
+
+
+@click.command()
+@click.argument("run_id", metavar="[RUN_ID]", type=click.IntRange(INT64_MIN, INT64_MAX), required=False)
+@click.option(
+    "--limit",
+    metavar="N",
+    type=Int64Range(min=1),
+    default=20,
+    show_default=True,
+    help="Newest N runs.",
+)
+@account_option("Only the runs of this account.")
+@click.option(
+    "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
+)
+@pass_cli_context
+def runs(
+    cli_context: CliContext, run_id: int | None, limit: int, account: str | None, output_format: str
+) -> None:
+    """List sync runs, newest first, or show one run with its per-finetune errors.
+
+    \b
+    Example:
+        bflsync runs --limit 5
+        bflsync runs 42
+    """
+    with reading(cli_context) as reader:
+        if run_id is None:
+            listed = audit.runs(reader, limit=limit, account=account)
+        else:
+            run, errors = audit.run_with_errors(reader, run_id)
+    if run_id is None:
+        if output_format in RECORD_FORMATS:
+            write_records(output_format, list(listed[0]) if listed else list(RUN_COLUMNS), listed)
+        else:
+            render.write_table(
+                [_run_label(name) for name in RUN_COLUMNS],
+                [[_run_cell(run, name) for name in RUN_COLUMNS] for run in listed],
+            )
+        return
+    if output_format == "json":
+        render.write_json({**run, "errors": errors})
+        return
+    if output_format in RECORD_FORMATS:
+        # One run as a record, its errors as a JSON list (a CSV cell holds them as JSON text).
+        write_records(output_format, [*run, "errors"], [{**run, "errors": errors}])
+        return
+    width = max(len(name) for name in run)
+    for name in run:
+        click.echo(f"{_run_label(name).ljust(width)}  {render.one_line(_run_cell(run, name))}")
+    if errors:
+        click.echo("errors:")
+        headers = ("finetune_id", "kind", "http_status", "attempts", "message")
+        render.write_table(headers, [[error[name] for name in headers] for error in errors])
+
+
+@click.command()
+@click.argument("first", metavar="A", shell_complete=completion.complete_ids)
+@click.argument("second", metavar="B", shell_complete=completion.complete_ids)
+@click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
+@account_option("Which account, when an id is stored for several.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("table", "text", *RECORD_FORMATS)),
+    default="table",
+    show_default=True,
+    help="table (text is the same); json is one object; jsonl and csv list the differences.",
+)
+@pass_cli_context
+def diff(
+    cli_context: CliContext,
+    first: str,
+    second: str,
+    source: str | None,
+    account: str | None,
+    output_format: str,
+) -> None:
+    """Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.
+
+    Nested objects are compared key by key; only differing keys are shown.
+
+    \b
+    Example:
+        bflsync diff acme-labs/portrait-lora-3 studio-nord/portrait-lora-20
+        bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
+    """
+    with reading(cli_context) as reader:
+        result = audit.diff(
+            reader, audit.VersionRef(first), audit.VersionRef(second), source=source, account=account
+        )
+    sides = {"a": result.a, "b": result.b}
+    if output_format == "json":
+        render.write_json(
+            {
+                **{
+                    name: {
+                        "finetune_id": side.finetune_id,
+                        "source": side.source,
+                        "account": side.account,
+                        "version": side.version,
+                    }
+                    for name, side in sides.items()
+                },
+                "differences": result.differences,
+            }
+        )
+        return
+    if output_format in RECORD_FORMATS:
+        write_records(output_format, ["key", "a", "b"], result.differences)
+        return
+    headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
+    rows = [[row["key"], shown_json(row, "a"), shown_json(row, "b")] for row in result.differences]
+    render.write_table(headers, rows)
+
+
+@click.command()
+@click.option(
+    "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
+)
+@pass_cli_context
+def accounts(cli_context: CliContext, output_format: str) -> None:
+    """List each (source, account) in the store: live and deleted finetunes, last sync, key fingerprint.
+
+    An account is the label a sync ran under (sync --account, default "default"); the
+    fingerprint identifies the key that last synced it without revealing it (empty until a
+    sync records one, e.g. right after upgrading an older store).
+
+    \b
+    Example:
+        bflsync accounts --format json
+    """
+    with reading(cli_context) as reader:
+        listed = audit.accounts(reader)
+    if output_format in RECORD_FORMATS:
+        write_records(output_format, list(listed[0]) if listed else list(ACCOUNT_COLUMNS), listed)
+        return
+    render.write_table(ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed])
+
+
+@click.command()
+@account_option("Only this account's balance (the label of `sync --account`).")
+@click.option("--source", metavar="HOST", help="Only the balance read from this API host.")
+@click.option(
+    "--since",
+    metavar="TIMESTAMP",
+    help="Only runs started at or after this time (ISO 8601, or 7d, 12h, yesterday).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(LIST_FORMATS),
+    default="table",
+    show_default=True,
+)
+@pass_cli_context
+def credits(
+    cli_context: CliContext, account: str | None, source: str | None, since: str | None, output_format: str
+) -> None:
+    """Show the account's credit balance over time, as each sync read it, oldest first.
+
+    Each row is a run that read the balance: the drop since the previous reading (positive
+    when credits were spent) and the finetunes first seen in between, the trainings that
+    the drop paid for.
+
+    \b
+    Example:
+        bflsync credits --since 2026-11-01 --format csv
+    """
+    start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
+    with reading(cli_context) as reader:
+        intervals = audit.credit_history(reader, source=source, account=account, since=start)
+    if output_format in ("json", "jsonl"):
+        write_records(output_format, CREDIT_COLUMNS, [interval.as_dict() for interval in intervals])
+        return
+    rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
+    for row in rows:
+        row[-1] = " ".join(row[-1])
+    if output_format == "csv":
+        render.write_csv(list(CREDIT_COLUMNS), rows)
+    else:
+        render.write_table(CREDIT_COLUMNS, rows)
+
+
+_SAME_RECORD = ("finetune_id", "source", "change")
+
+
+def _training(record: FinetuneRecord) -> str:
+    """The training status in one line: NULL means no sync has asked yet."""
+    status = record.column("status")
+    if status is None:
+        return "not checked yet"
+    parts = [render.one_line(status)]
+    progress = record.column("progress")
+    if progress is not None:
+        parts.append(f"progress {progress:g}")
+    checked = record.column("status_checked_at")
+    if checked is not None:
+        parts.append(f"checked {checked.isoformat()}")
+    ready = record.column("ready_at")
+    if ready is not None:
+        parts.append(f"ready since {ready.isoformat()}")
+    return ", ".join(parts)
+
+
+def _status_line(entry: audit.StatusEntry) -> str:
+    run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
+    progress = f" {entry.progress:g}" if entry.progress is not None else ""
+    return f"status  {render.one_line(entry.status)}{progress}  {entry.observed_at.isoformat()}  {run}"
+
+
+def _run_label(name: str) -> str:
+    return "duration" if name == "duration_s" else name
+
+
+def _run_cell(run: dict[str, Any], name: str) -> str:
+    """A run's value for people: durations rounded (``12.3 s``, ``4 min 05 s``); JSON keeps the seconds."""
+    return render.human_duration(run[name]) if name == "duration_s" else render.cell(run[name])

@@ -1,0 +1,329 @@
+"""``query`` and ``facets``: searches over the stored training parameters."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from bflsync import fieldnames, filters, search
+from bflsync.cli import completion, render
+from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
+from bflsync.cli.read_common import (
+    LIST_FORMATS,
+    RECORD_FORMATS,
+    account_option,
+    reading,
+    warn_not_json,
+    warn_unreadable,
+    write_records,
+)
+from bflsync.columns import COLUMN_NAMES
+from bflsync.errors import FilterError, InputError
+from bflsync.extract import INT64_MAX
+from bflsync.reading import Reader
+from bflsync.records import ALL_COLUMNS, DETAILS, LABELS, FinetuneRecord
+from bflsync.server_text import printable
+
+TABLE_LIMIT = 50
+QUERY_FORMATS = ("table", *RECORD_FORMATS, "ids", "ids0")
+TABLE_COLUMNS = (
+    "finetune_id",
+    "mode",
+    "finetune_type",
+    "trigger_word",
+    "iterations",
+    "learning_rate",
+    "lora_rank",
+    "status",
+    "last_changed_at",
+)
+
+
+def search_options(command: Any) -> Any:
+    """The options ``query`` and ``facets`` share."""
+    options = (
+        click.option(
+            "--text", "words", metavar="WORDS", help="Full-text search over all text in the details."
+        ),
+        click.option(
+            "--include-deleted", is_flag=True, help="Include finetunes no longer listed by the API."
+        ),
+        click.option("--source", metavar="HOST", help="Only finetunes synced from this API host."),
+        account_option("Only finetunes of this account (sync --account)."),
+        click.option(
+            "--as-of",
+            metavar="TIMESTAMP",
+            help=(
+                "Answer as the store knew things then: ISO 8601 (naive means UTC) or relative, 7d, 12h, "
+                "yesterday. The history "
+                "records changes, not every sighting: last_seen_at then shows when that version "
+                "was first observed, and cannot be filtered, sorted or counted."
+            ),
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def build_query(
+    filter_texts: Sequence[str],
+    *,
+    words: str | None,
+    include_deleted: bool,
+    source: str | None,
+    account: str | None,
+    as_of: str | None,
+    sort: str | None = None,
+    limit: int | None = None,
+) -> filters.Query:
+    return filters.Query(
+        filters=[filters.parse_filter(text) for text in filter_texts],
+        text=words,
+        include_deleted=include_deleted,
+        source=source,
+        account=account,
+        as_of=filters.parse_timestamp(as_of, now=datetime.now(UTC)) if as_of is not None else None,
+        sort=filters.parse_sort(sort) if sort is not None else None,
+        limit=limit,
+    )
+
+
+@click.command()
+@click.argument("filter_texts", nargs=-1, metavar="[FILTER]...", shell_complete=completion.complete_field)
+@search_options
+@click.option(
+    "--sort",
+    metavar="[-]FIELD",
+    help="Sort by any field, '-' for descending (default finetune_id).",
+    shell_complete=completion.complete_sort,
+)
+@click.option(
+    "--limit",
+    metavar="N",
+    type=Int64Range(min=0),
+    help=f"At most N rows; 0 for all [default: {TABLE_LIMIT} for the table, all otherwise].",
+)
+@click.option(
+    "--columns",
+    metavar="A,B,C",
+    help="The fields to show (any field, details keys included).",
+    shell_complete=completion.complete_columns,
+)
+@click.option(
+    "--format", "output_format", type=click.Choice(QUERY_FORMATS), default="table", show_default=True
+)
+@pass_cli_context
+def query(
+    cli_context: CliContext,
+    filter_texts: tuple[str, ...],
+    words: str | None,
+    include_deleted: bool,
+    source: str | None,
+    account: str | None,
+    as_of: str | None,
+    sort: str | None,
+    limit: int | None,
+    columns: str | None,
+    output_format: str,
+) -> None:
+    """Search the stored training parameters with FIELD OP VALUE filters (ANDed).
+
+    \b
+    OP: = != < <= > >=, and ~ (case-insensitive substring).
+    FIELD: an extracted column (mode, learning_rate, iterations, ...), a bookkeeping
+    column (source, account, version, first_seen_at, last_changed_at, deleted_at, ...) or any key
+    of the raw details, dotted for nesting (extra.images), `backticks` for odd names.
+    VALUE: numbers compare numerically (numeric strings count), true/false, null (missing
+    or null), "quoted" is always a string, anything else is a string. != also matches
+    missing and null values.
+
+    --format ids prints one id per line and refuses (exit 2, nothing printed) ids that
+    contain a newline; --format ids0 ends each id with a NUL byte instead (for xargs -0).
+
+    \b
+    Example:
+        bflsync query mode=character 'learning_rate>=1e-5' --sort -iterations
+        bflsync query --text ohwx --format ids0 | xargs -0 -n1 bflsync show
+    """
+    fields = filters.parse_fields(columns) if columns is not None else None
+    if limit == 0:
+        limit = None
+    elif limit is None and output_format == "table":
+        limit = TABLE_LIMIT
+    question = build_query(
+        filter_texts,
+        words=words,
+        include_deleted=include_deleted,
+        source=source,
+        account=account,
+        as_of=as_of,
+        sort=sort,
+        # One extra row tells the table whether it was cut short.
+        # (Capped: SQLite cannot bind more than a signed 64-bit LIMIT, and there are never that many.)
+        limit=min(limit + 1, INT64_MAX) if limit is not None and output_format == "table" else limit,
+    )
+    shown_fields = fields
+    if output_format == "table" and fields is None:
+        shown_fields = [filters.parse_field(name) for name in _table_columns(include_deleted=include_deleted)]
+    with reading(cli_context) as reader:
+        # A --sort or --columns key nobody has is a mistake (exit 2); a filter on one is a valid,
+        # empty question (a warning).
+        named = [*([question.sort.field] if question.sort is not None else []), *(fields or [])]
+        for field in dict.fromkeys(named):
+            note = fieldnames.unknown_field(reader, field)
+            if note is not None:
+                raise FilterError(note)
+        warn_unknown(cli_context, reader, [item.field for item in question.filters])
+        found = search.search(reader, question, columns=_needed_columns(output_format, shown_fields))
+    warn_unreadable(cli_context, found.unreadable)
+    records = found.records
+    if output_format in ("ids", "ids0"):
+        _write_ids([record.finetune_id for record in records], nul=output_format == "ids0")
+        return
+    warn_not_json(cli_context, records)
+    if output_format in ("json", "jsonl"):
+        items = [_record_object(record, fields) for record in records]
+        render.write_json(items) if output_format == "json" else render.write_jsonl(items)
+    elif output_format == "csv":
+        if fields is None:
+            rows = [[*(record.column(name) for name in COLUMN_NAMES), record.details] for record in records]
+            render.write_csv([*COLUMN_NAMES, DETAILS], rows)
+        else:
+            render.write_csv(*_field_rows(records, fields))
+    else:
+        assert shown_fields is not None
+        shown = records[:limit] if limit is not None else records
+        if fields is None:
+            # Source and account only when the result mixes them.
+            for name in ("account", "source"):
+                if len({record.column(name) for record in shown}) > 1:
+                    shown_fields.insert(1, filters.parse_field(name))
+        render.write_table(*_field_rows(shown, shown_fields))
+        if len(records) > len(shown) and not cli_context.quiet:
+            click.echo(
+                f"(first {limit} {'row' if limit == 1 else 'rows'} shown; --limit 0 for all)", err=True
+            )
+
+
+@click.command()
+@click.argument(
+    "arguments",
+    nargs=-1,
+    required=True,
+    metavar="FIELD... [FILTER]...",
+    shell_complete=completion.complete_field,
+)
+@search_options
+@click.option(
+    "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
+)
+@pass_cli_context
+def facets(
+    cli_context: CliContext,
+    arguments: tuple[str, ...],
+    words: str | None,
+    include_deleted: bool,
+    source: str | None,
+    account: str | None,
+    as_of: str | None,
+    output_format: str,
+) -> None:
+    """Count the finetunes per value of each FIELD, most common first.
+
+    Arguments with an operator are filters, as in `bflsync query`; the others are fields.
+    Missing and null values are counted together as an empty value.
+
+    \b
+    Example:
+        bflsync facets mode finetune_type 'iterations>=300'
+    """
+    filter_texts = [argument for argument in arguments if filters.is_filter(argument)]
+    fields = [filters.parse_field(argument) for argument in arguments if not filters.is_filter(argument)]
+    if not fields:
+        raise InputError("facets needs at least one FIELD to count (arguments with an operator are filters)")
+    question = build_query(
+        filter_texts,
+        words=words,
+        include_deleted=include_deleted,
+        source=source,
+        account=account,
+        as_of=as_of,
+    )
+    with reading(cli_context) as reader:
+        warn_unknown(cli_context, reader, [*fields, *(item.field for item in question.filters)])
+        counts, unreadable = search.facet_counts(reader, fields, question)
+    warn_unreadable(cli_context, unreadable)
+    rows = [
+        {"field": name, "value": c.value, "count": c.finetunes}
+        for name, values in counts.items()
+        for c in values
+    ]
+    if output_format in RECORD_FORMATS:
+        write_records(output_format, ["field", "value", "count"], rows)
+        return
+    render.write_table(("field", "value", "count"), [list(row.values()) for row in rows])
+
+
+def _write_ids(ids: list[str], *, nul: bool) -> None:
+    """One id per line (or per NUL); an id holding the separator would forge a second id, so it is refused."""
+    separator = "\0" if nul else "\n"
+    for finetune_id in ids:
+        if separator in finetune_id:
+            hint = "" if nul else "; --format ids0 separates ids with NUL bytes instead"
+            raise InputError(
+                f"finetune id {printable(repr(finetune_id))} contains a "
+                f"{'NUL byte' if nul else 'newline'}{hint}"
+            )
+    sys.stdout.writelines(finetune_id + separator for finetune_id in ids)
+
+
+def _record_object(record: FinetuneRecord, fields: Sequence[filters.FieldRef] | None) -> dict[str, Any]:
+    if fields is None:
+        return record.as_dict()
+    return {
+        "finetune_id": record.finetune_id,
+        "source": record.source,
+        "account": record.account,
+        **{field.name: record.value(field) for field in fields},
+    }
+
+
+def _field_rows(
+    records: Sequence[FinetuneRecord], fields: Sequence[filters.FieldRef]
+) -> tuple[list[str], list[list[Any]]]:
+    return [field.name for field in fields], [[record.value(field) for field in fields] for record in records]
+
+
+def _table_columns(*, include_deleted: bool) -> list[str]:
+    """The default table; deleted_at only when deleted rows were asked for (source only when mixed)."""
+    return [*TABLE_COLUMNS, "deleted_at"] if include_deleted else list(TABLE_COLUMNS)
+
+
+def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | None) -> tuple[str, ...]:
+    """The columns the output reads, so the SQL selects nothing more (``details`` is the costly one)."""
+    if output_format in ("ids", "ids0"):
+        return ("finetune_id",)
+    if fields is None:
+        # The CSV of whole records has no labels column (name label.KEY in --columns for one).
+        return (
+            ALL_COLUMNS if output_format != "csv" else tuple(name for name in ALL_COLUMNS if name != LABELS)
+        )
+    named = {field.column for field in fields if field.column is not None}
+    if any(field.column is None and field.label is None for field in fields):
+        named.add(DETAILS)
+    if any(field.label is not None for field in fields):
+        named.add(LABELS)
+    return ("finetune_id", "source", "account", *sorted(named))
+
+
+def warn_unknown(cli_context: CliContext, reader: Reader, fields: Sequence[filters.FieldRef]) -> None:
+    """One warning per field that is neither a column nor a key any stored finetune has."""
+    for field in dict.fromkeys(fields):
+        note = fieldnames.unknown_field(reader, field)
+        if note is not None and not cli_context.quiet:
+            click.echo(f"bflsync: warning: {note}", err=True)

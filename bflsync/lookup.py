@@ -1,0 +1,96 @@
+"""Finding one stored finetune by its id: the lookup ``show``, ``history`` and ``diff`` share.
+
+The same id can be stored for several (source, account) pairs: API hosts, and keys labelled
+with ``sync --account``. A lookup that does not say which and finds several is ambiguous
+rather than a guess, and says which option tells them apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from bflsync.errors import AmbiguousIdError, InputError
+from bflsync.label_reads import labels_object_sql
+from bflsync.reading import Reader
+from bflsync.records import ALL_COLUMNS, LABELS, FinetuneRecord, record_index
+
+
+class StoredFinetune(NamedTuple):
+    """A finetune's primary key with its current record."""
+
+    pk: int
+    record: FinetuneRecord
+
+
+def find_finetune(
+    reader: Reader, finetune_id: str, *, source: str | None = None, account: str | None = None
+) -> StoredFinetune:
+    """The current record of one finetune, tombstoned or not.
+
+    Raises :class:`InputError` for an unknown id and :class:`AmbiguousIdError` when the id is
+    stored for several (source, account) and ``source``/``account`` do not pick one.
+    """
+    columns = ", ".join(
+        labels_object_sql(reader.dialect, pk="finetune.id") if name == LABELS else f'"{name}"'
+        for name in ALL_COLUMNS
+    )
+    where, params = _which(finetune_id, source=source, account=account)
+    rows = reader.rows(f"SELECT id, {columns} FROM finetune WHERE {where}", params)
+    if not rows:
+        scope = "".join(
+            f" {label} {value!r}"
+            for label, value in (("from source", source), ("of account", account))
+            if value
+        )
+        raise InputError(f"no finetune {finetune_id!r}{scope} in the store")
+    if len(rows) > 1:
+        records = [FinetuneRecord(row[1:], _INDEX) for row in rows]
+        raise AmbiguousIdError(_ambiguity(finetune_id, sorted((r.source, r.account) for r in records)))
+    return StoredFinetune(pk=int(rows[0][0]), record=FinetuneRecord(rows[0][1:], _INDEX))
+
+
+def is_stored(
+    reader: Reader, finetune_id: str, *, source: str | None = None, account: str | None = None
+) -> bool:
+    where, params = _which(finetune_id, source=source, account=account)
+    return bool(reader.rows(f"SELECT 1 FROM finetune WHERE {where} LIMIT 1", params))
+
+
+def ids_starting_with(reader: Reader, prefix: str, *, limit: int) -> list[str]:
+    """Stored finetune ids that start with ``prefix``, sorted, at most ``limit`` (for completion)."""
+    rows = reader.rows(
+        "SELECT DISTINCT finetune_id FROM finetune WHERE substr(finetune_id, 1, ?) = ? ORDER BY 1 LIMIT ?",
+        [len(prefix), prefix, limit],
+    )
+    return [str(row[0]) for row in rows]
+
+
+def account_names(reader: Reader) -> list[str]:
+    """Every account that has stored finetunes, sorted."""
+    return [str(row[0]) for row in reader.rows("SELECT DISTINCT account FROM finetune ORDER BY 1")]
+
+
+def _which(finetune_id: str, *, source: str | None, account: str | None) -> tuple[str, list[str]]:
+    conditions, params = ["finetune_id = ?"], [finetune_id]
+    for column, value in (("source", source), ("account", account)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    return " AND ".join(conditions), params
+
+
+def _ambiguity(finetune_id: str, candidates: Sequence[tuple[str, str]]) -> str:
+    """Which (source, account) rows hold the id, and the option(s) that pick one."""
+    listed = ", ".join(f"{source} (account {account})" for source, account in candidates)
+    options = [
+        option
+        for option, position in (("--source HOST", 0), ("--account NAME", 1))
+        if len({candidate[position] for candidate in candidates}) > 1
+    ]
+    return (
+        f"finetune {finetune_id!r} is stored several times: {listed}; pick one with {' and '.join(options)}"
+    )
+
+
+_INDEX = record_index(ALL_COLUMNS)

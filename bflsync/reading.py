@@ -1,0 +1,247 @@
+"""Read-only connections to a store, for the commands that only read.
+
+On SQLite (a path, the common case) this is the standard library's ``sqlite3`` and nothing
+heavier: a read command's time is mostly start-up, and SQLAlchemy alone costs more to
+import than a query over thousands of finetunes. The file is opened ``mode=ro`` with
+``query_only``, its revision is read from ``alembic_version`` directly, and a store on a
+read-only medium, or another user's, is read as ``immutable`` (see :func:`_open_sqlite`). A PostgreSQL store is
+read through SQLAlchemy's engine from :mod:`bflsync.db`, in read-only transactions.
+
+Both kinds are a :class:`Reader`: SQL text with ``?`` placeholders plus bound parameters
+in, plain tuples out. The SQL that :mod:`bflsync.search` and :mod:`bflsync.audit` write for
+PostgreSQL contains no literal ``?`` or ``%``, so the placeholders translate one to one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from bflsync.errors import StoreBehindError, StoreWriteError
+from bflsync.store_files import journal_path, read_immutable
+from bflsync.storecheck import (
+    BUSY_TIMEOUT_MS,
+    HEAD_REVISION,
+    StoreState,
+    classify_tables,
+    reject_unusable,
+    require_sqlite_file,
+    require_sqlite_version,
+    store_error_for,
+)
+
+Row = tuple[Any, ...]
+
+
+class DetailsNotJsonError(Exception):
+    """The database refused to read some stored details as JSON (``NaN`` written by another tool).
+
+    Internal: :mod:`bflsync.search` answers it by running the statement again with such rows
+    set aside, and names them.
+    """
+
+
+class Reader(Protocol):
+    """A read-only connection to a store, whatever the database."""
+
+    dialect: str
+    """``"sqlite"`` or ``"postgresql"``: which SQL the callers write."""
+    finetune_columns: frozenset[str]
+    """The ``finetune`` table's columns, for SQL that uses optional ones (``details_jsonb``)."""
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def named_rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[Row]]: ...
+
+    def time_param(self, moment: datetime) -> Any: ...
+
+    def bool_param(self, value: bool) -> Any: ...
+
+
+def sqlite_time(moment: datetime) -> str:
+    """The text SQLAlchemy's DateTime writes on SQLite: naive UTC, always with microseconds."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+class SqliteReader:
+    """A :class:`Reader` over a ``sqlite3`` connection opened read-only."""
+
+    dialect = "sqlite"
+
+    def __init__(self, connection: sqlite3.Connection, *, where: str) -> None:
+        self.connection = connection
+        self.where = where
+        self.finetune_columns: frozenset[str] = frozenset()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._execute(sql, params).fetchall()
+
+    def named_rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[Row]]:
+        cursor = self._execute(sql, params)
+        rows = cursor.fetchall()
+        return [item[0] for item in cursor.description], rows
+
+    def time_param(self, moment: datetime) -> Any:
+        return sqlite_time(moment)
+
+    def bool_param(self, value: bool) -> Any:
+        return int(value)
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        try:
+            return self.connection.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            if "malformed JSON" in str(exc):
+                raise DetailsNotJsonError(str(exc)) from exc
+            error = store_error_for(self.where, str(exc))
+            if error is None:
+                raise
+            raise error from exc
+
+
+class ConnectionReader:
+    """A :class:`Reader` over a SQLAlchemy connection: a PostgreSQL store's, in read-only
+    transactions, or the write side's own (``bflsync label`` finds the finetune it edits the
+    way ``show`` does)."""
+
+    def __init__(
+        self, connection: Any, *, where: str, finetune_columns: frozenset[str] = frozenset()
+    ) -> None:
+        self.connection = connection
+        self.where = where
+        self.finetune_columns = finetune_columns
+        self.dialect: str = connection.dialect.name
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.named_rows(sql, params)[1]
+
+    def named_rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[Row]]:
+        import sqlalchemy as sa
+
+        statement = sql if self.dialect == "sqlite" else sql.replace("%", "%%").replace("?", "%s")
+        try:
+            result = self.connection.exec_driver_sql(statement, tuple(params))
+            return list(result.keys()), [tuple(row) for row in result]
+        except sa.exc.DBAPIError as exc:
+            message = str(exc.orig)
+            if "invalid input syntax for type json" in message:
+                self.connection.rollback()
+                raise DetailsNotJsonError(message) from exc
+            error = store_error_for(self.where, message)
+            if error is None:
+                raise
+            raise error from exc
+
+    def time_param(self, moment: datetime) -> Any:
+        if self.dialect == "sqlite":
+            return sqlite_time(moment)
+        return moment.astimezone(UTC)
+
+    def bool_param(self, value: bool) -> Any:
+        return int(value) if self.dialect == "sqlite" else value
+
+
+@contextmanager
+def open_reader(db: str | None) -> Iterator[Reader]:
+    """A read-only :class:`Reader` on the store ``--db`` names (a path, a URL, or the default)."""
+    if db is not None and "://" in db:
+        with _open_url(db) as reader:
+            yield reader
+        return
+    if db is None:
+        from bflsync.config import default_db_path
+
+        path = default_db_path()
+    else:
+        path = Path(db)
+    sqlite_reader = _open_sqlite(path.expanduser().absolute())
+    try:
+        yield sqlite_reader
+    finally:
+        sqlite_reader.connection.close()
+
+
+@contextmanager
+def _open_url(db: str) -> Iterator[Reader]:
+    from bflsync import db as store_db
+
+    location = store_db.locate_store(db)
+    if location.path is not None:
+        sqlite_reader = _open_sqlite(location.path)
+        try:
+            yield sqlite_reader
+        finally:
+            sqlite_reader.connection.close()
+        return
+    engine = store_db.open_store_for_read(location)
+    try:
+        with store_db.translate_errors(location), engine.connect() as connection:
+            columns = connection.exec_driver_sql(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = 'finetune'"
+            ).scalars()
+            yield ConnectionReader(connection, where=location.display, finetune_columns=frozenset(columns))
+    finally:
+        engine.dispose()
+
+
+def _open_sqlite(path: Path) -> SqliteReader:
+    """A checked read-only connection to a SQLite store at head, by the rules of :mod:`bflsync.store_files`.
+
+    A read-only connection to a file without ``-wal`` creates ``-wal`` and ``-shm`` beside
+    it. So the file is judged first through an immutable connection, which creates nothing:
+    a refused file (foreign, too new, behind) is left exactly as found, and so is a store of
+    another user's, which is read immutable throughout. Our own store is then read normally,
+    one snapshot however a sync writes meanwhile. A WAL store in a directory (or mount) this
+    user cannot write cannot even be read normally: SQLite cannot create the ``-shm`` file it
+    wants. Without a ``-wal`` file no writer is mid-way, so it is read as immutable then.
+    """
+    require_sqlite_version()
+    require_sqlite_file(path)
+    if read_immutable(path, inspecting=True):
+        inspected = _checked_sqlite(path, immutable=True)
+        if read_immutable(path):
+            return inspected
+        inspected.connection.close()
+    try:
+        return _checked_sqlite(path, immutable=False)
+    except StoreWriteError:
+        if journal_path(path, "-wal").exists():
+            raise
+        return _checked_sqlite(path, immutable=True)
+
+
+def _checked_sqlite(path: Path, *, immutable: bool) -> SqliteReader:
+    uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    reader = SqliteReader(connection, where=str(path))
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA query_only = ON")
+        # One snapshot for every statement of the command, however a sync writes meanwhile.
+        connection.execute("BEGIN")
+        tables = [
+            name
+            for (name,) in reader.rows("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not name.startswith("sqlite_")
+        ]
+        revision = None
+        if "alembic_version" in tables:
+            stamped = reader.rows("SELECT version_num FROM alembic_version")
+            revision = stamped[0][0] if stamped else None
+        state = classify_tables(tables, revision)
+        reject_unusable(str(path), state, revision, missing_ok=False)
+        if state is StoreState.BEHIND:
+            raise StoreBehindError(
+                f"the store at {path} is at schema revision {revision}, older than this "
+                f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
+            )
+        reader.finetune_columns = frozenset(row[1] for row in reader.rows("PRAGMA table_info(finetune)"))
+    except BaseException:
+        connection.close()
+        raise
+    return reader

@@ -1,0 +1,151 @@
+"""What a database holds and what its driver's complaints mean, without SQLAlchemy or alembic.
+
+Shared by :mod:`bflsync.db` (opening stores for writing and migrating them) and
+:mod:`bflsync.reading` (the lean read path), so both judge a file by the same rules:
+the revisions this release knows, the tables a bflsync store has, the SQLite file header,
+and which driver messages are about the store itself rather than a bug.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+from collections.abc import Collection
+from pathlib import Path
+
+from bflsync.errors import (
+    NotAStoreError,
+    StoreError,
+    StoreMissingError,
+    StoreTooNewError,
+    StoreUnreachableError,
+    StoreWriteError,
+)
+
+KNOWN_REVISIONS: tuple[str, ...] = (
+    "0001_initial",
+    "0002_fts",
+    "0003_accounts",
+    "0006_canonical_numbers",
+    "0005_search",
+    "0004_lifecycle",
+    "0007_fts_discoverable",
+    "0006_labels",
+)
+HEAD_REVISION = KNOWN_REVISIONS[-1]
+# The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
+ACCOUNTS_REVISION = "0003_accounts"
+SQLITE_HEADER = b"SQLite format 3\x00"
+BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})
+BUSY_TIMEOUT_MS = 10_000
+# The JSON ``->`` operator (facets on details keys) arrived in SQLite 3.38.
+MIN_SQLITE_VERSION = (3, 38, 0)
+
+
+class StoreState(enum.Enum):
+    EMPTY = "empty"
+    CURRENT = "current"
+    BEHIND = "behind"
+    TOO_NEW = "too new"
+    FOREIGN = "foreign"
+
+
+def classify_tables(tables: Collection[str], revision: str | None) -> StoreState:
+    """What a database holds, judged by its tables as well as its revision stamp.
+
+    Another alembic-managed project may stamp a revision named like ours ("0001_initial"),
+    so a stamp counts only next to bflsync's own tables.
+    """
+    tables = set(tables) - {"alembic_version"}
+    if revision is None:
+        # `db downgrade base` leaves an empty alembic_version table behind: still an empty store.
+        return StoreState.FOREIGN if tables else StoreState.EMPTY
+    if not BFLSYNC_TABLES.issubset(tables):
+        return StoreState.FOREIGN
+    if revision == HEAD_REVISION:
+        return StoreState.CURRENT
+    if revision in KNOWN_REVISIONS:
+        return StoreState.BEHIND
+    return StoreState.TOO_NEW
+
+
+def reject_unusable(display: str, state: StoreState, revision: str | None, *, missing_ok: bool) -> None:
+    """Refuse a database that is not a bflsync store this release can use."""
+    if state is StoreState.TOO_NEW:
+        raise StoreTooNewError(
+            f"the store at {display} has schema revision {revision}, which this bflsync "
+            "does not know (written by a newer version?): upgrade bflsync; the file was not modified"
+        )
+    if state is StoreState.FOREIGN:
+        raise NotAStoreError(f"{display} is a database without bflsync tables; refusing to touch it")
+    if state is StoreState.EMPTY and not missing_ok:
+        raise StoreMissingError(f"no bflsync store at {display} - run `bflsync sync` first")
+
+
+def require_sqlite_version() -> None:
+    """Refuse a SQLite library too old for the JSON operators the read side uses (``->``, 3.38).
+
+    Both ways in ask: :mod:`bflsync.db` before it creates an engine, :mod:`bflsync.reading`
+    before it opens a file, so the refusal is the same one line (exit 2) whichever command runs.
+    """
+    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+        wanted = ".".join(str(part) for part in MIN_SQLITE_VERSION)
+        raise StoreError(
+            f"bflsync needs SQLite {wanted} or newer; this Python's sqlite3 module uses SQLite "
+            f"{sqlite3.sqlite_version} (use a Python built against a newer SQLite)"
+        )
+
+
+def require_sqlite_file(path: Path) -> None:
+    """Refuse, before SQLite opens it, a path that is missing, a directory or not a SQLite file."""
+    if not path.exists():
+        raise StoreMissingError(f"no bflsync store at {path} - run `bflsync sync` first")
+    if path.is_dir():
+        raise NotAStoreError(f"{path} is a directory, not a bflsync store")
+    if not path.is_file():
+        # A FIFO or device: opening it could hang or read forever.
+        raise NotAStoreError(f"{path} is not a regular file; refusing to touch it")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+    if not header:
+        raise StoreMissingError(f"no bflsync store at {path} (empty file) - run `bflsync sync` first")
+    if header != SQLITE_HEADER:
+        raise NotAStoreError(f"{path} is not a SQLite database; refusing to touch it")
+
+
+# What server drivers say when the database cannot be reached or will not let us in.
+_UNREACHABLE_SERVER = (
+    "connection refused",
+    "could not connect",
+    "connection failed",
+    "timeout expired",
+    "could not translate host name",
+    "name or service not known",
+    "password authentication failed",
+    "no pg_hba.conf entry",
+)
+
+
+def store_error_for(where: str, message: str) -> StoreError | None:
+    """The store error a driver message stands for, or ``None`` when it is not about the store."""
+    lowered = message.lower()
+    if "is not a database" in lowered or "disk image is malformed" in lowered:
+        return NotAStoreError(f"{where} is not a usable SQLite database ({message})")
+    if any(s in lowered for s in _UNREACHABLE_SERVER) or (
+        'database "' in lowered and "does not exist" in lowered
+    ):
+        first_line = message.strip().splitlines()[0] if message.strip() else message
+        return StoreUnreachableError(f"cannot reach the store at {where} ({first_line})")
+    if "database is locked" in lowered or "database is busy" in lowered:
+        return StoreWriteError(
+            f"the store at {where} stayed locked by another writer for longer than "
+            f"{BUSY_TIMEOUT_MS // 1000} s ({message})"
+        )
+    if "readonly" in lowered or "read-only" in lowered:
+        return StoreWriteError(f"the store at {where} is read-only ({message})")
+    if any(s in lowered for s in ("unable to open", "disk i/o", "disk is full", "database or disk")):
+        return StoreWriteError(f"cannot use the store at {where} ({message})")
+    return None

@@ -1,0 +1,50 @@
+"""The error classes: all in bflsync.errors, each drawn in its docstring tree with its true exit code."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+
+import bflsync
+from bflsync import errors
+from bflsync.errors import BflsyncError, ExitCode
+
+
+def every_error_class() -> set[type[BflsyncError]]:
+    for module in pkgutil.walk_packages(bflsync.__path__, "bflsync."):
+        if module.name != "bflsync.__main__":
+            importlib.import_module(module.name)
+    found: set[type[BflsyncError]] = set()
+    pending: list[type[BflsyncError]] = [BflsyncError]
+    while pending:
+        cls = pending.pop()
+        found.add(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_error_class_is_defined_in_the_errors_module() -> None:
+    assert {cls.__name__ for cls in every_error_class() if cls.__module__ != "bflsync.errors"} == set()
+
+
+def test_the_docstring_tree_draws_every_class_under_its_parent_with_its_exit_code() -> None:
+    doc = errors.__doc__ or ""
+    lines = doc.splitlines()
+    for cls in every_error_class():
+        [line] = [line for line in lines if re.search(rf"(^|── ){cls.__name__}\b", line.strip())]
+        stated = re.search(r"\(exit (\d+)\)", line)
+        if stated and cls is not errors.RunFailedError:
+            assert int(stated.group(1)) == cls.exit_code, cls.__name__
+        if cls is not BflsyncError:
+            parent = cls.__mro__[1].__name__
+            above = lines[: lines.index(line)]
+            depth = line.index(cls.__name__)
+            owner = next(
+                row for row in reversed(above) if cls.__mro__[1].__name__ in row and row.index(parent) < depth
+            )
+            assert parent in owner, cls.__name__
+
+
+def test_signal_exits_are_named_once() -> None:
+    assert (ExitCode.INTERRUPTED, ExitCode.BROKEN_PIPE, ExitCode.TERMINATED) == (130, 141, 143)
