@@ -35,14 +35,13 @@ def field_names(reader: Reader, prefix: str = "") -> list[str]:
     ``prefix`` path) starting with ``prefix``."""
     head, _, _ = prefix.rpartition(".")
     parent = tuple(head.split(".")) if head else ()
-    # A details object called "label" is written `label`, so its keys do not read as labels.
-    quoted = parent == (LABEL_PREFIX,)
-    keys = [format_path((*parent, key), force_key=quoted) for key in stored_keys(reader, parent)]
-    names = keys
-    if not parent:
-        names = [*COLUMN_NAMES, *keys]
-    if parent in ((), (LABEL_PREFIX,)):
-        names.extend(f"{LABEL_PREFIX}.{key}" for key in label_keys(reader))
+    labelled = [f"{LABEL_PREFIX}.{key}" for key in label_keys(reader)] if len(parent) <= 1 else []
+    if parent == (LABEL_PREFIX,):
+        # `label.` is the start of a label field (a details object called "label" is `label`).
+        names = labelled
+    else:
+        keys = [format_path((*parent, key)) for key in stored_keys(reader, parent)]
+        names = [*COLUMN_NAMES, *keys, *labelled] if not parent else keys
     return sorted({name for name in names if name.startswith(prefix)})
 
 

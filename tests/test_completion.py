@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
+from bflsync import labels
 from bflsync.cli import cli
 
 PAYLOADS = {
@@ -24,7 +25,9 @@ PAYLOADS = {
 @pytest.fixture
 def target(any_store: tuple[str, Engine]) -> str:
     db, engine = any_store
-    write_sync(engine, PAYLOADS, now=day(1))
+    write_sync(engine, {**PAYLOADS, "with-label": {"mode": "style", "label": {"x": 1}}}, now=day(1))
+    edit = labels.build_edit(["project=acme", "priority=1"], [])
+    labels.edit_labels(engine, "bravo", edit, source=None, account=None, actor="tester", now=day(2))
     return db
 
 
@@ -46,7 +49,10 @@ def candidates(db: str, *words: str) -> list[str]:
     return [item.split(",", 1)[1] for item in result.stdout.splitlines() if item]
 
 
-@pytest.mark.parametrize("command", [["show"], ["history"], ["diff", "bravo"]])
+@pytest.mark.parametrize(
+    "command",
+    [["show"], ["history"], ["diff", "bravo"], ["compare"], ["compare", "bravo"], ["label"], ["note"]],
+)
 def test_finetune_ids_complete_from_the_store(target: str, command: list[str]) -> None:
     assert candidates(target, *command, "alp") == ["alpha", "alpine"]
 
@@ -58,13 +64,25 @@ def test_filter_fields_complete_columns_and_details_keys(target: str) -> None:
     assert candidates(target, "facets", "mo") == ["mode"]
 
 
+def test_label_keys_complete_as_label_fields(target: str) -> None:
+    assert candidates(target, "query", "label.") == ["label.priority", "label.project"]
+    assert candidates(target, "query", "label.pro") == ["label.project"]
+    assert candidates(target, "query", "--sort", "label.pri") == ["label.priority"]
+    assert candidates(target, "compare", "bravo", "--columns", "mode,label.p") == [
+        "mode,label.priority",
+        "mode,label.project",
+    ]
+    assert candidates(target, "facets", "lab") == ["label", "label.priority", "label.project"]
+
+
 def test_sort_and_columns_complete_the_field_being_typed(target: str) -> None:
     assert candidates(target, "query", "--sort", "extra.im") == ["extra.images"]
     assert candidates(target, "query", "--columns", "mode,extra.t") == ["mode,extra.tags"]
 
 
-def test_account_names_complete_from_the_store(target: str) -> None:
-    assert candidates(target, "runs", "--account", "") == ["default"]
+@pytest.mark.parametrize("command", [["runs"], ["compare", "alpha"], ["label", "alpha"], ["note", "alpha"]])
+def test_account_names_complete_from_the_store(target: str, command: list[str]) -> None:
+    assert candidates(target, *command, "--account", "") == ["default"]
 
 
 def test_completion_without_a_store_offers_nothing_and_creates_nothing(db_path: Path) -> None:

@@ -62,6 +62,12 @@ def test_a_details_key_filter_names_the_unparsable_finetune_and_answers_without_
     assert "not valid JSON" in result.stderr
 
 
+def test_a_negated_details_key_filter_leaves_the_unparsable_finetune_out_too(nan_store: Path) -> None:
+    result = read(nan_store, "query", "extra.score!=2", "--format", "ids")
+    assert result.stdout == "fine\n"
+    assert BROKEN in result.stderr
+
+
 def test_facets_on_a_details_key_skip_the_unparsable_finetune(nan_store: Path) -> None:
     result = read(nan_store, "facets", "extra.score", "--format", "json")
     assert json.loads(result.stdout) == [{"field": "extra.score", "value": 1, "count": 1}]

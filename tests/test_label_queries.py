@@ -221,3 +221,20 @@ def test_csv_and_table_have_one_column_per_label_in_columns(label_store: str) ->
         label_store, "query", "label.approved=true", "--columns", "finetune_id,label.approved"
     ).splitlines()
     assert [line.split() for line in table] == [["finetune_id", "label.approved"], ["acme-1", "true"]]
+
+
+def test_a_filter_on_a_label_no_finetune_has_warns_with_the_closest_label(label_store: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["--db", label_store, "query", "label.projct=acme", "--format", "ids"], catch_exceptions=False
+    )
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == (
+        "bflsync: warning: no stored finetune has a label 'projct' (did you mean label.project?)\n"
+    )
+
+
+@pytest.mark.parametrize("option", ["--sort", "--columns"])
+def test_sort_or_columns_on_a_label_no_finetune_has_exits_2(label_store: str, option: str) -> None:
+    result = CliRunner().invoke(cli, ["--db", label_store, "query", option, "label.scor"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert "no stored finetune has a label 'scor' (did you mean label.score?)" in result.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -70,6 +69,9 @@ def write_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Columns fitted to the terminal on a TTY (see :mod:`bflsync.cli.table`), plain and whole otherwise."""
     if sys.stdout.isatty():
+        # shutil (with its compression modules) only here: piped output never pays for it.
+        import shutil
+
         from bflsync.cli.table import write_fitted
 
         write_fitted(headers, rows, width=shutil.get_terminal_size().columns)
