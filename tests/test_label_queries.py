@@ -238,3 +238,26 @@ def test_sort_or_columns_on_a_label_no_finetune_has_exits_2(label_store: str, op
     result = CliRunner().invoke(cli, ["--db", label_store, "query", option, "label.scor"])
     assert (result.exit_code, result.stdout) == (2, "")
     assert "no stored finetune has a label 'scor' (did you mean label.score?)" in result.stderr
+
+
+def test_with_as_of_labels_are_the_current_ones_and_filter_sort_and_count(label_store: str) -> None:
+    # At day 2 every finetune is live (gone was tombstoned on day 3); its labels are today's.
+    as_of = ["--as-of", "2026-01-02T12:00:00Z"]
+    records = json.loads(run(label_store, "query", *as_of, "label.project=acme", "--format", "json"))
+    assert {record["finetune_id"]: record["labels"] for record in records} == {
+        fid: found for fid, found in stored_labels().items() if found.get("project") == "acme"
+    }
+    assert run(label_store, "query", *as_of, "--sort", "label.score", "--format", "ids").split() == [
+        "globex",
+        "numeric-text",
+        "acme-2",
+        "acme-1",
+        "gone",
+        "unlabelled",
+    ]
+    counts = json.loads(run(label_store, "facets", "label.stage", *as_of, "--format", "json"))
+    assert counts == [
+        {"field": "label.stage", "value": None, "count": 4},
+        {"field": "label.stage", "value": "prod", "count": 1},
+        {"field": "label.stage", "value": "retired", "count": 1},
+    ]
