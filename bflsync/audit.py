@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from bflsync.columns import ERROR_FIELDS, RUN_FIELDS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, canonical_json
 from bflsync.filters import format_path
@@ -284,6 +285,7 @@ def credit_history(
     return intervals
 
 
+_RUN_SELECT = ", ".join(f"r.{name}" for name in RUN_FIELDS)
 # The balance the same (source, account)'s previous run with a balance read, for credits_change.
 _PREVIOUS_CREDITS = (
     "(SELECT b.credits FROM sync_run b WHERE b.source = r.source AND b.account = r.account"
@@ -296,7 +298,7 @@ def runs(reader: Reader, *, limit: int | None, account: str | None = None) -> li
     running) and ``credits_change``: its balance minus the one the account's previous run with a
     balance read.
     """
-    statement = f"SELECT r.*, {_PREVIOUS_CREDITS} AS previous_credits FROM sync_run r"
+    statement = f"SELECT {_RUN_SELECT}, {_PREVIOUS_CREDITS} AS previous_credits FROM sync_run r"
     params: list[Any] = []
     if account is not None:
         statement += " WHERE r.account = ?"
@@ -354,12 +356,14 @@ def accounts(reader: Reader) -> list[dict[str, Any]]:
 def run_with_errors(reader: Reader, run_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One sync run and the per-finetune errors it recorded."""
     names, rows = reader.named_rows(
-        f"SELECT r.*, {_PREVIOUS_CREDITS} AS previous_credits FROM sync_run r WHERE r.id = ?", [run_id]
+        f"SELECT {_RUN_SELECT}, {_PREVIOUS_CREDITS} AS previous_credits FROM sync_run r WHERE r.id = ?",
+        [run_id],
     )
     if not rows:
         raise InputError(f"no sync run {run_id} in the store (see `bflsync runs`)")
     error_names, errors = reader.named_rows(
-        "SELECT * FROM sync_error WHERE sync_run_id = ? ORDER BY finetune_id, id", [run_id]
+        f"SELECT {', '.join(ERROR_FIELDS)} FROM sync_error WHERE sync_run_id = ? ORDER BY finetune_id, id",
+        [run_id],
     )
     return _run_dict(names, rows[0]), [dict(zip(error_names, error, strict=True)) for error in errors]
 

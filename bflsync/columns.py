@@ -76,3 +76,20 @@ RUN_COUNTERS = (
     "failed",
     "status_failed",
 )
+# The columns of `sync_run` in the model's order: the order of `runs` JSON keys and CSV columns,
+# whatever order migrations added them to a table in (a test keeps this equal to the model).
+RUN_FIELDS = (
+    "id",
+    "started_at",
+    "finished_at",
+    "status",
+    "source",
+    "account",
+    "key_changed",
+    "pid",
+    "bflsync_version",
+    *RUN_COUNTERS,
+    "credits",
+    "error",
+)
+ERROR_FIELDS = ("id", "sync_run_id", "finetune_id", "kind", "http_status", "message", "attempts")

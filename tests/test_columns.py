@@ -7,8 +7,8 @@ import sys
 
 import sqlalchemy as sa
 
-from bflsync.columns import COLUMN_NAMES, RECORD_COLUMNS, Kind
-from bflsync.models import Finetune, UTCDateTime
+from bflsync.columns import COLUMN_NAMES, ERROR_FIELDS, RECORD_COLUMNS, RUN_FIELDS, Kind
+from bflsync.models import Finetune, SyncError, SyncRun, UTCDateTime
 
 # Columns the table holds that are not part of a record: the key and the raw JSON itself.
 NOT_RECORD_COLUMNS = {"id", "details"}
@@ -41,3 +41,10 @@ def test_the_catalogue_imports_no_sqlalchemy() -> None:
     script = "import sys, bflsync.columns; print('sqlalchemy' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout == "False\n"
+
+
+def test_runs_and_their_errors_list_the_model_columns_in_the_model_order() -> None:
+    run_table: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
+    error_table: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
+    assert list(RUN_FIELDS) == list(run_table.c.keys())
+    assert list(ERROR_FIELDS) == list(error_table.c.keys())

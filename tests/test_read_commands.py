@@ -22,6 +22,7 @@ from storebuild import SOURCE, day, file_digest, write_sync
 
 from bflsync import db, labels
 from bflsync.cli import cli
+from bflsync.columns import RUN_FIELDS
 from bflsync.extract import canonical_json
 
 ALPHA = {
@@ -887,3 +888,11 @@ def test_sorting_or_showing_a_key_no_finetune_has_exits_2(
     result = CliRunner().invoke(cli, ["--db", store, "query", option, name])
     wrong = name.lstrip("-").split(",")[-1]
     assert_one_line_error(result, f"no stored finetune has a key '{wrong}' (did you mean {guess}?)")
+
+
+def test_runs_json_and_csv_keep_the_model_order_of_columns(store: str) -> None:
+    expected = [*RUN_FIELDS, "duration_s", "credits_change"]
+    [listed] = json.loads(run(store, "runs", "--format", "json").stdout)[:1]
+    assert list(listed) == expected
+    header = run(store, "runs", "1", "--format", "csv").stdout.splitlines()[0]
+    assert header.split(",") == [*expected, "errors"]
