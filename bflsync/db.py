@@ -10,8 +10,9 @@ Three ways in, one per kind of command:
   after an online backup. A file it refuses (not SQLite, foreign tables, newer schema) is
   inspected through a read-only connection first, so it stays byte-identical.
 
-The revision check compares against :data:`HEAD_REVISION` recorded here, so read commands
-do not pay for importing alembic; a test keeps it equal to the migrations' head.
+The revision check compares against :data:`HEAD_REVISION` (kept in :mod:`bflsync.storecheck`, which
+the lean read path shares), so read commands do not pay for importing alembic; a test keeps it equal
+to the migrations' head.
 """
 
 from __future__ import annotations
