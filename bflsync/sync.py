@@ -1,15 +1,16 @@
 """One sync run: list the account's finetunes, fetch their details concurrently, store, report.
 
-The network side and the database side meet at one bounded queue. A fixed window of fetch
-tasks feeds it (the client's semaphore decides how many requests are actually in flight);
-a single writer drains it and stores a batch every ``batch_size`` results or
+The network side and the database side meet at one bounded queue, in one task group. A fixed
+window of fetch tasks feeds it (the client's semaphore decides how many requests are actually
+in flight); a single writer drains it and stores a batch every ``batch_size`` results or
 ``flush_interval_s`` seconds, each batch one short write transaction. So the write lock is
 never held across network I/O, a crash loses at most the batch being written, and memory
 stays flat however many finetunes the account has: the queue, the batch and the fetch
 window are all bounded.
 
 Nothing here prints, reads the environment or handles signals: the caller passes ``now``,
-a progress callback and a ``stop`` event, and renders the returned :class:`SyncResult`.
+a progress callback and a ``stop`` event, and renders the returned :class:`SyncResult`, which
+says how the run ended, failures included.
 """
 
 from __future__ import annotations
