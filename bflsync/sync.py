@@ -163,6 +163,8 @@ class SyncResult:
 
 
 _Fetched = store.Observation | status_store.StatusObservation | FetchFailure
+_AccountClaim = tuple[str, bool]
+"""The key fingerprint a run may record for its account, and whether it replaces the recorded one."""
 # What one finetune's requests gave, queued as one item: a stop or error between its details and its
 # status must not leave half of it to be stored.
 _Finished = tuple[_Fetched, ...]
@@ -209,8 +211,6 @@ class _Recorder(Protocol):
     account: str
     # This run's key against the one recorded for the account; None when there is no store to ask.
     key_state: _KeyState | None
-    # Set once the run may speak for the account: (key fingerprint, whether to record it).
-    account_claim: tuple[str, bool] | None
 
     def begin_run(self, api_key: Secret) -> None: ...
 
@@ -228,8 +228,11 @@ class _Recorder(Protocol):
         """Store one batch of results; return how many finetunes each outcome took."""
         ...
 
-    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
-        """Tombstone what the listing lost (when given) and close the run."""
+    def finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
+        """Tombstone what the listing lost (when given), record the account's key (when claimed) and
+        close the run."""
         ...
 
     def fail_quietly(self, result: SyncResult) -> None:
@@ -270,7 +273,6 @@ class _NoStore:
         self.account = account
         self.run_id: int | None = None
         self.key_state: _KeyState | None = None
-        self.account_claim: tuple[str, bool] | None = None
 
     def begin_run(self, api_key: Secret) -> None:
         return None
@@ -288,7 +290,9 @@ class _NoStore:
         observations, _ = _split(batch)
         return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
 
-    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+    def finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
         return None
 
     def fail_quietly(self, result: SyncResult) -> None:
@@ -304,7 +308,6 @@ class _Preview:
         self.account = account
         self.run_id: int | None = None
         self.key_state: _KeyState | None = None
-        self.account_claim: tuple[str, bool] | None = None
 
     def begin_run(self, api_key: Secret) -> None:
         with self.session.begin():
@@ -329,7 +332,9 @@ class _Preview:
             )
         return Counter(outcome.value for outcome in outcomes.values())
 
-    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+    def finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
         if listed_ids is None:
             return
         with self.session.begin():
@@ -356,7 +361,6 @@ class _Writer:
         self.run_id: int | None = None
         self._settled: set[str] = set()
         self.key_state: _KeyState | None = None
-        self.account_claim: tuple[str, bool] | None = None
         self.listed_unrecorded: int | None = None
 
     def begin_run(self, api_key: Secret) -> None:
@@ -479,15 +483,19 @@ class _Writer:
             )
         return changed
 
-    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+    def finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
         deleted_before = result.deleted
         try:
-            self._finish(result, listed_ids=listed_ids)
+            self._finish(result, listed_ids=listed_ids, account_claim=account_claim)
         except BaseException:
             result.deleted = deleted_before  # the tombstones were rolled back with the transaction
             raise
 
-    def _finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+    def _finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
         assert self.run_id is not None
         with self.session.begin():
             if listed_ids is not None:
@@ -501,8 +509,8 @@ class _Writer:
                 )
                 result.deleted = len(gone)
             now = self.now()
-            if self.account_claim is not None:
-                fingerprint, replace = self.account_claim
+            if account_claim is not None:
+                fingerprint, replace = account_claim
                 store.record_account(
                     self.session,
                     source=self.source,
@@ -612,6 +620,8 @@ class _Run:
             account=options.account,
             dry_run=options.dry_run,
         )
+        # Set once the run may speak for the account; recorded when the run is closed.
+        self.account_claim: _AccountClaim | None = None
         self.balance: float | None = None
         self.credits_error: ApiError | None = None
 
@@ -687,7 +697,7 @@ class _Run:
         # A refused key or failed listing is reported already: the credits' failure would repeat it.
         if self.credits_error is not None and result.status != "failed":
             logger.warning("credits not recorded: %s", self.credits_error)
-        self.recorder.finish(result, listed_ids=listed_ids)
+        self.recorder.finish(result, listed_ids=listed_ids, account_claim=self.account_claim)
 
     def _fail(self, error: BaseException) -> None:
         """The run ended on an unexpected error: mark it failed, with what it stored counted."""
@@ -737,7 +747,7 @@ class _Run:
         if listed_ids is None:
             if state.recorded not in (None, state.fingerprint) and not self.options.accept_new_key:
                 raise RunFailedError(self._unconfirmed_key_error(), ExitCode.INPUT)
-            self.recorder.account_claim = (state.fingerprint, False)
+            self.account_claim = (state.fingerprint, False)
             return
         if state.fingerprint != state.recorded:
             live = state.live_ids
@@ -750,7 +760,7 @@ class _Run:
                     self.recorder.account,
                     self.client.source,
                 )
-        self.recorder.account_claim = (state.fingerprint, True)
+        self.account_claim = (state.fingerprint, True)
 
     def _foreign_key_error(self, live: int) -> str:
         stored = "the finetune" if live == 1 else f"the {live} finetunes"
