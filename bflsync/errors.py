@@ -27,6 +27,8 @@
     │   └── RunLimitError        a limit of the whole run was reached: the run stops as failed
     │       ├── RunDeadlineError the run deadline (--max-duration) passed
     │       └── CircuitOpenError too many requests in a row failed after their retries
+    ├── RunFailedError           a sync run that could not do its job; exits as the error that
+    │                            failed it (3 when none says otherwise)
     └── SyncLockedError          another sync holds the lock (exit 4)
 
 No message ever contains the API key: errors are built from status, method, path and BFL's
@@ -183,6 +185,14 @@ class TransportError(ApiError):
 
 class ApiTimeoutError(TransportError):
     kind = "timeout"
+
+
+class RunFailedError(BflsyncError):
+    """The run could not do its job (the listing failed); the run row says why, too."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = ExitCode(exit_code)
 
 
 class SyncLockedError(BflsyncError):
