@@ -12,9 +12,15 @@ Every contender runs in a fresh child process of its own and reports the CPU tim
    canonical JSON, SHA-256, compare with the stored hash; update ``last_seen_at`` per batch; a
    ``sync_run`` row). Target: wall time ratio <= 1.1.
 
+3. ``status``: ``bflsync sync`` as users run it, status checks and credits on, of N finetunes
+   into a fresh store (so every finetune is asked its status: one details and one ``get_result``
+   request each, and one credits request), against ``httpx-status``: the minimal loop making the
+   same requests in the same order. Target: <= 1.0 ms CPU per request-equivalent (a finetune's
+   two requests count two), and no more than the like baseline.
+
 Each pair is run ``--repeat`` times, interleaved; min and median ratios are printed.
 
-The syncs run with ``--no-status --no-credits`` so that both sides of each pair make the same
+Pairs 1 and 2 run the sync with ``--no-status --no-credits`` so that both sides make the same
 requests (the listing and one details request per finetune); what status checks cost on the
 network is ``bench_network.py``'s to measure.
 
@@ -43,7 +49,7 @@ def child(kind: str, base_url: str, db_path: str) -> dict[str, float]:
     """Run one contender in this (fresh) process; return its CPU and wall seconds."""
     import time
 
-    if kind in ("sync", "resync"):
+    if kind in ("sync", "resync", "status"):
         import bflsync.api
         import bflsync.cli.sync_command
         import bflsync.sync  # noqa: F401 - imported before the clock starts
@@ -52,7 +58,8 @@ def child(kind: str, base_url: str, db_path: str) -> dict[str, float]:
 
         db.open_store_for_write(db.locate_store(db_path)).engine.dispose()
         argv = ["--db", db_path, "--quiet", "sync", "--base-url", base_url, "--concurrency", str(CONCURRENCY)]
-        argv += ["--no-status", "--no-credits"]  # the same requests as the baselines make
+        if kind != "status":
+            argv += ["--no-status", "--no-credits"]  # the same requests as the baselines make
         cpu, wall = time.process_time(), time.perf_counter()
         try:
             cli.main(argv, prog_name="bflsync", standalone_mode=False)
@@ -66,12 +73,13 @@ def child(kind: str, base_url: str, db_path: str) -> dict[str, float]:
 
     import httpx
 
-    async def fetch_all(on_details: Any) -> None:
+    async def fetch_all(on_details: Any, *, status: bool = False) -> None:
         async with httpx.AsyncClient(
             base_url=base_url,
             headers={"x-key": MOCK_KEY},
             limits=httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY),
         ) as client:
+            credits = asyncio.ensure_future(client.get("/v1/credits")) if status else None
             listing = (await client.get("/v1/my_finetunes")).json()["finetunes"]
             ids = iter([item if isinstance(item, str) else item["finetune_id"] for item in listing])
 
@@ -79,12 +87,17 @@ def child(kind: str, base_url: str, db_path: str) -> dict[str, float]:
                 for finetune_id in ids:
                     response = await client.get("/v1/finetune_details", params={"finetune_id": finetune_id})
                     on_details(finetune_id, json.loads(response.content)["finetune_details"])
+                    if status:
+                        answer = await client.get("/v1/get_result", params={"id": finetune_id})
+                        json.loads(answer.content)["status"]
 
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            if credits is not None:
+                json.loads((await credits).content)["credits"]
 
-    if kind == "httpx":
+    if kind in ("httpx", "httpx-status"):
         cpu, wall = time.process_time(), time.perf_counter()
-        asyncio.run(fetch_all(lambda finetune_id, details: None))
+        asyncio.run(fetch_all(lambda finetune_id, details: None, status=kind == "httpx-status"))
         return {"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
 
     assert kind == "raw"
@@ -179,6 +192,25 @@ def main() -> None:
             f"median {statistics.median(httpx_cpu):.3f} ms  ratio min {best / min(httpx_cpu):.2f} "
             f"median {median / statistics.median(httpx_cpu):.2f}  (target sync <= 1.0 ms) "
             f"{'ok' if median <= 1.0 else 'MISSED'}"
+        )
+
+        with mock_api(count=arguments.count) as base_url:
+            status_cpu, httpx_status_cpu = [], []
+            for i in range(arguments.repeat):
+                ours = run_child("status", base_url, directory / f"status-{i}.db")
+                theirs = run_child("httpx-status", base_url, directory / "unused.db")
+                # Per request-equivalent: a finetune's details and status requests count two.
+                status_cpu.append(ours["cpu"] * 1000 / (2 * arguments.count))
+                httpx_status_cpu.append(theirs["cpu"] * 1000 / (2 * arguments.count))
+        best, median = min(status_cpu), statistics.median(status_cpu)
+        baseline = statistics.median(httpx_status_cpu)
+        print(
+            f"CPU per request with status checks (details + get_result per finetune, and credits), "
+            f"{arguments.count:,} finetunes: sync min {best:.3f} ms median {median:.3f} ms "
+            f"({2 * median:.3f} ms per finetune)  minimal httpx loop, same requests, min "
+            f"{min(httpx_status_cpu):.3f} ms median {baseline:.3f} ms  ratio min {best / min(httpx_status_cpu):.2f} "
+            f"median {median / baseline:.2f}  (target <= 1.0 ms and <= the loop) "
+            f"{'ok' if median <= min(1.0, baseline) else 'MISSED'}"
         )
 
         with mock_api(count=arguments.resync_count) as base_url:

@@ -121,22 +121,43 @@ def source_of(base_url: str) -> str:
 
     ``https://api.us1.bfl.ai`` -> ``api.us1.bfl.ai``, ``http://127.0.0.1:8123`` -> ``127.0.0.1:8123``,
     ``https://gw.example.com/us1/`` -> ``gw.example.com/us1``: two regions behind one gateway are
-    two sources. Spellings of one URL agree (host case, default port, trailing slashes).
+    two sources. Spellings of one server agree, because the source is half of every finetune's
+    identity and a second spelling would start a second, empty history: host case, a trailing dot
+    on the host, a Unicode host and its ``xn--`` form (as httpx connects to it), the default port,
+    trailing slashes and percent-escapes of unreserved characters in the prefix.
     """
     parts = urlsplit(base_url.strip())
     try:
         port = parts.port
     except ValueError:
-        raise InputError(f"invalid port in base URL {base_url!r}") from None
-    host = parts.hostname
+        raise InputError(f"invalid port in base URL {printable(base_url)!r}") from None
+    try:
+        url = httpx.URL(base_url.strip())
+        url.host  # noqa: B018 - decoding the host is how httpx refuses a malformed xn-- label
+        host = url.raw_host.decode("ascii").lower().rstrip(".")
+    except (httpx.InvalidURL, UnicodeError):  # idna's errors are UnicodeErrors
+        host = "?"
     if not host:
-        raise InputError(f"invalid base URL {base_url!r}: no host")
+        raise InputError(f"invalid base URL {printable(base_url)!r}: no host")
+    if not _HOST_NAME.fullmatch(host) and ":" not in host:
+        raise InputError(f"invalid host in base URL {printable(base_url)!r}")
     if ":" in host:
         host = f"[{host}]"
     if port is not None and port != {"http": 80, "https": 443}.get(parts.scheme):
         host = f"{host}:{port}"
-    prefix = parts.path.strip("/")
+    prefix = _PERCENT_ESCAPE.sub(_normal_escape, parts.path).strip("/")
     return f"{host}/{prefix}" if prefix else host
+
+
+_HOST_NAME: Final = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+_PERCENT_ESCAPE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _normal_escape(match: re.Match[str]) -> str:
+    """RFC 3986 6.2.2: an escaped unreserved character is that character; other escapes in upper case."""
+    character = chr(int(match.group(1), 16))
+    return character if character in _UNRESERVED else match.group(0).upper()
 
 
 def load_api_key(*, env_value: str | None, key_file: Path | None) -> Secret:

@@ -1,15 +1,16 @@
 """One sync run: list the account's finetunes, fetch their details concurrently, store, report.
 
-The network side and the database side meet at one bounded queue. A fixed window of fetch
-tasks feeds it (the client's semaphore decides how many requests are actually in flight);
-a single writer drains it and stores a batch every ``batch_size`` results or
+The network side and the database side meet at one bounded queue, in one task group. A fixed
+window of fetch tasks feeds it (the client's semaphore decides how many requests are actually
+in flight); a single writer drains it and stores a batch every ``batch_size`` results or
 ``flush_interval_s`` seconds, each batch one short write transaction. So the write lock is
 never held across network I/O, a crash loses at most the batch being written, and memory
 stays flat however many finetunes the account has: the queue, the batch and the fetch
 window are all bounded.
 
 Nothing here prints, reads the environment or handles signals: the caller passes ``now``,
-a progress callback and a ``stop`` event, and renders the returned :class:`SyncResult`.
+a progress callback and a ``stop`` event, and renders the returned :class:`SyncResult`, which
+says how the run ended, failures included.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,16 @@ from bflsync import status_store, store
 from bflsync.api import LIST_PATH, BflClient
 from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
-from bflsync.errors import ApiError, AuthError, BadResponseError, CreditsError, ExitCode, RunLimitError
+from bflsync.errors import (
+    ApiError,
+    AuthError,
+    BadResponseError,
+    BflsyncError,
+    CreditsError,
+    ExitCode,
+    RunFailedError,
+    RunLimitError,
+)
 from bflsync.fingerprint import key_fingerprint
 from bflsync.status import BadStatusAnswer, parse_answer
 
@@ -87,7 +97,10 @@ class FetchFailure:
 
 @dataclass(kw_only=True)
 class SyncResult:
-    """How a run ended; ``run_id`` is None for a dry run, which records nothing."""
+    """How a run ended: its status, its counts and, for a failed run, the error that failed it.
+
+    ``run_id`` is None for a dry run, which records nothing.
+    """
 
     run_id: int | None
     status: str
@@ -108,8 +121,11 @@ class SyncResult:
     credits: float | None = None
     key_changed: bool = False
     duration_s: float = 0.0
+    # Why the run did not finish, as its run row says it (an interrupted run's too).
     error: str | None = None
-    error_exit_code: int | None = None
+    # What a failed run ended on: a RunFailedError when the run could not do its job (the listing
+    # failed, a foreign or refused key, a limit of the run), else the unexpected error as raised.
+    failure: Exception | None = None
 
     def exit_code(self, *, signum: int | None = None) -> int:
         """The documented exit code of this outcome; ``signum`` is the signal that stopped the run, if any.
@@ -122,7 +138,9 @@ class SyncResult:
             return int(ExitCode.PARTIAL)
         if self.status == "interrupted":
             return 128 + (signum if signum is not None else signal.SIGINT)
-        return int(self.error_exit_code or ExitCode.CANNOT_RUN)
+        if isinstance(self.failure, BflsyncError):
+            return int(self.failure.exit_code)
+        return int(ExitCode.CANNOT_RUN)
 
     def counts(self) -> dict[str, int]:
         """The ``sync_run`` counter columns."""
@@ -144,20 +162,9 @@ class SyncResult:
         }
 
 
-class SyncAborted(Exception):
-    """A started run ended on an unexpected error, raised ``from`` it; ``result`` is what the run did.
-
-    The run row (when there is one) is already marked ``failed`` with these counts, so a caller
-    can still report the run before handling ``error`` as it would have without the wrapper.
-    """
-
-    def __init__(self, result: SyncResult, error: Exception) -> None:
-        super().__init__(f"the sync failed: {type(error).__name__}: {error}")
-        self.result = result
-        self.error = error
-
-
 _Fetched = store.Observation | status_store.StatusObservation | FetchFailure
+_AccountClaim = tuple[str, bool]
+"""The key fingerprint a run may record for its account, and whether it replaces the recorded one."""
 # What one finetune's requests gave, queued as one item: a stop or error between its details and its
 # status must not leave half of it to be stored.
 _Finished = tuple[_Fetched, ...]
@@ -176,23 +183,21 @@ async def run_sync(
     """Run one sync against ``engine`` (None only for a dry run against a store that does not exist).
 
     The caller holds the sync lock (so every ``running`` run is a dead process's) and has brought
-    the store to head, or for a dry run opened it read-only. Setting ``stop`` ends the run early:
-    in-flight fetches are abandoned, everything already fetched is stored, and the run is
-    marked ``interrupted``. An unexpected error after the run started is raised as
-    :class:`SyncAborted`, after everything fetched so far is stored and the run is marked ``failed``.
+    the store to head, or for a dry run opened it read-only. However a started run ends, the
+    result says so, with everything fetched until then stored and counted: ``ok``, ``partial``,
+    ``interrupted`` (``stop`` was set: in-flight fetches are abandoned, nothing is tombstoned) or
+    ``failed`` (the error in ``failure``, unexpected ones included). Raised are only an error
+    before the run began (there is no run to report) and a ``BaseException`` such as
+    ``KeyboardInterrupt``, after the run is marked failed.
     """
     if engine is None and not options.dry_run:
         raise ValueError("only a dry run can go without a store")
     started = time.monotonic()
-    try:
-        with _recorder(
-            engine, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
-        ) as recorder:
-            run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
-            result = await run.execute()
-    except SyncAborted as aborted:
-        aborted.result.duration_s = time.monotonic() - started
-        raise
+    with _recorder(
+        engine, source=client.source, account=options.account, now=now, pid=pid, dry_run=options.dry_run
+    ) as recorder:
+        run = _Run(client=client, recorder=recorder, options=options, progress=progress, stop=stop)
+        result = await run.execute()
     result.duration_s = time.monotonic() - started
     return result
 
@@ -206,8 +211,6 @@ class _Recorder(Protocol):
     account: str
     # This run's key against the one recorded for the account; None when there is no store to ask.
     key_state: _KeyState | None
-    # Set once the run may speak for the account: (key fingerprint, whether to record it).
-    account_claim: tuple[str, bool] | None
 
     def begin_run(self, api_key: Secret) -> None: ...
 
@@ -225,8 +228,11 @@ class _Recorder(Protocol):
         """Store one batch of results; return how many finetunes each outcome took."""
         ...
 
-    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
-        """Tombstone what the listing lost (when given) and close the run."""
+    def finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
+        """Tombstone what the listing lost (when given), record the account's key (when claimed) and
+        close the run."""
         ...
 
     def fail_quietly(self, result: SyncResult) -> None:
@@ -267,7 +273,6 @@ class _NoStore:
         self.account = account
         self.run_id: int | None = None
         self.key_state: _KeyState | None = None
-        self.account_claim: tuple[str, bool] | None = None
 
     def begin_run(self, api_key: Secret) -> None:
         return None
@@ -285,7 +290,9 @@ class _NoStore:
         observations, _ = _split(batch)
         return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
 
-    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+    def finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
         return None
 
     def fail_quietly(self, result: SyncResult) -> None:
@@ -301,7 +308,6 @@ class _Preview:
         self.account = account
         self.run_id: int | None = None
         self.key_state: _KeyState | None = None
-        self.account_claim: tuple[str, bool] | None = None
 
     def begin_run(self, api_key: Secret) -> None:
         with self.session.begin():
@@ -326,7 +332,9 @@ class _Preview:
             )
         return Counter(outcome.value for outcome in outcomes.values())
 
-    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+    def finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
         if listed_ids is None:
             return
         with self.session.begin():
@@ -353,7 +361,6 @@ class _Writer:
         self.run_id: int | None = None
         self._settled: set[str] = set()
         self.key_state: _KeyState | None = None
-        self.account_claim: tuple[str, bool] | None = None
         self.listed_unrecorded: int | None = None
 
     def begin_run(self, api_key: Secret) -> None:
@@ -476,15 +483,19 @@ class _Writer:
             )
         return changed
 
-    def finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+    def finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
         deleted_before = result.deleted
         try:
-            self._finish(result, listed_ids=listed_ids)
+            self._finish(result, listed_ids=listed_ids, account_claim=account_claim)
         except BaseException:
             result.deleted = deleted_before  # the tombstones were rolled back with the transaction
             raise
 
-    def _finish(self, result: SyncResult, *, listed_ids: Iterable[str] | None) -> None:
+    def _finish(
+        self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
+    ) -> None:
         assert self.run_id is not None
         with self.session.begin():
             if listed_ids is not None:
@@ -498,8 +509,8 @@ class _Writer:
                 )
                 result.deleted = len(gone)
             now = self.now()
-            if self.account_claim is not None:
-                fingerprint, replace = self.account_claim
+            if account_claim is not None:
+                fingerprint, replace = account_claim
                 store.record_account(
                     self.session,
                     source=self.source,
@@ -567,25 +578,26 @@ class _Job:
     status: bool
 
 
-class _Stopped(Exception):
-    """The caller set the stop event."""
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """Every job was done; ``listed_ids`` is the complete listing, None for a ``--id`` run."""
+
+    listed_ids: list[str] | None
 
 
-class _ForeignKey(Exception):
-    """The key is not the account's: it lists none of the account's stored finetunes."""
+class _Stopped:
+    """The caller's stop event came before the work was done."""
 
 
-class _KeyRefused(Exception):
-    """A detail request failed so that every other one would too: the key or account was refused
-    (401/403/402), or a limit of the run (deadline, circuit breaker) was reached."""
+_STOPPED: Final = _Stopped()
 
-    def __init__(self, error: ApiError) -> None:
-        super().__init__(str(error))
-        self.error = error
+_Ending = _Done | _Stopped | Exception
+"""How the network side of a run ended: every job done, stopped, or the error that ended it (a
+``RunFailedError`` when the run could not do its job, any other error unexpected)."""
 
 
 class _Run:
-    """The state of one run while it executes."""
+    """One run. ``execute`` reads top to bottom: begin the run, fetch and store, record the ending."""
 
     def __init__(
         self,
@@ -608,99 +620,111 @@ class _Run:
             account=options.account,
             dry_run=options.dry_run,
         )
+        # Set once the run may speak for the account; recorded when the run is closed.
+        self.account_claim: _AccountClaim | None = None
+        self.balance: float | None = None
         self.credits_error: ApiError | None = None
 
     async def execute(self) -> SyncResult:
-        result = self.result
+        """The run's outcome, however it ended; only what no outcome can say is raised (see ``run_sync``)."""
         self.recorder.begin_run(self.client.api_key)
-        result.run_id = self.recorder.run_id
+        self.result.run_id = self.recorder.run_id
         try:
-            return await self._execute()
-        except Exception as exc:
-            self._fail(exc)
-            raise SyncAborted(result, exc) from exc
+            ending = await self._fetch_and_store()
+            if isinstance(ending, Exception) and not isinstance(ending, RunFailedError):
+                self._fail(ending)
+            else:
+                self._close(ending)
+        except Exception as exc:  # the writer's or the closing's: the run cannot be closed as it went
+            self._fail(_one_error(exc))
         except BaseException as exc:
             self._fail(exc)
             raise
+        return self.result
 
-    async def _execute(self) -> SyncResult:
-        result = self.result
-        credits = asyncio.create_task(self._read_credits()) if self.options.credits else None
-        try:
-            try:
-                listed_ids = await self._ids_to_list()
-                jobs = self._jobs(listed_ids)
-                stopped = await self._fetch_and_store(jobs)
-            except _Stopped:
-                stopped, listed_ids = True, None
-            except _ForeignKey as foreign:
-                return self._failed(str(foreign), ExitCode.INPUT, credits)
-            except _KeyRefused as refused:
-                # What was fetched is stored; nothing is tombstoned from a run that could not finish.
-                return self._failed(self._refusal_error(refused.error), refused.error.exit_code, credits)
-            except ApiError as exc:
-                return self._failed(self._listing_error(exc), exc.exit_code, credits)
-            if stopped:
-                result.status = "interrupted"
-                result.error = "stopped before finishing (interrupted by a signal)"
-                # A stop request means do as little as possible: tombstones wait for the next full run.
-                listed_ids = None
-            else:
-                strict_failed = self.options.strict_status and result.status_failed
-                result.status = "partial" if result.failed or strict_failed else "ok"
-            result.credits = await self._credits_read(credits, wait=not stopped)
-            if self.credits_error is not None:
-                logger.warning("credits not recorded: %s", self.credits_error)
-            self.recorder.finish(result, listed_ids=listed_ids)
-            return result
-        finally:
-            if credits is not None and not credits.done():
-                await _cancel_and_wait(credits)
+    async def _fetch_and_store(self) -> _Ending:
+        """List, fetch and store, all in one task group; return how the network side ended.
 
-    async def _read_credits(self) -> float | None:
-        """The balance, read alongside the listing; a failure never fails the run.
+        The network side (the listing, then a window of fetch workers) fills one bounded queue
+        that a single writer drains, a batch per transaction; the credits request runs alongside.
+        A stop cuts short only the network side, and whatever ends it comes back as a value, so
+        the end mark always follows it into the queue and the writer stores everything queued
+        before it. Only the writer failing ends the group early: it cancels the rest and its error
+        is raised from the group.
+        """
+        queue: asyncio.Queue[_Finished | None] = asyncio.Queue(maxsize=2 * self.options.batch_size)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._write(queue))
+            credits = group.create_task(self._read_credits()) if self.options.credits else None
+            ending = await self._unless_stopped(self._list_and_fetch(queue))
+            await queue.put(None)
+            if credits is not None:
+                # Waited for only when the run did its job, and then only until a stop.
+                if isinstance(ending, _Done):
+                    await self._unless_stopped(credits)
+                credits.cancel()
+        return ending
 
-        The failure is logged when the run is done, and only if the run itself did not fail: a
-        refused key would otherwise be reported twice.
+    async def _list_and_fetch(self, queue: asyncio.Queue[_Finished | None]) -> _Done | Exception:
+        """The network side: the listing (unless ``--id``), then every finetune's requests, queued.
+
+        What ends it early is returned, not raised, so that the writer still stores all that was
+        queued before: a ``RunFailedError`` for the run's own reasons, any other error as raised.
         """
         try:
-            return await self.client.credits()
-        except ApiError as exc:
-            self.credits_error = exc
-            return None
+            listed_ids = await self._ids_to_list()
+            await self._fetch(self._jobs(listed_ids), queue)
+        except Exception as exc:
+            return _one_error(exc)
+        return _Done(listed_ids)
 
-    async def _credits_read(self, task: asyncio.Task[float | None] | None, *, wait: bool) -> float | None:
-        """The balance if the request has answered (waiting for it unless ``wait`` is False or a stop comes)."""
-        if task is None:
-            return None
-        if wait and not task.done():
-            with suppress(_Stopped):
-                await self._unless_stopped(_awaited(task))
-        return task.result() if task.done() and not task.cancelled() else None
+    def _close(self, ending: _Done | _Stopped | RunFailedError) -> None:
+        """Record the run's status; tombstones only after a complete listing was fully fetched."""
+        result = self.result
+        result.credits = self.balance
+        listed_ids = None
+        if isinstance(ending, RunFailedError):
+            # What was fetched is stored; nothing is tombstoned from a run that could not finish.
+            result.status, result.error, result.failure = "failed", str(ending), ending
+        elif isinstance(ending, _Stopped):
+            # A stop request means do as little as possible: tombstones wait for the next full run.
+            result.status = "interrupted"
+            result.error = "stopped before finishing (interrupted by a signal)"
+        else:
+            strict_failed = self.options.strict_status and result.status_failed
+            result.status = "partial" if result.failed or strict_failed else "ok"
+            listed_ids = ending.listed_ids
+        # A refused key or failed listing is reported already: the credits' failure would repeat it.
+        if self.credits_error is not None and result.status != "failed":
+            logger.warning("credits not recorded: %s", self.credits_error)
+        self.recorder.finish(result, listed_ids=listed_ids, account_claim=self.account_claim)
 
-    def _failed(self, error: str, exit_code: int, credits: asyncio.Task[float | None] | None) -> SyncResult:
+    def _fail(self, error: BaseException) -> None:
+        """The run ended on an unexpected error: mark it failed, with what it stored counted."""
         result = self.result
         result.status = "failed"
-        result.error = error
-        result.error_exit_code = exit_code
-        if credits is not None and credits.done() and not credits.cancelled():
-            result.credits = credits.result()
-        self.recorder.finish(result, listed_ids=None)
-        return result
+        result.error = f"{type(error).__name__}: {error}"
+        result.failure = error if isinstance(error, Exception) else None
+        self.recorder.fail_quietly(result)
 
-    def _fail(self, exc: BaseException) -> None:
-        self.result.status = "failed"
-        self.result.error = f"{type(exc).__name__}: {exc}"
-        self.recorder.fail_quietly(self.result)
+    async def _read_credits(self) -> None:
+        """The balance, read alongside the listing; a failure never fails the run."""
+        try:
+            self.balance = await self.client.credits()
+        except ApiError as exc:
+            self.credits_error = exc
 
     async def _ids_to_list(self) -> list[str] | None:
         """The full listing, or None when only ``--id`` finetunes are synced (then nothing is tombstoned)."""
         if self.options.only_ids:
             self._check_key(listed_ids=None)
             return None
-        listed = await self._unless_stopped(self.client.list_finetunes())
-        if not listed and not self.options.allow_empty_listing:
-            self._refuse_to_empty_the_store()
+        try:
+            listed = await self.client.list_finetunes()
+            if not listed and not self.options.allow_empty_listing:
+                self._refuse_to_empty_the_store()
+        except ApiError as exc:
+            raise RunFailedError(self._listing_error(exc), exc.exit_code) from exc
         self.result.listed = len(listed)
         self._check_key(listed_ids=listed)
         self.recorder.note_listed(len(listed))
@@ -722,13 +746,13 @@ class _Run:
             return
         if listed_ids is None:
             if state.recorded not in (None, state.fingerprint) and not self.options.accept_new_key:
-                raise _ForeignKey(self._unconfirmed_key_error())
-            self.recorder.account_claim = (state.fingerprint, False)
+                raise RunFailedError(self._unconfirmed_key_error(), ExitCode.INPUT)
+            self.account_claim = (state.fingerprint, False)
             return
         if state.fingerprint != state.recorded:
             live = state.live_ids
             if live and live.isdisjoint(listed_ids) and not self.options.accept_new_key:
-                raise _ForeignKey(self._foreign_key_error(len(live)))
+                raise RunFailedError(self._foreign_key_error(len(live)), ExitCode.INPUT)
             self.result.key_changed = state.recorded is not None
             if self.result.key_changed:
                 logger.warning(
@@ -736,7 +760,7 @@ class _Run:
                     self.recorder.account,
                     self.client.source,
                 )
-        self.recorder.account_claim = (state.fingerprint, True)
+        self.account_claim = (state.fingerprint, True)
 
     def _foreign_key_error(self, live: int) -> str:
         stored = "the finetune" if live == 1 else f"the {live} finetunes"
@@ -810,75 +834,25 @@ class _Run:
             return f"the API key was refused by {self.client.source} ({where})"
         return f"stopped fetching from {self.client.source}: {exc}"
 
-    async def _unless_stopped(self, awaitable: Coroutine[Any, Any, T]) -> T:
+    async def _unless_stopped(self, work: Awaitable[T]) -> T | _Stopped:
+        """``work``'s result, or ``_STOPPED`` with ``work`` cancelled if the stop event comes first.
+
+        The run's one way of stopping: a deadline (``--max-duration``) and the circuit breaker
+        end a run through its requests' errors instead (``RunLimitError``).
+        """
         if self.stop is None:
-            return await awaitable
-        work = asyncio.ensure_future(awaitable)
+            return await work
+        task = asyncio.ensure_future(work)
         stop_wait = asyncio.ensure_future(self.stop.wait())
         try:
-            await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
-            if not work.done():
-                work.cancel()
+            if not task.done():
+                task.cancel()
                 with suppress(asyncio.CancelledError):
-                    await work
-        if work.cancelled():
-            raise _Stopped
-        return work.result()
-
-    async def _fetch_and_store(self, ids: list[_Job]) -> bool:
-        """Fetch and store every id; return True when stopped early.
-
-        Whatever was fetched before a stop or a fetch error is stored before returning or raising.
-        Nothing leaves this method while the writer still runs: it shares the session with the caller.
-        """
-        queue: asyncio.Queue[_Finished | None] = asyncio.Queue(maxsize=2 * self.options.batch_size)
-        writer = asyncio.create_task(self._write(queue))
-        fetcher = asyncio.create_task(self._fetch(ids, queue))
-        try:
-            stopped = await self._wait_for_fetching(fetcher, writer)
-            await self._finish_writing(queue, writer)
-        except BaseException:
-            await _cancel_and_wait(fetcher)
-            await _cancel_and_wait(writer)
-            raise
-        if not fetcher.cancelled() and (error := fetcher.exception()) is not None:
-            raise _one_error(error)
-        return stopped
-
-    async def _wait_for_fetching(self, fetcher: asyncio.Task[None], writer: asyncio.Task[None]) -> bool:
-        """Until fetching ends, a stop or the writer fails; return True when fetching was cut short."""
-        waiters: set[asyncio.Future[Any]] = {writer, fetcher}
-        stop_wait = asyncio.ensure_future(self.stop.wait()) if self.stop else None
-        if stop_wait is not None:
-            waiters.add(stop_wait)
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if stop_wait is not None:
-                stop_wait.cancel()
-        stopped = not fetcher.done()
-        if stopped:
-            # Stopped, or the writer failed and nothing would drain the queue any more.
-            fetcher.cancel()
-            await asyncio.wait({fetcher})
-        if writer.done():
-            # The writer only ends before the sentinel by failing: surface its error.
-            writer.result()
-        return stopped
-
-    @staticmethod
-    async def _finish_writing(queue: asyncio.Queue[_Finished | None], writer: asyncio.Task[None]) -> None:
-        """Send the writer its end mark and wait until it has stored everything queued."""
-        put = asyncio.ensure_future(queue.put(None))
-        try:
-            # A writer that fails now leaves a full queue behind: racing it keeps the put from
-            # waiting forever (with the sync lock held).
-            await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            put.cancel()
-        await writer
+                    await task
+        return _STOPPED if task.cancelled() else task.result()
 
     async def _fetch(self, jobs: list[_Job], queue: asyncio.Queue[_Finished | None]) -> None:
         pending = iter(jobs)
@@ -894,7 +868,8 @@ class _Run:
                 if self.progress is not None:
                     self.progress(finished, total)
                 if refusal is not None:
-                    raise _KeyRefused(refusal)
+                    # Every other request would fail alike: the group cancels the other workers.
+                    raise RunFailedError(self._refusal_error(refusal), refusal.exit_code)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(FETCH_WINDOW, total)):
@@ -944,7 +919,8 @@ class _Run:
         return status_store.StatusObservation(finetune_id, answer), None
 
     async def _fetch_one(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
-        """The finetune's details or failure, and the error when the run cannot go on (see ``_KeyRefused``)."""
+        """The finetune's details or failure, and the error when the run cannot go on: the key or account
+        was refused (401/403/402) or a limit of the run (deadline, circuit breaker) was reached."""
         try:
             details = await self.client.get_details(finetune_id)
         except ApiError as exc:
@@ -1017,24 +993,12 @@ class _Run:
         logger.debug("stored a batch of %d results", len(batch))
 
 
-async def _awaited(task: asyncio.Task[T]) -> T:
-    return await task
-
-
-async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait until it has really ended; its own error, if any, is only logged."""
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled() and (error := task.exception()) is not None:
-        logger.debug("%s also failed", task.get_name(), exc_info=error)
-
-
-def _one_error(error: BaseException) -> BaseException:
-    """The first error inside an exception group (the fetch task group's), so callers see one error.
+def _one_error(error: Exception) -> Exception:
+    """The first error inside an exception group (a task group's), so the run reports one error.
 
     Workers failing at the same moment are rare; the others are logged rather than lost.
     """
-    while isinstance(error, BaseExceptionGroup):
+    while isinstance(error, ExceptionGroup):
         for other in error.exceptions[1:]:
             logger.debug("another fetch task failed too", exc_info=other)
         error = error.exceptions[0]

@@ -581,6 +581,9 @@ def test_resolve_base_url(region: str | None, base_url: str | None, expected: st
         ("api.us1.bfl.ai", "invalid base URL"),
         ("https://user:pw@api.us1.bfl.ai", "credentials"),
         ("https://api.us1.bfl.ai:notaport", "invalid port"),
+        ("https://exa mple.com", "invalid host"),
+        ("https://xn--/us1", "invalid host"),
+        ("https://a..b/us1", "invalid host"),
         ("https://api.us1.bfl.ai/?x=1", "no query"),
     ],
 )
@@ -612,6 +615,12 @@ def test_client_refuses_plain_http_off_loopback() -> None:
         ("https://GW.example.com:443/eu1/", "gw.example.com/eu1"),
         ("https://gw.example.com/bfl/us1//", "gw.example.com/bfl/us1"),
         ("https://gw.example.com/", "gw.example.com"),
+        ("https://api.us1.bfl.ai./", "api.us1.bfl.ai"),
+        ("https://gw.example.com./us1", "gw.example.com/us1"),
+        ("https://bücher.example/us1", "xn--bcher-kva.example/us1"),
+        ("https://XN--BCHER-KVA.example/us1", "xn--bcher-kva.example/us1"),
+        ("https://gw.example.com/%75s%31", "gw.example.com/us1"),
+        ("https://gw.example.com/a%2fb", "gw.example.com/a%2Fb"),
     ],
 )
 def test_source_of(base_url: str, source: str) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -18,16 +19,18 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sync_support import ALPHA, ANY_TIME, BETA, GAMMA, KEY, rows
 
 from bflsync import __version__, db
 from bflsync.api import BflClient
 from bflsync.cli import cli
 from bflsync.config import Secret
+from bflsync.errors import ExitCode, RunFailedError
 from bflsync.extract import canonical_json, content_hash
 from bflsync.lock import sync_lock_for
 from bflsync.mock_api import LISTING, MockBFL
-from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
+from bflsync.sync import ProgressCallback, SyncOptions, SyncResult, run_sync
 
 T1 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 T2 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
@@ -888,12 +891,13 @@ def test_a_writer_failing_after_the_last_fetch_ends_the_run_with_its_error(
     with MockBFL.serve(many(15), api_key=KEY) as server:
         started = time.monotonic()
         try:
-            with pytest.raises(SyncAborted) as aborted:
-                sync_bounded(store_engine, server, progress=taker, batch_size=5)
+            result = sync_bounded(store_engine, server, progress=taker, batch_size=5)
         finally:
             taker.release()
 
-    assert "database is locked" in str(aborted.value.error)
+    assert result.status == "failed"
+    assert isinstance(result.failure, OperationalError)
+    assert "database is locked" in str(result.failure)
     assert time.monotonic() - started < 5
 
 
@@ -907,12 +911,13 @@ def test_a_writer_failing_after_a_stop_ends_the_run_with_its_error(
     with MockBFL.serve(many(60), api_key=KEY) as server:
         started = time.monotonic()
         try:
-            with pytest.raises(SyncAborted) as aborted:
-                sync_bounded(store_engine, server, progress=taker, stop=stop, batch_size=5)
+            result = sync_bounded(store_engine, server, progress=taker, stop=stop, batch_size=5)
         finally:
             taker.release()
 
-    assert "database is locked" in str(aborted.value.error)
+    assert result.status == "failed"
+    assert isinstance(result.failure, OperationalError)
+    assert "database is locked" in str(result.failure)
     assert time.monotonic() - started < 5
 
 
@@ -930,33 +935,36 @@ class BrokenProgress:
 def test_an_unexpected_error_while_fetching_surfaces_as_that_one_error(
     store_engine: Engine, db_path: Path
 ) -> None:
-    with MockBFL.serve(many(40), api_key=KEY) as server, pytest.raises(SyncAborted) as aborted:
-        sync_bounded(store_engine, server, progress=BrokenProgress(at=30), batch_size=5)
+    with MockBFL.serve(many(40), api_key=KEY) as server:
+        result = sync_bounded(store_engine, server, progress=BrokenProgress(at=30), batch_size=5)
 
-    assert repr(aborted.value.error) == "RuntimeError('the progress display broke')"
-    assert aborted.value.result.status == "failed"
+    assert repr(result.failure) == "RuntimeError('the progress display broke')"
+    assert (result.status, result.error) == ("failed", "RuntimeError: the progress display broke")
 
 
 def test_an_aborted_run_reports_its_real_duration(store_engine: Engine) -> None:
-    with MockBFL.serve(many(40), api_key=KEY, latency_ms=50) as server, pytest.raises(SyncAborted) as aborted:
+    with MockBFL.serve(many(40), api_key=KEY, latency_ms=50) as server:
         started = time.monotonic()
-        sync_bounded(store_engine, server, progress=BrokenProgress(at=10), batch_size=5)
+        result = sync_bounded(store_engine, server, progress=BrokenProgress(at=10), batch_size=5)
     elapsed = time.monotonic() - started
 
+    assert result.status == "failed"
     # At least the listing and one round of detail requests, each 50 ms.
-    assert 0.1 <= aborted.value.result.duration_s <= elapsed
+    assert 0.1 <= result.duration_s <= elapsed
 
 
 def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
     store_engine: Engine, db_path: Path
 ) -> None:
-    with MockBFL.serve(many(40), api_key=KEY) as server, pytest.raises(SyncAborted):
+    with MockBFL.serve(many(40), api_key=KEY) as server:
         server_source = server.base_url.removeprefix("http://")
         # One request per finetune, as this test was written for: with a status request after each
         # details request, workers that were already running finish a finetune after the error.
-        sync_bounded(
+        result = sync_bounded(
             store_engine, server, progress=BrokenProgress(at=30), batch_size=5, status=False, credits=False
         )
+
+    assert (result.status, result.fetched, result.created, result.listed) == ("failed", 30, 30, 40)
 
     assert rows(db_path, "SELECT count(*) AS n FROM finetune_version WHERE change = 'created'") == [{"n": 30}]
     assert rows(db_path, "SELECT * FROM sync_run") == [
@@ -982,6 +990,91 @@ def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
             "status_failed": 0,
             "credits": None,
         }
+    ]
+
+
+# --- the outcome: however a started run ends, run_sync returns it --------------------------------
+
+
+def test_a_run_that_did_its_job_returns_an_ok_outcome_without_an_error(
+    store_engine: Engine, mock: MockBFL
+) -> None:
+    result = sync_at(store_engine, mock, T1)
+
+    assert (result.status, result.error, result.failure, result.exit_code()) == ("ok", None, None, 0)
+    assert (result.listed, result.fetched, result.created, result.failed) == (3, 3, 3, 0)
+
+
+def test_a_key_refused_while_fetching_returns_the_failure_and_the_counts_of_what_was_stored(
+    store_engine: Engine, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    mock.fail("beta", status=402)
+
+    result = sync_at(store_engine, mock, T1)
+
+    assert result.status == "failed"
+    assert isinstance(result.failure, RunFailedError)
+    assert result.failure.exit_code == ExitCode.CANNOT_RUN == result.exit_code()
+    assert str(result.failure) == result.error
+    assert result.error.startswith(f"stopped fetching from {source}: the BFL account is out of credits")
+    stored = rows(db_path, "SELECT count(*) AS n FROM finetune")[0]["n"]
+    assert (result.listed, result.failed, result.fetched, result.created) == (3, 1, stored, stored)
+    [run] = rows(db_path, f"SELECT status, error, {', '.join(result.counts())} FROM sync_run")
+    assert run == {"status": "failed", "error": result.error, **result.counts()}
+
+
+def test_a_refused_listing_returns_a_failed_outcome_that_stored_nothing(
+    store_engine: Engine, db_path: Path, mock: MockBFL, source: str
+) -> None:
+    mock.fail(LISTING, status=401)
+
+    result = sync_at(store_engine, mock, T1)
+
+    assert (result.status, result.listed, result.fetched, result.exit_code()) == ("failed", 0, 0, 3)
+    assert isinstance(result.failure, RunFailedError)
+    assert result.error is not None
+    assert result.error.startswith(f"the API key was refused by {source} (GET /v1/my_finetunes -> 401")
+    assert rows(db_path, "SELECT count(*) AS n FROM finetune") == [{"n": 0}]
+
+
+def test_a_key_listing_none_of_the_stored_finetunes_returns_a_failed_outcome_exiting_2(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    sync_at(store_engine, mock, T1)
+    mock.api_key = "another-accounts-key"
+    for finetune_id in sorted(mock.finetunes):
+        mock.remove(finetune_id)
+    mock.put("other", ALPHA)
+
+    async def go() -> SyncResult:
+        async with BflClient(api_key=Secret("another-accounts-key"), base_url=mock.base_url) as client:
+            return await run_sync(
+                engine=store_engine, client=client, options=SyncOptions(), now=lambda: T2, pid=1
+            )
+
+    result = asyncio.run(go())
+
+    assert (result.status, result.listed, result.fetched, result.exit_code()) == ("failed", 1, 0, 2)
+    assert isinstance(result.failure, RunFailedError)
+    assert result.error is not None
+    assert result.error.startswith("this key lists none of the 3 finetunes stored for account 'default'")
+    assert rows(db_path, "SELECT status, deleted FROM sync_run WHERE id = 2") == [
+        {"status": "failed", "deleted": 0}
+    ]
+
+
+def test_a_stopped_run_returns_an_interrupted_outcome_exiting_by_the_signal(
+    store_engine: Engine, db_path: Path, mock: MockBFL
+) -> None:
+    stop = asyncio.Event()
+    stop.set()
+
+    result = sync_bounded(store_engine, mock, stop=stop)
+
+    assert (result.status, result.failure, result.listed) == ("interrupted", None, 0)
+    assert result.exit_code(signum=signal.SIGTERM) == 143
+    assert rows(db_path, "SELECT status, error FROM sync_run") == [
+        {"status": "interrupted", "error": "stopped before finishing (interrupted by a signal)"}
     ]
 
 

@@ -34,10 +34,10 @@ from bflsync.config import (
     api_key_file_warning,
     validate_account_name,
 )
-from bflsync.errors import InputError, RunFailedError, StoreMissingError
+from bflsync.errors import InputError, StoreMissingError
 from bflsync.lock import sync_lock_for
 from bflsync.net import is_loopback_host
-from bflsync.sync import ProgressCallback, SyncAborted, SyncOptions, SyncResult, run_sync
+from bflsync.sync import ProgressCallback, SyncOptions, SyncResult, run_sync
 
 
 @click.command()
@@ -273,23 +273,18 @@ def sync(
 
     if dry_run:
         with _read_only_engine(location) as engine:
-            result, signum = _run_reporting(engine, settings, options, show_progress, as_json)
+            result, signum = _run(engine, settings, options, show_progress=show_progress)
+            _report(result, as_json=as_json, quiet=cli_context.quiet)
     else:
         with sync_lock_for(location, wait_s=wait_s):
             opened = store_db.open_store_for_write(location)
             try:
                 report_opened(cli_context, location, opened)
                 with store_db.translate_errors(location):
-                    result, signum = _run_reporting(opened.engine, settings, options, show_progress, as_json)
+                    result, signum = _run(opened.engine, settings, options, show_progress=show_progress)
+                    _report(result, as_json=as_json, quiet=cli_context.quiet)
             finally:
                 opened.engine.dispose()
-
-    if as_json:
-        click.echo(json.dumps(result.as_json()))
-    if result.status == "failed":
-        raise RunFailedError(result.error or "the sync failed", result.exit_code())
-    if not cli_context.quiet:
-        click.echo(_summary(result), err=True)
     ctx.exit(result.exit_code(signum=signum))
 
 
@@ -321,16 +316,19 @@ def _escaped(text: str) -> str:
         return ascii(text)[1:-1]
 
 
-def _run_reporting(
-    engine: Engine | None, settings: ApiSettings, options: SyncOptions, show_progress: bool, as_json: bool
-) -> tuple[SyncResult, int | None]:
-    """``_run``; a run that fails on an unexpected error still prints its JSON before the error is raised."""
-    try:
-        return _run(engine, settings, options, show_progress=show_progress)
-    except SyncAborted as aborted:
-        if as_json:
-            click.echo(json.dumps(aborted.result.as_json()))
-        raise aborted.error from aborted.error.__cause__  # the error as it was, cause and all
+def _report(result: SyncResult, *, as_json: bool, quiet: bool) -> None:
+    """The run's JSON on stdout (a failed run's too), then the summary line on stderr.
+
+    A failed run's error is raised instead of the summary, inside the store's error translation:
+    it becomes the one-line error and exit code any command's error would (a refused key exits 3,
+    a store that stayed locked is a store error, anything unforeseen an internal error).
+    """
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    if result.failure is not None:
+        raise result.failure
+    if not quiet:
+        click.echo(_summary(result), err=True)
 
 
 @contextmanager
