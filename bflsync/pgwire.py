@@ -24,7 +24,7 @@ import struct
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote
 
 Row = tuple[Any, ...]
@@ -208,9 +208,11 @@ _DECODERS: dict[int, Callable[[str], Any]] = {
 class Connection:
     """One session: authenticated, read-only, inside a single ``REPEATABLE READ`` transaction."""
 
-    def __init__(self, sock: socket.socket, reader: BinaryIO) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._socket = sock
-        self._reader = reader
+        # What has been received and not yet parsed: self._data[self._position:].
+        self._data = b""
+        self._position = 0
         self.status = "I"
         self.parameters: dict[str, str] = {}
 
@@ -221,7 +223,7 @@ class Connection:
         try:
             if not target.unix_socket and target.sslmode != "disable":
                 sock = _negotiate_tls(sock, target)
-            connection = cls(sock, sock.makefile("rb"))
+            connection = cls(sock)
             connection._start(target)
             connection.execute_simple(BEGIN)
         except BaseException:
@@ -233,7 +235,6 @@ class Connection:
         """Say goodbye (Terminate) and close the socket; the transaction ends with the session."""
         with contextlib.suppress(OSError):
             self._socket.sendall(b"X\x00\x00\x00\x04")
-        self._reader.close()
         self._socket.close()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[Row]]:
@@ -283,24 +284,33 @@ class Connection:
             raise error
 
     def _results(self) -> tuple[list[str], list[Row]]:
+        """Messages up to ReadyForQuery; DataRows are parsed in place, as many as have arrived."""
         names: list[str] = []
         decoders: list[Callable[[str], Any]] = []
         rows: list[Row] = []
         error: ServerError | None = None
         while True:
-            kind, payload = self._receive()
-            if kind == b"D":
-                rows.append(_row(payload, decoders))
-            elif kind == b"T":
-                names, decoders = _description(payload)
-            elif kind == b"E":
-                error = _server_error(payload)
-            elif kind == b"Z":
-                self.status = payload.decode()
-                break
-        if error is not None:
-            raise error
-        return names, rows
+            data, position, size = self._data, self._position, len(self._data)
+            while position + 5 <= size:
+                end = position + 1 + _unpack_int(data, position + 1)[0]
+                if end > size:
+                    break
+                kind = data[position]
+                if kind == 68:  # DataRow
+                    rows.append(_row(data, position + 5, decoders))
+                elif kind == 84:  # RowDescription
+                    names, decoders = _description(data[position + 5 : end])
+                elif kind == 69:  # ErrorResponse
+                    error = _server_error(data[position + 5 : end])
+                elif kind == 90:  # ReadyForQuery
+                    self.status = chr(data[position + 5])
+                    self._position = end
+                    if error is not None:
+                        raise error
+                    return names, rows
+                position = end
+            self._position = position
+            self._fill(5)
 
     def _send(self, data: bytes) -> None:
         try:
@@ -309,18 +319,26 @@ class Connection:
             raise ConnectionFailed(f"lost the connection to the server: {exc.strerror or exc}") from None
 
     def _receive(self) -> tuple[bytes, bytes]:
-        header = self._read(5)
-        kind, length = header[:1], struct.unpack("!i", header[1:])[0]
-        return kind, self._read(length - 4)
+        """The next message's type byte and body."""
+        while len(self._data) - self._position < 5:
+            self._fill(5)
+        length = _unpack_int(self._data, self._position + 1)[0]
+        while len(self._data) - self._position < 1 + length:
+            self._fill(1 + length)
+        start = self._position
+        self._position = start + 1 + length
+        return self._data[start : start + 1], self._data[start + 5 : start + 1 + length]
 
-    def _read(self, size: int) -> bytes:
+    def _fill(self, wanted: int) -> None:
+        """Receive more: at least one chunk, keeping what is still unparsed."""
         try:
-            data = self._reader.read(size)
+            chunk = self._socket.recv(max(wanted, 1 << 16))
         except OSError as exc:
             raise ConnectionFailed(f"lost the connection to the server: {exc.strerror or exc}") from None
-        if len(data) != size:
+        if not chunk:
             raise ConnectionFailed("the server closed the connection unexpectedly")
-        return data
+        self._data = self._data[self._position :] + chunk
+        self._position = 0
 
 
 def _connect(target: Target) -> socket.socket:
@@ -504,16 +522,20 @@ def _description(payload: bytes) -> tuple[list[str], list[Callable[[str], Any]]]
     return names, decoders
 
 
-def _row(payload: bytes, decoders: Sequence[Callable[[str], Any]]) -> Row:
+_unpack_int = struct.Struct("!i").unpack_from
+
+
+def _row(data: bytes, start: int, decoders: Sequence[Callable[[str], Any]]) -> Row:
+    """The values of the DataRow whose body starts at ``start`` in ``data``."""
     values: list[Any] = []
-    position = 2
+    position = start + 2
     for decode in decoders:
-        length = struct.unpack_from("!i", payload, position)[0]
+        length = _unpack_int(data, position)[0]
         position += 4
         if length < 0:
             values.append(None)
             continue
-        values.append(decode(payload[position : position + length].decode()))
+        values.append(decode(data[position : position + length].decode()))
         position += length
     return tuple(values)
 
