@@ -517,6 +517,10 @@ class PostgresRenderer(Renderer):
             if op == "=":
                 return Sql("FALSE")
             value, op = value[: value.index("\x00")], "<=" if op in ("<", "<=") else ">"
+        if op == "=":
+            # Equality under a deterministic collation compares bytes whatever the collation,
+            # and without COLLATE "C" the column's own index can answer it.
+            return sql("{} = CAST({} AS text)", text, Param(value))
         return sql(f'{{}} {op} CAST({{}} AS text) COLLATE "C"', text, Param(value))
 
     def text_order(self, text: Sql) -> Sql:

@@ -56,7 +56,7 @@ def password_roles(postgres_server: str) -> str:
 
 
 @pytest.fixture
-def pg_store(pg_url: str) -> Iterator[str]:
+def pg_store(password_roles: str, pg_url: str) -> Iterator[str]:
     """A store on the cluster holding DETAILS, readable by the password roles."""
     opened = db.open_store_for_write(db.locate_store(pg_url))
     write_sync(opened.engine, DETAILS, now=day(1))
