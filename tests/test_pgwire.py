@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ DETAILS = {
     "alpha": {"finetune_comment": "NUL \x00 here, a replacement \ufffd, 漢字 and ß 🙂", "mode": "character"},
     "bravo": {"finetune_comment": "plain", "mode": "style", "dataset": "ds-1"},
 }
+SELF_SIGNED = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+SELF_SIGNED += ["-nodes", "-subj", "/CN=localhost", "-days", "1"]
 HEAVY = ("sqlalchemy", "sqlmodel", "psycopg", "pydantic", "alembic")
 
 
@@ -272,3 +275,45 @@ def test_the_written_fold_tables_are_this_pythons_casefold() -> None:
     if unicodedata.unidata_version != UNICODE_VERSION:
         pytest.skip(f"tables written for Unicode {UNICODE_VERSION}; this Python computes its own")
     assert scan() == (SINGLES, EXPANSIONS)
+
+
+@pytest.fixture
+def ssl_server(postgres_server: str) -> Iterator[None]:
+    """TLS switched on in the cluster (a throwaway self-signed certificate), off again after."""
+    admin = sa.create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        data = Path(connection.exec_driver_sql("SHOW data_directory").scalar_one())
+        key, certificate = data / "server.key", data / "server.crt"
+        if not shutil.which("openssl"):
+            pytest.skip("no openssl to make a certificate")
+        subprocess.run(
+            [*SELF_SIGNED, "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True
+        )
+        key.chmod(0o600)
+        if os.geteuid() == 0:
+            for made in (key, certificate):
+                shutil.chown(made, user="postgres")
+        connection.exec_driver_sql("ALTER SYSTEM SET ssl = on")
+        connection.exec_driver_sql("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql("ALTER SYSTEM RESET ssl")
+            connection.exec_driver_sql("SELECT pg_reload_conf()")
+        admin.dispose()
+
+
+@pytest.mark.parametrize("mode", ["prefer", "require"])
+def test_tls_is_used_when_the_server_offers_it(ssl_server: None, pg_store: str, mode: str) -> None:
+    reader = wire(f"{pg_store}?sslmode={mode}")
+    try:
+        assert reader.rows("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [(True,)]
+    finally:
+        reader.close()
+    assert run(f"{pg_store}?sslmode={mode}", "query", "--format", "ids").output == "alpha\nbravo\n"
+    plain = wire(f"{pg_store}?sslmode=disable")
+    try:
+        assert plain.rows("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [(False,)]
+    finally:
+        plain.close()
