@@ -426,13 +426,20 @@ class PostgresRenderer(Renderer):
             return Sql("f.details_jsonb")
         return Sql("CAST(f.details AS jsonb)")
 
+    def _jsonb_of(self, details: Sql) -> Sql:
+        """The ``jsonb`` copy of a ``details`` column (``finetune_version`` has one too, U+0000 as
+        U+FFFD, which ``jsonb`` refuses); a cast on a store without the copies."""
+        if "details_jsonb" in self.reader.finetune_columns:
+            return Sql(f"{details.text}_jsonb")
+        return sql("CAST({} AS jsonb)", details)
+
     def as_of_extra_columns(self) -> list[Sql]:
         # The version's details as jsonb, under the name the current table gives them.
-        return [Sql("CAST(lv.details AS jsonb) AS details_jsonb")]
+        return [sql("{} AS details_jsonb", self._jsonb_of(Sql("lv.details")))]
 
     def extracted_at(self, name: str, details: Sql) -> Sql:
         key, convert = EXTRACTED_FIELDS[name]
-        value = sql("(CAST({} AS jsonb) -> {})", details, Param(key))
+        value = sql("({} -> {})", self._jsonb_of(details), Param(key))
         return _pg_converter(convert)(value)
 
     def key_condition(self, path: tuple[str, ...], item: Predicate) -> Sql:

@@ -112,7 +112,17 @@ def test_a_wrong_password_is_one_line_exit_3_without_the_password(
 
 
 def test_the_read_commands_on_postgresql_import_no_sqlalchemy_psycopg_or_pydantic(pg_store: str) -> None:
-    for args in (["query", "mode=character", "--format", "json"], ["show", "alpha"], ["facets", "mode"]):
+    for args in (
+        ["query", "mode=character", "--format", "json"],
+        ["query", "--as-of", "2026-01-02", "--format", "csv"],
+        ["show", "alpha"],
+        ["facets", "mode"],
+        ["history", "alpha"],
+        ["history", "--since", "2026-01-01"],
+        ["runs"],
+        ["diff", "alpha", "bravo"],
+        ["accounts"],
+    ):
         script = (
             "import sys\n"
             "from bflsync.cli import cli\n"
@@ -124,7 +134,7 @@ def test_the_read_commands_on_postgresql_import_no_sqlalchemy_psycopg_or_pydanti
         done = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
         )
-        assert done.stdout
+        assert done.stdout, (args, done.stderr)
         assert done.stderr == "[]\n", args
 
 
@@ -146,10 +156,15 @@ def test_nul_replacement_and_non_ascii_values_round_trip(pg_store: str, db_path:
     sqlite = db.open_store_for_write(db.locate_store(str(db_path)))
     write_sync(sqlite.engine, DETAILS, now=day(1))
     sqlite.engine.dispose()
-    for args in (["query", "--format", "json"], ["query", "finetune_comment~漢字", "--format", "json"]):
+    for args in (
+        ["query", "--format", "json"],
+        ["query", "finetune_comment~漢字", "--format", "json"],
+        ["query", "--as-of", "2026-01-02", "finetune_comment~\ufffd", "--format", "json"],
+    ):
         answers = [run(target, *args) for target in (pg_store, str(db_path))]
         assert [answer.exit_code for answer in answers] == [0, 0]
         assert answers[0].output == answers[1].output
+        assert json.loads(answers[0].output), args
     records = json.loads(run(pg_store, "query", "finetune_comment~SS 🙂", "--format", "json").output)
     assert [record["details"] for record in records] == [DETAILS["alpha"]]
     reader = wire(pg_store)
