@@ -5,7 +5,8 @@ heavier: a read command's time is mostly start-up, and SQLAlchemy alone costs mo
 import than a query over thousands of finetunes. The file is opened ``mode=ro`` with
 ``query_only``, its revision is read from ``alembic_version`` directly, and a store on a
 read-only medium, or another user's, is read as ``immutable`` (see :func:`_open_sqlite`). A PostgreSQL store is
-read through SQLAlchemy's engine from :mod:`bflsync.db`, in read-only transactions.
+read through :mod:`bflsync.server_reading`'s small protocol client, or, for what that client
+does not support, SQLAlchemy's engine from :mod:`bflsync.db`; both in read-only transactions.
 
 Both kinds are a :class:`Reader`: SQL text with ``?`` placeholders plus bound parameters
 in, plain tuples out. The SQL that :mod:`bflsync.search` and :mod:`bflsync.audit` write for
@@ -167,6 +168,18 @@ def open_reader(db: str | None) -> Iterator[Reader]:
 
 @contextmanager
 def _open_url(db: str) -> Iterator[Reader]:
+    import os
+
+    from bflsync.server_reading import open_wire_reader
+
+    # libpq reads PG* variables itself; the wire client leaves such a connection to it.
+    wire = open_wire_reader(db, environ=os.environ)
+    if wire is not None:
+        try:
+            yield wire
+        finally:
+            wire.close()
+        return
     from bflsync import db as store_db
 
     location = store_db.locate_store(db)

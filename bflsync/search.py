@@ -28,7 +28,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from bflsync.columns import COLUMN_KINDS, Kind
@@ -476,13 +476,20 @@ class PostgresRenderer(Renderer):
             return Sql("f.details_jsonb")
         return Sql("CAST(f.details AS jsonb)")
 
+    def _jsonb_of(self, details: Sql) -> Sql:
+        """The ``jsonb`` copy of a ``details`` column (``finetune_version`` has one too, U+0000 as
+        U+FFFD, which ``jsonb`` refuses); a cast on a store without the copies."""
+        if "details_jsonb" in self.reader.finetune_columns:
+            return Sql(f"{details.text}_jsonb")
+        return sql("CAST({} AS jsonb)", details)
+
     def as_of_extra_columns(self) -> list[Sql]:
         # The version's details as jsonb, under the name the current table gives them.
-        return [Sql("CAST(lv.details AS jsonb) AS details_jsonb")]
+        return [sql("{} AS details_jsonb", self._jsonb_of(Sql("lv.details")))]
 
     def extracted_at(self, name: str, details: Sql) -> Sql:
         key, convert = EXTRACTED_FIELDS[name]
-        value = sql("(CAST({} AS jsonb) -> {})", details, Param(key))
+        value = sql("({} -> {})", self._jsonb_of(details), Param(key))
         return _pg_converter(convert)(value)
 
     def _located(self, field: FieldRef) -> tuple[Sql, Sql, Sql, tuple[str, ...]]:
@@ -560,7 +567,16 @@ class PostgresRenderer(Renderer):
     def contains(self, text: Sql, needle: str) -> Sql:
         if "\x00" in needle:
             return Sql("FALSE")  # PostgreSQL text holds no U+0000, so nothing contains one
-        return sql("strpos({}, {}) > 0", _pg_fold(text), Param(needle))
+        # Text of ASCII only (as many bytes as characters) folds exactly by lower(); only other
+        # text pays for the full fold's translate() and replace() calls.
+        return sql(
+            "strpos(CASE WHEN octet_length({}) = length({}) THEN lower({}) ELSE {} END, {}) > 0",
+            text,
+            text,
+            text,
+            _pg_fold(text, needle),
+            Param(needle),
+        )
 
     def text_compare(self, text: Sql, op: str, value: str) -> Sql:
         if "\x00" in value:
@@ -569,6 +585,10 @@ class PostgresRenderer(Renderer):
             if op == "=":
                 return Sql("FALSE")
             value, op = value[: value.index("\x00")], "<=" if op in ("<", "<=") else ">"
+        if op == "=":
+            # Equality under a deterministic collation compares bytes whatever the collation,
+            # and without COLLATE "C" the column's own index can answer it.
+            return sql("{} = CAST({} AS text)", text, Param(value))
         return sql(f'{{}} {op} CAST({{}} AS text) COLLATE "C"', text, Param(value))
 
     def text_order(self, text: Sql) -> Sql:
@@ -634,31 +654,28 @@ def _pg_number_of_text(text: Sql) -> Sql:
     )
 
 
-@cache
-def _fold_tables() -> tuple[str, str, list[tuple[str, str]]]:
-    """What Python's casefold does beyond lowercasing: 1:1 mappings and expansions."""
-    singles_from, singles_to, expansions = [], [], []
-    for code in range(0x110000):
-        char = chr(code)
-        if char.lower() != char:
-            continue
-        folded = char.casefold()
-        if folded == char:
-            continue
-        if len(folded) == 1:
-            singles_from.append(char)
-            singles_to.append(folded)
-        else:
-            expansions.append((char, folded))
-    return "".join(singles_from), "".join(singles_to), expansions
+def _pg_fold(text: Sql, needle: str) -> Sql:
+    """``text`` folded as far as finding the (casefolded) ``needle`` in it needs.
 
+    lower() in the database's UTF-8 locale, then the foldings that differ from lowercase
+    (``ß`` → ``ss``, ``ﬁ`` → ``fi``, …). Only those whose result shares a character with the
+    needle are spelled out: the needle is casefolded, so it holds none of the characters they
+    replace, and a character that ends up outside the needle cannot be part of a match
+    whether it is folded or not.
+    """
+    from bflsync.casefolding import fold_tables
 
-def _pg_fold(text: Sql) -> Sql:
-    singles_from, singles_to, expansions = _fold_tables()
-    folded = f"translate(lower({{}}), '{singles_from}', '{singles_to}')"
+    wanted = set(needle)
+    singles, expansions = fold_tables()
+    relevant = [(char, folded) for char, folded in singles if folded in wanted]
+    folded_text = "lower({})"
+    if relevant:
+        sources, targets = ("".join(pair[index] for pair in relevant) for index in (0, 1))
+        folded_text = f"translate({folded_text}, '{sources}', '{targets}')"
     for char, replacement in expansions:
-        folded = f"replace({folded}, '{char}', '{replacement}')"
-    return sql(folded, text)
+        if wanted.intersection(replacement):
+            folded_text = f"replace({folded_text}, '{char}', '{replacement}')"
+    return sql(folded_text, text)
 
 
 def _pg_converter(convert: Callable[[Any], Any]) -> Callable[[Sql], Sql]:
