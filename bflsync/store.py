@@ -456,10 +456,12 @@ def tombstone_missing(
 
 
 def reextract(session: Session, *, batch_size: int = 2000) -> int:
-    """Recompute every extracted column from the stored raw JSON; return how many rows changed.
+    """Recompute every column derived from the stored raw JSON; return how many finetune rows changed.
 
     Used after extraction rules change, and by migrations that add a column. Walks the
-    table in primary-key pages so memory stays flat however large the store is.
+    table in primary-key pages so memory stays flat however large the store is. On PostgreSQL
+    the search copies (``details_jsonb``, ``search_tsv``, and the versions' ``details_jsonb``) are
+    derived too, so a change of tokenising rules reaches the rows already stored.
     """
     columns = [finetune_table.c[name] for name in EXTRACTED_FIELDS]
     statement = (
@@ -467,7 +469,8 @@ def reextract(session: Session, *, batch_size: int = 2000) -> int:
         .where(finetune_table.c.id == sa.bindparam("pk"))
         .values({name: sa.bindparam(f"new_{name}") for name in EXTRACTED_FIELDS})
     )
-    changed = 0
+    search = _tables(session).search
+    changed: set[int] = set()
     last_pk = 0
     while True:
         page = session.execute(
@@ -477,7 +480,7 @@ def reextract(session: Session, *, batch_size: int = 2000) -> int:
             .limit(batch_size)
         ).all()
         if not page:
-            return changed
+            break
         last_pk = page[-1].id
         updates = []
         for row in page:
@@ -486,7 +489,64 @@ def reextract(session: Session, *, batch_size: int = 2000) -> int:
                 updates.append({"pk": row.id, **{f"new_{name}": value for name, value in fields.items()}})
         if updates:
             session.execute(statement, updates)
-        changed += len(updates)
+        changed.update(update["pk"] for update in updates)
+        if search:
+            changed.update(
+                _refresh_search_copies(session, "finetune", [(row.id, row.details) for row in page])
+            )
+    if search:
+        _refresh_version_copies(session, batch_size=batch_size)
+    return len(changed)
+
+
+# PostgreSQL's search copies per table: (column, type), as revision 0005_search adds them.
+_SEARCH_COPIES: dict[str, list[tuple[str, str]]] = {
+    "finetune": [("details_jsonb", "jsonb"), ("search_tsv", "tsvector")],
+    "finetune_version": [("details_jsonb", "jsonb")],
+}
+
+
+def _refresh_version_copies(session: Session, *, batch_size: int) -> None:
+    last_pk = 0
+    while page := session.execute(
+        sa.select(version_table.c.id, version_table.c.details)
+        .where(version_table.c.id > last_pk)
+        .order_by(version_table.c.id)
+        .limit(batch_size)
+    ).all():
+        last_pk = page[-1].id
+        _refresh_search_copies(session, "finetune_version", [(row.id, row.details) for row in page])
+
+
+def _refresh_search_copies(session: Session, table: str, rows: Sequence[tuple[int, str]]) -> list[int]:
+    """Rewrite the PostgreSQL search copies of ``rows`` (pk, details) that differ; return their pks.
+
+    The comparison runs in the database, which alone knows a ``tsvector``'s normal form. A row
+    whose details no ``jsonb`` can hold (NaN written by another tool) keeps its copies.
+    """
+    pks, jsonbs, tsvs = [], [], []
+    for pk, details in rows:
+        parsed = json.loads(details)
+        try:
+            jsonbs.append(json.dumps(without_nul(parsed), allow_nan=False))
+        except ValueError:
+            continue
+        pks.append(pk)
+        tsvs.append(tsvector_text(parsed))
+    if not pks:
+        return []
+    copies = _SEARCH_COPIES[table]
+    values: dict[str, list[str]] = {"details_jsonb": jsonbs, "search_tsv": tsvs}
+    fresh = ", ".join(f"unnest(CAST(:{name} AS {kind}[])) AS {name}" for name, kind in copies)
+    assign = ", ".join(f"{name} = fresh.{name}" for name, _ in copies)
+    differs = " OR ".join(f"t.{name} IS DISTINCT FROM fresh.{name}" for name, _ in copies)
+    refresh = sa.text(
+        f"UPDATE {table} AS t SET {assign}"
+        f" FROM (SELECT unnest(CAST(:pks AS bigint[])) AS id, {fresh}) AS fresh"
+        f" WHERE t.id = fresh.id AND ({differs}) RETURNING t.id"
+    )
+    params: dict[str, Any] = {"pks": pks, **{name: values[name] for name, _ in copies}}
+    return [int(pk) for (pk,) in session.execute(refresh, params)]
 
 
 def _outcome(current: _Stored | None, digest: str) -> Outcome:

@@ -118,6 +118,28 @@ def test_changes_restores_and_tombstones_keep_the_search_columns_current(pg_url:
     assert lexemes(pg_url, "nul") == [(1, "product")]
 
 
+def test_db_reextract_rewrites_stale_search_copies_on_postgresql(pg_url: str, mock: MockBFL) -> None:
+    """Copies left by older tokenising rules (here: emptied) are derived again from the raw details."""
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    copies = "SELECT finetune_id, details_jsonb, search_tsv::text AS tsv FROM finetune ORDER BY finetune_id"
+    versions = "SELECT id, details_jsonb FROM finetune_version ORDER BY id"
+    fresh, fresh_versions = fetch(pg_url, copies), fetch(pg_url, versions)
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE finetune SET search_tsv = ''::tsvector, details_jsonb = '{}' WHERE finetune_id = 'nul'"
+                )
+            )
+            connection.execute(sa.text("UPDATE finetune_version SET details_jsonb = '[]'"))
+    finally:
+        engine.dispose()
+    assert run("--db", pg_url, "db", "reextract") == "1 finetune rows updated\n"
+    assert (fetch(pg_url, copies), fetch(pg_url, versions)) == (fresh, fresh_versions)
+    assert run("--db", pg_url, "db", "reextract") == "0 finetune rows updated\n"
+
+
 def test_json_filters_use_the_gin_indexes_on_postgresql(pg_url: str, mock: MockBFL) -> None:
     run("--db", pg_url, "sync", "--base-url", mock.base_url)
     indexes = fetch(
