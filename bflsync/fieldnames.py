@@ -7,7 +7,6 @@ offers the same names (:func:`field_names`).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 from bflsync.columns import COLUMN_NAMES
@@ -24,6 +23,8 @@ def unknown_field(reader: Reader, field: FieldRef) -> str | None:
     candidates = [format_path((*parent, key)) for key in stored_keys(reader, parent)]
     if not parent:
         candidates.extend(COLUMN_NAMES)
+    import difflib  # only when a name is unknown: every query would pay for it at start-up
+
     close = difflib.get_close_matches(field.name, candidates, n=1)
     return f"{note} (did you mean {close[0]}?)" if close else note
 

@@ -14,15 +14,15 @@ PostgreSQL contains no literal ``?`` or ``%``, so the placeholders translate one
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from bflsync.errors import StoreBehindError, StoreWriteError
-from bflsync.store_files import journal_path, read_immutable
+from bflsync.store_files import read_immutable
 from bflsync.storecheck import (
     BUSY_TIMEOUT_MS,
     HEAD_REVISION,
@@ -145,10 +145,14 @@ def open_reader(db: str | None) -> Iterator[Reader]:
     if db is None:
         from bflsync.config import default_db_path
 
-        path = default_db_path()
+        path = str(default_db_path())
     else:
-        path = Path(db)
-    sqlite_reader = _open_sqlite(path.expanduser().absolute())
+        # What Path(db).expanduser().absolute() gives, without importing pathlib (and its
+        # urllib.parse) on every read: '..' stays, as a symlinked directory may need it.
+        path = os.path.expanduser(db)
+        if not os.path.isabs(path):
+            path = os.path.join(os.getcwd(), path)
+    sqlite_reader = _open_sqlite(path)
     try:
         yield sqlite_reader
     finally:
@@ -161,7 +165,7 @@ def _open_url(db: str) -> Iterator[Reader]:
 
     location = store_db.locate_store(db)
     if location.path is not None:
-        sqlite_reader = _open_sqlite(location.path)
+        sqlite_reader = _open_sqlite(str(location.path))
         try:
             yield sqlite_reader
         finally:
@@ -179,7 +183,7 @@ def _open_url(db: str) -> Iterator[Reader]:
         engine.dispose()
 
 
-def _open_sqlite(path: Path) -> SqliteReader:
+def _open_sqlite(path: str) -> SqliteReader:
     """A checked read-only connection to a SQLite store at head, by the rules of :mod:`bflsync.store_files`.
 
     A read-only connection to a file without ``-wal`` creates ``-wal`` and ``-shm`` beside
@@ -199,17 +203,28 @@ def _open_sqlite(path: Path) -> SqliteReader:
     try:
         return _checked_sqlite(path, immutable=False)
     except StoreWriteError:
-        if journal_path(path, "-wal").exists():
+        if os.path.exists(path + "-wal"):
             raise
         return _checked_sqlite(path, immutable=True)
 
 
-def _checked_sqlite(path: Path, *, immutable: bool) -> SqliteReader:
-    uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
-    connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    reader = SqliteReader(connection, where=str(path))
+def file_uri(path: str) -> str:
+    """The ``file:`` URI of an absolute path, as ``Path.as_uri()`` writes it (bytes outside
+    ``A-Za-z0-9/._~-`` percent-encoded), without importing pathlib and urllib.parse."""
+    raw = os.fsencode(path)
+    return "file://" + "".join(chr(byte) if byte in _URI_SAFE else f"%{byte:02X}" for byte in raw)
+
+
+_URI_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._~-")
+
+
+def _checked_sqlite(path: str, *, immutable: bool) -> SqliteReader:
+    uri = f"{file_uri(path)}?mode=ro" + ("&immutable=1" if immutable else "")
+    connection = sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    reader = SqliteReader(connection, where=path)
     try:
-        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         connection.execute("PRAGMA query_only = ON")
         # One snapshot for every statement of the command, however a sync writes meanwhile.
         connection.execute("BEGIN")

@@ -9,8 +9,11 @@ and which driver messages are about the store itself rather than a bug.
 from __future__ import annotations
 
 import enum
+import errno
+import os
+import stat
 from collections.abc import Collection
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bflsync.errors import (
     NotAStoreError,
@@ -35,6 +38,9 @@ ACCOUNTS_REVISION = "0003_accounts"
 SQLITE_HEADER = b"SQLite format 3\x00"
 BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_error"})
 BUSY_TIMEOUT_MS = 10_000
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class StoreState(enum.Enum):
@@ -77,17 +83,25 @@ def reject_unusable(display: str, state: StoreState, revision: str | None, *, mi
         raise StoreMissingError(f"no bflsync store at {display} - run `bflsync sync` first")
 
 
-def require_sqlite_file(path: Path) -> None:
-    """Refuse, before SQLite opens it, a path that is missing, a directory or not a SQLite file."""
-    if not path.exists():
-        raise StoreMissingError(f"no bflsync store at {path} - run `bflsync sync` first")
-    if path.is_dir():
+def require_sqlite_file(path: str | Path) -> None:
+    """Refuse, before SQLite opens it, a path that is missing, a directory or not a SQLite file.
+
+    One ``stat`` and one read of the header, with ``os`` alone: the read commands run this on
+    every start and need no ``pathlib``.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            raise StoreMissingError(f"no bflsync store at {path} - run `bflsync sync` first") from None
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+    if stat.S_ISDIR(mode):
         raise NotAStoreError(f"{path} is a directory, not a bflsync store")
-    if not path.is_file():
+    if not stat.S_ISREG(mode):
         # A FIFO or device: opening it could hang or read forever.
         raise NotAStoreError(f"{path} is not a regular file; refusing to touch it")
     try:
-        with path.open("rb") as handle:
+        with open(path, "rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc

@@ -7,7 +7,6 @@ as ISO 8601 with ``+00:00`` everywhere.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -31,6 +30,8 @@ def json_default(value: Any) -> Any:
 
 def dumps(value: Any, *, indent: int | None = None) -> str:
     """JSON as bflsync writes it: UTF-8 kept, timestamps ISO 8601."""
+    import json  # here: `query --format ids` writes no JSON and should not load it
+
     return json.dumps(value, default=json_default, ensure_ascii=False, indent=indent)
 
 
