@@ -62,6 +62,15 @@ def search(reader: Reader, query: Query, *, columns: Sequence[str] = ALL_COLUMNS
     return Found([FinetuneRecord(row, index) for row in rows], unreadable)
 
 
+def search_ids(reader: Reader, query: Query) -> tuple[list[str], tuple[str, ...]]:
+    """The ids of the finetunes matching ``query``, in its order, and those set aside (see :class:`Found`).
+
+    What ``--format ids`` prints: the statement selects the id alone, and no record is built per row.
+    """
+    rows, unreadable = _run(reader, query.as_of, _search_statement(query, ["finetune_id"]))
+    return [row[0] for row in rows], unreadable
+
+
 def search_sql(reader: Reader, query: Query, *, columns: Sequence[str] = ALL_COLUMNS) -> Sql:
     """The statement :func:`search` runs (for benchmarks and ``EXPLAIN``)."""
     wanted = [name for name in ALL_COLUMNS if name in columns]

@@ -837,6 +837,49 @@ def test_a_known_key_and_quiet_mode_print_no_warning(store: str) -> None:
     assert run(store, "-q", "query", "learning_rte=1", "--format", "ids").stderr == ""
 
 
+def test_a_filter_that_missing_keys_match_still_warns_when_finetunes_matched(store: str) -> None:
+    # A matched `!=` or `=null` proves nothing about the key: a finetune without it matches too.
+    for text in ("learning_rte!=1", "learning_rte=null"):
+        result = run(store, "query", text, "--format", "ids")
+        assert result.stdout.split() == ["alpha", "bravo"]
+        assert result.stderr == (
+            "bflsync: warning: no stored finetune has a key 'learning_rte' (did you mean learning_rate?)\n"
+        )
+
+
+def test_format_ids_writes_every_id_once_in_the_answers_order(store_engine: Engine, db_path: Path) -> None:
+    ids = [f"ft-{index:05d}" for index in range(5000)]
+    write_sync(
+        store_engine,
+        {finetune_id: {"mode": "style", "n": len(finetune_id)} for finetune_id in ids},
+        now=day(1),
+    )
+    store_engine.dispose()
+    # Unbuffered, as some shells' environments are: the ids still leave in one write.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "bflsync",
+        "--db",
+        str(db_path),
+        "query",
+        "n>1",
+        "--sort",
+        "-finetune_id",
+    ]
+    lines = subprocess.run([*command, "--format", "ids"], capture_output=True, text=True, env=env, check=True)
+    nul = subprocess.run([*command, "--format", "ids0"], capture_output=True, text=True, env=env, check=True)
+    assert lines.stdout == "".join(f"{finetune_id}\n" for finetune_id in reversed(ids))
+    assert nul.stdout == "".join(f"{finetune_id}\0" for finetune_id in reversed(ids))
+    assert lines.stderr == nul.stderr == ""
+
+
+def test_format_ids_of_no_match_writes_nothing(store: str) -> None:
+    for output_format in ("ids", "ids0"):
+        assert run(store, "query", "mode=nobody", "--format", output_format).stdout == ""
+
+
 @pytest.mark.parametrize(
     ("option", "name", "guess"),
     [("--sort", "-itertions", "iterations"), ("--columns", "mode,extra.tgs", "extra.tags")],
