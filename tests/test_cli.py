@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import stat
 import subprocess
@@ -354,3 +355,21 @@ def test_help_imports_no_command_module() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "Commands:" in result.stdout
     assert result.stderr == "['bflsync.cli.app', 'bflsync.cli.common']\n"
+
+
+@pytest.mark.parametrize("columns", ["60", "200", "30", "", "wide"])
+def test_help_is_as_wide_as_click_would_make_it(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from bflsync.cli.app import _help_width
+
+    monkeypatch.setenv("COLUMNS", columns)
+    assert _help_width() == max(min(shutil.get_terminal_size().columns, 80) - 2, 50)
+
+
+def test_help_wraps_at_columns() -> None:
+    env = {**os.environ, "COLUMNS": "60"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--help"], capture_output=True, text=True, env=env, check=True
+    )
+    assert "  --db PATH|URL  SQLite file or SQLAlchemy URL of the\n" in result.stdout
