@@ -533,9 +533,9 @@ START_UP_MODULES = ("pathlib", "urllib.parse", "difflib", "signal", "dataclasses
 @pytest.mark.parametrize(
     ("args", "unused"),
     [
-        (["query", "mode=character", "--format", "ids"], (*START_UP_MODULES, "json")),
-        (["query", "extra.images>1", "--format", "ids"], (*START_UP_MODULES, "json")),
-        (["query", "--text", "ohwx", "--format", "ids0"], (*START_UP_MODULES, "json")),
+        (["query", "mode=character", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
+        (["query", "extra.images>1", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
+        (["query", "--text", "ohwx", "--format", "ids0"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
         (["show", "alpha"], START_UP_MODULES),
         (["--help"], (*START_UP_MODULES, "json", "sqlite3", "bflsync.reading")),
     ],

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from bflsync import fieldnames, filters, search
-from bflsync.cli import completion, render
+from bflsync.cli import completion
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option, reading, warn_not_json, warn_unreadable, write_stdout
 from bflsync.columns import COLUMN_NAMES
@@ -180,6 +180,8 @@ def query(
     if found is None:
         _write_ids(ids, nul=output_format == "ids0")
         return
+    from bflsync.cli import render  # after the ids have gone: they need no renderer
+
     records = found.records
     warn_not_json(cli_context, records)
     if output_format in ("json", "jsonl"):
@@ -251,6 +253,8 @@ def facets(
         warn_unknown(cli_context, reader, [*fields, *(item.field for item in question.filters)])
         counts, unreadable = search.facet_counts(reader, fields, question)
     warn_unreadable(cli_context, unreadable)
+    from bflsync.cli import render
+
     if output_format == "json":
         render.write_json(
             {
