@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -143,9 +144,7 @@ def open_reader(db: str | None) -> Iterator[Reader]:
             yield reader
         return
     if db is None:
-        from bflsync.config import default_db_path
-
-        path = str(default_db_path())
+        path = default_sqlite_path()
     else:
         # What Path(db).expanduser().absolute() gives, without importing pathlib (and its
         # urllib.parse) on every read: '..' stays, as a symlinked directory may need it.
@@ -181,6 +180,31 @@ def _open_url(db: str) -> Iterator[Reader]:
             yield ServerReader(connection, where=location.display, finetune_columns=frozenset(columns))
     finally:
         engine.dispose()
+
+
+def default_sqlite_path() -> str:
+    """:func:`bflsync.config.default_db_path` as a str, computed without platformdirs where that is plain.
+
+    platformdirs imports pathlib, shutil, tempfile and random: ~9 ms of every read command that
+    names no ``--db``. On Linux with ``XDG_DATA_HOME`` unset and a plain absolute ``HOME``, its answer
+    is ``$HOME/.local/share/bflsync``; anywhere else (other platforms, XDG set, Android, an odd
+    ``HOME``) platformdirs decides, as for writes. A test keeps both answers equal.
+    """
+    home = os.environ.get("HOME", "")
+    plain = (
+        sys.platform == "linux"
+        and "XDG_DATA_HOME" not in os.environ
+        and not hasattr(sys, "getandroidapilevel")
+        and "ANDROID_DATA" not in os.environ
+        and home.startswith("/")
+        and home != "/"
+        and os.path.normpath(home) == home
+    )
+    if plain:
+        return f"{home}/.local/share/bflsync/bflsync.db"  # config.APP_NAME / config.DB_FILENAME
+    from bflsync.config import default_db_path
+
+    return str(default_db_path())
 
 
 def _open_sqlite(path: str) -> SqliteReader:

@@ -890,3 +890,43 @@ def test_sorting_or_showing_a_key_no_finetune_has_exits_2(
     result = CliRunner().invoke(cli, ["--db", store, "query", option, name])
     wrong = name.lstrip("-").split(",")[-1]
     assert_one_line_error(result, f"no stored finetune has a key '{wrong}' (did you mean {guess}?)")
+
+
+@pytest.mark.parametrize("home", ["/home/ana", "/home/ana/", "/home//ana", "relative", "/", ""])
+@pytest.mark.parametrize("xdg", [None, "", "/data/xdg"])
+def test_the_read_side_default_path_is_the_write_sides(
+    monkeypatch: pytest.MonkeyPatch, home: str, xdg: str | None
+) -> None:
+    from bflsync.config import default_db_path
+    from bflsync.reading import default_sqlite_path
+
+    monkeypatch.setenv("HOME", home)
+    if xdg is None:
+        monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_DATA_HOME", xdg)
+    try:
+        expected = str(default_db_path())
+    except RuntimeError:  # platformdirs cannot place a store under this HOME: nor can the read side
+        with pytest.raises(RuntimeError):
+            default_sqlite_path()
+        return
+    assert default_sqlite_path() == expected
+
+
+def test_a_read_without_db_on_linux_needs_no_platformdirs(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "BFLSYNC_DB")}
+    env["HOME"] = str(tmp_path)
+    script = (
+        "import sys\n"
+        "from bflsync.cli import cli\n"
+        "sys.argv = ['bflsync', 'query', '--format', 'ids']\n"
+        "try:\n    cli(prog_name='bflsync')\nexcept SystemExit as exc:\n    assert exc.code == 2, exc.code\n"
+        "print('platformdirs' in sys.modules, 'pathlib' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    if sys.platform == "linux":
+        assert result.stdout == "False False\n"
+    assert f"no bflsync store at {tmp_path}/.local/share/bflsync/bflsync.db" in result.stderr
