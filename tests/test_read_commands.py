@@ -536,7 +536,7 @@ START_UP_MODULES = ("pathlib", "urllib.parse", "difflib", "signal", "dataclasses
         (["query", "mode=character", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
         (["query", "extra.images>1", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
         (["query", "--text", "ohwx", "--format", "ids0"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
-        (["show", "alpha"], START_UP_MODULES),
+        (["show", "alpha"], (*START_UP_MODULES, "bflsync.filters")),
         (["--help"], (*START_UP_MODULES, "json", "sqlite3", "bflsync.reading")),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from bflsync import audit, filters, lookup
+from bflsync import audit, lookup
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option, reading, shown_json, warn_not_json
@@ -102,6 +102,8 @@ def history(
     """
     if finetune_id is None and since is None:
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
+    from bflsync import filters  # here, not at the top: `show` parses no filter language
+
     start = filters.parse_timestamp(since) if since is not None else None
     with reading(cli_context) as reader:
         entries = audit.history(reader, finetune_id=finetune_id, source=source, account=account, since=start)
@@ -264,6 +266,8 @@ def credits(
     Example:
         bflsync credits --since 2026-11-01 --format csv
     """
+    from bflsync import filters
+
     start = filters.parse_timestamp(since) if since is not None else None
     with reading(cli_context) as reader:
         intervals = audit.credit_history(reader, source=source, account=account, since=start)
