@@ -930,3 +930,21 @@ def test_a_read_without_db_on_linux_needs_no_platformdirs(tmp_path: Path) -> Non
     if sys.platform == "linux":
         assert result.stdout == "False False\n"
     assert f"no bflsync store at {tmp_path}/.local/share/bflsync/bflsync.db" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["plain.db", "a b%20?x#y.db", "zoë;&=+$,.db", "caf\udce9.db", "~tilde-_.db"])
+def test_the_sqlite_uri_is_the_one_pathlib_writes(tmp_path: Path, name: str) -> None:
+    from bflsync.reading import file_uri
+
+    path = f"{tmp_path}/{name}"
+    assert file_uri(path) == Path(path).as_uri()
+
+
+def test_a_store_whose_path_needs_escaping_is_read(store_engine: Engine, db_path: Path) -> None:
+    fill(store_engine)
+    odd = db_path.parent / "odd dir?#%20" / "my store.db"
+    odd.parent.mkdir()
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{db_path}{suffix}").exists():
+            Path(f"{db_path}{suffix}").rename(f"{odd}{suffix}")
+    assert run(odd, "query", "--format", "ids").stdout == "alpha\nbravo\n"
