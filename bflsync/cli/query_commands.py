@@ -10,7 +10,8 @@ import click
 from bflsync import fieldnames, filters, search
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext, pass_cli_context
-from bflsync.cli.read_common import account_option, reading, warn_not_json, warn_unreadable, write_stdout
+from bflsync.cli.read_common import account_option, reading, warn_not_json, warn_unreadable
+from bflsync.cli.stdout import write_stdout
 from bflsync.columns import COLUMN_NAMES
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import INT64_MAX

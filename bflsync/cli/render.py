@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from bflsync.cli.stdout import write_stdout
 from bflsync.extract import canonical_json
 
 # C0 controls, DEL and C1 controls (U+009B is a one-character CSI on some terminals): values come
@@ -49,7 +50,7 @@ def cell(value: Any) -> str:
 
 
 def write_json(value: Any) -> None:
-    sys.stdout.write(dumps(value, indent=2) + "\n")
+    write_stdout(dumps(value, indent=2) + "\n")
 
 
 def write_jsonl(items: Sequence[Any]) -> None:
