@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import stat
 import subprocess
@@ -286,7 +287,11 @@ def test_arguments_that_are_not_utf8_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in completed.stderr
 
 
-def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("output_format", "first_line"), [("ids", b"finetune-00000"), ("json", b"[")])
+def test_a_reader_that_goes_away_ends_the_output_quietly(
+    tmp_path: Path, output_format: str, first_line: bytes
+) -> None:
+    # One large write that the pipe takes only partly: the rest must fail loudly (141), not vanish.
     store_path = tmp_path / "s.db"
     opened = db.open_store_for_write(db.locate_store(str(store_path)))
     observations = [store.Observation(f"finetune-{i:05d}-{'x' * 40}", {"mode": "style"}) for i in range(4000)]
@@ -301,12 +306,12 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path) -> None
         )
     opened.engine.dispose()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bflsync", "--db", str(store_path), "query", "--format", "ids"],
+        [sys.executable, "-m", "bflsync", "--db", str(store_path), "query", "--format", output_format],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert process.stdout is not None and process.stderr is not None
-    assert process.stdout.readline().startswith(b"finetune-00000")
+    assert process.stdout.readline().startswith(first_line)
     process.stdout.close()  # like `| head -1`
     stderr = process.stderr.read()
     assert (process.wait(timeout=30), stderr) == (141, b"")
@@ -353,3 +358,21 @@ def test_help_imports_no_command_module() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "Commands:" in result.stdout
     assert result.stderr == "['bflsync.cli.app', 'bflsync.cli.common']\n"
+
+
+@pytest.mark.parametrize("columns", ["60", "200", "30", "", "wide"])
+def test_help_is_as_wide_as_click_would_make_it(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from bflsync.cli.app import _help_width
+
+    monkeypatch.setenv("COLUMNS", columns)
+    assert _help_width() == max(min(shutil.get_terminal_size().columns, 80) - 2, 50)
+
+
+def test_help_wraps_at_columns() -> None:
+    env = {**os.environ, "COLUMNS": "60"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--help"], capture_output=True, text=True, env=env, check=True
+    )
+    assert "  --db PATH|URL  SQLite file or SQLAlchemy URL of the\n" in result.stdout
