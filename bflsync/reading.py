@@ -6,7 +6,7 @@ import than a query over thousands of finetunes. The file is opened ``mode=ro`` 
 ``query_only``, its revision is read from ``alembic_version`` directly, and a store on a
 read-only medium, or another user's, is read as ``immutable`` (see :func:`_open_sqlite`). A PostgreSQL store is
 read through :mod:`bflsync.server_reading`'s small protocol client, or, for what that client
-does not support, SQLAlchemy's engine from :mod:`bflsync.db`; both in read-only transactions.
+does not support, SQLAlchemy's engine from :mod:`bflsync.store`; both in read-only transactions.
 
 Both kinds are a :class:`Reader`: SQL text with ``?`` placeholders plus bound parameters
 in, plain tuples out. The SQL that :mod:`bflsync.search` and :mod:`bflsync.audit` write for
@@ -183,9 +183,9 @@ def _open_url(db: str) -> Iterator[Reader]:
         finally:
             wire.close()
         return
-    from bflsync import db as store_db
+    from bflsync import store
 
-    location = store_db.locate_store(db)
+    location = store.locate_store(db)
     if location.path is not None:
         sqlite_reader = _open_sqlite(str(location.path))
         try:
@@ -193,9 +193,9 @@ def _open_url(db: str) -> Iterator[Reader]:
         finally:
             sqlite_reader.connection.close()
         return
-    engine = store_db.open_store_for_read(location)
+    engine = store.open_store_for_read(location)
     try:
-        with store_db.translate_errors(location), engine.connect() as connection:
+        with store.translate_errors(location), engine.connect() as connection:
             columns = connection.exec_driver_sql(
                 "SELECT column_name FROM information_schema.columns"
                 " WHERE table_schema = current_schema() AND table_name = 'finetune'"

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from storebuild import day, write_sync
 
-from bflsync import db, pgwire
+from bflsync import pgwire, store
 from bflsync.casefolding import EXPANSIONS, SINGLES, UNICODE_VERSION, scan
 from bflsync.cli import cli
 from bflsync.errors import StoreWriteError
@@ -61,7 +61,7 @@ def password_roles(postgres_server: str) -> str:
 @pytest.fixture
 def pg_store(password_roles: str, pg_url: str) -> Iterator[str]:
     """A store on the cluster holding DETAILS, readable by the password roles."""
-    opened = db.open_store_for_write(db.locate_store(pg_url))
+    opened = store.open_store_for_write(store.locate_store(pg_url))
     write_sync(opened.engine, DETAILS, now=day(1))
     with opened.engine.begin() as connection:
         for role in ROLES:
@@ -153,7 +153,7 @@ def test_the_transaction_is_read_only(pg_store: str) -> None:
 
 
 def test_nul_replacement_and_non_ascii_values_round_trip(pg_store: str, db_path: Path) -> None:
-    sqlite = db.open_store_for_write(db.locate_store(str(db_path)))
+    sqlite = store.open_store_for_write(store.locate_store(str(db_path)))
     write_sync(sqlite.engine, DETAILS, now=day(1))
     sqlite.engine.dispose()
     for args in (

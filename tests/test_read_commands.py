@@ -20,10 +20,11 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 from storebuild import SOURCE, day, file_digest, write_sync
 
-from bflsync import db, labels
+from bflsync import labels
 from bflsync.cli import cli
 from bflsync.columns import RUN_FIELDS
 from bflsync.extract import canonical_json
+from bflsync.store import locate_store, open_store_for_read, upgrade_store
 
 ALPHA = {
     "mode": "character",
@@ -390,14 +391,14 @@ def test_runs_lists_runs_newest_first_with_counts_and_duration(store: str) -> No
 def test_runs_with_an_id_shows_the_run_and_its_errors(store_engine: Engine, db_path: Path) -> None:
     from sqlmodel import Session
 
-    from bflsync import store as store_api
+    from bflsync import writes
 
     with Session(store_engine) as session, session.begin():
-        run_id = store_api.start_run(session, source=SOURCE, account="default", pid=7, now=day(1))
-        store_api.record_failure(
+        run_id = writes.start_run(session, source=SOURCE, account="default", pid=7, now=day(1))
+        writes.record_failure(
             session, run_id=run_id, finetune_id="x", kind="http", message="boom", http_status=500, attempts=4
         )
-        store_api.finish_run(session, run_id=run_id, status="partial", counts={"failed": 1}, now=day(1, 1))
+        writes.finish_run(session, run_id=run_id, status="partial", counts={"failed": 1}, now=day(1, 1))
     shown = json.loads(run(db_path, "runs", str(run_id), "--format", "json").stdout)
     assert (shown["status"], shown["failed"], shown["duration_s"]) == ("partial", 1, 3600.0)
     assert shown["errors"] == [
@@ -473,7 +474,7 @@ def test_a_missing_store_exits_2_and_is_not_created(db_path: Path) -> None:
 
 
 def test_a_store_behind_head_exits_2_and_is_not_migrated(db_path: Path) -> None:
-    db.upgrade_store(db.locate_store(str(db_path)), revision="0001_initial").engine.dispose()
+    upgrade_store(locate_store(str(db_path)), revision="0001_initial").engine.dispose()
     before = file_digest(db_path)
     result = CliRunner().invoke(cli, ["--db", str(db_path), "query"])
     assert_one_line_error(result, "0001_initial", "bflsync db upgrade")
@@ -631,7 +632,7 @@ def test_read_commands_leave_the_store_file_byte_identical(sqlite_store: Path) -
 
 
 def test_the_read_engine_refuses_writes(sqlite_store: Path) -> None:
-    engine = db.open_store_for_read(db.locate_store(str(sqlite_store)))
+    engine = open_store_for_read(locate_store(str(sqlite_store)))
     try:
         with pytest.raises(sa.exc.OperationalError, match="readonly"), engine.begin() as connection:
             connection.exec_driver_sql("UPDATE finetune SET mode = 'hacked'")
@@ -839,7 +840,7 @@ def test_history_since_lists_more_finetunes_than_sqlite_binds_in_one_statement(
 
 
 def test_the_audit_reader_does_not_import_the_write_side() -> None:
-    script = "import sys, bflsync.audit; print('bflsync.store' in sys.modules)"
+    script = "import sys, bflsync.audit; print('bflsync.writes' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout == "False\n"
 

@@ -14,12 +14,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from bflsync import db
+from bflsync import store
 from bflsync.cli import cli
 from bflsync.mock_api import MockBFL
 
 KEY = "search-test-key"
-BELOW_SEARCH = db.KNOWN_REVISIONS[db.KNOWN_REVISIONS.index("0005_search") - 1]
+BELOW_SEARCH = store.KNOWN_REVISIONS[store.KNOWN_REVISIONS.index("0005_search") - 1]
 NUL_KEY = {
     "finetune_comment": "a\u0000b",
     "a\u0000key": ["x\u0000", {"deep": "Café-au-lait"}],
@@ -201,4 +201,4 @@ def test_a_sqlite_store_has_no_search_columns(db_path: Path, mock: MockBFL) -> N
     run("--db", str(db_path), "sync", "--base-url", mock.base_url)
     columns = {row["name"] for row in fetch(str(db_path), "SELECT name FROM pragma_table_info('finetune')")}
     assert not columns & {"details_jsonb", "search_tsv"}
-    assert run("--db", str(db_path), "db", "current") == f"{db.HEAD_REVISION} (head)\n"
+    assert run("--db", str(db_path), "db", "current") == f"{store.HEAD_REVISION} (head)\n"

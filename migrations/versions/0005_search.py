@@ -10,7 +10,7 @@ truth and of the content hash. The sync writes these columns with every change o
 this revision backfills existing rows from their details with the same functions.
 
 SQLite stores have none of this (``json_extract`` and FTS5 serve the same filters): there the
-revision changes nothing. The columns are not in the models (``bflsync.models.POSTGRES_ONLY``).
+revision changes nothing. The columns are not in the models (``bflsync.schema.POSTGRES_ONLY``).
 
 Revision ID: 0005_search
 Revises: 0006_canonical_numbers
