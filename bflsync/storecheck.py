@@ -29,11 +29,11 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0001_initial",
     "0002_fts",
     "0003_accounts",
-    "0006_canonical_numbers",
+    "0004_canonical_numbers",
     "0005_search",
-    "0004_lifecycle",
+    "0006_lifecycle",
     "0007_fts_discoverable",
-    "0006_labels",
+    "0008_labels",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
