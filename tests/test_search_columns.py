@@ -1,4 +1,6 @@
-"""Revision 0005_search: PostgreSQL's jsonb copy of the details and its tsvector, kept by the sync.
+"""Revisions 0005_search and 0009_search_text: PostgreSQL's copies of the details, kept by the sync.
+
+A jsonb copy, a tsvector of FTS5's tokens, and ``search_text``, the text of SQLite's trigram index.
 
 SQLite stores have neither (``json_extract`` and FTS5 answer there); the tests say so too.
 """
@@ -20,6 +22,7 @@ from bflsync.mock_api import MockBFL
 
 KEY = "search-test-key"
 BELOW_SEARCH = store.KNOWN_REVISIONS[store.KNOWN_REVISIONS.index("0005_search") - 1]
+BELOW_SEARCH_TEXT = store.KNOWN_REVISIONS[store.KNOWN_REVISIONS.index("0009_search_text") - 1]
 NUL_KEY = {
     "finetune_comment": "a\u0000b",
     "a\u0000key": ["x\u0000", {"deep": "Café-au-lait"}],
@@ -73,15 +76,21 @@ def test_sync_writes_the_jsonb_copy_and_the_tsvector_on_postgresql(pg_url: str, 
     }
     assert json.loads(rows["nul"]["details"]) == NUL_KEY
     assert rows["backslash"]["details_jsonb"] == BACKSLASH
-    # In the order of the canonical JSON (sorted keys), as FTS5 indexes them on SQLite.
+    # In the order of the canonical JSON (sorted keys), as FTS5 indexes them on SQLite, each value
+    # to its first U+0000 as SQLite's json_tree reads it ("a\u0000b" is "a").
     assert lexemes(pg_url, "nul") == [
         (1, "x"),
         (2, "cafe"),
         (3, "au"),
         (4, "lait"),
         (5, "a"),
-        (6, "b"),
-        (7, "style"),
+        (6, "style"),
+    ]
+    # The trigram index's text: values joined by spaces, case folded, diacritics kept.
+    texts = fetch(pg_url, "SELECT finetune_id, search_text FROM finetune ORDER BY 1")
+    assert texts == [
+        {"finetune_id": "backslash", "search_text": "\\u0000 is not a nul character"},
+        {"finetune_id": "nul", "search_text": "x café-au-lait a style"},
     ]
     versions = fetch(
         pg_url,
@@ -121,7 +130,7 @@ def test_changes_restores_and_tombstones_keep_the_search_columns_current(pg_url:
 def test_db_reextract_rewrites_stale_search_copies_on_postgresql(pg_url: str, mock: MockBFL) -> None:
     """Copies left by older tokenising rules (here: emptied) are derived again from the raw details."""
     run("--db", pg_url, "sync", "--base-url", mock.base_url)
-    copies = "SELECT finetune_id, details_jsonb, search_tsv::text AS tsv FROM finetune ORDER BY finetune_id"
+    copies = "SELECT finetune_id, details_jsonb, search_tsv::text AS tsv, search_text FROM finetune ORDER BY finetune_id"
     versions = "SELECT id, details_jsonb FROM finetune_version ORDER BY id"
     fresh, fresh_versions = fetch(pg_url, copies), fetch(pg_url, versions)
     engine = sa.create_engine(pg_url)
@@ -129,7 +138,8 @@ def test_db_reextract_rewrites_stale_search_copies_on_postgresql(pg_url: str, mo
         with engine.begin() as connection:
             connection.execute(
                 sa.text(
-                    "UPDATE finetune SET search_tsv = ''::tsvector, details_jsonb = '{}' WHERE finetune_id = 'nul'"
+                    "UPDATE finetune SET search_tsv = ''::tsvector, details_jsonb = '{}', search_text = ''"
+                    " WHERE finetune_id = 'nul'"
                 )
             )
             connection.execute(sa.text("UPDATE finetune_version SET details_jsonb = '[]'"))
@@ -197,8 +207,28 @@ def test_upgrade_backfills_and_downgrade_removes_the_search_columns(pg_url: str,
     assert run("--db", pg_url, "db", "check") == "models and migrations agree\n"
 
 
+def test_upgrade_backfills_and_downgrade_removes_search_text(pg_url: str, mock: MockBFL) -> None:
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    texts = "SELECT id, search_text FROM finetune ORDER BY id"
+    before = fetch(pg_url, texts)
+    assert all(row["search_text"] for row in before)
+    run("--db", pg_url, "db", "downgrade", BELOW_SEARCH_TEXT)
+    columns = {
+        row["column_name"]
+        for row in fetch(
+            pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'finetune'"
+        )
+    }
+    assert "search_text" not in columns
+    assert {"details_jsonb", "search_tsv"} <= columns
+    run("--db", pg_url, "db", "upgrade")
+    assert fetch(pg_url, texts) == before
+    assert run("--db", pg_url, "query", "--format", "ids", "--text", "au-lait") == "nul\n"
+    assert run("--db", pg_url, "db", "check") == "models and migrations agree\n"
+
+
 def test_a_sqlite_store_has_no_search_columns(db_path: Path, mock: MockBFL) -> None:
     run("--db", str(db_path), "sync", "--base-url", mock.base_url)
     columns = {row["name"] for row in fetch(str(db_path), "SELECT name FROM pragma_table_info('finetune')")}
-    assert not columns & {"details_jsonb", "search_tsv"}
+    assert not columns & {"details_jsonb", "search_tsv", "search_text"}
     assert run("--db", str(db_path), "db", "current") == f"{store.HEAD_REVISION} (head)\n"

@@ -63,6 +63,8 @@ QUESTIONS = [
     ["beta"],
     ["alpha\x85beta"],
     ["gamma\x9fdelta"],
+    ["delta\x85gamma"],
+    ["beta\x9falpha"],
     ["日本\x85語"],
     ["本語"],
     ["byte"],
@@ -124,7 +126,9 @@ _TEXT = st.text(_ALPHABET, min_size=0, max_size=12)
 def empty_stores(db_path: Path, pg_url: str) -> Iterator[dict[str, tuple[str, Engine]]]:
     """An empty store on each engine, built once for a whole property test: its ``--db`` and an engine."""
     locations = {"sqlite": str(db_path), "postgresql": pg_url}
-    opened = {name: store.open_store_for_write(store.locate_store(where)) for name, where in locations.items()}
+    opened = {
+        name: store.open_store_for_write(store.locate_store(where)) for name, where in locations.items()
+    }
     yield {name: (locations[name], item.engine) for name, item in opened.items()}
     for item in opened.values():
         item.engine.dispose()

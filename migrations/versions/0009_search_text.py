@@ -1,0 +1,70 @@
+"""PostgreSQL ``finetune.search_text``: the text SQLite's trigram index holds, for ``--text`` substrings.
+
+``--text`` finds runs of scripts written without spaces (Chinese, Japanese, Thai, …) as
+substrings; on SQLite through ``finetune_fts_trigram`` (revision 0007_fts_discoverable). On
+PostgreSQL ``search_tsv`` holds whole FTS5 tokens only, so ``日本`` found nothing inside
+``日本の風景``. This column holds what the trigram index indexes: every string value of the
+details (each to its first U+0000, as SQLite's ``json_tree`` reads it) joined by a space, case
+folded as FTS5's ``trigram`` tokenizer folds (``bflsync.fulltext.substring_text``); ``--text``
+tests it with ``strpos``. NULL where ``details`` is NULL. The sync writes it with every change of
+details, ``bflsync db reextract`` refreshes it; this revision backfills existing rows.
+
+SQLite stores have none of this: there the revision changes nothing. The column is not in the
+models (``bflsync.schema.POSTGRES_ONLY_COLUMNS``).
+
+Revision ID: 0009_search_text
+Revises: 0008_labels
+Create Date: 2026-12-01 14:30:00
+"""
+
+import json
+from collections.abc import Sequence
+
+from alembic import op
+import sqlalchemy as sa
+
+from bflsync.fulltext import substring_text
+
+
+revision: str = "0009_search_text"
+down_revision: str | None = "0008_labels"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+PAGE = 2000
+
+
+def _backfill() -> None:
+    """Fill ``search_text`` of every row with details, a primary-key page at a time."""
+    table = sa.table(
+        "finetune",
+        sa.column("id", sa.Integer),
+        sa.column("details", sa.Text),
+        sa.column("search_text", sa.Text),
+    )
+    update = (
+        table.update().where(table.c.id == sa.bindparam("pk")).values(search_text=sa.bindparam("new_text"))
+    )
+    bind = op.get_bind()
+    last = 0
+    while page := bind.execute(
+        sa.select(table.c.id, table.c.details)
+        .where(table.c.id > last, table.c.details.is_not(None))
+        .order_by(table.c.id)
+        .limit(PAGE)
+    ).all():
+        last = page[-1].id
+        bind.execute(update, [{"pk": pk, "new_text": substring_text(json.loads(text))} for pk, text in page])
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.add_column("finetune", sa.Column("search_text", sa.Text(), nullable=True))
+    _backfill()
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.drop_column("finetune", "search_text")
