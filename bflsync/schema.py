@@ -46,7 +46,9 @@ POSTGRES_ONLY_COLUMNS = frozenset(
         ("finetune_version", "details_jsonb"),
     }
 )
-POSTGRES_ONLY_INDEXES = frozenset({"ix_finetune_details_jsonb", "ix_finetune_search_tsv"})
+POSTGRES_ONLY_INDEXES = frozenset(
+    {"ix_finetune_details_jsonb", "ix_finetune_search_tsv", "ix_finetune_search_text"}
+)
 
 CHANGE_KINDS = ("created", "updated", "deleted", "restored")
 RUN_STATUSES = ("running", "ok", "partial", "failed", "interrupted")

@@ -8,6 +8,7 @@ SQLite stores have neither (``json_extract`` and FTS5 answer there); the tests s
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,44 @@ def test_a_sqlite_store_has_no_search_columns(db_path: Path, mock: MockBFL) -> N
     columns = {row["name"] for row in fetch(str(db_path), "SELECT name FROM pragma_table_info('finetune')")}
     assert not columns & {"details_jsonb", "search_tsv", "search_text"}
     assert run("--db", str(db_path), "db", "current") == f"{store.HEAD_REVISION} (head)\n"
+
+
+def test_a_trigram_index_serves_text_substrings_where_pg_trgm_exists(pg_url: str, mock: MockBFL) -> None:
+    mock.put("jp", {"finetune_comment": "日本の風景写真"})
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = "\n".join(
+                row[0]
+                for row in connection.exec_driver_sql(
+                    "EXPLAIN SELECT finetune_id FROM finetune WHERE search_text LIKE '%%風景写%%'"
+                )
+            )
+    finally:
+        engine.dispose()
+    assert "ix_finetune_search_text" in plan
+    assert run("--db", pg_url, "query", "--format", "ids", "--text", "風景写") == "jp\n"
+
+
+def test_without_pg_trgm_the_upgrade_goes_on_and_substrings_scan(pg_url: str, mock: MockBFL) -> None:
+    """A role that may not create extensions (no CREATE on the database) still gets a working store."""
+    role = f"plain_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        connection.exec_driver_sql(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+    url = pg_url.replace("bfl@", f"{role}@", 1)
+    mock.put("jp", {"finetune_comment": "日本の風景写真"})
+    try:
+        run("--db", url, "sync", "--base-url", mock.base_url)
+        indexes = fetch(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'finetune'")
+        assert "ix_finetune_search_text" not in {row["indexname"] for row in indexes}
+        assert run("--db", url, "query", "--format", "ids", "--text", "風景写") == "jp\n"
+        assert run("--db", url, "db", "check") == "models and migrations agree\n"
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP OWNED BY {role}")
+            connection.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()

@@ -28,6 +28,7 @@ RECORDS: dict[str, dict[str, Any]] = {
     "c1": {"finetune_comment": "alpha\x85beta gamma\x9fdelta 日本\x85語"},
     "nul": {"finetune_comment": "nul\x00byte 写\x00真集"},
     "split-values": {"a": "写真", "b": "集団"},
+    "like-characters": {"finetune_comment": "写%真集 写_真 写\\真 100%"},
     "key-only": {"日本": "value without the needle"},
 }
 
@@ -71,6 +72,12 @@ QUESTIONS = [
     ["写真集"],
     ["真集"],
     ["写真集団"],
+    ["写%真"],
+    ["写_真"],
+    ["写\\真"],
+    ["写x真"],
+    ["写%"],
+    ["%真集"],
     ["真 集"],
     ["ohwx*"],
     ['"quoted"'],
@@ -118,7 +125,7 @@ def test_both_engines_find_unspaced_substrings_of_every_length(engines: dict[str
             assert text_ids(location, list(words)) == ids, (words, location)
 
 
-_ALPHABET = st.sampled_from(list("ab AZé日本写真の集ภา-_%*\x85\x00,"))
+_ALPHABET = st.sampled_from(list("ab AZé日本写真の集ภา-_%*\\\x85\x00,"))
 _TEXT = st.text(_ALPHABET, min_size=0, max_size=12)
 
 

@@ -6,8 +6,15 @@ PostgreSQL ``search_tsv`` holds whole FTS5 tokens only, so ``日本`` found noth
 ``日本の風景``. This column holds what the trigram index indexes: every string value of the
 details (each to its first U+0000, as SQLite's ``json_tree`` reads it) joined by a space, case
 folded as FTS5's ``trigram`` tokenizer folds (``bflsync.fulltext.substring_text``); ``--text``
-tests it with ``strpos``. NULL where ``details`` is NULL. The sync writes it with every change of
-details, ``bflsync db reextract`` refreshes it; this revision backfills existing rows.
+tests it with ``LIKE '%…%'`` (the needle escaped). NULL where ``details`` is NULL. The sync writes
+it with every change of details, ``bflsync db reextract`` refreshes it; this revision backfills
+existing rows.
+
+Where the ``pg_trgm`` extension can be created (it ships with PostgreSQL's contrib package and
+is trusted: a database owner may create it), a GIN trigram index ``ix_finetune_search_text``
+serves those ``LIKE`` tests; where it cannot, the revision goes on without the index and
+``--text`` substrings scan the column. Downgrading drops the index and the column, not the
+extension, which other things in the database may use.
 
 SQLite stores have none of this: there the revision changes nothing. The column is not in the
 models (``bflsync.schema.POSTGRES_ONLY_COLUMNS``).
@@ -32,6 +39,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 PAGE = 2000
+INDEX = "ix_finetune_search_text"
 
 
 def _backfill() -> None:
@@ -62,9 +70,30 @@ def upgrade() -> None:
         return
     op.add_column("finetune", sa.Column("search_text", sa.Text(), nullable=True))
     _backfill()
+    # After the backfill: building a GIN index once is much cheaper than growing it row by row.
+    if _trigram_extension():
+        op.create_index(
+            INDEX,
+            "finetune",
+            ["search_text"],
+            postgresql_using="gin",
+            postgresql_ops={"search_text": "gin_trgm_ops"},
+        )
+
+
+def _trigram_extension() -> bool:
+    """Whether ``pg_trgm`` is there or could be created (in a savepoint, so a refusal undoes nothing else)."""
+    bind = op.get_bind()
+    try:
+        with bind.begin_nested():
+            bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except sa.exc.DBAPIError:
+        return False
+    return True
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
+    op.execute(f"DROP INDEX IF EXISTS {INDEX}")
     op.drop_column("finetune", "search_text")
