@@ -7,7 +7,9 @@ PostgreSQL's parsers split and fold text by other rules (hyphenated words, e-mai
 the database's locale), so the two engines would answer ``--text`` differently. Here each
 character is classified and folded by asking SQLite's own FTS5 tokenizer once (cached), so the
 lexemes and their positions are the ones FTS5 stores; :func:`tsquery_text` turns the user's
-words into the query FTS5 would run, as a ``tsquery``.
+words into the query FTS5 would run, as a ``tsquery``. For substrings of unspaced scripts,
+:func:`substring_text` is ``finetune.search_text``: the text SQLite's trigram index holds, folded
+by asking SQLite's ``trigram`` tokenizer the same way.
 
 What still differs, by PostgreSQL's limits: a token over 2,047 bytes is left out of the
 ``tsvector``, positions stop counting at 16,383 and at 256 per lexeme (a phrase match far into
