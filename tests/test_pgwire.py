@@ -21,7 +21,14 @@ from click.testing import CliRunner, Result
 from storebuild import day, write_sync
 
 from bflsync import db, pgwire
-from bflsync.casefolding import EXPANSIONS, SINGLES, UNICODE_VERSION, scan
+from bflsync.casefolding import (
+    EXPANSIONS,
+    LOWERCASE_EXPANSIONS,
+    SINGLES,
+    UNICODE_VERSION,
+    scan,
+    scan_lowercase_expansions,
+)
 from bflsync.cli import cli
 from bflsync.errors import StoreWriteError
 from bflsync.server_reading import WireReader, display_url, open_wire_reader
@@ -290,6 +297,10 @@ def test_the_written_fold_tables_are_this_pythons_casefold() -> None:
     if unicodedata.unidata_version != UNICODE_VERSION:
         pytest.skip(f"tables written for Unicode {UNICODE_VERSION}; this Python computes its own")
     assert scan() == (SINGLES, EXPANSIONS)
+
+
+def test_the_characters_whose_lowercase_expands_are_the_written_ones() -> None:
+    assert scan_lowercase_expansions() == LOWERCASE_EXPANSIONS
 
 
 @pytest.fixture
