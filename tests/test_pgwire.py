@@ -343,3 +343,44 @@ def test_tls_is_used_when_the_server_offers_it(ssl_server: None, pg_store: str, 
         assert plain.rows("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [(False,)]
     finally:
         plain.close()
+
+
+@pytest.mark.parametrize("environ", [{}, {"PGCONNECT_TIMEOUT": "10"}], ids=["wire", "psycopg"])
+@pytest.mark.parametrize(
+    "command", [["query", "--format", "ids"], ["label", "alpha", "k=v"], ["db", "check"]]
+)
+def test_a_password_in_the_url_query_is_never_printed(
+    password_roles: str,
+    pg_store: str,
+    monkeypatch: pytest.MonkeyPatch,
+    environ: dict[str, str],
+    command: list[str],
+) -> None:
+    """libpq takes ``?password=``; an error naming the store shows it as ``***`` like the userinfo one."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    wrong = "Qu3ry-p@ss/word"
+    url = f"{with_user(pg_store, 'pw_scram', 'x').replace(':x@', '@')}?password={quote(wrong, safe='')}"
+    result = run(url, *command)
+    assert result.exit_code == 3, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    for shown in (wrong, quote(wrong, safe=""), quote(wrong)):
+        assert shown not in result.output
+    assert "password=***" in result.output
+
+
+@pytest.mark.parametrize(
+    "suffix", [":notaport/db", "/db?sslmode=bogus", "/db?connect_timeout=soon", "/db?port=http"]
+)
+def test_a_url_with_a_malformed_value_is_one_line_exit_2_without_the_password(suffix: str) -> None:
+    result = run(f"postgresql://someone:Pl41n-s3cret@127.0.0.1{suffix}", "query")
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("bflsync: error: --db:")
+    assert "Pl41n-s3cret" not in result.output
+
+
+def test_an_unparsable_url_is_refused_without_its_password() -> None:
+    result = run("postgres ql://someone:Pl41n-s3cret@127.0.0.1/db", "query")
+    assert result.exit_code == 2, result.output
+    assert "Pl41n-s3cret" not in result.output
