@@ -269,19 +269,17 @@ class Connection:
         body += b"".join(_cstring(key) + _cstring(value) for key, value in parameters.items()) + b"\x00"
         self._send(struct.pack("!i", len(body) + 4) + body)
         _Authentication(self, target).run()
-        error: ServerError | None = None
         while True:
             kind, payload = self._receive()
             if kind == b"E":
-                error = _server_error(payload)
-            elif kind == b"Z":
+                # An error during startup is FATAL: the server closes the connection after it.
+                raise _server_error(payload)
+            if kind == b"Z":
                 self.status = payload.decode()
                 break
-            elif kind == b"S":
+            if kind == b"S":
                 key, value, _ = payload.split(b"\x00", 2)
                 self.parameters[key.decode()] = value.decode()
-        if error is not None:
-            raise error
 
     def _results(self) -> tuple[list[str], list[Row]]:
         """Messages up to ReadyForQuery; DataRows are parsed in place, as many as have arrived."""
@@ -310,7 +308,13 @@ class Connection:
                     return names, rows
                 position = end
             self._position = position
-            self._fill(5)
+            try:
+                self._fill(5)
+            except ConnectionFailed:
+                if error is None:
+                    raise
+                # A FATAL error the server closed the connection after: it says why.
+                raise ConnectionFailed(f"the server ended the session: {error}") from None
 
     def _send(self, data: bytes) -> None:
         try:

@@ -30,7 +30,7 @@ from bflsync.casefolding import (
     scan_lowercase_expansions,
 )
 from bflsync.cli import cli
-from bflsync.errors import StoreWriteError
+from bflsync.errors import StoreUnreachableError, StoreWriteError
 from bflsync.server_reading import WireReader, display_url, open_wire_reader
 
 PASSWORD = "s3cret-Pw"
@@ -384,3 +384,29 @@ def test_an_unparsable_url_is_refused_without_its_password() -> None:
     result = run("postgres ql://someone:Pl41n-s3cret@127.0.0.1/db", "query")
     assert result.exit_code == 2, result.output
     assert "Pl41n-s3cret" not in result.output
+
+
+def test_a_database_that_does_not_exist_is_named_in_one_line_exit_3(pg_store: str) -> None:
+    """The server's FATAL error ends the startup; it is the message, not the closed connection after it."""
+    missing = pg_store.rpartition("/")[0] + "/no_such_store"
+    result = run(missing, "query", "--format", "ids")
+    assert result.exit_code == 3, result.output
+    assert result.output.strip().splitlines() == [
+        f'bflsync: error: cannot reach the store at {missing} (database "no_such_store" does not exist)'
+    ]
+
+
+def test_a_session_the_server_ends_mid_read_is_a_store_error_naming_why(pg_store: str) -> None:
+    reader = wire(pg_store)
+    try:
+        ((pid,),) = reader.rows("SELECT pg_backend_pid()")
+        admin = sa.create_engine(pg_store, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        admin.dispose()
+        with pytest.raises(
+            StoreUnreachableError, match="terminating connection due to administrator command"
+        ):
+            reader.rows("SELECT 1")
+    finally:
+        reader.close()
