@@ -161,12 +161,16 @@ def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:
     Each word is a phrase of its tokens (``<->``), a prefix word's last token a prefix (``:*``),
     and the phrases are ANDed: FTS5's reading of a quoted word. A word without tokens (``--``)
     is ignored, as FTS5 ignores an empty phrase beside others; None when no word has a token,
-    which FTS5 answers with no match. The text is cast, not given to ``to_tsquery``, whose
+    which FTS5 answers with no match, and when a token is longer than ``search_tsv`` stores
+    (:data:`MAX_LEXEME_BYTES`; PostgreSQL refuses it in a ``tsquery`` too): no record has it there. The text is cast, not given to ``to_tsquery``, whose
     parser would split and fold the words by PostgreSQL's rules instead of FTS5's.
     """
     phrases = []
     for word, prefix in terms:
-        parts = [_quoted(token) for token in tokens(word)]
+        found = list(tokens(word))
+        if any(len(token.encode("utf-8")) > MAX_LEXEME_BYTES for token in found):
+            return None
+        parts = [_quoted(token) for token in found]
         if not parts:
             continue
         if prefix:

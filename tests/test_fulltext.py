@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
+from storebuild import day, write_sync
 
 from bflsync.cli import cli
 from bflsync.filters import text_terms
@@ -176,3 +178,14 @@ def test_positions_past_postgresqls_last_one_share_it_and_a_lexeme_keeps_256() -
     )
     repeated = tsvector_text({"a": "w " * 300})
     assert repeated == "'w':" + ",".join(str(position) for position in range(1, 257))
+
+
+@pytest.mark.parametrize("words", ["x" * 2048, "ohwx " + "é" * 1100, "ohwx*" + " " + "y" * 5000 + "*"])
+def test_a_word_longer_than_postgresql_indexes_finds_nothing_with_exit_0(
+    any_store: tuple[str, Engine], words: str
+) -> None:
+    """PostgreSQL cannot hold a token over 2,047 bytes, so none is stored: such a word matches nothing there."""
+    target, engine = any_store
+    write_sync(engine, {"short": {"finetune_comment": "ohwx portrait"}}, now=day(1))
+    result = CliRunner().invoke(cli, ["--db", target, "query", "--text", words, "--format", "ids"])
+    assert (result.exit_code, result.output) == (0, ""), result.output
