@@ -178,7 +178,17 @@ def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:
         phrases.append(" <-> ".join(parts) if len(parts) > 1 else parts[0])
     if not phrases:
         return None
-    return " & ".join(f"({phrase})" if " " in phrase else phrase for phrase in phrases)
+    return _all_of([f"({phrase})" if " " in phrase else phrase for phrase in phrases])
+
+
+def _all_of(operands: Sequence[str]) -> str:
+    """``a & b & …`` as a balanced tree: PostgreSQL walks a tsquery recursively, and a chain of
+    some 20,000 words (a long ``--text`` argument) exceeds its stack depth."""
+    if len(operands) == 1:
+        return operands[0]
+    middle = len(operands) // 2
+    halves = (_all_of(operands[:middle]), _all_of(operands[middle:]))
+    return " & ".join(f"({half})" if " & " in half else half for half in halves)
 
 
 # As in bflsync.filters.text_terms: control characters separate words.

@@ -189,3 +189,12 @@ def test_a_word_longer_than_postgresql_indexes_finds_nothing_with_exit_0(
     write_sync(engine, {"short": {"finetune_comment": "ohwx portrait"}}, now=day(1))
     result = CliRunner().invoke(cli, ["--db", target, "query", "--text", words, "--format", "ids"])
     assert (result.exit_code, result.output) == (0, ""), result.output
+
+
+def test_text_of_twenty_thousand_words_is_answered_on_both_engines(any_store: tuple[str, Engine]) -> None:
+    target, engine = any_store
+    write_sync(engine, {"short": {"finetune_comment": "ohwx portrait"}}, now=day(1))
+    for words in (" ".join(f"w{number}" for number in range(20_000)), "ohwx portrait " * 20_000):
+        result = CliRunner().invoke(cli, ["--db", target, "query", "--text", words, "--format", "ids"])
+        assert result.exit_code == 0, result.output
+    assert result.output == "short\n"
