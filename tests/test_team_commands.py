@@ -198,6 +198,26 @@ def test_compare_refuses_unknown_ids_and_bad_columns(store: str, args: list[str]
     assert message in fails(store, *args).stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "-"],
+        ["compare", "v1", "-"],
+        ["show", "v1\x00fast"],
+        ["history", "v1\x00fast"],
+        ["diff", "v1", "v1\x00fast"],
+        ["label", "v1\x00fast", "k=v"],
+        ["note", "v1\x00fast", "text"],
+        ["show", "v1", "--source", "a\x00b"],
+    ],
+)
+def test_an_id_holding_a_nul_is_unknown_on_both_engines(store: str, args: list[str]) -> None:
+    """No stored id holds U+0000 (PostgreSQL text cannot): such an id is unknown, never exit 70."""
+    result = CliRunner().invoke(cli, ["--db", store, *args], input="v1\x00fast\n")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("bflsync: error: no finetune ") and result.stderr.count("\n") == 1
+
+
 # -- show --format request -------------------------------------------------------------------
 
 
