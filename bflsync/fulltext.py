@@ -126,6 +126,8 @@ def tsvector_text(details: Any) -> str:
     size = 0
     position = 0
     for position, token in enumerate(details_tokens(details), start=1):
+        if not token:
+            continue  # a lone accent, emptied by remove_diacritics: no tsvector holds ''
         at = positions.get(token)
         if at is None:
             length = len(token.encode("utf-8")) if not token.isascii() else len(token)
@@ -167,7 +169,8 @@ def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:
     """
     phrases = []
     for word, prefix in terms:
-        found = list(tokens(word))
+        # FTS5 passes over an empty token (a lone accent) in a query; a tsquery cannot hold one.
+        found = [token for token in tokens(word) if token]
         if any(len(token.encode("utf-8")) > MAX_LEXEME_BYTES for token in found):
             return None
         parts = [_quoted(token) for token in found]
