@@ -21,10 +21,10 @@ import json
 import os
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote
 
 Row = tuple[Any, ...]
@@ -224,8 +224,9 @@ class Connection:
             if not target.unix_socket and target.sslmode != "disable":
                 sock = _negotiate_tls(sock, target)
             connection = cls(sock)
-            connection._start(target)
-            connection.execute_simple(BEGIN)
+            with _protocol_checked():
+                connection._start(target)
+                connection.execute_simple(BEGIN)
         except BaseException:
             sock.close()
             raise
@@ -254,7 +255,8 @@ class Connection:
             + _message(b"E", b"\x00\x00\x00\x00\x00")
             + _message(b"S", b"")
         )
-        return self._results()
+        with _protocol_checked():
+            return self._results()
 
     def execute_simple(self, sql: str) -> None:
         """Run a statement without parameters or results (``BEGIN``, ``ROLLBACK``)."""
@@ -290,7 +292,10 @@ class Connection:
         while True:
             data, position, size = self._data, self._position, len(self._data)
             while position + 5 <= size:
-                end = position + 1 + _unpack_int(data, position + 1)[0]
+                length = _unpack_int(data, position + 1)[0]
+                if length < 4:
+                    raise ConnectionFailed(MALFORMED)
+                end = position + 1 + length
                 if end > size:
                     break
                 kind = data[position]
@@ -327,6 +332,8 @@ class Connection:
         while len(self._data) - self._position < 5:
             self._fill(5)
         length = _unpack_int(self._data, self._position + 1)[0]
+        if length < 4:
+            raise ConnectionFailed(MALFORMED)
         while len(self._data) - self._position < 1 + length:
             self._fill(1 + length)
         start = self._position
@@ -343,6 +350,18 @@ class Connection:
             raise ConnectionFailed("the server closed the connection unexpectedly")
         self._data = self._data[self._position :] + chunk
         self._position = 0
+
+
+MALFORMED: Final = "the server broke the PostgreSQL protocol (a malformed message)"
+
+
+@contextlib.contextmanager
+def _protocol_checked() -> Iterator[None]:
+    """Parsing what a server sent: a message that is cut short or malformed is the server's fault."""
+    try:
+        yield
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError):
+        raise ConnectionFailed(MALFORMED) from None
 
 
 def _connect(target: Target) -> socket.socket:

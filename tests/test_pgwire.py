@@ -6,11 +6,16 @@ pg_hba.conf lines put in front of the fixture's ``trust`` ones for those roles o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -410,3 +415,48 @@ def test_a_session_the_server_ends_mid_read_is_a_store_error_naming_why(pg_store
             reader.rows("SELECT 1")
     finally:
         reader.close()
+
+
+@contextlib.contextmanager
+def broken_server(answer: bytes) -> Iterator[int]:
+    """A loopback 'server' that reads the startup packet (declining TLS), sends ``answer`` and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    if conn.recv(8)[4:8] == b"\x04\xd2\x16\x2f":  # SSLRequest: say no, read the startup
+                        conn.sendall(b"N")
+                    conn.recv(4096)
+                    conn.sendall(answer)
+                    time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"R" + struct.pack("!i", -5) + b"\x00" * 16,  # a negative length
+        b"R" + struct.pack("!i", 4),  # an authentication request without its code
+        b"R" + struct.pack("!ii", 8, 0) + b"Z" + struct.pack("!i", 2),  # ReadyForQuery cut short
+        b"R" + struct.pack("!ii", 8, 0) + b"S" + struct.pack("!i", 6) + b"ab",  # a parameter without NULs
+    ],
+    ids=["negative-length", "no-auth-code", "short-ready", "bad-parameter"],
+)
+def test_a_server_breaking_the_protocol_is_one_line_exit_3(answer: bytes) -> None:
+    with broken_server(answer) as port:
+        result = run(f"postgresql://someone:Pl41n-s3cret@127.0.0.1:{port}/db?sslmode=disable", "query")
+    assert result.exit_code == 3, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("bflsync: error: cannot reach the store at postgresql://someone:***@")
+    assert "Pl41n-s3cret" not in result.output
