@@ -413,9 +413,11 @@ class SqliteRenderer(Renderer):
 
     def key_json_text(self, field: FieldRef) -> Sql:
         # JSON text of the value, so "300" and 300 stay apart; a JSON null counts as missing.
+        # ``->`` gives the stored text itself: json_extract would turn true into 1, cut a string
+        # at U+0000 and round an integer past 64 bits to a float.
         document, json_path = self._document(field)
         return sql(
-            "CASE WHEN json_type({}, {}) <> 'null' THEN json_quote(json_extract({}, {})) END",
+            "CASE WHEN json_type({}, {}) <> 'null' THEN {} -> {} END",
             document,
             json_path,
             document,
