@@ -168,6 +168,10 @@ def store_error_for(where: str, message: str) -> StoreError | None:
         )
     if "readonly" in lowered or "read-only" in lowered:
         return StoreWriteError(f"the store at {where} is read-only ({message})")
+    if "permission denied for" in lowered:
+        # PostgreSQL: a role granted SELECT only (a team store someone else owns) is read-only to you.
+        first_line = message.strip().splitlines()[0]
+        return StoreWriteError(f"the store at {where} does not let you do this ({first_line})")
     if any(s in lowered for s in ("unable to open", "disk i/o", "disk is full", "database or disk")):
         return StoreWriteError(f"cannot use the store at {where} ({message})")
     return None

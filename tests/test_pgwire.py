@@ -460,3 +460,23 @@ def test_a_server_breaking_the_protocol_is_one_line_exit_3(answer: bytes) -> Non
     assert len(result.output.strip().splitlines()) == 1
     assert result.output.startswith("bflsync: error: cannot reach the store at postgresql://someone:***@")
     assert "Pl41n-s3cret" not in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["label", "alpha", "k=v"], ["note", "alpha", "a note"], ["sync", "--base-url", "http://127.0.0.1:9"]],
+)
+def test_a_role_that_may_only_read_is_refused_writes_with_exit_3(
+    pg_store: str, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A team store whose owner granted you SELECT only is read-only to you, as a read-only file is."""
+    monkeypatch.setenv("BFL_API_KEY", "sk-review-test-key-0123456789")
+    url = with_user(pg_store, "pw_scram", PASSWORD)
+    result = run(url, *command)
+    assert result.exit_code == 3, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "permission denied" in result.output
+    assert PASSWORD not in result.output
+    assert run(pg_store, "show", "alpha", "--format", "json").exit_code == 0
+    labels = json.loads(run(pg_store, "show", "alpha", "--format", "json").output)["labels"]
+    assert labels == {}
