@@ -291,12 +291,14 @@ class Connection:
         error: ServerError | None = None
         while True:
             data, position, size = self._data, self._position, len(self._data)
+            needed = 5  # bytes of the next message to have buffered: its header, then all of it
             while position + 5 <= size:
                 length = _unpack_int(data, position + 1)[0]
                 if length < 4:
                     raise ConnectionFailed(MALFORMED)
                 end = position + 1 + length
                 if end > size:
+                    needed = end - position
                     break
                 kind = data[position]
                 if kind == 68:  # DataRow
@@ -314,7 +316,7 @@ class Connection:
                 position = end
             self._position = position
             try:
-                self._fill(5)
+                self._fill(needed)
             except ConnectionFailed:
                 if error is None:
                     raise
@@ -341,14 +343,25 @@ class Connection:
         return self._data[start : start + 1], self._data[start + 5 : start + 1 + length]
 
     def _fill(self, wanted: int) -> None:
-        """Receive more: at least one chunk, keeping what is still unparsed."""
-        try:
-            chunk = self._socket.recv(max(wanted, 1 << 16))
-        except OSError as exc:
-            raise ConnectionFailed(f"lost the connection to the server: {exc.strerror or exc}") from None
-        if not chunk:
-            raise ConnectionFailed("the server closed the connection unexpectedly")
-        self._data = self._data[self._position :] + chunk
+        """Receive at least one chunk, and more until ``wanted`` unparsed bytes are buffered.
+
+        The chunks are joined once: a message of many megabytes (a huge details row) is not
+        copied again for every chunk that arrives, which made reading it quadratic.
+        """
+        chunks = [self._data[self._position :]]
+        have = len(chunks[0])
+        while True:
+            try:
+                chunk = self._socket.recv(min(max(wanted - have, 1 << 16), 1 << 20))
+            except OSError as exc:
+                raise ConnectionFailed(f"lost the connection to the server: {exc.strerror or exc}") from None
+            if not chunk:
+                raise ConnectionFailed("the server closed the connection unexpectedly")
+            chunks.append(chunk)
+            have += len(chunk)
+            if have >= wanted:
+                break
+        self._data = b"".join(chunks)
         self._position = 0
 
 

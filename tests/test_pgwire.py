@@ -480,3 +480,24 @@ def test_a_role_that_may_only_read_is_refused_writes_with_exit_3(
     assert run(pg_store, "show", "alpha", "--format", "json").exit_code == 0
     labels = json.loads(run(pg_store, "show", "alpha", "--format", "json").output)["labels"]
     assert labels == {}
+
+
+def test_a_row_of_tens_of_megabytes_is_read_about_as_fast_as_psycopg_reads_it(pg_store: str) -> None:
+    """Each received chunk used to copy everything buffered so far: quadratic in a huge row's size."""
+    blob = "x" * 40_000_000
+    opened = db.open_store_for_write(db.locate_store(pg_store))
+    write_sync(opened.engine, {**DETAILS, "huge": {"blob": blob}}, now=day(2))
+    statement = "SELECT details FROM finetune WHERE finetune_id = 'huge'"
+    with opened.engine.connect() as connection:
+        started = time.perf_counter()
+        assert len(connection.exec_driver_sql(statement).scalar_one()) > len(blob)
+        psycopg_s = time.perf_counter() - started
+    opened.engine.dispose()
+    reader = wire(pg_store)
+    try:
+        started = time.perf_counter()
+        assert len(reader.rows(statement)[0][0]) > len(blob)
+        wire_s = time.perf_counter() - started
+    finally:
+        reader.close()
+    assert wire_s < 3 * psycopg_s + 0.5, (wire_s, psycopg_s)
