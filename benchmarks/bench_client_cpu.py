@@ -53,10 +53,10 @@ def child(kind: str, base_url: str, db_path: str) -> dict[str, float]:
         import bflsync.api
         import bflsync.cli.sync_command
         import bflsync.sync  # noqa: F401 - imported before the clock starts
-        from bflsync import db
+        from bflsync import store
         from bflsync.cli import cli
 
-        db.open_store_for_write(db.locate_store(db_path)).engine.dispose()
+        store.open_store_for_write(store.locate_store(db_path)).engine.dispose()
         argv = ["--db", db_path, "--quiet", "sync", "--base-url", base_url, "--concurrency", str(CONCURRENCY)]
         if kind != "status":
             argv += ["--no-status", "--no-credits"]  # the same requests as the baselines make

@@ -1,6 +1,6 @@
 """Query-side benchmark: bflsync's read path against the same SQL run directly, in the same run.
 
-Builds (once, cached in /tmp) a store of 100,000 finetunes through ``store.record_observations``
+Builds (once, cached in /tmp) a store of 100,000 finetunes through ``writes.record_observations``
 and prints medians and ratios:
 
 * extracted-column filter, in process, vs the hand-written SQL through ``sqlite3`` (target <= 1.5x);
@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bflsync import db, filters, search, store
+from bflsync import filters, search, store, writes
 from bflsync.reading import open_reader
 
 STORE = Path(tempfile.gettempdir()) / "bflsync-bench-100k.db"
@@ -92,16 +92,16 @@ def payload(rng: random.Random, index: int) -> dict[str, Any]:
 def build_store(path: Path, count: int) -> float:
     """Write ``count`` finetunes in batches like a sync; return the seconds it took."""
     rng = random.Random(1)
-    opened = db.open_store_for_write(db.locate_store(str(path)))
+    opened = store.open_store_for_write(store.locate_store(str(path)))
     started = time.perf_counter()
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for start in range(0, count, BATCH):
         observations = [
-            store.Observation(f"ft-{index:06d}", payload(rng, index))
+            writes.Observation(f"ft-{index:06d}", payload(rng, index))
             for index in range(start, min(start + BATCH, count))
         ]
         with Session(opened.engine) as session, session.begin():
-            store.record_observations(
+            writes.record_observations(
                 session, observations, source="api.us1.bfl.ai", account="default", run_id=None, now=now
             )
     elapsed = time.perf_counter() - started
@@ -190,7 +190,7 @@ def bench_trigger_cost() -> None:
         timings = {}
         for kind in ("without", "with"):
             path = Path(scratch) / f"{kind}.db"
-            db.upgrade_store(db.locate_store(str(path)), revision="head").engine.dispose()
+            store.upgrade_store(store.locate_store(str(path)), revision="head").engine.dispose()
             if kind == "without":
                 with sqlite3.connect(path) as connection:
                     triggers = connection.execute(
@@ -198,7 +198,7 @@ def bench_trigger_cost() -> None:
                     ).fetchall()
                     for (name,) in triggers:
                         connection.execute(f'DROP TRIGGER "{name}"')
-            engine = db.create_store_engine(db.locate_store(str(path)), read_only=False)
+            engine = store.create_store_engine(store.locate_store(str(path)), read_only=False)
             timings[kind] = _timed_writes(engine)
             engine.dispose()
     print(
@@ -213,10 +213,11 @@ def _timed_writes(engine: Any) -> float:
     started = time.perf_counter()
     for start in range(0, 20_000, BATCH):
         observations = [
-            store.Observation(f"ft-{index:06d}", payload(rng, index)) for index in range(start, start + BATCH)
+            writes.Observation(f"ft-{index:06d}", payload(rng, index))
+            for index in range(start, start + BATCH)
         ]
         with Session(engine) as session, session.begin():
-            store.record_observations(
+            writes.record_observations(
                 session, observations, source="api.us1.bfl.ai", account="default", run_id=None, now=now
             )
     return time.perf_counter() - started
@@ -249,7 +250,7 @@ def cached_store_is_current() -> bool:
         return False
     with sqlite3.connect(f"{STORE.as_uri()}?mode=ro", uri=True) as connection:
         revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-    return revision == (db.HEAD_REVISION,)
+    return revision == (store.HEAD_REVISION,)
 
 
 def main() -> None:

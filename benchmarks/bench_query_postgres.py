@@ -2,7 +2,7 @@
 
 A private cluster is started from the machine's PostgreSQL binaries on 127.0.0.1 (its data
 directory is kept in the temp directory, so the 100,000-finetune store is built once through
-the real write path, ``bflsync.store``, and reused; ``--rebuild`` builds it again). Each query
+the real write path, ``bflsync.writes``, and reused; ``--rebuild`` builds it again). Each query
 form (an extracted column, a JSON-only key, ``~`` and ``--text``) runs as a whole ``bflsync``
 process and as ``psql`` running the very statement bflsync runs (rendered by ``bflsync.search``,
 its bound parameters written as literals; both are printed), target <= 1.5x, interleaved with
@@ -37,7 +37,7 @@ from bench_query import payload
 from sqlmodel import Session
 
 import bflsync
-from bflsync import db, filters, reading, search, store
+from bflsync import filters, reading, search, store, writes
 
 BATCH = 2000
 DATABASE = "bench"
@@ -113,16 +113,16 @@ def build(server: str, count: int) -> float:
         connection.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
     admin.dispose()
     rng = random.Random(1)
-    opened = db.open_store_for_write(db.locate_store(f"postgresql+psycopg://{server}/{DATABASE}"))
+    opened = store.open_store_for_write(store.locate_store(f"postgresql+psycopg://{server}/{DATABASE}"))
     started = time.perf_counter()
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for start in range(0, count, BATCH):
         observations = [
-            store.Observation(f"ft-{index:06d}", bench_payload(rng, index))
+            writes.Observation(f"ft-{index:06d}", bench_payload(rng, index))
             for index in range(start, min(start + BATCH, count))
         ]
         with Session(opened.engine) as session, session.begin():
-            store.record_observations(
+            writes.record_observations(
                 session, observations, source="api.us1.bfl.ai", account="default", run_id=None, now=now
             )
     elapsed = time.perf_counter() - started

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bflsync import db, store
+from bflsync import store, writes
 from bflsync.extract import canonical_json, changed_keys, content_hash, extract_fields
 from bflsync.mock_api import generate_finetunes
 from bflsync.sync import DEFAULT_BATCH_SIZE
@@ -33,22 +33,22 @@ SOURCE = "api.us1.bfl.ai"
 
 def store_path(directory: Path, name: str) -> Path:
     path = directory / name
-    db.open_store_for_write(db.locate_store(str(path))).engine.dispose()
+    store.open_store_for_write(store.locate_store(str(path))).engine.dispose()
     return path
 
 
 def bflsync_store(path: Path, payloads: dict[str, dict[str, Any]], *, now: datetime) -> float:
     """Seconds to store every payload the way ``sync`` does: one transaction per batch."""
-    observations = [store.Observation(finetune_id, details) for finetune_id, details in payloads.items()]
-    engine = db.create_store_engine(db.locate_store(str(path)), read_only=False)
+    observations = [writes.Observation(finetune_id, details) for finetune_id, details in payloads.items()]
+    engine = store.create_store_engine(store.locate_store(str(path)), read_only=False)
     try:
         with Session(engine) as session:
             with session.begin():
-                run_id = store.start_run(session, source=SOURCE, account="default", pid=1, now=now)
+                run_id = writes.start_run(session, source=SOURCE, account="default", pid=1, now=now)
             started = time.perf_counter()
-            for batch in store.chunked(observations, DEFAULT_BATCH_SIZE):
+            for batch in writes.chunked(observations, DEFAULT_BATCH_SIZE):
                 with session.begin():
-                    store.record_observations(
+                    writes.record_observations(
                         session, batch, source=SOURCE, account="default", run_id=run_id, now=now
                     )
             return time.perf_counter() - started

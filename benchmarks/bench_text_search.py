@@ -1,7 +1,7 @@
 """What the trigram index (``0007_fts_discoverable``) costs: storage, writes, and ``--text`` speed.
 
 Builds a store of N finetunes (default 20,000; a fifth with Japanese or Chinese comments)
-through ``store.record_observations`` twice in the same run: once at head (word + trigram
+through ``writes.record_observations`` twice in the same run: once at head (word + trigram
 index) and once at head with the trigram index and its trigger statements removed (the word
 index alone, as before). Prints:
 
@@ -9,7 +9,7 @@ index alone, as before). Prints:
 * the time to persist the N new finetunes into each store (the triggers' cost);
 * median ``--text`` times at head through ``search.search``: a word (word index), a three-character
   CJK substring (trigram index), a two-character one (scan of the details), and the word query
-  on the word-only store as the baseline.
+  on the word-only store baseline.
 
 Run: ``.venv/bin/python benchmarks/bench_text_search.py [N]``
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bflsync import db, search, store
+from bflsync import search, store, writes
 from bflsync.config import DEFAULT_ACCOUNT
 from bflsync.filters import Query
 from bflsync.reading import open_reader
@@ -66,7 +66,7 @@ def build(path: Path, count: int, *, trigram: bool) -> float:
     """A fresh store of ``count`` finetunes; returns the seconds spent persisting them."""
     for leftover in path.parent.glob(path.name + "*"):
         leftover.unlink()
-    opened = db.open_store_for_write(db.locate_store(str(path)))
+    opened = store.open_store_for_write(store.locate_store(str(path)))
     engine = opened.engine
     if not trigram:
         with engine.begin() as connection:
@@ -82,12 +82,12 @@ def build(path: Path, count: int, *, trigram: bool) -> float:
     started = time.perf_counter()
     for first in range(0, count, BATCH):
         observations = [
-            store.Observation(f"ft-{index:06d}", payload(rng, index))
+            writes.Observation(f"ft-{index:06d}", payload(rng, index))
             for index in range(first, min(first + BATCH, count))
         ]
         with Session(engine) as session, session.begin():
-            run_id = store.start_run(session, source=SOURCE, account=DEFAULT_ACCOUNT, pid=1, now=now)
-            store.record_observations(
+            run_id = writes.start_run(session, source=SOURCE, account=DEFAULT_ACCOUNT, pid=1, now=now)
+            writes.record_observations(
                 session, observations, source=SOURCE, account=DEFAULT_ACCOUNT, run_id=run_id, now=now
             )
     elapsed = time.perf_counter() - started

@@ -43,7 +43,6 @@ No message ever contains the API key: errors are built from status, method, path
 
 from __future__ import annotations
 
-import signal
 from enum import IntEnum
 
 
@@ -56,9 +55,11 @@ class ExitCode(IntEnum):
     CANNOT_RUN = 3
     LOCKED = 4
     INTERNAL = 70
-    INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C
-    BROKEN_PIPE = 128 + signal.SIGPIPE  # 141: the reader of stdout went away
-    TERMINATED = 128 + signal.SIGTERM  # 143: SIGTERM (systemctl stop, shutdown)
+    # 128 plus the POSIX signal numbers (SIGINT 2, SIGPIPE 13, SIGTERM 15), spelled out so that
+    # every command need not import the signal module (a test keeps them equal to it).
+    INTERRUPTED = 128 + 2  # 130: Ctrl-C
+    BROKEN_PIPE = 128 + 13  # 141: the reader of stdout went away
+    TERMINATED = 128 + 15  # 143: SIGTERM (systemctl stop, shutdown)
 
     @classmethod
     def for_signal(cls, signum: int) -> ExitCode:

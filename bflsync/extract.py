@@ -7,11 +7,14 @@ that cannot be converted without losing information becomes ``None``.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import json
 
 # SQLite stores integers as signed 64-bit; anything wider would not round-trip or bind.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -19,9 +22,14 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-# One encoder for every call: json.dumps would build a new one each time for these options,
-# a noticeable share of storing tens of thousands of finetunes.
-_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+@cache
+def _canonical_encoder() -> json.JSONEncoder:
+    """One encoder for every call: json.dumps would build a new one each time for these options,
+    a noticeable share of storing tens of thousands of finetunes. Built on first use, so the
+    read commands that never encode JSON do not import it."""
+    import json
+
+    return json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 # Integers up to 2**53 are exactly representable as doubles, so such a float and the integer
@@ -37,11 +45,12 @@ def canonical_json(value: Any) -> str:
     only when the content does. An integral float of magnitude up to 2**53 is written as an
     integer; other floats as Python's shortest round-trip form (``1e-05``, ``1e+300``).
     """
-    text = _CANONICAL_ENCODER.encode(value)
+    encoder = _canonical_encoder()
+    text = encoder.encode(value)
     # A float written "300.0" or "-0.0" always contains ".0": most payloads skip the second pass.
     if ".0" not in text:
         return text
-    return _CANONICAL_ENCODER.encode(_canonical_numbers(value))
+    return encoder.encode(_canonical_numbers(value))
 
 
 def _canonical_numbers(value: Any) -> Any:
@@ -155,6 +164,8 @@ def as_timestamp_text(value: Any) -> str | None:
     if isinstance(value, str):
         return storable_text(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        import json
+
         return json.dumps(value)
     return None
 

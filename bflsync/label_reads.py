@@ -7,7 +7,6 @@ standard library. Label values are stored as canonical JSON and come back as the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -67,12 +66,16 @@ def label_value_sql(*, pk: str) -> str:
 
 def decode_labels(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """The labels object a statement returned (JSON text, a driver-decoded dict, or NULL), keys sorted."""
+    import json  # here: a query printing ids never decodes labels
+
     labels = json.loads(value) if isinstance(value, str) else (value or {})
     return dict(sorted(labels.items()))
 
 
 def labels_by_pk(reader: RowSource, pks: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Current labels of each finetune, keys sorted; finetunes without labels are absent."""
+    import json
+
     found: dict[int, dict[str, Any]] = {}
     unique = sorted(set(pks))
     for start in range(0, len(unique), _CHUNK):
@@ -137,6 +140,8 @@ def label_events(
         if value is not None:
             touched += f" AND {column} = ?"
             params.append(value)
+    import json
+
     events: list[LabelEvent] = []
     before: dict[tuple[int, str], Any] = {}
     for finetune_pk, finetune_id, found_source, found_account, key, change, value, by, at in reader.rows(

@@ -27,8 +27,8 @@ from bflsync.errors import InputError
 from bflsync.extract import canonical_json
 from bflsync.filters import parse_filter
 from bflsync.lookup import find_finetune
-from bflsync.models import FinetuneLabel, FinetuneLabelChange, FinetuneNote
 from bflsync.reading import ConnectionReader
+from bflsync.schema import FinetuneLabel, FinetuneLabelChange, FinetuneNote
 
 LabelValue = str | int | float | bool
 

@@ -34,8 +34,8 @@ from typing import Self
 
 import sqlalchemy as sa
 
-from bflsync.db import StoreLocation, create_store_engine, translate_errors
 from bflsync.errors import SyncLockedError
+from bflsync.store import StoreLocation, create_store_engine, translate_errors
 from bflsync.store_files import open_store_file, read_immutable
 
 POLL_INTERVAL_S = 0.1

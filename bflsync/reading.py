@@ -6,7 +6,7 @@ import than a query over thousands of finetunes. The file is opened ``mode=ro`` 
 ``query_only``, its revision is read from ``alembic_version`` directly, and a store on a
 read-only medium, or another user's, is read as ``immutable`` (see :func:`_open_sqlite`). A PostgreSQL store is
 read through :mod:`bflsync.server_reading`'s small protocol client, or, for what that client
-does not support, SQLAlchemy's engine from :mod:`bflsync.db`; both in read-only transactions.
+does not support, SQLAlchemy's engine from :mod:`bflsync.store`; both in read-only transactions.
 
 Both kinds are a :class:`Reader`: SQL text with ``?`` placeholders plus bound parameters
 in, plain tuples out. The SQL that :mod:`bflsync.search` and :mod:`bflsync.audit` write for
@@ -15,15 +15,16 @@ PostgreSQL contains no literal ``?`` or ``%``, so the placeholders translate one
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from bflsync.errors import StoreBehindError, StoreWriteError
-from bflsync.store_files import journal_path, read_immutable
+from bflsync.store_files import read_immutable
 from bflsync.storecheck import (
     BUSY_TIMEOUT_MS,
     HEAD_REVISION,
@@ -154,12 +155,14 @@ def open_reader(db: str | None) -> Iterator[Reader]:
             yield reader
         return
     if db is None:
-        from bflsync.config import default_db_path
-
-        path = default_db_path()
+        path = default_sqlite_path()
     else:
-        path = Path(db)
-    sqlite_reader = _open_sqlite(path.expanduser().absolute())
+        # What Path(db).expanduser().absolute() gives, without importing pathlib (and its
+        # urllib.parse) on every read: '..' stays, as a symlinked directory may need it.
+        path = os.path.expanduser(db)
+        if not os.path.isabs(path):
+            path = os.path.join(os.getcwd(), path)
+    sqlite_reader = _open_sqlite(path)
     try:
         yield sqlite_reader
     finally:
@@ -180,19 +183,19 @@ def _open_url(db: str) -> Iterator[Reader]:
         finally:
             wire.close()
         return
-    from bflsync import db as store_db
+    from bflsync import store
 
-    location = store_db.locate_store(db)
+    location = store.locate_store(db)
     if location.path is not None:
-        sqlite_reader = _open_sqlite(location.path)
+        sqlite_reader = _open_sqlite(str(location.path))
         try:
             yield sqlite_reader
         finally:
             sqlite_reader.connection.close()
         return
-    engine = store_db.open_store_for_read(location)
+    engine = store.open_store_for_read(location)
     try:
-        with store_db.translate_errors(location), engine.connect() as connection:
+        with store.translate_errors(location), engine.connect() as connection:
             columns = connection.exec_driver_sql(
                 "SELECT column_name FROM information_schema.columns"
                 " WHERE table_schema = current_schema() AND table_name = 'finetune'"
@@ -202,7 +205,32 @@ def _open_url(db: str) -> Iterator[Reader]:
         engine.dispose()
 
 
-def _open_sqlite(path: Path) -> SqliteReader:
+def default_sqlite_path() -> str:
+    """:func:`bflsync.config.default_db_path` as a str, computed without platformdirs where that is plain.
+
+    platformdirs imports pathlib, shutil, tempfile and random: ~9 ms of every read command that
+    names no ``--db``. On Linux with ``XDG_DATA_HOME`` unset and a plain absolute ``HOME``, its answer
+    is ``$HOME/.local/share/bflsync``; anywhere else (other platforms, XDG set, Android, an odd
+    ``HOME``) platformdirs decides, as for writes. A test keeps both answers equal.
+    """
+    home = os.environ.get("HOME", "")
+    plain = (
+        sys.platform == "linux"
+        and "XDG_DATA_HOME" not in os.environ
+        and not hasattr(sys, "getandroidapilevel")
+        and "ANDROID_DATA" not in os.environ
+        and home.startswith("/")
+        and home != "/"
+        and os.path.normpath(home) == home
+    )
+    if plain:
+        return f"{home}/.local/share/bflsync/bflsync.db"  # config.APP_NAME / config.DB_FILENAME
+    from bflsync.config import default_db_path
+
+    return str(default_db_path())
+
+
+def _open_sqlite(path: str) -> SqliteReader:
     """A checked read-only connection to a SQLite store at head, by the rules of :mod:`bflsync.store_files`.
 
     A read-only connection to a file without ``-wal`` creates ``-wal`` and ``-shm`` beside
@@ -223,17 +251,28 @@ def _open_sqlite(path: Path) -> SqliteReader:
     try:
         return _checked_sqlite(path, immutable=False)
     except StoreWriteError:
-        if journal_path(path, "-wal").exists():
+        if os.path.exists(path + "-wal"):
             raise
         return _checked_sqlite(path, immutable=True)
 
 
-def _checked_sqlite(path: Path, *, immutable: bool) -> SqliteReader:
-    uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
-    connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    reader = SqliteReader(connection, where=str(path))
+def file_uri(path: str) -> str:
+    """The ``file:`` URI of an absolute path, as ``Path.as_uri()`` writes it (bytes outside
+    ``A-Za-z0-9/._~-`` percent-encoded), without importing pathlib and urllib.parse."""
+    raw = os.fsencode(path)
+    return "file://" + "".join(chr(byte) if byte in _URI_SAFE else f"%{byte:02X}" for byte in raw)
+
+
+_URI_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._~-")
+
+
+def _checked_sqlite(path: str, *, immutable: bool) -> SqliteReader:
+    uri = f"{file_uri(path)}?mode=ro" + ("&immutable=1" if immutable else "")
+    connection = sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    reader = SqliteReader(connection, where=path)
     try:
-        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         connection.execute("PRAGMA query_only = ON")
         # One snapshot for every statement of the command, however a sync writes meanwhile.
         connection.execute("BEGIN")

@@ -8,7 +8,6 @@ the record says so, so output stays valid JSON and the CLI can name the finetune
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -57,6 +56,8 @@ def decode_details(text: str | None) -> tuple[Any, bool]:
     """Parsed details and whether they held NaN/Infinity (read as null: JSON has no such numbers)."""
     if text is None:
         return None, False
+    import json  # here: a query printing ids never parses details
+
     hook = _NonFinite()
     return json.loads(text, parse_constant=hook), hook.seen
 

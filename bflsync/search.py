@@ -23,7 +23,6 @@ Where the engines differ, the SQL is written so that they answer the same:
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +72,15 @@ def search(reader: Reader, query: Query, *, columns: Sequence[str] = ALL_COLUMNS
     rows, unreadable = _run(reader, query.as_of, statement)
     index = record_index(wanted)
     return Found([FinetuneRecord(row, index) for row in rows], unreadable)
+
+
+def search_ids(reader: Reader, query: Query) -> tuple[list[str], tuple[str, ...]]:
+    """The ids of the finetunes matching ``query``, in its order, and those set aside (see :class:`Found`).
+
+    What ``--format ids`` prints: the statement selects the id alone, and no record is built per row.
+    """
+    rows, unreadable = _run(reader, query.as_of, _search_statement(query, ["finetune_id"]))
+    return [row[0] for row in rows], unreadable
 
 
 def search_sql(reader: Reader, query: Query, *, columns: Sequence[str] = ALL_COLUMNS) -> Sql:
@@ -630,6 +638,8 @@ def _sqlite_path(path: Sequence[str]) -> str:
 
 def _containing(path: Sequence[str], value: Any) -> str:
     """The JSON object that holds ``value`` at ``path``: the right side of ``@>``."""
+    import json
+
     document: Any = value
     for key in reversed(path):
         document = {key: document}
@@ -760,6 +770,8 @@ def _sql_extract(details: Any, column: Any) -> Any:
 @lru_cache(maxsize=64)
 def _extracted(details: str) -> Mapping[str, Any]:
     """One parse per version row however many extracted columns the statement reads."""
+    import json
+
     try:
         return extract_fields(json.loads(details))
     except ValueError:

@@ -117,7 +117,7 @@ _CATALOGUE = (
 
 
 def _check_revision(reader: WireReader) -> None:
-    """Refuse a database that is not a store at head, as :mod:`bflsync.db` does for readers."""
+    """Refuse a database that is not a store at head, as :mod:`bflsync.store` does for readers."""
     ((catalogue,),) = reader.rows(_CATALOGUE)
     tables, columns = (names or [] for names in catalogue)
     revision = None

@@ -1,667 +1,531 @@
-"""Persistence of sync results on a caller's Session: current rows, audit versions, run log.
+"""Where the store lives, how to connect to it, and which schema revision it holds.
 
-Every function that reads or writes finetunes takes the ``(source, account)`` it works for and
-touches no other: a sync of one key never sees, updates or tombstones another key's finetunes.
+Three ways in, one per kind of command:
 
-Nothing here commits: the caller owns the transaction, so a batch of observations lands
-completely or not at all, and a crash leaves every finetune row in step with its latest
-version. Set-based statements (one per kind of change per batch) keep a 20,000-finetune
-sync close to the cost of raw ``executemany``.
+* :func:`open_store_for_read` never creates, migrates or writes: the connection is read-only
+  at the SQLite level, so a read command cannot change the file even by accident.
+* :func:`open_store_for_edit` writes to an existing store at head and changes nothing else
+  (``bflsync label`` and ``note``).
+* :func:`open_store_for_write` creates a missing store at head and upgrades an older one
+  after an online backup. A file it refuses (not SQLite, foreign tables, newer schema) is
+  inspected through a read-only connection first, so it stays byte-identical.
+
+The revision check compares against :data:`HEAD_REVISION` (kept in :mod:`bflsync.storecheck`, which
+the lean read path shares), so read commands do not pay for importing alembic; a test keeps it equal
+to the migrations' head.
 """
 
 from __future__ import annotations
 
-import enum
-import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import errno
+import glob
+import io
+import logging
+import os
+import shutil
+import sqlite3
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
-from sqlmodel import Session
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import QueuePool
 
-from bflsync import __version__
-from bflsync.extract import (
-    EXTRACTED_FIELDS,
-    canonical_json,
-    changed_keys,
-    content_hash,
-    extract_fields,
-    hash_canonical,
-    storable_text,
-    without_nul,
-)
-from bflsync.fulltext import tsvector_text
-from bflsync.models import (
-    FINGERPRINT_META_NAME,
-    Account,
-    Finetune,
-    FinetuneVersion,
-    StoreMeta,
-    SyncError,
-    SyncRun,
-    UTCDateTime,
+from bflsync.account_merge import downgrade_refusal
+from bflsync.config import default_db_path
+from bflsync.errors import InputError, StoreBehindError, StoreError, StoreMissingError, StoreWriteError
+from bflsync.store_files import adopt_empty_store_file, check_journals, open_store_file, read_immutable
+from bflsync.storecheck import (
+    ACCOUNTS_REVISION,
+    BFLSYNC_TABLES,
+    BUSY_TIMEOUT_MS,
+    HEAD_REVISION,
+    KNOWN_REVISIONS,
+    SQLITE_HEADER,
+    StoreState,
+    classify_tables,
+    display_url,
+    reject_unusable,
+    require_sqlite_file,
+    require_sqlite_version,
+    store_error_for,
 )
 
-# SQLite allows 32,766 bound parameters per statement; stay far below for IN lists.
-IN_CHUNK = 900
+if TYPE_CHECKING:
+    from alembic.config import Config
 
-finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
-version_table: sa.Table = FinetuneVersion.__table__  # type: ignore[attr-defined]
-run_table: sa.Table = SyncRun.__table__  # type: ignore[attr-defined]
-error_table: sa.Table = SyncError.__table__  # type: ignore[attr-defined]
-account_table: sa.Table = Account.__table__  # type: ignore[attr-defined]
-meta_table: sa.Table = StoreMeta.__table__  # type: ignore[attr-defined]
+__all__ = [
+    "ACCOUNTS_REVISION",
+    "BFLSYNC_TABLES",
+    "BUSY_TIMEOUT_MS",
+    "HEAD_REVISION",
+    "KNOWN_REVISIONS",
+    "SQLITE_HEADER",
+    "StoreState",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class _Tables:
-    """The tables a dialect's store has at head; ``search`` when they carry PostgreSQL's search columns."""
-
-    finetune: sa.TableClause
-    version: sa.TableClause
-    search: bool
+logger = logging.getLogger("bflsync.store")
 
 
-def _columns_of(table: sa.Table) -> list[sa.ColumnClause[Any]]:
-    return [sa.column(column.name, column.type) for column in table.columns]
+@dataclass(frozen=True)
+class StoreLocation:
+    """A store given as a SQLite file (``path`` set) or as a SQLAlchemy URL of a server database."""
+
+    url: sa.URL
+    path: Path | None
+
+    @property
+    def display(self) -> str:
+        return str(self.path) if self.path else display_url(self.url.render_as_string(hide_password=False))
 
 
-_PLAIN_TABLES = _Tables(finetune_table, version_table, search=False)
-# Revision 0005_search adds these on PostgreSQL only; they stay out of the models so SQLite's schema
-# does not change. They are written here, with every insert or change of details, rather than by
-# triggers: jsonb needs the parsed details without NUL, and the tsvector FTS5's tokens (see fulltext).
-_SEARCH_TABLES = _Tables(
-    sa.table(
-        "finetune",
-        *_columns_of(finetune_table),
-        sa.column("details_jsonb", JSONB),
-        sa.column("search_tsv", TSVECTOR),
-    ),
-    sa.table("finetune_version", *_columns_of(version_table), sa.column("details_jsonb", JSONB)),
-    search=True,
-)
+@dataclass(frozen=True)
+class OpenedStore:
+    """A writable engine plus what opening it did, for the CLI to report."""
+
+    engine: Engine
+    created: bool
+    upgraded_from: str | None
+    backup_path: Path | None
 
 
-def _tables(session: Session) -> _Tables:
-    return _SEARCH_TABLES if session.get_bind().dialect.name == "postgresql" else _PLAIN_TABLES
-
-
-def search_columns(details: Any) -> dict[str, Any]:
-    """PostgreSQL's copies of a finetune's details for filters: ``details_jsonb`` and ``search_tsv``."""
-    return {"details_jsonb": without_nul(details), "search_tsv": tsvector_text(details)}
-
-
-class Outcome(enum.StrEnum):
-    """What storing one observation did; the values double as ``sync_run`` counter names."""
-
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    RESTORED = "restored"
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """The details of one finetune as fetched in a sync."""
-
-    finetune_id: str
-    details: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    pk: int
-    content_hash: str
-    version: int
-    deleted: bool
-
-
-def chunked(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def start_run(session: Session, *, source: str, account: str, pid: int, now: datetime) -> int:
-    """Log a new run as ``running`` and return its id."""
-    run_id = session.execute(
-        sa.insert(run_table)
-        .values(
-            started_at=now,
-            status="running",
-            source=source,
-            account=account,
-            pid=pid,
-            bflsync_version=__version__,
-        )
-        .returning(run_table.c.id)
-    ).scalar_one()
-    assert isinstance(run_id, int)
-    return run_id
-
-
-def finish_run(
-    session: Session,
-    *,
-    run_id: int,
-    status: str,
-    counts: Mapping[str, int],
-    now: datetime,
-    error: str | None = None,
-    key_changed: bool = False,
-) -> None:
-    """Close a run with its final status and counters."""
-    session.execute(
-        sa.update(run_table)
-        .where(run_table.c.id == run_id)
-        .values(status=status, finished_at=now, error=error, key_changed=key_changed, **counts)
-    )
-
-
-def fingerprint_secret(session: Session) -> str:
-    """The store's own secret for key fingerprints (made once by migration 0003_accounts)."""
-    value = session.execute(
-        sa.select(meta_table.c.value).where(meta_table.c.name == FINGERPRINT_META_NAME)
-    ).scalar_one()
-    assert isinstance(value, str)
-    return value
-
-
-def recorded_fingerprint(session: Session, *, source: str, account: str) -> str | None:
-    """The fingerprint of the key that last synced ``(source, account)``; None if unknown or never synced."""
-    value = session.execute(
-        sa.select(account_table.c.key_fingerprint).where(
-            account_table.c.source == source, account_table.c.account == account
-        )
-    ).scalar_one_or_none()
-    assert value is None or isinstance(value, str)
-    return value
-
-
-def record_account(
-    session: Session,
-    *,
-    source: str,
-    account: str,
-    fingerprint: str,
-    replace_fingerprint: bool,
-    run_id: int,
-    now: datetime,
-) -> None:
-    """Note that ``run_id`` synced ``(source, account)``; a new account row gets ``fingerprint``.
-
-    An existing row takes the new fingerprint only when ``replace_fingerprint``: a run that did
-    not list the account (``--id``) cannot tell whether its key belongs to it.
-    """
-    where = (account_table.c.source == source, account_table.c.account == account)
-    values: dict[str, Any] = {"last_synced_at": now, "last_run_id": run_id}
-    if replace_fingerprint:
-        values["key_fingerprint"] = fingerprint
-    updated = session.execute(sa.update(account_table).where(*where).values(**values))
-    if updated.rowcount == 0:  # type: ignore[attr-defined]
-        session.execute(
-            sa.insert(account_table).values(
-                source=source,
-                account=account,
-                key_fingerprint=fingerprint,
-                first_synced_at=now,
-                last_synced_at=now,
-                last_run_id=run_id,
+def locate_store(db: str | None) -> StoreLocation:
+    """Turn ``--db`` (a path, a SQLAlchemy URL, or nothing for the default) into a location."""
+    if db is None:
+        path = default_db_path()
+    elif "://" in db:
+        try:
+            url = sa.make_url(db)
+        except sa.exc.ArgumentError:
+            raise InputError(f"--db: not a database path or SQLAlchemy URL: {display_url(db)}") from None
+        except ValueError:
+            raise InputError(f"--db: the port is not a number in {display_url(db)}") from None
+        backend = url.get_backend_name()
+        if backend == "postgresql":
+            _check_server_options(url)
+            return StoreLocation(url=url, path=None)
+        if backend != "sqlite":
+            raise InputError(f"--db: a bflsync store lives in SQLite or PostgreSQL, not {backend!r}")
+        if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+            raise InputError(
+                "--db: an in-memory or URI-style SQLite URL cannot hold a store; give a file path"
             )
-        )
+        path = Path(url.database)
+    else:
+        path = Path(db)
+    path = path.expanduser().absolute()
+    return StoreLocation(url=sa.URL.create("sqlite+pysqlite", database=str(path)), path=path)
 
 
-def note_listed(session: Session, *, run_id: int, listed: int) -> None:
-    """Record the listing's size as soon as it is known, so a run killed later still tells it."""
-    session.execute(sa.update(run_table).where(run_table.c.id == run_id).values(listed=listed))
+# libpq's sslmode values and its options that must be integers; psycopg would refuse others
+# only when connecting, as an error that is not about the store.
+_SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+_INTEGER_OPTIONS = ("port", "connect_timeout")
 
 
-def mark_interrupted_runs(session: Session) -> list[int]:
-    """Runs still ``running`` belong to dead processes: the caller holds the sync lock.
-
-    A killed run never wrote its counters; they are recomputed from what it stored.
-    """
-    running = session.execute(
-        sa.select(run_table.c.id, run_table.c.started_at, run_table.c.source, run_table.c.account).where(
-            run_table.c.status == "running"
-        )
-    ).all()
-    for run_id, started_at, source, account in running:
-        session.execute(
-            sa.update(run_table)
-            .where(run_table.c.id == run_id)
-            .values(
-                status="interrupted",
-                error="the process ended before finishing the run",
-                **_counts_stored_by(
-                    session, run_id=run_id, started_at=started_at, source=source, account=account
-                ),
-            )
-        )
-    return [run_id for run_id, *_ in running]
+def _check_server_options(url: sa.URL) -> None:
+    """Refuse (exit 2) a server URL whose options libpq cannot read, before anything connects."""
+    for name, value in url.query.items():
+        values = (value,) if isinstance(value, str) else value
+        for text in values:
+            if name == "sslmode" and text not in _SSL_MODES:
+                raise InputError(f"--db: sslmode={text!r} is none of {', '.join(sorted(_SSL_MODES))}")
+            if name in _INTEGER_OPTIONS and not (
+                text.strip().lstrip("-").isascii() and text.strip().lstrip("-").isdigit()
+            ):
+                raise InputError(f"--db: {name}={text!r} is not a number")
 
 
-def _counts_stored_by(
-    session: Session, *, run_id: int, started_at: datetime, source: str, account: str
-) -> dict[str, int]:
-    """A dead run's counters from the versions and errors that reference it.
+def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: bool = False) -> Engine:
+    """An engine with bflsync's connection settings; the caller disposes it."""
+    if location.path is None:
+        return _server_engine(location.url, read_only=read_only)
+    require_sqlite_version()
+    path = location.path
+    read_uri = f"{path.as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
 
-    Unchanged finetunes leave no version, only ``last_seen_at``: they are the finetunes of the
-    run's ``(source, account)`` seen since it started without a version from it. No other run has written
-    since (the sync lock, and marking happens before the next run writes anything).
-    """
-    versions = dict(
-        session.execute(
-            sa.select(version_table.c.change, sa.func.count())
-            .where(version_table.c.sync_run_id == run_id)
-            .group_by(version_table.c.change)
-        ).all()
-    )
-    with_version = sa.select(version_table.c.finetune_pk).where(version_table.c.sync_run_id == run_id)
-    unchanged = session.execute(
-        sa.select(sa.func.count()).where(
-            _scope(source, account),
-            finetune_table.c.last_seen_at >= started_at,
-            finetune_table.c.id.not_in(with_version),
-        )
-    ).scalar_one()
-    failed = session.execute(
-        sa.select(sa.func.count()).where(error_table.c.sync_run_id == run_id)
-    ).scalar_one()
-    counts = {
-        change: int(versions.get(change, 0)) for change in ("created", "updated", "deleted", "restored")
-    }
-    fetched = counts["created"] + counts["updated"] + counts["restored"] + unchanged
-    return {**counts, "unchanged": unchanged, "fetched": fetched, "failed": failed}
+    def connect() -> sqlite3.Connection:
+        target, uri = (read_uri, True) if read_only else (str(path), False)
+        # isolation_level=None: pysqlite must not open transactions on its own; the
+        # "begin" hook below decides how each transaction starts.
+        return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
 
+    engine = sa.create_engine("sqlite+pysqlite://", creator=connect, poolclass=QueuePool)
 
-def record_failure(
-    session: Session,
-    *,
-    run_id: int,
-    finetune_id: str,
-    kind: str,
-    message: str,
-    http_status: int | None = None,
-    attempts: int = 1,
-) -> None:
-    """Log why a finetune was not stored; NUL in its id or message is stored as U+FFFD, like every text column."""
-    session.execute(
-        sa.insert(error_table).values(
-            sync_run_id=run_id,
-            finetune_id=storable_text(finetune_id),
-            kind=kind,
-            http_status=http_status,
-            message=storable_text(message),
-            attempts=attempts,
-        )
-    )
-
-
-# PostgreSQL SQLSTATE class 54, "program limit exceeded": a tsvector over 1 MB, an index entry
-# over a B-tree page's third. Class 22 (data exception) reaches us as DataError.
-_PROGRAM_LIMIT_EXCEEDED = "54"
-
-
-def is_storage_error(error: BaseException) -> bool:
-    """True when the database refused a value it was given, not when the database itself failed.
-
-    Such an error belongs to one finetune (a string over SQLite's length limit, NUL where
-    PostgreSQL takes none): the caller stores the rest of the batch and records a ``storage``
-    error for that one. Errors of the store itself (locked, full, gone) are not storage errors.
-    """
-    if isinstance(error, sa.exc.DataError):
-        return True
-    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
-    return (
-        isinstance(error, sa.exc.DBAPIError)
-        and isinstance(sqlstate, str)
-        and sqlstate.startswith(_PROGRAM_LIMIT_EXCEEDED)
-    )
-
-
-def storage_error_message(finetune_id: str, error: BaseException) -> str:
-    """One line naming the finetune and the database's reason, without the statement or its values."""
-    reason = str(getattr(error, "orig", None) or error).strip().splitlines()
-    return f"cannot store finetune {finetune_id!r}: {reason[0] if reason else type(error).__name__}"
-
-
-def stored_ids(session: Session, *, source: str, account: str, live_only: bool = False) -> set[str]:
-    """Every finetune id stored for ``(source, account)``: tombstoned ones too, unless ``live_only``."""
-    query = sa.select(finetune_table.c.finetune_id).where(_scope(source, account))
-    if live_only:
-        query = query.where(finetune_table.c.deleted_at.is_(None))
-    return set(session.execute(query).scalars())
-
-
-def record_observations(
-    session: Session,
-    observations: Sequence[Observation],
-    *,
-    source: str,
-    account: str,
-    run_id: int | None,
-    now: datetime,
-) -> dict[str, Outcome]:
-    """Store a batch: new, changed and restored finetunes get a version; unchanged ones get ``last_seen_at``.
-
-    A finetune id appearing twice in one batch keeps its last observation.
-    """
-    latest = {observation.finetune_id: observation for observation in observations}
-    stored = _load_stored(session, source=source, account=account, finetune_ids=list(latest))
-    tables = _tables(session)
-    outcomes: dict[str, Outcome] = {}
-    new_rows: list[dict[str, Any]] = []
-    new_keys: list[list[str]] = []
-    changed: list[tuple[_Stored, Observation, str, str, Outcome]] = []
-    unchanged_pks: list[int] = []
-
-    for finetune_id, observation in latest.items():
-        canonical = canonical_json(observation.details)
-        digest = hash_canonical(canonical)
-        current = stored.get(finetune_id)
-        outcome = _outcome(current, digest)
-        outcomes[finetune_id] = outcome
-        if current is None:
-            new_keys.append(changed_keys(None, observation.details))
-            new_rows.append(
-                {
-                    "source": source,
-                    "account": account,
-                    "finetune_id": finetune_id,
-                    "details": canonical,
-                    **extract_fields(observation.details),
-                    "content_hash": digest,
-                    "version": 1,
-                    **(search_columns(observation.details) if tables.search else {}),
-                }
-            )
-        elif outcome is Outcome.UNCHANGED:
-            unchanged_pks.append(current.pk)
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            dbapi_connection.execute("PRAGMA query_only = ON")
         else:
-            changed.append((current, observation, canonical, digest, outcome))
+            dbapi_connection.execute("PRAGMA journal_mode = WAL")
+            dbapi_connection.execute("PRAGMA synchronous = NORMAL")
 
-    _insert_new(session, tables, new_rows, new_keys, run_id=run_id, now=now)
-    _apply_changes(session, tables, changed, run_id=run_id, now=now)
-    for pks in chunked(unchanged_pks):
-        session.execute(
-            sa.update(finetune_table).where(finetune_table.c.id.in_(pks)).values(last_seen_at=now)
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # IMMEDIATE takes the write lock up front: a deferred BEGIN that reads and then
+        # writes fails with "database is locked" under concurrency, busy timeout or not.
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise InputError(
+            f"--db: no database driver for {url.drivername!r} is installed ({exc}); "
+            "install it (for PostgreSQL: pip install psycopg) or give a SQLite path"
+        ) from None
+    if read_only:
+
+        @event.listens_for(engine, "connect")
+        def _read_only(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cursor.close()
+            # SET is transactional in PostgreSQL: without a commit the pool's reset rolls it back.
+            dbapi_connection.commit()
+
+    return engine
+
+
+def read_revision(connection: Connection) -> str | None:
+    """The alembic revision stamped in the database, without importing alembic."""
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+def classify(connection: Connection) -> tuple[StoreState, str | None]:
+    """What the database holds (see :func:`bflsync.storecheck.classify_tables`) and its revision."""
+    revision = read_revision(connection)
+    return classify_tables(sa.inspect(connection).get_table_names(), revision), revision
+
+
+def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) -> Engine:
+    """A read-only engine on an existing store at head (or any known revision if ``allow_behind``)."""
+    if location.path is None:
+        return _checked_read_engine(location, allow_behind=allow_behind, immutable=False)
+    require_sqlite_file(location.path)
+    # Judged first through a connection that leaves no files behind, since it may be refused.
+    state, revision = inspect_state(location)
+    _reject_unusable(location, state, revision, missing_ok=False)
+    try:
+        return _checked_read_engine(
+            location, allow_behind=allow_behind, immutable=read_immutable(location.path)
         )
-    return outcomes
+    except StoreWriteError:
+        # A WAL store in a directory (or mount) this user cannot write: SQLite cannot create
+        # the -shm file it wants even to read. Without a -wal file no writer is mid-way, so the
+        # file can be read as immutable for the few moments a read command takes.
+        if location.path.with_name(location.path.name + "-wal").exists():
+            raise
+        return _checked_read_engine(location, allow_behind=allow_behind, immutable=True)
 
 
-def preview_observations(
-    session: Session, observations: Sequence[Observation], *, source: str, account: str
-) -> dict[str, Outcome]:
-    """What :func:`record_observations` would do with a batch, read without writing (``sync --dry-run``)."""
-    latest = {observation.finetune_id: observation for observation in observations}
-    stored = _load_stored(session, source=source, account=account, finetune_ids=list(latest))
-    return {
-        finetune_id: _outcome(stored.get(finetune_id), content_hash(observation.details))
-        for finetune_id, observation in latest.items()
-    }
+def _checked_read_engine(location: StoreLocation, *, allow_behind: bool, immutable: bool) -> Engine:
+    engine = create_store_engine(location, read_only=True, immutable=immutable)
+    try:
+        with translate_errors(location), engine.connect() as connection:
+            state, revision = classify(connection)
+        _reject_unusable(location, state, revision, missing_ok=False)
+        if state is StoreState.BEHIND and not allow_behind:
+            raise StoreBehindError(
+                f"the store at {location.display} is at schema revision {revision}, older than this "
+                f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
+            )
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
-def missing_from_listing(
-    session: Session, *, source: str, account: str, listed_ids: Iterable[str]
-) -> list[str]:
-    """Live (not tombstoned) finetune ids of ``(source, account)`` that a listing no longer has, sorted."""
-    gone = _live_missing(session, source=source, account=account, listed_ids=listed_ids)
-    return sorted(finetune_id for _, finetune_id, _ in gone)
+def open_store_for_edit(location: StoreLocation) -> Engine:
+    """A writable engine on an existing store at head, for ``label`` and ``note``.
 
-
-def tombstone_missing(
-    session: Session,
-    *,
-    source: str,
-    account: str,
-    listed_ids: Iterable[str],
-    run_id: int | None,
-    now: datetime,
-) -> list[str]:
-    """Mark stored, live finetunes of ``(source, account)`` the listing no longer has; never delete rows.
-
-    Only that account's: another key's finetunes are not in this key's listing, and are not gone.
+    Unlike :func:`open_store_for_write` it never creates or migrates: a few words of
+    annotation are no reason to create a store or change its schema. Missing, older or
+    foreign stores are refused exactly as the read commands refuse them.
     """
-    gone = _live_missing(session, source=source, account=account, listed_ids=listed_ids)
-    old_details = _load_details(session, [pk for pk, _, _ in gone])
-    versions = [
-        {
-            "finetune_pk": pk,
-            "version": version + 1,
-            "change": "deleted",
-            "details": None,
-            "content_hash": None,
-            "changed_keys": canonical_json(changed_keys(old_details[pk], None)),
-            "observed_at": now,
-            "sync_run_id": run_id,
-        }
-        for pk, _, version in gone
-    ]
-    if versions:
-        session.execute(sa.insert(version_table), versions)
-        session.execute(
-            sa.update(finetune_table)
-            .where(finetune_table.c.id == sa.bindparam("pk"))
-            .values(
-                deleted_at=now,
-                last_changed_at=now,
-                version=sa.bindparam("new_version"),
-            ),
-            [{"pk": pk, "new_version": version + 1} for pk, _, version in gone],
+    open_store_for_read(location).dispose()
+    return create_store_engine(location, read_only=False)
+
+
+def open_store_for_write(location: StoreLocation) -> OpenedStore:
+    """A writable engine on a store at head: created if missing, upgraded (after a backup) if older."""
+    return upgrade_store(location, revision="head")
+
+
+def upgrade_store(location: StoreLocation, *, revision: str) -> OpenedStore:
+    """Bring a store (created if missing) to ``revision``, backing up existing data first."""
+    target = len(KNOWN_REVISIONS) - 1 if revision in ("head", HEAD_REVISION) else _position_of(revision)
+    created = False
+    if location.path is not None:
+        created = _prepare_sqlite_file(location.path)
+    state, current = inspect_state(location)
+    _reject_unusable(location, state, current, missing_ok=True)
+    if current and target is not None and target < KNOWN_REVISIONS.index(current):
+        raise InputError(
+            f"the store is at schema revision {current}, newer than {revision}: "
+            f"use `bflsync db downgrade {revision}` to go back"
         )
-    return sorted(finetune_id for _, finetune_id, _ in gone)
+    needs_migration = state is not StoreState.CURRENT or revision not in ("head", HEAD_REVISION)
+    backup_path = None
+    if needs_migration and state is StoreState.BEHIND and location.path is not None and current:
+        backup_path = backup_sqlite(location.path, revision=current)
+    engine = create_store_engine(location, read_only=False)
+    try:
+        if needs_migration:
+            with translate_errors(location):
+                run_migration(engine, lambda command, config: command.upgrade(config, revision))
+    except BaseException:
+        engine.dispose()
+        raise
+    upgraded_from = current if state is StoreState.BEHIND else None
+    return OpenedStore(engine=engine, created=created, upgraded_from=upgraded_from, backup_path=backup_path)
 
 
-def reextract(session: Session, *, batch_size: int = 2000) -> int:
-    """Recompute every extracted column from the stored raw JSON; return how many rows changed.
-
-    Used after extraction rules change, and by migrations that add a column. Walks the
-    table in primary-key pages so memory stays flat however large the store is.
-    """
-    columns = [finetune_table.c[name] for name in EXTRACTED_FIELDS]
-    statement = (
-        sa.update(finetune_table)
-        .where(finetune_table.c.id == sa.bindparam("pk"))
-        .values({name: sa.bindparam(f"new_{name}") for name in EXTRACTED_FIELDS})
-    )
-    changed = 0
-    last_pk = 0
-    while True:
-        page = session.execute(
-            sa.select(finetune_table.c.id, finetune_table.c.details, *columns)
-            .where(finetune_table.c.id > last_pk)
-            .order_by(finetune_table.c.id)
-            .limit(batch_size)
-        ).all()
-        if not page:
-            return changed
-        last_pk = page[-1].id
-        updates = []
-        for row in page:
-            fields = extract_fields(json.loads(row.details))
-            if any(getattr(row, name) != value for name, value in fields.items()):
-                updates.append({"pk": row.id, **{f"new_{name}": value for name, value in fields.items()}})
-        if updates:
-            session.execute(statement, updates)
-        changed += len(updates)
+def downgrade_store(location: StoreLocation, *, revision: str) -> Path | None:
+    """Downgrade an existing store to ``revision`` after a backup; return the backup's path."""
+    if location.path is not None:
+        _prepare_sqlite_file(location.path, create=False)
+    state, current = inspect_state(location)
+    _reject_unusable(location, state, current, missing_ok=False)
+    target = _position_of(revision)
+    if current and target is not None and target >= KNOWN_REVISIONS.index(current):
+        raise InputError(f"the store is at schema revision {current}; {revision} is not older: nothing to do")
+    if (
+        current
+        and target is not None
+        and target < KNOWN_REVISIONS.index(ACCOUNTS_REVISION) <= (KNOWN_REVISIONS.index(current))
+    ):
+        _refuse_merging_accounts(location)
+    backup_path = None
+    if location.path is not None and current:
+        backup_path = backup_sqlite(location.path, revision=current)
+    engine = create_store_engine(location, read_only=False)
+    try:
+        with translate_errors(location):
+            run_migration(engine, lambda command, config: command.downgrade(config, revision))
+    finally:
+        engine.dispose()
+    return backup_path
 
 
-def _outcome(current: _Stored | None, digest: str) -> Outcome:
-    if current is None:
-        return Outcome.CREATED
-    if current.deleted:
-        return Outcome.RESTORED
-    return Outcome.UNCHANGED if current.content_hash == digest else Outcome.UPDATED
+def _refuse_merging_accounts(location: StoreLocation) -> None:
+    """Before any backup: leave no backup file behind for a downgrade the migration would refuse."""
+    engine = create_store_engine(location, read_only=True)
+    try:
+        with translate_errors(location), engine.connect() as connection:
+            refusal = downgrade_refusal(connection)
+    finally:
+        engine.dispose()
+    if refusal is not None:
+        raise InputError(refusal)
 
 
-def _scope(source: str, account: str) -> sa.ColumnElement[bool]:
-    """The finetunes of one ``(source, account)``."""
-    return sa.and_(finetune_table.c.source == source, finetune_table.c.account == account)
+def inspect_state(location: StoreLocation) -> tuple[StoreState, str | None]:
+    """Classify an existing store through a read-only connection that leaves no files behind."""
+    immutable = location.path is not None and read_immutable(location.path, inspecting=True)
+    engine = create_store_engine(location, read_only=True, immutable=immutable)
+    try:
+        with translate_errors(location), engine.connect() as connection:
+            return classify(connection)
+    finally:
+        engine.dispose()
 
 
-def _live_missing(
-    session: Session, *, source: str, account: str, listed_ids: Iterable[str]
-) -> list[tuple[int, str, int]]:
-    """(pk, finetune id, version) of live finetunes of ``(source, account)`` absent from ``listed_ids``."""
-    listed = set(listed_ids)
-    live = session.execute(
-        sa.select(finetune_table.c.id, finetune_table.c.finetune_id, finetune_table.c.version).where(
-            _scope(source, account), finetune_table.c.deleted_at.is_(None)
-        )
-    ).all()
-    return [(pk, finetune_id, version) for pk, finetune_id, version in live if finetune_id not in listed]
-
-
-def _load_stored(
-    session: Session, *, source: str, account: str, finetune_ids: Sequence[str]
-) -> dict[str, _Stored]:
-    stored: dict[str, _Stored] = {}
-    columns = (
-        finetune_table.c.finetune_id,
-        finetune_table.c.id,
-        finetune_table.c.content_hash,
-        finetune_table.c.version,
-        # Only whether it is set: parsing every timestamp would cost more than the query.
-        finetune_table.c.deleted_at.is_not(None),
-    )
-    for ids in chunked(finetune_ids):
-        query = sa.select(*columns).where(_scope(source, account), finetune_table.c.finetune_id.in_(ids))
-        for finetune_id, pk, digest, version, deleted in session.execute(query).all():
-            stored[finetune_id] = _Stored(pk, digest, version, bool(deleted))
-    return stored
-
-
-def _load_details(session: Session, pks: Sequence[int]) -> dict[int, dict[str, Any] | None]:
-    details: dict[int, dict[str, Any] | None] = {}
-    for batch in chunked(pks):
-        query = sa.select(finetune_table.c.id, finetune_table.c.details).where(finetune_table.c.id.in_(batch))
-        for pk, text in session.execute(query):
-            value = json.loads(text)
-            details[pk] = value if isinstance(value, dict) else None
-    return details
-
-
-def _insert_new(
-    session: Session,
-    tables: _Tables,
-    rows: list[dict[str, Any]],
-    keys_per_row: list[list[str]],
-    *,
-    run_id: int | None,
-    now: datetime,
+def _reject_unusable(
+    location: StoreLocation, state: StoreState, revision: str | None, *, missing_ok: bool
 ) -> None:
-    """Insert new finetunes and their version 1 with two executemany statements.
+    reject_unusable(location.display, state, revision, missing_ok=missing_ok)
 
-    No RETURNING: SQLAlchemy would then insert row by row to match keys to rows. Version 1
-    copies the row it belongs to, found by its unique (source, account, finetune_id).
+
+def _prepare_sqlite_file(path: Path, *, create: bool = True) -> bool:
+    """Check the store file and its journals before writing; create a missing one, adopt an empty one.
+
+    Return whether the store is new (created here, or an empty file made into a store).
+    SQLite gives the -wal and -shm files the main file's mode, so making the file 0600
+    ourselves, before SQLite writes, keeps all three private. See :mod:`bflsync.store_files`.
     """
-    if not rows:
-        return
-    stamp = _timestamp(session, now)
-    finetune = tables.finetune
-    session.execute(
-        sa.insert(finetune).values(first_seen_at=stamp, last_seen_at=stamp, last_changed_at=stamp),
-        rows,
-    )
-    copied = ["details", "content_hash", *(["details_jsonb"] if tables.search else [])]
-    created_version = sa.insert(tables.version).from_select(
-        ["finetune_pk", "version", "change", *copied, "changed_keys", "observed_at", "sync_run_id"],
-        sa.select(
-            finetune.c.id,
-            finetune.c.version,
-            sa.literal("created"),
-            *(finetune.c[name] for name in copied),
-            sa.bindparam("v_changed_keys", type_=sa.Text()),
-            stamp,
-            sa.literal(run_id, sa.Integer()),
-        ).where(
-            finetune.c.source == sa.bindparam("v_source"),
-            finetune.c.account == sa.bindparam("v_account"),
-            finetune.c.finetune_id == sa.bindparam("v_finetune_id"),
-        ),
-    )
-    session.execute(
-        created_version,
-        [
-            {
-                "v_source": row["source"],
-                "v_account": row["account"],
-                "v_finetune_id": row["finetune_id"],
-                "v_changed_keys": canonical_json(keys),
-            }
-            for row, keys in zip(rows, keys_per_row, strict=True)
-        ],
-    )
+    fd, created = open_store_file(path, create=create)
+    try:
+        empty = os.fstat(fd).st_size == 0
+    finally:
+        os.close(fd)
+    if created or empty:
+        if not create:
+            raise StoreMissingError(f"no bflsync store at {path} (empty file) - run `bflsync sync` first")
+        adopt_empty_store_file(path)
+        return True
+    require_sqlite_file(path)
+    check_journals(path)
+    return False
 
 
-def _timestamp(session: Session, now: datetime) -> sa.BindParameter[Any]:
-    """``now`` for an executemany: on SQLite converted to its stored text once, not once per row."""
-    dialect = session.get_bind().dialect
-    if dialect.name != "sqlite":
-        return sa.literal(now, UTCDateTime())
-    processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-    assert processor is not None
-    # String processes nothing, and SQLite's typeless columns take the converted text as is.
-    return sa.literal(processor(now), sa.String())
+def backup_sqlite(path: Path, *, revision: str) -> Path:
+    """Copy a live SQLite store to ``<db>.bak-<revision>`` (``.1``, ``.2``… if taken); return its path.
+
+    The online backup API copies a consistent snapshot (a file copy of a live store could be
+    torn). The copy is written in a private temporary directory beside the store, synced to
+    disk, and only then given its final name, by a hard link that never replaces an earlier
+    backup: a backup under a final name is always complete. A temporary directory that a
+    killed run left behind is removed first (the caller holds the sync lock, so no other
+    backup is in progress).
+    """
+    _remove_partial_backups(path)
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix=f"{path.name}{PARTIAL_BACKUP_INFIX}", dir=path.parent))
+    except OSError as exc:
+        raise StoreWriteError(f"cannot back up {path}: {exc.strerror}") from exc
+    try:
+        partial = workdir / "backup.db"
+        # Created 0600 before SQLite opens it, like the store: a backup holds the same data.
+        os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        source = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            destination = sqlite3.connect(partial)
+            try:
+                source.backup(destination)
+            finally:
+                destination.close()
+        finally:
+            source.close()
+        _fsync(partial)
+        target = _link_unused_name(partial, path.with_name(f"{path.name}.bak-{revision}"))
+        _fsync(path.parent)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreWriteError(f"cannot back up {path}: {exc}") from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return target
 
 
-def _apply_changes(
-    session: Session,
-    tables: _Tables,
-    changed: list[tuple[_Stored, Observation, str, str, Outcome]],
-    *,
-    run_id: int | None,
-    now: datetime,
-) -> None:
-    if not changed:
-        return
-    old_details = _load_details(session, [current.pk for current, *_ in changed])
-    row_updates = []
-    versions = []
-    derived = [*EXTRACTED_FIELDS, *(["details_jsonb", "search_tsv"] if tables.search else [])]
-    for current, observation, canonical, digest, outcome in changed:
-        search = search_columns(observation.details) if tables.search else {}
-        row_updates.append(
-            {
-                "pk": current.pk,
-                "new_details": canonical,
-                "new_hash": digest,
-                "new_version": current.version + 1,
-                **{f"new_{name}": value for name, value in extract_fields(observation.details).items()},
-                **{f"new_{name}": value for name, value in search.items()},
-            }
-        )
-        versions.append(
-            {
-                "finetune_pk": current.pk,
-                "version": current.version + 1,
-                "change": outcome.value,
-                "details": canonical,
-                "content_hash": digest,
-                "changed_keys": canonical_json(
-                    changed_keys(old_details.get(current.pk), observation.details)
-                ),
-                "observed_at": now,
-                "sync_run_id": run_id,
-                **({"details_jsonb": search["details_jsonb"]} if tables.search else {}),
-            }
-        )
-    finetune = tables.finetune
-    session.execute(
-        sa.update(finetune)
-        .where(finetune.c.id == sa.bindparam("pk"))
-        .values(
-            details=sa.bindparam("new_details"),
-            content_hash=sa.bindparam("new_hash"),
-            version=sa.bindparam("new_version"),
-            last_seen_at=now,
-            last_changed_at=now,
-            deleted_at=None,
-            **{name: sa.bindparam(f"new_{name}", type_=finetune.c[name].type) for name in derived},
-        ),
-        row_updates,
-    )
-    session.execute(sa.insert(tables.version), versions)
+PARTIAL_BACKUP_INFIX = ".bak-partial-"
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK})
+
+
+def _remove_partial_backups(path: Path) -> None:
+    """Remove the private temporary directories of backups whose run was killed, saying so."""
+    for entry in path.parent.glob(f"{glob.escape(path.name)}{PARTIAL_BACKUP_INFIX}*"):
+        info = entry.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+            shutil.rmtree(entry, ignore_errors=True)
+            logger.warning("removed %s, a partial backup left by an interrupted run", entry)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_unused_name(partial: Path, wanted: Path) -> Path:
+    """Give ``partial`` the first free name of ``wanted``, ``wanted.1``, …; never replace a file."""
+    for suffix in range(10_000):
+        target = wanted if suffix == 0 else wanted.with_name(f"{wanted.name}.{suffix}")
+        try:
+            os.link(partial, target, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS or os.path.lexists(target):
+                raise
+            partial.rename(target)  # a file system without hard links: checked free just now
+        return target
+    raise StoreWriteError(f"cannot back up: {wanted} and 10,000 numbered names after it are taken")
+
+
+@contextmanager
+def translate_errors(location: StoreLocation) -> Iterator[None]:
+    """Turn driver errors about the file itself into one-line store errors; others pass through."""
+    try:
+        yield
+    except (sa.exc.DBAPIError, sqlite3.Error) as exc:
+        error = _store_error_for(location, str(getattr(exc, "orig", exc)))
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _store_error_for(location: StoreLocation, message: str) -> StoreError | None:
+    return store_error_for(location.display, message)
+
+
+def migrations_dir() -> Path:
+    """Inside the wheel migrations ship as ``bflsync/migrations``; a checkout keeps them at the root."""
+    packaged = Path(__file__).with_name("migrations")
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
+    # Alembic prints progress notes to stdout; stdout is for command output only.
+    config = Config(stdout=io.StringIO())
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["connection"] = connection
+    return config
+
+
+def run_migration(engine: Engine, step: Callable[[Any, Config], None]) -> None:
+    """Run one alembic command on ``engine`` in a single transaction.
+
+    On SQLite, foreign keys are switched off around it: batch migrations rebuild tables
+    (copy, drop, rename) and the drop would cascade into child rows. The pragma cannot
+    change inside a transaction, so it is set on the raw connection before BEGIN, and the
+    result is verified with ``foreign_key_check`` before committing.
+    """
+    from alembic import command
+
+    with engine.connect() as connection:
+        sqlite = engine.dialect.name == "sqlite"
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with connection.begin():
+                step(command, alembic_config(connection))
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StoreError(f"migration left {len(broken)} broken foreign keys; rolled back")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys = ON")
+
+
+def _position_of(revision: str) -> int | None:
+    """Where a target revision sits in KNOWN_REVISIONS (-1 for base; None for a relative one like -1).
+
+    Resolving it fails before any backup or migration step when alembic would not know where to go.
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    try:
+        scripts = ScriptDirectory.from_config(alembic_config()).get_revisions(revision)
+    except CommandError as exc:
+        raise InputError(f"unknown schema revision {revision!r}: {exc}") from None
+    if revision.startswith(("+", "-")):
+        return None
+    return KNOWN_REVISIONS.index(scripts[0].revision) if scripts else -1
+
+
+def alembic_check(connection: Connection) -> None:
+    """Raise alembic's ``AutogenerateDiffsDetected`` when the models and the database at head differ."""
+    from alembic import command
+
+    command.check(alembic_config(connection))

@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Annotations only: the read path calls read_immutable() with a str and never imports pathlib.
+    from pathlib import Path
 
 from bflsync.errors import NotAStoreError, StoreMissingError, StoreWriteError
 
@@ -133,7 +137,7 @@ def check_journals(path: Path) -> None:
             raise StoreWriteError(f"{journal} {problem}; refusing to let SQLite write it")
 
 
-def read_immutable(path: Path, *, inspecting: bool = False) -> bool:
+def read_immutable(path: str | Path, *, inspecting: bool = False) -> bool:
     """Whether a read-only connection must open the file as immutable so it creates no journals.
 
     Without a ``-wal`` no writer is mid-way, and a read-only connection would create ``-wal``
@@ -143,12 +147,12 @@ def read_immutable(path: Path, *, inspecting: bool = False) -> bool:
     immutable read sees the file as it is; if its owner starts writing during the read, the
     read may fail and can simply be repeated.
     """
-    real = path.resolve()
-    if journal_path(real, "-wal").exists():
+    real = os.path.realpath(path)
+    if os.path.exists(real + "-wal"):
         return False
     if inspecting:
         return True
     try:
-        return real.stat().st_uid != os.geteuid()
+        return os.stat(real).st_uid != os.geteuid()
     except OSError:
         return False

@@ -1,6 +1,6 @@
 """What a database holds and what its driver's complaints mean, without SQLAlchemy or alembic.
 
-Shared by :mod:`bflsync.db` (opening stores for writing and migrating them) and
+Shared by :mod:`bflsync.store` (opening stores for writing and migrating them) and
 :mod:`bflsync.reading` (the lean read path), so both judge a file by the same rules:
 the revisions this release knows, the tables a bflsync store has, the SQLite file header,
 and which driver messages are about the store itself rather than a bug.
@@ -9,9 +9,12 @@ and which driver messages are about the store itself rather than a bug.
 from __future__ import annotations
 
 import enum
+import errno
+import os
 import sqlite3
+import stat
 from collections.abc import Collection
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bflsync.errors import (
     NotAStoreError,
@@ -26,11 +29,11 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0001_initial",
     "0002_fts",
     "0003_accounts",
-    "0006_canonical_numbers",
+    "0004_canonical_numbers",
     "0005_search",
-    "0004_lifecycle",
+    "0006_lifecycle",
     "0007_fts_discoverable",
-    "0006_labels",
+    "0008_labels",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
@@ -40,6 +43,9 @@ BFLSYNC_TABLES = frozenset({"finetune", "finetune_version", "sync_run", "sync_er
 BUSY_TIMEOUT_MS = 10_000
 # The JSON ``->`` operator (facets on details keys) arrived in SQLite 3.38.
 MIN_SQLITE_VERSION = (3, 38, 0)
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class StoreState(enum.Enum):
@@ -85,7 +91,7 @@ def reject_unusable(display: str, state: StoreState, revision: str | None, *, mi
 def require_sqlite_version() -> None:
     """Refuse a SQLite library too old for the JSON operators the read side uses (``->``, 3.38).
 
-    Both ways in ask: :mod:`bflsync.db` before it creates an engine, :mod:`bflsync.reading`
+    Both ways in ask: :mod:`bflsync.store` before it creates an engine, :mod:`bflsync.reading`
     before it opens a file, so the refusal is the same one line (exit 2) whichever command runs.
     """
     if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
@@ -96,17 +102,25 @@ def require_sqlite_version() -> None:
         )
 
 
-def require_sqlite_file(path: Path) -> None:
-    """Refuse, before SQLite opens it, a path that is missing, a directory or not a SQLite file."""
-    if not path.exists():
-        raise StoreMissingError(f"no bflsync store at {path} - run `bflsync sync` first")
-    if path.is_dir():
+def require_sqlite_file(path: str | Path) -> None:
+    """Refuse, before SQLite opens it, a path that is missing, a directory or not a SQLite file.
+
+    One ``stat`` and one read of the header, with ``os`` alone: the read commands run this on
+    every start and need no ``pathlib``.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            raise StoreMissingError(f"no bflsync store at {path} - run `bflsync sync` first") from None
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+    if stat.S_ISDIR(mode):
         raise NotAStoreError(f"{path} is a directory, not a bflsync store")
-    if not path.is_file():
+    if not stat.S_ISREG(mode):
         # A FIFO or device: opening it could hang or read forever.
         raise NotAStoreError(f"{path} is not a regular file; refusing to touch it")
     try:
-        with path.open("rb") as handle:
+        with open(path, "rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc

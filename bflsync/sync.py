@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from bflsync import status_store, store
+from bflsync import status_writes, writes
 from bflsync.api import LIST_PATH, BflClient
 from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
@@ -162,7 +162,7 @@ class SyncResult:
         }
 
 
-_Fetched = store.Observation | status_store.StatusObservation | FetchFailure
+_Fetched = writes.Observation | status_writes.StatusObservation | FetchFailure
 _AccountClaim = tuple[str, bool]
 """The key fingerprint a run may record for its account, and whether it replaces the recorded one."""
 # What one finetune's requests gave, queued as one item: a stop or error between its details and its
@@ -260,9 +260,11 @@ def _recorder(
             yield _Writer(session, source=source, account=account, now=now, pid=pid)
 
 
-def _split(batch: Sequence[_Fetched]) -> tuple[list[store.Observation], list[status_store.StatusObservation]]:
-    observations = [item for item in batch if isinstance(item, store.Observation)]
-    statuses = [item for item in batch if isinstance(item, status_store.StatusObservation)]
+def _split(
+    batch: Sequence[_Fetched],
+) -> tuple[list[writes.Observation], list[status_writes.StatusObservation]]:
+    observations = [item for item in batch if isinstance(item, writes.Observation)]
+    statuses = [item for item in batch if isinstance(item, status_writes.StatusObservation)]
     return observations, statuses
 
 
@@ -288,7 +290,7 @@ class _NoStore:
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
         observations, _ = _split(batch)
-        return Counter({store.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
+        return Counter({writes.Outcome.CREATED.value: len({o.finetune_id for o in observations})})
 
     def finish(
         self, result: SyncResult, *, listed_ids: Iterable[str] | None, account_claim: _AccountClaim | None
@@ -318,16 +320,16 @@ class _Preview:
 
     def live_ids(self) -> set[str]:
         with self.session.begin():
-            return store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
+            return writes.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
 
     def settled_ids(self) -> set[str]:
         with self.session.begin():
-            return status_store.settled_ids(self.session, source=self.source, account=self.account)
+            return status_writes.settled_ids(self.session, source=self.source, account=self.account)
 
     def record(self, batch: Sequence[_Fetched]) -> Counter[str]:
         observations, _ = _split(batch)
         with self.session.begin():
-            outcomes = store.preview_observations(
+            outcomes = writes.preview_observations(
                 self.session, observations, source=self.source, account=self.account
             )
         return Counter(outcome.value for outcome in outcomes.values())
@@ -338,7 +340,7 @@ class _Preview:
         if listed_ids is None:
             return
         with self.session.begin():
-            gone = store.missing_from_listing(
+            gone = writes.missing_from_listing(
                 self.session, source=self.source, account=self.account, listed_ids=listed_ids
             )
         result.deleted = len(gone)
@@ -367,19 +369,19 @@ class _Writer:
         with self.session.begin():
             # Read when the run begins, so nothing waits on the database between listing and fetching.
             self.key_state = _read_key_state(self.session, api_key, source=self.source, account=self.account)
-            interrupted = store.mark_interrupted_runs(self.session)
-            self.run_id = store.start_run(
+            interrupted = writes.mark_interrupted_runs(self.session)
+            self.run_id = writes.start_run(
                 self.session, source=self.source, account=self.account, pid=self.pid, now=self.now()
             )
             # Read here, in the write transaction the run takes anyway: a transaction of its own would
             # wait for the write lock before any request is made.
-            self._settled = status_store.settled_ids(self.session, source=self.source, account=self.account)
+            self._settled = status_writes.settled_ids(self.session, source=self.source, account=self.account)
         if interrupted:
             logger.info("marked runs %s interrupted: their processes ended mid-run", interrupted)
 
     def live_ids(self) -> set[str]:
         with self.session.begin():
-            return store.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
+            return writes.stored_ids(self.session, source=self.source, account=self.account, live_only=True)
 
     def note_listed(self, listed: int) -> None:
         """Not a transaction of its own: fetching must not wait for the write lock."""
@@ -404,7 +406,7 @@ class _Writer:
                 counts = Counter(outcome.value for outcome in self._store(observations, now=now).values())
                 counts[STATUS_CHANGED] = self._record_the_rest(statuses, failures, now=now)
         except SQLAlchemyError as exc:
-            if not store.is_storage_error(exc):
+            if not writes.is_storage_error(exc):
                 raise
             logger.debug("a batch was refused by the store; storing it one finetune at a time", exc_info=exc)
             with self.session.begin():
@@ -414,8 +416,10 @@ class _Writer:
         self.listed_unrecorded = None  # committed with this batch
         return counts
 
-    def _store(self, observations: Sequence[store.Observation], *, now: datetime) -> dict[str, store.Outcome]:
-        return store.record_observations(
+    def _store(
+        self, observations: Sequence[writes.Observation], *, now: datetime
+    ) -> dict[str, writes.Outcome]:
+        return writes.record_observations(
             self.session,
             observations,
             source=self.source,
@@ -425,7 +429,7 @@ class _Writer:
         )
 
     def _store_one_by_one(
-        self, observations: Sequence[store.Observation], *, now: datetime
+        self, observations: Sequence[writes.Observation], *, now: datetime
     ) -> tuple[Counter[str], set[str]]:
         """Each finetune in a savepoint of its own; return the outcomes and the ids the store refused."""
         assert self.run_id is not None
@@ -437,11 +441,11 @@ class _Writer:
                 with self.session.begin_nested():
                     outcomes = self._store([observation], now=now)
             except SQLAlchemyError as exc:
-                if not store.is_storage_error(exc):
+                if not writes.is_storage_error(exc):
                     raise
-                message = store.storage_error_message(finetune_id, exc)
+                message = writes.storage_error_message(finetune_id, exc)
                 logger.warning("finetune %s not stored: %s", finetune_id, message)
-                store.record_failure(
+                writes.record_failure(
                     self.session, run_id=self.run_id, finetune_id=finetune_id, kind="storage", message=message
                 )
                 counts[STORAGE_FAILED] += 1
@@ -452,7 +456,7 @@ class _Writer:
 
     def _record_the_rest(
         self,
-        statuses: Sequence[status_store.StatusObservation],
+        statuses: Sequence[status_writes.StatusObservation],
         failures: Sequence[FetchFailure],
         *,
         now: datetime,
@@ -461,7 +465,7 @@ class _Writer:
         yet; return how many statuses changed. The statuses of finetunes the store refused are left
         out by the caller: their ids may be what the store refuses."""
         assert self.run_id is not None
-        changed = status_store.record_statuses(
+        changed = status_writes.record_statuses(
             self.session,
             statuses,
             source=self.source,
@@ -470,9 +474,9 @@ class _Writer:
             now=now,
         )
         if self.listed_unrecorded is not None:
-            store.note_listed(self.session, run_id=self.run_id, listed=self.listed_unrecorded)
+            writes.note_listed(self.session, run_id=self.run_id, listed=self.listed_unrecorded)
         for failure in failures:
-            store.record_failure(
+            writes.record_failure(
                 self.session,
                 run_id=self.run_id,
                 finetune_id=failure.finetune_id,
@@ -499,7 +503,7 @@ class _Writer:
         assert self.run_id is not None
         with self.session.begin():
             if listed_ids is not None:
-                gone = store.tombstone_missing(
+                gone = writes.tombstone_missing(
                     self.session,
                     source=self.source,
                     account=self.account,
@@ -511,7 +515,7 @@ class _Writer:
             now = self.now()
             if account_claim is not None:
                 fingerprint, replace = account_claim
-                store.record_account(
+                writes.record_account(
                     self.session,
                     source=self.source,
                     account=self.account,
@@ -521,8 +525,8 @@ class _Writer:
                     now=now,
                 )
             if result.credits is not None:
-                status_store.record_credits(self.session, run_id=self.run_id, credits=result.credits)
-            store.finish_run(
+                status_writes.record_credits(self.session, run_id=self.run_id, credits=result.credits)
+            writes.finish_run(
                 self.session,
                 run_id=self.run_id,
                 status=result.status,
@@ -540,7 +544,7 @@ class _Writer:
         if self.run_id is None:
             return
         with suppress(SQLAlchemyError), self.session.begin():
-            store.finish_run(
+            writes.finish_run(
                 self.session,
                 run_id=self.run_id,
                 status="failed",
@@ -561,11 +565,11 @@ class _KeyState:
 
 
 def _read_key_state(session: Session, api_key: Secret, *, source: str, account: str) -> _KeyState:
-    secret = store.fingerprint_secret(session)
+    secret = writes.fingerprint_secret(session)
     return _KeyState(
         fingerprint=key_fingerprint(api_key, secret=secret),
-        recorded=store.recorded_fingerprint(session, source=source, account=account),
-        live_ids=frozenset(store.stored_ids(session, source=source, account=account, live_only=True)),
+        recorded=writes.recorded_fingerprint(session, source=source, account=account),
+        live_ids=frozenset(writes.stored_ids(session, source=source, account=account, live_only=True)),
     )
 
 
@@ -916,7 +920,7 @@ class _Run:
                 attempts=1,
                 of_status=True,
             ), None
-        return status_store.StatusObservation(finetune_id, answer), None
+        return status_writes.StatusObservation(finetune_id, answer), None
 
     async def _fetch_one(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
         """The finetune's details or failure, and the error when the run cannot go on: the key or account
@@ -933,7 +937,7 @@ class _Run:
                 attempts=exc.attempts,
             )
             return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
-        return store.Observation(finetune_id, details), None
+        return writes.Observation(finetune_id, details), None
 
     async def _write(self, queue: asyncio.Queue[_Finished | None]) -> None:
         loop = asyncio.get_running_loop()
@@ -974,9 +978,9 @@ class _Run:
     def _count(self, batch: list[_Fetched], outcomes: Counter[str]) -> None:
         result = self.result
         for item in batch:
-            if isinstance(item, store.Observation):
+            if isinstance(item, writes.Observation):
                 result.fetched += 1
-            elif isinstance(item, status_store.StatusObservation):
+            elif isinstance(item, status_writes.StatusObservation):
                 result.status_checked += 1
             elif item.of_status:
                 result.status_failed += 1
@@ -986,10 +990,10 @@ class _Run:
         result.fetched -= outcomes[STORAGE_FAILED]
         result.failed += outcomes[STORAGE_FAILED]
         result.status_changed += outcomes[STATUS_CHANGED]
-        result.created += outcomes[store.Outcome.CREATED.value]
-        result.updated += outcomes[store.Outcome.UPDATED.value]
-        result.unchanged += outcomes[store.Outcome.UNCHANGED.value]
-        result.restored += outcomes[store.Outcome.RESTORED.value]
+        result.created += outcomes[writes.Outcome.CREATED.value]
+        result.updated += outcomes[writes.Outcome.UPDATED.value]
+        result.unchanged += outcomes[writes.Outcome.UNCHANGED.value]
+        result.restored += outcomes[writes.Outcome.RESTORED.value]
         logger.debug("stored a batch of %d results", len(batch))
 
 

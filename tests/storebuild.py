@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bflsync import store
+from bflsync import writes
 from bflsync.config import DEFAULT_ACCOUNT
 
 SOURCE = "api.us1.bfl.ai"
@@ -31,21 +31,21 @@ def write_sync(
     tombstone: bool = True,
 ) -> int:
     """One "sync": a run, the observations, tombstones for stored ids not listed; returns the run id."""
-    observations = [store.Observation(finetune_id, details) for finetune_id, details in payloads.items()]
+    observations = [writes.Observation(finetune_id, details) for finetune_id, details in payloads.items()]
     with Session(engine) as session, session.begin():
-        run_id = store.start_run(session, source=source, account=account, pid=4242, now=now)
-        outcomes = store.record_observations(
+        run_id = writes.start_run(session, source=source, account=account, pid=4242, now=now)
+        outcomes = writes.record_observations(
             session, observations, source=source, account=account, run_id=run_id, now=now
         )
         counts = {"listed": len(payloads), "fetched": len(payloads)}
         for outcome in outcomes.values():
             counts[outcome.value] = counts.get(outcome.value, 0) + 1
         if tombstone:
-            gone = store.tombstone_missing(
+            gone = writes.tombstone_missing(
                 session, source=source, account=account, listed_ids=payloads, run_id=run_id, now=now
             )
             counts["deleted"] = len(gone)
-        store.finish_run(session, run_id=run_id, status="ok", counts=counts, now=now + timedelta(seconds=3))
+        writes.finish_run(session, run_id=run_id, status="ok", counts=counts, now=now + timedelta(seconds=3))
     return run_id
 
 

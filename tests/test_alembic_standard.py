@@ -24,7 +24,7 @@ from pytest_alembic.tests import (
     test_upgrade,
 )
 
-from bflsync import db
+from bflsync import store
 
 __all__ = [
     "alembic_runner",
@@ -37,7 +37,7 @@ __all__ = [
 
 @pytest.fixture
 def alembic_config() -> Config:
-    return db.alembic_config()
+    return store.alembic_config()
 
 
 @pytest.fixture

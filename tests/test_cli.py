@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import stat
 import subprocess
@@ -17,7 +18,7 @@ from readonly_fs import read_only_argv
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bflsync import __version__, db, store
+from bflsync import __version__, store, writes
 from bflsync.cli import cli
 from bflsync.cli.app import COMMAND_SUMMARIES, LAZY_COMMANDS
 
@@ -68,7 +69,7 @@ def test_db_upgrade_creates_the_default_store_privately(runner: CliRunner, isola
     result = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
     store_path = isolated_env / "bflsync" / "bflsync.db"
     assert result.exit_code == 0
-    assert result.stdout == f"{store_path}: at revision {db.HEAD_REVISION}\n"
+    assert result.stdout == f"{store_path}: at revision {store.HEAD_REVISION}\n"
     assert "created a new bflsync store" in result.stderr
     assert stat.S_IMODE(store_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(store_path.parent.stat().st_mode) == 0o700
@@ -98,7 +99,7 @@ def test_quiet_silences_notices(runner: CliRunner, db_path: Path) -> None:
 
 def test_db_current_reports_head(runner: CliRunner, db_path: Path, store_engine: Engine) -> None:
     result = runner.invoke(cli, ["--db", str(db_path), "db", "current"], catch_exceptions=False)
-    assert result.stdout == f"{db.HEAD_REVISION} (head)\n"
+    assert result.stdout == f"{store.HEAD_REVISION} (head)\n"
 
 
 def test_db_current_on_a_missing_store_exits_2_without_creating_it(runner: CliRunner, db_path: Path) -> None:
@@ -111,8 +112,8 @@ def test_db_current_on_a_missing_store_exits_2_without_creating_it(runner: CliRu
 def test_db_history_lists_revisions_oldest_first(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["db", "history"], catch_exceptions=False)
     listed = [line.split()[0] for line in result.stdout.splitlines()]
-    assert tuple(listed) == db.KNOWN_REVISIONS
-    assert f"{db.HEAD_REVISION} (head)" in result.stdout
+    assert tuple(listed) == store.KNOWN_REVISIONS
+    assert f"{store.HEAD_REVISION} (head)" in result.stdout
 
 
 def test_db_check_passes_on_a_store_at_head(runner: CliRunner, db_path: Path, store_engine: Engine) -> None:
@@ -144,10 +145,10 @@ def test_db_downgrade_to_an_unknown_revision_exits_2(
 def test_db_downgrade_to_the_current_revision_exits_2_without_a_backup(
     runner: CliRunner, db_path: Path, store_engine: Engine
 ) -> None:
-    result = runner.invoke(cli, ["--db", str(db_path), "db", "downgrade", db.HEAD_REVISION])
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "downgrade", store.HEAD_REVISION])
     assert (result.exit_code, result.stderr) == (
         2,
-        f"bflsync: error: the store is at schema revision {db.HEAD_REVISION}; {db.HEAD_REVISION} is not older:"
+        f"bflsync: error: the store is at schema revision {store.HEAD_REVISION}; {store.HEAD_REVISION} is not older:"
         " nothing to do\n",
     )
     assert not list(db_path.parent.glob("store.db.bak-*"))
@@ -156,12 +157,12 @@ def test_db_downgrade_to_the_current_revision_exits_2_without_a_backup(
 def test_db_upgrade_to_an_older_revision_exits_2_pointing_at_downgrade(
     runner: CliRunner, db_path: Path, store_engine: Engine
 ) -> None:
-    oldest = db.KNOWN_REVISIONS[0]
+    oldest = store.KNOWN_REVISIONS[0]
     result = runner.invoke(cli, ["--db", str(db_path), "db", "upgrade", oldest])
     assert result.exit_code == 2
     assert f"use `bflsync db downgrade {oldest}`" in result.stderr
     with store_engine.connect() as connection:
-        assert db.read_revision(connection) == db.HEAD_REVISION
+        assert store.read_revision(connection) == store.HEAD_REVISION
 
 
 def test_db_reextract_recomputes_columns_from_raw_json(
@@ -170,8 +171,8 @@ def test_db_reextract_recomputes_columns_from_raw_json(
     now = datetime(2026, 1, 1, tzinfo=UTC)
     details = {"mode": "character", "iterations": "300", "learning_rate": "2e-5"}
     with Session(store_engine) as session, session.begin():
-        store.record_observations(
-            session, [store.Observation("a", details)], source="h", account="default", run_id=None, now=now
+        writes.record_observations(
+            session, [writes.Observation("a", details)], source="h", account="default", run_id=None, now=now
         )
     with store_engine.begin() as connection:  # extraction rules of an older release left other values
         connection.exec_driver_sql("UPDATE finetune SET mode = NULL, iterations = NULL, learning_rate = 1")
@@ -200,10 +201,10 @@ def test_a_bad_option_exits_2(runner: CliRunner) -> None:
 def test_an_internal_error_is_one_line_with_a_hint(
     runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(_db: str | None) -> db.StoreLocation:
+    def broken(_db: str | None) -> store.StoreLocation:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(db, "locate_store", broken)
+    monkeypatch.setattr(store, "locate_store", broken)
     result = runner.invoke(cli, ["--db", str(db_path), "db", "current"])
     assert result.exit_code == 70
     assert (
@@ -215,10 +216,10 @@ def test_an_internal_error_is_one_line_with_a_hint(
 def test_an_internal_error_spanning_lines_is_reported_on_one(
     runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(_db: str | None) -> db.StoreLocation:
+    def broken(_db: str | None) -> store.StoreLocation:
         raise RuntimeError("(sqlite3.OperationalError) boom\n[SQL: SELECT 1]\n[parameters: ()]")
 
-    monkeypatch.setattr(db, "locate_store", broken)
+    monkeypatch.setattr(store, "locate_store", broken)
     result = runner.invoke(cli, ["--db", str(db_path), "db", "current"])
     assert result.stderr == (
         "bflsync: error: internal error: RuntimeError: (sqlite3.OperationalError) boom"
@@ -229,10 +230,10 @@ def test_an_internal_error_spanning_lines_is_reported_on_one(
 def test_an_internal_error_shows_the_traceback_with_verbose(
     runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(_db: str | None) -> db.StoreLocation:
+    def broken(_db: str | None) -> store.StoreLocation:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(db, "locate_store", broken)
+    monkeypatch.setattr(store, "locate_store", broken)
     result = runner.invoke(cli, ["-v", "--db", str(db_path), "db", "current"])
     assert result.exit_code == 70
     assert "Traceback (most recent call last)" in result.stderr
@@ -247,10 +248,10 @@ def test_module_entry_point_runs_as_a_subprocess(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout == f"{store_path}: at revision {db.HEAD_REVISION}\n"
+    assert completed.stdout == f"{store_path}: at revision {store.HEAD_REVISION}\n"
     with sqlite3.connect(store_path) as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            (db.HEAD_REVISION,)
+            (store.HEAD_REVISION,)
         ]
     connection.close()
 
@@ -286,12 +287,18 @@ def test_arguments_that_are_not_utf8_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in completed.stderr
 
 
-def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("output_format", "first_line"), [("ids", b"finetune-00000"), ("json", b"[")])
+def test_a_reader_that_goes_away_ends_the_output_quietly(
+    tmp_path: Path, output_format: str, first_line: bytes
+) -> None:
+    # One large write that the pipe takes only partly: the rest must fail loudly (141), not vanish.
     store_path = tmp_path / "s.db"
-    opened = db.open_store_for_write(db.locate_store(str(store_path)))
-    observations = [store.Observation(f"finetune-{i:05d}-{'x' * 40}", {"mode": "style"}) for i in range(4000)]
+    opened = store.open_store_for_write(store.locate_store(str(store_path)))
+    observations = [
+        writes.Observation(f"finetune-{i:05d}-{'x' * 40}", {"mode": "style"}) for i in range(4000)
+    ]
     with Session(opened.engine) as session, session.begin():
-        store.record_observations(
+        writes.record_observations(
             session,
             observations,
             source="h",
@@ -301,12 +308,12 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path) -> None
         )
     opened.engine.dispose()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bflsync", "--db", str(store_path), "query", "--format", "ids"],
+        [sys.executable, "-m", "bflsync", "--db", str(store_path), "query", "--format", output_format],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert process.stdout is not None and process.stderr is not None
-    assert process.stdout.readline().startswith(b"finetune-00000")
+    assert process.stdout.readline().startswith(first_line)
     process.stdout.close()  # like `| head -1`
     stderr = process.stderr.read()
     assert (process.wait(timeout=30), stderr) == (141, b"")
@@ -316,11 +323,11 @@ def test_a_wal_store_on_a_read_only_mount_can_still_be_queried(tmp_path: Path) -
     directory = tmp_path / "shared"
     directory.mkdir()
     store_path = directory / "store.db"
-    opened = db.open_store_for_write(db.locate_store(str(store_path)))
+    opened = store.open_store_for_write(store.locate_store(str(store_path)))
     with Session(opened.engine) as session, session.begin():
-        store.record_observations(
+        writes.record_observations(
             session,
-            [store.Observation("a", {"mode": "style"})],
+            [writes.Observation("a", {"mode": "style"})],
             source="h",
             account="default",
             run_id=None,
@@ -353,3 +360,21 @@ def test_help_imports_no_command_module() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "Commands:" in result.stdout
     assert result.stderr == "['bflsync.cli.app', 'bflsync.cli.common']\n"
+
+
+@pytest.mark.parametrize("columns", ["60", "200", "30", "", "wide"])
+def test_help_is_as_wide_as_click_would_make_it(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from bflsync.cli.app import _help_width
+
+    monkeypatch.setenv("COLUMNS", columns)
+    assert _help_width() == max(min(shutil.get_terminal_size().columns, 80) - 2, 50)
+
+
+def test_help_wraps_at_columns() -> None:
+    env = {**os.environ, "COLUMNS": "60"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--help"], capture_output=True, text=True, env=env, check=True
+    )
+    assert "  --db PATH|URL  SQLite file or SQLAlchemy URL of the\n" in result.stdout

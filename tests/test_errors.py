@@ -48,3 +48,11 @@ def test_the_docstring_tree_draws_every_class_under_its_parent_with_its_exit_cod
 
 def test_signal_exits_are_named_once() -> None:
     assert (ExitCode.INTERRUPTED, ExitCode.BROKEN_PIPE, ExitCode.TERMINATED) == (130, 141, 143)
+
+
+def test_signal_exit_codes_are_128_plus_the_signal_number() -> None:
+    import signal
+
+    assert ExitCode.INTERRUPTED == 128 + signal.SIGINT
+    assert ExitCode.BROKEN_PIPE == 128 + signal.SIGPIPE
+    assert ExitCode.TERMINATED == 128 + signal.SIGTERM

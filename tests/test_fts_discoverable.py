@@ -15,8 +15,9 @@ from datasette.utils import detect_fts
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
-from bflsync import db, textsearch
+from bflsync import textsearch
 from bflsync.cli import cli
+from bflsync.store import downgrade_store, locate_store, upgrade_store
 
 RECORDS = {
     "jp-landscape": {"finetune_comment": "日本の風景写真、桜と富士山", "mode": "style"},
@@ -124,15 +125,15 @@ def test_triggers_keep_both_indexes_current_and_skip_unparsable_details(
 
 
 def test_downgrade_to_0002_and_back_rebuilds_both_indexes(store: Path) -> None:
-    location = db.locate_store(str(store))
-    db.downgrade_store(location, revision="0002_fts")
+    location = locate_store(str(store))
+    downgrade_store(location, revision="0002_fts")
     with sqlite3.connect(store) as connection:
         names = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
         assert "finetune_fts_trigram" not in names
         rows = connection.execute("SELECT rowid FROM finetune_fts WHERE finetune_fts MATCH 'fox'").fetchall()
         assert rows == [(5,)]
     connection.close()
-    db.upgrade_store(location, revision="head").engine.dispose()
+    upgrade_store(location, revision="head").engine.dispose()
     assert text_ids(store, "風景写") == ["jp-landscape"]
     assert text_ids(store, "fox") == ["latin"]
 

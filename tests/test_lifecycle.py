@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from bflsync import db
 from bflsync.api import BflClient, RetryPolicy
 from bflsync.cli import cli
 from bflsync.config import Secret
 from bflsync.mock_api import CREDITS, MockBFL, status_of
-from bflsync.models import Finetune, FinetuneStatus, SyncError, SyncRun
+from bflsync.schema import Finetune, FinetuneStatus, SyncError, SyncRun
+from bflsync.store import downgrade_store, locate_store, open_store_for_write, upgrade_store
 from bflsync.sync import SyncOptions, SyncResult, run_sync
 
 KEY = "lifecycle-key"
@@ -48,7 +48,7 @@ def mock() -> Iterator[MockBFL]:
 
 def sync_at(store_url: str, mock: MockBFL, at: datetime, **options: Any) -> SyncResult:
     """One sync through the library with a fixed clock, so timestamps can be asserted exactly."""
-    opened = db.open_store_for_write(db.locate_store(store_url))
+    opened = open_store_for_write(locate_store(store_url))
 
     async def go() -> SyncResult:
         async with BflClient(api_key=Secret(KEY), base_url=mock.base_url, retry=FAST_RETRY) as client:
@@ -69,7 +69,7 @@ def table(
 
     Finetunes come by id, not by row id: rows are inserted in the order concurrent fetches finish.
     """
-    location = db.locate_store(store_url)
+    location = locate_store(store_url)
     engine = sa.create_engine(location.url)
     t: sa.Table = model.__table__
     if order_by is None:
@@ -83,7 +83,7 @@ def table(
 
 
 def timeline(store_url: str) -> list[tuple[Any, ...]]:
-    location = db.locate_store(store_url)
+    location = locate_store(store_url)
     engine = sa.create_engine(location.url)
     try:
         with engine.connect() as connection:
@@ -322,7 +322,7 @@ def test_status_failures_are_sync_errors_and_the_details_are_still_stored(
     mock.fail(status_of("alpha"), status=500)
     mock.hang(status_of("beta"), seconds=2)
     mock.bad_json(status_of("gamma"))
-    opened = db.open_store_for_write(db.locate_store(store_url))
+    opened = open_store_for_write(locate_store(store_url))
 
     async def go() -> SyncResult:
         async with BflClient(
@@ -670,8 +670,8 @@ def test_credits_and_statuses_belong_to_a_source_and_account(store_url: str, moc
 
 
 def test_0004_gives_existing_rows_no_status_and_round_trips(store_url: str, mock: MockBFL) -> None:
-    location = db.locate_store(store_url)
-    db.upgrade_store(location, revision="0003_accounts").engine.dispose()
+    location = locate_store(store_url)
+    upgrade_store(location, revision="0003_accounts").engine.dispose()
     sync_at_0003 = sa.create_engine(location.url)
     try:
         with sync_at_0003.begin() as connection:
@@ -686,7 +686,7 @@ def test_0004_gives_existing_rows_no_status_and_round_trips(store_url: str, mock
     finally:
         sync_at_0003.dispose()
 
-    db.upgrade_store(location, revision="head").engine.dispose()
+    upgrade_store(location, revision="head").engine.dispose()
     assert table(store_url, SyncRun, "id", "credits", "status_failed") == [
         {"id": 1, "credits": None, "status_failed": 0}
     ]
@@ -695,7 +695,7 @@ def test_0004_gives_existing_rows_no_status_and_round_trips(store_url: str, mock
     sync_at(store_url, mock, T3)  # the next sync asks, since nothing was checked
     assert {row["status"] for row in table(store_url, Finetune, "status")} == {"Ready"}
 
-    db.downgrade_store(location, revision="0003_accounts")
+    downgrade_store(location, revision="0003_accounts")
     engine = sa.create_engine(location.url)
     try:
         inspector = sa.inspect(engine)
@@ -707,7 +707,7 @@ def test_0004_gives_existing_rows_no_status_and_round_trips(store_url: str, mock
             assert connection.execute(sa.text("SELECT count(*) FROM sync_run")).scalar() == 3
     finally:
         engine.dispose()
-    db.upgrade_store(location, revision="head").engine.dispose()
+    upgrade_store(location, revision="head").engine.dispose()
     assert table(store_url, Finetune, "finetune_id", "status") == [
         {"finetune_id": "alpha", "status": None},
         {"finetune_id": "beta", "status": None},

@@ -20,10 +20,11 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 from storebuild import SOURCE, day, file_digest, write_sync
 
-from bflsync import db, labels
+from bflsync import labels
 from bflsync.cli import cli
 from bflsync.columns import RUN_FIELDS
 from bflsync.extract import canonical_json
+from bflsync.store import locate_store, open_store_for_read, upgrade_store
 
 ALPHA = {
     "mode": "character",
@@ -412,14 +413,14 @@ def test_runs_lists_runs_newest_first_with_counts_and_duration(store: str) -> No
 def test_runs_with_an_id_shows_the_run_and_its_errors(store_engine: Engine, db_path: Path) -> None:
     from sqlmodel import Session
 
-    from bflsync import store as store_api
+    from bflsync import writes
 
     with Session(store_engine) as session, session.begin():
-        run_id = store_api.start_run(session, source=SOURCE, account="default", pid=7, now=day(1))
-        store_api.record_failure(
+        run_id = writes.start_run(session, source=SOURCE, account="default", pid=7, now=day(1))
+        writes.record_failure(
             session, run_id=run_id, finetune_id="x", kind="http", message="boom", http_status=500, attempts=4
         )
-        store_api.finish_run(session, run_id=run_id, status="partial", counts={"failed": 1}, now=day(1, 1))
+        writes.finish_run(session, run_id=run_id, status="partial", counts={"failed": 1}, now=day(1, 1))
     shown = json.loads(run(db_path, "runs", str(run_id), "--format", "json").stdout)
     assert (shown["status"], shown["failed"], shown["duration_s"]) == ("partial", 1, 3600.0)
     assert shown["errors"] == [
@@ -495,7 +496,7 @@ def test_a_missing_store_exits_2_and_is_not_created(db_path: Path) -> None:
 
 
 def test_a_store_behind_head_exits_2_and_is_not_migrated(db_path: Path) -> None:
-    db.upgrade_store(db.locate_store(str(db_path)), revision="0001_initial").engine.dispose()
+    upgrade_store(locate_store(str(db_path)), revision="0001_initial").engine.dispose()
     before = file_digest(db_path)
     result = CliRunner().invoke(cli, ["--db", str(db_path), "query"])
     assert_one_line_error(result, "0001_initial", "bflsync db upgrade")
@@ -578,6 +579,35 @@ def test_read_commands_on_sqlite_import_no_heavy_module(labelled_sqlite_store: P
     assert result.stderr == "[]\n"
 
 
+# What start-up would pay for and these commands never use (see the README's Performance section).
+START_UP_MODULES = ("pathlib", "urllib.parse", "difflib", "signal", "dataclasses", "click.shell_completion")
+
+
+@pytest.mark.parametrize(
+    ("args", "unused"),
+    [
+        (["query", "mode=character", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
+        (["query", "extra.images>1", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
+        (["query", "--text", "ohwx", "--format", "ids0"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
+        (["show", "alpha"], (*START_UP_MODULES, "bflsync.filters")),
+        (["--help"], (*START_UP_MODULES, "json", "sqlite3", "bflsync.reading")),
+    ],
+)
+def test_lean_commands_import_nothing_their_answer_does_not_need(
+    sqlite_store: Path, args: list[str], unused: tuple[str, ...]
+) -> None:
+    script = (
+        "import sys\n"
+        "from bflsync.cli import cli\n"
+        f"sys.argv = ['bflsync', '--db', {str(sqlite_store)!r}, *{args!r}]\n"
+        "try:\n    cli(prog_name='bflsync')\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"print(sorted(m for m in {unused!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout
+    assert result.stderr == "[]\n"
+
+
 def test_read_commands_make_no_network_call(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # On PostgreSQL the read commands talk to the store's own server, and to nothing else.
     server = sa.make_url(store) if "://" in store else None
@@ -624,7 +654,7 @@ def test_read_commands_leave_the_store_file_byte_identical(sqlite_store: Path) -
 
 
 def test_the_read_engine_refuses_writes(sqlite_store: Path) -> None:
-    engine = db.open_store_for_read(db.locate_store(str(sqlite_store)))
+    engine = open_store_for_read(locate_store(str(sqlite_store)))
     try:
         with pytest.raises(sa.exc.OperationalError, match="readonly"), engine.begin() as connection:
             connection.exec_driver_sql("UPDATE finetune SET mode = 'hacked'")
@@ -832,7 +862,7 @@ def test_history_since_lists_more_finetunes_than_sqlite_binds_in_one_statement(
 
 
 def test_the_audit_reader_does_not_import_the_write_side() -> None:
-    script = "import sys, bflsync.audit; print('bflsync.store' in sys.modules)"
+    script = "import sys, bflsync.audit; print('bflsync.writes' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout == "False\n"
 
@@ -907,6 +937,49 @@ def test_a_known_key_and_quiet_mode_print_no_warning(store: str) -> None:
     assert run(store, "-q", "query", "learning_rte=1", "--format", "ids").stderr == ""
 
 
+def test_a_filter_that_missing_keys_match_still_warns_when_finetunes_matched(store: str) -> None:
+    # A matched `!=` or `=null` proves nothing about the key: a finetune without it matches too.
+    for text in ("learning_rte!=1", "learning_rte=null"):
+        result = run(store, "query", text, "--format", "ids")
+        assert result.stdout.split() == ["alpha", "bravo"]
+        assert result.stderr == (
+            "bflsync: warning: no stored finetune has a key 'learning_rte' (did you mean learning_rate?)\n"
+        )
+
+
+def test_format_ids_writes_every_id_once_in_the_answers_order(store_engine: Engine, db_path: Path) -> None:
+    ids = [f"ft-{index:05d}" for index in range(5000)]
+    write_sync(
+        store_engine,
+        {finetune_id: {"mode": "style", "n": len(finetune_id)} for finetune_id in ids},
+        now=day(1),
+    )
+    store_engine.dispose()
+    # Unbuffered, as some shells' environments are: the ids still leave in one write.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "bflsync",
+        "--db",
+        str(db_path),
+        "query",
+        "n>1",
+        "--sort",
+        "-finetune_id",
+    ]
+    lines = subprocess.run([*command, "--format", "ids"], capture_output=True, text=True, env=env, check=True)
+    nul = subprocess.run([*command, "--format", "ids0"], capture_output=True, text=True, env=env, check=True)
+    assert lines.stdout == "".join(f"{finetune_id}\n" for finetune_id in reversed(ids))
+    assert nul.stdout == "".join(f"{finetune_id}\0" for finetune_id in reversed(ids))
+    assert lines.stderr == nul.stderr == ""
+
+
+def test_format_ids_of_no_match_writes_nothing(store: str) -> None:
+    for output_format in ("ids", "ids0"):
+        assert run(store, "query", "mode=nobody", "--format", output_format).stdout == ""
+
+
 @pytest.mark.parametrize(
     ("option", "name", "guess"),
     [("--sort", "-itertions", "iterations"), ("--columns", "mode,extra.tgs", "extra.tags")],
@@ -925,3 +998,61 @@ def test_runs_json_and_csv_keep_the_model_order_of_columns(store: str) -> None:
     assert list(listed) == expected
     header = run(store, "runs", "1", "--format", "csv").stdout.splitlines()[0]
     assert header.split(",") == [*expected, "errors"]
+
+
+@pytest.mark.parametrize("home", ["/home/ana", "/home/ana/", "/home//ana", "relative", "/", ""])
+@pytest.mark.parametrize("xdg", [None, "", "/data/xdg"])
+def test_the_read_side_default_path_is_the_write_sides(
+    monkeypatch: pytest.MonkeyPatch, home: str, xdg: str | None
+) -> None:
+    from bflsync.config import default_db_path
+    from bflsync.reading import default_sqlite_path
+
+    monkeypatch.setenv("HOME", home)
+    if xdg is None:
+        monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_DATA_HOME", xdg)
+    try:
+        expected = str(default_db_path())
+    except RuntimeError:  # platformdirs cannot place a store under this HOME: nor can the read side
+        with pytest.raises(RuntimeError):
+            default_sqlite_path()
+        return
+    assert default_sqlite_path() == expected
+
+
+def test_a_read_without_db_on_linux_needs_no_platformdirs(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "BFLSYNC_DB")}
+    env["HOME"] = str(tmp_path)
+    script = (
+        "import sys\n"
+        "from bflsync.cli import cli\n"
+        "sys.argv = ['bflsync', 'query', '--format', 'ids']\n"
+        "try:\n    cli(prog_name='bflsync')\nexcept SystemExit as exc:\n    assert exc.code == 2, exc.code\n"
+        "print('platformdirs' in sys.modules, 'pathlib' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    if sys.platform == "linux":
+        assert result.stdout == "False False\n"
+    assert f"no bflsync store at {tmp_path}/.local/share/bflsync/bflsync.db" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["plain.db", "a b%20?x#y.db", "zoë;&=+$,.db", "caf\udce9.db", "~tilde-_.db"])
+def test_the_sqlite_uri_is_the_one_pathlib_writes(tmp_path: Path, name: str) -> None:
+    from bflsync.reading import file_uri
+
+    path = f"{tmp_path}/{name}"
+    assert file_uri(path) == Path(path).as_uri()
+
+
+def test_a_store_whose_path_needs_escaping_is_read(store_engine: Engine, db_path: Path) -> None:
+    fill(store_engine)
+    odd = db_path.parent / "odd dir?#%20" / "my store.db"
+    odd.parent.mkdir()
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{db_path}{suffix}").exists():
+            Path(f"{db_path}{suffix}").rename(f"{odd}{suffix}")
+    assert run(odd, "query", "--format", "ids").stdout == "alpha\nbravo\n"

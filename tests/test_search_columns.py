@@ -14,12 +14,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from bflsync import db
+from bflsync import store
 from bflsync.cli import cli
 from bflsync.mock_api import MockBFL
 
 KEY = "search-test-key"
-BELOW_SEARCH = db.KNOWN_REVISIONS[db.KNOWN_REVISIONS.index("0005_search") - 1]
+BELOW_SEARCH = store.KNOWN_REVISIONS[store.KNOWN_REVISIONS.index("0005_search") - 1]
 NUL_KEY = {
     "finetune_comment": "a\u0000b",
     "a\u0000key": ["x\u0000", {"deep": "Café-au-lait"}],
@@ -118,6 +118,28 @@ def test_changes_restores_and_tombstones_keep_the_search_columns_current(pg_url:
     assert lexemes(pg_url, "nul") == [(1, "product")]
 
 
+def test_db_reextract_rewrites_stale_search_copies_on_postgresql(pg_url: str, mock: MockBFL) -> None:
+    """Copies left by older tokenising rules (here: emptied) are derived again from the raw details."""
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    copies = "SELECT finetune_id, details_jsonb, search_tsv::text AS tsv FROM finetune ORDER BY finetune_id"
+    versions = "SELECT id, details_jsonb FROM finetune_version ORDER BY id"
+    fresh, fresh_versions = fetch(pg_url, copies), fetch(pg_url, versions)
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE finetune SET search_tsv = ''::tsvector, details_jsonb = '{}' WHERE finetune_id = 'nul'"
+                )
+            )
+            connection.execute(sa.text("UPDATE finetune_version SET details_jsonb = '[]'"))
+    finally:
+        engine.dispose()
+    assert run("--db", pg_url, "db", "reextract") == "1 finetune rows updated\n"
+    assert (fetch(pg_url, copies), fetch(pg_url, versions)) == (fresh, fresh_versions)
+    assert run("--db", pg_url, "db", "reextract") == "0 finetune rows updated\n"
+
+
 def test_json_filters_use_the_gin_indexes_on_postgresql(pg_url: str, mock: MockBFL) -> None:
     run("--db", pg_url, "sync", "--base-url", mock.base_url)
     indexes = fetch(
@@ -179,4 +201,4 @@ def test_a_sqlite_store_has_no_search_columns(db_path: Path, mock: MockBFL) -> N
     run("--db", str(db_path), "sync", "--base-url", mock.base_url)
     columns = {row["name"] for row in fetch(str(db_path), "SELECT name FROM pragma_table_info('finetune')")}
     assert not columns & {"details_jsonb", "search_tsv"}
-    assert run("--db", str(db_path), "db", "current") == f"{db.HEAD_REVISION} (head)\n"
+    assert run("--db", str(db_path), "db", "current") == f"{store.HEAD_REVISION} (head)\n"

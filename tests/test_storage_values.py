@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 
-from bflsync import db
+from bflsync import store
 from bflsync.api import BflClient
 from bflsync.cli import cli
 from bflsync.config import Secret
@@ -83,7 +83,7 @@ def test_a_nul_in_a_comment_is_stored_with_the_rest_of_its_batch(store_db: str, 
 def refusing_engine(store_db: str) -> Engine:
     """A store at head whose database refuses one value of :data:`REFUSED`: SQLite's length limit
     lowered on every connection; on PostgreSQL, a B-tree index entry over a third of a page."""
-    engine = db.open_store_for_write(db.locate_store(store_db)).engine
+    engine = store.open_store_for_write(store.locate_store(store_db)).engine
     if engine.dialect.name == "sqlite":
         sa.event.listen(
             engine, "connect", lambda dbapi, _: dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50_000)

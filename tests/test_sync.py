@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sync_support import ALPHA, ANY_TIME, BETA, GAMMA, KEY, rows
 
-from bflsync import __version__, db
+from bflsync import __version__, store
 from bflsync.api import BflClient
 from bflsync.cli import cli
 from bflsync.config import Secret
@@ -742,7 +742,7 @@ def test_id_of_an_unknown_finetune_is_a_not_found_failure(
 def test_locked_store_exits_4_and_leaves_the_store_as_the_holder_has_it(
     runner: CliRunner, db_path: Path, mock: MockBFL
 ) -> None:
-    with sync_lock_for(db.locate_store(str(db_path))):
+    with sync_lock_for(store.locate_store(str(db_path))):
         result = runner.invoke(
             cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
         )
@@ -757,7 +757,7 @@ def test_locked_store_exits_4_and_leaves_the_store_as_the_holder_has_it(
 def test_wait_takes_the_lock_once_the_holder_releases_it(
     runner: CliRunner, db_path: Path, mock: MockBFL
 ) -> None:
-    holder = sync_lock_for(db.locate_store(str(db_path)))
+    holder = sync_lock_for(store.locate_store(str(db_path)))
     holder.acquire()
     threading.Timer(0.3, holder.release).start()
 

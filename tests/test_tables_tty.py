@@ -19,7 +19,7 @@ from sqlmodel import Session
 from storebuild import day, write_sync
 from terminal import read_until_closed
 
-from bflsync import store
+from bflsync import writes
 from bflsync.cli.table import cells
 
 UUID_A = "3f1c2d9e-0000-4000-8000-000000000001"
@@ -53,9 +53,9 @@ def store_path(store_engine: Engine, db_path: Path) -> Path:
     }
     write_sync(store_engine, details, now=day(1))
     with Session(store_engine) as session, session.begin():
-        run_id = store.start_run(session, source="api.us1.bfl.ai", account="default", pid=1, now=day(2))
+        run_id = writes.start_run(session, source="api.us1.bfl.ai", account="default", pid=1, now=day(2))
         counts = {"listed": 2000, "fetched": 2000, "unchanged": 1998, "updated": 2}
-        store.finish_run(
+        writes.finish_run(
             session, run_id=run_id, status="ok", counts=counts, now=day(2) + timedelta(seconds=754)
         )
     store_engine.dispose()

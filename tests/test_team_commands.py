@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 from storebuild import SOURCE, day, write_sync
 
-from bflsync import db
 from bflsync.cli import cli
+from bflsync.store import locate_store, open_store_for_write
 
 USER = getpass.getuser()
 PORTRAIT = {
@@ -39,7 +39,7 @@ SPARSE = {"mode": "product"}
 @pytest.fixture
 def store(store_db: str) -> str:
     """v1 and fast (fast has two versions: its comment changed), sparse; v1 labelled and noted."""
-    opened = db.open_store_for_write(db.locate_store(store_db))
+    opened = open_store_for_write(locate_store(store_db))
     try:
         write_sync(opened.engine, {"v1": PORTRAIT, "fast": {**FAST, "finetune_comment": "draft"}}, now=day(1))
         write_sync(opened.engine, {"v1": PORTRAIT, "fast": FAST, "sparse": SPARSE}, now=day(2))
@@ -259,7 +259,7 @@ def test_show_request_refuses_bad_sets(store: str, args: list[str], message: str
 
 
 def test_the_request_body_never_holds_a_stored_secret(db_path: Path) -> None:
-    opened = db.open_store_for_write(db.locate_store(str(db_path)))
+    opened = open_store_for_write(locate_store(str(db_path)))
     try:
         write_sync(
             opened.engine, {"x": {"mode": "style", "webhook_secret": "hush", "file_data": "UEsD"}}, now=day(1)

@@ -98,6 +98,8 @@ class BflsyncGroup(click.Group):
     def make_context(
         self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
     ) -> click.Context:
+        if click.formatting.FORCED_WIDTH is None:
+            extra.setdefault("terminal_width", _help_width())
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.exceptions.NoArgsIsHelpError:
@@ -210,6 +212,25 @@ class OneLineUsageError(click.UsageError):
     def show(self, file: Any = None) -> None:
         hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
         click.echo(f"bflsync: error: {printable(self.format_message())}{hint}", err=True)
+
+
+def _help_width() -> int:
+    """The width click's help formatter would pick, without its ``import shutil``.
+
+    ``shutil`` (with zlib, bz2 and lzma) is most of what ``bflsync --help`` imports beyond click;
+    this is ``shutil.get_terminal_size``'s rule (``COLUMNS``, else the terminal, else 80) and click's
+    (at most 80 columns, minus 2, at least 50). Sub-commands inherit the width.
+    """
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return max(min(columns, 80) - 2, 50)
 
 
 def _fail_internal(ctx: click.Context, exc: Exception) -> None:

@@ -4,11 +4,11 @@ notes and the request that retrains it), its audit trail, the sync log, the cred
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from bflsync import audit, filters, label_reads, lookup, retrain
+from bflsync import audit, label_reads, lookup
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
 from bflsync.cli.read_common import (
@@ -24,6 +24,9 @@ from bflsync.columns import COLUMN_NAMES, LIFECYCLE_COLUMNS, RUN_COUNTERS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 from bflsync.records import FinetuneRecord
+
+if TYPE_CHECKING:
+    from bflsync.retrain import RetrainRequest
 
 HISTORY_FORMATS = ("text", *RECORD_FORMATS)
 NOTES_SHOWN = 5
@@ -106,7 +109,11 @@ def show(
     """
     if overrides and output_format != "request":
         raise InputError("--set changes the retraining request: use it with --format request")
-    changes = retrain.parse_overrides(overrides)
+    if output_format == "request":
+        # Here, not at the top: the request's typing (dataclasses) is not for the other formats.
+        from bflsync import retrain
+
+        changes = retrain.parse_overrides(overrides)
     with reading(cli_context) as reader:
         found = lookup.find_finetune(reader, finetune_id, source=source, account=account)
         if output_format != "request":
@@ -155,8 +162,10 @@ def show(
     click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
 
 
-def _write_request(cli_context: CliContext, request: retrain.RetrainRequest) -> None:
+def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
     """The body on stdout; what was left out of it on stderr, so the JSON stays pipeable."""
+    from bflsync import filters, retrain
+
     render.write_json(request.body)
     if cli_context.quiet:
         return
@@ -206,6 +215,8 @@ def history(
     """
     if finetune_id is None and since is None:
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
+    from bflsync import filters  # here, not at the top: `show` parses no filter language
+
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as reader:
         versions = audit.history(reader, finetune_id=finetune_id, source=source, account=account, since=start)
@@ -462,6 +473,8 @@ def credits(
     Example:
         bflsync credits --since 2026-11-01 --format csv
     """
+    from bflsync import filters
+
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as reader:
         intervals = audit.credit_history(reader, source=source, account=account, since=start)

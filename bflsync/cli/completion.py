@@ -2,24 +2,27 @@
 
 click drives completion through ``_BFLSYNC_COMPLETE`` (see the README for bash, zsh and fish);
 it runs the program on every TAB, so the candidates are read through the lean read path and
-any failure (no store yet, a bad ``--db``) simply offers nothing.
+any failure (no store yet, a bad ``--db``) simply offers nothing. Candidates are plain strings
+(click wraps them), and the store is imported only when completing: every command names these
+callbacks, and none should pay for them at start-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
-from click.shell_completion import CompletionItem
 
-from bflsync import fieldnames, lookup
-from bflsync.filters import OPERATORS
-from bflsync.reading import Reader, open_reader
+if TYPE_CHECKING:
+    from bflsync.reading import Reader
 
 MAX_CANDIDATES = 200
 
 
 def _from_store(ctx: click.Context, read: Callable[[Reader], list[str]]) -> list[str]:
+    from bflsync.reading import open_reader
+
     db = ctx.find_root().params.get("db")
     try:
         with open_reader(db) as reader:
@@ -28,35 +31,42 @@ def _from_store(ctx: click.Context, read: Callable[[Reader], list[str]]) -> list
         return []
 
 
-def complete_ids(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+def complete_ids(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """Stored finetune ids starting with what was typed (``show``, ``history``, ``diff``)."""
-    ids = _from_store(ctx, lambda reader: lookup.ids_starting_with(reader, incomplete, limit=MAX_CANDIDATES))
-    return [CompletionItem(finetune_id) for finetune_id in ids]
+    from bflsync import lookup
+
+    return _from_store(ctx, lambda reader: lookup.ids_starting_with(reader, incomplete, limit=MAX_CANDIDATES))
 
 
-def complete_accounts(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    names = _from_store(ctx, lookup.account_names)
-    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+def complete_accounts(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    from bflsync import lookup
+
+    return [name for name in _from_store(ctx, lookup.account_names) if name.startswith(incomplete)]
 
 
-def complete_field(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+def complete_field(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """Field names (``facets`` fields and the field part of a filter); nothing once an operator is typed."""
+    from bflsync import fieldnames
+    from bflsync.filters import OPERATORS
+
     if any(op in incomplete for op in OPERATORS):
         return []
-    names = _from_store(ctx, lambda reader: fieldnames.field_names(reader, incomplete))
-    return [CompletionItem(name) for name in names]
+    return _from_store(ctx, lambda reader: fieldnames.field_names(reader, incomplete))
 
 
-def complete_sort(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+def complete_sort(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """``--sort [-]FIELD``: field names, keeping a leading ``-``."""
+    from bflsync import fieldnames
+
     sign = "-" if incomplete.startswith("-") else ""
     names = _from_store(ctx, lambda reader: fieldnames.field_names(reader, incomplete[len(sign) :]))
-    return [CompletionItem(sign + name) for name in names]
+    return [sign + name for name in names]
 
 
-def complete_columns(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+def complete_columns(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """``--columns a,b,c``: the field being typed after the last comma, the ones before kept."""
     head, comma, last = incomplete.rpartition(",")
+    from bflsync import fieldnames
+
     done = head + comma
-    names = _from_store(ctx, lambda reader: fieldnames.field_names(reader, last))
-    return [CompletionItem(done + name) for name in names]
+    return [done + name for name in _from_store(ctx, lambda reader: fieldnames.field_names(reader, last))]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import click
 
 from bflsync import fieldnames, filters, search
-from bflsync.cli import completion, render
+from bflsync.cli import completion
 from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
 from bflsync.cli.read_common import (
     LIST_FORMATS,
@@ -21,6 +20,7 @@ from bflsync.cli.read_common import (
     warn_unreadable,
     write_records,
 )
+from bflsync.cli.stdout import write_stdout
 from bflsync.columns import COLUMN_NAMES
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import INT64_MAX
@@ -170,6 +170,7 @@ def query(
     shown_fields = fields
     if output_format == "table" and fields is None:
         shown_fields = [filters.parse_field(name) for name in _table_columns(include_deleted=include_deleted)]
+    ids_only = output_format in ("ids", "ids0")
     with reading(cli_context) as reader:
         # A --sort or --columns key nobody has is a mistake (exit 2); a filter on one is a valid,
         # empty question (a warning).
@@ -178,13 +179,22 @@ def query(
             note = fieldnames.unknown_field(reader, field)
             if note is not None:
                 raise FilterError(note)
-        warn_unknown(cli_context, reader, [item.field for item in question.filters])
-        found = search.search(reader, question, columns=_needed_columns(output_format, shown_fields))
-    warn_unreadable(cli_context, found.unreadable)
-    records = found.records
-    if output_format in ("ids", "ids0"):
-        _write_ids([record.finetune_id for record in records], nul=output_format == "ids0")
+        ids: list[str] = []
+        found: search.Found | None = None
+        if ids_only:
+            ids, unreadable = search.search_ids(reader, question)
+        else:
+            found = search.search(reader, question, columns=_needed_columns(output_format, shown_fields))
+            unreadable = found.unreadable
+        matched = bool(ids) or (found is not None and bool(found.records))
+        warn_unknown(cli_context, reader, _unproven_fields(question, matched=matched))
+    warn_unreadable(cli_context, unreadable)
+    if found is None:
+        _write_ids(ids, nul=output_format == "ids0")
         return
+    from bflsync.cli import render  # after the ids have gone: they need no renderer
+
+    records = found.records
     warn_not_json(cli_context, records)
     if output_format in ("json", "jsonl"):
         items = [_record_object(record, fields) for record in records]
@@ -266,20 +276,40 @@ def facets(
     if output_format in RECORD_FORMATS:
         write_records(output_format, ["field", "value", "count"], rows)
         return
+    from bflsync.cli import render
+
     render.write_table(("field", "value", "count"), [list(row.values()) for row in rows])
 
 
+def _unproven_fields(question: filters.Query, *, matched: bool) -> list[filters.FieldRef]:
+    """The filter fields whose existence the answer does not prove, to be checked against the store.
+
+    A finetune that matched ``key=value``, ``key>n`` or ``key~text`` holds ``key``: when the answer
+    is not empty, only ``!=`` and ``=null`` filters (which missing keys match too) need a look.
+    """
+    if not matched:
+        return [item.field for item in question.filters]
+    proven = {
+        item.field
+        for item in map(filters.predicate, question.filters)
+        if not item.negated and item.test is not filters.Test.IS_NULL
+    }
+    return [item.field for item in question.filters if item.field not in proven]
+
+
 def _write_ids(ids: list[str], *, nul: bool) -> None:
-    """One id per line (or per NUL); an id holding the separator would forge a second id, so it is refused."""
+    """One id per line (or per NUL), in one write; an id holding the separator would forge a second id,
+    so it is refused, and nothing is written."""
     separator = "\0" if nul else "\n"
-    for finetune_id in ids:
-        if separator in finetune_id:
-            hint = "" if nul else "; --format ids0 separates ids with NUL bytes instead"
-            raise InputError(
-                f"finetune id {printable(repr(finetune_id))} contains a "
-                f"{'NUL byte' if nul else 'newline'}{hint}"
-            )
-    sys.stdout.writelines(finetune_id + separator for finetune_id in ids)
+    text = separator.join(ids)
+    if text.count(separator) != len(ids) - 1 and ids:
+        forged = next(finetune_id for finetune_id in ids if separator in finetune_id)
+        hint = "" if nul else "; --format ids0 separates ids with NUL bytes instead"
+        raise InputError(
+            f"finetune id {printable(repr(forged))} contains a {'NUL byte' if nul else 'newline'}{hint}"
+        )
+    if ids:
+        write_stdout(text + separator)
 
 
 def _record_object(record: FinetuneRecord, fields: Sequence[filters.FieldRef] | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from bflsync.cli import completion, render
+from bflsync.cli import completion
 from bflsync.cli.common import CliContext
 from bflsync.extract import canonical_json
 from bflsync.reading import Reader, open_reader
@@ -57,6 +57,8 @@ def warn_unreadable(cli_context: CliContext, finetune_ids: Iterable[str]) -> Non
     if cli_context.quiet:
         return
     for finetune_id in finetune_ids:
+        from bflsync.cli import render  # only when warning: `query --format ids` renders nothing
+
         click.echo(
             f"bflsync: warning: finetune {render.one_line(finetune_id)!r} has stored details that are not "
             "valid JSON (NaN or Infinity, written by another tool?): left out of this answer",
@@ -70,6 +72,8 @@ def warn_not_json(cli_context: CliContext, records: Iterable[FinetuneRecord]) ->
         return
     for record in records:
         if record.details_not_json:
+            from bflsync.cli import render
+
             click.echo(
                 f"bflsync: warning: finetune {render.one_line(record.finetune_id)!r} stores NaN or "
                 "Infinity in its details, which JSON cannot hold: shown as null",
@@ -79,11 +83,15 @@ def warn_not_json(cli_context: CliContext, records: Iterable[FinetuneRecord]) ->
 
 def shown_json(values: dict[str, Any], side: str) -> str:
     """A value as compact JSON for a terminal line (control characters escaped)."""
+    from bflsync.cli import render
+
     return render.json_for_terminal(canonical_json(values[side])) if side in values else "(missing)"
 
 
 def write_records(output_format: str, headers: Sequence[str], items: Sequence[dict[str, Any]]) -> None:
     """Listed records as one JSON array, JSON lines, or CSV with a header row (missing keys empty)."""
+    from bflsync.cli import render
+
     if output_format == "json":
         render.write_json(list(items))
     elif output_format == "jsonl":

@@ -8,13 +8,13 @@ as ISO 8601 with ``+00:00`` everywhere.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from bflsync.cli.stdout import write_stdout
 from bflsync.extract import canonical_json
 
 # C0 controls, DEL and C1 controls (U+009B is a one-character CSI on some terminals): values come
@@ -34,6 +34,8 @@ def json_default(value: Any) -> Any:
 
 def dumps(value: Any, *, indent: int | None = None) -> str:
     """JSON as bflsync writes it: UTF-8 kept, timestamps ISO 8601."""
+    import json  # here: `query --format ids` writes no JSON and should not load it
+
     return json.dumps(value, default=json_default, ensure_ascii=False, indent=indent)
 
 
@@ -51,7 +53,7 @@ def cell(value: Any) -> str:
 
 
 def write_json(value: Any) -> None:
-    sys.stdout.write(dumps(value, indent=2) + "\n")
+    write_stdout(dumps(value, indent=2) + "\n")
 
 
 def write_jsonl(items: Sequence[Any]) -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import click
 
-from bflsync import browse
-from bflsync import db as store_db
+from bflsync import browse, store
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError
 
@@ -46,11 +45,11 @@ def serve(cli_context: CliContext, host: str, port: int, open_browser: bool, pri
         bflsync serve --open
         bflsync serve --print-metadata > metadata.json && datasette bflsync.db -m metadata.json
     """
-    location = store_db.locate_store(cli_context.db)
+    location = store.locate_store(cli_context.db)
     if location.path is None:
         raise InputError("bflsync serve needs a SQLite store; Datasette cannot open a server database")
     # Same checks as every read command: a bflsync store, at head; never created or migrated.
-    store_db.open_store_for_read(location).dispose()
+    store.open_store_for_read(location).dispose()
     path = location.path
     metadata = browse.datasette_metadata(path.stem, browse.table_columns(path))
     if print_metadata:

@@ -10,10 +10,10 @@ truth and of the content hash. The sync writes these columns with every change o
 this revision backfills existing rows from their details with the same functions.
 
 SQLite stores have none of this (``json_extract`` and FTS5 serve the same filters): there the
-revision changes nothing. The columns are not in the models (``bflsync.models.POSTGRES_ONLY``).
+revision changes nothing. The columns are not in the models (``bflsync.schema.POSTGRES_ONLY``).
 
 Revision ID: 0005_search
-Revises: 0006_canonical_numbers
+Revises: 0004_canonical_numbers
 Create Date: 2026-12-01 10:30:00
 """
 
@@ -29,7 +29,7 @@ from bflsync.fulltext import tsvector_text
 
 
 revision: str = "0005_search"
-down_revision: str | None = "0006_canonical_numbers"
+down_revision: str | None = "0004_canonical_numbers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

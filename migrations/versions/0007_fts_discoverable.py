@@ -24,7 +24,7 @@ write, and a ``'delete'`` hands FTS5 the text the row was indexed with. On other
 revision does nothing.
 
 Revision ID: 0007_fts_discoverable
-Revises: 0004_lifecycle
+Revises: 0006_lifecycle
 Create Date: 2026-12-01 10:40:00
 """
 
@@ -34,7 +34,7 @@ from alembic import op
 
 
 revision: str = "0007_fts_discoverable"
-down_revision: str | None = "0004_lifecycle"
+down_revision: str | None = "0006_lifecycle"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 
 New tables only, so no table is rebuilt and the full-text triggers on ``finetune`` are untouched.
 
-Revision ID: 0006_labels
+Revision ID: 0008_labels
 Revises: 0007_fts_discoverable
 Create Date: 2026-12-01 10:18:36.687060
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import sqlmodel
 
 
-revision: str = "0006_labels"
+revision: str = "0008_labels"
 down_revision: str | None = "0007_fts_discoverable"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

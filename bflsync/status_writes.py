@@ -17,9 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from bflsync.models import Finetune, FinetuneStatus, SyncRun
+from bflsync.schema import Finetune, FinetuneStatus, SyncRun
 from bflsync.status import SETTLED_STATUSES, StatusAnswer, StoredStatus, apply
-from bflsync.store import chunked
+from bflsync.writes import chunked
 
 finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 status_table: sa.Table = FinetuneStatus.__table__  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ existing rows: not yet checked, until the next sync asks); ``finetune_status`` i
 append-only timeline of observed changes; ``sync_run`` gains the run's ``credits`` balance
 and ``status_failed``, the count of status requests that failed.
 
-Revision ID: 0004_lifecycle
+Revision ID: 0006_lifecycle
 Revises: 0005_search
 Create Date: 2026-12-01 10:17:29
 """
@@ -21,7 +21,7 @@ import sqlmodel
 from bflsync.fts import triggers_kept
 
 
-revision: str = "0004_lifecycle"
+revision: str = "0006_lifecycle"
 down_revision: str | None = "0005_search"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -10,7 +10,7 @@ Rows whose details no JSON parser accepts are left as they are.
 
 The downgrade changes nothing: the new form is valid input for every earlier release.
 
-Revision ID: 0006_canonical_numbers
+Revision ID: 0004_canonical_numbers
 Revises: 0003_accounts
 Create Date: 2026-12-01 10:30:00
 """
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from bflsync.extract import canonical_json, hash_canonical
 
 
-revision: str = "0006_canonical_numbers"
+revision: str = "0004_canonical_numbers"
 down_revision: str | None = "0003_accounts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -36,7 +36,7 @@ NAMING_CONVENTION = {
 }
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
-# What revision 0005_search adds on PostgreSQL only (written by bflsync.store): kept out of the
+# What revision 0005_search adds on PostgreSQL only (written by bflsync.writes): kept out of the
 # classes so a SQLite store's schema has none of it, and not counted as drift by the migrations.
 POSTGRES_ONLY_COLUMNS = frozenset(
     {("finetune", "details_jsonb"), ("finetune", "search_tsv"), ("finetune_version", "details_jsonb")}
