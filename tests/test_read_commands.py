@@ -696,16 +696,21 @@ def test_a_timestamp_beyond_the_calendar_in_utc_exits_2_naming_it(
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "says"),
     [
-        ["query", "--limit", "99999999999999999999999"],
-        ["runs", "99999999999999999999999"],
-        ["runs", "--", "-99999999999999999999999"],
-        ["runs", "--limit", "99999999999999999999999"],
+        (["query", "--limit", "99999999999999999999999"], "is larger than the largest value bflsync takes"),
+        (["runs", "99999999999999999999999"], "is not in the range"),
+        (["runs", "--", "-99999999999999999999999"], "is not in the range"),
+        (["runs", "--limit", "99999999999999999999999"], "is larger than the largest value bflsync takes"),
     ],
 )
-def test_an_integer_wider_than_64_bits_is_a_usage_error(store: str, args: list[str]) -> None:
-    assert_usage_error(CliRunner().invoke(cli, ["--db", str(store), *args]), "is not in the range")
+def test_an_integer_wider_than_64_bits_is_a_usage_error(store: str, args: list[str], says: str) -> None:
+    assert_usage_error(CliRunner().invoke(cli, ["--db", str(store), *args]), says)
+
+
+@pytest.mark.parametrize("args", [["--db", "", "query"], ["query", "--db", ""]], ids=["before", "after"])
+def test_an_empty_db_option_is_a_usage_error_not_the_current_directory(args: list[str]) -> None:
+    assert_usage_error(CliRunner().invoke(cli, args), "'--db': is empty")
 
 
 def test_query_table_limit_at_the_64_bit_maximum_shows_every_row(store: str) -> None:

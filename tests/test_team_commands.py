@@ -134,6 +134,17 @@ def test_compare_only_changed_from_stdin_ids(store: str) -> None:
     ]
 
 
+def test_compare_refuses_stdin_that_is_not_utf8_naming_the_line(store: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", store, "compare", "-"],
+        input=b"fast\nv\xff1\n",
+        capture_output=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr == b"bflsync: error: line 2 of stdin is not valid UTF-8 text\n"
+
+
 def test_compare_versions_and_chosen_columns_as_csv(store: str) -> None:
     result = run(
         store,
