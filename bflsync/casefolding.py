@@ -203,6 +203,11 @@ EXPANSIONS: tuple[Folding, ...] = (
     ("\ufb17", "\u0574\u056d"),
 )
 
+# Characters whose lowercase is longer than themselves: PostgreSQL's lower() maps them one to
+# one (U+0130 to a plain ``i``), Python to their casefold (``i`` and a combining dot above), so
+# ``~`` replaces them before lower(). Unicode's special casing has kept this to one character.
+LOWERCASE_EXPANSIONS: tuple[Folding, ...] = (("\u0130", "i\u0307"),)
+
 
 @cache
 def fold_tables() -> tuple[tuple[Folding, ...], tuple[Folding, ...]]:
@@ -224,3 +229,8 @@ def scan() -> tuple[tuple[Folding, ...], tuple[Folding, ...]]:
         if folded != char:
             (singles if len(folded) == 1 else expansions).append((char, folded))
     return tuple(singles), tuple(expansions)
+
+
+def scan_lowercase_expansions() -> tuple[Folding, ...]:
+    """The characters whose lowercase has several characters, with their casefold, from this Python."""
+    return tuple((chr(code), chr(code).casefold()) for code in range(0x110000) if len(chr(code).lower()) > 1)

@@ -135,6 +135,8 @@ def tsvector_text(details: Any) -> str:
     size = 0
     position = 0
     for position, token in enumerate(details_tokens(details), start=1):
+        if not token:
+            continue  # a lone accent, emptied by remove_diacritics: no tsvector holds ''
         at = positions.get(token)
         if at is None:
             length = len(token.encode("utf-8")) if not token.isascii() else len(token)
@@ -187,12 +189,17 @@ def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:
     Each word is a phrase of its tokens (``<->``), a prefix word's last token a prefix (``:*``),
     and the phrases are ANDed: FTS5's reading of a quoted word. A word without tokens (``--``)
     is ignored, as FTS5 ignores an empty phrase beside others; None when no word has a token,
-    which FTS5 answers with no match. The text is cast, not given to ``to_tsquery``, whose
+    which FTS5 answers with no match, and when a token is longer than ``search_tsv`` stores
+    (:data:`MAX_LEXEME_BYTES`; PostgreSQL refuses it in a ``tsquery`` too): no record has it there. The text is cast, not given to ``to_tsquery``, whose
     parser would split and fold the words by PostgreSQL's rules instead of FTS5's.
     """
     phrases = []
     for word, prefix in terms:
-        parts = [_quoted(token) for token in tokens(word)]
+        # FTS5 passes over an empty token (a lone accent) in a query; a tsquery cannot hold one.
+        found = [token for token in tokens(word) if token]
+        if any(len(token.encode("utf-8")) > MAX_LEXEME_BYTES for token in found):
+            return None
+        parts = [_quoted(token) for token in found]
         if not parts:
             continue
         if prefix:
@@ -200,7 +207,17 @@ def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:
         phrases.append(" <-> ".join(parts) if len(parts) > 1 else parts[0])
     if not phrases:
         return None
-    return " & ".join(f"({phrase})" if " " in phrase else phrase for phrase in phrases)
+    return _all_of([f"({phrase})" if " " in phrase else phrase for phrase in phrases])
+
+
+def _all_of(operands: Sequence[str]) -> str:
+    """``a & b & …`` as a balanced tree: PostgreSQL walks a tsquery recursively, and a chain of
+    some 20,000 words (a long ``--text`` argument) exceeds its stack depth."""
+    if len(operands) == 1:
+        return operands[0]
+    middle = len(operands) // 2
+    halves = (_all_of(operands[:middle]), _all_of(operands[middle:]))
+    return " & ".join(f"({half})" if " & " in half else half for half in halves)
 
 
 def _quoted(lexeme: str) -> str:

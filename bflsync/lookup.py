@@ -36,7 +36,11 @@ def find_finetune(
         for name in ALL_COLUMNS
     )
     where, params = _which(finetune_id, source=source, account=account)
-    rows = reader.rows(f"SELECT id, {columns} FROM finetune WHERE {where}", params)
+    rows = (
+        []
+        if _never_stored(reader, params)
+        else reader.rows(f"SELECT id, {columns} FROM finetune WHERE {where}", params)
+    )
     if not rows:
         scope = "".join(
             f" {label} {value!r}"
@@ -54,6 +58,8 @@ def is_stored(
     reader: Reader, finetune_id: str, *, source: str | None = None, account: str | None = None
 ) -> bool:
     where, params = _which(finetune_id, source=source, account=account)
+    if _never_stored(reader, params):
+        return False
     return bool(reader.rows(f"SELECT 1 FROM finetune WHERE {where} LIMIT 1", params))
 
 
@@ -69,6 +75,11 @@ def ids_starting_with(reader: Reader, prefix: str, *, limit: int) -> list[str]:
 def account_names(reader: Reader) -> list[str]:
     """Every account that has stored finetunes, sorted."""
     return [str(row[0]) for row in reader.rows("SELECT DISTINCT account FROM finetune ORDER BY 1")]
+
+
+def _never_stored(reader: Reader, values: Sequence[str]) -> bool:
+    """Whether a value holds U+0000, which PostgreSQL text cannot hold (nor be asked about)."""
+    return reader.dialect == "postgresql" and any("\x00" in value for value in values)
 
 
 def _which(finetune_id: str, *, source: str | None, account: str | None) -> tuple[str, list[str]]:

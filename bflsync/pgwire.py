@@ -21,10 +21,10 @@ import json
 import os
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote
 
 Row = tuple[Any, ...]
@@ -224,8 +224,9 @@ class Connection:
             if not target.unix_socket and target.sslmode != "disable":
                 sock = _negotiate_tls(sock, target)
             connection = cls(sock)
-            connection._start(target)
-            connection.execute_simple(BEGIN)
+            with _protocol_checked():
+                connection._start(target)
+                connection.execute_simple(BEGIN)
         except BaseException:
             sock.close()
             raise
@@ -254,7 +255,8 @@ class Connection:
             + _message(b"E", b"\x00\x00\x00\x00\x00")
             + _message(b"S", b"")
         )
-        return self._results()
+        with _protocol_checked():
+            return self._results()
 
     def execute_simple(self, sql: str) -> None:
         """Run a statement without parameters or results (``BEGIN``, ``ROLLBACK``)."""
@@ -269,19 +271,17 @@ class Connection:
         body += b"".join(_cstring(key) + _cstring(value) for key, value in parameters.items()) + b"\x00"
         self._send(struct.pack("!i", len(body) + 4) + body)
         _Authentication(self, target).run()
-        error: ServerError | None = None
         while True:
             kind, payload = self._receive()
             if kind == b"E":
-                error = _server_error(payload)
-            elif kind == b"Z":
+                # An error during startup is FATAL: the server closes the connection after it.
+                raise _server_error(payload)
+            if kind == b"Z":
                 self.status = payload.decode()
                 break
-            elif kind == b"S":
+            if kind == b"S":
                 key, value, _ = payload.split(b"\x00", 2)
                 self.parameters[key.decode()] = value.decode()
-        if error is not None:
-            raise error
 
     def _results(self) -> tuple[list[str], list[Row]]:
         """Messages up to ReadyForQuery; DataRows are parsed in place, as many as have arrived."""
@@ -291,9 +291,14 @@ class Connection:
         error: ServerError | None = None
         while True:
             data, position, size = self._data, self._position, len(self._data)
+            needed = 5  # bytes of the next message to have buffered: its header, then all of it
             while position + 5 <= size:
-                end = position + 1 + _unpack_int(data, position + 1)[0]
+                length = _unpack_int(data, position + 1)[0]
+                if length < 4:
+                    raise ConnectionFailed(MALFORMED)
+                end = position + 1 + length
                 if end > size:
+                    needed = end - position
                     break
                 kind = data[position]
                 if kind == 68:  # DataRow
@@ -310,7 +315,13 @@ class Connection:
                     return names, rows
                 position = end
             self._position = position
-            self._fill(5)
+            try:
+                self._fill(needed)
+            except ConnectionFailed:
+                if error is None:
+                    raise
+                # A FATAL error the server closed the connection after: it says why.
+                raise ConnectionFailed(f"the server ended the session: {error}") from None
 
     def _send(self, data: bytes) -> None:
         try:
@@ -323,6 +334,8 @@ class Connection:
         while len(self._data) - self._position < 5:
             self._fill(5)
         length = _unpack_int(self._data, self._position + 1)[0]
+        if length < 4:
+            raise ConnectionFailed(MALFORMED)
         while len(self._data) - self._position < 1 + length:
             self._fill(1 + length)
         start = self._position
@@ -330,15 +343,38 @@ class Connection:
         return self._data[start : start + 1], self._data[start + 5 : start + 1 + length]
 
     def _fill(self, wanted: int) -> None:
-        """Receive more: at least one chunk, keeping what is still unparsed."""
-        try:
-            chunk = self._socket.recv(max(wanted, 1 << 16))
-        except OSError as exc:
-            raise ConnectionFailed(f"lost the connection to the server: {exc.strerror or exc}") from None
-        if not chunk:
-            raise ConnectionFailed("the server closed the connection unexpectedly")
-        self._data = self._data[self._position :] + chunk
+        """Receive at least one chunk, and more until ``wanted`` unparsed bytes are buffered.
+
+        The chunks are joined once: a message of many megabytes (a huge details row) is not
+        copied again for every chunk that arrives, which made reading it quadratic.
+        """
+        chunks = [self._data[self._position :]]
+        have = len(chunks[0])
+        while True:
+            try:
+                chunk = self._socket.recv(min(max(wanted - have, 1 << 16), 1 << 20))
+            except OSError as exc:
+                raise ConnectionFailed(f"lost the connection to the server: {exc.strerror or exc}") from None
+            if not chunk:
+                raise ConnectionFailed("the server closed the connection unexpectedly")
+            chunks.append(chunk)
+            have += len(chunk)
+            if have >= wanted:
+                break
+        self._data = b"".join(chunks)
         self._position = 0
+
+
+MALFORMED: Final = "the server broke the PostgreSQL protocol (a malformed message)"
+
+
+@contextlib.contextmanager
+def _protocol_checked() -> Iterator[None]:
+    """Parsing what a server sent: a message that is cut short or malformed is the server's fault."""
+    try:
+        yield
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError):
+        raise ConnectionFailed(MALFORMED) from None
 
 
 def _connect(target: Target) -> socket.socket:

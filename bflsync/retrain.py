@@ -95,6 +95,9 @@ def parse_override(text: str) -> tuple[str, Scalar]:
             f"--set {key}: not an input of POST /v1/finetune (inputs: {', '.join(TRAINING_INPUTS)})"
         )
     value = parsed.value
+    if isinstance(value, str) and not _is_utf8(value):
+        # Bytes that are not UTF-8 arrive as lone surrogates; printed, they would make the body invalid.
+        raise InputError(f"--set {key}: the value is not valid UTF-8 text")
     if value is not None and not spec.accepts(value):
         hint = f" (write {key}='\"{parsed.text}\"' for text)" if spec.kind == "text" else ""
         raise InputError(f"--set {key}: {parsed.text!r} is not {_article(spec.kind)}{hint}")
@@ -137,6 +140,14 @@ def request_body(details: Any, overrides: Mapping[str, Scalar] | None = None) ->
     not_inputs = sorted(key for key in stored if key not in TRAINING_INPUTS and key not in WITHHELD_INPUTS)
     withheld = [key for key in WITHHELD_INPUTS if key in stored]
     return RetrainRequest(body=body, not_inputs=not_inputs, unusable=unusable, withheld=withheld)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _article(kind: str) -> str:

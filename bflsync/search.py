@@ -423,9 +423,11 @@ class SqliteRenderer(Renderer):
 
     def key_json_text(self, field: FieldRef) -> Sql:
         # JSON text of the value, so "300" and 300 stay apart; a JSON null counts as missing.
+        # ``->`` gives the stored text itself: json_extract would turn true into 1, cut a string
+        # at U+0000 and round an integer past 64 bits to a float.
         document, json_path = self._document(field)
         return sql(
-            "CASE WHEN json_type({}, {}) <> 'null' THEN json_quote(json_extract({}, {})) END",
+            "CASE WHEN json_type({}, {}) <> 'null' THEN {} -> {} END",
             document,
             json_path,
             document,
@@ -706,12 +708,16 @@ def _pg_fold(text: Sql, needle: str) -> Sql:
     replace, and a character that ends up outside the needle cannot be part of a match
     whether it is folded or not.
     """
-    from bflsync.casefolding import fold_tables
+    from bflsync.casefolding import LOWERCASE_EXPANSIONS, fold_tables
 
     wanted = set(needle)
     singles, expansions = fold_tables()
     relevant = [(char, folded) for char, folded in singles if folded in wanted]
-    folded_text = "lower({})"
+    folded_text = "{}"
+    for char, replacement in LOWERCASE_EXPANSIONS:
+        if wanted.intersection(replacement):
+            folded_text = f"replace({folded_text}, '{char}', '{replacement}')"
+    folded_text = f"lower({folded_text})"
     if relevant:
         sources, targets = ("".join(pair[index] for pair in relevant) for index in (0, 1))
         folded_text = f"translate({folded_text}, '{sources}', '{targets}')"

@@ -16,7 +16,14 @@ from typing import Any
 
 from bflsync import pgwire
 from bflsync.errors import StoreBehindError, StoreUnreachableError
-from bflsync.storecheck import HEAD_REVISION, StoreState, classify_tables, reject_unusable, store_error_for
+from bflsync.storecheck import (
+    HEAD_REVISION,
+    StoreState,
+    classify_tables,
+    display_url,
+    reject_unusable,
+    store_error_for,
+)
 
 Row = tuple[Any, ...]
 # What a URL must start with for the wire client to try it.
@@ -125,13 +132,3 @@ def _check_revision(reader: WireReader) -> None:
             f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
         )
     reader.finetune_columns = frozenset(columns)
-
-
-def display_url(url: str) -> str:
-    """The URL as errors show it: the password, if any, as ``***`` (SQLAlchemy's rendering)."""
-    scheme, _, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-    return f"{scheme}://{netloc}{slash}{tail}"

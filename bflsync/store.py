@@ -50,6 +50,7 @@ from bflsync.storecheck import (
     SQLITE_HEADER,
     StoreState,
     classify_tables,
+    display_url,
     reject_unusable,
     require_sqlite_file,
     require_sqlite_version,
@@ -81,7 +82,7 @@ class StoreLocation:
 
     @property
     def display(self) -> str:
-        return str(self.path) if self.path else self.url.render_as_string(hide_password=True)
+        return str(self.path) if self.path else display_url(self.url.render_as_string(hide_password=False))
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,13 @@ def locate_store(db: str | None) -> StoreLocation:
     elif "://" in db:
         try:
             url = sa.make_url(db)
-        except sa.exc.ArgumentError as exc:
-            raise InputError(f"--db: not a database path or SQLAlchemy URL: {db!r}") from exc
+        except sa.exc.ArgumentError:
+            raise InputError(f"--db: not a database path or SQLAlchemy URL: {display_url(db)}") from None
+        except ValueError:
+            raise InputError(f"--db: the port is not a number in {display_url(db)}") from None
         backend = url.get_backend_name()
         if backend == "postgresql":
+            _check_server_options(url)
             return StoreLocation(url=url, path=None)
         if backend != "sqlite":
             raise InputError(f"--db: a bflsync store lives in SQLite or PostgreSQL, not {backend!r}")
@@ -117,6 +121,25 @@ def locate_store(db: str | None) -> StoreLocation:
         path = Path(db)
     path = path.expanduser().absolute()
     return StoreLocation(url=sa.URL.create("sqlite+pysqlite", database=str(path)), path=path)
+
+
+# libpq's sslmode values and its options that must be integers; psycopg would refuse others
+# only when connecting, as an error that is not about the store.
+_SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+_INTEGER_OPTIONS = ("port", "connect_timeout")
+
+
+def _check_server_options(url: sa.URL) -> None:
+    """Refuse (exit 2) a server URL whose options libpq cannot read, before anything connects."""
+    for name, value in url.query.items():
+        values = (value,) if isinstance(value, str) else value
+        for text in values:
+            if name == "sslmode" and text not in _SSL_MODES:
+                raise InputError(f"--db: sslmode={text!r} is none of {', '.join(sorted(_SSL_MODES))}")
+            if name in _INTEGER_OPTIONS and not (
+                text.strip().lstrip("-").isascii() and text.strip().lstrip("-").isdigit()
+            ):
+                raise InputError(f"--db: {name}={text!r} is not a number")
 
 
 def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: bool = False) -> Engine:

@@ -144,6 +144,28 @@ _UNREACHABLE_SERVER = (
 )
 
 
+def display_url(url: str) -> str:
+    """The URL as errors show it: its password, in the userinfo or as libpq's ``?password=``, as ``***``.
+
+    The userinfo ends at the last ``@``, so a password holding unencoded ``/``, ``?`` or ``@``
+    (which SQLAlchemy accepts) is still masked whole.
+    """
+    from urllib.parse import unquote_plus
+
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, rest = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = f"{userinfo.partition(':')[0]}:***"
+    rest, question, query = rest.partition("?")
+    if question:
+        pairs = (pair.partition("=") for pair in query.split("&"))
+        query = "&".join(
+            f"{key}={'***' if unquote_plus(key).strip() == 'password' else value}" if equals else key
+            for key, equals, value in pairs
+        )
+    return f"{scheme}{separator}{userinfo}{at}{rest}{question}{query}"
+
+
 def store_error_for(where: str, message: str) -> StoreError | None:
     """The store error a driver message stands for, or ``None`` when it is not about the store."""
     lowered = message.lower()
@@ -161,6 +183,10 @@ def store_error_for(where: str, message: str) -> StoreError | None:
         )
     if "readonly" in lowered or "read-only" in lowered:
         return StoreWriteError(f"the store at {where} is read-only ({message})")
+    if "permission denied for" in lowered:
+        # PostgreSQL: a role granted SELECT only (a team store someone else owns) is read-only to you.
+        first_line = message.strip().splitlines()[0]
+        return StoreWriteError(f"the store at {where} does not let you do this ({first_line})")
     if any(s in lowered for s in ("unable to open", "disk i/o", "disk is full", "database or disk")):
         return StoreWriteError(f"cannot use the store at {where} ({message})")
     return None

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
+from storebuild import day, write_sync
 
 from bflsync import textsearch
 from bflsync.cli import cli
@@ -179,3 +181,46 @@ def test_positions_past_postgresqls_last_one_share_it_and_a_lexeme_keeps_256() -
     )
     repeated = tsvector_text({"a": "w " * 300})
     assert repeated == "'w':" + ",".join(str(position) for position in range(1, 257))
+
+
+@pytest.mark.parametrize("words", ["x" * 2048, "ohwx " + "é" * 1100, "ohwx*" + " " + "y" * 5000 + "*"])
+def test_a_word_longer_than_postgresql_indexes_finds_nothing_with_exit_0(
+    any_store: tuple[str, Engine], words: str
+) -> None:
+    """PostgreSQL cannot hold a token over 2,047 bytes, so none is stored: such a word matches nothing there."""
+    target, engine = any_store
+    write_sync(engine, {"short": {"finetune_comment": "ohwx portrait"}}, now=day(1))
+    result = CliRunner().invoke(cli, ["--db", target, "query", "--text", words, "--format", "ids"])
+    assert (result.exit_code, result.output) == (0, ""), result.output
+
+
+def test_text_of_twenty_thousand_words_is_answered_on_both_engines(any_store: tuple[str, Engine]) -> None:
+    target, engine = any_store
+    write_sync(engine, {"short": {"finetune_comment": "ohwx portrait"}}, now=day(1))
+    for words in (" ".join(f"w{number}" for number in range(20_000)), "ohwx portrait " * 20_000):
+        result = CliRunner().invoke(cli, ["--db", target, "query", "--text", words, "--format", "ids"])
+        assert result.exit_code == 0, result.output
+    assert result.output == "short\n"
+
+
+def test_a_lone_combining_mark_is_stored_and_searched_alike_on_both_engines(
+    any_store: tuple[str, Engine],
+) -> None:
+    """FTS5 with remove_diacritics makes a lone accent an empty token, which no tsvector or tsquery can hold."""
+    target, engine = any_store
+    payloads = {"comb": {"finetune_comment": "a \u0301 b"}, "plain": {"finetune_comment": "a b"}}
+    write_sync(engine, payloads, now=day(1))
+    for words, expected in (
+        ("a", "comb\nplain\n"),
+        ("a \u0301 b", "comb\nplain\n"),
+        ("\u0301", ""),
+        ("\u0301*", ""),
+    ):
+        result = CliRunner().invoke(cli, ["--db", target, "query", "--text", words, "--format", "ids"])
+        assert (result.exit_code, result.output) == (0, expected), words
+
+
+def test_an_empty_token_is_left_out_of_the_tsvector_keeping_positions() -> None:
+    assert tsvector_text({"a": "x \u0301 y"}) == "'x':1 'y':3"
+    assert tsquery_text("x \u0301") == "'x'"
+    assert tsquery_text("\u0301") is None

@@ -6,11 +6,16 @@ pg_hba.conf lines put in front of the fixture's ``trust`` ones for those roles o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -21,9 +26,16 @@ from click.testing import CliRunner, Result
 from storebuild import day, write_sync
 
 from bflsync import pgwire, store
-from bflsync.casefolding import EXPANSIONS, SINGLES, UNICODE_VERSION, scan
+from bflsync.casefolding import (
+    EXPANSIONS,
+    LOWERCASE_EXPANSIONS,
+    SINGLES,
+    UNICODE_VERSION,
+    scan,
+    scan_lowercase_expansions,
+)
 from bflsync.cli import cli
-from bflsync.errors import StoreWriteError
+from bflsync.errors import StoreUnreachableError, StoreWriteError
 from bflsync.server_reading import WireReader, display_url, open_wire_reader
 
 PASSWORD = "s3cret-Pw"
@@ -292,6 +304,10 @@ def test_the_written_fold_tables_are_this_pythons_casefold() -> None:
     assert scan() == (SINGLES, EXPANSIONS)
 
 
+def test_the_characters_whose_lowercase_expands_are_the_written_ones() -> None:
+    assert scan_lowercase_expansions() == LOWERCASE_EXPANSIONS
+
+
 @pytest.fixture
 def ssl_server(postgres_server: str) -> Iterator[None]:
     """TLS switched on in the cluster (a throwaway self-signed certificate), off again after."""
@@ -332,3 +348,156 @@ def test_tls_is_used_when_the_server_offers_it(ssl_server: None, pg_store: str, 
         assert plain.rows("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [(False,)]
     finally:
         plain.close()
+
+
+@pytest.mark.parametrize("environ", [{}, {"PGCONNECT_TIMEOUT": "10"}], ids=["wire", "psycopg"])
+@pytest.mark.parametrize(
+    "command", [["query", "--format", "ids"], ["label", "alpha", "k=v"], ["db", "check"]]
+)
+def test_a_password_in_the_url_query_is_never_printed(
+    password_roles: str,
+    pg_store: str,
+    monkeypatch: pytest.MonkeyPatch,
+    environ: dict[str, str],
+    command: list[str],
+) -> None:
+    """libpq takes ``?password=``; an error naming the store shows it as ``***`` like the userinfo one."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    wrong = "Qu3ry-p@ss/word"
+    url = f"{with_user(pg_store, 'pw_scram', 'x').replace(':x@', '@')}?password={quote(wrong, safe='')}"
+    result = run(url, *command)
+    assert result.exit_code == 3, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    for shown in (wrong, quote(wrong, safe=""), quote(wrong)):
+        assert shown not in result.output
+    assert "password=***" in result.output
+
+
+@pytest.mark.parametrize(
+    "suffix", [":notaport/db", "/db?sslmode=bogus", "/db?connect_timeout=soon", "/db?port=http"]
+)
+def test_a_url_with_a_malformed_value_is_one_line_exit_2_without_the_password(suffix: str) -> None:
+    result = run(f"postgresql://someone:Pl41n-s3cret@127.0.0.1{suffix}", "query")
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("bflsync: error: --db:")
+    assert "Pl41n-s3cret" not in result.output
+
+
+def test_an_unparsable_url_is_refused_without_its_password() -> None:
+    result = run("postgres ql://someone:Pl41n-s3cret@127.0.0.1/db", "query")
+    assert result.exit_code == 2, result.output
+    assert "Pl41n-s3cret" not in result.output
+
+
+def test_a_database_that_does_not_exist_is_named_in_one_line_exit_3(pg_store: str) -> None:
+    """The server's FATAL error ends the startup; it is the message, not the closed connection after it."""
+    missing = pg_store.rpartition("/")[0] + "/no_such_store"
+    result = run(missing, "query", "--format", "ids")
+    assert result.exit_code == 3, result.output
+    assert result.output.strip().splitlines() == [
+        f'bflsync: error: cannot reach the store at {missing} (database "no_such_store" does not exist)'
+    ]
+
+
+def test_a_session_the_server_ends_mid_read_is_a_store_error_naming_why(pg_store: str) -> None:
+    reader = wire(pg_store)
+    try:
+        ((pid,),) = reader.rows("SELECT pg_backend_pid()")
+        admin = sa.create_engine(pg_store, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        admin.dispose()
+        with pytest.raises(
+            StoreUnreachableError, match="terminating connection due to administrator command"
+        ):
+            reader.rows("SELECT 1")
+    finally:
+        reader.close()
+
+
+@contextlib.contextmanager
+def broken_server(answer: bytes) -> Iterator[int]:
+    """A loopback 'server' that reads the startup packet (declining TLS), sends ``answer`` and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    if conn.recv(8)[4:8] == b"\x04\xd2\x16\x2f":  # SSLRequest: say no, read the startup
+                        conn.sendall(b"N")
+                    conn.recv(4096)
+                    conn.sendall(answer)
+                    time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"R" + struct.pack("!i", -5) + b"\x00" * 16,  # a negative length
+        b"R" + struct.pack("!i", 4),  # an authentication request without its code
+        b"R" + struct.pack("!ii", 8, 0) + b"Z" + struct.pack("!i", 2),  # ReadyForQuery cut short
+        b"R" + struct.pack("!ii", 8, 0) + b"S" + struct.pack("!i", 6) + b"ab",  # a parameter without NULs
+    ],
+    ids=["negative-length", "no-auth-code", "short-ready", "bad-parameter"],
+)
+def test_a_server_breaking_the_protocol_is_one_line_exit_3(answer: bytes) -> None:
+    with broken_server(answer) as port:
+        result = run(f"postgresql://someone:Pl41n-s3cret@127.0.0.1:{port}/db?sslmode=disable", "query")
+    assert result.exit_code == 3, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("bflsync: error: cannot reach the store at postgresql://someone:***@")
+    assert "Pl41n-s3cret" not in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["label", "alpha", "k=v"], ["note", "alpha", "a note"], ["sync", "--base-url", "http://127.0.0.1:9"]],
+)
+def test_a_role_that_may_only_read_is_refused_writes_with_exit_3(
+    pg_store: str, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A team store whose owner granted you SELECT only is read-only to you, as a read-only file is."""
+    monkeypatch.setenv("BFL_API_KEY", "sk-review-test-key-0123456789")
+    url = with_user(pg_store, "pw_scram", PASSWORD)
+    result = run(url, *command)
+    assert result.exit_code == 3, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "permission denied" in result.output
+    assert PASSWORD not in result.output
+    assert run(pg_store, "show", "alpha", "--format", "json").exit_code == 0
+    labels = json.loads(run(pg_store, "show", "alpha", "--format", "json").output)["labels"]
+    assert labels == {}
+
+
+def test_a_row_of_tens_of_megabytes_is_read_about_as_fast_as_psycopg_reads_it(pg_store: str) -> None:
+    """Each received chunk used to copy everything buffered so far: quadratic in a huge row's size."""
+    blob = "x" * 40_000_000
+    opened = store.open_store_for_write(store.locate_store(pg_store))
+    write_sync(opened.engine, {**DETAILS, "huge": {"blob": blob}}, now=day(2))
+    statement = "SELECT details FROM finetune WHERE finetune_id = 'huge'"
+    with opened.engine.connect() as connection:
+        started = time.perf_counter()
+        assert len(connection.exec_driver_sql(statement).scalar_one()) > len(blob)
+        psycopg_s = time.perf_counter() - started
+    opened.engine.dispose()
+    reader = wire(pg_store)
+    try:
+        started = time.perf_counter()
+        assert len(reader.rows(statement)[0][0]) > len(blob)
+        wire_s = time.perf_counter() - started
+    finally:
+        reader.close()
+    assert wire_s < 3 * psycopg_s + 0.5, (wire_s, psycopg_s)

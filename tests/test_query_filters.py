@@ -365,3 +365,27 @@ def test_ids_output_selects_only_the_id_and_a_limit_reads_the_id_index(
         ]
     assert plan[0] == "SCAN f USING INDEX ix_finetune_finetune_id"
     assert "USE TEMP B-TREE FOR ORDER BY" not in plan
+
+
+DOTTED_CAPITAL_I = {
+    "capital": "İSTANBUL",
+    "plain": "istanbul",
+    "folded": "i\u0307stanbul",
+    "dotless": "\u0131stanbul",
+}
+
+
+@pytest.mark.parametrize(
+    "needle", ["İ", "i\u0307", "istanbul", "İSTANBUL", "i", "\u0307", "ISTANBUL", "\u0131"]
+)
+def test_tilde_folds_a_dotted_capital_i_as_python_does_on_both_engines(
+    any_store: tuple[str, Engine], needle: str
+) -> None:
+    """U+0130 lowercases to one letter in PostgreSQL's locale but casefolds to two in Python."""
+    target, engine = any_store
+    write_sync(
+        engine, {key: {"finetune_comment": text} for key, text in DOTTED_CAPITAL_I.items()}, now=day(1)
+    )
+    expected = sorted(key for key, text in DOTTED_CAPITAL_I.items() if value_matches(text, "~", needle))
+    with open_reader(target) as reader:
+        assert matching_ids(reader, f"finetune_comment~{needle}") == expected

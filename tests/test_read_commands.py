@@ -268,6 +268,28 @@ def test_facets_count_missing_and_json_null_details_values_together(store: str) 
     assert json.loads(result.stdout) == [{"field": "`weird key`", "value": None, "count": 3}]
 
 
+FACET_VALUES = [True, 1, False, 0, "", "a", "a\x00b", 2**64 + 1, 2**64, -(2**63) - 1, [1, True], {"k": False}]
+
+
+def test_facets_keep_booleans_big_integers_and_nul_strings_apart_on_both_engines(
+    any_store: tuple[str, Engine],
+) -> None:
+    """Each distinct JSON value is its own group, shown as stored (PostgreSQL holds U+0000 as U+FFFD)."""
+    target, engine = any_store
+    write_sync(engine, {f"f{index}": {"v": value} for index, value in enumerate(FACET_VALUES)}, now=day(1))
+    result = CliRunner().invoke(
+        cli, ["--db", target, "facets", "v", "--format", "json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert [entry["count"] for entry in shown] == [1] * len(FACET_VALUES)
+    nul_as = "\ufffd" if target.startswith("postgresql") else "\x00"
+    expected = [value.replace("\x00", nul_as) if isinstance(value, str) else value for value in FACET_VALUES]
+    assert sorted(map(canonical_json, (entry["value"] for entry in shown))) == sorted(
+        map(canonical_json, expected)
+    )
+
+
 def test_facets_without_a_field_is_an_input_error(store: str) -> None:
     assert_one_line_error(
         CliRunner().invoke(cli, ["--db", str(store), "facets", "mode=x"]), "at least one FIELD"
@@ -674,16 +696,21 @@ def test_a_timestamp_beyond_the_calendar_in_utc_exits_2_naming_it(
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "says"),
     [
-        ["query", "--limit", "99999999999999999999999"],
-        ["runs", "99999999999999999999999"],
-        ["runs", "--", "-99999999999999999999999"],
-        ["runs", "--limit", "99999999999999999999999"],
+        (["query", "--limit", "99999999999999999999999"], "is larger than the largest value bflsync takes"),
+        (["runs", "99999999999999999999999"], "is not in the range"),
+        (["runs", "--", "-99999999999999999999999"], "is not in the range"),
+        (["runs", "--limit", "99999999999999999999999"], "is larger than the largest value bflsync takes"),
     ],
 )
-def test_an_integer_wider_than_64_bits_is_a_usage_error(store: str, args: list[str]) -> None:
-    assert_usage_error(CliRunner().invoke(cli, ["--db", str(store), *args]), "is not in the range")
+def test_an_integer_wider_than_64_bits_is_a_usage_error(store: str, args: list[str], says: str) -> None:
+    assert_usage_error(CliRunner().invoke(cli, ["--db", str(store), *args]), says)
+
+
+@pytest.mark.parametrize("args", [["--db", "", "query"], ["query", "--db", ""]], ids=["before", "after"])
+def test_an_empty_db_option_is_a_usage_error_not_the_current_directory(args: list[str]) -> None:
+    assert_usage_error(CliRunner().invoke(cli, args), "'--db': is empty")
 
 
 def test_query_table_limit_at_the_64_bit_maximum_shows_every_row(store: str) -> None:

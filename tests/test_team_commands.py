@@ -7,6 +7,9 @@ import csv
 import getpass
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,6 +134,17 @@ def test_compare_only_changed_from_stdin_ids(store: str) -> None:
     ]
 
 
+def test_compare_refuses_stdin_that_is_not_utf8_naming_the_line(store: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", store, "compare", "-"],
+        input=b"fast\nv\xff1\n",
+        capture_output=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr == b"bflsync: error: line 2 of stdin is not valid UTF-8 text\n"
+
+
 def test_compare_versions_and_chosen_columns_as_csv(store: str) -> None:
     result = run(
         store,
@@ -198,6 +212,26 @@ def test_compare_refuses_unknown_ids_and_bad_columns(store: str, args: list[str]
     assert message in fails(store, *args).stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "-"],
+        ["compare", "v1", "-"],
+        ["show", "v1\x00fast"],
+        ["history", "v1\x00fast"],
+        ["diff", "v1", "v1\x00fast"],
+        ["label", "v1\x00fast", "k=v"],
+        ["note", "v1\x00fast", "text"],
+        ["show", "v1", "--source", "a\x00b"],
+    ],
+)
+def test_an_id_holding_a_nul_is_unknown_on_both_engines(store: str, args: list[str]) -> None:
+    """No stored id holds U+0000 (PostgreSQL text cannot): such an id is unknown, never exit 70."""
+    result = CliRunner().invoke(cli, ["--db", store, *args], input="v1\x00fast\n")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("bflsync: error: no finetune ") and result.stderr.count("\n") == 1
+
+
 # -- show --format request -------------------------------------------------------------------
 
 
@@ -247,3 +281,16 @@ def test_the_request_body_never_holds_a_stored_secret(db_path: Path) -> None:
     assert json.loads(result.stdout) == {"mode": "style"}
     assert "hush" not in result.output and "UEsD" not in result.output
     assert SOURCE not in result.stdout
+
+
+def test_show_request_refuses_a_set_value_that_is_not_utf8(store: str) -> None:
+    """Such bytes arrive as surrogates; the body must not carry them out as invalid UTF-8 JSON."""
+    argv = [sys.executable, "-m", "bflsync", "--db", store, "show", "v1", "--format", "request"]
+    done = subprocess.run(
+        [*argv, "--set", b"trigger_word=\xff"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert done.stderr == b"bflsync: error: --set trigger_word: the value is not valid UTF-8 text\n"

@@ -186,8 +186,15 @@ def _update_context(ctx: click.Context, **changes: Any) -> None:
         _configure_logging(root.verbosity, root.quiet)
 
 
+def _non_empty_db(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """An empty ``--db ''`` would name the current directory: refuse it rather than guess."""
+    if value == "":
+        raise click.BadParameter("is empty: give a SQLite file path or a database URL")
+    return value
+
+
 def _late_db(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is not None:
+    if _non_empty_db(ctx, param, value) is not None:
         _update_context(ctx, db=value)
 
 
@@ -302,6 +309,7 @@ def _configure_logging(verbosity: int, quiet: bool) -> None:
     "--db",
     envvar="BFLSYNC_DB",
     metavar="PATH|URL",
+    callback=_non_empty_db,
     help="SQLite file or SQLAlchemy URL of the store [env BFLSYNC_DB; default: the user data dir].",
 )
 @click.option("-v", "--verbose", "verbosity", count=True, help="More logging on stderr (-vv for debug).")

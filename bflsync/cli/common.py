@@ -50,6 +50,12 @@ class Int64Range(click.IntRange):
     def _describe_range(self) -> str:
         return f"x>={self.min}"
 
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.INT.convert(value, param, ctx)
+        if number > INT64_MAX:
+            self.fail(f"{number} is larger than the largest value bflsync takes ({INT64_MAX}).", param, ctx)
+        return super().convert(value, param, ctx)
+
 
 class FiniteFloatRange(click.FloatRange):
     """A ``FloatRange`` that also refuses ``nan`` and ``inf``: click lets both through its bounds."""

@@ -78,12 +78,25 @@ def _expand(ids: Sequence[str], stdin: Iterable[str]) -> list[str]:
     texts: dict[str, None] = {}
     for text in ids:
         if text == "-":
-            texts.update((line.strip(), None) for line in stdin if line.strip())
+            for number, line in enumerate(stdin, start=1):
+                if not _is_utf8(line):
+                    raise InputError(f"line {number} of stdin is not valid UTF-8 text")
+                if line.strip():
+                    texts.setdefault(line.strip())
         else:
             texts.setdefault(text)
     if not texts:
         raise InputError("compare needs at least one finetune id (stdin gave none)")
     return list(texts)
+
+
+def _is_utf8(line: str) -> bool:
+    """Undecodable bytes reach a text stream as lone surrogates (``surrogateescape``)."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _fields(columns: str) -> list[compare.Field]:
