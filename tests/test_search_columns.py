@@ -222,8 +222,19 @@ def test_upgrade_backfills_and_downgrade_removes_search_text(pg_url: str, mock: 
     }
     assert "search_text" not in columns
     assert {"details_jsonb", "search_tsv"} <= columns
+    fresh_lexemes = lexemes(pg_url, "nul")
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            # What 0005_search wrote for "a\u0000b": the text past the NUL, which SQLite never sees.
+            connection.execute(
+                sa.text("UPDATE finetune SET search_tsv = 'a:1 b:2' WHERE finetune_id = 'nul'")
+            )
+    finally:
+        engine.dispose()
     run("--db", pg_url, "db", "upgrade")
     assert fetch(pg_url, texts) == before
+    assert lexemes(pg_url, "nul") == fresh_lexemes
     assert run("--db", pg_url, "query", "--format", "ids", "--text", "au-lait") == "nul\n"
     assert run("--db", pg_url, "db", "check") == "models and migrations agree\n"
 

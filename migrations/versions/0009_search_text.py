@@ -8,7 +8,7 @@ details (each to its first U+0000, as SQLite's ``json_tree`` reads it) joined by
 folded as FTS5's ``trigram`` tokenizer folds (``bflsync.fulltext.substring_text``); ``--text``
 tests it with ``LIKE '%…%'`` (the needle escaped). NULL where ``details`` is NULL. The sync writes
 it with every change of details, ``bflsync db reextract`` refreshes it; this revision backfills
-existing rows.
+existing rows, and writes ``search_tsv`` again (its values now end at U+0000 as well).
 
 Where the ``pg_trgm`` extension can be created (it ships with PostgreSQL's contrib package and
 is trusted: a database owner may create it), a GIN trigram index ``ix_finetune_search_text``
@@ -29,8 +29,9 @@ from collections.abc import Sequence
 
 from alembic import op
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
-from bflsync.fulltext import substring_text
+from bflsync.fulltext import substring_text, tsvector_text
 
 
 revision: str = "0009_search_text"
@@ -43,15 +44,24 @@ INDEX = "ix_finetune_search_text"
 
 
 def _backfill() -> None:
-    """Fill ``search_text`` of every row with details, a primary-key page at a time."""
+    """Fill ``search_text`` of every row with details, a primary-key page at a time.
+
+    ``search_tsv`` is written again too: its values now end at their first U+0000, as SQLite's do.
+    """
     table = sa.table(
         "finetune",
         sa.column("id", sa.Integer),
         sa.column("details", sa.Text),
         sa.column("search_text", sa.Text),
+        sa.column("search_tsv", postgresql.TSVECTOR),
     )
     update = (
-        table.update().where(table.c.id == sa.bindparam("pk")).values(search_text=sa.bindparam("new_text"))
+        table.update()
+        .where(table.c.id == sa.bindparam("pk"))
+        .values(
+            search_text=sa.bindparam("new_text"),
+            search_tsv=sa.bindparam("new_tsv", type_=postgresql.TSVECTOR),
+        )
     )
     bind = op.get_bind()
     last = 0
@@ -62,7 +72,11 @@ def _backfill() -> None:
         .limit(PAGE)
     ).all():
         last = page[-1].id
-        bind.execute(update, [{"pk": pk, "new_text": substring_text(json.loads(text))} for pk, text in page])
+        updates = []
+        for pk, text in page:
+            details = json.loads(text)
+            updates.append({"pk": pk, "new_text": substring_text(details), "new_tsv": tsvector_text(details)})
+        bind.execute(update, updates)
 
 
 def upgrade() -> None:
