@@ -50,6 +50,17 @@ CASES: tuple[tuple[str, list[str]], ...] = (
     ("JSON-only key", ["dataset=ds-42"]),
     ("~ substring", ["finetune_comment~DRAGON"]),
     ("--text", ["--text", "watercolor dragon"]),
+    ("--text CJK substring (3+ chars)", ["--text", "風景写"]),
+    ("--text CJK substring (2 chars)", ["--text", "富士"]),
+)
+# Comments in a script without spaces, so --text has substrings to find (search_text, 0009_search_text).
+JAPANESE = (
+    "日本の風景写真",
+    "富士山と桜",
+    "東京の夜景",
+    "猫のポートレート",
+    "水彩画の練習",
+    "製品写真の背景",
 )
 
 
@@ -102,7 +113,11 @@ def cluster(home: Path) -> Iterator[str]:
 
 
 def bench_payload(rng: random.Random, index: int) -> dict[str, Any]:
-    return {**payload(rng, index), "dataset": f"ds-{rng.randrange(DATASETS)}"}
+    return {
+        **payload(rng, index),
+        "dataset": f"ds-{rng.randrange(DATASETS)}",
+        "caption": f"{rng.choice(JAPANESE)}、{index}番",
+    }
 
 
 def build(server: str, count: int) -> float:

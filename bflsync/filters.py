@@ -50,7 +50,6 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 # SQLite's JSON path parser (3.40) compares the key as it is escaped in the JSON text and
 # ends a quoted key at the first '"': keys needing JSON escapes cannot be addressed safely.
 _UNADDRESSABLE = re.compile(r'["\\\x00-\x1f]')
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # `label.KEY` names a label (bflsync label); `` `label`.KEY `` a details key called "label".
@@ -252,20 +251,6 @@ def format_path(path: Sequence[str], *, force_key: bool = False) -> str:
         plain = _BARE.fullmatch(key) and not (index == 0 and force_key)
         parts.append(key if plain else "`" + key.replace("`", "``") + "`")
     return ".".join(parts)
-
-
-def text_terms(words: str) -> list[tuple[str, bool]]:
-    """``--text`` as ANDed terms ``(word, is_prefix)``: ``word*`` is a prefix, the rest is literal.
-
-    Control characters separate words (a full-text engine would cut its query at a NUL).
-    """
-    terms = []
-    for word in _CONTROL.sub(" ", words).split():
-        stem = word.rstrip("*")
-        terms.append((stem, True) if stem and stem != word else (word, False))
-    if not terms:
-        raise FilterError("--text needs at least one word")
-    return terms
 
 
 def _scan_field(text: str, position: int, *, context: str) -> tuple[FieldRef, int]:

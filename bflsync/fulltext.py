@@ -7,13 +7,16 @@ PostgreSQL's parsers split and fold text by other rules (hyphenated words, e-mai
 the database's locale), so the two engines would answer ``--text`` differently. Here each
 character is classified and folded by asking SQLite's own FTS5 tokenizer once (cached), so the
 lexemes and their positions are the ones FTS5 stores; :func:`tsquery_text` turns the user's
-words into the query FTS5 would run, as a ``tsquery``.
+words into the query FTS5 would run, as a ``tsquery``. For substrings of unspaced scripts,
+:func:`substring_text` is ``finetune.search_text``: the text SQLite's trigram index holds, folded
+by asking SQLite's ``trigram`` tokenizer the same way.
 
 What still differs, by PostgreSQL's limits: a token over 2,047 bytes is left out of the
 ``tsvector``, positions stop counting at 16,383 and at 256 per lexeme (a phrase match far into
 a huge record can differ), and lexemes beyond about 1 MB per finetune are dropped.
 
-Only the standard library: the PostgreSQL write path and read path import this.
+Only the standard library (and :mod:`bflsync.textsearch`, the words of ``--text``): the PostgreSQL
+write path and read path import this.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
+
+from bflsync import textsearch
 
 # PostgreSQL's tsvector limits (MAXSTRLEN, MAXENTRYPOS, MAXNUMPOS, MAXSTRPOS less headroom).
 MAX_LEXEME_BYTES: Final = 2047
@@ -44,7 +49,8 @@ class _Fts5Characters:
     every thread (the PostgreSQL write path runs in a worker thread), behind a lock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tokenizer: str) -> None:
+        self._tokenizer = tokenizer
         self._lock = threading.Lock()
         self._known: dict[str, str | None] = {}
         self._connection: sqlite3.Connection | None = None
@@ -63,7 +69,7 @@ class _Fts5Characters:
         if self._connection is None:
             self._connection = sqlite3.connect(":memory:", check_same_thread=False)
             self._connection.execute(
-                "CREATE VIRTUAL TABLE probe USING fts5(body, tokenize='unicode61 remove_diacritics 2')"
+                f"CREATE VIRTUAL TABLE probe USING fts5(body, tokenize='{self._tokenizer}')"
             )
             self._connection.execute("CREATE VIRTUAL TABLE probe_terms USING fts5vocab(probe, 'instance')")
         connection = self._connection
@@ -77,7 +83,9 @@ class _Fts5Characters:
         return str(terms[0])[len(_PROBE_MARK) : -len(_PROBE_MARK)]
 
 
-_CHARACTERS = _Fts5Characters()
+_CHARACTERS = _Fts5Characters("unicode61 remove_diacritics 2")
+# The trigram tokenizer keeps every character and folds case (``case_sensitive 0``): one term per probe.
+_TRIGRAM_CHARACTERS = _Fts5Characters("trigram")
 
 
 def tokens(text: str) -> Iterator[str]:
@@ -102,10 +110,11 @@ def tokens(text: str) -> Iterator[str]:
 def string_values(value: Any) -> Iterator[str]:
     """Every string value of a JSON value (keys excluded), in the order of its canonical JSON text.
 
-    The order of ``json_tree`` over the stored details, which is what ``finetune_fts`` indexes.
+    The order of ``json_tree`` over the stored details, which is what ``finetune_fts`` indexes;
+    like ``json_tree``, a value ends at its first U+0000 (SQLite's text values stop there).
     """
     if isinstance(value, str):
-        yield value
+        yield value.partition("\x00")[0]
     elif isinstance(value, Mapping):
         for key in sorted(value):
             yield from string_values(value[key])
@@ -145,16 +154,33 @@ def tsvector_text(details: Any) -> str:
     return " ".join(f"{_quoted(token)}:{','.join(map(str, at))}" for token, at in positions.items())
 
 
-def tsquery_text(words: str) -> str | None:
-    """The user's ``--text`` words as ``tsquery`` input: what :func:`bflsync.search.fts5_query` asks FTS5.
+def trigram_fold(text: str) -> str:
+    """``text`` case-folded as ``finetune_fts_trigram`` (FTS5's ``trigram`` tokenizer) folds it."""
+    if text.isascii():
+        return text.lower()
+    return "".join(
+        character.lower() if character.isascii() else (_TRIGRAM_CHARACTERS.fold(character) or character)
+        for character in text
+    )
 
-    Words are separated by whitespace and control characters; ``word*`` is a prefix.
+
+def substring_text(details: Any) -> str:
+    """``search_text`` for a finetune's details: the text ``finetune_fts_trigram`` indexes, case-folded.
+
+    Every string value (to its first U+0000, as ``json_tree`` reads it) joined by a space, as
+    revision 0007_fts_discoverable gathers them, and folded as the trigram tokenizer folds. A
+    ``--text`` substring never holds a space, so it cannot match across two values.
     """
-    terms = []
-    for word in _CONTROL.sub(" ", words).split():
-        stem = word.rstrip("*")
-        terms.append((stem, True) if stem and stem != word else (word, False))
-    return tsquery_of_terms(terms)
+    return trigram_fold(" ".join(string_values(details)))
+
+
+def tsquery_text(words: str) -> str | None:
+    """The words of ``--text`` as ``tsquery`` input, every word read as a spaced-script word.
+
+    The word part of :func:`bflsync.textsearch.plan`'s search, for the tests that compare it
+    with FTS5's answer word by word.
+    """
+    return tsquery_of_terms([textsearch.word_term(word) for word in textsearch.terms(words)])
 
 
 def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:
@@ -192,10 +218,6 @@ def _all_of(operands: Sequence[str]) -> str:
     middle = len(operands) // 2
     halves = (_all_of(operands[:middle]), _all_of(operands[middle:]))
     return " & ".join(f"({half})" if " & " in half else half for half in halves)
-
-
-# As in bflsync.filters.text_terms: control characters separate words.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _quoted(lexeme: str) -> str:

@@ -36,12 +36,19 @@ NAMING_CONVENTION = {
 }
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
-# What revision 0005_search adds on PostgreSQL only (written by bflsync.writes): kept out of the
-# classes so a SQLite store's schema has none of it, and not counted as drift by the migrations.
+# What revisions 0005_search and 0009_search_text add on PostgreSQL only (written by bflsync.writes):
+# kept out of the classes so a SQLite store's schema has none of it, and not counted as drift.
 POSTGRES_ONLY_COLUMNS = frozenset(
-    {("finetune", "details_jsonb"), ("finetune", "search_tsv"), ("finetune_version", "details_jsonb")}
+    {
+        ("finetune", "details_jsonb"),
+        ("finetune", "search_tsv"),
+        ("finetune", "search_text"),
+        ("finetune_version", "details_jsonb"),
+    }
 )
-POSTGRES_ONLY_INDEXES = frozenset({"ix_finetune_details_jsonb", "ix_finetune_search_tsv"})
+POSTGRES_ONLY_INDEXES = frozenset(
+    {"ix_finetune_details_jsonb", "ix_finetune_search_tsv", "ix_finetune_search_text"}
+)
 
 CHANGE_KINDS = ("created", "updated", "deleted", "restored")
 RUN_STATUSES = ("running", "ok", "partial", "failed", "interrupted")

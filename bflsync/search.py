@@ -18,7 +18,9 @@ Where the engines differ, the SQL is written so that they answer the same:
   differ from lowercase (``ß`` → ``ss``, ``ﬁ`` → ``fi``, …);
 * text comparisons and orderings use code-point order (``COLLATE "C"`` on PostgreSQL,
   SQLite's default);
-* ``--text``: FTS5 on SQLite; on PostgreSQL ``search_tsv``, a ``tsvector`` of FTS5's own tokens.
+* ``--text``: one plan (:mod:`bflsync.textsearch`): on SQLite the FTS5 word and trigram
+  indexes; on PostgreSQL ``search_tsv``, a ``tsvector`` of FTS5's own tokens, and
+  ``search_text``, the trigram index's text folded as it folds, for substrings.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any, NamedTuple
 from bflsync.columns import COLUMN_KINDS, Kind
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, as_bool, as_float, as_int, as_text, extract_fields
-from bflsync.filters import FieldRef, Predicate, Query, Sort, Test, predicate, text_terms
+from bflsync.filters import FieldRef, Predicate, Query, Sort, Test, predicate
 from bflsync.label_reads import label_value_sql, labels_object_sql
 from bflsync.reading import DetailsNotJsonError, Reader, SqliteReader
 from bflsync.records import (
@@ -608,27 +610,58 @@ class PostgresRenderer(Renderer):
         return _pg_number_of_text(text)
 
     def text_match(self, words: str) -> Sql:
-        # search_tsv holds FTS5's own tokens (bflsync.fulltext), so both engines match the same words.
-        from bflsync.fulltext import tsquery_of_terms
+        # SQLite's plan (bflsync.textsearch) on copies of SQLite's indexes: words in search_tsv
+        # (FTS5's own tokens), unspaced-script substrings in search_text (the trigram index's text,
+        # folded as it folds), so both engines match the same rows.
+        from bflsync import textsearch
+        from bflsync.fulltext import trigram_fold, tsquery_of_terms
 
-        if "search_tsv" not in self.reader.finetune_columns:
+        if "search_text" not in self.reader.finetune_columns:
             raise InputError("--text on PostgreSQL needs the store at head: run `bflsync db upgrade`")
-        query = tsquery_of_terms(text_terms(words))
-        if query is None:
-            return Sql("FALSE")
-        return sql("f.search_tsv @@ CAST({} AS tsquery)", Param(query))
+        chosen = textsearch.plan(words)
+        parts: list[Sql] = []
+        if chosen.words:
+            query = tsquery_of_terms(chosen.words)
+            if query is None:
+                return Sql("FALSE")
+            parts.append(sql("f.search_tsv @@ CAST({} AS tsquery)", Param(query)))
+        for needle in chosen.trigrams:
+            # LIKE rather than strpos: a pg_trgm index on search_text (0009_search_text) serves it.
+            parts.append(sql("f.search_text LIKE {}", Param(_like_containing(trigram_fold(needle)))))
+        for needle in chosen.substrings:
+            parts.append(_short_substring(needle))
+        return join(" AND ", parts)
 
     def unreadable_ids(self) -> str:
         return "SELECT finetune_id FROM finetune WHERE false"
 
 
-def fts5_query(terms: Sequence[tuple[str, bool]]) -> str:
-    """``--text`` terms as an FTS5 query: each word a quoted phrase (ANDed), a prefix marked ``*``.
+def _like_containing(needle: str) -> str:
+    """A ``LIKE`` pattern matching text that contains ``needle``, its ``%``, ``_`` and ``\\`` literal."""
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
-    Quoting every word means FTS5 operators (AND, OR, NEAR, ``:``, ``^``, parentheses) in the
-    input are searched for as text, never interpreted.
+
+def _short_substring(needle: str) -> Sql:
+    """PostgreSQL's test for a substring too short for trigrams: SQLite's exact ``instr`` per value.
+
+    ``search_text`` is case-folded, so it answers alone only for a needle without case (CJK, kana,
+    Thai, digits, punctuation); a needle with a cased letter is checked exactly against the string
+    values of ``details_jsonb`` too, behind the cheap folded test.
     """
-    return " ".join('"' + word.replace('"', '""') + '"' + ("*" if prefix else "") for word, prefix in terms)
+    from bflsync.fulltext import trigram_fold
+
+    folded = trigram_fold(needle)
+    cheap = sql("strpos(f.search_text, {}) > 0", Param(folded))
+    if folded == needle and needle.lower() == needle.upper():
+        return cheap
+    exact = sql(
+        "EXISTS (SELECT 1 FROM jsonb_path_query(f.details_jsonb, 'strict $.**') AS v (value)"
+        " WHERE jsonb_typeof(v.value) = 'string' AND strpos(v.value #>> {}, {}) > 0)",
+        "'{}'",
+        Param(needle),
+    )
+    return sql("({} AND {})", cheap, exact)
 
 
 def _sqlite_path(path: Sequence[str]) -> str:

@@ -1,4 +1,4 @@
-"""``--text`` on SQLite: words through the word index, runs of unspaced scripts as substrings.
+"""``--text`` on both engines: words through the word index, runs of unspaced scripts as substrings.
 
 FTS5's ``unicode61`` tokenizer splits on spaces and punctuation, which suits Latin, Greek or
 Cyrillic text, but Chinese, Japanese, Thai and similar scripts do not put spaces between
@@ -12,9 +12,11 @@ of the search is planned on its own:
   too short for trigrams and are found by scanning the string values of the details (a cheap
   ``instr`` on the JSON text first, then the exact test over ``json_tree``).
 
-All words must match (AND), as before. Everything the user typed reaches SQL as a bound
-parameter. This module holds no SQLAlchemy: it returns SQL text over the caller's column names,
-so any SQLite read path can use it.
+All words must match (AND), as before. PostgreSQL follows the same :func:`plan` on copies of
+the two indexes (``search_tsv`` and ``search_text``, see :mod:`bflsync.fulltext`), so both
+engines answer alike. Control characters (C0, DEL, C1) separate words on both. Everything the
+user typed reaches SQL as a bound parameter. This module holds no SQLAlchemy: it returns SQL
+text over the caller's column names, so any SQLite read path can use it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from bflsync.errors import FilterError
 WORD_INDEX = "finetune_fts"
 TRIGRAM_INDEX = "finetune_fts_trigram"
 TRIGRAM = 3
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Scripts written without spaces between words (Unicode character names start with these).
 _UNSPACED_SCRIPTS = (
     "CJK",
@@ -47,52 +49,56 @@ _UNSPACED_SCRIPTS = (
 
 
 class TextPlan(NamedTuple):
-    """How one ``--text`` value is searched: an FTS5 query per index, and short substrings to scan.
+    """How one ``--text`` value is searched, on either engine.
 
-    A NamedTuple, not a dataclass: creating a dataclass costs a read process about a millisecond.
+    ``words``: the words in spaced scripts, ``(word, is_prefix)``, for the word index (SQLite) or
+    ``search_tsv`` (PostgreSQL); ``trigrams``: substrings of three characters or more, for the
+    trigram index or ``search_text``; ``substrings``: shorter ones, scanned. A NamedTuple, not a
+    dataclass: creating a dataclass costs a read process about a millisecond.
     """
 
-    words: str | None
-    trigrams: str | None
+    words: list[tuple[str, bool]]
+    trigrams: list[str]
     substrings: list[str]
+
+
+def terms(text: str) -> list[str]:
+    """The words of ``--text``: separated by whitespace and by control characters (C0, DEL, C1).
+
+    The one rule for both engines; a full-text engine would cut its query at a NUL.
+    """
+    return CONTROL.sub(" ", text).split()
 
 
 def plan(text: str) -> TextPlan:
     """Split the user's words by how they can be found; FilterError when there is no word."""
-    words: list[str] = []
+    words: list[tuple[str, bool]] = []
     trigrams: list[str] = []
     substrings: list[str] = []
-    for word in _CONTROL.sub(" ", text).split():
+    for word in terms(text):
         if is_unspaced(word):
             needle = word.rstrip("*") or word
             (trigrams if len(needle) >= TRIGRAM else substrings).append(needle)
         else:
-            words.append(_word_term(word))
+            words.append(word_term(word))
     if not (words or trigrams or substrings):
         raise FilterError("--text needs at least one word")
-    return TextPlan(
-        words=" ".join(words) or None,
-        trigrams=" ".join(_phrase(needle) for needle in trigrams) or None,
-        substrings=substrings,
-    )
+    return TextPlan(words=words, trigrams=trigrams, substrings=substrings)
 
 
-def word_query(text: str) -> str:
-    """Every word as a quoted FTS5 phrase (``word*`` a prefix), ANDed: the word index's query.
-
-    What ``--text`` asks ``finetune_fts`` for words in spaced scripts; PostgreSQL's search
-    mirrors it for every word (its tokens are the word index's, see migration 0005_search).
-    """
-    terms = [_word_term(word) for word in _CONTROL.sub(" ", text).split()]
-    if not terms:
-        raise FilterError("--text needs at least one word")
-    return " ".join(terms)
-
-
-def _word_term(word: str) -> str:
+def word_term(word: str) -> tuple[str, bool]:
+    """A word as ``(word, is_prefix)``: ``word*`` is the prefix ``word``; a lone ``*`` is literal."""
     stem = word.rstrip("*")
-    prefix = "*" if stem and stem != word else ""
-    return _phrase(stem or word) + prefix
+    return (stem, True) if stem and stem != word else (word, False)
+
+
+def fts5_query(words: list[tuple[str, bool]]) -> str:
+    """Words as the word index's FTS5 query: each a quoted phrase (``word*`` a prefix), ANDed.
+
+    Quoting every word means FTS5 operators (AND, OR, NEAR, ``:``, ``^``, parentheses) in the
+    input are searched for as text, never interpreted.
+    """
+    return " ".join(_phrase(word) + ("*" if prefix else "") for word, prefix in words)
 
 
 def is_unspaced(word: str) -> bool:
@@ -109,14 +115,14 @@ def sqlite_condition(text: str, *, id_column: str, details_column: str) -> tuple
     chosen = plan(text)
     parts: list[str] = []
     params: dict[str, str] = {}
-    if chosen.words is not None:
+    if chosen.words:
         parts.append(f"{id_column} IN (SELECT rowid FROM {WORD_INDEX} WHERE {WORD_INDEX} MATCH :text_words)")
-        params["text_words"] = chosen.words
-    if chosen.trigrams is not None:
+        params["text_words"] = fts5_query(chosen.words)
+    if chosen.trigrams:
         parts.append(
             f"{id_column} IN (SELECT rowid FROM {TRIGRAM_INDEX} WHERE {TRIGRAM_INDEX} MATCH :text_trigrams)"
         )
-        params["text_trigrams"] = chosen.trigrams
+        params["text_trigrams"] = " ".join(_phrase(needle) for needle in chosen.trigrams)
     for number, needle in enumerate(chosen.substrings):
         name = f"text_substring_{number}"
         exact = (

@@ -33,7 +33,7 @@ from bflsync.extract import (
     storable_text,
     without_nul,
 )
-from bflsync.fulltext import tsvector_text
+from bflsync.fulltext import substring_text, tsvector_text
 from bflsync.schema import (
     FINGERPRINT_META_NAME,
     Account,
@@ -79,6 +79,7 @@ _SEARCH_TABLES = _Tables(
         *_columns_of(finetune_table),
         sa.column("details_jsonb", JSONB),
         sa.column("search_tsv", TSVECTOR),
+        sa.column("search_text", sa.Text),
     ),
     sa.table("finetune_version", *_columns_of(version_table), sa.column("details_jsonb", JSONB)),
     search=True,
@@ -90,8 +91,13 @@ def _tables(session: Session) -> _Tables:
 
 
 def search_columns(details: Any) -> dict[str, Any]:
-    """PostgreSQL's copies of a finetune's details for filters: ``details_jsonb`` and ``search_tsv``."""
-    return {"details_jsonb": without_nul(details), "search_tsv": tsvector_text(details)}
+    """PostgreSQL's copies of a finetune's details for filters: ``details_jsonb``, ``search_tsv`` and
+    ``search_text``."""
+    return {
+        "details_jsonb": without_nul(details),
+        "search_tsv": tsvector_text(details),
+        "search_text": substring_text(details),
+    }
 
 
 class Outcome(enum.StrEnum):
@@ -460,7 +466,7 @@ def reextract(session: Session, *, batch_size: int = 2000) -> int:
 
     Used after extraction rules change, and by migrations that add a column. Walks the
     table in primary-key pages so memory stays flat however large the store is. On PostgreSQL
-    the search copies (``details_jsonb``, ``search_tsv``, and the versions' ``details_jsonb``) are
+    the search copies (``details_jsonb``, ``search_tsv``, ``search_text``, and the versions' ``details_jsonb``) are
     derived too, so a change of tokenising rules reaches the rows already stored.
     """
     columns = [finetune_table.c[name] for name in EXTRACTED_FIELDS]
@@ -499,9 +505,9 @@ def reextract(session: Session, *, batch_size: int = 2000) -> int:
     return len(changed)
 
 
-# PostgreSQL's search copies per table: (column, type), as revision 0005_search adds them.
+# PostgreSQL's search copies per table: (column, type), as revisions 0005_search and 0009_search_text add them.
 _SEARCH_COPIES: dict[str, list[tuple[str, str]]] = {
-    "finetune": [("details_jsonb", "jsonb"), ("search_tsv", "tsvector")],
+    "finetune": [("details_jsonb", "jsonb"), ("search_tsv", "tsvector"), ("search_text", "text")],
     "finetune_version": [("details_jsonb", "jsonb")],
 }
 
@@ -524,7 +530,7 @@ def _refresh_search_copies(session: Session, table: str, rows: Sequence[tuple[in
     The comparison runs in the database, which alone knows a ``tsvector``'s normal form. A row
     whose details no ``jsonb`` can hold (NaN written by another tool) keeps its copies.
     """
-    pks, jsonbs, tsvs = [], [], []
+    pks, jsonbs, tsvs, texts = [], [], [], []
     for pk, details in rows:
         parsed = json.loads(details)
         try:
@@ -533,10 +539,11 @@ def _refresh_search_copies(session: Session, table: str, rows: Sequence[tuple[in
             continue
         pks.append(pk)
         tsvs.append(tsvector_text(parsed))
+        texts.append(substring_text(parsed))
     if not pks:
         return []
     copies = _SEARCH_COPIES[table]
-    values: dict[str, list[str]] = {"details_jsonb": jsonbs, "search_tsv": tsvs}
+    values: dict[str, list[str]] = {"details_jsonb": jsonbs, "search_tsv": tsvs, "search_text": texts}
     fresh = ", ".join(f"unnest(CAST(:{name} AS {kind}[])) AS {name}" for name, kind in copies)
     assign = ", ".join(f"{name} = fresh.{name}" for name, _ in copies)
     differs = " OR ".join(f"t.{name} IS DISTINCT FROM fresh.{name}" for name, _ in copies)
@@ -681,7 +688,7 @@ def _apply_changes(
     old_details = _load_details(session, [current.pk for current, *_ in changed])
     row_updates = []
     versions = []
-    derived = [*EXTRACTED_FIELDS, *(["details_jsonb", "search_tsv"] if tables.search else [])]
+    derived = [*EXTRACTED_FIELDS, *(["details_jsonb", "search_tsv", "search_text"] if tables.search else [])]
     for current, observation, canonical, digest, outcome in changed:
         search = search_columns(observation.details) if tables.search else {}
         row_updates.append(

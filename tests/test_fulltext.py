@@ -15,11 +15,10 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
+from bflsync import textsearch
 from bflsync.cli import cli
-from bflsync.filters import text_terms
 from bflsync.fulltext import details_tokens, tokens, tsquery_text, tsvector_text
 from bflsync.mock_api import MockBFL, generate_finetunes
-from bflsync.search import fts5_query
 
 KEY = "fulltext-test-key"
 FINETUNES = {
@@ -141,7 +140,11 @@ def test_text_search_answers_the_same_on_both_engines(db_path: Path, pg_url: str
                 for (finetune_id,) in connection.execute(
                     "SELECT finetune_id FROM finetune WHERE id IN"
                     " (SELECT rowid FROM finetune_fts WHERE finetune_fts MATCH ?)",
-                    (fts5_query(text_terms(words)),),
+                    (
+                        textsearch.fts5_query(
+                            [textsearch.word_term(word) for word in textsearch.terms(words)]
+                        ),
+                    ),
                 )
             )
     finally:

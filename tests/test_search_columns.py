@@ -1,4 +1,6 @@
-"""Revision 0005_search: PostgreSQL's jsonb copy of the details and its tsvector, kept by the sync.
+"""Revisions 0005_search and 0009_search_text: PostgreSQL's copies of the details, kept by the sync.
+
+A jsonb copy, a tsvector of FTS5's tokens, and ``search_text``, the text of SQLite's trigram index.
 
 SQLite stores have neither (``json_extract`` and FTS5 answer there); the tests say so too.
 """
@@ -6,6 +8,7 @@ SQLite stores have neither (``json_extract`` and FTS5 answer there); the tests s
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from bflsync.mock_api import MockBFL
 
 KEY = "search-test-key"
 BELOW_SEARCH = store.KNOWN_REVISIONS[store.KNOWN_REVISIONS.index("0005_search") - 1]
+BELOW_SEARCH_TEXT = store.KNOWN_REVISIONS[store.KNOWN_REVISIONS.index("0009_search_text") - 1]
 NUL_KEY = {
     "finetune_comment": "a\u0000b",
     "a\u0000key": ["x\u0000", {"deep": "Café-au-lait"}],
@@ -73,15 +77,21 @@ def test_sync_writes_the_jsonb_copy_and_the_tsvector_on_postgresql(pg_url: str, 
     }
     assert json.loads(rows["nul"]["details"]) == NUL_KEY
     assert rows["backslash"]["details_jsonb"] == BACKSLASH
-    # In the order of the canonical JSON (sorted keys), as FTS5 indexes them on SQLite.
+    # In the order of the canonical JSON (sorted keys), as FTS5 indexes them on SQLite, each value
+    # to its first U+0000 as SQLite's json_tree reads it ("a\u0000b" is "a").
     assert lexemes(pg_url, "nul") == [
         (1, "x"),
         (2, "cafe"),
         (3, "au"),
         (4, "lait"),
         (5, "a"),
-        (6, "b"),
-        (7, "style"),
+        (6, "style"),
+    ]
+    # The trigram index's text: values joined by spaces, case folded, diacritics kept.
+    texts = fetch(pg_url, "SELECT finetune_id, search_text FROM finetune ORDER BY 1")
+    assert texts == [
+        {"finetune_id": "backslash", "search_text": "\\u0000 is not a nul character"},
+        {"finetune_id": "nul", "search_text": "x café-au-lait a style"},
     ]
     versions = fetch(
         pg_url,
@@ -121,7 +131,7 @@ def test_changes_restores_and_tombstones_keep_the_search_columns_current(pg_url:
 def test_db_reextract_rewrites_stale_search_copies_on_postgresql(pg_url: str, mock: MockBFL) -> None:
     """Copies left by older tokenising rules (here: emptied) are derived again from the raw details."""
     run("--db", pg_url, "sync", "--base-url", mock.base_url)
-    copies = "SELECT finetune_id, details_jsonb, search_tsv::text AS tsv FROM finetune ORDER BY finetune_id"
+    copies = "SELECT finetune_id, details_jsonb, search_tsv::text AS tsv, search_text FROM finetune ORDER BY finetune_id"
     versions = "SELECT id, details_jsonb FROM finetune_version ORDER BY id"
     fresh, fresh_versions = fetch(pg_url, copies), fetch(pg_url, versions)
     engine = sa.create_engine(pg_url)
@@ -129,7 +139,8 @@ def test_db_reextract_rewrites_stale_search_copies_on_postgresql(pg_url: str, mo
         with engine.begin() as connection:
             connection.execute(
                 sa.text(
-                    "UPDATE finetune SET search_tsv = ''::tsvector, details_jsonb = '{}' WHERE finetune_id = 'nul'"
+                    "UPDATE finetune SET search_tsv = ''::tsvector, details_jsonb = '{}', search_text = ''"
+                    " WHERE finetune_id = 'nul'"
                 )
             )
             connection.execute(sa.text("UPDATE finetune_version SET details_jsonb = '[]'"))
@@ -197,8 +208,80 @@ def test_upgrade_backfills_and_downgrade_removes_the_search_columns(pg_url: str,
     assert run("--db", pg_url, "db", "check") == "models and migrations agree\n"
 
 
+def test_upgrade_backfills_and_downgrade_removes_search_text(pg_url: str, mock: MockBFL) -> None:
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    texts = "SELECT id, search_text FROM finetune ORDER BY id"
+    before = fetch(pg_url, texts)
+    assert all(row["search_text"] for row in before)
+    run("--db", pg_url, "db", "downgrade", BELOW_SEARCH_TEXT)
+    columns = {
+        row["column_name"]
+        for row in fetch(
+            pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'finetune'"
+        )
+    }
+    assert "search_text" not in columns
+    assert {"details_jsonb", "search_tsv"} <= columns
+    fresh_lexemes = lexemes(pg_url, "nul")
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            # What 0005_search wrote for "a\u0000b": the text past the NUL, which SQLite never sees.
+            connection.execute(
+                sa.text("UPDATE finetune SET search_tsv = 'a:1 b:2' WHERE finetune_id = 'nul'")
+            )
+    finally:
+        engine.dispose()
+    run("--db", pg_url, "db", "upgrade")
+    assert fetch(pg_url, texts) == before
+    assert lexemes(pg_url, "nul") == fresh_lexemes
+    assert run("--db", pg_url, "query", "--format", "ids", "--text", "au-lait") == "nul\n"
+    assert run("--db", pg_url, "db", "check") == "models and migrations agree\n"
+
+
 def test_a_sqlite_store_has_no_search_columns(db_path: Path, mock: MockBFL) -> None:
     run("--db", str(db_path), "sync", "--base-url", mock.base_url)
     columns = {row["name"] for row in fetch(str(db_path), "SELECT name FROM pragma_table_info('finetune')")}
-    assert not columns & {"details_jsonb", "search_tsv"}
+    assert not columns & {"details_jsonb", "search_tsv", "search_text"}
     assert run("--db", str(db_path), "db", "current") == f"{store.HEAD_REVISION} (head)\n"
+
+
+def test_a_trigram_index_serves_text_substrings_where_pg_trgm_exists(pg_url: str, mock: MockBFL) -> None:
+    mock.put("jp", {"finetune_comment": "日本の風景写真"})
+    run("--db", pg_url, "sync", "--base-url", mock.base_url)
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = "\n".join(
+                row[0]
+                for row in connection.exec_driver_sql(
+                    "EXPLAIN SELECT finetune_id FROM finetune WHERE search_text LIKE '%%風景写%%'"
+                )
+            )
+    finally:
+        engine.dispose()
+    assert "ix_finetune_search_text" in plan
+    assert run("--db", pg_url, "query", "--format", "ids", "--text", "風景写") == "jp\n"
+
+
+def test_without_pg_trgm_the_upgrade_goes_on_and_substrings_scan(pg_url: str, mock: MockBFL) -> None:
+    """A role that may not create extensions (no CREATE on the database) still gets a working store."""
+    role = f"plain_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        connection.exec_driver_sql(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+    url = pg_url.replace("bfl@", f"{role}@", 1)
+    mock.put("jp", {"finetune_comment": "日本の風景写真"})
+    try:
+        run("--db", url, "sync", "--base-url", mock.base_url)
+        indexes = fetch(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'finetune'")
+        assert "ix_finetune_search_text" not in {row["indexname"] for row in indexes}
+        assert run("--db", url, "query", "--format", "ids", "--text", "風景写") == "jp\n"
+        assert run("--db", url, "db", "check") == "models and migrations agree\n"
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP OWNED BY {role}")
+            connection.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()
