@@ -185,6 +185,23 @@ def test_downgrade_to_0002_and_up_again_keeps_every_row_and_version(store_db: st
     assert dump(store_db) == upgraded
 
 
+def assert_downgrade_refused_and_nothing_changed(store_db: str, reason: str) -> None:
+    """`db downgrade 0002_fts` exits 2 naming ``reason``; rows, revision and files stay as they were."""
+    before = dump(store_db)
+
+    result = CliRunner().invoke(cli, ["--db", store_db, "db", "downgrade", "0002_fts"])
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"bflsync: error: cannot downgrade below 0003_accounts: {reason}, which older revisions cannot "
+        "represent; nothing was changed\n"
+    )
+    assert dump(store_db) == before
+    assert revision(store_db) == store.HEAD_REVISION
+    if "://" not in store_db:
+        assert sorted(p.name for p in Path(store_db).parent.iterdir()) == ["store.db"]
+
+
 def test_downgrade_is_refused_while_two_accounts_hold_one_id_and_changes_nothing(store_db: str) -> None:
     opened = store.open_store_for_write(store.locate_store(store_db))
     try:
@@ -192,20 +209,10 @@ def test_downgrade_is_refused_while_two_accounts_hold_one_id_and_changes_nothing
         write_sync(opened.engine, {"org/shared": {"mode": "b"}}, now=day(2), account="team-b")
     finally:
         opened.engine.dispose()
-    before = dump(store_db)
-
-    result = CliRunner().invoke(cli, ["--db", store_db, "db", "downgrade", "0002_fts"])
-
-    assert result.exit_code == 2
-    assert result.stderr == (
-        "bflsync: error: cannot downgrade below 0003_accounts: 1 finetune id(s) are stored for several "
-        "accounts (e.g. 'org/shared' at api.us1.bfl.ai), which older revisions cannot represent; "
-        "nothing was changed\n"
+    assert_downgrade_refused_and_nothing_changed(
+        store_db,
+        "1 finetune id(s) are stored for several accounts (e.g. 'org/shared' at api.us1.bfl.ai)",
     )
-    assert dump(store_db) == before
-    assert revision(store_db) == store.HEAD_REVISION
-    if "://" not in store_db:
-        assert sorted(p.name for p in Path(store_db).parent.iterdir()) == ["store.db"]
 
 
 def test_downgrade_is_refused_while_an_account_other_than_default_holds_finetunes(store_db: str) -> None:
@@ -216,20 +223,10 @@ def test_downgrade_is_refused_while_an_account_other_than_default_holds_finetune
         write_sync(opened.engine, {"b1": {"mode": "b"}, "b2": {}}, now=day(2), account="team-b")
     finally:
         opened.engine.dispose()
-    before = dump(store_db)
-
-    result = CliRunner().invoke(cli, ["--db", store_db, "db", "downgrade", "0002_fts"])
-
-    assert result.exit_code == 2
-    assert result.stderr == (
-        "bflsync: error: cannot downgrade below 0003_accounts: 2 finetune(s) are stored for accounts other "
-        "than 'default' (e.g. 'team-b' at api.us1.bfl.ai), which older revisions cannot represent; "
-        "nothing was changed\n"
+    assert_downgrade_refused_and_nothing_changed(
+        store_db,
+        "2 finetune(s) are stored for accounts other than 'default' (e.g. 'team-b' at api.us1.bfl.ai)",
     )
-    assert dump(store_db) == before
-    assert revision(store_db) == store.HEAD_REVISION
-    if "://" not in store_db:
-        assert sorted(p.name for p in Path(store_db).parent.iterdir()) == ["store.db"]
 
 
 def test_the_migration_itself_refuses_to_merge_accounts_for_the_alembic_cli(db_path: Path) -> None:
