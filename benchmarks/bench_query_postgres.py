@@ -20,7 +20,6 @@ import compileall
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,10 @@ from sqlmodel import Session
 
 import bflsync
 from bflsync import filters, reading, search, store, writes
+
+# The cluster launcher the test fixture uses (tests/pglaunch.py, no pytest in it).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pglaunch import initdb, postgres_bindir, running
 
 BATCH = 2000
 DATABASE = "bench"
@@ -64,52 +67,24 @@ JAPANESE = (
 )
 
 
-def postgres_bindir() -> Path:
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
-    if not candidates:
+def bindir_or_exit() -> Path:
+    bindir = postgres_bindir()
+    if bindir is None:
         sys.exit("no PostgreSQL server binaries under /usr/lib/postgresql")
-    return candidates[0].parent
-
-
-def as_postgres_user(argv: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root."""
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return bindir
 
 
 @contextmanager
 def cluster(home: Path) -> Iterator[str]:
     """A cluster whose data lives under ``home`` (created on first use); yields its base URL."""
-    bindir = postgres_bindir()
-    data = home / "data"
-    if not data.exists():
+    bindir = bindir_or_exit()
+    if not (home / "data").exists():
         home.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(home, user="postgres")
-        subprocess.run(
-            as_postgres_user(
-                [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bfl", "--no-sync"]
-            ),
-            check=True,
-            capture_output=True,
-        )
-    port = free_port()
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off"
-    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        as_postgres_user([*pg_ctl, "-o", options, "-l", str(home / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
-    try:
+        initdb(bindir, home / "data")
+    with running(bindir, home, stop_mode="fast") as port:
         yield f"bfl@127.0.0.1:{port}"
-    finally:
-        subprocess.run(as_postgres_user([*pg_ctl, "-m", "fast", "-w", "stop"]), capture_output=True)
 
 
 def bench_payload(rng: random.Random, index: int) -> dict[str, Any]:
@@ -198,7 +173,7 @@ def short(text: str, width: int = 400) -> str:
 def bench_queries(server: str, count: int, repeat: int) -> None:
     url = f"postgresql+psycopg://{server}/{DATABASE}"
     psql = [
-        str(postgres_bindir() / "psql"),
+        str(bindir_or_exit() / "psql"),
         "-X",
         "-q",
         "-A",

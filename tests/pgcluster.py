@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,25 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
-# `~` folds case with lower() on PostgreSQL, which needs a UTF-8 character-type locale.
-LOCALE = ("--encoding", "UTF8", "--locale", "C.UTF-8")
-
-
-def postgres_bindir() -> Path | None:
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
-    return candidates[0].parent if candidates else None
-
-
-def as_postgres_user(argv: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root; on CI machines the tests do."""
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from pglaunch import initdb, postgres_bindir, running
 
 
 @pytest.fixture(scope="session")
@@ -50,25 +30,11 @@ def postgres_server() -> Iterator[str]:
     home = Path(tempfile.mkdtemp(prefix="bflsync-pg-"))
     if os.geteuid() == 0:
         shutil.chown(home, user="postgres")
-    data, port = home / "data", free_port()
-    subprocess.run(
-        as_postgres_user(
-            [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bfl", "--no-sync", *LOCALE]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off"
-    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        as_postgres_user([*pg_ctl, "-o", options, "-l", str(home / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
+    initdb(bindir, home / "data")
     try:
-        yield f"postgresql+psycopg://bfl@127.0.0.1:{port}"
+        with running(bindir, home, stop_mode="immediate") as port:
+            yield f"postgresql+psycopg://bfl@127.0.0.1:{port}"
     finally:
-        subprocess.run(as_postgres_user([*pg_ctl, "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from pgcluster import free_port
+from pglaunch import free_port
 
 from bflsync import store
 from bflsync.cli import cli
