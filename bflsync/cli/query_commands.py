@@ -335,9 +335,10 @@ def _table_columns(*, include_deleted: bool) -> list[str]:
 
 
 def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | None) -> tuple[str, ...]:
-    """The columns the output reads, so the SQL selects nothing more (``details`` is the costly one)."""
-    if output_format in ("ids", "ids0"):
-        return ("finetune_id",)
+    """The columns the output reads, so the SQL selects nothing more (``details`` is the costly one).
+
+    ``--format ids`` and ``ids0`` never get here: they read through :func:`search.search_ids`.
+    """
     if fields is None:
         # The CSV of whole records has no labels column (name label.KEY in --columns for one).
         return (
