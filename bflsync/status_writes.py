@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from bflsync.schema import Finetune, FinetuneStatus, SyncRun
 from bflsync.status import SETTLED_STATUSES, StatusAnswer, StoredStatus, apply
-from bflsync.writes import chunked
+from bflsync.writes import account_scope, chunked
 
 finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 status_table: sa.Table = FinetuneStatus.__table__  # type: ignore[attr-defined]
@@ -37,7 +37,7 @@ class StatusObservation:
 def settled_ids(session: Session, *, source: str, account: str) -> set[str]:
     """Stored finetune ids of ``(source, account)`` whose status is settled: a sync does not ask them again."""
     query = sa.select(finetune_table.c.finetune_id).where(
-        _scope(source, account), finetune_table.c.status.in_(sorted(SETTLED_STATUSES))
+        account_scope(source, account), finetune_table.c.status.in_(sorted(SETTLED_STATUSES))
     )
     return set(session.execute(query).scalars())
 
@@ -104,10 +104,6 @@ def record_credits(session: Session, *, run_id: int, credits: float) -> None:
     session.execute(sa.update(run_table).where(run_table.c.id == run_id).values(credits=credits))
 
 
-def _scope(source: str, account: str) -> sa.ColumnElement[bool]:
-    return sa.and_(finetune_table.c.source == source, finetune_table.c.account == account)
-
-
 def _load(
     session: Session, *, source: str, account: str, finetune_ids: Sequence[str]
 ) -> dict[str, tuple[int, StoredStatus]]:
@@ -121,7 +117,9 @@ def _load(
     )
     loaded: dict[str, tuple[int, StoredStatus]] = {}
     for ids in chunked(finetune_ids):
-        query = sa.select(*columns).where(_scope(source, account), finetune_table.c.finetune_id.in_(ids))
+        query = sa.select(*columns).where(
+            account_scope(source, account), finetune_table.c.finetune_id.in_(ids)
+        )
         for finetune_id, pk, status, progress, ready_at in session.execute(query).all():
             loaded[finetune_id] = (pk, StoredStatus(status, progress, ready_at))
     return loaded

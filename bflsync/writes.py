@@ -268,7 +268,7 @@ def _counts_stored_by(
     with_version = sa.select(version_table.c.finetune_pk).where(version_table.c.sync_run_id == run_id)
     unchanged = session.execute(
         sa.select(sa.func.count()).where(
-            _scope(source, account),
+            account_scope(source, account),
             finetune_table.c.last_seen_at >= started_at,
             finetune_table.c.id.not_in(with_version),
         )
@@ -336,7 +336,7 @@ def storage_error_message(finetune_id: str, error: BaseException) -> str:
 
 def stored_ids(session: Session, *, source: str, account: str, live_only: bool = False) -> set[str]:
     """Every finetune id stored for ``(source, account)``: tombstoned ones too, unless ``live_only``."""
-    query = sa.select(finetune_table.c.finetune_id).where(_scope(source, account))
+    query = sa.select(finetune_table.c.finetune_id).where(account_scope(source, account))
     if live_only:
         query = query.where(finetune_table.c.deleted_at.is_(None))
     return set(session.execute(query).scalars())
@@ -564,7 +564,7 @@ def _outcome(current: _Stored | None, digest: str) -> Outcome:
     return Outcome.UNCHANGED if current.content_hash == digest else Outcome.UPDATED
 
 
-def _scope(source: str, account: str) -> sa.ColumnElement[bool]:
+def account_scope(source: str, account: str) -> sa.ColumnElement[bool]:
     """The finetunes of one ``(source, account)``."""
     return sa.and_(finetune_table.c.source == source, finetune_table.c.account == account)
 
@@ -576,7 +576,7 @@ def _live_missing(
     listed = set(listed_ids)
     live = session.execute(
         sa.select(finetune_table.c.id, finetune_table.c.finetune_id, finetune_table.c.version).where(
-            _scope(source, account), finetune_table.c.deleted_at.is_(None)
+            account_scope(source, account), finetune_table.c.deleted_at.is_(None)
         )
     ).all()
     return [(pk, finetune_id, version) for pk, finetune_id, version in live if finetune_id not in listed]
@@ -595,7 +595,9 @@ def _load_stored(
         finetune_table.c.deleted_at.is_not(None),
     )
     for ids in chunked(finetune_ids):
-        query = sa.select(*columns).where(_scope(source, account), finetune_table.c.finetune_id.in_(ids))
+        query = sa.select(*columns).where(
+            account_scope(source, account), finetune_table.c.finetune_id.in_(ids)
+        )
         for finetune_id, pk, digest, version, deleted in session.execute(query).all():
             stored[finetune_id] = _Stored(pk, digest, version, bool(deleted))
     return stored

@@ -335,9 +335,10 @@ def _table_columns(*, include_deleted: bool) -> list[str]:
 
 
 def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | None) -> tuple[str, ...]:
-    """The columns the output reads, so the SQL selects nothing more (``details`` is the costly one)."""
-    if output_format in ("ids", "ids0"):
-        return ("finetune_id",)
+    """The columns the output reads, so the SQL selects nothing more (``details`` is the costly one).
+
+    ``--format ids`` and ``ids0`` never get here: they read through :func:`search.search_ids`.
+    """
     if fields is None:
         # The CSV of whole records has no labels column (name label.KEY in --columns for one).
         return (
@@ -352,8 +353,13 @@ def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | Non
 
 
 def warn_unknown(cli_context: CliContext, reader: Reader, fields: Sequence[filters.FieldRef]) -> None:
-    """One warning per field that is neither a column nor a key any stored finetune has."""
+    """One warning per field that is neither a column nor a key any stored finetune has.
+
+    With ``--quiet`` the store is not asked at all: each look may scan every stored version.
+    """
+    if cli_context.quiet:
+        return
     for field in dict.fromkeys(fields):
         note = fieldnames.unknown_field(reader, field)
-        if note is not None and not cli_context.quiet:
+        if note is not None:
             click.echo(f"bflsync: warning: {note}", err=True)
