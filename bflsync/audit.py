@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from bflsync.columns import ERROR_FIELDS, RUN_FIELDS
@@ -264,7 +266,11 @@ def credit_history(
     for run_id, run_source, run_account, finetune_id in reader.rows(created_sql, created_params):
         if run_id is not None:
             first_seen.setdefault((run_source, run_account), []).append((run_id, finetune_id))
-    previous: dict[tuple[str, str], tuple[int, float]] = {}
+    for seen in first_seen.values():
+        seen.sort()
+    # Per scope: the previous reading's run and balance, and how far into first_seen it reached.
+    # Runs come in id order, so each creation is looked at once, not once per later run.
+    previous: dict[tuple[str, str], tuple[int, float, int]] = {}
     intervals = []
     for run_id, started, run_source, run_account, credits in reader.rows(
         runs_sql + " ORDER BY id", run_params
@@ -273,12 +279,12 @@ def credit_history(
         assert started_at is not None
         scope = (run_source, run_account)
         before = previous.get(scope)
-        after_id = before[0] if before is not None else 0
-        new = sorted(
-            finetune_id for seen_in, finetune_id in first_seen.get(scope, []) if after_id < seen_in <= run_id
-        )
+        after_id, start = (before[0], before[2]) if before is not None else (0, 0)
+        seen = first_seen.get(scope, [])
+        end = bisect_right(seen, run_id, lo=start, key=itemgetter(0))
+        new = sorted(finetune_id for seen_in, finetune_id in seen[start:end] if seen_in > after_id)
         drop = round(before[1] - credits, 6) if before is not None else None
-        previous[scope] = (run_id, credits)
+        previous[scope] = (run_id, credits, end)
         if since is None or started_at >= since:
             intervals.append(CreditInterval(run_id, started_at, run_source, run_account, credits, drop, new))
     return intervals

@@ -9,11 +9,11 @@ the record says so, so output stays valid JSON and the CLI can name the finetune
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bflsync.columns import COLUMN_KINDS, COLUMN_NAMES, Kind
-from bflsync.label_reads import decode_labels
+from bflsync.label_reads import decode_labels, utc
 
 if TYPE_CHECKING:
     from bflsync.filters import FieldRef
@@ -27,10 +27,7 @@ ALL_COLUMNS: tuple[str, ...] = (*COLUMN_NAMES, DETAILS, LABELS)
 
 def decode_time(value: str | datetime | None) -> datetime | None:
     """A stored timestamp as aware UTC (SQLite: naive-UTC text; PostgreSQL: an aware datetime)."""
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return None if value is None else utc(value)
 
 
 def decode_value(kind: Kind, value: Any) -> Any:

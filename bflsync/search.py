@@ -25,7 +25,6 @@ Where the engines differ, the SQL is written so that they answer the same:
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -48,8 +47,6 @@ from bflsync.records import (
     record_index,
 )
 from bflsync.sqltext import Param, Sql, join, sql
-
-_NAMED_PARAM = re.compile(r":(\w+)")
 
 
 class FacetCount(NamedTuple):
@@ -460,14 +457,7 @@ class SqliteRenderer(Renderer):
         # Words through the word index, unspaced scripts (CJK, Thai, ...) as substrings (trigrams).
         from bflsync import textsearch
 
-        condition, named = textsearch.sqlite_condition(words, id_column="f.id", details_column="f.details")
-        params: list[Any] = []
-
-        def positional(match: re.Match[str]) -> str:
-            params.append(named[match.group(1)])
-            return "?"
-
-        return Sql(_NAMED_PARAM.sub(positional, condition), tuple(params))
+        return Sql(*textsearch.sqlite_condition(words, id_column="f.id", details_column="f.details"))
 
     def readable_only(self) -> Sql:
         return Sql("(f.details IS NULL OR json_valid(f.details))")

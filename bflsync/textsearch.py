@@ -106,34 +106,34 @@ def is_unspaced(word: str) -> bool:
     return any(ord(char) > 0x7F and unicodedata.name(char, "").startswith(_UNSPACED_SCRIPTS) for char in word)
 
 
-def sqlite_condition(text: str, *, id_column: str, details_column: str) -> tuple[str, dict[str, str]]:
-    """SQL (true for the matching rows) and its named parameters, over the given column expressions.
+def sqlite_condition(text: str, *, id_column: str, details_column: str) -> tuple[str, tuple[str, ...]]:
+    """SQL (true for the matching rows) and its ``?`` parameters in order, over the given column expressions.
 
     ``id_column`` is the rowid both indexes are keyed on (``finetune.id``); ``details_column``
     the raw JSON, scanned for substrings too short for trigrams.
     """
     chosen = plan(text)
     parts: list[str] = []
-    params: dict[str, str] = {}
+    params: list[str] = []
     if chosen.words:
-        parts.append(f"{id_column} IN (SELECT rowid FROM {WORD_INDEX} WHERE {WORD_INDEX} MATCH :text_words)")
-        params["text_words"] = fts5_query(chosen.words)
+        parts.append(f"{id_column} IN (SELECT rowid FROM {WORD_INDEX} WHERE {WORD_INDEX} MATCH ?)")
+        params.append(fts5_query(chosen.words))
     if chosen.trigrams:
-        parts.append(
-            f"{id_column} IN (SELECT rowid FROM {TRIGRAM_INDEX} WHERE {TRIGRAM_INDEX} MATCH :text_trigrams)"
-        )
-        params["text_trigrams"] = " ".join(_phrase(needle) for needle in chosen.trigrams)
-    for number, needle in enumerate(chosen.substrings):
-        name = f"text_substring_{number}"
+        parts.append(f"{id_column} IN (SELECT rowid FROM {TRIGRAM_INDEX} WHERE {TRIGRAM_INDEX} MATCH ?)")
+        params.append(" ".join(_phrase(needle) for needle in chosen.trigrams))
+    for needle in chosen.substrings:
         exact = (
             f"CASE WHEN json_valid({details_column}) THEN EXISTS (SELECT 1 FROM json_tree({details_column})"
-            f" WHERE type = 'text' AND instr(value, :{name}) > 0) ELSE 0 END"
+            " WHERE type = 'text' AND instr(value, ?) > 0) ELSE 0 END"
         )
         # The JSON text holds the needle as typed unless JSON escapes one of its characters.
-        cheap = "" if any(char in needle for char in '"\\') else f"instr({details_column}, :{name}) > 0 AND "
-        parts.append(f"({cheap}{exact})")
-        params[name] = needle
-    return " AND ".join(parts), params
+        if any(char in needle for char in '"\\'):
+            parts.append(f"({exact})")
+        else:
+            parts.append(f"(instr({details_column}, ?) > 0 AND {exact})")
+            params.append(needle)
+        params.append(needle)
+    return " AND ".join(parts), tuple(params)
 
 
 def _phrase(word: str) -> str:
