@@ -23,13 +23,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bflsync.errors import StoreBehindError, StoreWriteError
+from bflsync.errors import StoreWriteError
 from bflsync.store_files import read_immutable
 from bflsync.storecheck import (
     BUSY_TIMEOUT_MS,
-    HEAD_REVISION,
-    StoreState,
     classify_tables,
+    reject_behind,
     reject_unusable,
     require_sqlite_file,
     require_sqlite_version,
@@ -287,11 +286,7 @@ def _checked_sqlite(path: str, *, immutable: bool) -> SqliteReader:
             revision = stamped[0][0] if stamped else None
         state = classify_tables(tables, revision)
         reject_unusable(str(path), state, revision, missing_ok=False)
-        if state is StoreState.BEHIND:
-            raise StoreBehindError(
-                f"the store at {path} is at schema revision {revision}, older than this "
-                f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
-            )
+        reject_behind(path, state, revision)
         reader.finetune_columns = frozenset(row[1] for row in reader.rows("PRAGMA table_info(finetune)"))
     except BaseException:
         connection.close()

@@ -15,12 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bflsync import pgwire
-from bflsync.errors import StoreBehindError, StoreUnreachableError
+from bflsync.errors import StoreUnreachableError
 from bflsync.storecheck import (
-    HEAD_REVISION,
-    StoreState,
     classify_tables,
     display_url,
+    reject_behind,
     reject_unusable,
     store_error_for,
 )
@@ -126,9 +125,5 @@ def _check_revision(reader: WireReader) -> None:
         revision = stamped[0][0] if stamped else None
     state = classify_tables(tables, revision)
     reject_unusable(reader.where, state, revision, missing_ok=False)
-    if state is StoreState.BEHIND:
-        raise StoreBehindError(
-            f"the store at {reader.where} is at schema revision {revision}, older than this "
-            f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
-        )
+    reject_behind(reader.where, state, revision)
     reader.finetune_columns = frozenset(columns)

@@ -51,6 +51,7 @@ from bflsync.storecheck import (
     StoreState,
     classify_tables,
     display_url,
+    reject_behind,
     reject_unusable,
     require_sqlite_file,
     require_sqlite_version,
@@ -67,6 +68,7 @@ __all__ = [
     "HEAD_REVISION",
     "KNOWN_REVISIONS",
     "SQLITE_HEADER",
+    "StoreBehindError",
     "StoreState",
 ]
 
@@ -238,11 +240,8 @@ def _checked_read_engine(location: StoreLocation, *, allow_behind: bool, immutab
         with translate_errors(location), engine.connect() as connection:
             state, revision = classify(connection)
         _reject_unusable(location, state, revision, missing_ok=False)
-        if state is StoreState.BEHIND and not allow_behind:
-            raise StoreBehindError(
-                f"the store at {location.display} is at schema revision {revision}, older than this "
-                f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
-            )
+        if not allow_behind:
+            reject_behind(location.display, state, revision)
     except BaseException:
         engine.dispose()
         raise
