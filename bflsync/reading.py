@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,6 +61,21 @@ class Reader(Protocol):
     def time_param(self, moment: datetime) -> Any: ...
 
     def bool_param(self, value: bool) -> Any: ...
+
+
+def require_head(reader: Reader, where: str, tables: Collection[str]) -> None:
+    """Refuse a database that is not a store at head, as :mod:`bflsync.store` does for readers.
+
+    ``tables`` are the database's (each engine lists them its own way); the revision stamp is
+    read through ``reader``.
+    """
+    revision = None
+    if "alembic_version" in tables:
+        stamped = reader.rows("SELECT version_num FROM alembic_version")
+        revision = stamped[0][0] if stamped else None
+    state = classify_tables(tables, revision)
+    reject_unusable(where, state, revision, missing_ok=False)
+    reject_behind(where, state, revision)
 
 
 def sqlite_time(moment: datetime) -> str:
@@ -280,13 +295,7 @@ def _checked_sqlite(path: str, *, immutable: bool) -> SqliteReader:
             for (name,) in reader.rows("SELECT name FROM sqlite_master WHERE type = 'table'")
             if not name.startswith("sqlite_")
         ]
-        revision = None
-        if "alembic_version" in tables:
-            stamped = reader.rows("SELECT version_num FROM alembic_version")
-            revision = stamped[0][0] if stamped else None
-        state = classify_tables(tables, revision)
-        reject_unusable(str(path), state, revision, missing_ok=False)
-        reject_behind(path, state, revision)
+        require_head(reader, path, tables)
         reader.finetune_columns = frozenset(row[1] for row in reader.rows("PRAGMA table_info(finetune)"))
     except BaseException:
         connection.close()
