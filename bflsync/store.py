@@ -40,7 +40,13 @@ from sqlalchemy.pool import QueuePool
 from bflsync.account_merge import downgrade_refusal
 from bflsync.config import default_db_path
 from bflsync.errors import InputError, StoreBehindError, StoreError, StoreMissingError, StoreWriteError
-from bflsync.store_files import adopt_empty_store_file, check_journals, open_store_file, read_immutable
+from bflsync.store_files import (
+    adopt_empty_store_file,
+    check_journals,
+    journal_path,
+    open_store_file,
+    read_immutable,
+)
 from bflsync.storecheck import (
     ACCOUNTS_REVISION,
     BFLSYNC_TABLES,
@@ -229,7 +235,7 @@ def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) 
         # A WAL store in a directory (or mount) this user cannot write: SQLite cannot create
         # the -shm file it wants even to read. Without a -wal file no writer is mid-way, so the
         # file can be read as immutable for the few moments a read command takes.
-        if location.path.with_name(location.path.name + "-wal").exists():
+        if journal_path(location.path, "-wal").exists():
             raise
         return _checked_read_engine(location, allow_behind=allow_behind, immutable=True)
 
