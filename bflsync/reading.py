@@ -185,8 +185,6 @@ def open_reader(db: str | None) -> Iterator[Reader]:
 
 @contextmanager
 def _open_url(db: str) -> Iterator[Reader]:
-    import os
-
     from bflsync.server_reading import open_wire_reader
 
     # libpq reads PG* variables itself; the wire client leaves such a connection to it.
