@@ -19,7 +19,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -107,6 +107,9 @@ class SqliteReader:
     def bool_param(self, value: bool) -> Any:
         return int(value)
 
+    def close(self) -> None:
+        self.connection.close()
+
     def _execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:
             return self.connection.execute(sql, tuple(params))
@@ -176,11 +179,8 @@ def open_reader(db: str | None) -> Iterator[Reader]:
         path = os.path.expanduser(db)
         if not os.path.isabs(path):
             path = os.path.join(os.getcwd(), path)
-    sqlite_reader = _open_sqlite(path)
-    try:
+    with closing(_open_sqlite(path)) as sqlite_reader:
         yield sqlite_reader
-    finally:
-        sqlite_reader.connection.close()
 
 
 @contextmanager
@@ -190,20 +190,15 @@ def _open_url(db: str) -> Iterator[Reader]:
     # libpq reads PG* variables itself; the wire client leaves such a connection to it.
     wire = open_wire_reader(db, environ=os.environ)
     if wire is not None:
-        try:
+        with closing(wire):
             yield wire
-        finally:
-            wire.close()
         return
     from bflsync import store
 
     location = store.locate_store(db)
     if location.path is not None:
-        sqlite_reader = _open_sqlite(str(location.path))
-        try:
+        with closing(_open_sqlite(str(location.path))) as sqlite_reader:
             yield sqlite_reader
-        finally:
-            sqlite_reader.connection.close()
         return
     engine = store.open_store_for_read(location)
     try:
@@ -259,7 +254,7 @@ def _open_sqlite(path: str) -> SqliteReader:
         inspected = _checked_sqlite(path, immutable=True)
         if read_immutable(path):
             return inspected
-        inspected.connection.close()
+        inspected.close()
     try:
         return _checked_sqlite(path, immutable=False)
     except StoreWriteError:
