@@ -187,18 +187,18 @@ def _timestamp(text: str) -> datetime:
 
 
 _DECODERS: dict[int, Callable[[str], Any]] = {
-    21: int,
-    23: int,
-    20: int,
-    26: int,
-    700: float,
-    701: float,
-    1700: _decimal,
-    16: lambda text: text == "t",
-    114: json.loads,
-    3802: json.loads,
-    1184: _timestamp,
-    1114: _timestamp,
+    _OID_INT2: int,
+    _OID_INT4: int,
+    _OID_INT8: int,
+    26: int,  # oid
+    700: float,  # float4
+    _OID_FLOAT8: float,
+    _OID_NUMERIC: _decimal,
+    _OID_BOOL: lambda text: text == "t",
+    114: json.loads,  # json
+    3802: json.loads,  # jsonb
+    _OID_TIMESTAMPTZ: _timestamp,
+    1114: _timestamp,  # timestamp
 }
 
 

@@ -18,18 +18,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bflsync.errors import StoreBehindError, StoreWriteError
+from bflsync.errors import StoreWriteError
 from bflsync.store_files import read_immutable
 from bflsync.storecheck import (
     BUSY_TIMEOUT_MS,
-    HEAD_REVISION,
-    StoreState,
     classify_tables,
+    reject_behind,
     reject_unusable,
     require_sqlite_file,
     require_sqlite_version,
@@ -64,6 +63,21 @@ class Reader(Protocol):
     def bool_param(self, value: bool) -> Any: ...
 
 
+def require_head(reader: Reader, where: str, tables: Collection[str]) -> None:
+    """Refuse a database that is not a store at head, as :mod:`bflsync.store` does for readers.
+
+    ``tables`` are the database's (each engine lists them its own way); the revision stamp is
+    read through ``reader``.
+    """
+    revision = None
+    if "alembic_version" in tables:
+        stamped = reader.rows("SELECT version_num FROM alembic_version")
+        revision = stamped[0][0] if stamped else None
+    state = classify_tables(tables, revision)
+    reject_unusable(where, state, revision, missing_ok=False)
+    reject_behind(where, state, revision)
+
+
 def sqlite_time(moment: datetime) -> str:
     """The text SQLAlchemy's DateTime writes on SQLite: naive UTC, always with microseconds."""
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
@@ -92,6 +106,9 @@ class SqliteReader:
 
     def bool_param(self, value: bool) -> Any:
         return int(value)
+
+    def close(self) -> None:
+        self.connection.close()
 
     def _execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:
@@ -162,36 +179,26 @@ def open_reader(db: str | None) -> Iterator[Reader]:
         path = os.path.expanduser(db)
         if not os.path.isabs(path):
             path = os.path.join(os.getcwd(), path)
-    sqlite_reader = _open_sqlite(path)
-    try:
+    with closing(_open_sqlite(path)) as sqlite_reader:
         yield sqlite_reader
-    finally:
-        sqlite_reader.connection.close()
 
 
 @contextmanager
 def _open_url(db: str) -> Iterator[Reader]:
-    import os
-
     from bflsync.server_reading import open_wire_reader
 
     # libpq reads PG* variables itself; the wire client leaves such a connection to it.
     wire = open_wire_reader(db, environ=os.environ)
     if wire is not None:
-        try:
+        with closing(wire):
             yield wire
-        finally:
-            wire.close()
         return
     from bflsync import store
 
     location = store.locate_store(db)
     if location.path is not None:
-        sqlite_reader = _open_sqlite(str(location.path))
-        try:
+        with closing(_open_sqlite(str(location.path))) as sqlite_reader:
             yield sqlite_reader
-        finally:
-            sqlite_reader.connection.close()
         return
     engine = store.open_store_for_read(location)
     try:
@@ -247,7 +254,7 @@ def _open_sqlite(path: str) -> SqliteReader:
         inspected = _checked_sqlite(path, immutable=True)
         if read_immutable(path):
             return inspected
-        inspected.connection.close()
+        inspected.close()
     try:
         return _checked_sqlite(path, immutable=False)
     except StoreWriteError:
@@ -281,17 +288,7 @@ def _checked_sqlite(path: str, *, immutable: bool) -> SqliteReader:
             for (name,) in reader.rows("SELECT name FROM sqlite_master WHERE type = 'table'")
             if not name.startswith("sqlite_")
         ]
-        revision = None
-        if "alembic_version" in tables:
-            stamped = reader.rows("SELECT version_num FROM alembic_version")
-            revision = stamped[0][0] if stamped else None
-        state = classify_tables(tables, revision)
-        reject_unusable(str(path), state, revision, missing_ok=False)
-        if state is StoreState.BEHIND:
-            raise StoreBehindError(
-                f"the store at {path} is at schema revision {revision}, older than this "
-                f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
-            )
+        require_head(reader, path, tables)
         reader.finetune_columns = frozenset(row[1] for row in reader.rows("PRAGMA table_info(finetune)"))
     except BaseException:
         connection.close()

@@ -15,15 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bflsync import pgwire
-from bflsync.errors import StoreBehindError, StoreUnreachableError
-from bflsync.storecheck import (
-    HEAD_REVISION,
-    StoreState,
-    classify_tables,
-    display_url,
-    reject_unusable,
-    store_error_for,
-)
+from bflsync.errors import StoreUnreachableError
+from bflsync.reading import DetailsNotJsonError, require_head
+from bflsync.storecheck import display_url, store_error_for
 
 Row = tuple[Any, ...]
 # What a URL must start with for the wire client to try it.
@@ -44,8 +38,6 @@ class WireReader:
         return self.named_rows(sql, params)[1]
 
     def named_rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[Row]]:
-        from bflsync.reading import DetailsNotJsonError
-
         try:
             return self.connection.query(sql, params)
         except pgwire.ServerError as exc:
@@ -117,18 +109,8 @@ _CATALOGUE = (
 
 
 def _check_revision(reader: WireReader) -> None:
-    """Refuse a database that is not a store at head, as :mod:`bflsync.store` does for readers."""
+    """Refuse a database that is not a store at head (see :func:`bflsync.reading.require_head`)."""
     ((catalogue,),) = reader.rows(_CATALOGUE)
     tables, columns = (names or [] for names in catalogue)
-    revision = None
-    if "alembic_version" in tables:
-        stamped = reader.rows("SELECT version_num FROM alembic_version")
-        revision = stamped[0][0] if stamped else None
-    state = classify_tables(tables, revision)
-    reject_unusable(reader.where, state, revision, missing_ok=False)
-    if state is StoreState.BEHIND:
-        raise StoreBehindError(
-            f"the store at {reader.where} is at schema revision {revision}, older than this "
-            f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
-        )
+    require_head(reader, reader.where, tables)
     reader.finetune_columns = frozenset(columns)

@@ -40,7 +40,13 @@ from sqlalchemy.pool import QueuePool
 from bflsync.account_merge import downgrade_refusal
 from bflsync.config import default_db_path
 from bflsync.errors import InputError, StoreBehindError, StoreError, StoreMissingError, StoreWriteError
-from bflsync.store_files import adopt_empty_store_file, check_journals, open_store_file, read_immutable
+from bflsync.store_files import (
+    adopt_empty_store_file,
+    check_journals,
+    journal_path,
+    open_store_file,
+    read_immutable,
+)
 from bflsync.storecheck import (
     ACCOUNTS_REVISION,
     BFLSYNC_TABLES,
@@ -51,6 +57,7 @@ from bflsync.storecheck import (
     StoreState,
     classify_tables,
     display_url,
+    reject_behind,
     reject_unusable,
     require_sqlite_file,
     require_sqlite_version,
@@ -67,6 +74,7 @@ __all__ = [
     "HEAD_REVISION",
     "KNOWN_REVISIONS",
     "SQLITE_HEADER",
+    "StoreBehindError",
     "StoreState",
 ]
 
@@ -227,7 +235,7 @@ def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) 
         # A WAL store in a directory (or mount) this user cannot write: SQLite cannot create
         # the -shm file it wants even to read. Without a -wal file no writer is mid-way, so the
         # file can be read as immutable for the few moments a read command takes.
-        if location.path.with_name(location.path.name + "-wal").exists():
+        if journal_path(location.path, "-wal").exists():
             raise
         return _checked_read_engine(location, allow_behind=allow_behind, immutable=True)
 
@@ -238,11 +246,8 @@ def _checked_read_engine(location: StoreLocation, *, allow_behind: bool, immutab
         with translate_errors(location), engine.connect() as connection:
             state, revision = classify(connection)
         _reject_unusable(location, state, revision, missing_ok=False)
-        if state is StoreState.BEHIND and not allow_behind:
-            raise StoreBehindError(
-                f"the store at {location.display} is at schema revision {revision}, older than this "
-                f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
-            )
+        if not allow_behind:
+            reject_behind(location.display, state, revision)
     except BaseException:
         engine.dispose()
         raise

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from bflsync.errors import (
     NotAStoreError,
+    StoreBehindError,
     StoreError,
     StoreMissingError,
     StoreTooNewError,
@@ -87,6 +88,15 @@ def reject_unusable(display: str, state: StoreState, revision: str | None, *, mi
         raise NotAStoreError(f"{display} is a database without bflsync tables; refusing to touch it")
     if state is StoreState.EMPTY and not missing_ok:
         raise StoreMissingError(f"no bflsync store at {display} - run `bflsync sync` first")
+
+
+def reject_behind(display: str, state: StoreState, revision: str | None) -> None:
+    """Refuse a store at an older known revision: reading and editing need the head schema."""
+    if state is StoreState.BEHIND:
+        raise StoreBehindError(
+            f"the store at {display} is at schema revision {revision}, older than this "
+            f"bflsync ({HEAD_REVISION}): run `bflsync db upgrade` (a backup is taken first)"
+        )
 
 
 def require_sqlite_version() -> None:
