@@ -50,13 +50,13 @@ def child(kind: str, base_url: str, db_path: str) -> dict[str, float]:
     import time
 
     if kind in ("sync", "resync", "status"):
-        import bflsync.api
+        import bflsync.bfl.client
         import bflsync.cli.sync_command
-        import bflsync.sync  # noqa: F401 - imported before the clock starts
-        from bflsync import store
+        import bflsync.sync.run  # noqa: F401 - imported before the clock starts
         from bflsync.cli import cli
+        from bflsync.store import access
 
-        store.open_store_for_write(store.locate_store(db_path)).engine.dispose()
+        access.open_store_for_write(access.locate_store(db_path)).engine.dispose()
         argv = ["--db", db_path, "--quiet", "sync", "--base-url", base_url, "--concurrency", str(CONCURRENCY)]
         if kind != "status":
             argv += ["--no-status", "--no-credits"]  # the same requests as the baselines make

@@ -28,9 +28,9 @@ from urllib.parse import quote, urlsplit
 
 from mock_process import mock_api
 
-from bflsync.api import BflClient, RetryPolicy
+from bflsync.bfl.client import BflClient, RetryPolicy
 from bflsync.config import Secret
-from bflsync.mock_api import DEFAULT_MOCK_API_KEY, MockBFL
+from bflsync.mock.server import DEFAULT_MOCK_API_KEY, MockBFL
 
 BUDGET = 1.3
 

@@ -31,8 +31,9 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bflsync import filters, search, store, writes
-from bflsync.reading import open_reader
+from bflsync.read import filters, search
+from bflsync.read.reader import open_reader
+from bflsync.store import access, writes
 
 STORE = Path(tempfile.gettempdir()) / "bflsync-bench-100k.db"
 COUNT = 100_000
@@ -92,7 +93,7 @@ def payload(rng: random.Random, index: int) -> dict[str, Any]:
 def build_store(path: Path, count: int) -> float:
     """Write ``count`` finetunes in batches like a sync; return the seconds it took."""
     rng = random.Random(1)
-    opened = store.open_store_for_write(store.locate_store(str(path)))
+    opened = access.open_store_for_write(access.locate_store(str(path)))
     started = time.perf_counter()
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for start in range(0, count, BATCH):
@@ -190,7 +191,7 @@ def bench_trigger_cost() -> None:
         timings = {}
         for kind in ("without", "with"):
             path = Path(scratch) / f"{kind}.db"
-            store.upgrade_store(store.locate_store(str(path)), revision="head").engine.dispose()
+            access.upgrade_store(access.locate_store(str(path)), revision="head").engine.dispose()
             if kind == "without":
                 with sqlite3.connect(path) as connection:
                     triggers = connection.execute(
@@ -198,7 +199,7 @@ def bench_trigger_cost() -> None:
                     ).fetchall()
                     for (name,) in triggers:
                         connection.execute(f'DROP TRIGGER "{name}"')
-            engine = store.create_store_engine(store.locate_store(str(path)), read_only=False)
+            engine = access.create_store_engine(access.locate_store(str(path)), read_only=False)
             timings[kind] = _timed_writes(engine)
             engine.dispose()
     print(
@@ -250,7 +251,7 @@ def cached_store_is_current() -> bool:
         return False
     with sqlite3.connect(f"{STORE.as_uri()}?mode=ro", uri=True) as connection:
         revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-    return revision == (store.HEAD_REVISION,)
+    return revision == (access.HEAD_REVISION,)
 
 
 def main() -> None:

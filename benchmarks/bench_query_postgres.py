@@ -2,9 +2,9 @@
 
 A private cluster is started from the machine's PostgreSQL binaries on 127.0.0.1 (its data
 directory is kept in the temp directory, so the 100,000-finetune store is built once through
-the real write path, ``bflsync.writes``, and reused; ``--rebuild`` builds it again). Each query
+the real write path, ``bflsync.store.writes``, and reused; ``--rebuild`` builds it again). Each query
 form (an extracted column, a JSON-only key, ``~`` and ``--text``) runs as a whole ``bflsync``
-process and as ``psql`` running the very statement bflsync runs (rendered by ``bflsync.search``,
+process and as ``psql`` running the very statement bflsync runs (rendered by ``bflsync.read.search``,
 its bound parameters written as literals; both are printed), target <= 1.5x, interleaved with
 ``python -c "import click"`` (the floor of any click program) so all see the same noise; min and
 median over the repetitions are printed. Then ``EXPLAIN ANALYZE`` of the JSON-key filter, which
@@ -36,7 +36,15 @@ from bench_query import payload
 from sqlmodel import Session
 
 import bflsync
-from bflsync import filters, reading, search, store, writes
+
+# The cluster launcher the test fixture uses (tests/pglaunch.py, no pytest in it).
+# The cluster launcher the test fixture uses (tests/pglaunch.py, no pytest in it).
+from bflsync.read import filters, search
+from bflsync.read.reader import open_reader
+
+# The cluster launcher the test fixture uses (tests/pglaunch.py, no pytest in it).
+# The cluster launcher the test fixture uses (tests/pglaunch.py, no pytest in it).
+from bflsync.store import access, writes
 
 # The cluster launcher the test fixture uses (tests/pglaunch.py, no pytest in it).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -103,7 +111,7 @@ def build(server: str, count: int) -> float:
         connection.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
     admin.dispose()
     rng = random.Random(1)
-    opened = store.open_store_for_write(store.locate_store(f"postgresql+psycopg://{server}/{DATABASE}"))
+    opened = access.open_store_for_write(access.locate_store(f"postgresql+psycopg://{server}/{DATABASE}"))
     started = time.perf_counter()
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for start in range(0, count, BATCH):
@@ -157,7 +165,7 @@ def literal(value: Any) -> str:
 
 def bflsync_statement(url: str, args: Sequence[str]) -> tuple[str, str]:
     """The SQL (with ``?``) bflsync runs for ``--format ids``, and the same with literals for psql."""
-    with reading.open_reader(url) as reader:
+    with open_reader(url) as reader:
         statement = search.search_sql(reader, question(args), columns=("finetune_id",))
     pieces = statement.text.split("?")
     inlined = pieces[0] + "".join(
@@ -207,7 +215,7 @@ def bench_queries(server: str, count: int, repeat: int) -> None:
 def explain_json_key(server: str) -> None:
     """EXPLAIN ANALYZE of exactly the statement bflsync runs for the JSON-key filter."""
     print("\n== EXPLAIN ANALYZE of bflsync's SQL for dataset=ds-42 ==")
-    with reading.open_reader(f"postgresql+psycopg://{server}/{DATABASE}") as reader:
+    with open_reader(f"postgresql+psycopg://{server}/{DATABASE}") as reader:
         statement = search.search_sql(reader, question(["dataset=ds-42"]), columns=("finetune_id",))
         print(statement.text)
         plan = [row[0] for row in reader.rows("EXPLAIN ANALYZE " + statement.text, statement.params)]

@@ -5,7 +5,7 @@ cached in the temp directory), each query form runs as ``bflsync query … --for
 the equivalent SQL through ``sqlite-utils query`` (targets: <= 0.6x at 300 and 20,000, <= 1.0x at
 100,000) and through a bare ``python -c`` with ``sqlite3`` (target at 100,000: <= 1.5x). Runs are
 interleaved so both sides see the same noise; min and median over the repetitions are printed.
-The ``python -c`` baseline runs exactly the statement bflsync runs (from :func:`bflsync.search.search_sql`,
+The ``python -c`` baseline runs exactly the statement bflsync runs (from :func:`bflsync.read.search.search_sql`,
 registering the two helper functions it calls); every side runs without ``PYTHONDONTWRITEBYTECODE`` and
 ``PYTHONUNBUFFERED``, and bflsync's modules are compiled first, as an installed wheel's are.
 Then ``bflsync show ID`` and ``bflsync --help`` against ``python -c "import click"`` (<= 1.2x),
@@ -32,9 +32,9 @@ from pathlib import Path
 from bench_query import build_store
 
 import bflsync
-from bflsync import filters, search
-from bflsync.reading import SqliteReader, open_reader
-from bflsync.storecheck import HEAD_REVISION
+from bflsync.read import filters, search
+from bflsync.read.reader import SqliteReader, open_reader
+from bflsync.store.check import HEAD_REVISION
 
 SIZES: tuple[int, ...] = (300, 20_000, 100_000)
 # (label, bflsync arguments, equivalent SQL for the other tools)

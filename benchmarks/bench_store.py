@@ -21,10 +21,10 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bflsync import store, writes
 from bflsync.extract import canonical_json, changed_keys, content_hash, extract_fields
-from bflsync.mock_api import generate_finetunes
-from bflsync.sync import DEFAULT_BATCH_SIZE
+from bflsync.mock.server import generate_finetunes
+from bflsync.store import access, writes
+from bflsync.sync.run import DEFAULT_BATCH_SIZE
 
 T1 = datetime(2026, 1, 1, tzinfo=UTC)
 T2 = T1 + timedelta(days=1)
@@ -33,14 +33,14 @@ SOURCE = "api.us1.bfl.ai"
 
 def store_path(directory: Path, name: str) -> Path:
     path = directory / name
-    store.open_store_for_write(store.locate_store(str(path))).engine.dispose()
+    access.open_store_for_write(access.locate_store(str(path))).engine.dispose()
     return path
 
 
 def bflsync_store(path: Path, payloads: dict[str, dict[str, Any]], *, now: datetime) -> float:
     """Seconds to store every payload the way ``sync`` does: one transaction per batch."""
     observations = [writes.Observation(finetune_id, details) for finetune_id, details in payloads.items()]
-    engine = store.create_store_engine(store.locate_store(str(path)), read_only=False)
+    engine = access.create_store_engine(access.locate_store(str(path)), read_only=False)
     try:
         with Session(engine) as session:
             with session.begin():

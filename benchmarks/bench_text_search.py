@@ -29,11 +29,12 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bflsync import search, store, writes
 from bflsync.config import DEFAULT_ACCOUNT
-from bflsync.filters import Query
-from bflsync.reading import open_reader
-from bflsync.records import FinetuneRecord
+from bflsync.read import search
+from bflsync.read.filters import Query
+from bflsync.read.reader import open_reader
+from bflsync.read.records import FinetuneRecord
+from bflsync.store import access, writes
 
 BATCH = 2_000
 REPEAT = 9
@@ -66,7 +67,7 @@ def build(path: Path, count: int, *, trigram: bool) -> float:
     """A fresh store of ``count`` finetunes; returns the seconds spent persisting them."""
     for leftover in path.parent.glob(path.name + "*"):
         leftover.unlink()
-    opened = store.open_store_for_write(store.locate_store(str(path)))
+    opened = access.open_store_for_write(access.locate_store(str(path)))
     engine = opened.engine
     if not trigram:
         with engine.begin() as connection:

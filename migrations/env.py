@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
-from bflsync.schema import POSTGRES_ONLY_COLUMNS, POSTGRES_ONLY_INDEXES, SQLModel, UTCDateTime
+from bflsync.store.schema import POSTGRES_ONLY_COLUMNS, POSTGRES_ONLY_INDEXES, SQLModel, UTCDateTime
 
 config = context.config
 if config.config_file_name is not None:

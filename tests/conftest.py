@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pgcluster import pg_url, postgres_server  # noqa: F401
 from sqlalchemy.engine import Engine
 
-from bflsync import store
+from bflsync.store import access
 
 SCRUBBED_ENV = ("BFL_API_KEY", "BFL_API_URL", "BFLSYNC_DB", "BFLSYNC_ACCOUNT")
 
@@ -36,7 +36,7 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def store_engine(db_path: Path) -> Iterator[Engine]:
     """A writable engine on a real SQLite store migrated to head."""
-    opened = store.open_store_for_write(store.locate_store(str(db_path)))
+    opened = access.open_store_for_write(access.locate_store(str(db_path)))
     yield opened.engine
     opened.engine.dispose()
 
@@ -59,6 +59,6 @@ def store_db(request: pytest.FixtureRequest, db_path: Path) -> str:
 @pytest.fixture
 def any_store(store_db: str) -> Iterator[tuple[str, Engine]]:
     """A writable store at head on each engine: the ``--db`` value and an engine to fill it with."""
-    opened = store.open_store_for_write(store.locate_store(store_db))
+    opened = access.open_store_for_write(access.locate_store(store_db))
     yield store_db, opened.engine
     opened.engine.dispose()

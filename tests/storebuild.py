@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bflsync import writes
 from bflsync.config import DEFAULT_ACCOUNT
+from bflsync.store import writes
 
 SOURCE = "api.us1.bfl.ai"
 

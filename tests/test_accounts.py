@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from bflsync.cli import cli
-from bflsync.mock_api import LISTING, MockBFL
+from bflsync.mock.server import LISTING, MockBFL
 
 KEY_A = "key-of-team-a"
 KEY_B = "key-of-team-b"

@@ -24,7 +24,7 @@ from pytest_alembic.tests import (
     test_upgrade,
 )
 
-from bflsync import store
+from bflsync.store import access
 
 __all__ = [
     "alembic_runner",
@@ -37,7 +37,7 @@ __all__ = [
 
 @pytest.fixture
 def alembic_config() -> Config:
-    return store.alembic_config()
+    return access.alembic_config()
 
 
 @pytest.fixture

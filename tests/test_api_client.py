@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bflsync import __version__
-from bflsync.api import BflClient, RetryPolicy, load_api_key, resolve_base_url, source_of
+from bflsync.bfl.client import BflClient, RetryPolicy, load_api_key, resolve_base_url, source_of
 from bflsync.config import ApiSettings, Secret
 from bflsync.errors import (
     ApiError,
@@ -540,9 +540,9 @@ def test_bad_listing_shapes_are_bad_responses(fake_time: FakeTime, body: Any) ->
 
 def test_each_attempt_is_logged_at_info(fake_time: FakeTime, caplog: pytest.LogCaptureFixture) -> None:
     script = Script(httpx.Response(502), httpx.Response(200, json={"finetune_details": {}}))
-    with caplog.at_level(logging.INFO, logger="bflsync.api"):
+    with caplog.at_level(logging.INFO, logger="bflsync.bfl.client"):
         run(make_client(script, fake_time), lambda c: c.get_details("org/x"))
-    messages = [r.getMessage() for r in caplog.records if r.name == "bflsync.api"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "bflsync.bfl.client"]
     attempts = [m for m in messages if " -> " in m]
     assert len(attempts) == 2
     assert "GET /v1/finetune_details?finetune_id=org%2Fx: retry 1 of 4 in 0." in messages[1]

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from bflsync.api import BflClient, RetryPolicy, load_api_key
+from bflsync.bfl.client import BflClient, RetryPolicy, load_api_key
 from bflsync.config import Secret
 from bflsync.errors import ApiError, BflsyncError
-from bflsync.mock_api import LISTING, MockBFL
+from bflsync.mock.server import LISTING, MockBFL
 
 CANARY = f"canary-{uuid.uuid4().hex}"
 FINETUNES = {"ft-1": {"mode": "style"}, "org/ft-2": {"mode": "product"}}
@@ -33,7 +33,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def debug_everything(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    for name in (None, "httpx", "httpcore", "bflsync", "bflsync.api", "bflsync.mock_api"):
+    for name in (None, "httpx", "httpcore", "bflsync", "bflsync.bfl.client", "bflsync.mock.server"):
         caplog.set_level(logging.DEBUG, logger=name)
     return caplog
 
@@ -185,6 +185,6 @@ def test_canary_key_never_surfaces(
 
     # the capture really saw the libraries' DEBUG output
     assert any(r.name.startswith("httpcore") and r.levelno == logging.DEBUG for r in debug_everything.records)
-    assert any(r.name == "bflsync.api" for r in debug_everything.records)
+    assert any(r.name == "bflsync.bfl.client" for r in debug_everything.records)
     leaks = [text for text in texts if CANARY in text]
     assert leaks == []

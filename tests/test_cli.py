@@ -18,9 +18,10 @@ from readonly_fs import read_only_argv
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bflsync import __version__, store, writes
+from bflsync import __version__
 from bflsync.cli import cli
 from bflsync.cli.app import COMMAND_SUMMARIES, LAZY_COMMANDS
+from bflsync.store import access, writes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +70,7 @@ def test_db_upgrade_creates_the_default_store_privately(runner: CliRunner, isola
     result = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
     store_path = isolated_env / "bflsync" / "bflsync.db"
     assert result.exit_code == 0
-    assert result.stdout == f"{store_path}: at revision {store.HEAD_REVISION}\n"
+    assert result.stdout == f"{store_path}: at revision {access.HEAD_REVISION}\n"
     assert "created a new bflsync store" in result.stderr
     assert stat.S_IMODE(store_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(store_path.parent.stat().st_mode) == 0o700
@@ -99,7 +100,7 @@ def test_quiet_silences_notices(runner: CliRunner, db_path: Path) -> None:
 
 def test_db_current_reports_head(runner: CliRunner, db_path: Path, store_engine: Engine) -> None:
     result = runner.invoke(cli, ["--db", str(db_path), "db", "current"], catch_exceptions=False)
-    assert result.stdout == f"{store.HEAD_REVISION} (head)\n"
+    assert result.stdout == f"{access.HEAD_REVISION} (head)\n"
 
 
 def test_db_current_on_a_missing_store_exits_2_without_creating_it(runner: CliRunner, db_path: Path) -> None:
@@ -112,8 +113,8 @@ def test_db_current_on_a_missing_store_exits_2_without_creating_it(runner: CliRu
 def test_db_history_lists_revisions_oldest_first(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["db", "history"], catch_exceptions=False)
     listed = [line.split()[0] for line in result.stdout.splitlines()]
-    assert tuple(listed) == store.KNOWN_REVISIONS
-    assert f"{store.HEAD_REVISION} (head)" in result.stdout
+    assert tuple(listed) == access.KNOWN_REVISIONS
+    assert f"{access.HEAD_REVISION} (head)" in result.stdout
 
 
 def test_db_check_passes_on_a_store_at_head(runner: CliRunner, db_path: Path, store_engine: Engine) -> None:
@@ -145,10 +146,10 @@ def test_db_downgrade_to_an_unknown_revision_exits_2(
 def test_db_downgrade_to_the_current_revision_exits_2_without_a_backup(
     runner: CliRunner, db_path: Path, store_engine: Engine
 ) -> None:
-    result = runner.invoke(cli, ["--db", str(db_path), "db", "downgrade", store.HEAD_REVISION])
+    result = runner.invoke(cli, ["--db", str(db_path), "db", "downgrade", access.HEAD_REVISION])
     assert (result.exit_code, result.stderr) == (
         2,
-        f"bflsync: error: the store is at schema revision {store.HEAD_REVISION}; {store.HEAD_REVISION} is not older:"
+        f"bflsync: error: the store is at schema revision {access.HEAD_REVISION}; {access.HEAD_REVISION} is not older:"
         " nothing to do\n",
     )
     assert not list(db_path.parent.glob("store.db.bak-*"))
@@ -157,12 +158,12 @@ def test_db_downgrade_to_the_current_revision_exits_2_without_a_backup(
 def test_db_upgrade_to_an_older_revision_exits_2_pointing_at_downgrade(
     runner: CliRunner, db_path: Path, store_engine: Engine
 ) -> None:
-    oldest = store.KNOWN_REVISIONS[0]
+    oldest = access.KNOWN_REVISIONS[0]
     result = runner.invoke(cli, ["--db", str(db_path), "db", "upgrade", oldest])
     assert result.exit_code == 2
     assert f"use `bflsync db downgrade {oldest}`" in result.stderr
     with store_engine.connect() as connection:
-        assert store.read_revision(connection) == store.HEAD_REVISION
+        assert access.read_revision(connection) == access.HEAD_REVISION
 
 
 def test_db_reextract_recomputes_columns_from_raw_json(
@@ -201,10 +202,10 @@ def test_a_bad_option_exits_2(runner: CliRunner) -> None:
 def test_an_internal_error_is_one_line_with_a_hint(
     runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(_db: str | None) -> store.StoreLocation:
+    def broken(_db: str | None) -> access.StoreLocation:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(store, "locate_store", broken)
+    monkeypatch.setattr(access, "locate_store", broken)
     result = runner.invoke(cli, ["--db", str(db_path), "db", "current"])
     assert result.exit_code == 70
     assert (
@@ -216,10 +217,10 @@ def test_an_internal_error_is_one_line_with_a_hint(
 def test_an_internal_error_spanning_lines_is_reported_on_one(
     runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(_db: str | None) -> store.StoreLocation:
+    def broken(_db: str | None) -> access.StoreLocation:
         raise RuntimeError("(sqlite3.OperationalError) boom\n[SQL: SELECT 1]\n[parameters: ()]")
 
-    monkeypatch.setattr(store, "locate_store", broken)
+    monkeypatch.setattr(access, "locate_store", broken)
     result = runner.invoke(cli, ["--db", str(db_path), "db", "current"])
     assert result.stderr == (
         "bflsync: error: internal error: RuntimeError: (sqlite3.OperationalError) boom"
@@ -230,10 +231,10 @@ def test_an_internal_error_spanning_lines_is_reported_on_one(
 def test_an_internal_error_shows_the_traceback_with_verbose(
     runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(_db: str | None) -> store.StoreLocation:
+    def broken(_db: str | None) -> access.StoreLocation:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(store, "locate_store", broken)
+    monkeypatch.setattr(access, "locate_store", broken)
     result = runner.invoke(cli, ["-v", "--db", str(db_path), "db", "current"])
     assert result.exit_code == 70
     assert "Traceback (most recent call last)" in result.stderr
@@ -248,10 +249,10 @@ def test_module_entry_point_runs_as_a_subprocess(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout == f"{store_path}: at revision {store.HEAD_REVISION}\n"
+    assert completed.stdout == f"{store_path}: at revision {access.HEAD_REVISION}\n"
     with sqlite3.connect(store_path) as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            (store.HEAD_REVISION,)
+            (access.HEAD_REVISION,)
         ]
     connection.close()
 
@@ -293,7 +294,7 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(
 ) -> None:
     # One large write that the pipe takes only partly: the rest must fail loudly (141), not vanish.
     store_path = tmp_path / "s.db"
-    opened = store.open_store_for_write(store.locate_store(str(store_path)))
+    opened = access.open_store_for_write(access.locate_store(str(store_path)))
     observations = [
         writes.Observation(f"finetune-{i:05d}-{'x' * 40}", {"mode": "style"}) for i in range(4000)
     ]
@@ -323,7 +324,7 @@ def test_a_wal_store_on_a_read_only_mount_can_still_be_queried(tmp_path: Path) -
     directory = tmp_path / "shared"
     directory.mkdir()
     store_path = directory / "store.db"
-    opened = store.open_store_for_write(store.locate_store(str(store_path)))
+    opened = access.open_store_for_write(access.locate_store(str(store_path)))
     with Session(opened.engine) as session, session.begin():
         writes.record_observations(
             session,

@@ -8,7 +8,7 @@ import sys
 import sqlalchemy as sa
 
 from bflsync.columns import COLUMN_NAMES, ERROR_FIELDS, RECORD_COLUMNS, RUN_FIELDS, Kind
-from bflsync.schema import Finetune, SyncError, SyncRun, UTCDateTime
+from bflsync.store.schema import Finetune, SyncError, SyncRun, UTCDateTime
 
 # Columns the table holds that are not part of a record: the key and the raw JSON itself.
 NOT_RECORD_COLUMNS = {"id", "details"}

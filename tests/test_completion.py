@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
-from bflsync import labels
 from bflsync.cli import cli
+from bflsync.store import labels
 
 PAYLOADS = {
     "alpha": {"mode": "character", "extra": {"images": 3, "tags": ["x"]}},

@@ -15,9 +15,9 @@ from datasette.utils import detect_fts
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
-from bflsync import textsearch
 from bflsync.cli import cli
-from bflsync.store import downgrade_store, locate_store, upgrade_store
+from bflsync.store.access import downgrade_store, locate_store, upgrade_store
+from bflsync.text import matching
 
 RECORDS = {
     "jp-landscape": {"finetune_comment": "日本の風景写真、桜と富士山", "mode": "style"},
@@ -152,4 +152,4 @@ def test_downgrade_to_0002_and_back_rebuilds_both_indexes(store: Path) -> None:
 def test_plan_sends_each_word_where_it_can_be_found(
     text: str, words: list[tuple[str, bool]], trigrams: list[str], substrings: list[str]
 ) -> None:
-    assert textsearch.plan(text) == textsearch.TextPlan(words=words, trigrams=trigrams, substrings=substrings)
+    assert matching.plan(text) == matching.TextPlan(words=words, trigrams=trigrams, substrings=substrings)

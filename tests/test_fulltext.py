@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
-from bflsync import textsearch
 from bflsync.cli import cli
-from bflsync.fulltext import details_tokens, tokens, tsquery_text, tsvector_text
-from bflsync.mock_api import MockBFL, generate_finetunes
+from bflsync.mock.server import MockBFL, generate_finetunes
+from bflsync.text import matching
+from bflsync.text.tokens import details_tokens, tokens, tsquery_text, tsvector_text
 
 KEY = "fulltext-test-key"
 FINETUNES = {
@@ -140,11 +140,7 @@ def test_text_search_answers_the_same_on_both_engines(db_path: Path, pg_url: str
                 for (finetune_id,) in connection.execute(
                     "SELECT finetune_id FROM finetune WHERE id IN"
                     " (SELECT rowid FROM finetune_fts WHERE finetune_fts MATCH ?)",
-                    (
-                        textsearch.fts5_query(
-                            [textsearch.word_term(word) for word in textsearch.terms(words)]
-                        ),
-                    ),
+                    (matching.fts5_query([matching.word_term(word) for word in matching.terms(words)]),),
                 )
             )
     finally:

@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
-from bflsync import filters, labels, search
 from bflsync.cli import cli
 from bflsync.errors import InputError
-from bflsync.reading import Reader, open_reader
+from bflsync.read import filters, search
+from bflsync.read.reader import Reader, open_reader
+from bflsync.store import labels
 
 # Each finetune's labels, as `bflsync label` would type them from the command line.
 LABELS: dict[str, list[str]] = {

@@ -19,10 +19,10 @@ from readonly_fs import read_only_argv
 from storebuild import day, file_digest, write_sync
 from sync_support import process_env
 
-from bflsync import store
 from bflsync.cli import cli
-from bflsync.lock import sync_lock_for
-from bflsync.mock_api import MockBFL
+from bflsync.mock.server import MockBFL
+from bflsync.store import access
+from bflsync.store.lock import sync_lock_for
 
 KEY = "label-test-key"
 ALPHA = {"mode": "character", "iterations": 300, "learning_rate": 1e-5}
@@ -43,7 +43,7 @@ def store_url(empty_url: str) -> str:
 
 
 def build_store(url: str) -> str:
-    opened = store.open_store_for_write(store.locate_store(url))
+    opened = access.open_store_for_write(access.locate_store(url))
     try:
         write_sync(opened.engine, {"alpha": ALPHA, "bravo": BRAVO}, now=day(1))
     finally:
@@ -56,7 +56,7 @@ def run(url: str, *args: str) -> Result:
 
 
 def table(url: str, sql: str) -> list[dict[str, Any]]:
-    engine = sa.create_engine(store.locate_store(url).url)
+    engine = sa.create_engine(access.locate_store(url).url)
     try:
         with engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(sa.text(sql))]
@@ -167,7 +167,7 @@ def test_bad_labels_notes_and_unknown_ids_exit_2_and_write_nothing(
 
 
 def test_an_id_stored_for_several_sources_needs_source(store_url: str) -> None:
-    opened = store.open_store_for_write(store.locate_store(store_url))
+    opened = access.open_store_for_write(access.locate_store(store_url))
     try:
         write_sync(opened.engine, {"alpha": BRAVO}, now=day(2), source="api.eu1.bfl.ai")
     finally:
@@ -192,7 +192,7 @@ def test_a_missing_store_is_refused_and_nothing_is_created(tmp_path: Path) -> No
 
 
 def test_a_store_behind_head_is_refused_not_migrated(db_path: Path) -> None:
-    store.upgrade_store(store.locate_store(str(db_path)), revision="0002_fts").engine.dispose()
+    access.upgrade_store(access.locate_store(str(db_path)), revision="0002_fts").engine.dispose()
     before = file_digest(db_path)
     result = CliRunner().invoke(cli, ["--db", str(db_path), "label", "x", "a=1"])
     assert result.exit_code == 2
@@ -201,7 +201,7 @@ def test_a_store_behind_head_is_refused_not_migrated(db_path: Path) -> None:
 
 
 def test_label_and_note_wait_for_a_sync_holding_the_lock_or_exit_4(store_url: str) -> None:
-    with sync_lock_for(store.locate_store(store_url)):
+    with sync_lock_for(access.locate_store(store_url)):
         for args in (["label", "alpha", "a=1"], ["note", "alpha", "hi"]):
             result = CliRunner().invoke(cli, ["--db", store_url, *args, "--wait", "0.2"])
             assert result.exit_code == 4
@@ -213,7 +213,7 @@ def test_label_and_note_wait_for_a_sync_holding_the_lock_or_exit_4(store_url: st
 def test_a_read_only_sqlite_store_exits_3_and_stays_unchanged(db_path: Path) -> None:
     store_url = build_store(str(db_path))
     # The lock file exists already (as after any sync), so the refusal comes from the store itself.
-    with sync_lock_for(store.locate_store(store_url)):
+    with sync_lock_for(access.locate_store(store_url)):
         pass
     before = file_digest(db_path)
     for args in (["label", "alpha", "a=1"], ["note", "alpha", "hi"]):
@@ -234,7 +234,7 @@ def test_a_read_only_sqlite_store_exits_3_and_stays_unchanged(db_path: Path) -> 
 
 def test_a_read_only_postgresql_store_exits_3(pg_url: str) -> None:
     store_url = build_store(pg_url)
-    location = store.locate_store(store_url)
+    location = access.locate_store(store_url)
     engine = sa.create_engine(location.url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
@@ -293,7 +293,7 @@ def test_syncs_never_change_labels_or_notes_through_update_delete_and_restore(
 
 
 def test_an_id_stored_for_several_accounts_needs_account(store_url: str) -> None:
-    opened = store.open_store_for_write(store.locate_store(store_url))
+    opened = access.open_store_for_write(access.locate_store(store_url))
     try:
         write_sync(opened.engine, {"alpha": BRAVO}, now=day(2), account="team-b")
     finally:

@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from bflsync.api import BflClient, RetryPolicy
+from bflsync.bfl.client import BflClient, RetryPolicy
 from bflsync.cli import cli
 from bflsync.config import Secret
-from bflsync.mock_api import CREDITS, MockBFL, status_of
-from bflsync.schema import Finetune, FinetuneStatus, SyncError, SyncRun
-from bflsync.store import downgrade_store, locate_store, open_store_for_write, upgrade_store
-from bflsync.sync import SyncOptions, SyncResult, run_sync
+from bflsync.mock.server import CREDITS, MockBFL, status_of
+from bflsync.store.access import downgrade_store, locate_store, open_store_for_write, upgrade_store
+from bflsync.store.schema import Finetune, FinetuneStatus, SyncError, SyncRun
+from bflsync.sync.run import SyncOptions, SyncResult, run_sync
 
 KEY = "lifecycle-key"
 T1 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

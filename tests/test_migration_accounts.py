@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from sqlmodel import Session
 from storebuild import day, write_sync
 
-from bflsync import store, writes
 from bflsync.cli import cli
+from bflsync.store import access, writes
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "store_0002.json").read_text(encoding="utf-8"))
 # Parents before children, for the foreign keys.
@@ -52,7 +52,7 @@ def plain(value: Any) -> Any:
 
 
 def load_0002_store(store_db: str) -> None:
-    store.upgrade_store(store.locate_store(store_db), revision="0002_fts").engine.dispose()
+    access.upgrade_store(access.locate_store(store_db), revision="0002_fts").engine.dispose()
     engine = engine_for(store_db)
     try:
         metadata = sa.MetaData()
@@ -97,7 +97,7 @@ def revision(store_db: str) -> str | None:
     engine = engine_for(store_db)
     try:
         with engine.connect() as connection:
-            return store.read_revision(connection)
+            return access.read_revision(connection)
     finally:
         engine.dispose()
 
@@ -113,10 +113,10 @@ def test_upgrading_a_0002_store_keeps_every_row_and_labels_it_default(store_db: 
     load_0002_store(store_db)
     before = dump(store_db)
 
-    store.open_store_for_write(store.locate_store(store_db)).engine.dispose()
+    access.open_store_for_write(access.locate_store(store_db)).engine.dispose()
 
     after = dump(store_db)
-    assert revision(store_db) == store.HEAD_REVISION
+    assert revision(store_db) == access.HEAD_REVISION
     assert only_columns_of(before, after) == before
     assert {row["account"] for row in after["finetune"]} == {"default"}
     assert {(row["account"], row["key_changed"]) for row in after["sync_run"]} == {("default", False)}
@@ -140,7 +140,7 @@ def test_the_upgrade_makes_one_random_fingerprint_secret_per_store(tmp_path: Pat
     secrets = []
     for name in ("one.db", "two.db"):
         load_0002_store(str(tmp_path / name))
-        store.open_store_for_write(store.locate_store(str(tmp_path / name))).engine.dispose()
+        access.open_store_for_write(access.locate_store(str(tmp_path / name))).engine.dispose()
         with sqlite3.connect(tmp_path / name) as connection:
             secrets.append(connection.execute("SELECT name, value FROM store_meta").fetchall())
         connection.close()
@@ -152,7 +152,7 @@ def test_the_upgrade_makes_one_random_fingerprint_secret_per_store(tmp_path: Pat
 
 def test_after_the_upgrade_a_sync_of_the_default_account_continues_the_same_rows(store_db: str) -> None:
     load_0002_store(store_db)
-    opened = store.open_store_for_write(store.locate_store(store_db))
+    opened = access.open_store_for_write(access.locate_store(store_db))
     alpha = next(row for row in FIXTURE["finetune"] if row["finetune_id"] == "alpha")
     try:
         with Session(opened.engine) as session, session.begin():
@@ -173,15 +173,15 @@ def test_after_the_upgrade_a_sync_of_the_default_account_continues_the_same_rows
 def test_downgrade_to_0002_and_up_again_keeps_every_row_and_version(store_db: str) -> None:
     load_0002_store(store_db)
     before = dump(store_db)
-    location = store.locate_store(store_db)
-    store.open_store_for_write(location).engine.dispose()
+    location = access.locate_store(store_db)
+    access.open_store_for_write(location).engine.dispose()
     upgraded = dump(store_db)
 
-    store.downgrade_store(location, revision="0002_fts")
+    access.downgrade_store(location, revision="0002_fts")
     assert revision(store_db) == "0002_fts"
     assert dump(store_db) == before
 
-    store.open_store_for_write(location).engine.dispose()
+    access.open_store_for_write(location).engine.dispose()
     assert dump(store_db) == upgraded
 
 
@@ -197,13 +197,13 @@ def assert_downgrade_refused_and_nothing_changed(store_db: str, reason: str) -> 
         "represent; nothing was changed\n"
     )
     assert dump(store_db) == before
-    assert revision(store_db) == store.HEAD_REVISION
+    assert revision(store_db) == access.HEAD_REVISION
     if "://" not in store_db:
         assert sorted(p.name for p in Path(store_db).parent.iterdir()) == ["store.db"]
 
 
 def test_downgrade_is_refused_while_two_accounts_hold_one_id_and_changes_nothing(store_db: str) -> None:
-    opened = store.open_store_for_write(store.locate_store(store_db))
+    opened = access.open_store_for_write(access.locate_store(store_db))
     try:
         write_sync(opened.engine, {"org/shared": {"mode": "a"}, "only-a": {}}, now=day(1), account="team-a")
         write_sync(opened.engine, {"org/shared": {"mode": "b"}}, now=day(2), account="team-b")
@@ -217,7 +217,7 @@ def test_downgrade_is_refused_while_two_accounts_hold_one_id_and_changes_nothing
 
 def test_downgrade_is_refused_while_an_account_other_than_default_holds_finetunes(store_db: str) -> None:
     """0002 has no account column: team-b's rows would come back as 'default' and be tombstoned by its next sync."""
-    opened = store.open_store_for_write(store.locate_store(store_db))
+    opened = access.open_store_for_write(access.locate_store(store_db))
     try:
         write_sync(opened.engine, {"a1": {"mode": "a"}}, now=day(1))
         write_sync(opened.engine, {"b1": {"mode": "b"}, "b2": {}}, now=day(2), account="team-b")
@@ -233,21 +233,21 @@ def test_the_migration_itself_refuses_to_merge_accounts_for_the_alembic_cli(db_p
     """A contributor's `alembic downgrade` goes straight to the migration: it refuses and rolls back."""
     from bflsync.errors import InputError
 
-    opened = store.open_store_for_write(store.locate_store(str(db_path)))
+    opened = access.open_store_for_write(access.locate_store(str(db_path)))
     try:
         write_sync(opened.engine, {"x": {}}, now=day(1), account="team-a")
         write_sync(opened.engine, {"x": {}}, now=day(1), account="team-b")
         with pytest.raises(InputError, match="cannot downgrade below 0003_accounts"):
-            store.run_migration(opened.engine, lambda command, config: command.downgrade(config, "0002_fts"))
+            access.run_migration(opened.engine, lambda command, config: command.downgrade(config, "0002_fts"))
     finally:
         opened.engine.dispose()
-    assert revision(str(db_path)) == store.HEAD_REVISION
+    assert revision(str(db_path)) == access.HEAD_REVISION
     assert len(dump(str(db_path))["finetune"]) == 2
 
 
 def test_the_full_text_index_works_across_the_upgrade_and_the_downgrade(db_path: Path) -> None:
     load_0002_store(str(db_path))
-    location = store.locate_store(str(db_path))
+    location = access.locate_store(str(db_path))
 
     def text_hits(words: str) -> list[str]:
         result = CliRunner().invoke(
@@ -263,11 +263,11 @@ def test_the_full_text_index_works_across_the_upgrade_and_the_downgrade(db_path:
         connection.close()
         return names
 
-    store.open_store_for_write(location).engine.dispose()
+    access.open_store_for_write(location).engine.dispose()
     assert trigger_names() == FTS_TRIGGERS
     assert text_hits("red fox") == ["org-7/shared-lora"]
     alpha = next(row for row in FIXTURE["finetune"] if row["finetune_id"] == "alpha")
-    opened = store.open_store_for_write(location)
+    opened = access.open_store_for_write(location)
     try:
         payload = {"alpha": {"finetune_comment": "blue whale"}}
         write_sync(opened.engine, payload, now=day(1), source=alpha["source"], tombstone=False)
@@ -275,7 +275,7 @@ def test_the_full_text_index_works_across_the_upgrade_and_the_downgrade(db_path:
         opened.engine.dispose()
     assert text_hits("whale") == ["alpha"]
 
-    store.downgrade_store(location, revision="0002_fts")
+    access.downgrade_store(location, revision="0002_fts")
     assert trigger_names() == FTS_TRIGGERS
     with sqlite3.connect(db_path) as connection:
         query = "SELECT rowid FROM finetune_fts WHERE finetune_fts MATCH ? ORDER BY rowid"

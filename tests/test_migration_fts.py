@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
-from bflsync import fts, store
+from bflsync.store import access, fts_triggers
 
 FTS_TRIGGERS = {"finetune_fts_insert", "finetune_fts_delete", "finetune_fts_update"}
 
@@ -36,12 +36,15 @@ def rebuild_finetune(engine: Engine, *, keep_triggers: bool) -> None:
     with engine.connect() as connection:
         raw = connection.connection.driver_connection
         assert raw is not None
-        raw.execute("PRAGMA foreign_keys = OFF")  # as store.run_migration does, outside the transaction
+        raw.execute("PRAGMA foreign_keys = OFF")  # as access.run_migration does, outside the transaction
         with connection.begin(), Operations.context(MigrationContext.configure(connection)):
             from alembic import op
 
             if keep_triggers:
-                with fts.triggers_kept("finetune"), op.batch_alter_table("finetune", recreate="always"):
+                with (
+                    fts_triggers.triggers_kept("finetune"),
+                    op.batch_alter_table("finetune", recreate="always"),
+                ):
                     pass
             else:
                 with op.batch_alter_table("finetune", recreate="always"):
@@ -50,16 +53,16 @@ def rebuild_finetune(engine: Engine, *, keep_triggers: bool) -> None:
 
 
 def test_head_revision_is_the_migrations_head() -> None:
-    scripts = ScriptDirectory.from_config(store.alembic_config())
-    assert scripts.get_heads() == [store.HEAD_REVISION]
+    scripts = ScriptDirectory.from_config(access.alembic_config())
+    assert scripts.get_heads() == [access.HEAD_REVISION]
     assert [script.revision for script in reversed(list(scripts.walk_revisions()))] == list(
-        store.KNOWN_REVISIONS
+        access.KNOWN_REVISIONS
     )
 
 
 def test_a_fresh_store_at_head_has_no_drift(store_engine: Engine) -> None:
     with store_engine.connect() as connection:
-        store.alembic_check(connection)
+        access.alembic_check(connection)
 
 
 def test_triggers_index_inserts_updates_and_deletes(store_engine: Engine, db_path: Path) -> None:
@@ -85,12 +88,12 @@ def test_downgrade_to_0001_and_back_rebuilds_the_index_from_existing_rows(
 ) -> None:
     write_sync(store_engine, {"a": {"trigger_word": "ohwx"}, "b": {"mode": "style"}}, now=day(1))
     store_engine.dispose()
-    location = store.locate_store(str(db_path))
-    store.downgrade_store(location, revision="0001_initial")
+    location = access.locate_store(str(db_path))
+    access.downgrade_store(location, revision="0001_initial")
     with sqlite3.connect(db_path) as connection:
         names = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
     assert not any(name.startswith("finetune_fts") for name in names)
-    store.upgrade_store(location, revision="head").engine.dispose()
+    access.upgrade_store(location, revision="head").engine.dispose()
     assert (fts_rowids(db_path, "ohwx"), fts_rowids(db_path, "style")) == ([1], [2])
 
 
@@ -102,7 +105,7 @@ def test_a_batch_rebuild_of_finetune_inside_triggers_kept_keeps_the_index_curren
     assert set(before) == FTS_TRIGGERS
     rebuild_finetune(store_engine, keep_triggers=False)
     assert triggers(db_path) == {}  # why triggers_kept exists
-    store.upgrade_store(store.locate_store(str(db_path)), revision="head").engine.dispose()
+    access.upgrade_store(access.locate_store(str(db_path)), revision="head").engine.dispose()
     store_engine.dispose()
     with sqlite3.connect(db_path) as connection:
         connection.executescript("".join(f"{sql};" for sql in before.values()))
@@ -123,30 +126,30 @@ def test_downgrade_below_0002_works_when_a_rebuild_already_lost_the_triggers(
     write_sync(store_engine, {"a": {"finetune_comment": "red fox"}}, now=day(1))
     rebuild_finetune(store_engine, keep_triggers=False)
     store_engine.dispose()
-    location = store.locate_store(str(db_path))
-    store.downgrade_store(location, revision="0001_initial")
+    location = access.locate_store(str(db_path))
+    access.downgrade_store(location, revision="0001_initial")
     with sqlite3.connect(db_path) as connection:
         names = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
     connection.close()
     assert not any(name.startswith("finetune_fts") for name in names)
-    store.upgrade_store(location, revision="head").engine.dispose()
+    access.upgrade_store(location, revision="head").engine.dispose()
     assert (set(triggers(db_path)), fts_rowids(db_path, "fox")) == (FTS_TRIGGERS, [1])
 
 
 def test_each_downgrade_from_head_to_0002_keeps_the_index_triggers(
     store_engine: Engine, db_path: Path
 ) -> None:
-    """A later revision that rebuilds finetune must wrap its batch in fts.triggers_kept (README).
+    """A later revision that rebuilds finetune must wrap its batch in fts_triggers.triggers_kept (README).
 
     Only 0007_fts_discoverable changes the triggers on purpose (back to 0002's, same names).
     """
     write_sync(store_engine, {"a": {"finetune_comment": "red fox"}}, now=day(1))
     store_engine.dispose()
     expected = triggers(db_path)
-    location = store.locate_store(str(db_path))
-    later = store.KNOWN_REVISIONS[store.KNOWN_REVISIONS.index("0002_fts") :]
+    location = access.locate_store(str(db_path))
+    later = access.KNOWN_REVISIONS[access.KNOWN_REVISIONS.index("0002_fts") :]
     for leaving, revision in zip(reversed(later), reversed(later[:-1]), strict=False):
-        store.downgrade_store(location, revision=revision)
+        access.downgrade_store(location, revision=revision)
         if leaving == "0007_fts_discoverable":
             expected = triggers(db_path)
         assert set(expected) == FTS_TRIGGERS

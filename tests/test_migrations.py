@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bflsync import store
+from bflsync.store import access
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {"finetune", "finetune_version", "sync_run", "sync_error"}
@@ -25,36 +25,36 @@ def table_names(path: Path) -> set[str]:
 
 
 def test_upgrade_from_base_creates_every_table(db_path: Path) -> None:
-    store.upgrade_store(store.locate_store(str(db_path)), revision="head").engine.dispose()
+    access.upgrade_store(access.locate_store(str(db_path)), revision="head").engine.dispose()
     assert TABLES | {"alembic_version"} <= table_names(db_path)
 
 
 def test_downgrade_to_base_and_back_up(db_path: Path) -> None:
-    location = store.locate_store(str(db_path))
-    store.upgrade_store(location, revision="head").engine.dispose()
-    store.downgrade_store(location, revision="base")
+    location = access.locate_store(str(db_path))
+    access.upgrade_store(location, revision="head").engine.dispose()
+    access.downgrade_store(location, revision="base")
     assert table_names(db_path) == {"alembic_version"}
-    opened = store.upgrade_store(location, revision="head")
+    opened = access.upgrade_store(location, revision="head")
     with opened.engine.connect() as connection:
-        assert store.read_revision(connection) == store.HEAD_REVISION
+        assert access.read_revision(connection) == access.HEAD_REVISION
     opened.engine.dispose()
     assert table_names(db_path) >= TABLES
 
 
 def test_models_match_migrations(db_path: Path) -> None:
-    location = store.locate_store(str(db_path))
-    store.upgrade_store(location, revision="head").engine.dispose()
-    engine = store.open_store_for_read(location)
+    location = access.locate_store(str(db_path))
+    access.upgrade_store(location, revision="head").engine.dispose()
+    engine = access.open_store_for_read(location)
     try:
         with engine.connect() as connection:
-            store.alembic_check(connection)
+            access.alembic_check(connection)
     finally:
         engine.dispose()
 
 
 def test_rows_written_at_the_first_revision_survive_the_upgrade_to_head(db_path: Path) -> None:
-    location = store.locate_store(str(db_path))
-    store.upgrade_store(location, revision=store.KNOWN_REVISIONS[0]).engine.dispose()
+    location = access.locate_store(str(db_path))
+    access.upgrade_store(location, revision=access.KNOWN_REVISIONS[0]).engine.dispose()
     with sqlite3.connect(db_path) as connection:
         connection.executescript(
             """
@@ -78,7 +78,7 @@ def test_rows_written_at_the_first_revision_survive_the_upgrade_to_head(db_path:
         )
     connection.close()
     before = dump_tables(db_path)
-    opened = store.open_store_for_write(location)
+    opened = access.open_store_for_write(location)
     opened.engine.dispose()
     after = dump_tables(db_path)
     for table, rows in before.items():
@@ -122,10 +122,10 @@ def test_canonical_numbers_rewrites_old_form_details_so_a_resync_writes_no_versi
 
     from bflsync.cli import cli
     from bflsync.extract import hash_canonical
-    from bflsync.mock_api import MockBFL
+    from bflsync.mock.server import MockBFL
 
-    location = store.locate_store(str(db_path))
-    store.upgrade_store(location, revision="0002_fts").engine.dispose()
+    location = access.locate_store(str(db_path))
+    access.upgrade_store(location, revision="0002_fts").engine.dispose()
     old_hash = hashlib.sha256(OLD_FORM.encode()).hexdigest()
     with sqlite3.connect(db_path) as connection:
         connection.execute(
@@ -142,7 +142,7 @@ def test_canonical_numbers_rewrites_old_form_details_so_a_resync_writes_no_versi
         )
     connection.close()
 
-    store.open_store_for_write(location).engine.dispose()
+    access.open_store_for_write(location).engine.dispose()
 
     new_hash = hash_canonical(NEW_FORM)
     with sqlite3.connect(db_path) as connection:

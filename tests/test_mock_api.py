@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bflsync.api import BflClient, RetryPolicy
+from bflsync.bfl.client import BflClient, RetryPolicy
 from bflsync.cli import cli
 from bflsync.config import Secret
 from bflsync.errors import (
@@ -29,7 +29,7 @@ from bflsync.errors import (
     ServerError,
     TransportError,
 )
-from bflsync.mock_api import (
+from bflsync.mock.server import (
     LISTING,
     AccountSpec,
     MockBFL,
@@ -588,9 +588,9 @@ def test_command_serves_a_data_file(tmp_path: Path) -> None:
 
 def test_module_import_boundaries() -> None:
     code = (
-        "import sys, bflsync.mock_api, bflsync.cli.mock_command\n"
+        "import sys, bflsync.mock.server, bflsync.cli.mock_command\n"
         "assert 'httpx' not in sys.modules, 'mock imports httpx'\n"
-        "import bflsync.api\n"
+        "import bflsync.bfl.client\n"
         "assert not {'sqlmodel', 'sqlalchemy'} & set(sys.modules), 'api imports the database side'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bflsync.mock_api import (
+from bflsync.mock.server import (
     CREDITS,
     DEFAULT_CREDITS,
     MockBFL,

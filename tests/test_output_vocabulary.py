@@ -18,7 +18,7 @@ from storebuild import day, write_sync
 from sync_support import ALPHA, BETA, KEY
 
 from bflsync.cli import cli
-from bflsync.mock_api import MockBFL
+from bflsync.mock.server import MockBFL
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTINGS = [

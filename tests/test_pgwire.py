@@ -1,4 +1,4 @@
-"""The read commands' own PostgreSQL client (bflsync.pgwire) against the private cluster.
+"""The read commands' own PostgreSQL client (bflsync.read.pgwire) against the private cluster.
 
 Authentication by password (SCRAM-SHA-256, md5, cleartext) uses roles created here, with
 pg_hba.conf lines put in front of the fixture's ``trust`` ones for those roles only.
@@ -25,8 +25,12 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from storebuild import day, write_sync
 
-from bflsync import pgwire, store
-from bflsync.casefolding import (
+from bflsync.cli import cli
+from bflsync.errors import StoreUnreachableError, StoreWriteError
+from bflsync.read import pgwire
+from bflsync.read.server_reader import WireReader, display_url, open_wire_reader
+from bflsync.store import access
+from bflsync.text.casefold import (
     EXPANSIONS,
     LOWERCASE_EXPANSIONS,
     SINGLES,
@@ -34,9 +38,6 @@ from bflsync.casefolding import (
     scan,
     scan_lowercase_expansions,
 )
-from bflsync.cli import cli
-from bflsync.errors import StoreUnreachableError, StoreWriteError
-from bflsync.server_reading import WireReader, display_url, open_wire_reader
 
 PASSWORD = "s3cret-Pw"
 # role -> (password_encryption, pg_hba method)
@@ -73,7 +74,7 @@ def password_roles(postgres_server: str) -> str:
 @pytest.fixture
 def pg_store(password_roles: str, pg_url: str) -> Iterator[str]:
     """A store on the cluster holding DETAILS, readable by the password roles."""
-    opened = store.open_store_for_write(store.locate_store(pg_url))
+    opened = access.open_store_for_write(access.locate_store(pg_url))
     write_sync(opened.engine, DETAILS, now=day(1))
     with opened.engine.begin() as connection:
         for role in ROLES:
@@ -165,7 +166,7 @@ def test_the_transaction_is_read_only(pg_store: str) -> None:
 
 
 def test_nul_replacement_and_non_ascii_values_round_trip(pg_store: str, db_path: Path) -> None:
-    sqlite = store.open_store_for_write(store.locate_store(str(db_path)))
+    sqlite = access.open_store_for_write(access.locate_store(str(db_path)))
     write_sync(sqlite.engine, DETAILS, now=day(1))
     sqlite.engine.dispose()
     for args in (
@@ -485,7 +486,7 @@ def test_a_role_that_may_only_read_is_refused_writes_with_exit_3(
 def test_a_row_of_tens_of_megabytes_is_read_about_as_fast_as_psycopg_reads_it(pg_store: str) -> None:
     """Each received chunk used to copy everything buffered so far: quadratic in a huge row's size."""
     blob = "x" * 40_000_000
-    opened = store.open_store_for_write(store.locate_store(pg_store))
+    opened = access.open_store_for_write(access.locate_store(pg_store))
     write_sync(opened.engine, {**DETAILS, "huge": {"blob": blob}}, now=day(2))
     statement = "SELECT details FROM finetune WHERE finetune_id = 'huge'"
     with opened.engine.connect() as connection:

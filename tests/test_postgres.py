@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from pglaunch import free_port
 
-from bflsync import store
 from bflsync.cli import cli
-from bflsync.lock import sync_lock_for
-from bflsync.mock_api import MockBFL
+from bflsync.mock.server import MockBFL
+from bflsync.store import access
+from bflsync.store.lock import sync_lock_for
 
 KEY = "pg-test-key"
 ALPHA = {"mode": "character", "iterations": "300", "learning_rate": 2e-5, "trigger_word": "TOK"}
@@ -51,7 +51,7 @@ def fetch(url: str, query: str) -> list[tuple[Any, ...]]:
 def test_db_upgrade_creates_the_schema_and_models_match(pg_url: str) -> None:
     run_cli("--db", pg_url, "db", "upgrade")
     assert run_cli("--db", pg_url, "db", "check").stdout == "models and migrations agree\n"
-    assert run_cli("--db", pg_url, "db", "current").stdout == f"{store.HEAD_REVISION} (head)\n"
+    assert run_cli("--db", pg_url, "db", "current").stdout == f"{access.HEAD_REVISION} (head)\n"
 
 
 def test_three_syncs_record_created_updated_deleted_versions(pg_url: str, mock: MockBFL) -> None:
@@ -113,7 +113,7 @@ def test_query_facets_and_as_of_answer_on_postgresql(pg_url: str, mock: MockBFL)
 
 def test_read_engine_cannot_write_on_postgresql(pg_url: str) -> None:
     run_cli("--db", pg_url, "db", "upgrade")
-    engine = store.open_store_for_read(store.locate_store(pg_url))
+    engine = access.open_store_for_read(access.locate_store(pg_url))
     try:
         with (
             engine.connect() as connection,
@@ -147,7 +147,7 @@ def test_a_second_sync_of_the_same_postgresql_store_is_refused_naming_the_holder
                 " created, updated, unchanged, deleted, restored, failed)"
                 " VALUES (now(), 'running', 'elsewhere', 4711, 'x', 0, 0, 0, 0, 0, 0, 0, 0)"
             )
-        with sync_lock_for(store.locate_store(pg_url)):
+        with sync_lock_for(access.locate_store(pg_url)):
             result = CliRunner().invoke(
                 cli, ["--db", pg_url, "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
             )
@@ -162,7 +162,7 @@ def test_a_second_sync_of_the_same_postgresql_store_is_refused_naming_the_holder
 
 def test_two_postgresql_databases_do_not_share_a_lock(postgres_server: str, pg_url: str) -> None:
     other = f"{postgres_server}/postgres"
-    with sync_lock_for(store.locate_store(pg_url)), sync_lock_for(store.locate_store(other)):
+    with sync_lock_for(access.locate_store(pg_url)), sync_lock_for(access.locate_store(other)):
         pass
 
 

@@ -12,11 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from storebuild import SOURCE, day, write_sync
 
-from bflsync import filters, search, store
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import content_hash, extract_fields
-from bflsync.reading import Reader, open_reader
-from bflsync.schema import Finetune
+from bflsync.read import filters, search
+from bflsync.read.reader import Reader, open_reader
+from bflsync.store import access
+from bflsync.store.schema import Finetune
 
 V1 = {"mode": "character", "learning_rate": "1e-5", "iterations": 300}
 V2 = {"mode": "character", "learning_rate": 2e-5, "iterations": 300}
@@ -175,7 +176,7 @@ def test_last_seen_at_filters_still_work_without_as_of(reader: Reader) -> None:
 
 def test_record_timestamps_decode_as_the_store_column_type_does(reader: Reader, target: str) -> None:
     [record] = search.search(reader, filters.Query(filters=[filters.parse_filter("finetune_id=b")])).records
-    engine = store.open_store_for_read(store.locate_store(target))
+    engine = access.open_store_for_read(access.locate_store(target))
     with engine.connect() as connection:
         stored = connection.execute(
             sa.select(Finetune.last_seen_at).where(Finetune.finetune_id == "b")

@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from storebuild import day, file_digest, write_sync
 
-from bflsync import filters, search, textsearch
 from bflsync.cli import cli
 from bflsync.errors import InputError
 from bflsync.extract import as_float, extract_fields
-from bflsync.reading import Reader, SqliteReader, open_reader
+from bflsync.read import filters, search
+from bflsync.read.reader import Reader, SqliteReader, open_reader
+from bflsync.text import matching
 
 PAYLOADS: dict[str, dict[str, Any]] = {
     "num": {
@@ -228,7 +229,7 @@ def test_bad_filters_raise_input_errors_naming_the_problem(
     ],
 )
 def test_fts_query_quotes_every_word(words: str, expected: str) -> None:
-    assert textsearch.fts5_query(textsearch.plan(words).words) == expected
+    assert matching.fts5_query(matching.plan(words).words) == expected
 
 
 # -- property tests ---------------------------------------------------------------------------
@@ -275,7 +276,7 @@ def json_filters(draw: st.DrawFn) -> tuple[str, tuple[str, ...], str, Any]:
 
 
 def expected_match(details: Mapping[str, Any], path: tuple[str, ...], op: str, value: Any) -> bool:
-    """The spec's semantics for a details key, written independently of bflsync.search."""
+    """The spec's semantics for a details key, written independently of bflsync.read.search."""
     return value_matches(nested(details, *path), op, value)
 
 

@@ -20,11 +20,11 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 from storebuild import SOURCE, day, file_digest, write_sync
 
-from bflsync import labels
 from bflsync.cli import cli
 from bflsync.columns import RUN_FIELDS
 from bflsync.extract import canonical_json
-from bflsync.store import locate_store, open_store_for_read, upgrade_store
+from bflsync.store import labels
+from bflsync.store.access import locate_store, open_store_for_read, upgrade_store
 
 ALPHA = {
     "mode": "character",
@@ -413,7 +413,7 @@ def test_runs_lists_runs_newest_first_with_counts_and_duration(store: str) -> No
 def test_runs_with_an_id_shows_the_run_and_its_errors(store_engine: Engine, db_path: Path) -> None:
     from sqlmodel import Session
 
-    from bflsync import writes
+    from bflsync.store import writes
 
     with Session(store_engine) as session, session.begin():
         run_id = writes.start_run(session, source=SOURCE, account="default", pid=7, now=day(1))
@@ -589,8 +589,8 @@ START_UP_MODULES = ("pathlib", "urllib.parse", "difflib", "signal", "dataclasses
         (["query", "mode=character", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
         (["query", "extra.images>1", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
         (["query", "--text", "ohwx", "--format", "ids0"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
-        (["show", "alpha"], (*START_UP_MODULES, "bflsync.filters")),
-        (["--help"], (*START_UP_MODULES, "json", "sqlite3", "bflsync.reading")),
+        (["show", "alpha"], (*START_UP_MODULES, "bflsync.read.filters")),
+        (["--help"], (*START_UP_MODULES, "json", "sqlite3", "bflsync.read.reader")),
     ],
 )
 def test_lean_commands_import_nothing_their_answer_does_not_need(
@@ -867,7 +867,7 @@ def test_history_since_lists_more_finetunes_than_sqlite_binds_in_one_statement(
 
 
 def test_the_audit_reader_does_not_import_the_write_side() -> None:
-    script = "import sys, bflsync.audit; print('bflsync.writes' in sys.modules)"
+    script = "import sys, bflsync.read.audit_trail; print('bflsync.store.writes' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout == "False\n"
 
@@ -1011,7 +1011,7 @@ def test_the_read_side_default_path_is_the_write_sides(
     monkeypatch: pytest.MonkeyPatch, home: str, xdg: str | None
 ) -> None:
     from bflsync.config import default_db_path
-    from bflsync.reading import default_sqlite_path
+    from bflsync.read.reader import default_sqlite_path
 
     monkeypatch.setenv("HOME", home)
     if xdg is None:
@@ -1047,7 +1047,7 @@ def test_a_read_without_db_on_linux_needs_no_platformdirs(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("name", ["plain.db", "a b%20?x#y.db", "zoë;&=+$,.db", "caf\udce9.db", "~tilde-_.db"])
 def test_the_sqlite_uri_is_the_one_pathlib_writes(tmp_path: Path, name: str) -> None:
-    from bflsync.reading import file_uri
+    from bflsync.read.reader import file_uri
 
     path = f"{tmp_path}/{name}"
     assert file_uri(path) == Path(path).as_uri()

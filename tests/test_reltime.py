@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from storebuild import write_sync
 
 from bflsync.cli import cli
-from bflsync.reltime import parse_relative
+from bflsync.read.reltime import parse_relative
 
 NOW = datetime(2026, 12, 1, 10, 30, 15, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bflsync.errors import InputError
-from bflsync.retrain import TRAINING_INPUTS, parse_override, parse_overrides, request_body
+from bflsync.read.retrain import TRAINING_INPUTS, parse_override, parse_overrides, request_body
 
 FULL: dict[str, Any] = {
     "finetune_comment": "Zoë's product shots",

@@ -15,7 +15,8 @@ import pytest
 from hostile_server import gzip_bomb
 from test_api_client import KEY, FakeTime, Script, make_client, run
 
-from bflsync.api import BflClient
+from bflsync.bfl.client import BflClient
+from bflsync.bfl.retry import AttemptFailed, Retrier, RetryPolicy
 from bflsync.config import Secret
 from bflsync.errors import (
     ApiError,
@@ -25,7 +26,6 @@ from bflsync.errors import (
     RunDeadlineError,
     ServerError,
 )
-from bflsync.retry import AttemptFailed, Retrier, RetryPolicy
 
 BASE = "https://api.test"
 

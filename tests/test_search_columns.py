@@ -17,13 +17,13 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from bflsync import store
 from bflsync.cli import cli
-from bflsync.mock_api import MockBFL
+from bflsync.mock.server import MockBFL
+from bflsync.store import access
 
 KEY = "search-test-key"
-BELOW_SEARCH = store.KNOWN_REVISIONS[store.KNOWN_REVISIONS.index("0005_search") - 1]
-BELOW_SEARCH_TEXT = store.KNOWN_REVISIONS[store.KNOWN_REVISIONS.index("0009_search_text") - 1]
+BELOW_SEARCH = access.KNOWN_REVISIONS[access.KNOWN_REVISIONS.index("0005_search") - 1]
+BELOW_SEARCH_TEXT = access.KNOWN_REVISIONS[access.KNOWN_REVISIONS.index("0009_search_text") - 1]
 NUL_KEY = {
     "finetune_comment": "a\u0000b",
     "a\u0000key": ["x\u0000", {"deep": "Café-au-lait"}],
@@ -243,7 +243,7 @@ def test_a_sqlite_store_has_no_search_columns(db_path: Path, mock: MockBFL) -> N
     run("--db", str(db_path), "sync", "--base-url", mock.base_url)
     columns = {row["name"] for row in fetch(str(db_path), "SELECT name FROM pragma_table_info('finetune')")}
     assert not columns & {"details_jsonb", "search_tsv", "search_text"}
-    assert run("--db", str(db_path), "db", "current") == f"{store.HEAD_REVISION} (head)\n"
+    assert run("--db", str(db_path), "db", "current") == f"{access.HEAD_REVISION} (head)\n"
 
 
 def test_a_trigram_index_serves_text_substrings_where_pg_trgm_exists(pg_url: str, mock: MockBFL) -> None:

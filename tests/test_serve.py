@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 from storebuild import day, file_digest, write_sync
 
-from bflsync.browse import datasette_metadata
 from bflsync.cli import cli
+from bflsync.web.metadata import datasette_metadata
 
 RECORDS = {
     "fox-1": {"finetune_comment": "red fox in snow", "mode": "character", "learning_rate": 1e-5},

@@ -8,7 +8,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from bflsync.server_text import Scrubber, printable, truncate
+from bflsync.bfl.server_text import Scrubber, printable, truncate
 
 KEY = "sk-Ab/c+d=e&f<g>h\"i'j"
 

@@ -20,13 +20,13 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 
-from bflsync import store
-from bflsync.api import BflClient
+from bflsync.bfl.client import BflClient
 from bflsync.cli import cli
 from bflsync.config import Secret
 from bflsync.extract import content_hash
-from bflsync.mock_api import MockBFL
-from bflsync.sync import SyncOptions, SyncResult, run_sync
+from bflsync.mock.server import MockBFL
+from bflsync.store import access
+from bflsync.sync.run import SyncOptions, SyncResult, run_sync
 
 KEY = "storage-test-key"
 NUL_COMMENT = {"finetune_comment": "before\u0000after", "mode": "character", "trigger_word": "T\u0000K"}
@@ -83,7 +83,7 @@ def test_a_nul_in_a_comment_is_stored_with_the_rest_of_its_batch(store_db: str, 
 def refusing_engine(store_db: str) -> Engine:
     """A store at head whose database refuses one value of :data:`REFUSED`: SQLite's length limit
     lowered on every connection; on PostgreSQL, a B-tree index entry over a third of a page."""
-    engine = store.open_store_for_write(store.locate_store(store_db)).engine
+    engine = access.open_store_for_write(access.locate_store(store_db)).engine
     if engine.dialect.name == "sqlite":
         sa.event.listen(
             engine, "connect", lambda dbapi, _: dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50_000)

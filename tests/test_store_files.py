@@ -16,11 +16,11 @@ from click.testing import CliRunner, Result
 from storebuild import day, file_digest, write_sync
 from sync_support import KEY
 
-from bflsync import store
 from bflsync.cli import cli
-from bflsync.lock import sync_lock_for
-from bflsync.mock_api import MockBFL
-from bflsync.store_files import adopt_empty_store_file
+from bflsync.mock.server import MockBFL
+from bflsync.store import access
+from bflsync.store.files import adopt_empty_store_file
+from bflsync.store.lock import sync_lock_for
 
 OTHER_UID = 65534  # nobody
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a file owned by another user")
@@ -46,7 +46,7 @@ def listing(directory: Path) -> list[str]:
 
 def wal_store(path: Path) -> None:
     """A store at head in WAL mode whose -wal and -shm are gone, as a clean shutdown leaves it."""
-    opened = store.open_store_for_write(store.locate_store(str(path)))
+    opened = access.open_store_for_write(access.locate_store(str(path)))
     write_sync(opened.engine, {"alpha": {"mode": "general"}}, now=day(1))
     opened.engine.dispose()
     assert listing(path.parent) == [path.name]
@@ -84,7 +84,7 @@ def test_an_empty_file_with_a_lax_mode_becomes_a_private_store(db_path: Path) ->
 
     assert result.exit_code == 0, result.output
     assert mode_of(db_path) == 0o600
-    engine = store.create_store_engine(store.locate_store(str(db_path)), read_only=False)
+    engine = access.create_store_engine(access.locate_store(str(db_path)), read_only=False)
     with engine.begin() as connection:
         connection.exec_driver_sql("CREATE TEMP TABLE t (x)")
         journals = [db_path.with_name(db_path.name + suffix) for suffix in ("-wal", "-shm")]
@@ -98,7 +98,7 @@ def test_journals_with_a_lax_mode_beside_an_empty_file_are_made_private(db_path:
         path.touch()
         path.chmod(0o666)
 
-    with sync_lock_for(store.locate_store(str(db_path))):
+    with sync_lock_for(access.locate_store(str(db_path))):
         adopt_empty_store_file(db_path)
 
     assert [mode_of(db_path), mode_of(shm)] == [0o600, 0o600]
@@ -144,17 +144,17 @@ def test_a_journal_hard_linked_to_another_file_is_refused(
 def test_a_leftover_partial_backup_is_removed_by_the_next_backup(
     db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    location = store.locate_store(str(db_path))
-    store.upgrade_store(location, revision=store.KNOWN_REVISIONS[0]).engine.dispose()
-    leftover = db_path.with_name(f"{db_path.name}{store.PARTIAL_BACKUP_INFIX}x1y2")
+    location = access.locate_store(str(db_path))
+    access.upgrade_store(location, revision=access.KNOWN_REVISIONS[0]).engine.dispose()
+    leftover = db_path.with_name(f"{db_path.name}{access.PARTIAL_BACKUP_INFIX}x1y2")
     leftover.mkdir()
     (leftover / "backup.db").write_bytes(b"SQLite format 3\x00torn")
 
     with caplog.at_level(logging.WARNING, logger="bflsync"):
-        opened = store.open_store_for_write(location)
+        opened = access.open_store_for_write(location)
     opened.engine.dispose()
 
-    assert listing(db_path.parent) == ["store.db", f"store.db.bak-{store.KNOWN_REVISIONS[0]}"]
+    assert listing(db_path.parent) == ["store.db", f"store.db.bak-{access.KNOWN_REVISIONS[0]}"]
     assert [record.getMessage() for record in caplog.records] == [
         f"removed {leftover}, a partial backup left by an interrupted run"
     ]
@@ -162,9 +162,9 @@ def test_a_leftover_partial_backup_is_removed_by_the_next_backup(
 
 def test_a_backup_is_private_complete_and_never_replaces_an_earlier_one(db_path: Path) -> None:
     wal_store(db_path)
-    first = store.backup_sqlite(db_path, revision="r1")
+    first = access.backup_sqlite(db_path, revision="r1")
     first_bytes = first.read_bytes()
-    second = store.backup_sqlite(db_path, revision="r1")
+    second = access.backup_sqlite(db_path, revision="r1")
 
     assert (first.name, second.name) == ("store.db.bak-r1", "store.db.bak-r1.1")
     assert first.read_bytes() == first_bytes
@@ -172,7 +172,7 @@ def test_a_backup_is_private_complete_and_never_replaces_an_earlier_one(db_path:
     connection = sqlite3.connect(f"{second.as_uri()}?mode=ro", uri=True)
     assert connection.execute("SELECT finetune_id FROM finetune").fetchall() == [("alpha",)]
     connection.close()
-    assert not [name for name in listing(db_path.parent) if store.PARTIAL_BACKUP_INFIX in name]
+    assert not [name for name in listing(db_path.parent) if access.PARTIAL_BACKUP_INFIX in name]
 
 
 # --- 6: the db commands take the sync lock ---------------------------------------------------
@@ -182,8 +182,8 @@ def test_a_backup_is_private_complete_and_never_replaces_an_earlier_one(db_path:
     "command", [["db", "upgrade"], ["db", "downgrade", "base"], ["db", "reextract"]], ids=" ".join
 )
 def test_db_commands_that_write_exit_4_while_a_sync_holds_the_lock(db_path: Path, command: list[str]) -> None:
-    location = store.locate_store(str(db_path))
-    store.upgrade_store(location, revision=store.KNOWN_REVISIONS[0]).engine.dispose()
+    location = access.locate_store(str(db_path))
+    access.upgrade_store(location, revision=access.KNOWN_REVISIONS[0]).engine.dispose()
     before = file_digest(db_path)
 
     with sync_lock_for(location):

@@ -22,15 +22,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sync_support import ALPHA, ANY_TIME, BETA, GAMMA, KEY, rows
 
-from bflsync import __version__, store
-from bflsync.api import BflClient
+from bflsync import __version__
+from bflsync.bfl.client import BflClient
 from bflsync.cli import cli
 from bflsync.config import Secret
 from bflsync.errors import ExitCode, RunFailedError
 from bflsync.extract import canonical_json, content_hash
-from bflsync.lock import sync_lock_for
-from bflsync.mock_api import LISTING, MockBFL
-from bflsync.sync import ProgressCallback, SyncOptions, SyncResult, run_sync
+from bflsync.mock.server import LISTING, MockBFL
+from bflsync.store import access
+from bflsync.store.lock import sync_lock_for
+from bflsync.sync.run import ProgressCallback, SyncOptions, SyncResult, run_sync
 
 T1 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 T2 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
@@ -383,7 +384,7 @@ def test_verbose_logs_each_request_without_the_key(
             catch_exceptions=False,
         )
 
-    requests = [r.getMessage() for r in caplog.records if r.name == "bflsync.api"]
+    requests = [r.getMessage() for r in caplog.records if r.name == "bflsync.bfl.client"]
     assert result.exit_code == 0
     assert "GET /v1/finetune_details?finetune_id=beta -> 200 (attempt 1," in "\n".join(requests)
     # The credits, the listing, and per finetune its details and (new to the store) its status.
@@ -742,7 +743,7 @@ def test_id_of_an_unknown_finetune_is_a_not_found_failure(
 def test_locked_store_exits_4_and_leaves_the_store_as_the_holder_has_it(
     runner: CliRunner, db_path: Path, mock: MockBFL
 ) -> None:
-    with sync_lock_for(store.locate_store(str(db_path))):
+    with sync_lock_for(access.locate_store(str(db_path))):
         result = runner.invoke(
             cli, ["--db", str(db_path), "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
         )
@@ -757,7 +758,7 @@ def test_locked_store_exits_4_and_leaves_the_store_as_the_holder_has_it(
 def test_wait_takes_the_lock_once_the_holder_releases_it(
     runner: CliRunner, db_path: Path, mock: MockBFL
 ) -> None:
-    holder = sync_lock_for(store.locate_store(str(db_path)))
+    holder = sync_lock_for(access.locate_store(str(db_path)))
     holder.acquire()
     threading.Timer(0.3, holder.release).start()
 

@@ -26,8 +26,8 @@ from sync_support import (
     sync_argv,
 )
 
-from bflsync import store
-from bflsync.mock_api import MockBFL, generate_finetunes
+from bflsync.mock.server import MockBFL, generate_finetunes
+from bflsync.store import access
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,7 @@ def test_readers_are_answered_promptly_during_a_sync(db_path: Path, mock: MockBF
     slowest = 0.0
     try:
         wait_until_running(db_path, process)
-        engine = store.open_store_for_read(store.locate_store(str(db_path)))
+        engine = access.open_store_for_read(access.locate_store(str(db_path)))
         try:
             while process.poll() is None:
                 started = time.monotonic()
@@ -364,7 +364,9 @@ def test_db_downgrade_during_a_sync_exits_4_and_the_sync_finishes(db_path: Path,
 
 def big_store_at_the_first_revision(db_path: Path, megabytes: int) -> None:
     """A store at the oldest revision, made large with run errors so a backup of it takes a while."""
-    store.upgrade_store(store.locate_store(str(db_path)), revision=store.KNOWN_REVISIONS[0]).engine.dispose()
+    access.upgrade_store(
+        access.locate_store(str(db_path)), revision=access.KNOWN_REVISIONS[0]
+    ).engine.dispose()
     connection = sqlite3.connect(db_path)
     connection.executescript(
         f"""
@@ -394,7 +396,7 @@ def is_sqlite_store_at(path: Path, revision: str) -> bool:
 
 
 def test_kill_9_during_the_backup_of_db_upgrade_leaves_no_torn_backup(db_path: Path) -> None:
-    oldest = store.KNOWN_REVISIONS[0]
+    oldest = access.KNOWN_REVISIONS[0]
     big_store_at_the_first_revision(db_path, megabytes=200)
     upgrade = [sys.executable, "-m", "bflsync", "--db", str(db_path), "db", "upgrade"]
     process = subprocess.Popen(upgrade, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

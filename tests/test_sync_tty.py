@@ -12,7 +12,7 @@ import pytest
 from sync_support import KEY, process_env, sync_argv
 from terminal import read_until_closed
 
-from bflsync.mock_api import MockBFL
+from bflsync.mock.server import MockBFL
 
 
 @pytest.fixture

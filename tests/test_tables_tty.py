@@ -19,8 +19,8 @@ from sqlmodel import Session
 from storebuild import day, write_sync
 from terminal import read_until_closed
 
-from bflsync import writes
 from bflsync.cli.table import cells
+from bflsync.store import writes
 
 UUID_A = "3f1c2d9e-0000-4000-8000-000000000001"
 UUID_B = "001deb5e-9a7c-4c1e-8d7e-5b2f0c8a9e17"

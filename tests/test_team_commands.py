@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from storebuild import SOURCE, day, write_sync
 
 from bflsync.cli import cli
-from bflsync.store import locate_store, open_store_for_write
+from bflsync.store.access import locate_store, open_store_for_write
 
 USER = getpass.getuser()
 PORTRAIT = {

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
-from bflsync import store
 from bflsync.cli import cli
+from bflsync.store import access
 
 RECORDS: dict[str, dict[str, Any]] = {
     "jp-landscape": {"finetune_comment": "日本の風景写真、桜と富士山", "mode": "style"},
@@ -91,7 +91,7 @@ def engines(db_path: Path, pg_url: str) -> Iterator[dict[str, str]]:
     """The same finetunes stored on both engines; the ``--db`` value of each."""
     locations = {"sqlite": str(db_path), "postgresql": pg_url}
     for location in locations.values():
-        opened = store.open_store_for_write(store.locate_store(location))
+        opened = access.open_store_for_write(access.locate_store(location))
         write_sync(opened.engine, RECORDS, now=day(1))
         opened.engine.dispose()
     yield locations
@@ -134,7 +134,7 @@ def empty_stores(db_path: Path, pg_url: str) -> Iterator[dict[str, tuple[str, En
     """An empty store on each engine, built once for a whole property test: its ``--db`` and an engine."""
     locations = {"sqlite": str(db_path), "postgresql": pg_url}
     opened = {
-        name: store.open_store_for_write(store.locate_store(where)) for name, where in locations.items()
+        name: access.open_store_for_write(access.locate_store(where)) for name, where in locations.items()
     }
     yield {name: (locations[name], item.engine) for name, item in opened.items()}
     for item in opened.values():

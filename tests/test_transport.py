@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from bflsync.transport import PooledTransport
+from bflsync.bfl.transport import PooledTransport
 
 
 @contextmanager
@@ -116,10 +116,10 @@ def test_a_proxy_from_the_environment_still_carries_remote_requests(monkeypatch:
     """The client passes its own transport; httpx must still route through the environment's proxy."""
     from hostile_server import answer, hostile_server
 
-    from bflsync.api import BflClient
+    from bflsync.bfl.client import BflClient
+    from bflsync.bfl.retry import RetryPolicy
     from bflsync.config import Secret
     from bflsync.errors import ApiError
-    from bflsync.retry import RetryPolicy
 
     with hostile_server({}, default=answer(502, b"no")) as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.base_url)

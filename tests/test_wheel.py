@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bflsync import __version__, store
+from bflsync import __version__
+from bflsync.store import access
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_ships_migrations_and_type_marker(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "bflsync/migrations/env.py" in names
-    assert {f"bflsync/migrations/versions/{rev}.py" for rev in store.KNOWN_REVISIONS} <= set(names)
+    assert {f"bflsync/migrations/versions/{rev}.py" for rev in access.KNOWN_REVISIONS} <= set(names)
     assert "bflsync/py.typed" in names
 
 
@@ -84,7 +85,7 @@ def test_installed_wheel_with_postgres_extra_reports_its_version_has_the_driver_
         cwd=elsewhere,
     )
     assert upgrade.returncode == 0, upgrade.stderr
-    assert upgrade.stdout == f"{store_path}: at revision {store.HEAD_REVISION}\n"
+    assert upgrade.stdout == f"{store_path}: at revision {access.HEAD_REVISION}\n"
     check = subprocess.run(
         [str(installed / "bflsync"), "--db", str(store_path), "db", "check"],
         capture_output=True,

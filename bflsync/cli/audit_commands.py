@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bflsync import audit, label_reads, lookup
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
 from bflsync.cli.read_common import (
@@ -23,10 +22,11 @@ from bflsync.cli.read_common import (
 from bflsync.columns import COLUMN_NAMES, LIFECYCLE_COLUMNS, RUN_COUNTERS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
-from bflsync.records import FinetuneRecord
+from bflsync.read import audit_trail, label_reads, lookup
+from bflsync.read.records import FinetuneRecord
 
 if TYPE_CHECKING:
-    from bflsync.retrain import RetrainRequest
+    from bflsync.read.retrain import RetrainRequest
 
 HISTORY_FORMATS = ("text", *RECORD_FORMATS)
 NOTES_SHOWN = 5
@@ -111,13 +111,13 @@ def show(
         raise InputError("--set changes the retraining request: use it with --format request")
     if output_format == "request":
         # Here, not at the top: the request's typing (dataclasses) is not for the other formats.
-        from bflsync import retrain
+        from bflsync.read import retrain
 
         changes = retrain.parse_overrides(overrides)
     with reading(cli_context) as reader:
         found = lookup.find_finetune(reader, finetune_id, source=source, account=account)
         if output_format != "request":
-            timeline = audit.status_timeline(reader, found.pk)
+            timeline = audit_trail.status_timeline(reader, found.pk)
             notes = label_reads.notes(reader, pk=found.pk)
     record = found.record
     warn_not_json(cli_context, [record])
@@ -164,7 +164,7 @@ def show(
 
 def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
     """The body on stdout; what was left out of it on stderr, so the JSON stays pipeable."""
-    from bflsync import filters, retrain
+    from bflsync.read import filters, retrain
 
     render.write_json(request.body)
     if cli_context.quiet:
@@ -215,11 +215,13 @@ def history(
     """
     if finetune_id is None and since is None:
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
-    from bflsync import filters  # here, not at the top: `show` parses no filter language
+    from bflsync.read import filters  # here, not at the top: `show` parses no filter language
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as reader:
-        versions = audit.history(reader, finetune_id=finetune_id, source=source, account=account, since=start)
+        versions = audit_trail.history(
+            reader, finetune_id=finetune_id, source=source, account=account, since=start
+        )
         pk = (
             lookup.find_finetune(reader, finetune_id, source=source, account=account).pk
             if finetune_id is not None
@@ -245,9 +247,9 @@ def history(
     for entry in entries:
         moment = _moment(entry)
         who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
-        if isinstance(entry, audit.StatusEntry):
+        if isinstance(entry, audit_trail.StatusEntry):
             click.echo(f"{who}{_status_line(entry)}")
-        elif isinstance(entry, audit.VersionEntry):
+        elif isinstance(entry, audit_trail.VersionEntry):
             run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
             click.echo(f"{who}v{entry.version}  {entry.change}  {moment.isoformat()}  {run}")
             for key, change in entry.changes.items():
@@ -264,27 +266,27 @@ def history(
             click.echo(f"    {render.one_line(entry.text)}")
 
 
-HistoryEntry = audit.VersionEntry | audit.StatusEntry | label_reads.LabelEvent | label_reads.Note
+HistoryEntry = audit_trail.VersionEntry | audit_trail.StatusEntry | label_reads.LabelEvent | label_reads.Note
 _KIND_ORDER = {"version": 0, "status": 1, "label": 2, "note": 3}
 
 
 def _kind(entry: HistoryEntry) -> str:
-    if isinstance(entry, audit.VersionEntry):
+    if isinstance(entry, audit_trail.VersionEntry):
         return "version"
-    if isinstance(entry, audit.StatusEntry):
+    if isinstance(entry, audit_trail.StatusEntry):
         return "status"
     return "label" if isinstance(entry, label_reads.LabelEvent) else "note"
 
 
 def _moment(entry: HistoryEntry) -> datetime:
-    if isinstance(entry, audit.VersionEntry | audit.StatusEntry):
+    if isinstance(entry, audit_trail.VersionEntry | audit_trail.StatusEntry):
         return entry.observed_at
     return entry.changed_at if isinstance(entry, label_reads.LabelEvent) else entry.written_at
 
 
 def _history_object(entry: HistoryEntry) -> dict[str, Any]:
     """One history entry as JSON, ``kind`` saying which; ``observed_at`` is when it happened, for all kinds."""
-    if isinstance(entry, audit.VersionEntry | audit.StatusEntry):
+    if isinstance(entry, audit_trail.VersionEntry | audit_trail.StatusEntry):
         return {"kind": _kind(entry), **entry.as_dict()}
     common = {
         "kind": _kind(entry),
@@ -332,9 +334,9 @@ def runs(
     """
     with reading(cli_context) as reader:
         if run_id is None:
-            listed = audit.runs(reader, limit=limit, account=account)
+            listed = audit_trail.runs(reader, limit=limit, account=account)
         else:
-            run, errors = audit.run_with_errors(reader, run_id)
+            run, errors = audit_trail.run_with_errors(reader, run_id)
     if run_id is None:
         if output_format in RECORD_FORMATS:
             write_records(output_format, list(listed[0]) if listed else list(RUN_COLUMNS), listed)
@@ -392,8 +394,12 @@ def diff(
         bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
     """
     with reading(cli_context) as reader:
-        result = audit.diff(
-            reader, audit.VersionRef(first), audit.VersionRef(second), source=source, account=account
+        result = audit_trail.diff(
+            reader,
+            audit_trail.VersionRef(first),
+            audit_trail.VersionRef(second),
+            source=source,
+            account=account,
         )
     sides = {"a": result.a, "b": result.b}
     if output_format == "json":
@@ -437,7 +443,7 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
         bflsync accounts --format json
     """
     with reading(cli_context) as reader:
-        listed = audit.accounts(reader)
+        listed = audit_trail.accounts(reader)
     if output_format in RECORD_FORMATS:
         write_records(output_format, list(listed[0]) if listed else list(ACCOUNT_COLUMNS), listed)
         return
@@ -473,11 +479,11 @@ def credits(
     Example:
         bflsync credits --since 2026-11-01 --format csv
     """
-    from bflsync import filters
+    from bflsync.read import filters
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as reader:
-        intervals = audit.credit_history(reader, source=source, account=account, since=start)
+        intervals = audit_trail.credit_history(reader, source=source, account=account, since=start)
     if output_format in ("json", "jsonl"):
         write_records(output_format, CREDIT_COLUMNS, [interval.as_dict() for interval in intervals])
         return
@@ -511,7 +517,7 @@ def _training(record: FinetuneRecord) -> str:
     return ", ".join(parts)
 
 
-def _status_line(entry: audit.StatusEntry) -> str:
+def _status_line(entry: audit_trail.StatusEntry) -> str:
     run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
     progress = f" {entry.progress:g}" if entry.progress is not None else ""
     return f"status  {render.one_line(entry.status)}{progress}  {entry.observed_at.isoformat()}  {run}"

@@ -10,7 +10,7 @@ import click
 from bflsync.extract import INT64_MAX
 
 if TYPE_CHECKING:
-    from bflsync.store import OpenedStore, StoreLocation
+    from bflsync.store.access import OpenedStore, StoreLocation
 
 
 class CliContext(NamedTuple):

@@ -8,13 +8,13 @@ from typing import Any
 
 import click
 
-from bflsync import audit, compare, filters, lookup
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option, reading
 from bflsync.errors import InputError
 from bflsync.extract import extract_fields
-from bflsync.reading import Reader
+from bflsync.read import audit_trail, compare, filters, lookup
+from bflsync.read.reader import Reader
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -116,8 +116,8 @@ def _entries(
 ) -> list[compare.Entry]:
     sides = []
     for text in texts:
-        ref = audit.VersionRef(text)
-        side = audit.resolve_side(reader, ref, source=source, account=account)
+        ref = audit_trail.VersionRef(text)
+        side = audit_trail.resolve_side(reader, ref, source=source, account=account)
         found = lookup.find_finetune(reader, side.finetune_id, source=side.source, account=side.account)
         current = ref.resolve(reader, source=source, account=account)[1] is None
         columns: dict[str, Any] = {**extract_fields(side.details), "version": side.version}

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from bflsync.reading import Reader
+    from bflsync.read.reader import Reader
 
 MAX_CANDIDATES = 200
 
 
 def _from_store(ctx: click.Context, read: Callable[[Reader], list[str]]) -> list[str]:
-    from bflsync.reading import open_reader
+    from bflsync.read.reader import open_reader
 
     db = ctx.find_root().params.get("db")
     try:
@@ -33,21 +33,21 @@ def _from_store(ctx: click.Context, read: Callable[[Reader], list[str]]) -> list
 
 def complete_ids(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """Stored finetune ids starting with what was typed (``show``, ``history``, ``diff``)."""
-    from bflsync import lookup
+    from bflsync.read import lookup
 
     return _from_store(ctx, lambda reader: lookup.ids_starting_with(reader, incomplete, limit=MAX_CANDIDATES))
 
 
 def complete_accounts(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
-    from bflsync import lookup
+    from bflsync.read import lookup
 
     return [name for name in _from_store(ctx, lookup.account_names) if name.startswith(incomplete)]
 
 
 def complete_field(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """Field names (``facets`` fields and the field part of a filter); nothing once an operator is typed."""
-    from bflsync import fieldnames
-    from bflsync.filters import OPERATORS
+    from bflsync.read import fieldnames
+    from bflsync.read.filters import OPERATORS
 
     if any(op in incomplete for op in OPERATORS):
         return []
@@ -56,7 +56,7 @@ def complete_field(ctx: click.Context, _param: click.Parameter, incomplete: str)
 
 def complete_sort(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """``--sort [-]FIELD``: field names, keeping a leading ``-``."""
-    from bflsync import fieldnames
+    from bflsync.read import fieldnames
 
     sign = "-" if incomplete.startswith("-") else ""
     names = _from_store(ctx, lambda reader: fieldnames.field_names(reader, incomplete[len(sign) :]))
@@ -66,7 +66,7 @@ def complete_sort(ctx: click.Context, param: click.Parameter, incomplete: str) -
 def complete_columns(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """``--columns a,b,c``: the field being typed after the last comma, the ones before kept."""
     head, comma, last = incomplete.rpartition(",")
-    from bflsync import fieldnames
+    from bflsync.read import fieldnames
 
     done = head + comma
     return [done + name for name in _from_store(ctx, lambda reader: fieldnames.field_names(reader, last))]

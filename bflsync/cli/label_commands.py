@@ -16,11 +16,11 @@ from typing import TypeVar
 import click
 from sqlalchemy.engine import Engine
 
-from bflsync import labels, store
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option
-from bflsync.lock import sync_lock_for
+from bflsync.store import access, labels
+from bflsync.store.lock import sync_lock_for
 
 T = TypeVar("T")
 
@@ -36,10 +36,10 @@ def os_user() -> str:
 @contextmanager
 def editing(cli_context: CliContext, *, wait_s: float) -> Iterator[Engine]:
     """A writable engine on the existing store, held under the store's lock."""
-    location = store.locate_store(cli_context.db)
-    engine = store.open_store_for_edit(location)
+    location = access.locate_store(cli_context.db)
+    engine = access.open_store_for_edit(location)
     try:
-        with sync_lock_for(location, wait_s=wait_s), store.translate_errors(location):
+        with sync_lock_for(location, wait_s=wait_s), access.translate_errors(location):
             yield engine
     finally:
         engine.dispose()

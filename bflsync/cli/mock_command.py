@@ -10,8 +10,9 @@ from types import FrameType
 
 import click
 
+from bflsync.bfl.net import is_loopback_host
 from bflsync.errors import InputError
-from bflsync.mock_api import (
+from bflsync.mock.server import (
     DEFAULT_CREDITS,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MOCK_API_KEY,
@@ -23,7 +24,6 @@ from bflsync.mock_api import (
     load_data_file,
     parse_account_spec,
 )
-from bflsync.net import is_loopback_host
 
 
 def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bflsync import fieldnames, filters, search
+from bflsync.bfl.server_text import printable
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
 from bflsync.cli.read_common import (
@@ -24,9 +24,9 @@ from bflsync.cli.stdout import write_stdout
 from bflsync.columns import COLUMN_NAMES
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import INT64_MAX
-from bflsync.reading import Reader
-from bflsync.records import ALL_COLUMNS, DETAILS, LABELS, FinetuneRecord
-from bflsync.server_text import printable
+from bflsync.read import fieldnames, filters, search
+from bflsync.read.reader import Reader
+from bflsync.read.records import ALL_COLUMNS, DETAILS, LABELS, FinetuneRecord
 
 TABLE_LIMIT = 50
 QUERY_FORMATS = ("table", *RECORD_FORMATS, "ids", "ids0")

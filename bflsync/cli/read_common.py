@@ -1,6 +1,6 @@
 """What the read commands share: opening the store read-only, and the warnings they print.
 
-Every read command opens the store read-only (:func:`bflsync.reading.open_reader`): it never
+Every read command opens the store read-only (:func:`bflsync.read.reader.open_reader`): it never
 creates, migrates or writes the database and never touches the network. On a SQLite store
 no read command imports SQLAlchemy, pydantic or rich (tables on a terminal are drawn by cli/table).
 """
@@ -16,8 +16,8 @@ import click
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext
 from bflsync.extract import canonical_json
-from bflsync.reading import Reader, open_reader
-from bflsync.records import FinetuneRecord
+from bflsync.read.reader import Reader, open_reader
+from bflsync.read.records import FinetuneRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from bflsync import browse, store
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError
+from bflsync.store import access
+from bflsync.web import metadata
 
 DEFAULT_PORT = 8001  # Datasette's own default
 
@@ -45,15 +46,15 @@ def serve(cli_context: CliContext, host: str, port: int, open_browser: bool, pri
         bflsync serve --open
         bflsync serve --print-metadata > metadata.json && datasette bflsync.db -m metadata.json
     """
-    location = store.locate_store(cli_context.db)
+    location = access.locate_store(cli_context.db)
     if location.path is None:
         raise InputError("bflsync serve needs a SQLite store; Datasette cannot open a server database")
     # Same checks as every read command: a bflsync store, at head; never created or migrated.
-    store.open_store_for_read(location).dispose()
+    access.open_store_for_read(location).dispose()
     path = location.path
-    metadata = browse.datasette_metadata(path.stem, browse.table_columns(path))
+    config = metadata.datasette_metadata(path.stem, metadata.table_columns(path))
     if print_metadata:
-        click.echo(json.dumps(metadata, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(config, indent=2, ensure_ascii=False))
         return
     try:
         from datasette.cli import cli as datasette_cli
@@ -64,7 +65,7 @@ def serve(cli_context: CliContext, host: str, port: int, open_browser: bool, pri
         ) from None
     with tempfile.TemporaryDirectory(prefix="bflsync-serve-") as directory:
         metadata_file = Path(directory) / "metadata.json"
-        metadata_file.write_text(json.dumps(metadata, ensure_ascii=False), encoding="utf-8")
+        metadata_file.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
         # No --immutable: Datasette then opens the file with mode=ro and sees each committed sync batch.
         args = ["serve", str(path), "--metadata", str(metadata_file), "--host", host, "--port", str(port)]
         if open_browser:

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import click
 from sqlalchemy.engine import Engine
 
-from bflsync import store
-from bflsync.api import PROXY_ENV_VARS, BflClient, check_proxy, load_api_key, resolve_base_url
+from bflsync.bfl.client import PROXY_ENV_VARS, BflClient, check_proxy, load_api_key, resolve_base_url
+from bflsync.bfl.net import is_loopback_host
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, FiniteFloatRange, pass_cli_context, report_opened
 from bflsync.config import (
@@ -35,9 +35,9 @@ from bflsync.config import (
     validate_account_name,
 )
 from bflsync.errors import InputError, StoreMissingError
-from bflsync.lock import sync_lock_for
-from bflsync.net import is_loopback_host
-from bflsync.sync import ProgressCallback, SyncOptions, SyncResult, run_sync
+from bflsync.store import access
+from bflsync.store.lock import sync_lock_for
+from bflsync.sync.run import ProgressCallback, SyncOptions, SyncResult, run_sync
 
 
 @click.command()
@@ -268,7 +268,7 @@ def sync(
         strict_status=strict_status,
         credits=not no_credits,
     )
-    location = store.locate_store(cli_context.db)
+    location = access.locate_store(cli_context.db)
     show_progress = not cli_context.quiet and sys.stderr.isatty()
 
     if dry_run:
@@ -277,10 +277,10 @@ def sync(
             _report(result, as_json=as_json, quiet=cli_context.quiet)
     else:
         with sync_lock_for(location, wait_s=wait_s):
-            opened = store.open_store_for_write(location)
+            opened = access.open_store_for_write(location)
             try:
                 report_opened(cli_context, location, opened)
-                with store.translate_errors(location):
+                with access.translate_errors(location):
                     result, signum = _run(opened.engine, settings, options, show_progress=show_progress)
                     _report(result, as_json=as_json, quiet=cli_context.quiet)
             finally:
@@ -332,19 +332,19 @@ def _report(result: SyncResult, *, as_json: bool, quiet: bool) -> None:
 
 
 @contextmanager
-def _read_only_engine(location: store.StoreLocation) -> Iterator[Engine | None]:
+def _read_only_engine(location: access.StoreLocation) -> Iterator[Engine | None]:
     """A dry run reads the store if there is one, and never creates or changes it.
 
     A store behind head is refused like any read command does (exit 2, "run bflsync db
     upgrade"): an older schema has no accounts to compare the listing with.
     """
     try:
-        engine = store.open_store_for_read(location)
+        engine = access.open_store_for_read(location)
     except StoreMissingError:
         yield None
         return
     try:
-        with store.translate_errors(location):
+        with access.translate_errors(location):
             yield engine
     finally:
         engine.dispose()

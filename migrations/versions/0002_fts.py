@@ -78,7 +78,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         return
     # IF EXISTS: a later revision that rebuilt `finetune` in batch mode without
-    # bflsync.fts.triggers_kept has already lost the triggers with the old table.
+    # bflsync.store.fts_triggers.triggers_kept has already lost the triggers with the old table.
     for trigger in ("finetune_fts_update", "finetune_fts_delete", "finetune_fts_insert"):
         op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     op.execute("DROP TABLE IF EXISTS finetune_fts")

@@ -38,9 +38,9 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-from bflsync.account_merge import downgrade_refusal
+from bflsync.store.account_merge import downgrade_refusal
 from bflsync.errors import InputError
-from bflsync.fts import triggers_kept
+from bflsync.store.fts_triggers import triggers_kept
 
 
 revision: str = "0003_accounts"

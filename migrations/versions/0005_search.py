@@ -5,12 +5,12 @@ as ``jsonb`` (NULL where ``details`` is NULL), with U+0000 replaced by U+FFFD in
 and key since ``jsonb`` cannot hold it (``bflsync.extract.without_nul``); a GIN index
 (``jsonb_path_ops``) on the finetune's serves ``@>`` containment. ``finetune.search_tsv`` holds the
 tokens SQLite's ``finetune_fts`` (revision 0002_fts) would hold, as a ``tsvector`` with a GIN
-index (``bflsync.fulltext``). ``details`` itself stays the canonical JSON text, the source of
+index (``bflsync.text.tokens``). ``details`` itself stays the canonical JSON text, the source of
 truth and of the content hash. The sync writes these columns with every change of details;
 this revision backfills existing rows from their details with the same functions.
 
 SQLite stores have none of this (``json_extract`` and FTS5 serve the same filters): there the
-revision changes nothing. The columns are not in the models (``bflsync.schema.POSTGRES_ONLY``).
+revision changes nothing. The columns are not in the models (``bflsync.store.schema.POSTGRES_ONLY``).
 
 Revision ID: 0005_search
 Revises: 0004_canonical_numbers
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from bflsync.extract import without_nul
-from bflsync.fulltext import tsvector_text
+from bflsync.text.tokens import tsvector_text
 
 
 revision: str = "0005_search"

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 # Autogenerate renders string columns as sqlmodel.sql.sqltypes.AutoString; unused otherwise.
 import sqlmodel
 
-from bflsync.fts import triggers_kept
+from bflsync.store.fts_triggers import triggers_kept
 
 
 revision: str = "0006_lifecycle"

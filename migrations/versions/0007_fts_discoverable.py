@@ -16,7 +16,7 @@ raw JSON. ``bflsync db upgrade`` after a downgrade rebuilds both indexes from th
 ``finetune_fts_trigram`` is a contentless ``trigram`` index of the same text: ``unicode61``
 makes one token of a whole run of Chinese or Japanese text, so ``--text 日本`` found nothing
 inside ``日本の風景``. Substrings of three or more characters are answered from it; shorter
-ones from the details themselves (see ``bflsync.textsearch``).
+ones from the details themselves (see ``bflsync.text.matching``).
 
 The triggers keep the guarantees of ``0002_fts``: the update trigger fires only when
 ``details`` changes, rows whose details SQLite cannot parse are left out instead of failing the
@@ -89,7 +89,7 @@ def _fill(column: str, indexes: Sequence[str]) -> tuple[str, ...]:
 
 
 def _drop_all() -> None:
-    # IF EXISTS: a revision that rebuilt `finetune` without bflsync.fts.triggers_kept lost them.
+    # IF EXISTS: a revision that rebuilt `finetune` without bflsync.store.fts_triggers.triggers_kept lost them.
     for trigger in TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     for index in INDEXES:

@@ -5,7 +5,7 @@ substrings; on SQLite through ``finetune_fts_trigram`` (revision 0007_fts_discov
 PostgreSQL ``search_tsv`` holds whole FTS5 tokens only, so ``日本`` found nothing inside
 ``日本の風景``. This column holds what the trigram index indexes: every string value of the
 details (each to its first U+0000, as SQLite's ``json_tree`` reads it) joined by a space, case
-folded as FTS5's ``trigram`` tokenizer folds (``bflsync.fulltext.substring_text``); ``--text``
+folded as FTS5's ``trigram`` tokenizer folds (``bflsync.text.tokens.substring_text``); ``--text``
 tests it with ``LIKE '%…%'`` (the needle escaped). NULL where ``details`` is NULL. The sync writes
 it with every change of details, ``bflsync db reextract`` refreshes it; this revision backfills
 existing rows, and writes ``search_tsv`` again (its values now end at U+0000 as well).
@@ -17,7 +17,7 @@ serves those ``LIKE`` tests; where it cannot, the revision goes on without the i
 extension, which other things in the database may use.
 
 SQLite stores have none of this: there the revision changes nothing. The column is not in the
-models (``bflsync.schema.POSTGRES_ONLY_COLUMNS``).
+models (``bflsync.store.schema.POSTGRES_ONLY_COLUMNS``).
 
 Revision ID: 0009_search_text
 Revises: 0008_labels
@@ -31,7 +31,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from bflsync.fulltext import substring_text, tsvector_text
+from bflsync.text.tokens import substring_text, tsvector_text
 
 
 revision: str = "0009_search_text"

@@ -1,9 +1,9 @@
 """Searches: the filter language's intermediate form rendered as SQL for SQLite and PostgreSQL.
 
-:mod:`bflsync.filters` parses and types the user's filters into :class:`~bflsync.filters.Predicate`
+:mod:`bflsync.read.filters` parses and types the user's filters into :class:`~bflsync.read.filters.Predicate`
 values; this module renders them, with ``--text``, ``--sort``, ``--as-of`` and the columns an
 output needs, into one statement per dialect and runs it through a
-:class:`~bflsync.reading.Reader`. Every value the user typed (filter values, the ``~`` needle,
+:class:`~bflsync.read.reader.Reader`. Every value the user typed (filter values, the ``~`` needle,
 JSON key paths, ``--text`` words) is a bound parameter in both dialects.
 
 Where the engines differ, the SQL is written so that they answer the same:
@@ -18,7 +18,7 @@ Where the engines differ, the SQL is written so that they answer the same:
   differ from lowercase (``ß`` → ``ss``, ``ﬁ`` → ``fi``, …);
 * text comparisons and orderings use code-point order (``COLLATE "C"`` on PostgreSQL,
   SQLite's default);
-* ``--text``: one plan (:mod:`bflsync.textsearch`): on SQLite the FTS5 word and trigram
+* ``--text``: one plan (:mod:`bflsync.text.matching`): on SQLite the FTS5 word and trigram
   indexes; on PostgreSQL ``search_tsv``, a ``tsvector`` of FTS5's own tokens, and
   ``search_text``, the trigram index's text folded as it folds, for substrings.
 """
@@ -34,10 +34,10 @@ from typing import Any, NamedTuple
 from bflsync.columns import COLUMN_KINDS, Kind
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, as_bool, as_float, as_int, as_text, extract_fields
-from bflsync.filters import FieldRef, Predicate, Query, Sort, Test, predicate
-from bflsync.label_reads import label_value_sql, labels_object_sql
-from bflsync.reading import DetailsNotJsonError, Reader, SqliteReader
-from bflsync.records import (
+from bflsync.read.filters import FieldRef, Predicate, Query, Sort, Test, predicate
+from bflsync.read.label_reads import label_value_sql, labels_object_sql
+from bflsync.read.reader import DetailsNotJsonError, Reader, SqliteReader
+from bflsync.read.records import (
     ALL_COLUMNS,
     DETAILS,
     LABELS,
@@ -46,7 +46,7 @@ from bflsync.records import (
     decode_value,
     record_index,
 )
-from bflsync.sqltext import Param, Sql, join, sql
+from bflsync.read.sqltext import Param, Sql, join, sql
 
 
 class FacetCount(NamedTuple):
@@ -455,9 +455,9 @@ class SqliteRenderer(Renderer):
 
     def text_match(self, words: str) -> Sql:
         # Words through the word index, unspaced scripts (CJK, Thai, ...) as substrings (trigrams).
-        from bflsync import textsearch
+        from bflsync.text import matching
 
-        return Sql(*textsearch.sqlite_condition(words, id_column="f.id", details_column="f.details"))
+        return Sql(*matching.sqlite_condition(words, id_column="f.id", details_column="f.details"))
 
     def readable_only(self) -> Sql:
         return Sql("(f.details IS NULL OR json_valid(f.details))")
@@ -600,15 +600,15 @@ class PostgresRenderer(Renderer):
         return _pg_number_of_text(text)
 
     def text_match(self, words: str) -> Sql:
-        # SQLite's plan (bflsync.textsearch) on copies of SQLite's indexes: words in search_tsv
+        # SQLite's plan (bflsync.text.matching) on copies of SQLite's indexes: words in search_tsv
         # (FTS5's own tokens), unspaced-script substrings in search_text (the trigram index's text,
         # folded as it folds), so both engines match the same rows.
-        from bflsync import textsearch
-        from bflsync.fulltext import trigram_fold, tsquery_of_terms
+        from bflsync.text import matching
+        from bflsync.text.tokens import trigram_fold, tsquery_of_terms
 
         if "search_text" not in self.reader.finetune_columns:
             raise InputError("--text on PostgreSQL needs the store at head: run `bflsync db upgrade`")
-        chosen = textsearch.plan(words)
+        chosen = matching.plan(words)
         parts: list[Sql] = []
         if chosen.words:
             query = tsquery_of_terms(chosen.words)
@@ -639,7 +639,7 @@ def _short_substring(needle: str) -> Sql:
     Thai, digits, punctuation); a needle with a cased letter is checked exactly against the string
     values of ``details_jsonb`` too, behind the cheap folded test.
     """
-    from bflsync.fulltext import trigram_fold
+    from bflsync.text.tokens import trigram_fold
 
     folded = trigram_fold(needle)
     cheap = sql("strpos(f.search_text, {}) > 0", Param(folded))
@@ -698,7 +698,7 @@ def _pg_fold(text: Sql, needle: str) -> Sql:
     replace, and a character that ends up outside the needle cannot be part of a match
     whether it is folded or not.
     """
-    from bflsync.casefolding import LOWERCASE_EXPANSIONS, fold_tables
+    from bflsync.text.casefold import LOWERCASE_EXPANSIONS, fold_tables
 
     wanted = set(needle)
     singles, expansions = fold_tables()

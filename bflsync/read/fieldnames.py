@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bflsync.columns import COLUMN_NAMES
-from bflsync.filters import LABEL_PREFIX, FieldRef, format_path
-from bflsync.reading import DetailsNotJsonError, Reader
+from bflsync.read.filters import LABEL_PREFIX, FieldRef, format_path
+from bflsync.read.reader import DetailsNotJsonError, Reader
 
 
 def unknown_field(reader: Reader, field: FieldRef) -> str | None:

@@ -25,10 +25,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from bflsync.errors import InputError
 from bflsync.extract import canonical_json
-from bflsync.filters import parse_filter
-from bflsync.lookup import find_finetune
-from bflsync.reading import ConnectionReader
-from bflsync.schema import FinetuneLabel, FinetuneLabelChange, FinetuneNote
+from bflsync.read.filters import parse_filter
+from bflsync.read.lookup import find_finetune
+from bflsync.read.reader import ConnectionReader
+from bflsync.store.schema import FinetuneLabel, FinetuneLabelChange, FinetuneNote
 
 LabelValue = str | int | float | bool
 

@@ -9,7 +9,7 @@ last synced each ``(source, account)``, as a keyed fingerprint whose secret live
 are derived from it by :mod:`bflsync.extract`.
 
 A finetune's identity is ``(source, account, finetune_id)``: ``source`` is where it was
-fetched from (see :func:`bflsync.api.source_of`), ``account`` the label the user gave the
+fetched from (see :func:`bflsync.bfl.client.source_of`), ``account`` the label the user gave the
 key (``sync --account``), so two keys, or two regions, never see each other's finetunes.
 
 ``finetune_label``, ``finetune_label_change`` and ``finetune_note`` hold what people write
@@ -36,7 +36,7 @@ NAMING_CONVENTION = {
 }
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
-# What revisions 0005_search and 0009_search_text add on PostgreSQL only (written by bflsync.writes):
+# What revisions 0005_search and 0009_search_text add on PostgreSQL only (written by bflsync.store.writes):
 # kept out of the classes so a SQLite store's schema has none of it, and not counted as drift.
 POSTGRES_ONLY_COLUMNS = frozenset(
     {

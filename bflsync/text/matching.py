@@ -13,7 +13,7 @@ of the search is planned on its own:
   ``instr`` on the JSON text first, then the exact test over ``json_tree``).
 
 All words must match (AND), as before. PostgreSQL follows the same :func:`plan` on copies of
-the two indexes (``search_tsv`` and ``search_text``, see :mod:`bflsync.fulltext`), so both
+the two indexes (``search_tsv`` and ``search_text``, see :mod:`bflsync.text.tokens`), so both
 engines answer alike. Control characters (C0, DEL, C1) separate words on both. Everything the
 user typed reaches SQL as a bound parameter. This module holds no SQLAlchemy: it returns SQL
 text over the caller's column names, so any SQLite read path can use it.

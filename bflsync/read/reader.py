@@ -5,11 +5,11 @@ heavier: a read command's time is mostly start-up, and SQLAlchemy alone costs mo
 import than a query over thousands of finetunes. The file is opened ``mode=ro`` with
 ``query_only``, its revision is read from ``alembic_version`` directly, and a store on a
 read-only medium, or another user's, is read as ``immutable`` (see :func:`_open_sqlite`). A PostgreSQL store is
-read through :mod:`bflsync.server_reading`'s small protocol client, or, for what that client
-does not support, SQLAlchemy's engine from :mod:`bflsync.store`; both in read-only transactions.
+read through :mod:`bflsync.read.server_reader`'s small protocol client, or, for what that client
+does not support, SQLAlchemy's engine from :mod:`bflsync.store.access`; both in read-only transactions.
 
 Both kinds are a :class:`Reader`: SQL text with ``?`` placeholders plus bound parameters
-in, plain tuples out. The SQL that :mod:`bflsync.search` and :mod:`bflsync.audit` write for
+in, plain tuples out. The SQL that :mod:`bflsync.read.search` and :mod:`bflsync.read.audit_trail` write for
 PostgreSQL contains no literal ``?`` or ``%``, so the placeholders translate one to one.
 """
 
@@ -24,8 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bflsync.errors import StoreWriteError
-from bflsync.store_files import read_immutable
-from bflsync.storecheck import (
+from bflsync.store.check import (
     BUSY_TIMEOUT_MS,
     classify_tables,
     reject_behind,
@@ -34,6 +33,7 @@ from bflsync.storecheck import (
     require_sqlite_version,
     store_error_for,
 )
+from bflsync.store.files import read_immutable
 
 Row = tuple[Any, ...]
 
@@ -41,7 +41,7 @@ Row = tuple[Any, ...]
 class DetailsNotJsonError(Exception):
     """The database refused to read some stored details as JSON (``NaN`` written by another tool).
 
-    Internal: :mod:`bflsync.search` answers it by running the statement again with such rows
+    Internal: :mod:`bflsync.read.search` answers it by running the statement again with such rows
     set aside, and names them.
     """
 
@@ -64,7 +64,7 @@ class Reader(Protocol):
 
 
 def require_head(reader: Reader, where: str, tables: Collection[str]) -> None:
-    """Refuse a database that is not a store at head, as :mod:`bflsync.store` does for readers.
+    """Refuse a database that is not a store at head, as :mod:`bflsync.store.access` does for readers.
 
     ``tables`` are the database's (each engine lists them its own way); the revision stamp is
     read through ``reader``.
@@ -185,7 +185,7 @@ def open_reader(db: str | None) -> Iterator[Reader]:
 
 @contextmanager
 def _open_url(db: str) -> Iterator[Reader]:
-    from bflsync.server_reading import open_wire_reader
+    from bflsync.read.server_reader import open_wire_reader
 
     # libpq reads PG* variables itself; the wire client leaves such a connection to it.
     wire = open_wire_reader(db, environ=os.environ)
@@ -193,16 +193,16 @@ def _open_url(db: str) -> Iterator[Reader]:
         with closing(wire):
             yield wire
         return
-    from bflsync import store
+    from bflsync.store import access
 
-    location = store.locate_store(db)
+    location = access.locate_store(db)
     if location.path is not None:
         with closing(_open_sqlite(str(location.path))) as sqlite_reader:
             yield sqlite_reader
         return
-    engine = store.open_store_for_read(location)
+    engine = access.open_store_for_read(location)
     try:
-        with store.translate_errors(location), engine.connect() as connection:
+        with access.translate_errors(location), engine.connect() as connection:
             columns = connection.exec_driver_sql(
                 "SELECT column_name FROM information_schema.columns"
                 " WHERE table_schema = current_schema() AND table_name = 'finetune'"
@@ -238,7 +238,7 @@ def default_sqlite_path() -> str:
 
 
 def _open_sqlite(path: str) -> SqliteReader:
-    """A checked read-only connection to a SQLite store at head, by the rules of :mod:`bflsync.store_files`.
+    """A checked read-only connection to a SQLite store at head, by the rules of :mod:`bflsync.store.files`.
 
     A read-only connection to a file without ``-wal`` creates ``-wal`` and ``-shm`` beside
     it. So the file is judged first through an immutable connection, which creates nothing:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from bflsync.errors import AmbiguousIdError, InputError
-from bflsync.label_reads import labels_object_sql
-from bflsync.reading import Reader
-from bflsync.records import ALL_COLUMNS, LABELS, FinetuneRecord, record_index
+from bflsync.read.label_reads import labels_object_sql
+from bflsync.read.reader import Reader
+from bflsync.read.records import ALL_COLUMNS, LABELS, FinetuneRecord, record_index
 
 
 class StoredFinetune(NamedTuple):

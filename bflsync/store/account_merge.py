@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from bflsync.config import DEFAULT_ACCOUNT
-from bflsync.storecheck import ACCOUNTS_REVISION
+from bflsync.store.check import ACCOUNTS_REVISION
 
 
 def downgrade_refusal(connection: sa.Connection) -> str | None:

@@ -33,8 +33,7 @@ from bflsync.extract import (
     storable_text,
     without_nul,
 )
-from bflsync.fulltext import substring_text, tsvector_text
-from bflsync.schema import (
+from bflsync.store.schema import (
     FINGERPRINT_META_NAME,
     Account,
     Finetune,
@@ -44,6 +43,7 @@ from bflsync.schema import (
     SyncRun,
     UTCDateTime,
 )
+from bflsync.text.tokens import substring_text, tsvector_text
 
 # SQLite allows 32,766 bound parameters per statement; stay far below for IN lists.
 IN_CHUNK = 900

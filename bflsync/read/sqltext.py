@@ -1,6 +1,6 @@
 """SQL text with its bound parameters, composed without ever pasting a value into the text.
 
-The renderers in :mod:`bflsync.search` build statements from fragments; a fragment used
+The renderers in :mod:`bflsync.read.search` build statements from fragments; a fragment used
 twice carries its parameters twice, in order, so positional ``?`` placeholders stay right
 however the pieces are nested.
 """

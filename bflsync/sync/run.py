@@ -30,8 +30,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from bflsync import status_writes, writes
-from bflsync.api import LIST_PATH, BflClient
+from bflsync.bfl.client import LIST_PATH, BflClient
+from bflsync.bfl.status import BadStatusAnswer, parse_answer
 from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
 from bflsync.errors import (
@@ -44,10 +44,10 @@ from bflsync.errors import (
     RunFailedError,
     RunLimitError,
 )
-from bflsync.fingerprint import key_fingerprint
-from bflsync.status import BadStatusAnswer, parse_answer
+from bflsync.store import status_writes, writes
+from bflsync.store.fingerprint import key_fingerprint
 
-logger = logging.getLogger("bflsync.sync")
+logger = logging.getLogger("bflsync.sync.run")
 T = TypeVar("T")
 
 DEFAULT_BATCH_SIZE: Final = 2000

@@ -1,9 +1,9 @@
-"""The read commands' reader on a PostgreSQL store, over :mod:`bflsync.pgwire` instead of SQLAlchemy.
+"""The read commands' reader on a PostgreSQL store, over :mod:`bflsync.read.pgwire` instead of SQLAlchemy.
 
 :func:`open_wire_reader` connects with the small stdlib client, checks the schema revision
-by reading ``alembic_version`` itself, and answers :class:`~bflsync.reading.Reader` calls in
+by reading ``alembic_version`` itself, and answers :class:`~bflsync.read.reader.Reader` calls in
 one read-only ``REPEATABLE READ`` transaction. It returns ``None`` for what the client does
-not support (see :mod:`bflsync.pgwire`), and when libpq's environment variables (``PG*``) are
+not support (see :mod:`bflsync.read.pgwire`), and when libpq's environment variables (``PG*``) are
 set, since only libpq knows what they mean together: the caller then reads through
 SQLAlchemy and psycopg as before.
 """
@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bflsync import pgwire
 from bflsync.errors import StoreUnreachableError
-from bflsync.reading import DetailsNotJsonError, require_head
-from bflsync.storecheck import display_url, store_error_for
+from bflsync.read import pgwire
+from bflsync.read.reader import DetailsNotJsonError, require_head
+from bflsync.store.check import display_url, store_error_for
 
 Row = tuple[Any, ...]
 # What a URL must start with for the wire client to try it.
@@ -25,7 +25,7 @@ WIRE_SCHEMES = tuple(f"{scheme}://" for scheme in pgwire.SCHEMES)
 
 
 class WireReader:
-    """A :class:`~bflsync.reading.Reader` over a :class:`bflsync.pgwire.Connection`."""
+    """A :class:`~bflsync.read.reader.Reader` over a :class:`bflsync.read.pgwire.Connection`."""
 
     dialect = "postgresql"
 
@@ -109,7 +109,7 @@ _CATALOGUE = (
 
 
 def _check_revision(reader: WireReader) -> None:
-    """Refuse a database that is not a store at head (see :func:`bflsync.reading.require_head`)."""
+    """Refuse a database that is not a store at head (see :func:`bflsync.read.reader.require_head`)."""
     ((catalogue,),) = reader.rows(_CATALOGUE)
     tables, columns = (names or [] for names in catalogue)
     require_head(reader, reader.where, tables)

@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bflsync.columns import COLUMN_KINDS, COLUMN_NAMES, Kind
-from bflsync.label_reads import decode_labels, utc
+from bflsync.read.label_reads import decode_labels, utc
 
 if TYPE_CHECKING:
-    from bflsync.filters import FieldRef
+    from bflsync.read.filters import FieldRef
 
 DETAILS = "details"
 LABELS = "labels"

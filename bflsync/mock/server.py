@@ -34,10 +34,10 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
+from bflsync.bfl.net import is_loopback_host
 from bflsync.errors import InputError
-from bflsync.net import is_loopback_host
 
-logger = logging.getLogger("bflsync.mock_api")
+logger = logging.getLogger("bflsync.mock.server")
 
 DEFAULT_MOCK_API_KEY: Final = "mock-key"
 DEFAULT_MAX_IN_FLIGHT: Final = 24  # BFL's documented cap on concurrent requests

@@ -35,8 +35,8 @@ from typing import Self
 import sqlalchemy as sa
 
 from bflsync.errors import SyncLockedError
-from bflsync.store import StoreLocation, create_store_engine, translate_errors
-from bflsync.store_files import open_store_file, read_immutable
+from bflsync.store.access import StoreLocation, create_store_engine, translate_errors
+from bflsync.store.files import open_store_file, read_immutable
 
 POLL_INTERVAL_S = 0.1
 _CONTENDED = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})

@@ -79,7 +79,7 @@ class RetrainRequest:
 
 def parse_override(text: str) -> tuple[str, Scalar]:
     """``KEY=VALUE`` for ``--set``, the value typed as in filters; the key must be a training input."""
-    from bflsync.filters import parse_filter
+    from bflsync.read.filters import parse_filter
 
     if "=" not in text:
         raise InputError(f"bad --set {text!r}: expected KEY=VALUE")

@@ -28,6 +28,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from bflsync import __version__
+from bflsync.bfl.body import ACCEPT_ENCODING, BodyDecodeError, BodyTooLargeError, read_capped
+from bflsync.bfl.net import is_loopback_host
+from bflsync.bfl.retry import AttemptFailed, Retrier, RetryPolicy
+from bflsync.bfl.server_text import Scrubber, printable
+from bflsync.bfl.transport import PooledTransport
 from bflsync.config import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -56,11 +61,6 @@ from bflsync.errors import (
     ServerError,
     TransportError,
 )
-from bflsync.http_body import ACCEPT_ENCODING, BodyDecodeError, BodyTooLargeError, read_capped
-from bflsync.net import is_loopback_host
-from bflsync.retry import AttemptFailed, Retrier, RetryPolicy
-from bflsync.server_text import Scrubber, printable
-from bflsync.transport import PooledTransport
 
 __all__ = [
     "PROXY_ENV_VARS",
@@ -73,7 +73,7 @@ __all__ = [
     "validate_base_url",
 ]
 
-logger = logging.getLogger("bflsync.api")
+logger = logging.getLogger("bflsync.bfl.client")
 
 LIST_PATH: Final = "/v1/my_finetunes"
 DETAILS_PATH: Final = "/v1/finetune_details"

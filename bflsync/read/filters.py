@@ -23,7 +23,7 @@ matches missing and null values); ``~`` is a case-insensitive substring test on 
 ``%`` and ``_`` as plain characters.
 
 :func:`predicate` checks a parsed filter against its field's type and turns it into a
-:class:`Predicate`, the form :mod:`bflsync.search` renders as SQL for each database. Nothing
+:class:`Predicate`, the form :mod:`bflsync.read.search` renders as SQL for each database. Nothing
 here knows SQL or click; errors are :class:`~bflsync.errors.FilterError`.
 """
 
@@ -35,10 +35,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from bflsync import reltime
 from bflsync.columns import COLUMN_KINDS, Kind
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, as_float
+from bflsync.read import reltime
 
 Scalar = str | int | float | bool | None
 
@@ -220,7 +220,7 @@ def is_filter(text: str) -> bool:
 def parse_timestamp(text: str, *, now: datetime | None = None) -> datetime:
     """An ISO 8601 date or datetime as aware UTC (a naive one is taken to be UTC).
 
-    Given ``now``, the relative forms of :mod:`bflsync.reltime` (``7d``, ``yesterday``) count too.
+    Given ``now``, the relative forms of :mod:`bflsync.read.reltime` (``7d``, ``yesterday``) count too.
     """
     try:
         relative = reltime.parse_relative(text, now=now) if now is not None else None

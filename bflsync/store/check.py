@@ -1,7 +1,7 @@
 """What a database holds and what its driver's complaints mean, without SQLAlchemy or alembic.
 
-Shared by :mod:`bflsync.store` (opening stores for writing and migrating them) and
-:mod:`bflsync.reading` (the lean read path), so both judge a file by the same rules:
+Shared by :mod:`bflsync.store.access` (opening stores for writing and migrating them) and
+:mod:`bflsync.read.reader` (the lean read path), so both judge a file by the same rules:
 the revisions this release knows, the tables a bflsync store has, the SQLite file header,
 and which driver messages are about the store itself rather than a bug.
 """
@@ -102,7 +102,7 @@ def reject_behind(display: str, state: StoreState, revision: str | None) -> None
 def require_sqlite_version() -> None:
     """Refuse a SQLite library too old for the JSON operators the read side uses (``->``, 3.38).
 
-    Both ways in ask: :mod:`bflsync.store` before it creates an engine, :mod:`bflsync.reading`
+    Both ways in ask: :mod:`bflsync.store.access` before it creates an engine, :mod:`bflsync.read.reader`
     before it opens a file, so the refusal is the same one line (exit 2) whichever command runs.
     """
     if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:

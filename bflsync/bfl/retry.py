@@ -37,7 +37,7 @@ from bflsync.config import (
 )
 from bflsync.errors import ApiError, CircuitOpenError, RunDeadlineError
 
-logger = logging.getLogger("bflsync.api")
+logger = logging.getLogger("bflsync.bfl.client")
 T = TypeVar("T")
 
 _NO_DEADLINE: Final = math.inf

@@ -15,7 +15,7 @@ What still differs, by PostgreSQL's limits: a token over 2,047 bytes is left out
 ``tsvector``, positions stop counting at 16,383 and at 256 per lexeme (a phrase match far into
 a huge record can differ), and lexemes beyond about 1 MB per finetune are dropped.
 
-Only the standard library (and :mod:`bflsync.textsearch`, the words of ``--text``): the PostgreSQL
+Only the standard library (and :mod:`bflsync.text.matching`, the words of ``--text``): the PostgreSQL
 write path and read path import this.
 """
 
@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
-from bflsync import textsearch
+from bflsync.text import matching
 
 # PostgreSQL's tsvector limits (MAXSTRLEN, MAXENTRYPOS, MAXNUMPOS, MAXSTRPOS less headroom).
 MAX_LEXEME_BYTES: Final = 2047
@@ -177,10 +177,10 @@ def substring_text(details: Any) -> str:
 def tsquery_text(words: str) -> str | None:
     """The words of ``--text`` as ``tsquery`` input, every word read as a spaced-script word.
 
-    The word part of :func:`bflsync.textsearch.plan`'s search, for the tests that compare it
+    The word part of :func:`bflsync.text.matching.plan`'s search, for the tests that compare it
     with FTS5's answer word by word.
     """
-    return tsquery_of_terms([textsearch.word_term(word) for word in textsearch.terms(words)])
+    return tsquery_of_terms([matching.word_term(word) for word in matching.terms(words)])
 
 
 def tsquery_of_terms(terms: Sequence[tuple[str, bool]]) -> str | None:

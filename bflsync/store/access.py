@@ -10,7 +10,7 @@ Three ways in, one per kind of command:
   after an online backup. A file it refuses (not SQLite, foreign tables, newer schema) is
   inspected through a read-only connection first, so it stays byte-identical.
 
-The revision check compares against :data:`HEAD_REVISION` (kept in :mod:`bflsync.storecheck`, which
+The revision check compares against :data:`HEAD_REVISION` (kept in :mod:`bflsync.store.check`, which
 the lean read path shares), so read commands do not pay for importing alembic; a test keeps it equal
 to the migrations' head.
 """
@@ -37,17 +37,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
-from bflsync.account_merge import downgrade_refusal
 from bflsync.config import default_db_path
 from bflsync.errors import InputError, StoreBehindError, StoreError, StoreMissingError, StoreWriteError
-from bflsync.store_files import (
-    adopt_empty_store_file,
-    check_journals,
-    journal_path,
-    open_store_file,
-    read_immutable,
-)
-from bflsync.storecheck import (
+from bflsync.store.account_merge import downgrade_refusal
+from bflsync.store.check import (
     ACCOUNTS_REVISION,
     BFLSYNC_TABLES,
     BUSY_TIMEOUT_MS,
@@ -62,6 +55,13 @@ from bflsync.storecheck import (
     require_sqlite_file,
     require_sqlite_version,
     store_error_for,
+)
+from bflsync.store.files import (
+    adopt_empty_store_file,
+    check_journals,
+    journal_path,
+    open_store_file,
+    read_immutable,
 )
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ __all__ = [
     "StoreState",
 ]
 
-logger = logging.getLogger("bflsync.store")
+logger = logging.getLogger("bflsync.store.access")
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def read_revision(connection: Connection) -> str | None:
 
 
 def classify(connection: Connection) -> tuple[StoreState, str | None]:
-    """What the database holds (see :func:`bflsync.storecheck.classify_tables`) and its revision."""
+    """What the database holds (see :func:`bflsync.store.check.classify_tables`) and its revision."""
     revision = read_revision(connection)
     return classify_tables(sa.inspect(connection).get_table_names(), revision), revision
 
@@ -360,7 +360,7 @@ def _prepare_sqlite_file(path: Path, *, create: bool = True) -> bool:
 
     Return whether the store is new (created here, or an empty file made into a store).
     SQLite gives the -wal and -shm files the main file's mode, so making the file 0600
-    ourselves, before SQLite writes, keeps all three private. See :mod:`bflsync.store_files`.
+    ourselves, before SQLite writes, keeps all three private. See :mod:`bflsync.store.files`.
     """
     fd, created = open_store_file(path, create=create)
     try:
@@ -470,8 +470,9 @@ def _store_error_for(location: StoreLocation, message: str) -> StoreError | None
 
 def migrations_dir() -> Path:
     """Inside the wheel migrations ship as ``bflsync/migrations``; a checkout keeps them at the root."""
-    packaged = Path(__file__).with_name("migrations")
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "migrations"
+    package = Path(__file__).parent.parent
+    packaged = package / "migrations"
+    return packaged if packaged.is_dir() else package.parent / "migrations"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -17,9 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from bflsync.schema import Finetune, FinetuneStatus, SyncRun
-from bflsync.status import SETTLED_STATUSES, StatusAnswer, StoredStatus, apply
-from bflsync.writes import account_scope, chunked
+from bflsync.bfl.status import SETTLED_STATUSES, StatusAnswer, StoredStatus, apply
+from bflsync.store.schema import Finetune, FinetuneStatus, SyncRun
+from bflsync.store.writes import account_scope, chunked
 
 finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
 status_table: sa.Table = FinetuneStatus.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""The BFL finetune API over httpx: requests, retries, body limits, and making server text safe."""

@@ -1,0 +1,1 @@
+"""The read side: the filter language, its SQL for SQLite and PostgreSQL, and the readers."""

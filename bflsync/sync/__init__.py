@@ -1,0 +1,1 @@
+"""One sync run: list, fetch concurrently, write, and report the outcome."""

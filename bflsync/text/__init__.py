@@ -1,0 +1,1 @@
+"""Tokenising and case folding for ``--text`` and ``~``, the same on both engines."""

@@ -1,0 +1,1 @@
+"""What ``bflsync serve`` shows in Datasette."""
