@@ -31,7 +31,8 @@
     ├── RunFailedError           a sync run that could not do its job; exits as the error that
     │                            failed it (3 when none says otherwise)
     ├── DriftError               `db check`: the models and the migrations differ (exit 1)
-    └── SyncLockedError          another sync holds the lock (exit 4)
+    ├── SyncLockedError          another sync holds the lock (exit 4)
+    └── StaleError               `status --max-age`: an account's last successful sync is older (exit 5)
 
 Exits that are no error class: 0 and 1 (a ``partial`` sync) come from a run's outcome, and
 130, 141 and 143 (:attr:`ExitCode.INTERRUPTED`, :attr:`ExitCode.BROKEN_PIPE`,
@@ -54,6 +55,7 @@ class ExitCode(IntEnum):
     INPUT = 2
     CANNOT_RUN = 3
     LOCKED = 4
+    STALE = 5
     INTERNAL = 70
     # 128 plus the POSIX signal numbers (SIGINT 2, SIGPIPE 13, SIGTERM 15), spelled out so that
     # every command need not import the signal module (a test keeps them equal to it).
@@ -219,6 +221,12 @@ class DriftError(BflsyncError):
 
 class SyncLockedError(BflsyncError):
     exit_code = ExitCode.LOCKED
+
+
+class StaleError(BflsyncError):
+    """No successful sync within ``status --max-age``: what a monitoring check alerts on."""
+
+    exit_code = ExitCode.STALE
 
 
 class RunLimitError(ApiError):

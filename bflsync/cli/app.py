@@ -34,7 +34,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "query": "bflsync.cli.query_commands:query",
     "runs": "bflsync.cli.audit_commands:runs",
     "serve": "bflsync.cli.serve_command:serve",
+    "schedule": "bflsync.cli.schedule_command:schedule",
     "show": "bflsync.cli.audit_commands:show",
+    "status": "bflsync.cli.status_command:status",
     "sync": "bflsync.cli.sync_command:sync",
 }
 # What `bflsync --help` lists for each command (its whole first sentence), so listing them imports
@@ -57,8 +59,12 @@ COMMAND_SUMMARIES: dict[str, str] = {
     "query": "Search the stored training parameters with FIELD OP VALUE filters (ANDed).",
     "runs": "List sync runs, newest first, or show one run with its per-finetune errors.",
     "serve": "Browse the store in Datasette: search, facets, canned queries; read-only, safe during a sync.",
+    "schedule": "Print (or install) a systemd timer or a crontab line that runs the sync unattended.",
     "show": (
         "Show one finetune's current record: extracted fields, bookkeeping, labels, notes and raw details."
+    ),
+    "status": (
+        "Show each account's last sync and last successful one, the finetunes, the lock holder and the schema."
     ),
     "sync": (
         "Fetch every finetune's details from the BFL API into the store, with an audit version per change."
@@ -68,7 +74,7 @@ COMMAND_SUMMARIES: dict[str, str] = {
 
 # Commands that only read the store: no logging, no threads, nothing to clean up at exit.
 READ_COMMANDS = frozenset(
-    {"query", "facets", "show", "history", "runs", "diff", "accounts", "credits", "compare"}
+    {"query", "facets", "show", "history", "runs", "diff", "accounts", "credits", "compare", "status"}
 )
 
 

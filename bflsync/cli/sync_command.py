@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 import click
 from sqlalchemy.engine import Engine
 
-from bflsync.bfl.client import PROXY_ENV_VARS, BflClient, check_proxy, load_api_key, resolve_base_url
+from bflsync.bfl.client import (
+    PROXY_ENV_VARS,
+    BflClient,
+    check_proxy,
+    load_api_key,
+    resolve_base_url,
+    source_of,
+)
 from bflsync.bfl.net import is_loopback_host
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, FiniteFloatRange, pass_cli_context, report_opened
@@ -35,6 +42,7 @@ from bflsync.config import (
     validate_account_name,
 )
 from bflsync.errors import InputError, StoreMissingError
+from bflsync.monitor.watch import RunWatch, check_metrics_path
 from bflsync.store import access
 from bflsync.store.lock import sync_lock_for
 from bflsync.sync.run import ProgressCallback, SyncOptions, SyncResult, run_sync
@@ -159,6 +167,21 @@ from bflsync.sync.run import ProgressCallback, SyncOptions, SyncResult, run_sync
     metavar="SECONDS",
     help="If another sync holds the store, wait this long for it instead of exiting 4 at once.",
 )
+@click.option(
+    "--metrics-file",
+    envvar="BFLSYNC_METRICS_FILE",
+    type=click.Path(dir_okay=True, path_type=Path),
+    metavar="PATH",
+    help="After every run, whatever its outcome, atomically rewrite PATH with Prometheus metrics "
+    "(node_exporter textfile); other accounts' series in it are kept [env BFLSYNC_METRICS_FILE].",
+)
+@click.option(
+    "--ping-url",
+    envvar="BFLSYNC_PING_URL",
+    metavar="URL",
+    help="Healthcheck pings: URL/start when the run starts, URL/<exit code> with the run's JSON when it "
+    "ends; a failed ping is only a warning [env BFLSYNC_PING_URL].",
+)
 @click.pass_context
 @pass_cli_context
 def sync(
@@ -185,6 +208,8 @@ def sync(
     output_format: str,
     as_json: bool,
     wait_s: float,
+    metrics_file: Path | None,
+    ping_url: str | None,
 ) -> None:
     """Fetch every finetune's details from the BFL API into the store, with an audit version per change.
 
@@ -223,6 +248,9 @@ def sync(
     --json prints one object for every run that started, failed ones included
     ("status": "failed"); exits 2 (bad input) and 4 (locked) come before a run starts
     and print none.
+
+    --metrics-file and --ping-url report every run that got past option checks, refused
+    by the lock (exit 4) included; a dry run reports nothing (see docs/monitoring.md).
 
     \b
     Example:
@@ -276,16 +304,37 @@ def sync(
             result, signum = _run(engine, settings, options, show_progress=show_progress)
             _report(result, as_json=as_json, quiet=cli_context.quiet)
     else:
-        with sync_lock_for(location, wait_s=wait_s):
+        watch = _run_watch(
+            metrics_file, ping_url, source=source_of(resolved_url), account=account, quiet=cli_context.quiet
+        )
+        with watch.watching(), sync_lock_for(location, wait_s=wait_s):
             opened = access.open_store_for_write(location)
             try:
                 report_opened(cli_context, location, opened)
                 with access.translate_errors(location):
                     result, signum = _run(opened.engine, settings, options, show_progress=show_progress)
+                    watch.finished(result, exit_code=result.exit_code(signum=signum), engine=opened.engine)
                     _report(result, as_json=as_json, quiet=cli_context.quiet)
             finally:
                 opened.engine.dispose()
     ctx.exit(result.exit_code(signum=signum))
+
+
+def _run_watch(
+    metrics_file: Path | None, ping_url: str | None, *, source: str, account: str, quiet: bool
+) -> RunWatch:
+    """The metrics file and pings of this run (docs/monitoring.md), checked before the run starts."""
+    from bflsync.monitor.ping import Pinger
+
+    return RunWatch(
+        source=source,
+        account=account,
+        metrics_file=check_metrics_path(metrics_file) if metrics_file is not None else None,
+        pinger=Pinger(ping_url) if ping_url else None,
+        now=lambda: datetime.now(UTC),
+        warn=lambda message: click.echo(f"bflsync: warning: {message}", err=True),
+        warn_pings=not quiet,
+    )
 
 
 def _check_proxy_env(base_url: str) -> None:

@@ -1,0 +1,168 @@
+"""``bflsync schedule``: the systemd timer or crontab line of an unattended sync, printed or installed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from bflsync.cli.common import CliContext, pass_cli_context
+from bflsync.cli.stdout import write_stdout
+from bflsync.config import REGION_URLS, validate_account_name
+from bflsync.errors import InputError
+from bflsync.monitor import schedule as schedule_units
+from bflsync.monitor.durations import parse_duration
+from bflsync.store import access
+
+# A unit name, systemd specifiers (%n, %i) allowed: no spaces or line breaks that would add settings.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@%\\-]{1,255}")
+
+
+@click.command()
+@click.option("--systemd", "kind", flag_value="systemd", help="A systemd user service and timer.")
+@click.option("--cron", "kind", flag_value="cron", help="A crontab line.")
+@click.option(
+    "--every", default="1h", show_default=True, metavar="DURATION", help="How often: 15m, 1h, 6h, 1d."
+)
+@click.option(
+    "--account", metavar="NAME", help="The account to sync (sync --account); one timer per account."
+)
+@click.option("--region", type=click.Choice(sorted(REGION_URLS)), help="The BFL region to sync from.")
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The private file holding the API key [default: ~/.config/bflsync/api-key, or ...-ACCOUNT].",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pass --metrics-file to the sync (the service may write its directory).",
+)
+@click.option("--ping-url", metavar="URL", help="Pass --ping-url to the sync.")
+@click.option(
+    "--on-failure", metavar="UNIT", help="systemd: a unit started when the sync fails (OnFailure=)."
+)
+@click.option(
+    "--command",
+    "executable",
+    metavar="PATH",
+    help="The bflsync executable the job runs [default: the one on PATH, by its full path].",
+)
+@click.option(
+    "--install",
+    is_flag=True,
+    help="systemd: write the units to ~/.config/systemd/user instead of printing them.",
+)
+@pass_cli_context
+def schedule(
+    cli_context: CliContext,
+    kind: str | None,
+    every: str,
+    account: str | None,
+    region: str | None,
+    key_file: Path | None,
+    metrics_file: Path | None,
+    ping_url: str | None,
+    on_failure: str | None,
+    executable: str | None,
+    install: bool,
+) -> None:
+    """Print (or install) a systemd timer or a crontab line that runs the sync unattended.
+
+    --systemd prints a service and a timer for the user's service manager: the key is
+    handed to the sync by LoadCredential= from --key-file (it is never in the unit), the
+    service is sandboxed and may write only the store's directory (and the metrics file's).
+    --install writes them to ~/.config/systemd/user; then run `systemctl --user daemon-reload
+    && systemctl --user enable --now UNIT.timer`. --cron prints one crontab line, the
+    executable by its full path and the sync run with -q so cron mails only errors.
+
+    The store is the --db of this command (the default store without it), made absolute.
+    See docs/monitoring.md for alerting on the runs these start.
+
+    \b
+    Example:
+        bflsync schedule --systemd --every 1h --account work --install
+    """
+    if kind is None:
+        raise InputError("choose --systemd or --cron")
+    if install and kind != "systemd":
+        raise InputError("--install writes systemd units; for --cron, add the printed line with `crontab -e`")
+    if on_failure and kind != "systemd":
+        raise InputError("--on-failure is a systemd setting; it cannot be combined with --cron")
+    if account is not None:
+        validate_account_name(account)
+    if on_failure is not None and not _UNIT_NAME.fullmatch(on_failure):
+        raise InputError(
+            f"--on-failure {on_failure!a}: expected a unit name such as notify-failure@%n.service"
+        )
+    if ping_url is not None:
+        from bflsync.monitor.ping import validate_ping_url
+
+        validate_ping_url(ping_url)
+    location = access.locate_store(cli_context.db)
+    if location.path is None and location.url.password is not None:
+        raise InputError(
+            "--db: the job would show the database password in its unit or crontab; "
+            "keep it in ~/.pgpass and give the URL without it"
+        )
+    db = (
+        str(location.path)
+        if location.path is not None
+        else location.url.render_as_string(hide_password=False)
+    )
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    key = (key_file or config_home / "bflsync" / ("api-key" + (f"-{account}" if account else ""))).absolute()
+    writable = [location.path.parent] if location.path is not None else []
+    if metrics_file is not None:
+        metrics_file = metrics_file.absolute()
+        writable.append(metrics_file.parent)
+    job = schedule_units.Job(
+        command=_command(executable),
+        db=db,
+        writable_dirs=tuple(dict.fromkeys(str(path) for path in writable)),
+        key_file=str(key),
+        account=account,
+        region=region,
+        every=parse_duration(every, option="--every"),
+        metrics_file=str(metrics_file) if metrics_file is not None else None,
+        ping_url=ping_url,
+        on_failure=on_failure,
+    )
+    if kind == "cron":
+        try:
+            write_stdout(schedule_units.crontab_line(job))
+        except ValueError as exc:
+            raise InputError(f"--every {every}: {exc}") from None
+        return
+    units = schedule_units.systemd_units(job)
+    if not install:
+        write_stdout("\n".join(f"# {name}\n{text}" for name, text in units.items()))
+        return
+    unit_dir = config_home / "systemd" / "user"
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in units.items():
+        (unit_dir / name).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {unit_dir / name}", err=True)
+    if not key.exists():
+        click.echo(f"bflsync: warning: put the API key in {key} (chmod 600) before the timer fires", err=True)
+    click.echo(
+        f"next: systemctl --user daemon-reload && systemctl --user enable --now {job.unit_name}.timer",
+        err=True,
+    )
+
+
+def _command(executable: str | None) -> tuple[str, ...]:
+    """The bflsync to run by its full path: --command, else the one on PATH, else this Python's module."""
+    if executable is not None:
+        return (executable,)
+    script = Path(sys.argv[0])
+    if script.name == "bflsync" and script.is_file():
+        return (str(script.absolute()),)
+    found = shutil.which("bflsync")
+    if found is not None:
+        return (str(Path(found).absolute()),)
+    return (sys.executable, "-m", "bflsync")

@@ -1,0 +1,257 @@
+"""The metrics file of ``sync --metrics-file``: Prometheus text format for node_exporter's textfile collector.
+
+A one-shot job is invisible to a scraper, so each run leaves its outcome in a file the collector
+reads (Prometheus' advice for batch jobs, rather than a Pushgateway). The file is replaced
+atomically (written beside it, fsynced, renamed, directory fsynced): the collector, or anyone
+reading it, sees the previous file or the new one, never half of one.
+
+Every series carries ``source`` and ``account`` labels. Several accounts may share one file: a
+writer takes an ``flock`` on ``PATH.lock``, reads the file, replaces only its own
+``(source, account)`` series and writes the whole file back, so syncs of other accounts keep
+theirs. The lock file is not ``*.prom``, so the collector ignores it, and so does it ignore the
+temporary file (a dot file ending in ``.tmp``).
+
+Values a run cannot know (the last success of a run that failed, the finetune counts of a run
+refused by the lock, the balance of a run that did not read it) are carried over from the
+series already in the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Final, TypeVar
+
+from bflsync.columns import RUN_COUNTERS
+
+PREFIX: Final = "bflsync_"
+# The values bflsync_last_run_status has a series for: the run statuses, and a sync refused by the lock.
+LOCKED: Final = "locked"
+STATUSES: Final = ("ok", "partial", "failed", "interrupted", LOCKED)
+FINETUNE_STATES: Final = ("live", "deleted")
+FILE_MODE: Final = 0o644  # node_exporter usually runs as another user
+
+_T = TypeVar("_T")
+Key = tuple[str, str]
+"""(source, account): whose series these are."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountMetrics:
+    """What the file says about one (source, account): its last run, last success and store figures.
+
+    Timestamps are Unix seconds. ``None`` means unknown: the series is left out of the file.
+    """
+
+    source: str
+    account: str
+    last_run_at: float | None = None
+    status: str | None = None
+    exit_code: int | None = None
+    duration_s: float | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+    last_success_at: float | None = None
+    live: int | None = None
+    deleted: int | None = None
+    credits: float | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.source, self.account)
+
+    def carried_over(self, previous: AccountMetrics | None) -> AccountMetrics:
+        """These metrics with what this run could not know taken from the file's previous series."""
+        if previous is None:
+            return self
+        return replace(
+            self,
+            last_success_at=_first(self.last_success_at, previous.last_success_at),
+            live=_first(self.live, previous.live),
+            deleted=_first(self.deleted, previous.deleted),
+            credits=_first(self.credits, previous.credits),
+        )
+
+
+def _first(value: _T | None, fallback: _T | None) -> _T | None:
+    return value if value is not None else fallback
+
+
+@dataclass(frozen=True)
+class _Family:
+    name: str
+    help: str
+
+
+_FAMILIES: Final = (
+    _Family("last_run_timestamp_seconds", "When the last sync of this source and account ended, Unix time."),
+    _Family("last_success_timestamp_seconds", "When the last sync with status ok ended, Unix time."),
+    _Family(
+        "last_run_status", "1 for the last sync's status (locked: refused, another sync held the store)."
+    ),
+    _Family("last_run_exit_code", "The exit code of the last sync."),
+    _Family("last_run_duration_seconds", "How long the last sync ran."),
+    *(
+        _Family(f"last_run_{name}", f"The last sync's {name} count (see bflsync runs).")
+        for name in RUN_COUNTERS
+    ),
+    _Family("finetunes", "Finetunes stored for this source and account, live or marked deleted."),
+    _Family("credits", "The account's credit balance as last read by a sync."),
+)
+
+
+def render(items: Iterable[AccountMetrics]) -> str:
+    """The whole file: each family's HELP and TYPE once, then its series sorted by source and account."""
+    ordered = sorted(items, key=lambda item: item.key)
+    lines: list[str] = []
+    for family in _FAMILIES:
+        samples = [sample for item in ordered for sample in _samples(family.name, item)]
+        if not samples:
+            continue
+        lines.append(f"# HELP {PREFIX}{family.name} {family.help}")
+        lines.append(f"# TYPE {PREFIX}{family.name} gauge")
+        lines.extend(samples)
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _samples(name: str, item: AccountMetrics) -> list[str]:
+    values: list[tuple[dict[str, str], float | int | None]]
+    if name == "last_run_timestamp_seconds":
+        values = [({}, item.last_run_at)]
+    elif name == "last_success_timestamp_seconds":
+        values = [({}, item.last_success_at)]
+    elif name == "last_run_status":
+        values = [({"status": s}, int(s == item.status)) for s in STATUSES] if item.status else []
+    elif name == "last_run_exit_code":
+        values = [({}, item.exit_code)]
+    elif name == "last_run_duration_seconds":
+        values = [({}, item.duration_s)]
+    elif name.startswith("last_run_"):
+        values = [({}, item.counts.get(name.removeprefix("last_run_")))]
+    elif name == "finetunes":
+        values = [({"state": "live"}, item.live), ({"state": "deleted"}, item.deleted)]
+    else:
+        values = [({}, item.credits)]
+    return [
+        f"{PREFIX}{name}{_labels({'source': item.source, 'account': item.account, **extra})} {_number(value)}"
+        for extra, value in values
+        if value is not None
+    ]
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, bool | int):
+        return str(int(value))
+    return repr(float(value))
+
+
+_SAMPLE = re.compile(r"(?P<name>bflsync_[a-z_]+)\{(?P<labels>.*)\} (?P<value>\S+)")
+_LABEL = re.compile(r'(?P<key>[a-z_]+)="(?P<value>(?:[^"\\]|\\.)*)",?')
+
+
+def parse(text: str) -> dict[Key, AccountMetrics]:
+    """The series of a file this module wrote, per (source, account); lines it does not know are skipped."""
+    found: dict[Key, dict[str, object]] = {}
+    for line in text.splitlines():
+        sample = _SAMPLE.fullmatch(line)
+        if sample is None:
+            continue
+        labels = {m["key"]: _unescape(m["value"]) for m in _LABEL.finditer(sample["labels"])}
+        try:
+            value = float(sample["value"])
+        except ValueError:
+            continue
+        if "source" not in labels or "account" not in labels:
+            continue
+        fields = found.setdefault((labels["source"], labels["account"]), {"counts": {}})
+        _read_sample(fields, sample["name"].removeprefix(PREFIX), labels, value)
+    return {
+        key: AccountMetrics(source=key[0], account=key[1], **fields)  # type: ignore[arg-type]
+        for key, fields in found.items()
+    }
+
+
+def _read_sample(fields: dict[str, object], name: str, labels: Mapping[str, str], value: float) -> None:
+    simple = {
+        "last_run_timestamp_seconds": "last_run_at",
+        "last_success_timestamp_seconds": "last_success_at",
+        "last_run_duration_seconds": "duration_s",
+        "credits": "credits",
+    }
+    if name in simple:
+        fields[simple[name]] = value
+    elif name == "last_run_exit_code":
+        fields["exit_code"] = int(value)
+    elif name == "last_run_status":
+        if value == 1:
+            fields["status"] = labels.get("status")
+    elif name == "finetunes" and labels.get("state") in FINETUNE_STATES:
+        fields[labels["state"]] = int(value)
+    elif name.removeprefix("last_run_") in RUN_COUNTERS:
+        counts = fields["counts"]
+        assert isinstance(counts, dict)
+        counts[name.removeprefix("last_run_")] = int(value)
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], value)
+
+
+def update_file(path: Path, item: AccountMetrics) -> None:
+    """Replace ``item``'s series in the metrics file at ``path``, keeping every other account's.
+
+    Writers of one file take turns on ``PATH.lock``; the file itself is replaced atomically.
+    """
+    with _locked(path.with_name(path.name + ".lock")):
+        try:
+            existing = parse(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            existing = {}
+        except (OSError, UnicodeDecodeError):
+            existing = {}  # an unreadable file is replaced whole
+        existing[item.key] = item.carried_over(existing.get(item.key))
+        write_atomically(path, render(existing.values()))
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path``, fsync it, rename it over ``path`` and fsync the directory."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), FILE_MODE)
+            os.fsync(handle.fileno())
+        Path(temporary).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(temporary).unlink()
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -1,0 +1,160 @@
+"""One sync invocation as monitoring sees it: a start ping, then the metrics file and the exit-code ping.
+
+:class:`RunWatch` is driven by the sync command: :meth:`~RunWatch.watching` wraps everything from
+taking the lock to the end of the run, :meth:`~RunWatch.finished` records a run that ran, and an
+error that stopped the sync before a run could (the lock held by another sync, a store that cannot
+be opened) is recorded on its way out with the exit code it will have. Neither the metrics file
+nor a ping can change the outcome: what goes wrong with them is a warning line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from bflsync.columns import RUN_COUNTERS
+from bflsync.errors import BflsyncError, InputError, SyncLockedError
+from bflsync.monitor import health, metrics
+from bflsync.monitor.ping import Pinger
+from bflsync.read.reader import ConnectionReader
+from bflsync.sync.run import SyncResult
+
+Warn = Callable[[str], None]
+
+
+def check_metrics_path(path: Path) -> Path:
+    """The metrics file's path, if it can be written there: its directory must exist (exit 2 otherwise)."""
+    if path.is_dir():
+        raise InputError(f"--metrics-file {path} is a directory; name a file such as {path / 'bflsync.prom'}")
+    if not path.parent.is_dir():
+        raise InputError(f"--metrics-file {path}: directory {path.parent} does not exist")
+    return path
+
+
+@dataclass(kw_only=True)
+class RunWatch:
+    """The monitoring side of one sync of ``(source, account)``."""
+
+    source: str
+    account: str
+    metrics_file: Path | None
+    pinger: Pinger | None
+    now: Callable[[], datetime]
+    warn: Warn
+    # False under --quiet: a ping that never arrives is what the healthcheck service alerts on.
+    warn_pings: bool = True
+    _done: bool = False
+
+    @contextmanager
+    def watching(self) -> Iterator[RunWatch]:
+        """Ping the start; if the sync stops on an error before :meth:`finished`, record that error."""
+        started = self.now()
+        self._ping("start")
+        try:
+            yield self
+        except BflsyncError as exc:
+            if not self._done:
+                status = metrics.LOCKED if isinstance(exc, SyncLockedError) else "failed"
+                duration = (self.now() - started).total_seconds()
+                self._record(
+                    status=status,
+                    exit_code=int(exc.exit_code),
+                    duration_s=duration,
+                    summary={
+                        "status": status,
+                        "source": self.source,
+                        "account": self.account,
+                        "error": str(exc),
+                    },
+                    engine=None,
+                )
+            raise
+        finally:
+            if self.pinger is not None:
+                self.pinger.close()
+
+    def finished(self, result: SyncResult, *, exit_code: int, engine: Engine | None) -> None:
+        """Record a run that ran, whatever its status; ``engine`` is read for the store's figures."""
+        self._record(
+            status=result.status,
+            exit_code=exit_code,
+            duration_s=result.duration_s,
+            summary={**result.as_json(), "exit_code": exit_code, "error": result.error},
+            engine=engine,
+            counts=result.counts(),
+            credits=result.credits,
+        )
+
+    def _record(
+        self,
+        *,
+        status: str,
+        exit_code: int,
+        duration_s: float,
+        summary: dict[str, Any],
+        engine: Engine | None,
+        counts: dict[str, int] | None = None,
+        credits: float | None = None,
+    ) -> None:
+        self._done = True
+        if self.metrics_file is not None:
+            ended = self.now().timestamp()
+            item = metrics.AccountMetrics(
+                source=self.source,
+                account=self.account,
+                last_run_at=ended,
+                status=status,
+                exit_code=exit_code,
+                duration_s=round(duration_s, 3),
+                counts=counts or dict.fromkeys(RUN_COUNTERS, 0),
+                last_success_at=ended if status == "ok" else None,
+                credits=credits,
+            )
+            try:
+                metrics.update_file(self.metrics_file, self._with_store_figures(item, engine))
+            except OSError as exc:
+                self.warn(f"cannot write the metrics file {self.metrics_file}: {exc.strerror or exc}")
+        self._ping(str(exit_code), json.dumps(summary, sort_keys=True).encode())
+
+    def _with_store_figures(
+        self, item: metrics.AccountMetrics, engine: Engine | None
+    ) -> metrics.AccountMetrics:
+        """``item`` with the finetune counts, last success and balance the store holds for this account."""
+        if engine is None:
+            return item
+        try:
+            with engine.connect() as connection:
+                found = health.accounts(
+                    ConnectionReader(connection, where=""), source=self.source, account=self.account
+                )
+        except Exception as exc:  # the run's outcome stands; the file keeps what it knew
+            self.warn(f"cannot read the store's figures for the metrics file: {type(exc).__name__}")
+            return item
+        if not found:
+            return item
+        figures = found[0]
+        last_success = figures.last_success_at
+        return item.carried_over(
+            metrics.AccountMetrics(
+                source=self.source,
+                account=self.account,
+                last_success_at=last_success.timestamp() if last_success is not None else None,
+                live=figures.live,
+                deleted=figures.deleted,
+                credits=figures.credits,
+            )
+        )
+
+    def _ping(self, suffix: str, body: bytes = b"") -> None:
+        if self.pinger is None:
+            return
+        problem = self.pinger.ping(suffix, body)
+        if problem is not None and self.warn_pings:
+            self.warn(problem)
