@@ -14,7 +14,14 @@ from sqlalchemy.engine import Engine
 
 from bflsync.store import access
 
-SCRUBBED_ENV = ("BFL_API_KEY", "BFL_API_URL", "BFLSYNC_DB", "BFLSYNC_ACCOUNT")
+SCRUBBED_ENV = (
+    "BFL_API_KEY",
+    "BFL_API_URL",
+    "BFLSYNC_DB",
+    "BFLSYNC_ACCOUNT",
+    "BFLSYNC_METRICS_FILE",
+    "BFLSYNC_PING_URL",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ class RunWatch:
             engine=engine,
             counts=result.counts(),
             credits=result.credits,
+            run_id=result.run_id,
         )
 
     def _record(
@@ -102,6 +103,7 @@ class RunWatch:
         engine: Engine | None,
         counts: dict[str, int] | None = None,
         credits: float | None = None,
+        run_id: int | None = None,
     ) -> None:
         self._done = True
         if self.metrics_file is not None:
@@ -118,15 +120,16 @@ class RunWatch:
                 credits=credits,
             )
             try:
-                metrics.update_file(self.metrics_file, self._with_store_figures(item, engine))
+                metrics.update_file(self.metrics_file, self._with_store_figures(item, engine, run_id))
             except OSError as exc:
                 self.warn(f"cannot write the metrics file {self.metrics_file}: {exc.strerror or exc}")
         self._ping(str(exit_code), json.dumps(summary, sort_keys=True).encode())
 
     def _with_store_figures(
-        self, item: metrics.AccountMetrics, engine: Engine | None
+        self, item: metrics.AccountMetrics, engine: Engine | None, run_id: int | None
     ) -> metrics.AccountMetrics:
-        """``item`` with the finetune counts, last success and balance the store holds for this account."""
+        """``item`` with what the store records for this account: its run's end, the last success, the
+        finetune counts and the balance, so the file agrees with ``bflsync status`` to the microsecond."""
         if engine is None:
             return item
         try:
@@ -140,16 +143,16 @@ class RunWatch:
         if not found:
             return item
         figures = found[0]
+        last_run = figures.last_run or {}
+        ended = last_run.get("finished_at") if last_run.get("id") == run_id else None
         last_success = figures.last_success_at
-        return item.carried_over(
-            metrics.AccountMetrics(
-                source=self.source,
-                account=self.account,
-                last_success_at=last_success.timestamp() if last_success is not None else None,
-                live=figures.live,
-                deleted=figures.deleted,
-                credits=figures.credits,
-            )
+        return replace(
+            item,
+            last_run_at=ended.timestamp() if ended is not None else item.last_run_at,
+            last_success_at=last_success.timestamp() if last_success is not None else item.last_success_at,
+            live=figures.live,
+            deleted=figures.deleted,
+            credits=item.credits if item.credits is not None else figures.credits,
         )
 
     def _ping(self, suffix: str, body: bytes = b"") -> None:
