@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-from bflsync import __version__
 from bflsync.monitor.durations import spell_duration
 
 CREDENTIAL: Final = "bfl-api-key"
@@ -90,7 +89,7 @@ class Job:
 def systemd_units(job: Job) -> dict[str, str]:
     """The service and timer files, by file name."""
     who = f"account {job.account}" if job.account else "the default account"
-    header = f"# Written by `bflsync schedule --systemd` (bflsync {__version__}); see docs/monitoring.md.\n"
+    header = "# Written by `bflsync schedule --systemd`; see docs/monitoring.md.\n"
     key_path = f"%d/{CREDENTIAL}"
     exec_start = " ".join(
         _systemd_word(word) if word != key_path else word for word in job.sync_argv(key_path)
