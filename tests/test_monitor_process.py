@@ -1,0 +1,66 @@
+"""The metrics file and pings of a ``bflsync sync`` process stopped by SIGTERM (systemctl stop, shutdown)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from monitor_support import samples, value
+from ping_server import ping_receiver
+from sync_support import ALPHA, BETA, KEY, process_env, rows, sync_argv
+
+from bflsync.mock.server import MockBFL
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def mock() -> Iterator[MockBFL]:
+    with MockBFL.serve({"alpha": ALPHA, "beta": BETA}, api_key=KEY) as server:
+        yield server
+
+
+def wait_for_run(db_path: Path, process: subprocess.Popen[str], *, timeout: float = 10.0) -> None:
+    """Until the process's run row exists: it holds the lock and is fetching."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if db_path.exists():
+            try:
+                if rows(db_path, "SELECT id FROM sync_run WHERE status = 'running' AND pid = ?", process.pid):
+                    return
+            except sqlite3.OperationalError:
+                pass  # the store is being created
+        time.sleep(0.02)
+    raise AssertionError("the sync never started its run")
+
+
+def test_a_sync_stopped_by_sigterm_is_reported_interrupted_with_exit_143(
+    db_path: Path, mock: MockBFL, tmp_path: Path
+) -> None:
+    prom = tmp_path / "bflsync.prom"
+    mock.hang("beta", seconds=30)  # the run cannot end before the signal
+    with ping_receiver() as receiver:
+        process = subprocess.Popen(
+            sync_argv(db_path, mock.base_url, "--metrics-file", str(prom), "--ping-url", receiver.url),
+            env=process_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for_run(db_path, process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        assert process.returncode == 143, stderr
+        assert [path.rsplit("/", 1)[1] for path in receiver.paths] == ["start", "143"]
+        assert json.loads(receiver.pings[1].body)["status"] == "interrupted"
+    found = samples(prom)
+    labels = {"source": mock.base_url.removeprefix("http://"), "account": "default"}
+    assert value(found, "bflsync_last_run_status", **labels, status="interrupted") == 1
+    assert value(found, "bflsync_last_run_exit_code", **labels) == 143
