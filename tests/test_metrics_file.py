@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -269,3 +270,12 @@ def test_concurrent_writers_of_different_accounts_lose_nothing(tmp_path: Path) -
         thread.join()
     parsed = metrics.parse(path.read_text(encoding="utf-8"))
     assert {key: item.last_run_at for key, item in parsed.items()} == {("s", name): 4.0 for name in names}
+
+
+def test_a_writer_that_never_lets_go_of_the_lock_costs_an_error_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "bflsync.prom"
+    with Path(f"{path}.lock").open("w") as stuck:
+        fcntl.flock(stuck, fcntl.LOCK_EX)
+        with pytest.raises(OSError, match=r"stayed locked for 0\.2 s"):
+            metrics.update_file(path, metrics.AccountMetrics(source="s", account="a"), lock_wait_s=0.2)
+    assert not path.exists()

@@ -19,14 +19,16 @@ series already in the file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from bflsync.columns import RUN_COUNTERS
 
@@ -36,6 +38,9 @@ LOCKED: Final = "locked"
 STATUSES: Final = ("ok", "partial", "failed", "interrupted", LOCKED)
 FINETUNE_STATES: Final = ("live", "deleted")
 FILE_MODE: Final = 0o644  # node_exporter usually runs as another user
+# Writers hold PATH.lock for one read-and-rename: a holder for longer than this is stuck.
+LOCK_WAIT_S: Final = 10.0
+LOCK_POLL_S: Final = 0.02
 
 _T = TypeVar("_T")
 Key = tuple[str, str]
@@ -164,7 +169,7 @@ _LABEL = re.compile(r'(?P<key>[a-z_]+)="(?P<value>(?:[^"\\]|\\.)*)",?')
 
 def parse(text: str) -> dict[Key, AccountMetrics]:
     """The series of a file this module wrote, per (source, account); lines it does not know are skipped."""
-    found: dict[Key, dict[str, object]] = {}
+    found: dict[Key, dict[str, Any]] = {}
     for line in text.splitlines():
         sample = _SAMPLE.fullmatch(line)
         if sample is None:
@@ -178,13 +183,10 @@ def parse(text: str) -> dict[Key, AccountMetrics]:
             continue
         fields = found.setdefault((labels["source"], labels["account"]), {"counts": {}})
         _read_sample(fields, sample["name"].removeprefix(PREFIX), labels, value)
-    return {
-        key: AccountMetrics(source=key[0], account=key[1], **fields)  # type: ignore[arg-type]
-        for key, fields in found.items()
-    }
+    return {key: AccountMetrics(source=key[0], account=key[1], **fields) for key, fields in found.items()}
 
 
-def _read_sample(fields: dict[str, object], name: str, labels: Mapping[str, str], value: float) -> None:
+def _read_sample(fields: dict[str, Any], name: str, labels: Mapping[str, str], value: float) -> None:
     simple = {
         "last_run_timestamp_seconds": "last_run_at",
         "last_success_timestamp_seconds": "last_success_at",
@@ -201,21 +203,19 @@ def _read_sample(fields: dict[str, object], name: str, labels: Mapping[str, str]
     elif name == "finetunes" and labels.get("state") in FINETUNE_STATES:
         fields[labels["state"]] = int(value)
     elif name.removeprefix("last_run_") in RUN_COUNTERS:
-        counts = fields["counts"]
-        assert isinstance(counts, dict)
-        counts[name.removeprefix("last_run_")] = int(value)
+        fields["counts"][name.removeprefix("last_run_")] = int(value)
 
 
 def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], value)
 
 
-def update_file(path: Path, item: AccountMetrics) -> None:
+def update_file(path: Path, item: AccountMetrics, *, lock_wait_s: float = LOCK_WAIT_S) -> None:
     """Replace ``item``'s series in the metrics file at ``path``, keeping every other account's.
 
     Writers of one file take turns on ``PATH.lock``; the file itself is replaced atomically.
     """
-    with _locked(path.with_name(path.name + ".lock")):
+    with _locked(path.with_name(path.name + ".lock"), wait_s=lock_wait_s):
         try:
             existing = parse(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -227,10 +227,19 @@ def update_file(path: Path, item: AccountMetrics) -> None:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def _locked(lock_path: Path, *, wait_s: float) -> Iterator[None]:
+    """The writers' turn on ``lock_path``; a writer that never lets go costs a warning, not a hung sync."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise OSError(errno.EAGAIN, f"{lock_path} stayed locked for {wait_s:g} s") from None
+                time.sleep(LOCK_POLL_S)
         yield
     finally:
         os.close(fd)

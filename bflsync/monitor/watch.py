@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from bflsync.columns import RUN_COUNTERS
-from bflsync.errors import BflsyncError, InputError, SyncLockedError
+from bflsync.errors import BflsyncError, ExitCode, InputError, SyncLockedError
 from bflsync.monitor import health, metrics
 from bflsync.monitor.ping import Pinger
 from bflsync.read.reader import ConnectionReader
@@ -59,26 +59,27 @@ class RunWatch:
         self._ping("start")
         try:
             yield self
-        except BflsyncError as exc:
+        except Exception as exc:
             if not self._done:
-                status = metrics.LOCKED if isinstance(exc, SyncLockedError) else "failed"
-                duration = (self.now() - started).total_seconds()
-                self._record(
-                    status=status,
-                    exit_code=int(exc.exit_code),
-                    duration_s=duration,
-                    summary={
-                        "status": status,
-                        "source": self.source,
-                        "account": self.account,
-                        "error": str(exc),
-                    },
-                    engine=None,
-                )
+                self._record_error(exc, duration_s=(self.now() - started).total_seconds())
             raise
         finally:
             if self.pinger is not None:
                 self.pinger.close()
+
+    def _record_error(self, exc: Exception, *, duration_s: float) -> None:
+        """A sync that stopped before its run could: refused by the lock, or failed with ``exc``."""
+        if isinstance(exc, BflsyncError):
+            status = metrics.LOCKED if isinstance(exc, SyncLockedError) else "failed"
+            exit_code, error = int(exc.exit_code), str(exc)
+        else:  # the CLI reports it as an internal error
+            status, exit_code, error = (
+                "failed",
+                int(ExitCode.INTERNAL),
+                f"internal error: {type(exc).__name__}",
+            )
+        summary = {"status": status, "source": self.source, "account": self.account, "error": error}
+        self._record(status=status, exit_code=exit_code, duration_s=duration_s, summary=summary, engine=None)
 
     def finished(self, result: SyncResult, *, exit_code: int, engine: Engine | None) -> None:
         """Record a run that ran, whatever its status; ``engine`` is read for the store's figures."""
