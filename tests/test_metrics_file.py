@@ -279,3 +279,17 @@ def test_a_writer_that_never_lets_go_of_the_lock_costs_an_error_not_a_hang(tmp_p
         with pytest.raises(OSError, match=r"stayed locked for 0\.2 s"):
             metrics.update_file(path, metrics.AccountMetrics(source="s", account="a"), lock_wait_s=0.2)
     assert not path.exists()
+
+
+def test_a_store_that_cannot_be_opened_is_written_as_failed_with_its_exit_code(
+    tmp_path: Path, mock: MockBFL, prom: Path
+) -> None:
+    prom.parent.mkdir()
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_text("not a database\n")
+    result = sync(str(not_a_store), mock, "--metrics-file", str(prom))
+    assert result.exit_code == ExitCode.INPUT
+    found = samples(prom)
+    labels = {"source": source_of(mock), "account": "default"}
+    assert statuses(found, **labels)["failed"] == 1
+    assert value(found, "bflsync_last_run_exit_code", **labels) == 2
