@@ -201,3 +201,12 @@ def test_the_suffix_goes_on_the_path_and_a_query_string_stays_last() -> None:
         ping_url("https://hc-ping.com/key/slug?create=1", "start")
         == "https://hc-ping.com/key/slug/start?create=1"
     )
+
+
+def test_a_dry_run_sends_no_ping_but_checks_the_url(
+    db_path: Path, mock: MockBFL, receiver: PingReceiver
+) -> None:
+    assert sync(str(db_path), mock, "--dry-run", "--ping-url", receiver.url).exit_code == 0
+    assert receiver.paths == []
+    refused = sync(str(db_path), mock, "--dry-run", "--ping-url", "http://hc.example.com/x")
+    assert refused.exit_code == ExitCode.INPUT

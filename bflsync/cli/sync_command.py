@@ -299,14 +299,15 @@ def sync(
     location = access.locate_store(cli_context.db)
     show_progress = not cli_context.quiet and sys.stderr.isatty()
 
+    # Checked for a dry run too, though it reports nothing: the same options must work for real.
+    watch = _run_watch(
+        metrics_file, ping_url, source=source_of(resolved_url), account=account, quiet=cli_context.quiet
+    )
     if dry_run:
         with _read_only_engine(location) as engine:
             result, signum = _run(engine, settings, options, show_progress=show_progress)
             _report(result, as_json=as_json, quiet=cli_context.quiet)
     else:
-        watch = _run_watch(
-            metrics_file, ping_url, source=source_of(resolved_url), account=account, quiet=cli_context.quiet
-        )
         with watch.watching(), sync_lock_for(location, wait_s=wait_s):
             opened = access.open_store_for_write(location)
             try:

@@ -65,17 +65,26 @@ class Pinger:
         self._retries = retries
         self._backoff_s = backoff_s
         self._sleep = sleep
-        host = urlsplit(self.url).hostname or ""
-        self._client = httpx.Client(
-            timeout=timeout_s,
-            transport=transport,
-            trust_env=not is_loopback_host(host),
-            follow_redirects=False,
-            headers={"User-Agent": "bflsync"},
-        )
+        self._timeout_s = timeout_s
+        self._transport = transport
+        self._client: httpx.Client | None = None
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _http(self) -> httpx.Client:
+        """The client, made at the first ping: a Pinger that never pings (a dry run) opens nothing."""
+        if self._client is None:
+            self._client = httpx.Client(
+                timeout=self._timeout_s,
+                transport=self._transport,
+                trust_env=not is_loopback_host(urlsplit(self.url).hostname or ""),
+                follow_redirects=False,
+                headers={"User-Agent": "bflsync"},
+            )
+        return self._client
 
     def ping(self, suffix: str, body: bytes = b"") -> str | None:
         """POST ``body`` to ``URL/suffix``; None when it was taken, else why not (for one warning line)."""
@@ -86,7 +95,7 @@ class Pinger:
             if attempt:
                 self._sleep(self._backoff_s * attempt)
             try:
-                response = self._client.post(
+                response = self._http().post(
                     target, content=body, headers={"Content-Type": "application/json"} if body else {}
                 )
             except httpx.HTTPError as exc:
