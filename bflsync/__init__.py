@@ -16,19 +16,30 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.1.0"
+
+# The package bflsync.sync (one sync run) would shadow the function bflsync.sync the moment it is
+# first imported (the import system binds a subpackage on its parent). So it is imported here,
+# first (its __init__ is a docstring), and the function below takes the name for good.
+importlib.import_module("bflsync.sync")
+
 if TYPE_CHECKING:
     from bflsync.api import Store, make_query, open_store, sync
     from bflsync.errors import BflsyncError
     from bflsync.sync.run import SyncResult
+else:
 
-__version__ = "0.1.0"
+    def sync(*args: Any, **kwargs: Any) -> Any:
+        """Run one sync into a store and return its result: :func:`bflsync.api.sync`."""
+        from bflsync.api import sync as run
+
+        return run(*args, **kwargs)
 
 # Each public name and the module that defines it.
 _EXPORTS = {
     "open_store": "bflsync.api",
     "make_query": "bflsync.api",
     "Store": "bflsync.api",
-    "sync": "bflsync.api",
     "SyncResult": "bflsync.sync.run",
     "BflsyncError": "bflsync.errors",
 }
