@@ -35,6 +35,7 @@ else:
 
         return run(*args, **kwargs)
 
+
 # Each public name and the module that defines it.
 _EXPORTS = {
     "open_store": "bflsync.api",

@@ -482,7 +482,7 @@ def sync(
     ``base_url`` (e.g. a mock on loopback) or ``region`` (default ``us1``) say which API; options left
     ``None`` take the CLI's defaults. The store is created or upgraded first (``on_open`` is told
     how it was opened); a dry run only reads it. One sync per store at a time: another one running
-    raises :class:`~bflsync.errors.LockedError` unless it ends within ``wait_s``. A run that started
+    raises :class:`~bflsync.errors.SyncLockedError` unless it ends within ``wait_s``. A run that started
     is reported, however it ended, by the result (``status``, counts, and ``failure`` for a failed
     one, never raised here); errors before it started (bad input, a locked or unusable store) are
     raised. ``stop_on_signals`` lets SIGINT/SIGTERM stop the run cleanly (``status`` ``interrupted``,

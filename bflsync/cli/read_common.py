@@ -20,7 +20,7 @@ from bflsync.read.records import FinetuneRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# One vocabulary (README, "Output formats"): json, jsonl and csv wherever records are listed.
+# One vocabulary (docs/reading.md, "Output formats"): json, jsonl and csv wherever records are listed.
 RECORD_FORMATS = ("json", "jsonl", "csv")
 LIST_FORMATS = ("table", *RECORD_FORMATS)
 
