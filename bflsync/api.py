@@ -33,7 +33,9 @@ from bflsync.read.reader import Reader, open_reader
 from bflsync.read.records import ALL_COLUMNS
 
 if TYPE_CHECKING:
-    from bflsync.config import Secret
+    from sqlalchemy.engine import Engine
+
+    from bflsync.config import ApiSettings, Secret
     from bflsync.read.audit_trail import CreditInterval, Diff, StatusEntry, VersionEntry
     from bflsync.read.compare import Entry, Field, Matrix
     from bflsync.read.filters import FieldRef, Filter, Query, Sort
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from bflsync.read.records import FinetuneRecord
     from bflsync.read.search import FacetCount, Found
     from bflsync.store.access import OpenedStore, StoreLocation
-    from bflsync.sync.run import ProgressCallback, SyncResult
+    from bflsync.sync.run import ProgressCallback, SyncOptions, SyncResult
 
     HistoryEntry = VersionEntry | StatusEntry | LabelEvent | Note
     """One line of a finetune's history: a version, a status change, a label change or a note."""
@@ -533,7 +535,7 @@ def sync(
 
 def _sync(
     db: str | None,
-    options: Any,
+    options: SyncOptions,
     *,
     api_key: str | Secret,
     base_url: str | None,
@@ -609,7 +611,11 @@ def _translated(location: StoreLocation, result: SyncResult) -> SyncResult:
 
 
 def _run(
-    engine: Any, settings: Any, options: Any, progress: ProgressCallback | None, stop_on_signals: bool
+    engine: Engine | None,
+    settings: ApiSettings,
+    options: SyncOptions,
+    progress: ProgressCallback | None,
+    stop_on_signals: bool,
 ) -> SyncResult:
     """Run the sync on a fresh event loop; with ``stop_on_signals``, SIGINT/SIGTERM stop it cleanly."""
     import asyncio

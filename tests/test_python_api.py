@@ -239,6 +239,18 @@ def test_the_cli_answers_what_the_api_answers(synced: str) -> None:
     assert cli_run(synced, "query", "mode=character", "--format", "ids") == "".join(f"{i}\n" for i in ids)
 
 
+def test_the_documented_example_runs(synced: str, capsys: pytest.CaptureFixture[str]) -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "python-api.md").read_text(encoding="utf-8")
+    example = page.split("```python\n", 1)[1].split("```", 1)[0]
+    example = example.replace('"~/.local/share/bflsync/bflsync.db"', repr(synced))
+    exec(example.replace("acme-labs/portrait-lora-3", "alpha"), {})  # noqa: S102 - the page's own code
+    assert capsys.readouterr().out == (
+        "charlie 2e-05 {}\n"
+        "[FacetCount(value='character', finetunes=2), FacetCount(value='style', finetunes=1)]\n"
+        "status [MISSING, 'Ready']\n"
+    )
+
+
 def test_opening_a_missing_store_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreMissingError) as caught:
         bflsync.open_store(tmp_path / "none.db")
