@@ -9,11 +9,12 @@ import click
 
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, pass_cli_context
-from bflsync.cli.read_common import account_option, reading
+from bflsync.cli.read_common import account_option
 from bflsync.cli.stdout import write_stdout
 from bflsync.errors import StaleError
 from bflsync.monitor import health
 from bflsync.monitor.durations import parse_duration, spell_duration
+from bflsync.read.reader import open_reader
 
 
 def _max_age(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
@@ -61,7 +62,7 @@ def status(
         bflsync status --max-age 2h --format json
     """
     now = datetime.now(UTC)
-    with reading(cli_context) as reader:
+    with open_reader(cli_context.db) as reader:
         where = str(getattr(reader, "where", ""))
         revision = health.schema_revision(reader)
         lock = health.lock_state(reader, path=where if reader.dialect == "sqlite" else None)

@@ -17,13 +17,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
 from bflsync.columns import RUN_COUNTERS
 from bflsync.errors import BflsyncError, ExitCode, InputError, SyncLockedError
 from bflsync.monitor import health, metrics
 from bflsync.monitor.ping import Pinger
-from bflsync.read.reader import ConnectionReader
+from bflsync.read.reader import open_reader
 from bflsync.sync.run import SyncResult
 
 Warn = Callable[[str], None]
@@ -79,16 +77,16 @@ class RunWatch:
                 f"internal error: {type(exc).__name__}",
             )
         summary = {"status": status, "source": self.source, "account": self.account, "error": error}
-        self._record(status=status, exit_code=exit_code, duration_s=duration_s, summary=summary, engine=None)
+        self._record(status=status, exit_code=exit_code, duration_s=duration_s, summary=summary, db=None)
 
-    def finished(self, result: SyncResult, *, exit_code: int, engine: Engine | None) -> None:
-        """Record a run that ran, whatever its status; ``engine`` is read for the store's figures."""
+    def finished(self, result: SyncResult, *, exit_code: int, db: str | None) -> None:
+        """Record a run that ran, whatever its status; the store ``db`` (``--db``) is read for its figures."""
         self._record(
             status=result.status,
             exit_code=exit_code,
             duration_s=result.duration_s,
             summary={**result.as_json(), "exit_code": exit_code, "error": result.error},
-            engine=engine,
+            db=db,
             counts=result.counts(),
             credits=result.credits,
             run_id=result.run_id,
@@ -101,7 +99,7 @@ class RunWatch:
         exit_code: int,
         duration_s: float,
         summary: dict[str, Any],
-        engine: Engine | None,
+        db: str | None,
         counts: dict[str, int] | None = None,
         credits: float | None = None,
         run_id: int | None = None,
@@ -121,23 +119,21 @@ class RunWatch:
                 credits=credits,
             )
             try:
-                metrics.update_file(self.metrics_file, self._with_store_figures(item, engine, run_id))
+                metrics.update_file(self.metrics_file, self._with_store_figures(item, db, run_id))
             except OSError as exc:
                 self.warn(f"cannot write the metrics file {self.metrics_file}: {exc.strerror or exc}")
         self._ping(str(exit_code), json.dumps(summary, sort_keys=True).encode())
 
     def _with_store_figures(
-        self, item: metrics.AccountMetrics, engine: Engine | None, run_id: int | None
+        self, item: metrics.AccountMetrics, db: str | None, run_id: int | None
     ) -> metrics.AccountMetrics:
         """``item`` with what the store records for this account: its run's end, the last success, the
         finetune counts and the balance, so the file agrees with ``bflsync status`` to the microsecond."""
-        if engine is None:
-            return item
+        if run_id is None:
+            return item  # no run row to read: the sync stopped before its run
         try:
-            with engine.connect() as connection:
-                found = health.accounts(
-                    ConnectionReader(connection, where=""), source=self.source, account=self.account
-                )
+            with open_reader(db) as reader:
+                found = health.accounts(reader, source=self.source, account=self.account)
         except Exception as exc:  # the run's outcome stands; the file keeps what it knew
             self.warn(f"cannot read the store's figures for the metrics file: {type(exc).__name__}")
             return item
