@@ -26,8 +26,8 @@ def mock() -> Iterator[MockBFL]:
         yield server
 
 
-def wait_for_run(db_path: Path, process: subprocess.Popen[str], *, timeout: float = 10.0) -> None:
-    """Until the process's run row exists: it holds the lock and is fetching."""
+def wait_for_run(db_path: Path, process: subprocess.Popen[str], *, timeout: float = 60.0) -> None:
+    """Until the process's run row exists: it holds the lock and is fetching (a loaded machine may take long)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
