@@ -15,11 +15,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bflsync.bfl.status import parse_answer
-from bflsync.config import DEFAULT_ACCOUNT
+from bflsync.config import DEFAULT_ACCOUNT, Secret
 from bflsync.store import labels, status_writes, writes
+from bflsync.store.fingerprint import key_fingerprint
 from bflsync.store.schema import Finetune, FinetuneNote
 
 SOURCE = "api.us1.bfl.ai"
+API_KEY = "demo-store-key"
 START = datetime(2026, 10, 5, 9, tzinfo=UTC)
 WEEKS = 6
 MODES = ("character", "product", "style", "general")
@@ -57,7 +59,7 @@ def listed(number: int, week: int) -> bool:
 
 
 def fill(engine: Engine, *, count: int, account: str = DEFAULT_ACCOUNT) -> None:
-    """Six weekly syncs of ``count`` finetunes, then labels on every fifth and a note on every ninth."""
+    """Six weekly syncs of ``count`` finetunes, then labels on every fifth and a note on every seventh."""
     for week in range(WEEKS):
         now = START + timedelta(weeks=week)
         payloads = {finetune_id(n): details(n, week=week) for n in range(count) if listed(n, week)}
@@ -69,6 +71,16 @@ def fill(engine: Engine, *, count: int, account: str = DEFAULT_ACCOUNT) -> None:
         ]
         with Session(engine) as session, session.begin():
             run_id = writes.start_run(session, source=SOURCE, account=account, pid=4242, now=now)
+            fingerprint = key_fingerprint(Secret(API_KEY), secret=writes.fingerprint_secret(session))
+            writes.record_account(
+                session,
+                source=SOURCE,
+                account=account,
+                fingerprint=fingerprint,
+                replace_fingerprint=True,
+                run_id=run_id,
+                now=now,
+            )
             status_writes.record_credits(session, run_id=run_id, credits=1000.0 - 37.5 * week)
             outcomes = writes.record_observations(
                 session, observations, source=SOURCE, account=account, run_id=run_id, now=now
@@ -125,7 +137,7 @@ def _annotate(engine: Engine, *, count: int, account: str) -> None:
                 "written_by": "ana",
                 "written_at": when,
             }
-            for n in range(0, count, 9)
+            for n in range(0, count, 7)
         ]
         if notes:
             connection.execute(sa.insert(FinetuneNote.__table__), notes)  # type: ignore[attr-defined]

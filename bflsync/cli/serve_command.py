@@ -97,6 +97,12 @@ def serve(
     from bflsync.web import server
 
     bound = server.bind(host=host, port=port, uds=uds)
+
+    def cleanup() -> None:
+        bound.sock.close()
+        if uds is not None:
+            uds.unlink(missing_ok=True)
+
     try:
         config = server.build_metadata(path, bound, allow_sql=allow_sql, allow_hosts=allow_hosts)
 
@@ -112,9 +118,12 @@ def serve(
                 webbrowser.open(url)
 
         server.serve(
-            path, bound, config, log_level="warning" if cli_context.quiet else "info", announce=announce
+            path,
+            bound,
+            config,
+            log_level="warning" if cli_context.quiet else "info",
+            announce=announce,
+            cleanup=cleanup,
         )
     finally:
-        bound.sock.close()
-        if uds is not None:
-            uds.unlink(missing_ok=True)
+        cleanup()

@@ -143,9 +143,19 @@ def _log_config() -> dict[str, Any]:
 
 
 def serve(
-    path: Path, bound: Bound, config: dict[str, Any], *, log_level: str, announce: Callable[[str], None]
+    path: Path,
+    bound: Bound,
+    config: dict[str, Any],
+    *,
+    log_level: str,
+    announce: Callable[[str], None],
+    cleanup: Callable[[], None],
 ) -> None:
-    """Serve the store read-only on the bound socket until interrupted."""
+    """Serve the store read-only on the bound socket until interrupted; ``cleanup`` runs once it stopped.
+
+    uvicorn raises the signal that stopped it again once it has shut down, so code after this call
+    (or in a ``finally``) never runs on SIGTERM: ``cleanup`` runs at the end of the shutdown instead.
+    """
     import uvicorn
     from datasette.app import Datasette
 
@@ -158,7 +168,13 @@ def serve(
     )
     asyncio.run(datasette.invoke_startup())
     announce(bound.url)
-    server = uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            cleanup()
+
+    server = Server(
         uvicorn.Config(datasette.app(), log_level=log_level, lifespan="on", log_config=_log_config())
     )
     server.run(sockets=[bound.sock])
