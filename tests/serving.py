@@ -13,8 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from conftest import SCRUBBED_ENV
+from demostore import fill
+
+from bflsync.store import access
 
 ANNOUNCED = "read-only at "
+
+
+def build_store(path: Path, *, count: int) -> Path:
+    """A migrated store at ``path`` holding the generated finetunes of :mod:`demostore`."""
+    opened = access.open_store_for_write(access.locate_store(str(path)))
+    fill(opened.engine, count=count)
+    opened.engine.dispose()
+    return path
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from demostore import fill, finetune_id
-from serving import Served, fetch, get_json, start
+from demostore import finetune_id
+from serving import Served, build_store, fetch, get_json, start
 from sqlalchemy.engine import Engine
 from storebuild import file_digest
 
@@ -27,16 +27,9 @@ COUNT = 72
 TIMELINE_ID = finetune_id(70)
 
 
-def build_store(path: Path) -> Path:
-    opened = access.open_store_for_write(access.locate_store(str(path)))
-    fill(opened.engine, count=COUNT)
-    opened.engine.dispose()
-    return path
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_store(tmp_path_factory.mktemp("serve") / "store.db")
+    return build_store(tmp_path_factory.mktemp("serve") / "store.db", count=COUNT)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def served(store: Path) -> Iterator[Served]:
 
 @pytest.fixture
 def own_store(tmp_path: Path) -> Path:
-    return build_store(tmp_path / "store.db")
+    return build_store(tmp_path / "store.db", count=COUNT)
 
 
 def cli_ids(store: Path, words: str) -> set[str]:

@@ -164,7 +164,7 @@ def serve(
         [str(path)],
         metadata=config,
         template_dir=str(TEMPLATES),
-        settings={"truncate_cells_html": TRUNCATE_CELLS, "default_page_size": 50},
+        settings={"truncate_cells_html": TRUNCATE_CELLS, "default_page_size": 50, "suggest_facets": False},
     )
     asyncio.run(datasette.invoke_startup())
     announce(bound.url)
