@@ -360,3 +360,21 @@ def write_one(engine: Engine) -> None:
     from storebuild import day, write_sync
 
     write_sync(engine, {"arctic-fox": {"finetune_comment": "arctic fox"}}, now=day(20), tombstone=False)
+
+
+def test_the_compare_page_lines_up_two_finetunes_as_compare_does(served: Served, store: Path) -> None:
+    first, second = finetune_id(7), TIMELINE_ID
+    status, body = fetch(f"{served.url}/-/compare?id={first}&id={second}&only_changed=1")
+    assert status == 200
+    cli_rows = CliRunner().invoke(
+        cli,
+        ["--db", str(store), "compare", first, second, "--only-changed", "--format", "json"],
+        catch_exceptions=False,
+    )
+    fields = [row["field"] for row in json.loads(cli_rows.stdout)["rows"]]
+    shown = [part.split("</code>", 1)[0] for part in body.split('<tr class="changed"><td><code>')[1:]]
+    assert shown == fields
+
+
+def test_the_compare_page_of_an_unknown_id_is_a_404(served: Served) -> None:
+    assert fetch(f"{served.url}/-/compare?id=no-such-id")[0] == 404

@@ -13,9 +13,19 @@ from typing import Any
 SLUG = "bflsync"
 
 
-def _week(column: str) -> str:
-    day = f"substr({column}, 1, 10)"
+def _week(day: str) -> str:
+    """The Monday of the week of ``day`` (a ``YYYY-MM-DD`` text)."""
     return f"date({day}, '-' || ((CAST(strftime('%w', {day}) AS integer) + 6) % 7) || ' days')"
+
+
+def _per_week(count: str, kinds: str, where: str) -> str:
+    """Rows of ``changes`` counted per day first (dates are computed once a day, not once a row), then per week."""
+    return (
+        f"SELECT {_week('day')} AS week{kinds and ', ' + kinds}, sum(n) AS {count} FROM"
+        f" (SELECT substr(observed_at, 1, 10) AS day{kinds and ', ' + kinds}, count(*) AS n FROM changes"
+        f" WHERE {where} GROUP BY day{kinds and ', ' + kinds})"
+        f" GROUP BY week{kinds and ', ' + kinds} ORDER BY week"
+    )
 
 
 FILTERS_SQL = "[[ AND account = :account ]] [[ AND label_list LIKE '%' || json_quote(:label) || '%' ]]"
@@ -59,8 +69,7 @@ def dashboards(database: str) -> dict[str, Any]:
         "created-per-week": {
             "title": "Finetunes created per week",
             "db": database,
-            "query": f"SELECT {_week('observed_at')} AS week, count(*) AS finetunes FROM changes"
-            " WHERE change = 'created' [[ AND account = :account ]] GROUP BY 1 ORDER BY 1",
+            "query": _per_week("finetunes", "", "change = 'created' [[ AND account = :account ]]"),
             "library": "vega-lite",
             "display": {
                 "mark": {"type": "bar", "tooltip": True},
@@ -88,8 +97,7 @@ def dashboards(database: str) -> dict[str, Any]:
         "changes-per-week": {
             "title": "Changes per week",
             "db": database,
-            "query": f"SELECT {_week('observed_at')} AS week, change, count(*) AS versions FROM changes"
-            " WHERE 1 = 1 [[ AND account = :account ]] GROUP BY 1, 2 ORDER BY 1",
+            "query": _per_week("versions", "change", "1 = 1 [[ AND account = :account ]]"),
             "library": "vega-lite",
             "display": {
                 "mark": {"type": "bar", "tooltip": True},

@@ -24,10 +24,12 @@ from bflsync.read.filters import Query
 from bflsync.read.reader import SqliteReader
 from bflsync.read.search import search_ids
 from bflsync.web import guard
+from bflsync.web.compare_page import cell, comparison
 from bflsync.web.timeline import finetune_page
 
 PLUGIN = "bflsync"
 FINETUNE_PATH = "/-/finetunes/"
+COMPARE_PATH = "/-/compare"
 ID_COLUMN = "finetune_id"
 # Tables and views whose finetune_id cell links to the finetune's page.
 LINKED = frozenset({"finetunes", "changes", "status_changes", "labels", "finetune", "sync_error"})
@@ -89,6 +91,7 @@ def register_routes(datasette: Any) -> list[tuple[str, Any]]:
     return [
         (r"^/$", index),
         (rf"^{FINETUNE_PATH}(?P<finetune_id>.+)$", finetune_view),
+        (rf"^{COMPARE_PATH}$", compare_view),
     ]
 
 
@@ -115,7 +118,47 @@ async def finetune_view(datasette: Any, request: Any) -> Response:
     return Response.html(
         await datasette.render_template(
             "bflsync_finetune.html",
-            {"page": page, "database": database, "compare_url": datasette.urls.table(database, "finetunes")},
+            {"page": page, "database": database, "compare_path": datasette.urls.path(COMPARE_PATH)},
+            request=request,
+        )
+    )
+
+
+async def compare_view(datasette: Any, request: Any) -> Response:
+    """``/-/compare?id=A&id=B…``: ``bflsync compare`` in the browser (``&only_changed=1`` for the differences)."""
+    database = _config(datasette)["database"]
+    ids = [value.strip() for value in request.args.getlist("id") if value.strip()]
+    if not ids:
+        raise DatasetteError("compare needs at least one finetune id (?id=A&id=B)", status=400)
+    only_changed = request.args.get("only_changed") == "1"
+
+    def build(connection: Any) -> Any:
+        return comparison(SqliteReader(connection, where=database), ids, only_changed=only_changed)
+
+    try:
+        result = await datasette.get_database(database).execute_fn(build)
+    except InputError as exc:
+        raise NotFound(str(exc)) from None
+    query = [("id", value) for value in ids]
+    return Response.html(
+        await datasette.render_template(
+            "bflsync_compare.html",
+            {
+                "database": database,
+                "ids": [entry.heading for entry in result.entries],
+                "rows": [
+                    {
+                        "name": row.field.name,
+                        "cells": [cell(value) for value in row.values],
+                        "changed": row.changed,
+                    }
+                    for row in result.rows
+                ],
+                "only_changed": only_changed,
+                "all_query": urllib.parse.urlencode(query),
+                "changed_query": urllib.parse.urlencode([*query, ("only_changed", "1")]),
+                "finetune_path": datasette.urls.path(FINETUNE_PATH),
+            },
             request=request,
         )
     )
