@@ -378,3 +378,12 @@ def test_the_compare_page_lines_up_two_finetunes_as_compare_does(served: Served,
 
 def test_the_compare_page_of_an_unknown_id_is_a_404(served: Served) -> None:
     assert fetch(f"{served.url}/-/compare?id=no-such-id")[0] == 404
+
+
+def test_the_canned_queries_are_served(served: Served) -> None:
+    changes = get_json(f"{served.url}/store/changes_since.json?since=2026-11-09&_shape=array&_size=max")
+    assert {row["change"] for row in changes} == {"created", "updated", "deleted"}
+    rates = get_json(f"{served.url}/store/finetunes_by_learning_rate.json?mode=&_shape=array")
+    assert sum(row["finetunes"] for row in rates) == len(
+        get_json(f"{served.url}/store/finetunes.json?_shape=array&_size=max")
+    )
