@@ -11,6 +11,7 @@ pyproject.toml changes.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -40,8 +41,28 @@ def ensure_venv() -> None:
     STAMP.touch()
 
 
+def ensure_browser() -> None:
+    """Debian's Chromium (and a CJK font for its screenshots) for tests/test_serve_browser.py.
+
+    Installed with apt-get when missing and we are root; elsewhere the browser tests skip with
+    the reason, and fail under CI=true. Playwright drives this Chromium: it downloads no browser.
+    """
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print("no Chromium and no root apt-get: the browser tests will be skipped", flush=True)
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run("apt-get", "update", "-qq", env=env)
+        run("apt-get", "install", "-y", "-qq", "chromium", "fonts-wqy-zenhei", env=env)
+    except subprocess.CalledProcessError:
+        print("Chromium could not be installed: the browser tests will be skipped", flush=True)
+
+
 def test() -> None:
     ensure_venv()
+    ensure_browser()
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy")

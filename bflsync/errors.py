@@ -31,6 +31,7 @@
     ├── RunFailedError           a sync run that could not do its job; exits as the error that
     │                            failed it (3 when none says otherwise)
     ├── DriftError               `db check`: the models and the migrations differ (exit 1)
+    ├── AddressInUseError        `serve`: the port (or Unix socket path) is taken (exit 3)
     ├── SyncLockedError          another sync holds the lock (exit 4)
     └── StaleError               `status --max-age`: an account's last successful sync is older (exit 5)
 
@@ -120,6 +121,12 @@ class StoreWriteError(StoreError):
 
 
 class StoreUnreachableError(StoreError):
+    exit_code = ExitCode.CANNOT_RUN
+
+
+class AddressInUseError(BflsyncError):
+    """``bflsync serve`` cannot listen where it was asked to: another server is there."""
+
     exit_code = ExitCode.CANNOT_RUN
 
 

@@ -34,6 +34,8 @@ GROUPS: dict[str, list[str]] = {
         "status-and-credits.md",
         "mock-api.md",
         "python-api.md",
+        "serve.md",
+        "views.md",
     ],
     "Running it": ["cron.md", "monitoring.md", "postgresql.md", "guarantees.md", "schema.md"],
     "Contributing": ["development.md", "performance.md"],

@@ -1,136 +1,277 @@
-"""`bflsync serve`: the real Datasette over the store, read-only, with bflsync's metadata."""
+"""`bflsync serve`: the real Datasette over the store, read-only, finetunes first, guarded; run as a subprocess."""
 
 from __future__ import annotations
 
+import http.client
 import json
-import os
 import socket
-import subprocess
+import stat
 import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from demostore import finetune_id
+from serving import Served, build_store, fetch, get_json, start
 from sqlalchemy.engine import Engine
-from storebuild import day, file_digest, write_sync
+from storebuild import file_digest
 
 from bflsync.cli import cli
+from bflsync.store import access
 from bflsync.web.metadata import datasette_metadata
 
-RECORDS = {
-    "fox-1": {"finetune_comment": "red fox in snow", "mode": "character", "learning_rate": 1e-5},
-    "fox-2": {"finetune_comment": "Fox portrait", "extra": {"tag": "forest"}, "learning_rate": 2e-5},
-    "owl": {"finetune_comment": "owl at night", "mode": "style", "learning_rate": 1e-5},
-    "gone-fox": {"finetune_comment": "a fox that was deleted"},
-}
+COUNT = 72
+# Updated in the last week, its project label changed from acme to initech, and it has a note.
+TIMELINE_ID = finetune_id(70)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_store(tmp_path_factory.mktemp("serve") / "store.db", count=COUNT)
+
+
+@pytest.fixture(scope="module")
+def served(store: Path) -> Iterator[Served]:
+    """One server for the module's read-only checks."""
+    server = start(store, "--port", "0")
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def store(store_engine: Engine, db_path: Path) -> Path:
-    write_sync(store_engine, RECORDS, now=day(1))
-    write_sync(store_engine, {k: v for k, v in RECORDS.items() if k != "gone-fox"}, now=day(2))
-    store_engine.dispose()
-    return db_path
+def own_store(tmp_path: Path) -> Path:
+    return build_store(tmp_path / "store.db", count=COUNT)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback only)
-        return json.load(response)
-
-
-@pytest.fixture
-def served(store: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bflsync", "--db", str(store), "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                get_json(f"{base}/-/versions.json")
-                break
-            except OSError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "Datasette did not start"
-                time.sleep(0.2)
-        yield f"{base}/{store.stem}"
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        if process.stderr:
-            process.stderr.close()
-
-
-def text_ids(store: Path, words: str) -> set[str]:
+def cli_ids(store: Path, words: str) -> set[str]:
     result = CliRunner().invoke(
-        cli, ["--db", str(store), "query", "--text", words, "--format", "ids"], catch_exceptions=False
+        cli,
+        ["--db", str(store), "query", "--text", words, "--format", "ids", "--limit", "0"],
+        catch_exceptions=False,
     )
     return set(result.stdout.split())
 
 
-def search_ids(database_url: str, words: str, *, raw: bool = False) -> set[str]:
-    """Datasette's search; it quotes every word, so a prefix (fo*) needs _searchmode=raw (docs/reading.md)."""
-    params = {"_search": words, "deleted_at__isnull": "1", "_shape": "array", "_col": "finetune_id"}
-    query = urllib.parse.urlencode({**params, "_size": "max", **({"_searchmode": "raw"} if raw else {})})
-    return {row["finetune_id"] for row in get_json(f"{database_url}/finetune.json?{query}")}
+def web_ids(served: Served, words: str) -> set[str]:
+    query = urllib.parse.urlencode({"_text": words, "_shape": "array", "_col": "finetune_id", "_size": "max"})
+    return {row["finetune_id"] for row in get_json(f"{served.url}/store/finetunes.json?{query}")}
 
 
-@pytest.mark.slow
-def test_datasette_search_gives_exactly_the_ids_of_query_text(
-    served: str, store: Path, store_engine: Engine
-) -> None:
-    for words in ("fox", "forest", "owl night", "FOX portrait", "nothing-matches"):
-        assert search_ids(served, words) == text_ids(store, words), words
-    assert search_ids(served, "fo*", raw=True) == text_ids(store, "fo*") == {"fox-1", "fox-2"}
-    assert search_ids(served, "fox") == {"fox-1", "fox-2"}
-    # Not immutable: what a sync commits while Datasette runs is served at once.
-    write_sync(store_engine, {**RECORDS, "fox-3": {"finetune_comment": "arctic fox"}}, now=day(3))
-    store_engine.dispose()
-    assert search_ids(served, "fox") == text_ids(store, "fox") == {"fox-1", "fox-2", "fox-3", "gone-fox"}
+def test_port_0_announces_the_real_port_after_binding(served: Served) -> None:
+    port = urllib.parse.urlsplit(served.url).port
+    assert port not in (None, 0)
+    assert served.url == f"http://127.0.0.1:{port}"
+    assert "warning" not in served.first_line
 
 
-@pytest.mark.slow
-def test_datasette_serves_the_metadata_facets_and_canned_queries(served: str, store: Path) -> None:
-    table = get_json(f"{served}/finetune.json?_size=0&_extra=facet_results")
-    assert set(table["facet_results"]) == {"mode", "finetune_type", "account", "status"}
-    changes = get_json(f"{served}/changes_since.json?since=2026-01-02&_shape=array")
-    assert [(row["finetune_id"], row["change"]) for row in changes] == [("gone-fox", "deleted")]
-    rates = get_json(f"{served}/finetunes_by_learning_rate.json?mode=&_shape=array")
-    assert [(row["learning_rate"], row["finetunes"]) for row in rates] == [(1e-05, 2), (2e-05, 1)]
-    database = get_json(f"{served}.json")
+def test_the_index_leads_with_the_live_finetunes_newest_change_first(served: Served, store: Path) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(served.url).port, timeout=30)
+    connection.request("GET", "/")
+    response = connection.getresponse()
+    assert (response.status, response.getheader("Location")) == (302, "/store/finetunes")
+    connection.close()
+    page = get_json(f"{served.url}/store/finetunes.json?_size=max&_shape=objects&_extra=facet_results")
+    ids = [row["finetune_id"] for row in page["rows"]]
+    assert sorted(ids) == sorted(cli_ids(store, "TOK"))  # every live finetune has the trigger word
+    assert finetune_id(22) not in ids  # deleted
+    changed = [row["last_changed_at"] for row in page["rows"]]
+    assert changed == sorted(changed, reverse=True)
+    assert set(page["facet_results"]) == {"status", "mode", "finetune_type", "account", "label_list"}
+    assert list(page["rows"][0])[:8] == [
+        "finetune_id",
+        "finetune_comment",
+        "mode",
+        "finetune_type",
+        "learning_rate",
+        "iterations",
+        "lora_rank",
+        "status",
+    ]
+
+
+def test_bookkeeping_and_fts_tables_are_hidden_from_the_index(served: Served) -> None:
+    database = get_json(f"{served.url}/store.json")
+    hidden = {table["name"] for table in database["tables"] if table["hidden"]}
     visible = {table["name"] for table in database["tables"] if not table["hidden"]}
-    assert visible == {
-        "finetune",
-        "finetune_version",
-        "sync_run",
-        "sync_error",
-        "account",
-        "finetune_status",
-        "finetune_label",
-        "finetune_label_change",
-        "finetune_note",
+    assert {"alembic_version", "finetune_fts", "finetune_fts_trigram"} <= hidden
+    assert "store_meta" not in visible
+    assert {view["name"] for view in database["views"]} >= {
+        "finetunes",
+        "changes",
+        "status_changes",
+        "labels",
     }
-    with pytest.raises(urllib.error.HTTPError) as denied:
-        get_json(f"{served}/store_meta.json")
-    assert denied.value.code == 403
+
+
+@pytest.mark.parametrize(
+    "words", ["fox", "FOX snow", "por*", "日", "日本", "日本の", "東京", "山田 portrait", "nothing"]
+)
+def test_web_search_gives_the_ids_of_query_text(served: Served, store: Path, words: str) -> None:
+    assert web_ids(served, words) == cli_ids(store, words)
+
+
+def test_web_search_finds_cjk_substrings_of_one_two_and_three_characters(served: Served) -> None:
+    expected = {finetune_id(n) for n in range(1, COUNT, 5) if n != 66}  # 日本の風景, less the deleted 66
+    assert web_ids(served, "日") >= expected
+    assert web_ids(served, "日本") == web_ids(served, "日本の") == web_ids(served, "本の風") == expected
+
+
+def test_a_finetune_page_shows_its_parameters_and_one_timeline_newest_first(served: Served) -> None:
+    status, body = fetch(f"{served.url}/-/finetunes/{TIMELINE_ID}")
+    assert status == 200
+    assert f"<h1>finetune {TIMELINE_ID}</h1>" in body
+    timeline = body.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
+    assert '<code>iterations</code>: <span class="old">300</span> → <span class="new">400</span>' in timeline
+    assert (
+        '<code>project</code>: <span class="old">acme</span> → <span class="new">initech</span>' in timeline
+    )
+    assert "checked samples of #70" in timeline
+    order = [
+        timeline.index(text) for text in ("label project set", "updated (version 2)", "created (version 1)")
+    ]
+    assert order == sorted(order)
+    assert "--format request" in body
+
+
+def test_an_unknown_finetune_page_is_a_404(served: Served) -> None:
+    status, body = fetch(f"{served.url}/-/finetunes/no-such-id")
+    assert status == 404
+    assert "no finetune &#39;no-such-id&#39;" in body or "no finetune 'no-such-id'" in body
+
+
+def test_sql_from_the_url_is_refused_without_allow_sql(served: Served) -> None:
+    for query in ({"sql": "select 1"}, {"_where": "1 = 1"}):
+        status, body = fetch(f"{served.url}/store/finetunes.json?{urllib.parse.urlencode(query)}")
+        assert status == 403
+        assert "--allow-sql" in body
+
+
+def test_the_dashboard_charts_may_run_their_own_statements(served: Served) -> None:
+    status, page = fetch(f"{served.url}/-/dashboards/bflsync")
+    assert status == 200
+    chart_sql = page.split('"query": "', 1)[1].split('", "', 1)[0]
+    statement = json.loads(f'"{chart_sql}"')
+    status, _ = fetch(f"{served.url}/store.json?{urllib.parse.urlencode({'sql': statement})}")
+    assert status == 200
+    status, _ = fetch(f"{served.url}/store.json?{urllib.parse.urlencode({'sql': statement + ' '})}")
+    assert status == 200  # whitespace is not a different statement
+    status, _ = fetch(f"{served.url}/store.json?{urllib.parse.urlencode({'sql': statement + ' LIMIT 1'})}")
+    assert status == 403
+
+
+def test_a_host_header_other_than_the_bound_address_is_refused(served: Served) -> None:
+    port = urllib.parse.urlsplit(served.url).port
+    assert fetch(f"{served.url}/store/finetunes.json", host=f"attacker.example:{port}")[0] == 403
+    assert fetch(f"{served.url}/store/finetunes.json", host=f"localhost:{port}")[0] == 200
+
+
+def test_only_bflsync_and_the_dashboard_plugins_are_loaded(served: Served) -> None:
+    plugins = {plugin["name"] for plugin in get_json(f"{served.url}/-/plugins.json")}
+    assert plugins == {
+        "bflsync.web.plugin",
+        "datasette-dashboards",
+        "datasette-leaflet",
+        "datasette-render-markdown",
+    }
+
+
+def secret_of(store: Path) -> str:
+    import sqlite3
+
+    with sqlite3.connect(store) as connection:
+        [(secret,)] = connection.execute("SELECT value FROM store_meta WHERE name = 'fingerprint_secret'")
+        [(fingerprint,)] = connection.execute("SELECT key_fingerprint FROM account")
+    connection.close()
+    assert fingerprint
+    return str(secret)
+
+
+def test_the_secret_and_the_fingerprints_are_never_served_even_with_allow_sql(own_store: Path) -> None:
+    secret = secret_of(own_store)
+    server = start(own_store, "--port", "0", "--allow-sql")
+    try:
+        base = f"{server.url}/store"
+        answers = {
+            url: fetch(url)
+            for url in (
+                f"{base}.json?sql=" + urllib.parse.quote("select * from store_meta"),
+                f"{base}.json?sql=" + urllib.parse.quote("select hex(value), name from store_meta"),
+                f"{base}.json?sql=" + urllib.parse.quote("select key_fingerprint, * from account"),
+                f"{base}.json?sql=" + urllib.parse.quote("select data from sqlite_dbpage"),
+                f"{base}/store_meta.json",
+                f"{base}/account.json",
+                f"{base}/account",
+                f"{base}/store_meta",
+            )
+        }
+    finally:
+        server.stop()
+    with __import__("sqlite3").connect(own_store) as connection:
+        fingerprint = connection.execute("SELECT key_fingerprint FROM account").fetchone()[0]
+    connection.close()
+    for url, (_, body) in answers.items():
+        for hidden in (secret, fingerprint, secret.encode().hex().upper()):
+            assert hidden not in body, url
+    rows = json.loads(
+        answers[f"{base}.json?sql=" + urllib.parse.quote("select key_fingerprint, * from account")][1]
+    )
+    assert rows["rows"][0][0] is None
+    assert answers[f"{base}/store_meta.json"][0] == 403
+
+
+def test_a_busy_port_is_one_line_and_exit_3_before_anything_else(store: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["--db", str(store), "serve", "--port", str(port)])
+    assert (result.exit_code, result.stdout) == (3, "")
+    assert (
+        result.stderr
+        == f"bflsync: error: cannot serve on 127.0.0.1:{port}: the port is in use (try --port 0)\n"
+    )
+
+
+def test_another_host_needs_saying_so_and_prints_a_warning(store: Path) -> None:
+    server = start(store, "--host", "127.0.0.2", "--port", "0")
+    try:
+        assert (
+            "bflsync: warning: serving on 127.0.0.2: anyone who can reach this address can read the store"
+            in (server.first_line)
+        )
+        assert fetch(f"{server.url}/-/versions.json")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_a_404_is_one_log_line(store: Path) -> None:
+    server = start(store, "--port", "0")
+    assert fetch(f"{server.url}/no/such/page")[0] == 404
+    log = server.stop()
+    mentions = [line for line in log.splitlines() if "no/such/page" in line or "Traceback" in line]
+    assert len(mentions) == 1, log
+    assert "404" in mentions[0]
+
+
+def test_uds_serves_on_a_socket_only_its_owner_can_open(store: Path, tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    server = start(store, "--uds", str(path))
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+            client.sendall(
+                b"GET /store/finetunes.json?_size=1 HTTP/1.1\r\nHost: bflsync\r\nConnection: close\r\n\r\n"
+            )
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()
+    assert not path.exists()
 
 
 def test_print_metadata_describes_the_store(store: Path) -> None:
@@ -149,8 +290,8 @@ def test_print_metadata_describes_the_store(store: Path) -> None:
         "finetune_id",
     )
     assert finetune["facets"] == ["mode", "finetune_type", "account", "status"]
-    assert "learning rate" in finetune["columns"]["learning_rate"]
-    assert "UTC" in finetune["columns"]["last_changed_at"]
+    assert tables["finetunes"]["sort_desc"] == "last_changed_at"
+    assert "<details>" in tables["finetunes"]["description_html"]
     assert set(metadata["databases"]["store"]["queries"]) == {"changes_since", "finetunes_by_learning_rate"}
     assert file_digest(store) == digest
 
@@ -182,8 +323,67 @@ def test_serve_refuses_a_server_database_and_a_missing_store(tmp_path: Path) -> 
 
 
 def test_serve_without_datasette_says_how_to_install_it(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "datasette.cli", None)
+    monkeypatch.setitem(sys.modules, "datasette.app", None)
     result = CliRunner().invoke(cli, ["--db", str(store), "serve"])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert "pipx install '.[serve]'" in result.stderr
+
+
+def test_datasette_own_search_on_the_finetune_table_still_finds_words(served: Served, store: Path) -> None:
+    query = urllib.parse.urlencode(
+        {
+            "_search": "fox",
+            "deleted_at__isnull": "1",
+            "_shape": "array",
+            "_col": "finetune_id",
+            "_size": "max",
+        }
+    )
+    found = {row["finetune_id"] for row in get_json(f"{served.url}/store/finetune.json?{query}")}
+    assert found == cli_ids(store, "fox")
+
+
+def test_a_sync_committed_while_serving_is_served_at_once(own_store: Path) -> None:
+    server = start(own_store, "--port", "0")
+    try:
+        before = web_ids(server, "arctic")
+        opened = access.open_store_for_write(access.locate_store(str(own_store)))
+        write_one(opened.engine)
+        opened.engine.dispose()
+        assert (before, web_ids(server, "arctic")) == (set(), {"arctic-fox"})
+    finally:
+        server.stop()
+
+
+def write_one(engine: Engine) -> None:
+    from storebuild import day, write_sync
+
+    write_sync(engine, {"arctic-fox": {"finetune_comment": "arctic fox"}}, now=day(20), tombstone=False)
+
+
+def test_the_compare_page_lines_up_two_finetunes_as_compare_does(served: Served, store: Path) -> None:
+    first, second = finetune_id(7), TIMELINE_ID
+    status, body = fetch(f"{served.url}/-/compare?id={first}&id={second}&only_changed=1")
+    assert status == 200
+    cli_rows = CliRunner().invoke(
+        cli,
+        ["--db", str(store), "compare", first, second, "--only-changed", "--format", "json"],
+        catch_exceptions=False,
+    )
+    fields = [row["field"] for row in json.loads(cli_rows.stdout)["rows"]]
+    shown = [part.split("</code>", 1)[0] for part in body.split('<tr class="changed"><td><code>')[1:]]
+    assert shown == fields
+
+
+def test_the_compare_page_of_an_unknown_id_is_a_404(served: Served) -> None:
+    assert fetch(f"{served.url}/-/compare?id=no-such-id")[0] == 404
+
+
+def test_the_canned_queries_are_served(served: Served) -> None:
+    changes = get_json(f"{served.url}/store/changes_since.json?since=2026-11-09&_shape=array&_size=max")
+    assert {row["change"] for row in changes} == {"created", "updated", "deleted"}
+    rates = get_json(f"{served.url}/store/finetunes_by_learning_rate.json?mode=&_shape=array")
+    assert sum(row["finetunes"] for row in rates) == len(
+        get_json(f"{served.url}/store/finetunes.json?_shape=array&_size=max")
+    )

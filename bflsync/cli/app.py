@@ -58,7 +58,7 @@ COMMAND_SUMMARIES: dict[str, str] = {
     "note": "Append a note to a finetune, kept with who wrote it and when; a sync never changes notes.",
     "query": "Search the stored training parameters with FIELD OP VALUE filters (ANDed).",
     "runs": "List sync runs, newest first, or show one run with its per-finetune errors.",
-    "serve": "Browse the store in Datasette: search, facets, canned queries; read-only, safe during a sync.",
+    "serve": "Browse the store in Datasette: live finetunes first, a page per finetune, charts; read-only.",
     "schedule": "Print (or install) a systemd timer or a crontab line that runs the sync unattended.",
     "show": (
         "Show one finetune's current record: extracted fields, bookkeeping, labels, notes and raw details."

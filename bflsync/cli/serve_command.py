@@ -1,10 +1,9 @@
-"""``bflsync serve``: browse the store in Datasette, read-only, with metadata bflsync generates."""
+"""``bflsync serve``: browse the store in Datasette, read-only: finetunes first, one page per finetune, charts."""
 
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
+import webbrowser
 from pathlib import Path
 
 import click
@@ -15,18 +14,37 @@ from bflsync.store import access
 from bflsync.web import metadata
 
 DEFAULT_PORT = 8001  # Datasette's own default
+LOOPBACK = "127.0.0.1"
 
 
 @click.command()
 @click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default)."
+    "--host",
+    default=LOOPBACK,
+    show_default=True,
+    help="Address to listen on. Anything but loopback makes the store readable by the network.",
 )
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=DEFAULT_PORT,
     show_default=True,
-    help="Port; 0 picks a free one.",
+    help="Port; 0 picks a free one (the URL printed says which).",
+)
+@click.option(
+    "--uds",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve on this Unix socket instead, created 0600: only you can connect, even on a shared machine.",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests for this host name (a reverse proxy's); others are refused (DNS rebinding).",
+)
+@click.option(
+    "--allow-sql", is_flag=True, help="Let visitors run their own SQL (?sql=); secrets still read as NULL."
 )
 @click.option("--open", "open_browser", is_flag=True, help="Open the store in a web browser.")
 @click.option(
@@ -35,15 +53,26 @@ DEFAULT_PORT = 8001  # Datasette's own default
     help="Print Datasette metadata (JSON) for the store and exit, for a Datasette you run yourself.",
 )
 @pass_cli_context
-def serve(cli_context: CliContext, host: str, port: int, open_browser: bool, print_metadata: bool) -> None:
-    """Browse the store in Datasette: search, facets, canned queries; read-only, safe during a sync.
+def serve(
+    cli_context: CliContext,
+    host: str,
+    port: int,
+    uds: Path | None,
+    allow_hosts: tuple[str, ...],
+    allow_sql: bool,
+    open_browser: bool,
+    print_metadata: bool,
+) -> None:
+    """Browse the store in Datasette: live finetunes first, a page per finetune, charts; read-only.
 
     Needs the optional extra: pipx install '.[serve]'. The store is opened read-only but not
-    immutable, so pages stay correct while `bflsync sync` writes.
+    immutable, so pages stay correct while `bflsync sync` writes. The fingerprint secret and the
+    key fingerprints are never served.
 
     \b
     Example:
         bflsync serve --open
+        bflsync serve --uds ~/bflsync.sock
         bflsync serve --print-metadata > metadata.json && datasette bflsync.db -m metadata.json
     """
     location = access.locate_store(cli_context.db)
@@ -52,25 +81,49 @@ def serve(cli_context: CliContext, host: str, port: int, open_browser: bool, pri
     # Same checks as every read command: a bflsync store, at head; never created or migrated.
     access.open_store_for_read(location).dispose()
     path = location.path
-    config = metadata.datasette_metadata(path.stem, metadata.table_columns(path))
     if print_metadata:
+        config = metadata.datasette_metadata(
+            path.stem, metadata.table_columns(path), views=list(metadata.table_columns(path, kind="view"))
+        )
         click.echo(json.dumps(config, indent=2, ensure_ascii=False))
         return
     try:
-        from datasette.cli import cli as datasette_cli
+        import datasette.app  # noqa: F401
     except ImportError:
         raise InputError(
             "bflsync serve needs Datasette: install bflsync with it, `pipx install '.[serve]'` "
-            "(or `pip install datasette` into bflsync's environment)"
+            "(or `pip install datasette datasette-dashboards` into bflsync's environment)"
         ) from None
-    with tempfile.TemporaryDirectory(prefix="bflsync-serve-") as directory:
-        metadata_file = Path(directory) / "metadata.json"
-        metadata_file.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
-        # No --immutable: Datasette then opens the file with mode=ro and sees each committed sync batch.
-        args = ["serve", str(path), "--metadata", str(metadata_file), "--host", host, "--port", str(port)]
-        if open_browser:
-            args.append("--open")
-        if not cli_context.quiet:
-            click.echo(f"serving {path} read-only on http://{host}:{port}/ (Ctrl-C stops)", err=True)
-        sys.stdout.flush()
-        datasette_cli.main(args=args, prog_name="datasette", standalone_mode=False)
+    from bflsync.web import server
+
+    bound = server.bind(host=host, port=port, uds=uds)
+
+    def cleanup() -> None:
+        bound.sock.close()
+        if uds is not None:
+            uds.unlink(missing_ok=True)
+
+    try:
+        config = server.build_metadata(path, bound, allow_sql=allow_sql, allow_hosts=allow_hosts)
+
+        def announce(url: str) -> None:
+            if host != LOOPBACK and uds is None:
+                click.echo(
+                    f"bflsync: warning: serving on {host}: anyone who can reach this address can read the store",
+                    err=True,
+                )
+            if not cli_context.quiet:
+                click.echo(f"serving {path} read-only at {url} (Ctrl-C stops)", err=True)
+            if open_browser and uds is None:
+                webbrowser.open(url)
+
+        server.serve(
+            path,
+            bound,
+            config,
+            log_level="warning" if cli_context.quiet else "info",
+            announce=announce,
+            cleanup=cleanup,
+        )
+    finally:
+        cleanup()

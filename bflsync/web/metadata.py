@@ -11,6 +11,7 @@ metadata right. Substrings in scripts without spaces are in ``finetune_fts_trigr
 
 from __future__ import annotations
 
+import html
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,9 @@ FACETS = {
     "sync_run": ("status", "source", "account"),
     "sync_error": ("kind", "http_status"),
 }
+# Bookkeeping: hidden from the lists (FTS internals are hidden by their prefix).
 HIDDEN = ("alembic_version", "store_meta")
+FTS_PREFIX = "finetune_fts"
 # Not even viewable by URL: the per-store secret of the key fingerprints (the key itself is never stored).
 DENIED = ("store_meta",)
 DESCRIPTIONS: dict[str, dict[str, str]] = {
@@ -94,10 +97,12 @@ order by learning_rate
 """.strip()
 
 
-def datasette_metadata(database: str, columns: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def datasette_metadata(
+    database: str, columns: Mapping[str, Sequence[str]], *, views: Sequence[str] = ()
+) -> dict[str, Any]:
     """Metadata for Datasette (0.6x ``metadata.json``) over the store named ``database``.
 
-    ``columns`` maps each table of the store to its column names.
+    ``columns`` maps each table of the store to its column names, ``views`` names its views.
     """
     tables: dict[str, Any] = {
         name: {"hidden": True, **({"allow": False} if name in DENIED else {})}
@@ -105,7 +110,10 @@ def datasette_metadata(database: str, columns: Mapping[str, Sequence[str]]) -> d
         if name in columns
     }
     for table, names in columns.items():
-        if table in HIDDEN or table.startswith("finetune_fts"):
+        if table in HIDDEN:
+            continue
+        if table.startswith(FTS_PREFIX):
+            tables[table] = {"hidden": True}
             continue
         entry: dict[str, Any] = {}
         facets = [name for name in FACETS.get(table, ()) if name in names]
@@ -127,6 +135,8 @@ def datasette_metadata(database: str, columns: Mapping[str, Sequence[str]]) -> d
         )
     if "sync_run" in tables:
         tables["sync_run"]["sort_desc"] = "started_at"
+    if "finetunes" in views:
+        tables["finetunes"] = finetunes_view(database)
     return {
         "title": "bflsync store",
         "description": "Training parameters of your BFL finetunes, with every change and every sync run.",
@@ -150,14 +160,49 @@ def datasette_metadata(database: str, columns: Mapping[str, Sequence[str]]) -> d
     }
 
 
-def table_columns(path: Path) -> dict[str, list[str]]:
-    """Each table of the SQLite store at ``path`` with its column names, read through a read-only connection."""
+FINETUNES_FACETS = ("status", "mode", "finetune_type", "account")
+FINETUNES_COLUMNS = {
+    "finetune_id": "the id BFL gives the finetune; opens its page with one timeline",
+    "labels": "labels set with `bflsync label`, as a JSON object",
+    "label_list": "the same labels as key=value texts (the labels facet)",
+    "last_changed_at": f"{TIMESTAMP}: details last changed",
+    "details": "finetune_details exactly as received: the source of truth",
+}
+
+
+def finetunes_view(database: str) -> dict[str, Any]:
+    """The first screen: live finetunes, newest change first, facets, the CLI's search, descriptions folded."""
+    described = "".join(
+        f"<dt>{name}</dt><dd>{html.escape(text)}</dd>"
+        for name, text in {**DESCRIPTIONS["finetune"], **FINETUNES_COLUMNS}.items()
+    )
+    return {
+        "title": "Finetunes",
+        "sort_desc": "last_changed_at",
+        "facets": [*FINETUNES_FACETS, {"array": "label_list"}],
+        "label_column": "finetune_id",
+        "description_html": (
+            '<form class="bflsync-search" action="" method="get">'
+            '<input type="search" name="_text" placeholder="words, prefixes (fo*), 日本…" size="40"> '
+            '<input type="submit" value="Search"> <small>the same search as <code>bflsync query --text</code></small>'
+            "</form>"
+            f'<p>Live finetunes only: <a href="/{html.escape(database)}/finetune?deleted_at__notnull=1">deleted '
+            'finetunes</a> · <a href="/-/dashboards/bflsync">charts</a> · '
+            f'<a href="/{html.escape(database)}/changes?_sort_desc=observed_at">changes</a></p>'
+            f"<details><summary>Column descriptions</summary><dl>{described}</dl></details>"
+        ),
+    }
+
+
+def table_columns(path: Path, *, kind: str = "table") -> dict[str, list[str]]:
+    """Each table (or ``kind="view"``) of the SQLite store at ``path`` with its column names, read-only."""
     connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         tables = [
             name
             for (name,) in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                "SELECT name FROM sqlite_master WHERE type = ? AND name NOT LIKE 'sqlite_%' ORDER BY name",
+                (kind,),
             )
         ]
         return {
