@@ -26,8 +26,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "db": "bflsync.cli.db_commands:db",
     "credits": "bflsync.cli.audit_commands:credits",
     "diff": "bflsync.cli.audit_commands:diff",
+    "export": "bflsync.cli.archive_commands:export_command",
     "facets": "bflsync.cli.query_commands:facets",
     "history": "bflsync.cli.audit_commands:history",
+    "import": "bflsync.cli.archive_commands:import_command",
     "label": "bflsync.cli.label_commands:label",
     "mock-api": "bflsync.cli.mock_command:mock_api",
     "note": "bflsync.cli.label_commands:note",
@@ -47,10 +49,12 @@ COMMAND_SUMMARIES: dict[str, str] = {
     "credits": "Show the account's credit balance over time, as each sync read it, oldest first.",
     "db": "Create, migrate and check the store's schema.",
     "diff": "Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.",
+    "export": "Write the store to a new directory PATH as a portable archive: a JSON Lines file per table.",
     "facets": "Count the finetunes per value of each FIELD, most common first.",
     "history": (
         "List every stored version of a finetune, oldest first, with old and new values per changed key."
     ),
+    "import": "Load an archive written by `bflsync export` into an empty store, on SQLite or PostgreSQL.",
     "label": "Set or remove local labels on a finetune; every change is kept with who made it and when.",
     "mock-api": "Serve a BFL-compatible finetune API on loopback, to try bflsync without an account.",
     "note": "Append a note to a finetune, kept with who wrote it and when; a sync never changes notes.",
