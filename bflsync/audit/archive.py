@@ -30,9 +30,10 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
 from bflsync.errors import ArchiveError
-from bflsync.store.schema import POSTGRES_ONLY_COLUMNS, SQLModel
+from bflsync.store.schema import POSTGRES_ONLY_COLUMNS
 
 FORMAT: Final = "bflsync-archive"
 FORMAT_VERSION: Final = 1
@@ -73,7 +74,9 @@ class ArchivedTable:
         """The column that ties a row to one finetune (``finetune_pk``), for ``--split``."""
         if self.name == OWNER_TABLE:
             return None
-        return next((column for column, parent in sorted(self.parents.items()) if parent == OWNER_TABLE), None)
+        return next(
+            (column for column, parent in sorted(self.parents.items()) if parent == OWNER_TABLE), None
+        )
 
     @property
     def split(self) -> bool:
@@ -118,7 +121,10 @@ def _parents_first(tables: Mapping[str, ArchivedTable]) -> list[ArchivedTable]:
         ready = [
             name
             for name in pending
-            if all(parent in placed or parent == name or parent not in tables for parent in tables[name].parents.values())
+            if all(
+                parent in placed or parent == name or parent not in tables
+                for parent in tables[name].parents.values()
+            )
         ]
         if not ready:
             raise ArchiveError(f"the tables {', '.join(pending)} refer to each other in a cycle")

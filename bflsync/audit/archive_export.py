@@ -8,7 +8,7 @@ the destination and renamed into place at the end, so a destination that exists 
 from __future__ import annotations
 
 import itertools
-import os
+import operator
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -69,7 +69,7 @@ def export_store(engine: Engine, destination: Path, *, options: ExportOptions, n
         _write_text(workdir / MANIFEST_NAME, pretty_json(manifest.as_json()))
         if destination.is_dir():
             destination.rmdir()  # checked empty above
-        os.rename(workdir, destination)
+        workdir.rename(destination)
     except OSError as exc:
         raise ArchiveError(f"cannot write the archive at {destination}: {exc}") from exc
     finally:
@@ -160,7 +160,7 @@ def _rows(
     """The table's rows as the archive writes them, in order, a page at a time."""
     result = connection.execution_options(yield_per=_PAGE).execute(_select(table, scopes, *order))
     for row in result.mappings():
-        encoded = _without_key_material(table.name, encode_row(table, row), options)
+        encoded = _without_key_material(table.name, encode_row(table, dict(row)), options)
         if encoded is not None:
             yield encoded
 
@@ -196,13 +196,13 @@ def _write_finetune_files(
     (workdir / SPLIT_DIR).mkdir()
     owner = next(table for table in tables if table.name == OWNER_TABLE)
     children = [table for table in tables if table.name != OWNER_TABLE]
-    streams = {
-        table.name: itertools.groupby(
-            _rows(connection, table, scopes, options, table.owner_column or ""),
-            key=lambda row, column=table.owner_column: row[column],
+    streams = {}
+    for table in children:
+        column = table.owner_column
+        assert column is not None
+        streams[table.name] = itertools.groupby(
+            _rows(connection, table, scopes, options, column), key=operator.itemgetter(column)
         )
-        for table in children
-    }
     heads: dict[str, tuple[Any, Iterator[dict[str, Any]]] | None] = {
         name: next(stream, None) for name, stream in streams.items()
     }

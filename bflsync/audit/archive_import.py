@@ -11,6 +11,7 @@ of ``details`` are rebuilt, as a sync would have written them.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,7 @@ def _split_rows(archive: Archive, tables: list[ArchivedTable]) -> dict[str, list
             for encoded in [found] if table.name == OWNER_TABLE else found:
                 rows[table.name].append(_decoded(table, encoded, where=f"{name}: {table.name}"))
     for table in owned:
-        rows[table.name].sort(key=lambda row, key=table.key: tuple(row[column] for column in key))
+        rows[table.name].sort(key=operator.itemgetter(*table.key))
     return rows
 
 
