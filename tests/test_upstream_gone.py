@@ -205,6 +205,9 @@ def test_the_mock_answers_a_retired_endpoint_whatever_the_key(tmp_path: Path, mo
         with_key = client.get("/v1/finetune_details", params={"finetune_id": "alpha"}, headers={"x-key": KEY})
         listing = client.get("/v1/my_finetunes", headers={"x-key": KEY})
 
-    assert (without_key.status_code, without_key.json()) == (410, {"detail": "This endpoint has been retired"})
+    assert (without_key.status_code, without_key.json()) == (
+        410,
+        {"detail": "This endpoint has been retired"},
+    )
     assert with_key.status_code == 410
     assert listing.status_code == 200
