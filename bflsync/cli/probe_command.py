@@ -60,8 +60,8 @@ HEADERS = ("source", "endpoint", "answer", "status", "latency_ms", "listed")
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
+    type=click.Choice(["table", "json"]),
+    default="table",
     show_default=True,
     help="A table, or one JSON object for machines.",
 )
