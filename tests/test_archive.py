@@ -375,3 +375,26 @@ def test_import_refuses_a_directory_without_an_archive(tmp_path: Path) -> None:
         result.stderr == f"bflsync: error: {tmp_path / 'empty'} has no manifest.json: not a bflsync archive\n"
     )
     assert not (tmp_path / "s.db").exists()
+
+
+def test_export_of_a_missing_store_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    result = refused(str(tmp_path / "none.db"), "export", str(tmp_path / "out"))
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("bflsync: error: no bflsync store at ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_split_file_names_keep_ids_readable_and_file_safe(tmp_path: Path) -> None:
+    with MockBFL.serve(
+        {"acme-labs/brand v2": {"mode": "style"}, "日本": {"mode": "style"}}, api_key=KEY
+    ) as mock:
+        db = str(tmp_path / "s.db")
+        result = CliRunner().invoke(
+            cli, ["--db", db, "sync", "--base-url", mock.base_url], env={"BFL_API_KEY": KEY}
+        )
+        assert result.exit_code == 0, result.output
+    run(db, "export", "--split", str(tmp_path / "git"))
+
+    names = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "git" / "finetunes").iterdir())
+    assert names == ["__.json", "acme-labs_brand_v2.json"]

@@ -211,3 +211,10 @@ def test_the_mock_answers_a_retired_endpoint_whatever_the_key(tmp_path: Path, mo
     )
     assert with_key.status_code == 410
     assert listing.status_code == 200
+
+
+def test_mock_api_refuses_an_unknown_endpoint_to_retire() -> None:
+    result = CliRunner().invoke(cli, ["mock-api", "--gone", "my_finetunes,finetune"])
+
+    assert result.exit_code == 2
+    assert "unknown endpoint 'finetune'" in result.stderr
