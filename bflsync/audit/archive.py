@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
@@ -68,6 +69,19 @@ class ArchivedTable:
     @property
     def columns(self) -> list[str]:
         return sorted(self.table.c.keys())
+
+    @cached_property
+    def names(self) -> list[str]:
+        return list(self.table.c.keys())
+
+    @cached_property
+    def encoders(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """The columns whose values JSON cannot hold as they are, and how to write them."""
+        return [(c.name, _ENCODERS[_kind(c)]) for c in self.table.columns if _kind(c) in _ENCODERS]
+
+    @cached_property
+    def decoders(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        return [(c.name, _DECODERS[_kind(c)]) for c in self.table.columns if _kind(c) in _DECODERS]
 
     @property
     def owner_column(self) -> str | None:
@@ -145,40 +159,51 @@ def _kind(column: sa.Column[Any]) -> str:
     return "plain"
 
 
+def _encode_datetime(value: datetime) -> str:
+    moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _decode_datetime(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("not a timestamp")
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("a timestamp without a time zone")
+    return moment
+
+
+def _decode_bytes(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("not hex")
+    return bytes.fromhex(value)
+
+
+_ENCODERS: Final[dict[str, Callable[[Any], Any]]] = {
+    "datetime": _encode_datetime,
+    "bytes": lambda v: bytes(v).hex(),
+}
+_DECODERS: Final[dict[str, Callable[[Any], Any]]] = {"datetime": _decode_datetime, "bytes": _decode_bytes}
+
+
 def encode_row(table: ArchivedTable, row: Mapping[str, Any]) -> dict[str, Any]:
     """A database row as the archive writes it (see the module docstring)."""
-    encoded: dict[str, Any] = {}
-    for column in table.table.columns:
-        value = row[column.name]
-        if value is not None:
-            kind = _kind(column)
-            if kind == "datetime":
-                moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-                value = moment.astimezone(UTC).isoformat(timespec="microseconds")
-            elif kind == "bytes":
-                value = bytes(value).hex()
-        encoded[column.name] = value
+    encoded = {name: row[name] for name in table.names}
+    for name, encode in table.encoders:
+        if encoded[name] is not None:
+            encoded[name] = encode(encoded[name])
     return encoded
 
 
 def decode_row(table: ArchivedTable, encoded: Mapping[str, Any]) -> dict[str, Any]:
     """An archived row as the database takes it; ValueError for a value of the wrong shape."""
-    row: dict[str, Any] = {}
-    for column in table.table.columns:
-        value = encoded[column.name]
-        if value is not None:
-            kind = _kind(column)
-            if kind == "datetime":
-                if not isinstance(value, str):
-                    raise ValueError(f"{column.name} is not a timestamp")
-                value = datetime.fromisoformat(value)
-                if value.tzinfo is None:
-                    raise ValueError(f"{column.name} is a timestamp without a time zone")
-            elif kind == "bytes":
-                if not isinstance(value, str):
-                    raise ValueError(f"{column.name} is not hex")
-                value = bytes.fromhex(value)
-        row[column.name] = value
+    row = {name: encoded[name] for name in table.names}
+    for name, decode in table.decoders:
+        if row[name] is not None:
+            try:
+                row[name] = decode(row[name])
+            except ValueError as exc:
+                raise ValueError(f"{name} is {exc}") from None
     return row
 
 

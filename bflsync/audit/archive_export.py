@@ -159,8 +159,11 @@ def _rows(
 ) -> Iterator[dict[str, Any]]:
     """The table's rows as the archive writes them, in order, a page at a time."""
     result = connection.execution_options(yield_per=_PAGE).execute(_select(table, scopes, *order))
-    for row in result.mappings():
-        encoded = _without_key_material(table.name, encode_row(table, dict(row)), options)
+    names = table.names
+    for values in result:
+        encoded = _without_key_material(
+            table.name, encode_row(table, dict(zip(names, values, strict=True))), options
+        )
         if encoded is not None:
             yield encoded
 
