@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 from sync_support import ALPHA, BETA, GAMMA, KEY
 
+from bflsync.audit.archive import pretty_document
 from bflsync.bfl.client import BflClient
 from bflsync.cli import cli
 from bflsync.config import Secret
@@ -28,8 +30,9 @@ T2 = datetime(2026, 1, 2, 9, 0, 0, 123456, tzinfo=UTC)
 T3 = datetime(2026, 1, 3, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def mock() -> Iterator[MockBFL]:
+    """One mock for the module: it serves the store's history, and no test changes it afterwards."""
     statuses = {"alpha": ["Ready"], "beta": [("Pending", 0.25), ("Generating", 0.5)], "gamma": ["Failed"]}
     with MockBFL.serve(
         {"alpha": ALPHA, "beta": BETA, "gamma": GAMMA}, api_key=KEY, statuses=statuses
@@ -122,16 +125,37 @@ def table_counts(engine: Engine) -> dict[str, int]:
         }
 
 
-@pytest.fixture
-def source_store(tmp_path: Path, mock: MockBFL) -> str:
-    """A SQLite store filled by real syncs and edits."""
-    db = str(tmp_path / "source.db")
-    opened = access.open_store_for_write(access.locate_store(db))
+@pytest.fixture(scope="module")
+def built_store(tmp_path_factory: pytest.TempPathFactory, mock: MockBFL) -> Path:
+    """A SQLite store filled by real syncs and edits, built once; tests read copies of it."""
+    path = tmp_path_factory.mktemp("built") / "source.db"
+    opened = access.open_store_for_write(access.locate_store(str(path)))
     try:
-        fill(opened.engine, db, mock)
+        fill(opened.engine, str(path), mock)
     finally:
         opened.engine.dispose()
-    return db
+    return path
+
+
+@pytest.fixture
+def source_store(built_store: Path, tmp_path: Path) -> str:
+    """This test's own copy of the built store (the online backup API: the file is in WAL mode)."""
+    path = tmp_path / "source.db"
+    source = sqlite3.connect(built_store)
+    target = sqlite3.connect(path)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def built_archive(built_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("archives") / "archive"
+    run(str(built_store), "export", str(path))
+    return path
 
 
 def test_sqlite_to_postgresql_to_sqlite_answers_every_read_as_the_original(
@@ -161,9 +185,13 @@ def test_split_layout_round_trips_through_postgresql(source_store: str, pg_url: 
 def test_split_layout_is_one_sorted_pretty_file_per_finetune(source_store: str, tmp_path: Path) -> None:
     run(source_store, "export", "--split", str(tmp_path / "git"))
 
+    # Keys follow the order in which the first sync's concurrent fetches finished: match by id.
+    connection = sqlite3.connect(source_store)
+    keys = dict(connection.execute("SELECT finetune_id, id FROM finetune").fetchall())
+    connection.close()
     files = sorted(p.name for p in (tmp_path / "git" / "finetunes").iterdir())
-    assert files == ["1-alpha.json", "2-beta.json", "3-gamma.json", "4-delta.json"]
-    text = (tmp_path / "git" / "finetunes" / "1-alpha.json").read_text(encoding="utf-8")
+    assert files == sorted(f"{pk}-{finetune_id}.json" for finetune_id, pk in keys.items())
+    text = (tmp_path / "git" / "finetunes" / f"{keys['alpha']}-alpha.json").read_text(encoding="utf-8")
     document = json.loads(text)
     assert text == json.dumps(document, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
     assert [v["version"] for v in document["finetune_version"]] == [1, 2]
@@ -251,10 +279,9 @@ def test_export_refuses_a_destination_that_is_not_empty(source_store: str, tmp_p
 
 
 @pytest.fixture
-def archive(source_store: str, tmp_path: Path) -> Path:
-    path = tmp_path / "archive"
-    run(source_store, "export", str(path))
-    return path
+def archive(built_archive: Path, tmp_path: Path) -> Path:
+    """This test's own copy of an archive of the built store, free to damage."""
+    return Path(shutil.copytree(built_archive, tmp_path / "archive"))
 
 
 def damage_hash(archive: Path) -> None:
@@ -349,7 +376,6 @@ def test_import_creates_a_missing_store_and_its_ids_go_on_after_the_imported_one
     archive: Path, store_db: str, mock: MockBFL
 ) -> None:
     run(store_db, "import", str(archive))
-    mock.put("epsilon", {"mode": "product"})
 
     result = CliRunner().invoke(
         cli, ["--db", store_db, "sync", "--base-url", mock.base_url, "--json"], env={"BFL_API_KEY": KEY}
@@ -359,10 +385,11 @@ def test_import_creates_a_missing_store_and_its_ids_go_on_after_the_imported_one
     engine = sa.create_engine(access.locate_store(store_db).url)
     try:
         with engine.connect() as connection:
-            ids = dict(connection.exec_driver_sql("SELECT finetune_id, id FROM finetune").all())
+            runs = [row[0] for row in connection.exec_driver_sql("SELECT id FROM sync_run ORDER BY id")]
     finally:
         engine.dispose()
-    assert ids["epsilon"] == 5
+    assert runs == [1, 2, 3, 4]
+    assert json.loads(result.stdout)["run_id"] == 4
 
 
 def test_import_refuses_a_directory_without_an_archive(tmp_path: Path) -> None:
@@ -398,3 +425,30 @@ def test_split_file_names_keep_ids_readable_and_file_safe(tmp_path: Path) -> Non
 
     names = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "git" / "finetunes").iterdir())
     assert names == ["__.json", "acme-labs_brand_v2.json"]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {
+            "finetune": {
+                "a": 1,
+                "b": 'x\n"é\u2028',
+                "c": None,
+                "d": 1.5e-05,
+                "e": True,
+                "f": -0.0,
+                "g": 10**20,
+            },
+            "finetune_version": [{"z": 1}, {"y": "日本"}],
+            "finetune_note": [],
+            "finetune_label": [{}],
+        },
+        {"finetune": {}, "x": []},
+        {},
+    ],
+)
+def test_a_finetune_file_is_written_exactly_as_json_indents_it(document: dict[str, Any]) -> None:
+    assert (
+        pretty_document(document) == json.dumps(document, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+    )

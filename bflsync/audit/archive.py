@@ -217,6 +217,50 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
 
 
+def pretty_document(document: Mapping[str, Mapping[str, Any] | list[Mapping[str, Any]]]) -> str:
+    """:func:`pretty_json` of a finetune file (tables of rows of plain values), character for character.
+
+    ``json`` indents in pure Python; writing the known shape here with its C encoder for each value
+    makes ``export --split`` several times faster.
+    """
+    if not document:
+        return "{}\n"
+    lines = ["{"]
+    tables = sorted(document.items())
+    for position, (table, content) in enumerate(tables):
+        comma = "," if position < len(tables) - 1 else ""
+        head = f"  {_SCALAR.encode(table)}: "
+        if isinstance(content, Mapping):
+            _object_lines(lines, content, head=head, indent="  ", comma=comma)
+        elif not content:
+            lines.append(f"{head}[]{comma}")
+        else:
+            lines.append(f"{head}[")
+            for index, row in enumerate(content):
+                _object_lines(
+                    lines, row, head="    ", indent="    ", comma="," if index < len(content) - 1 else ""
+                )
+            lines.append(f"  ]{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _object_lines(lines: list[str], row: Mapping[str, Any], *, head: str, indent: str, comma: str) -> None:
+    if not row:
+        lines.append(f"{head}{{}}{comma}")
+        return
+    lines.append(f"{head}{{")
+    items = sorted(row.items())
+    last = len(items) - 1
+    for number, (key, item) in enumerate(items):
+        separator = "," if number < last else ""
+        lines.append(f"{indent}  {_SCALAR.encode(key)}: {_SCALAR.encode(item)}{separator}")
+    lines.append(f"{indent}}}{comma}")
+
+
+_SCALAR: Final = json.JSONEncoder(ensure_ascii=False)
+
+
 def table_file(name: str) -> str:
     return f"{name}.jsonl"
 

@@ -33,6 +33,7 @@ from bflsync.audit.archive import (
     archived_tables,
     encode_row,
     finetune_file,
+    pretty_document,
     pretty_json,
     row_line,
     table_file,
@@ -224,7 +225,7 @@ def _write_finetune_files(
         manifest.tables[OWNER_TABLE]["rows"] += 1
         name = finetune_file(finetune["id"], finetune["finetune_id"])
         hasher = Hasher()
-        _write_bytes(workdir / name, hasher.update(pretty_json(document).encode("utf-8")))
+        _write_bytes(workdir / name, hasher.update(pretty_document(document).encode("utf-8")))
         manifest.files[name] = {"sha256": hasher.hexdigest(), "bytes": hasher.size}
     for table_name, head in heads.items():
         if head is not None:
