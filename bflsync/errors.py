@@ -5,7 +5,8 @@
     │   ├── FilterError          a filter, field name or --text the language does not accept (exit 2)
     │   ├── MissingApiKeyError   no key in BFL_API_KEY nor --api-key-file (exit 2)
     │   ├── AmbiguousIdError     an id stored for several (source, account) (exit 2)
-    │   └── ProxyConfigError     a proxy environment variable the client cannot use (exit 2)
+    │   ├── ProxyConfigError     a proxy environment variable the client cannot use (exit 2)
+    │   └── ArchiveError         an export that cannot be written, or an archive refused by import (exit 2)
     ├── StoreError               the database cannot be used as a bflsync store (exit 2 or 3, below)
     │   ├── StoreMissingError    no store where one should be (exit 2)
     │   ├── StoreBehindError     schema older than this bflsync; `bflsync db upgrade` fixes it (exit 2)
@@ -23,6 +24,8 @@
     │   ├── ServerError          5xx after every retry
     │   ├── BadResponseError     a body that is not the JSON shape the API documents
     │   │   └── ResponseTooLargeError  a body over the size cap once decompressed
+    │   ├── UpstreamGoneError    410 from any endpoint, or a listing answered 404 or a body that is
+    │   │                        not a listing: the endpoint looks retired (kind ``upstream_gone``)
     │   ├── TransportError       connect errors and dropped connections after every retry
     │   │   └── ApiTimeoutError  no complete answer within the timeout after every retry
     │   └── RunLimitError        a limit of the whole run was reached: the run stops as failed
@@ -94,6 +97,10 @@ class AmbiguousIdError(InputError):
 
 class ProxyConfigError(InputError):
     pass
+
+
+class ArchiveError(InputError):
+    """An export directory that cannot be written, or an archive that import refuses (nothing loaded)."""
 
 
 class StoreError(BflsyncError):
@@ -202,6 +209,16 @@ class BadResponseError(ApiError):
 
 class ResponseTooLargeError(BadResponseError):
     kind = "bad_response"
+
+
+class UpstreamGoneError(ApiError):
+    """The endpoint answers as if it were retired: 410 Gone, or a listing that is 404 or not a listing.
+
+    BFL has retired finetuning with no published sunset date for these endpoints; this is how a
+    shutdown is expected to look, so a run says so in one line and trusts nothing it answered.
+    """
+
+    kind = "upstream_gone"
 
 
 class TransportError(ApiError):

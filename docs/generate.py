@@ -37,7 +37,15 @@ GROUPS: dict[str, list[str]] = {
         "serve.md",
         "views.md",
     ],
-    "Running it": ["cron.md", "monitoring.md", "postgresql.md", "guarantees.md", "schema.md"],
+    "Running it": [
+        "cron.md",
+        "monitoring.md",
+        "postgresql.md",
+        "guarantees.md",
+        "schema.md",
+        "archive.md",
+        "shutdown.md",
+    ],
     "Contributing": ["development.md", "performance.md"],
 }
 

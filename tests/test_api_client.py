@@ -30,6 +30,7 @@ from bflsync.errors import (
     RateLimitedError,
     ServerError,
     TransportError,
+    UpstreamGoneError,
 )
 
 KEY = "test-key-123"
@@ -513,21 +514,48 @@ def test_listing_accepts_strings_and_objects(
     assert run(make_client(script, fake_time), lambda c: c.list_finetunes()) == expected
 
 
+@pytest.mark.parametrize("body", [{}, {"finetunes": "a"}, {"finetunes": {"a": 1}}, ["a", "b"]])
+def test_a_listing_that_is_no_listing_looks_like_a_retired_endpoint(fake_time: FakeTime, body: Any) -> None:
+    script = Script(httpx.Response(200, json=body))
+    with pytest.raises(UpstreamGoneError) as info:
+        run(make_client(script, fake_time), lambda c: c.list_finetunes())
+    assert info.value.path == "/v1/my_finetunes"
+    assert info.value.kind == "upstream_gone"
+    assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_a_listing_answered_404_or_410_looks_like_a_retired_endpoint(
+    fake_time: FakeTime, status: int
+) -> None:
+    script = Script(httpx.Response(status, json={"detail": "Not Found"}))
+    with pytest.raises(UpstreamGoneError, match=f"the finetune list is gone \\({status}\\)"):
+        run(make_client(script, fake_time), lambda c: c.list_finetunes())
+    assert len(script.requests) == 1
+
+
+def test_details_answered_410_are_upstream_gone_and_404_not_found(fake_time: FakeTime) -> None:
+    gone = Script(httpx.Response(410, json={"detail": "Gone"}))
+    with pytest.raises(UpstreamGoneError):
+        run(make_client(gone, fake_time), lambda c: c.get_details("a"))
+    with pytest.raises(NotFoundError):
+        run(
+            make_client(Script(httpx.Response(404, json={"detail": "x"})), fake_time),
+            lambda c: c.get_details("a"),
+        )
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        {},
-        {"finetunes": "a"},
-        {"finetunes": {"a": 1}},
         {"finetunes": [1]},
         {"finetunes": [None]},
         {"finetunes": [""]},
         {"finetunes": [{"name": "a"}]},
         {"finetunes": [["a"]]},
-        ["a", "b"],
     ],
 )
-def test_bad_listing_shapes_are_bad_responses(fake_time: FakeTime, body: Any) -> None:
+def test_bad_listing_items_are_bad_responses(fake_time: FakeTime, body: Any) -> None:
     script = Script(httpx.Response(200, json=body))
     with pytest.raises(BadResponseError) as info:
         run(make_client(script, fake_time), lambda c: c.list_finetunes())

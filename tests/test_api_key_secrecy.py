@@ -168,7 +168,7 @@ def test_canary_key_never_surfaces(
         "bad json": "BadResponseError",
         "non object": "BadResponseError",
         "missing details": "NotFoundError",
-        "bad listing": "BadResponseError",
+        "bad listing": "UpstreamGoneError",
         "dropped": "TransportError",
         "timeout": "ApiTimeoutError",
         "wrong key": "AuthError",

@@ -28,6 +28,7 @@ from bflsync.errors import (
     NotFoundError,
     ServerError,
     TransportError,
+    UpstreamGoneError,
 )
 from bflsync.mock.server import (
     LISTING,
@@ -433,7 +434,7 @@ def test_body_faults_on_details(
 )
 def test_body_faults_on_listing(mock: MockBFL, script: Callable[[MockBFL], None]) -> None:
     script(mock)
-    with pytest.raises(BadResponseError):
+    with pytest.raises(UpstreamGoneError):
         call(mock, lambda c: c.list_finetunes())
 
 

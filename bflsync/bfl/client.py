@@ -60,6 +60,7 @@ from bflsync.errors import (
     ResponseTooLargeError,
     ServerError,
     TransportError,
+    UpstreamGoneError,
 )
 
 __all__ = [
@@ -331,7 +332,7 @@ class BflClient:
         )
         items = answer.body.get("finetunes")
         if not isinstance(items, list):
-            raise self._bad(answer, f"expected a 'finetunes' list, got {_json_type(items)}")
+            raise self._not_a_listing(answer, f"expected a 'finetunes' list, got {_json_type(items)}")
         ids: list[str] = []
         for item in items:
             finetune_id = _listed_id(item)
@@ -471,17 +472,27 @@ class BflClient:
 
     def _parse(self, content: bytes, response: httpx.Response, where: str, attempt: int) -> _Answer:
         answer = _Answer({}, where, self._request_id(response), attempt)
+        # A listing that is no listing at all is how a retired endpoint behind a catch-all looks.
+        bad = self._not_a_listing if _is_listing(where) else self._bad
         try:
             body = _loads(content)
         except ValueError:
-            raise self._bad(
-                answer, "the response body is not valid JSON", status=response.status_code
-            ) from None
+            raise bad(answer, "the response body is not valid JSON", status=response.status_code) from None
         if not isinstance(body, dict):
-            raise self._bad(
-                answer, f"expected a JSON object, got {_json_type(body)}", status=response.status_code
-            )
+            raise bad(answer, f"expected a JSON object, got {_json_type(body)}", status=response.status_code)
         return _Answer(body, where, answer.request_id, attempt)
+
+    def _not_a_listing(self, answer: _Answer, message: str, *, status: int = 200) -> UpstreamGoneError:
+        return UpstreamGoneError(
+            self._scrub.clean(
+                f"the answer is not a finetune listing ({message}): the endpoint looks retired"
+            ),
+            status=status,
+            method="GET",
+            path=answer.path,
+            request_id=answer.request_id,
+            attempts=answer.attempts,
+        )
 
     def _bad(self, answer: _Answer, message: str, *, status: int = 200) -> BadResponseError:
         return BadResponseError(
@@ -521,6 +532,9 @@ class BflClient:
             return AuthError("the BFL API refused the API key", **common)
         if status == 402:
             return CreditsError("the BFL account is out of credits", **common)
+        if status == 410 or (status == 404 and _is_listing(where)):
+            # A listing has no id that could be missing: a 404 there means the endpoint is.
+            return UpstreamGoneError(f"{subject} is gone ({status}): the endpoint looks retired", **common)
         if status == 404 or (status == 422 and shape == "string"):
             return NotFoundError(f"{subject} not found", **common)
         if status in (400, 422):
@@ -557,6 +571,11 @@ def _environment_has_proxies() -> bool:
     """
     proxies = urllib.request.getproxies()
     return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
+def _is_listing(where: str) -> bool:
+    """Whether a request path (a gateway's prefix allowed) is the listing's."""
+    return where.partition("?")[0].endswith(LIST_PATH)
 
 
 def _listed_id(item: Any) -> str | None:

@@ -6,6 +6,10 @@ finetunes that were Ready. So the store keeps what it saw: a status string as se
 adds later are data, not errors), the progress, and when it first saw ``Ready``. ``Task not
 found`` is never stored over a status the store knows; for a finetune the store never saw in any
 status it becomes ``unknown`` (it trained before anything recorded it).
+
+While a finetune trains BFL answers ``Pending``, ``Reasoning`` or ``Generating`` (any status not in
+:data:`SETTLED_STATUSES` counts as still training, and is asked again by the next sync); ``Ready``,
+``Error``, ``Failed`` and the moderated statuses are terminal and never asked again.
 """
 
 from __future__ import annotations

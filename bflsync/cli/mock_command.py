@@ -16,6 +16,8 @@ from bflsync.mock.server import (
     DEFAULT_CREDITS,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MOCK_API_KEY,
+    GONE_STATUS,
+    RETIRABLE,
     AccountSpec,
     MockBFL,
     account_finetunes,
@@ -33,6 +35,16 @@ def _loopback(ctx: click.Context, param: click.Parameter, value: str) -> str:
         )
     # Bind exactly what was checked: the check ignores spaces and IPv6 brackets, bind() would not.
     return value.strip().removeprefix("[").removesuffix("]")
+
+
+def _gone(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
+    names = [name.strip() for name in (value or "").split(",") if name.strip()]
+    unknown = sorted(set(names) - set(RETIRABLE))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown endpoint {unknown[0]!r}: expected some of {','.join(sorted(RETIRABLE))}"
+        )
+    return names
 
 
 def _account_specs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[AccountSpec]:
@@ -126,6 +138,20 @@ def _account_specs(ctx: click.Context, param: click.Parameter, values: tuple[str
     show_default=True,
     help="The account's balance before the served finetunes were trained; each costs a credit per 100 iterations.",
 )
+@click.option(
+    "--gone",
+    metavar="ENDPOINT,...",
+    callback=_gone,
+    help="Retire these endpoints (my_finetunes, finetune_details, get_result, credits): every request "
+    "to them answers --gone-status, as after a shutdown.",
+)
+@click.option(
+    "--gone-status",
+    type=click.Choice(["410", "404"]),
+    default=str(GONE_STATUS),
+    show_default=True,
+    help="What a retired endpoint answers: 410 Gone, or 404 as a removed route does.",
+)
 def mock_api(
     host: str,
     port: int,
@@ -140,6 +166,8 @@ def mock_api(
     max_in_flight: int,
     forget_after_s: float | None,
     credits: float,
+    gone: list[str],
+    gone_status: str,
 ) -> None:
     """Serve a BFL-compatible finetune API on loopback, to try bflsync without an account.
 
@@ -151,6 +179,9 @@ def mock_api(
     Generated finetunes also have a training status (GET /v1/get_result?id=ID): a quarter
     are still Pending, their progress rising with each poll until they are Ready, and a
     few end in Error or a moderated status. GET /v1/credits answers the balance.
+
+    --gone my_finetunes,finetune_details,get_result rehearses the end of BFL's finetune
+    API: those endpoints answer 410 Gone (or --gone-status 404) to every request.
 
     \b
     Example:
@@ -178,6 +209,8 @@ def mock_api(
     )
     for key, served in extra.items():
         mock.add_account(key, served)
+    for name in gone:
+        mock.retire(name, status=int(gone_status))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() waits for the serve loop, which runs in this very thread: ask from another one.
@@ -189,6 +222,7 @@ def mock_api(
         sys.stdout.flush()
         others = "".join(f", {len(items)} to another key" for items in extra.values())
         shared_note = f" ({shared} shared by every key)" if shared else ""
+        shared_note += f"; retired ({gone_status}): {', '.join(gone)}" if gone else ""
         click.echo(
             f"bflsync mock-api: serving {len(finetunes)} finetunes{others}{shared_note}; Ctrl-C stops",
             err=True,

@@ -49,6 +49,15 @@ TASK_NOT_FOUND: Final = "Task not found"
 DEFAULT_CREDITS: Final = 10_000.0
 _REQUEST_LOG_MAX: Final = 100_000  # a long-running demo server must not grow without bound
 _RATE_LIMIT_RETRY_AFTER_S: Final = "1"
+# What ``retire`` accepts: the endpoints a shutdown can take away, by the name in their path.
+RETIRABLE: Final = {
+    "my_finetunes": LIST_PATH,
+    "finetune_details": DETAILS_PATH,
+    "get_result": RESULT_PATH,
+    "credits": CREDITS_PATH,
+}
+GONE_STATUS: Final = 410
+GONE_DETAIL: Final = "This endpoint has been retired"
 # Every endpoint is GET (HEAD answered as GET without a body); any other method gets 405 JSON.
 ALLOWED_METHODS: Final = "GET, HEAD"
 
@@ -220,6 +229,7 @@ class MockBFL:
         self._faults: dict[FaultTarget, list[_Fault]] = {}
         self._requests: deque[RequestRecord] = deque(maxlen=_REQUEST_LOG_MAX)
         self._in_flight = 0
+        self._retired: dict[str, int] = {}
         self._connections: set[socket.socket] = set()
         self._request_ids = itertools.count(1)
         self._thread: threading.Thread | None = None
@@ -404,6 +414,24 @@ class MockBFL:
         with self._lock:
             self._credits[self._account_of(key, prefix)] = value
 
+    # --- retired endpoints --------------------------------------------------------------------
+
+    def retire(self, name: str, *, status: int = GONE_STATUS) -> None:
+        """From now on the endpoint ``name`` (``my_finetunes``, ``finetune_details``, ``get_result``,
+        ``credits``) answers ``status`` (410 Gone, or 404 as a removed route does) to every request, key
+        or no key, as a shut-down endpoint would: a rehearsal of BFL retiring the finetune API."""
+        if name not in RETIRABLE:
+            raise InputError(f"unknown endpoint {name!r}: expected one of {', '.join(sorted(RETIRABLE))}")
+        if status not in (404, 410):
+            raise InputError(f"a retired endpoint answers 404 or 410, not {status}")
+        with self._lock:
+            self._retired[RETIRABLE[name]] = status
+
+    def restore(self, name: str) -> None:
+        """Serve a retired endpoint again."""
+        with self._lock:
+            self._retired.pop(RETIRABLE[name], None)
+
     # --- scripted faults ----------------------------------------------------------------------
     # A target is a finetune id (its details), status_of(id) (its get_result), LISTING or CREDITS.
     # Faults queue per target; each answers the next
@@ -509,9 +537,13 @@ class MockBFL:
                 )
             if self.latency_ms > 0:
                 self._closing.wait(self.latency_ms / 1000)
+            prefix, endpoint = _split_prefix(path)
+            with self._lock:
+                retired = self._retired.get(endpoint) if endpoint is not None else None
+            if retired is not None:
+                return _json_reply(retired, {"detail": GONE_DETAIL if retired == 410 else "Not Found"})
             if key is None:
                 return _json_reply(403, {"detail": "Not authenticated"})
-            prefix, endpoint = _split_prefix(path)
             with self._lock:
                 known_prefix = any(known == prefix for known, _ in self._datasets)
                 served = (prefix, None if key == self.api_key and prefix == "" else key)

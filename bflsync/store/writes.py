@@ -516,7 +516,8 @@ def _refresh_version_copies(session: Session, *, batch_size: int) -> None:
     last_pk = 0
     while page := session.execute(
         sa.select(version_table.c.id, version_table.c.details)
-        .where(version_table.c.id > last_pk)
+        # A ``deleted`` version has no details, hence no copies.
+        .where(version_table.c.id > last_pk, version_table.c.details.is_not(None))
         .order_by(version_table.c.id)
         .limit(batch_size)
     ).all():

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from bflsync.bfl.client import LIST_PATH, BflClient
+from bflsync.bfl.client import DETAILS_PATH, LIST_PATH, RESULT_PATH, BflClient
 from bflsync.bfl.status import BadStatusAnswer, parse_answer
 from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
@@ -43,9 +43,11 @@ from bflsync.errors import (
     ExitCode,
     RunFailedError,
     RunLimitError,
+    UpstreamGoneError,
 )
 from bflsync.store import status_writes, writes
 from bflsync.store.fingerprint import key_fingerprint
+from bflsync.sync.gone import GoneTally
 
 logger = logging.getLogger("bflsync.sync.run")
 T = TypeVar("T")
@@ -632,6 +634,7 @@ class _Run:
         self.account_claim: _AccountClaim | None = None
         self.balance: float | None = None
         self.credits_error: ApiError | None = None
+        self.gone = GoneTally(source=client.source, logger=logger)
 
     async def execute(self) -> SyncResult:
         """The run's outcome, however it ended; only what no outcome can say is raised (see ``run_sync``)."""
@@ -702,6 +705,9 @@ class _Run:
             strict_failed = self.options.strict_status and result.status_failed
             result.status = "partial" if result.failed or strict_failed else "ok"
             listed_ids = ending.listed_ids
+        gone = self.gone.report()
+        if gone is not None and result.error is None:
+            result.error = gone  # the run's record says it once too
         # A refused key or failed listing is reported already: the credits' failure would repeat it.
         if self.credits_error is not None and result.status != "failed":
             logger.warning("credits not recorded: %s", self.credits_error)
@@ -710,6 +716,7 @@ class _Run:
     def _fail(self, error: BaseException) -> None:
         """The run ended on an unexpected error: mark it failed, with what it stored counted."""
         result = self.result
+        self.gone.report()
         result.status = "failed"
         result.error = f"{type(error).__name__}: {error}"
         result.failure = error if isinstance(error, Exception) else None
@@ -834,6 +841,8 @@ class _Run:
     def _listing_error(self, exc: ApiError) -> str:
         if isinstance(exc, AuthError):
             return self._refusal_error(exc)
+        if isinstance(exc, UpstreamGoneError):
+            return f"{exc.kind}: cannot list finetunes at {self.client.source}, nothing was marked deleted: {exc}"
         return f"cannot list finetunes at {self.client.source}: {exc}"
 
     def _refusal_error(self, exc: ApiError) -> str:
@@ -901,10 +910,13 @@ class _Run:
 
     async def _check_status(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
         """The finetune's ``get_result`` answer, or a failure of kind ``status_<kind>``."""
+        self.gone.ask(RESULT_PATH)
         try:
             answer = parse_answer(await self.client.get_result(finetune_id))
         except ApiError as exc:
-            logger.warning("status of finetune %s not recorded: %s", finetune_id, exc)
+            warning = f"status of finetune {finetune_id} not recorded: {exc}"
+            if not self.gone.hold(RESULT_PATH, exc, warning):
+                logger.warning("%s", warning)
             failure = FetchFailure(
                 finetune_id=finetune_id,
                 kind=f"status_{exc.kind}",
@@ -929,10 +941,13 @@ class _Run:
     async def _fetch_one(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
         """The finetune's details or failure, and the error when the run cannot go on: the key or account
         was refused (401/403/402) or a limit of the run (deadline, circuit breaker) was reached."""
+        self.gone.ask(DETAILS_PATH)
         try:
             details = await self.client.get_details(finetune_id)
         except ApiError as exc:
-            logger.warning("finetune %s not stored: %s", finetune_id, exc)
+            warning = f"finetune {finetune_id} not stored: {exc}"
+            if not self.gone.hold(DETAILS_PATH, exc, warning):
+                logger.warning("%s", warning)
             failure = FetchFailure(
                 finetune_id=finetune_id,
                 kind=exc.kind,
