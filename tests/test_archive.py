@@ -23,6 +23,7 @@ from bflsync.cli import cli
 from bflsync.config import Secret
 from bflsync.mock.server import MockBFL
 from bflsync.store import access
+from bflsync.store.check import HEAD_REVISION
 from bflsync.sync.run import SyncOptions, SyncResult, run_sync
 
 T1 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
@@ -333,7 +334,7 @@ def damage_no_manifest(archive: Path) -> None:
         (damage_truncated, "finetune_status.jsonl: line 5 is truncated"),
         (
             damage_revision,
-            "the archive has schema revision 0008_labels, this bflsync imports 0009_search_text only: "
+            f"the archive has schema revision 0008_labels, this bflsync imports {HEAD_REVISION} only: "
             "import it with the bflsync that exported it",
         ),
         (damage_count, "finetune_version: the archive holds 6 rows, its manifest says 99"),
