@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bflsync.columns import COLUMN_NAMES
+from bflsync.errors import DetailsNotJsonError
 from bflsync.read.filters import LABEL_PREFIX, FieldRef, format_path
-from bflsync.read.reader import DetailsNotJsonError, Reader
+from bflsync.read.reader import Reader
 
 
 def unknown_field(reader: Reader, field: FieldRef) -> str | None:

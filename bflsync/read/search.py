@@ -32,11 +32,11 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from bflsync.columns import COLUMN_KINDS, Kind
-from bflsync.errors import FilterError, InputError
+from bflsync.errors import DetailsNotJsonError, FilterError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, as_bool, as_float, as_int, as_text, extract_fields
 from bflsync.read.filters import FieldRef, Predicate, Query, Sort, Test, predicate
 from bflsync.read.label_reads import label_value_sql, labels_object_sql
-from bflsync.read.reader import DetailsNotJsonError, Reader, SqliteReader
+from bflsync.read.reader import Reader, SqliteReader
 from bflsync.read.records import (
     ALL_COLUMNS,
     DETAILS,
