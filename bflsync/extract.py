@@ -204,10 +204,3 @@ def changed_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -
         for key in before.keys() | after.keys()
         if key not in before or key not in after or canonical_json(before[key]) != canonical_json(after[key])
     )
-
-
-def loads_stored(text: str) -> Any:
-    """Stored details as Python values, for reading: ``NaN`` and ``Infinity`` (not JSON, but what
-    Python's json module writes, so another tool may have stored them) become None, so output that
-    is JSON stays JSON."""
-    return json.loads(text, parse_constant=lambda _constant: None)
