@@ -204,3 +204,17 @@ def changed_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -
         for key in before.keys() | after.keys()
         if key not in before or key not in after or canonical_json(before[key]) != canonical_json(after[key])
     )
+
+
+def flatten_details(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Each leaf of nested objects by its key path; an empty object nested inside is a leaf too.
+
+    The one flattening of details: ``diff`` compares leaves, so a change deep inside ``extra``
+    shows where it is, and ``compare`` makes a field of each path.
+    """
+    if not isinstance(value, Mapping) or (prefix and not value):
+        return {prefix: value}
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, item in value.items():
+        flat.update(flatten_details(item, (*prefix, key)))
+    return flat
