@@ -47,6 +47,7 @@ from bflsync.read.records import (
     record_index,
 )
 from bflsync.read.sqltext import Param, Sql, join, sql
+from bflsync.text.casefold import fold_tables, lowercase_expansions
 
 
 class FacetCount(NamedTuple):
@@ -698,13 +699,11 @@ def _pg_fold(text: Sql, needle: str) -> Sql:
     replace, and a character that ends up outside the needle cannot be part of a match
     whether it is folded or not.
     """
-    from bflsync.text.casefold import LOWERCASE_EXPANSIONS, fold_tables
-
     wanted = set(needle)
     singles, expansions = fold_tables()
     relevant = [(char, folded) for char, folded in singles if folded in wanted]
     folded_text = "{}"
-    for char, replacement in LOWERCASE_EXPANSIONS:
+    for char, replacement in lowercase_expansions():
         if wanted.intersection(replacement):
             folded_text = f"replace({folded_text}, '{char}', '{replacement}')"
     folded_text = f"lower({folded_text})"
