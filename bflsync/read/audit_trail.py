@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from bflsync.columns import ERROR_FIELDS, RUN_FIELDS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, canonical_json, flatten_details
+from bflsync.read.filters import format_path
 from bflsync.read.lookup import find_finetune, is_stored
 from bflsync.read.reader import Reader
 from bflsync.read.records import decode_details, decode_time
@@ -385,7 +386,6 @@ def diff(
         values = {side: flat[path] for side, flat in (("a", flat_left), ("b", flat_right)) if path in flat}
         if len(values) == 2 and canonical_json(values["a"]) == canonical_json(values["b"]):
             continue
-        from bflsync.read.filters import format_path  # only diff names keys: show and history need no parser
 
         differences.append({"key": format_path(path), **values})
     return Diff(a=left, b=right, differences=differences)

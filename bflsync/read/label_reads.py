@@ -7,6 +7,7 @@ standard library. Label values are stored as canonical JSON and come back as the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -63,7 +64,6 @@ def label_value_sql(*, pk: str) -> str:
 
 def decode_labels(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """The labels object a statement returned (JSON text, a driver-decoded dict, or NULL), keys sorted."""
-    import json  # here: a query printing ids never decodes labels
 
     labels = json.loads(value) if isinstance(value, str) else (value or {})
     return dict(sorted(labels.items()))
@@ -119,7 +119,6 @@ def label_events(
         if value is not None:
             touched += f" AND {column} = ?"
             params.append(value)
-    import json
 
     events: list[LabelEvent] = []
     before: dict[tuple[int, str], Any] = {}

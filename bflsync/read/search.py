@@ -25,6 +25,7 @@ Where the engines differ, the SQL is written so that they answer the same:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -47,7 +48,9 @@ from bflsync.read.records import (
     record_index,
 )
 from bflsync.read.sqltext import Param, Sql, join, sql
+from bflsync.text import matching
 from bflsync.text.casefold import fold_tables, lowercase_expansions
+from bflsync.text.tokens import trigram_fold, tsquery_of_terms
 
 
 class FacetCount(NamedTuple):
@@ -328,7 +331,6 @@ class Renderer:
         )
 
     # -- what each dialect spells its own way ----------------------------------------------
-
     def as_of_extra_columns(self) -> list[Sql]:
         return []
 
@@ -456,8 +458,6 @@ class SqliteRenderer(Renderer):
 
     def text_match(self, words: str) -> Sql:
         # Words through the word index, unspaced scripts (CJK, Thai, ...) as substrings (trigrams).
-        from bflsync.text import matching
-
         return Sql(*matching.sqlite_condition(words, id_column="f.id", details_column="f.details"))
 
     def readable_only(self) -> Sql:
@@ -604,9 +604,6 @@ class PostgresRenderer(Renderer):
         # SQLite's plan (bflsync.text.matching) on copies of SQLite's indexes: words in search_tsv
         # (FTS5's own tokens), unspaced-script substrings in search_text (the trigram index's text,
         # folded as it folds), so both engines match the same rows.
-        from bflsync.text import matching
-        from bflsync.text.tokens import trigram_fold, tsquery_of_terms
-
         if "search_text" not in self.reader.finetune_columns:
             raise InputError("--text on PostgreSQL needs the store at head: run `bflsync db upgrade`")
         chosen = matching.plan(words)
@@ -640,7 +637,6 @@ def _short_substring(needle: str) -> Sql:
     Thai, digits, punctuation); a needle with a cased letter is checked exactly against the string
     values of ``details_jsonb`` too, behind the cheap folded test.
     """
-    from bflsync.text.tokens import trigram_fold
 
     folded = trigram_fold(needle)
     cheap = sql("strpos(f.search_text, {}) > 0", Param(folded))
@@ -662,7 +658,6 @@ def _sqlite_path(path: Sequence[str]) -> str:
 
 def _containing(path: Sequence[str], value: Any) -> str:
     """The JSON object that holds ``value`` at ``path``: the right side of ``@>``."""
-    import json
 
     document: Any = value
     for key in reversed(path):
@@ -792,7 +787,6 @@ def _sql_extract(details: Any, column: Any) -> Any:
 @lru_cache(maxsize=64)
 def _extracted(details: str) -> Mapping[str, Any]:
     """One parse per version row however many extracted columns the statement reads."""
-    import json
 
     try:
         return extract_fields(json.loads(details))
