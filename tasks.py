@@ -39,7 +39,6 @@ VERSION_DEPENDENT_TESTS = (
     "tests/test_store.py",
     "tests/test_migrations.py",
     "tests/test_storage_values.py",
-    "tests/test_read_commands.py",
 )
 # requirement -> which constraints file pins it; the extras are pyproject.toml's.
 ENVIRONMENTS = {"test": ".[test]", "demo": "."}
