@@ -13,7 +13,9 @@
     │   ├── StoreTooNewError     schema written by a newer bflsync (unknown revision) (exit 2)
     │   ├── NotAStoreError       not SQLite, or a database without bflsync tables (exit 2)
     │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked, not yours) (exit 3)
-    │   └── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
+    │   ├── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
+    │   └── StoreServerError     the database server stopped a statement (statement or lock timeout,
+    │                            shutting down, out of resources) (exit 3)
     ├── ApiError                 the BFL API answered badly or not at all (exit 3); per finetune,
     │   │                        ``kind`` is the sync_error row's kind
     │   ├── AuthError            401/403: the key was refused
@@ -37,6 +39,8 @@
     ├── AddressInUseError        `serve`: the port (or Unix socket path) is taken (exit 3)
     ├── SyncLockedError          another sync holds the lock (exit 4)
     └── StaleError               `status --max-age`: an account's last successful sync is older (exit 5)
+
+``DetailsNotJsonError`` is internal, no :class:`BflsyncError`: the read side answers it itself.
 
 Exits that are no error class: 0 and 1 (a ``partial`` sync) come from a run's outcome, and
 130, 141 and 143 (:attr:`ExitCode.INTERRUPTED`, :attr:`ExitCode.BROKEN_PIPE`,
@@ -66,11 +70,6 @@ class ExitCode(IntEnum):
     INTERRUPTED = 128 + 2  # 130: Ctrl-C
     BROKEN_PIPE = 128 + 13  # 141: the reader of stdout went away
     TERMINATED = 128 + 15  # 143: SIGTERM (systemctl stop, shutdown)
-
-    @classmethod
-    def for_signal(cls, signum: int) -> ExitCode:
-        """The exit of a command stopped by a signal: 128 plus its number."""
-        return cls(128 + signum)
 
 
 class BflsyncError(Exception):
@@ -135,6 +134,18 @@ class AddressInUseError(BflsyncError):
     """``bflsync serve`` cannot listen where it was asked to: another server is there."""
 
     exit_code = ExitCode.CANNOT_RUN
+
+
+class StoreServerError(StoreError):
+    exit_code = ExitCode.CANNOT_RUN
+
+
+class DetailsNotJsonError(Exception):
+    """The database refused to read some stored details as JSON (``NaN`` written by another tool).
+
+    Internal: :mod:`bflsync.read.search` answers it by running the statement again with such rows
+    set aside, and names them.
+    """
 
 
 class ApiError(BflsyncError):

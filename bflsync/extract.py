@@ -206,8 +206,15 @@ def changed_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -
     )
 
 
-def loads_stored(text: str) -> Any:
-    """Stored details as Python values, for reading: ``NaN`` and ``Infinity`` (not JSON, but what
-    Python's json module writes, so another tool may have stored them) become None, so output that
-    is JSON stays JSON."""
-    return json.loads(text, parse_constant=lambda _constant: None)
+def flatten_details(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Each leaf of nested objects by its key path; an empty object nested inside is a leaf too.
+
+    The one flattening of details: ``diff`` compares leaves, so a change deep inside ``extra``
+    shows where it is, and ``compare`` makes a field of each path.
+    """
+    if not isinstance(value, Mapping) or (prefix and not value):
+        return {prefix: value}
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, item in value.items():
+        flat.update(flatten_details(item, (*prefix, key)))
+    return flat

@@ -16,7 +16,6 @@ import math
 import random
 import re
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
@@ -29,10 +28,10 @@ import httpx
 
 from bflsync import __version__
 from bflsync.bfl.body import ACCEPT_ENCODING, BodyDecodeError, BodyTooLargeError, read_capped
+from bflsync.bfl.endpoints import CREDITS_PATH, DETAILS_PATH, LIST_PATH, RESULT_PATH, TASK_NOT_FOUND
 from bflsync.bfl.net import is_loopback_host
 from bflsync.bfl.retry import AttemptFailed, Retrier, RetryPolicy
 from bflsync.bfl.server_text import Scrubber, printable
-from bflsync.bfl.transport import PooledTransport
 from bflsync.config import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -76,11 +75,6 @@ __all__ = [
 
 logger = logging.getLogger("bflsync.bfl.client")
 
-LIST_PATH: Final = "/v1/my_finetunes"
-DETAILS_PATH: Final = "/v1/finetune_details"
-RESULT_PATH: Final = "/v1/get_result"
-CREDITS_PATH: Final = "/v1/credits"
-TASK_NOT_FOUND: Final = "Task not found"
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 # Failures after which the server cannot have acted on a GET, or acting twice is harmless.
 _RETRYABLE_TRANSPORT: Final = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -263,9 +257,6 @@ class BflClient:
             rng=rng,
         )
         trust_env = not is_loopback_host(urlsplit(self.base_url).hostname or "")
-        if transport is None and not (trust_env and _environment_has_proxies()):
-            # httpx routes through environment proxies only with its own transport: keep it then.
-            transport = PooledTransport(max_connections=concurrency)
         try:
             self._http = httpx.AsyncClient(
                 base_url=self.base_url,
@@ -276,6 +267,8 @@ class BflClient:
                     "accept-encoding": ACCEPT_ENCODING,
                 },
                 timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+                # One kept-alive connection per worker: a sync's GETs never wait for a connection
+                # nor open one after the first round. httpx's default keep-alive expiry (5 s) stays.
                 limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
                 transport=transport,
                 # A proxy from the environment must never carry a plain-http loopback request, and the key, away.
@@ -562,15 +555,6 @@ class BflClient:
     def _request_id(self, response: httpx.Response) -> str | None:
         request_id = _request_id(response)
         return self._scrub.clean(request_id) if request_id else None
-
-
-def _environment_has_proxies() -> bool:
-    """Whether httpx, trusting the environment, would send some request through a proxy.
-
-    The same source httpx reads (``urllib.request.getproxies``); NO_PROXY is left to httpx.
-    """
-    proxies = urllib.request.getproxies()
-    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 def _is_listing(where: str) -> bool:

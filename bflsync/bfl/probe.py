@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bflsync.bfl.client import DETAILS_PATH, LIST_PATH, RESULT_PATH, BflClient
+from bflsync.bfl.client import BflClient
+from bflsync.bfl.endpoints import DETAILS_PATH, LIST_PATH, RESULT_PATH
 from bflsync.errors import ApiError, AuthError, UpstreamGoneError
 
 OK: Final = "ok"

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from bflsync.bfl.endpoints import TASK_NOT_FOUND
 from bflsync.extract import canonical_json
 
 READY: Final = "Ready"
 PENDING: Final = "Pending"
-TASK_NOT_FOUND: Final = "Task not found"
 UNKNOWN: Final = "unknown"
 TERMINAL_STATUSES: Final = frozenset({"Ready", "Error", "Request Moderated", "Content Moderated", "Failed"})
 # Not asked again either: ``unknown`` comes from ``Task not found``, which BFL never takes back.
@@ -73,12 +73,6 @@ def parse_answer(body: Mapping[str, Any]) -> StatusAnswer:
     if not isinstance(status, str) or not status:
         raise BadStatusAnswer(f"get_result answered without a status string: {canonical_json(body)[:200]}")
     return StatusAnswer(status=status, progress=_progress(body.get("progress")), answer=canonical_json(body))
-
-
-def not_found_answer(finetune_id: str) -> StatusAnswer:
-    """A 404 from ``get_result`` means the same as ``Task not found``: an answer, not a failure."""
-    body = {"id": finetune_id, "status": TASK_NOT_FOUND, "result": None, "progress": None, "details": None}
-    return StatusAnswer(status=TASK_NOT_FOUND, progress=None, answer=canonical_json(body))
 
 
 def apply(stored: StoredStatus, answer: StatusAnswer, *, now: datetime) -> StatusChange:

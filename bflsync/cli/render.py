@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from bflsync.cli.stdout import write_stdout
+from bflsync.cli.table import Column, write_columns
 from bflsync.extract import canonical_json
 
 # C0 controls, DEL and C1 controls (U+009B is a one-character CSI on some terminals): values come
@@ -24,6 +26,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u206
 _JSON_UNESCAPED_CONTROL = re.compile(r"[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _ONE_LINE = {"\n": "\\n", "\r": "\\r", "\t": " "}
 _BACKTICKS = re.compile(r"`+")
+# A number in any spelling bflsync writes (1e-05, 2000, 0.5), or a rounded duration (4 min 05 s).
+_NUMBER_LIKE = re.compile(r"[-+]?\d[\d.,eE+\-]*(?: (?:\d+ )?(?:ms|s|min|h))*")
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}\S*")
 
 
 def json_default(value: Any) -> Any:
@@ -74,9 +79,13 @@ def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         # shutil (with its compression modules) only here: piped output never pays for it.
         import shutil
 
-        from bflsync.cli.table import write_fitted
-
-        write_fitted(headers, rows, width=shutil.get_terminal_size().columns)
+        columns = [
+            Column(
+                one_line(header), [terminal_text(row[index]) for row in rows], is_rigid(header, rows, index)
+            )
+            for index, header in enumerate(headers)
+        ]
+        write_columns(columns, width=shutil.get_terminal_size().columns)
         return
     headers = [one_line(header) for header in headers]
     texts = [[one_line(cell(value)) for value in row] for row in rows]
@@ -86,6 +95,39 @@ def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
             "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
         )
         sys.stdout.write("\n")
+
+
+def is_rigid(header: str, rows: Sequence[Sequence[Any]], index: int) -> bool:
+    """Ids, and columns where every value is a number, timestamp or duration, are never cut."""
+    if header == "id" or header.endswith("_id"):
+        return True
+    values = [row[index] for row in rows if row[index] is not None and row[index] != ""]
+    return bool(values) and all(_is_number_like(value) for value in values)
+
+
+def _is_number_like(value: Any) -> bool:
+    if isinstance(value, int | float | Decimal | datetime):
+        return True
+    return isinstance(value, str) and (
+        _NUMBER_LIKE.fullmatch(value) is not None or _as_timestamp(value) is not None
+    )
+
+
+def terminal_text(value: Any) -> str:
+    moment = value if isinstance(value, datetime) else _as_timestamp(value)
+    if moment is not None:
+        return (moment if moment.tzinfo is None else moment.astimezone(UTC)).strftime("%Y-%m-%d %H:%M:%S")
+    return one_line(cell(value))
+
+
+def _as_timestamp(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp written as text (the audit helpers hand some over so), else None."""
+    if not isinstance(value, str) or _TIMESTAMP.fullmatch(value) is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def write_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

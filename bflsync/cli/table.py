@@ -9,7 +9,8 @@ each record is printed as a block of ``name  value`` lines instead, every value 
 
 Widths are terminal cells: East Asian wide characters count two. Timestamps are shown to the
 second in UTC (``2026-01-31 12:00:05``), which ``--as-of`` and ``--since`` accept as they are.
-Only called on a terminal: piped tables stay plain and whole (:func:`bflsync.cli.render.write_table`).
+Only text is laid out here; :func:`bflsync.cli.render.write_table` turns values into it and says which
+columns are rigid. Only called on a terminal: piped tables stay plain and whole.
 """
 
 from __future__ import annotations
@@ -19,20 +20,12 @@ import sys
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
-
-from bflsync.cli.render import cell, one_line
 
 SEPARATOR = "  "
 MIN_FREE_TEXT = 8
 """Narrowest a free-text column gets (or its natural width, when that is less)."""
 ELLIPSIS = "…"
 _BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
-# A number in any spelling bflsync writes (1e-05, 2000, 0.5), or a rounded duration (4 min 05 s).
-_NUMBER_LIKE = re.compile(r"[-+]?\d[\d.,eE+\-]*(?: (?:\d+ )?(?:ms|s|min|h))*")
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}\S*")
 
 
 @dataclass(frozen=True)
@@ -54,12 +47,8 @@ class Column:
         return min(self.natural, max(header, MIN_FREE_TEXT))
 
 
-def write_fitted(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int) -> None:
-    """Write the table within ``width`` terminal cells, or as record blocks when it cannot fit."""
-    columns = [
-        Column(one_line(header), [terminal_text(row[index]) for row in rows], is_rigid(header, rows, index))
-        for index, header in enumerate(headers)
-    ]
+def write_columns(columns: Sequence[Column], *, width: int) -> None:
+    """Write the columns within ``width`` terminal cells, or as record blocks when they cannot fit."""
     widths = fit(columns, width=width)
     out = sys.stdout
     if widths is None:
@@ -131,39 +120,6 @@ def blocks(columns: Sequence[Column]) -> list[str]:
 
 def join(parts: Sequence[str], widths: Sequence[int]) -> str:
     return SEPARATOR.join(pad(part, width) for part, width in zip(parts, widths, strict=True)).rstrip()
-
-
-def is_rigid(header: str, rows: Sequence[Sequence[Any]], index: int) -> bool:
-    """Ids, and columns where every value is a number, timestamp or duration, are never cut."""
-    if header == "id" or header.endswith("_id"):
-        return True
-    values = [row[index] for row in rows if row[index] is not None and row[index] != ""]
-    return bool(values) and all(_is_number_like(value) for value in values)
-
-
-def _is_number_like(value: Any) -> bool:
-    if isinstance(value, int | float | Decimal | datetime):
-        return True
-    return isinstance(value, str) and (
-        _NUMBER_LIKE.fullmatch(value) is not None or _as_timestamp(value) is not None
-    )
-
-
-def terminal_text(value: Any) -> str:
-    moment = value if isinstance(value, datetime) else _as_timestamp(value)
-    if moment is not None:
-        return (moment if moment.tzinfo is None else moment.astimezone(UTC)).strftime("%Y-%m-%d %H:%M:%S")
-    return one_line(cell(value))
-
-
-def _as_timestamp(value: Any) -> datetime | None:
-    """An ISO 8601 timestamp written as text (the audit helpers hand some over so), else None."""
-    if not isinstance(value, str) or _TIMESTAMP.fullmatch(value) is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def header_parts(header: str) -> list[str]:

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
+from bflsync.bfl.endpoints import CREDITS_PATH, DETAILS_PATH, LIST_PATH, RESULT_PATH, TASK_NOT_FOUND
 from bflsync.bfl.net import is_loopback_host
 from bflsync.errors import InputError
 
@@ -41,11 +42,6 @@ logger = logging.getLogger("bflsync.mock.server")
 
 DEFAULT_MOCK_API_KEY: Final = "mock-key"
 DEFAULT_MAX_IN_FLIGHT: Final = 24  # BFL's documented cap on concurrent requests
-LIST_PATH: Final = "/v1/my_finetunes"
-DETAILS_PATH: Final = "/v1/finetune_details"
-RESULT_PATH: Final = "/v1/get_result"
-CREDITS_PATH: Final = "/v1/credits"
-TASK_NOT_FOUND: Final = "Task not found"
 DEFAULT_CREDITS: Final = 10_000.0
 _REQUEST_LOG_MAX: Final = 100_000  # a long-running demo server must not grow without bound
 _RATE_LIMIT_RETRY_AFTER_S: Final = "1"

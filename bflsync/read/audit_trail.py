@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 from bflsync.columns import ERROR_FIELDS, RUN_FIELDS
 from bflsync.errors import InputError
-from bflsync.extract import INT64_MAX, canonical_json
+from bflsync.extract import INT64_MAX, canonical_json, flatten_details
+from bflsync.read.filters import format_path
 from bflsync.read.lookup import find_finetune, is_stored
 from bflsync.read.reader import Reader
 from bflsync.read.records import decode_details, decode_time
@@ -379,13 +380,12 @@ def diff(
     """Parameter differences between two finetunes, or two versions of one."""
     left = _side(reader, a, source=source, account=account)
     right = _side(reader, b, source=source, account=account)
-    flat_left, flat_right = _flatten(left.details), _flatten(right.details)
+    flat_left, flat_right = flatten_details(left.details), flatten_details(right.details)
     differences = []
     for path in sorted(flat_left.keys() | flat_right.keys()):
         values = {side: flat[path] for side, flat in (("a", flat_left), ("b", flat_right)) if path in flat}
         if len(values) == 2 and canonical_json(values["a"]) == canonical_json(values["b"]):
             continue
-        from bflsync.read.filters import format_path  # only diff names keys: show and history need no parser
 
         differences.append({"key": format_path(path), **values})
     return Diff(a=left, b=right, differences=differences)
@@ -468,16 +468,6 @@ def _side(reader: Reader, ref: VersionRef, *, source: str | None, account: str |
     if rows[0][1] is None:
         raise InputError(f"{label} records the finetune's deletion and has no details to compare")
     return DiffSide(finetune_id, record.source, record.account, version, decode_details(rows[0][1])[0])
-
-
-def _flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """Nested objects become dotted keys, so a change deep inside ``extra`` shows where it is."""
-    if not isinstance(value, Mapping) or (prefix and not value):
-        return {prefix: value}
-    flat: dict[tuple[str, ...], Any] = {}
-    for key, item in value.items():
-        flat.update(_flatten(item, (*prefix, key)))
-    return flat
 
 
 def resolve_side(

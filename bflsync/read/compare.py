@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bflsync.extract import EXTRACTED_FIELDS, canonical_json
+from bflsync.extract import EXTRACTED_FIELDS, canonical_json, flatten_details
 
 
 class _Missing:
@@ -100,8 +100,8 @@ def default_fields(
     extracted_keys = {key for key, _ in EXTRACTED_FIELDS.values()}
     paths: dict[tuple[str, ...], None] = {}
     for entry in entries:
-        for path in _leaf_paths(entry.details):
-            if path[0] not in extracted_keys:
+        for path in flatten_details(entry.details):
+            if path and path[0] not in extracted_keys:
                 paths.setdefault(path)
     fields += [Field(name=name_of_path(path), path=path) for path in sorted(paths)]
     keys = sorted({key for entry in entries for key in entry.labels})
@@ -122,13 +122,3 @@ def matrix(entries: Sequence[Entry], fields: Sequence[Field], *, only_changed: b
 
 def _identity(value: Any) -> str | None:
     return None if value is MISSING else canonical_json(value)
-
-
-def _leaf_paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Key paths to every non-object value (and to empty objects), as ``diff`` flattens details."""
-    if not isinstance(value, Mapping) or (prefix and not value):
-        return [prefix] if prefix else []
-    paths: list[tuple[str, ...]] = []
-    for key, item in value.items():
-        paths += _leaf_paths(item, (*prefix, key))
-    return paths

@@ -7,11 +7,13 @@ offers the same names (:func:`field_names`).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 from bflsync.columns import COLUMN_NAMES
+from bflsync.errors import DetailsNotJsonError
 from bflsync.read.filters import LABEL_PREFIX, FieldRef, format_path
-from bflsync.read.reader import DetailsNotJsonError, Reader
+from bflsync.read.reader import Reader
 
 
 def unknown_field(reader: Reader, field: FieldRef) -> str | None:
@@ -25,7 +27,6 @@ def unknown_field(reader: Reader, field: FieldRef) -> str | None:
     candidates = [format_path((*parent, key)) for key in stored_keys(reader, parent)]
     if not parent:
         candidates.extend(COLUMN_NAMES)
-    import difflib  # only when a name is unknown: every query would pay for it at start-up
 
     close = difflib.get_close_matches(field.name, candidates, n=1)
     return f"{note} (did you mean {close[0]}?)" if close else note
@@ -54,7 +55,6 @@ def label_keys(reader: Reader) -> list[str]:
 def _unknown_label(reader: Reader, key: str) -> str | None:
     if reader.rows("SELECT 1 FROM finetune_label WHERE key = ? LIMIT 1", [key]):
         return None
-    import difflib
 
     note = f"no stored finetune has a label {key!r}"
     close = difflib.get_close_matches(key, label_keys(reader), n=1)

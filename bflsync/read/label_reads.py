@@ -7,12 +7,10 @@ standard library. Label values are stored as canonical JSON and come back as the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
-
-# Well under SQLite's limit of bound parameters per statement.
-_CHUNK = 900
 
 
 class RowSource(Protocol):
@@ -66,28 +64,9 @@ def label_value_sql(*, pk: str) -> str:
 
 def decode_labels(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """The labels object a statement returned (JSON text, a driver-decoded dict, or NULL), keys sorted."""
-    import json  # here: a query printing ids never decodes labels
 
     labels = json.loads(value) if isinstance(value, str) else (value or {})
     return dict(sorted(labels.items()))
-
-
-def labels_by_pk(reader: RowSource, pks: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """Current labels of each finetune, keys sorted; finetunes without labels are absent."""
-    import json
-
-    found: dict[int, dict[str, Any]] = {}
-    unique = sorted(set(pks))
-    for start in range(0, len(unique), _CHUNK):
-        chunk = unique[start : start + _CHUNK]
-        marks = ", ".join("?" for _ in chunk)
-        for pk, key, value in reader.rows(
-            f"SELECT finetune_pk, key, value FROM finetune_label WHERE finetune_pk IN ({marks})"
-            " ORDER BY finetune_pk, key",
-            chunk,
-        ):
-            found.setdefault(int(pk), {})[key] = json.loads(value)
-    return found
 
 
 def notes(
@@ -140,7 +119,6 @@ def label_events(
         if value is not None:
             touched += f" AND {column} = ?"
             params.append(value)
-    import json
 
     events: list[LabelEvent] = []
     before: dict[tuple[int, str], Any] = {}

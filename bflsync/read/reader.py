@@ -5,8 +5,7 @@ heavier: a read command's time is mostly start-up, and SQLAlchemy alone costs mo
 import than a query over thousands of finetunes. The file is opened ``mode=ro`` with
 ``query_only``, its revision is read from ``alembic_version`` directly, and a store on a
 read-only medium, or another user's, is read as ``immutable`` (see :func:`_open_sqlite`). A PostgreSQL store is
-read through :mod:`bflsync.read.server_reader`'s small protocol client, or, for what that client
-does not support, SQLAlchemy's engine from :mod:`bflsync.store.access`; both in read-only transactions.
+read through psycopg by :mod:`bflsync.read.server_reader`, in one read-only transaction.
 
 Both kinds are a :class:`Reader`: SQL text with ``?`` placeholders plus bound parameters
 in, plain tuples out. The SQL that :mod:`bflsync.read.search` and :mod:`bflsync.read.audit_trail` write for
@@ -18,17 +17,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bflsync.errors import StoreWriteError
+from bflsync.errors import DetailsNotJsonError, StoreWriteError
+from bflsync.read.server_reader import is_server_url, open_server_reader
 from bflsync.store.check import (
     BUSY_TIMEOUT_MS,
-    classify_tables,
-    reject_behind,
-    reject_unusable,
+    require_head,
     require_sqlite_file,
     require_sqlite_version,
     store_error_for,
@@ -36,14 +34,6 @@ from bflsync.store.check import (
 from bflsync.store.files import read_immutable
 
 Row = tuple[Any, ...]
-
-
-class DetailsNotJsonError(Exception):
-    """The database refused to read some stored details as JSON (``NaN`` written by another tool).
-
-    Internal: :mod:`bflsync.read.search` answers it by running the statement again with such rows
-    set aside, and names them.
-    """
 
 
 class Reader(Protocol):
@@ -61,21 +51,6 @@ class Reader(Protocol):
     def time_param(self, moment: datetime) -> Any: ...
 
     def bool_param(self, value: bool) -> Any: ...
-
-
-def require_head(reader: Reader, where: str, tables: Collection[str]) -> None:
-    """Refuse a database that is not a store at head, as :mod:`bflsync.store.access` does for readers.
-
-    ``tables`` are the database's (each engine lists them its own way); the revision stamp is
-    read through ``reader``.
-    """
-    revision = None
-    if "alembic_version" in tables:
-        stamped = reader.rows("SELECT version_num FROM alembic_version")
-        revision = stamped[0][0] if stamped else None
-    state = classify_tables(tables, revision)
-    reject_unusable(where, state, revision, missing_ok=False)
-    reject_behind(where, state, revision)
 
 
 def sqlite_time(moment: datetime) -> str:
@@ -123,9 +98,8 @@ class SqliteReader:
 
 
 class ConnectionReader:
-    """A :class:`Reader` over a SQLAlchemy connection: a PostgreSQL store's, in read-only
-    transactions, or the write side's own (``bflsync label`` finds the finetune it edits the
-    way ``show`` does)."""
+    """A :class:`Reader` over the write side's own SQLAlchemy connection: ``bflsync label`` finds
+    the finetune it edits the way ``show`` does."""
 
     def __init__(
         self, connection: Any, *, where: str, finetune_columns: frozenset[str] = frozenset()
@@ -139,6 +113,7 @@ class ConnectionReader:
         return self.named_rows(sql, params)[1]
 
     def named_rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[Row]]:
+        # Here only: this module is the SQLite read path, which must not load SQLAlchemy (~60 ms).
         import sqlalchemy as sa
 
         statement = sql if self.dialect == "sqlite" else sql.replace("%", "%%").replace("?", "%s")
@@ -185,31 +160,18 @@ def open_reader(db: str | None) -> Iterator[Reader]:
 
 @contextmanager
 def _open_url(db: str) -> Iterator[Reader]:
-    from bflsync.read.server_reader import open_wire_reader
-
-    # libpq reads PG* variables itself; the wire client leaves such a connection to it.
-    wire = open_wire_reader(db, environ=os.environ)
-    if wire is not None:
-        with closing(wire):
-            yield wire
+    if is_server_url(db):
+        with closing(open_server_reader(db)) as server_reader:
+            yield server_reader
         return
-    from bflsync.store import access
+    # A sqlite:// URL: SQLAlchemy's rules say which file it names, as for writes. Imported here:
+    # store.access loads SQLAlchemy, which a read by path must not (~60 ms of start-up).
+    from bflsync.store.access import locate_store
 
-    location = access.locate_store(db)
-    if location.path is not None:
-        with closing(_open_sqlite(str(location.path))) as sqlite_reader:
-            yield sqlite_reader
-        return
-    engine = access.open_store_for_read(location)
-    try:
-        with access.translate_errors(location), engine.connect() as connection:
-            columns = connection.exec_driver_sql(
-                "SELECT column_name FROM information_schema.columns"
-                " WHERE table_schema = current_schema() AND table_name = 'finetune'"
-            ).scalars()
-            yield ConnectionReader(connection, where=location.display, finetune_columns=frozenset(columns))
-    finally:
-        engine.dispose()
+    location = locate_store(db)
+    assert location.path is not None  # locate_store refuses every other backend
+    with closing(_open_sqlite(str(location.path))) as sqlite_reader:
+        yield sqlite_reader
 
 
 def default_sqlite_path() -> str:
@@ -288,7 +250,7 @@ def _checked_sqlite(path: str, *, immutable: bool) -> SqliteReader:
             for (name,) in reader.rows("SELECT name FROM sqlite_master WHERE type = 'table'")
             if not name.startswith("sqlite_")
         ]
-        require_head(reader, path, tables)
+        require_head(reader.rows, path, tables)
         reader.finetune_columns = frozenset(row[1] for row in reader.rows("PRAGMA table_info(finetune)"))
     except BaseException:
         connection.close()

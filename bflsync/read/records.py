@@ -8,6 +8,7 @@ the record says so, so output stays valid JSON and the CLI can name the finetune
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,6 @@ def decode_details(text: str | None) -> tuple[Any, bool]:
     """Parsed details and whether they held NaN/Infinity (read as null: JSON has no such numbers)."""
     if text is None:
         return None, False
-    import json  # here: a query printing ids never parses details
 
     hook = _NonFinite()
     return json.loads(text, parse_constant=hook), hook.seen

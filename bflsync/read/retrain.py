@@ -22,6 +22,7 @@ from typing import Any
 
 from bflsync.errors import InputError
 from bflsync.extract import as_bool, as_float, as_int, as_text
+from bflsync.read.filters import parse_filter
 
 Scalar = str | int | float | bool | None
 
@@ -79,7 +80,6 @@ class RetrainRequest:
 
 def parse_override(text: str) -> tuple[str, Scalar]:
     """``KEY=VALUE`` for ``--set``, the value typed as in filters; the key must be a training input."""
-    from bflsync.read.filters import parse_filter
 
     if "=" not in text:
         raise InputError(f"bad --set {text!r}: expected KEY=VALUE")

@@ -25,6 +25,7 @@ Where the engines differ, the SQL is written so that they answer the same:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -32,11 +33,11 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from bflsync.columns import COLUMN_KINDS, Kind
-from bflsync.errors import FilterError, InputError
+from bflsync.errors import DetailsNotJsonError, FilterError, InputError
 from bflsync.extract import EXTRACTED_FIELDS, as_bool, as_float, as_int, as_text, extract_fields
 from bflsync.read.filters import FieldRef, Predicate, Query, Sort, Test, predicate
 from bflsync.read.label_reads import label_value_sql, labels_object_sql
-from bflsync.read.reader import DetailsNotJsonError, Reader, SqliteReader
+from bflsync.read.reader import Reader, SqliteReader
 from bflsync.read.records import (
     ALL_COLUMNS,
     DETAILS,
@@ -47,6 +48,9 @@ from bflsync.read.records import (
     record_index,
 )
 from bflsync.read.sqltext import Param, Sql, join, sql
+from bflsync.text import matching
+from bflsync.text.casefold import fold_tables, lowercase_expansions
+from bflsync.text.tokens import trigram_fold, tsquery_of_terms
 
 
 class FacetCount(NamedTuple):
@@ -327,7 +331,6 @@ class Renderer:
         )
 
     # -- what each dialect spells its own way ----------------------------------------------
-
     def as_of_extra_columns(self) -> list[Sql]:
         return []
 
@@ -455,8 +458,6 @@ class SqliteRenderer(Renderer):
 
     def text_match(self, words: str) -> Sql:
         # Words through the word index, unspaced scripts (CJK, Thai, ...) as substrings (trigrams).
-        from bflsync.text import matching
-
         return Sql(*matching.sqlite_condition(words, id_column="f.id", details_column="f.details"))
 
     def readable_only(self) -> Sql:
@@ -603,9 +604,6 @@ class PostgresRenderer(Renderer):
         # SQLite's plan (bflsync.text.matching) on copies of SQLite's indexes: words in search_tsv
         # (FTS5's own tokens), unspaced-script substrings in search_text (the trigram index's text,
         # folded as it folds), so both engines match the same rows.
-        from bflsync.text import matching
-        from bflsync.text.tokens import trigram_fold, tsquery_of_terms
-
         if "search_text" not in self.reader.finetune_columns:
             raise InputError("--text on PostgreSQL needs the store at head: run `bflsync db upgrade`")
         chosen = matching.plan(words)
@@ -639,7 +637,6 @@ def _short_substring(needle: str) -> Sql:
     Thai, digits, punctuation); a needle with a cased letter is checked exactly against the string
     values of ``details_jsonb`` too, behind the cheap folded test.
     """
-    from bflsync.text.tokens import trigram_fold
 
     folded = trigram_fold(needle)
     cheap = sql("strpos(f.search_text, {}) > 0", Param(folded))
@@ -661,7 +658,6 @@ def _sqlite_path(path: Sequence[str]) -> str:
 
 def _containing(path: Sequence[str], value: Any) -> str:
     """The JSON object that holds ``value`` at ``path``: the right side of ``@>``."""
-    import json
 
     document: Any = value
     for key in reversed(path):
@@ -698,13 +694,11 @@ def _pg_fold(text: Sql, needle: str) -> Sql:
     replace, and a character that ends up outside the needle cannot be part of a match
     whether it is folded or not.
     """
-    from bflsync.text.casefold import LOWERCASE_EXPANSIONS, fold_tables
-
     wanted = set(needle)
     singles, expansions = fold_tables()
     relevant = [(char, folded) for char, folded in singles if folded in wanted]
     folded_text = "{}"
-    for char, replacement in LOWERCASE_EXPANSIONS:
+    for char, replacement in lowercase_expansions():
         if wanted.intersection(replacement):
             folded_text = f"replace({folded_text}, '{char}', '{replacement}')"
     folded_text = f"lower({folded_text})"
@@ -793,7 +787,6 @@ def _sql_extract(details: Any, column: Any) -> Any:
 @lru_cache(maxsize=64)
 def _extracted(details: str) -> Mapping[str, Any]:
     """One parse per version row however many extracted columns the statement reads."""
-    import json
 
     try:
         return extract_fields(json.loads(details))

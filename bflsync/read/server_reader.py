@@ -1,35 +1,88 @@
-"""The read commands' reader on a PostgreSQL store, over :mod:`bflsync.read.pgwire` instead of SQLAlchemy.
+"""The read commands' reader on a PostgreSQL store: psycopg 3 directly, no SQLAlchemy.
 
-:func:`open_wire_reader` connects with the small stdlib client, checks the schema revision
-by reading ``alembic_version`` itself, and answers :class:`~bflsync.read.reader.Reader` calls in
-one read-only ``REPEATABLE READ`` transaction. It returns ``None`` for what the client does
-not support (see :mod:`bflsync.read.pgwire`), and when libpq's environment variables (``PG*``) are
-set, since only libpq knows what they mean together: the caller then reads through
-SQLAlchemy and psycopg as before.
+The store URL goes to libpq as it is (bar the ``+psycopg`` of SQLAlchemy's scheme), so libpq's
+whole behaviour applies: ``~/.pgpass``, service files, the ``PG*`` variables, every ``sslmode``,
+several hosts. A command reads in one read-only ``REPEATABLE READ`` transaction (one snapshot,
+however a sync writes meanwhile), with every value a bound parameter.
+
+psycopg is the ``postgres`` extra, so it is imported in :func:`connect` only, the one place a
+read command connects: SQLite reads never load it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bflsync.errors import StoreUnreachableError
-from bflsync.read import pgwire
-from bflsync.read.reader import DetailsNotJsonError, require_head
-from bflsync.store.check import display_url, store_error_for
+from bflsync.errors import (
+    DetailsNotJsonError,
+    InputError,
+    StoreServerError,
+    StoreUnreachableError,
+)
+from bflsync.store.check import check_server_options, display_url, require_head, store_error_for
+
+if TYPE_CHECKING:
+    import psycopg
 
 Row = tuple[Any, ...]
-# What a URL must start with for the wire client to try it.
-WIRE_SCHEMES = tuple(f"{scheme}://" for scheme in pgwire.SCHEMES)
+SCHEMES = ("postgresql://", "postgres://", "postgresql+")
+# Timestamps come back in the session's time zone: UTC, as the SQLite side stores them.
+SESSION_OPTIONS = "-c TimeZone=UTC"
 
 
-class WireReader:
-    """A :class:`~bflsync.read.reader.Reader` over a :class:`bflsync.read.pgwire.Connection`."""
+def is_server_url(db: str) -> bool:
+    """Whether ``--db`` names a PostgreSQL database (else SQLite, by path or ``sqlite://`` URL)."""
+    return db.startswith(SCHEMES)
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq reads it: SQLAlchemy's ``postgresql+psycopg://`` scheme as ``postgresql://``."""
+    return "postgresql://" + url.partition("://")[2]
+
+
+def connect(url: str) -> psycopg.Connection[Row]:
+    """A psycopg connection to the store at ``url``, read-only and ``REPEATABLE READ``.
+
+    The one place a read command connects to PostgreSQL: session options belong here.
+    Raises :class:`~bflsync.errors.InputError` for a URL libpq cannot read and
+    :class:`~bflsync.errors.StoreUnreachableError` when the server cannot be reached or refuses us.
+    """
+    try:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+    except ModuleNotFoundError as exc:
+        raise InputError(
+            f"--db: no PostgreSQL driver is installed ({exc}); "
+            "install it (pip install 'bflsync[postgres]') or give a SQLite path"
+        ) from None
+    where = display_url(url)
+    conninfo = libpq_url(url)
+    try:
+        parameters = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        raise InputError(f"--db: not a PostgreSQL URL that libpq can read: {where}") from None
+    check_server_options((name, str(value)) for name, value in parameters.items())
+    options = " ".join(str(part) for part in (parameters.get("options"), SESSION_OPTIONS) if part)
+    try:
+        connection = psycopg.connect(conninfo, options=options)
+    except psycopg.Error as exc:
+        # libpq says why over several lines (one per host tried): one line, as every error is.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise StoreUnreachableError(f"cannot reach the store at {where} ({reason})") from None
+    connection.read_only = True
+    connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    return connection
+
+
+class ServerReader:
+    """A :class:`~bflsync.read.reader.Reader` over a psycopg connection, in read-only transactions."""
 
     dialect = "postgresql"
 
-    def __init__(self, connection: pgwire.Connection, *, where: str) -> None:
+    def __init__(self, connection: psycopg.Connection[Row], *, where: str) -> None:
         self.connection = connection
         self.where = where
         self.finetune_columns: frozenset[str] = frozenset()
@@ -38,22 +91,22 @@ class WireReader:
         return self.named_rows(sql, params)[1]
 
     def named_rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[Row]]:
+        import psycopg
+
+        # The SQL that bflsync.read writes holds no literal ? or %: the placeholders map one to one.
+        statement = sql.replace("%", "%%").replace("?", "%s")
         try:
-            return self.connection.query(sql, params)
-        except pgwire.ServerError as exc:
-            if self.connection.status == "E":
+            cursor = self.connection.execute(statement, tuple(params))
+            if cursor.description is None:  # a statement without rows (SET)
+                return [], []
+            return [column.name for column in cursor.description], cursor.fetchall()
+        except psycopg.Error as exc:
+            error = self._store_error(exc)
+            if not self.connection.closed:
                 # The statement failed its transaction; later statements get a fresh one.
-                self.connection.execute_simple("ROLLBACK")
-                self.connection.execute_simple(pgwire.BEGIN)
-            message = str(exc)
-            if "invalid input syntax for type json" in message:
-                raise DetailsNotJsonError(message) from exc
-            error = store_error_for(self.where, message)
-            if error is None:
-                raise
+                with contextlib.suppress(psycopg.Error):
+                    self.connection.rollback()
             raise error from exc
-        except pgwire.ConnectionFailed as exc:
-            raise StoreUnreachableError(f"cannot reach the store at {self.where} ({exc})") from exc
 
     def time_param(self, moment: datetime) -> Any:
         return moment.astimezone(UTC)
@@ -64,31 +117,27 @@ class WireReader:
     def close(self) -> None:
         self.connection.close()
 
+    def _store_error(self, exc: Exception) -> Exception:
+        """The one-line store error (exit 3) a server's complaint stands for, never a bug's exit 70."""
+        import psycopg
 
-def open_wire_reader(url: str, *, environ: Mapping[str, str]) -> WireReader | None:
-    """A checked reader on the store at ``url``, or ``None`` when psycopg must do the connecting."""
-    if not url.startswith(WIRE_SCHEMES) or any(name.startswith("PG") for name in environ):
-        return None
-    import os
-    import pwd
+        message = _first_line(exc)
+        if "invalid input syntax for type json" in message:
+            return DetailsNotJsonError(message)
+        known = store_error_for(self.where, message)
+        if known is not None:
+            return known
+        if self.connection.closed or isinstance(exc, psycopg.InterfaceError):
+            return StoreUnreachableError(f"lost the store at {self.where} ({message})")
+        if isinstance(exc, psycopg.OperationalError | psycopg.InternalError):
+            # statement_timeout, lock_timeout, the server shutting down, out of resources.
+            return StoreServerError(f"the store at {self.where} stopped the read ({message})")
+        return exc
 
-    try:
-        target = pgwire.parse_url(url, default_user=pwd.getpwuid(os.geteuid()).pw_name)
-    except pgwire.Unsupported:
-        return None
-    where = display_url(url)
-    try:
-        connection = pgwire.Connection.open(target)
-    except pgwire.Unsupported:
-        return None
-    except pgwire.ConnectionFailed as exc:
-        raise StoreUnreachableError(f"cannot reach the store at {where} ({exc})") from None
-    except pgwire.ServerError as exc:
-        error = store_error_for(where, str(exc))
-        if error is None:
-            raise StoreUnreachableError(f"cannot use the store at {where} ({exc})") from None
-        raise error from None
-    reader = WireReader(connection, where=where)
+
+def open_server_reader(url: str) -> ServerReader:
+    """A reader on the PostgreSQL store at ``url``, refused unless the store is at head."""
+    reader = ServerReader(connect(url), where=display_url(url))
     try:
         _check_revision(reader)
     except BaseException:
@@ -108,9 +157,13 @@ _CATALOGUE = (
 )
 
 
-def _check_revision(reader: WireReader) -> None:
-    """Refuse a database that is not a store at head (see :func:`bflsync.read.reader.require_head`)."""
+def _check_revision(reader: ServerReader) -> None:
     ((catalogue,),) = reader.rows(_CATALOGUE)
     tables, columns = (names or [] for names in catalogue)
-    require_head(reader, reader.where, tables)
+    require_head(reader.rows, reader.where, tables)
     reader.finetune_columns = frozenset(columns)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -48,6 +48,7 @@ from bflsync.store.check import (
     KNOWN_REVISIONS,
     SQLITE_HEADER,
     StoreState,
+    check_server_options,
     classify_tables,
     display_url,
     reject_behind,
@@ -131,23 +132,13 @@ def locate_store(db: str | None) -> StoreLocation:
     return StoreLocation(url=sa.URL.create("sqlite+pysqlite", database=str(path)), path=path)
 
 
-# libpq's sslmode values and its options that must be integers; psycopg would refuse others
-# only when connecting, as an error that is not about the store.
-_SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
-_INTEGER_OPTIONS = ("port", "connect_timeout")
-
-
 def _check_server_options(url: sa.URL) -> None:
     """Refuse (exit 2) a server URL whose options libpq cannot read, before anything connects."""
-    for name, value in url.query.items():
-        values = (value,) if isinstance(value, str) else value
-        for text in values:
-            if name == "sslmode" and text not in _SSL_MODES:
-                raise InputError(f"--db: sslmode={text!r} is none of {', '.join(sorted(_SSL_MODES))}")
-            if name in _INTEGER_OPTIONS and not (
-                text.strip().lstrip("-").isascii() and text.strip().lstrip("-").isdigit()
-            ):
-                raise InputError(f"--db: {name}={text!r} is not a number")
+    check_server_options(
+        (name, text)
+        for name, value in url.query.items()
+        for text in ((value,) if isinstance(value, str) else value)
+    )
 
 
 def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: bool = False) -> Engine:

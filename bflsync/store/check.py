@@ -13,10 +13,12 @@ import errno
 import os
 import sqlite3
 import stat
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 from bflsync.errors import (
+    InputError,
     NotAStoreError,
     StoreBehindError,
     StoreError,
@@ -100,6 +102,46 @@ def reject_behind(display: str, state: StoreState, revision: str | None) -> None
         )
 
 
+def require_head(
+    rows: Callable[[str], Sequence[tuple[Any, ...]]], where: str, tables: Collection[str]
+) -> None:
+    """Refuse a database that is not a store at head, as :mod:`bflsync.store.access` does for readers.
+
+    ``tables`` are the database's (each engine lists them its own way); the revision stamp is
+    read through ``rows`` (a reader's).
+    """
+    revision = None
+    if "alembic_version" in tables:
+        stamped = rows("SELECT version_num FROM alembic_version")
+        revision = stamped[0][0] if stamped else None
+    state = classify_tables(tables, revision)
+    reject_unusable(where, state, revision, missing_ok=False)
+    reject_behind(where, state, revision)
+
+
+# libpq's sslmode values and its options that must be integers; libpq would refuse others
+# only when connecting, as an error that is not about the store.
+SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+_INTEGER_OPTIONS = ("port", "connect_timeout")
+
+
+def check_server_options(options: Iterable[tuple[str, str]]) -> None:
+    """Refuse (exit 2) a server URL's options that libpq cannot read, before anything connects.
+
+    ``port`` may list one number per host (``h1,h2`` with ``5432,5433``).
+    """
+    for name, text in options:
+        if name == "sslmode" and text not in SSL_MODES:
+            raise InputError(f"--db: sslmode={text!r} is none of {', '.join(sorted(SSL_MODES))}")
+        if name in _INTEGER_OPTIONS and not all(_is_integer(part) for part in text.split(",")):
+            raise InputError(f"--db: {name}={text!r} is not a number")
+
+
+def _is_integer(text: str) -> bool:
+    digits = text.strip().removeprefix("-")
+    return digits.isascii() and digits.isdigit()
+
+
 def require_sqlite_version() -> None:
     """Refuse a SQLite library too old for the JSON operators the read side uses (``->``, 3.38).
 
@@ -161,7 +203,6 @@ def display_url(url: str) -> str:
     The userinfo ends at the last ``@``, so a password holding unencoded ``/``, ``?`` or ``@``
     (which SQLAlchemy accepts) is still masked whole.
     """
-    from urllib.parse import unquote_plus
 
     scheme, separator, rest = url.partition("://")
     userinfo, at, rest = rest.rpartition("@")

@@ -30,7 +30,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from bflsync.bfl.client import DETAILS_PATH, LIST_PATH, RESULT_PATH, BflClient
+from bflsync.bfl.client import BflClient
+from bflsync.bfl.endpoints import DETAILS_PATH, LIST_PATH, RESULT_PATH
 from bflsync.bfl.status import BadStatusAnswer, parse_answer
 from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret

@@ -1,4 +1,4 @@
-"""The lean keep-alive pool over real loopback sockets: reuse, stale connections, errors, bounds."""
+"""The API client's connections: httpx's own pool, bounded by --concurrency, over real loopback sockets."""
 
 from __future__ import annotations
 
@@ -8,15 +8,20 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 import pytest
+from hostile_server import answer, hostile_server
 
-from bflsync.bfl.transport import PooledTransport
+from bflsync.bfl.client import BflClient
+from bflsync.bfl.retry import RetryPolicy
+from bflsync.config import Secret
+from bflsync.errors import ApiError, TransportError
+
+KEY = Secret("k" * 24)
 
 
 @contextmanager
 def counting_server(*, close_after_each: bool = False) -> Iterator[tuple[str, list[int]]]:
-    """A keep-alive HTTP/1.1 server answering ``{}``; yields its URL and a list of connection numbers."""
+    """A keep-alive HTTP/1.1 server answering ``{"credits": N}``, N the connection's number (from 1)."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.05)
     connections: list[int] = []
@@ -36,8 +41,9 @@ def counting_server(*, close_after_each: bool = False) -> Iterator[tuple[str, li
                 buffer += chunk
                 while b"\r\n\r\n" in buffer:
                     _, buffer = buffer.split(b"\r\n\r\n", 1)
-                    body = b'{"connection": %d}' % number
-                    sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                    body = b'{"credits": %d}' % number
+                    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                    sock.sendall(head % len(body) + body)
                     if close_after_each:
                         return
 
@@ -47,7 +53,7 @@ def counting_server(*, close_after_each: bool = False) -> Iterator[tuple[str, li
                 sock, _ = listener.accept()
             except TimeoutError:
                 continue
-            connections.append(len(connections))
+            connections.append(len(connections) + 1)
             threading.Thread(target=serve, args=(sock, len(connections)), daemon=True).start()
 
     thread = threading.Thread(target=accept, daemon=True)
@@ -60,14 +66,19 @@ def counting_server(*, close_after_each: bool = False) -> Iterator[tuple[str, li
         listener.close()
 
 
-def fetch(url: str, count: int, *, concurrency: int, pause_s: float = 0.0) -> list[int]:
-    async def main() -> list[int]:
-        async with httpx.AsyncClient(transport=PooledTransport(max_connections=concurrency)) as client:
+def ask_credits(url: str, count: int, *, concurrency: int, pause_s: float = 0.0) -> list[float]:
+    """``count`` credit requests, ``concurrency`` at a time; the connection number each was answered on."""
+
+    async def main() -> list[float]:
+        client = BflClient(
+            api_key=KEY, base_url=url, concurrency=concurrency, retry=RetryPolicy(max_retries=0)
+        )
+        async with client:
             semaphore = asyncio.Semaphore(concurrency)
 
-            async def one() -> int:
+            async def one() -> float:
                 async with semaphore:
-                    number: int = (await client.get(url)).json()["connection"]
+                    number = await client.credits()
                     await asyncio.sleep(pause_s)
                     return number
 
@@ -76,59 +87,36 @@ def fetch(url: str, count: int, *, concurrency: int, pause_s: float = 0.0) -> li
     return asyncio.run(main())
 
 
-def test_connections_are_kept_alive_and_reused() -> None:
+def test_connections_are_kept_alive_and_at_most_the_concurrency() -> None:
     with counting_server() as (url, connections):
-        answers = fetch(url, 200, concurrency=4)
+        answers = ask_credits(url, 200, concurrency=4)
     assert len(answers) == 200
     assert 1 <= len(connections) <= 4
+    assert set(answers) <= {1.0, 2.0, 3.0, 4.0}
 
 
 def test_a_connection_the_server_closed_is_replaced_not_failed() -> None:
     with counting_server(close_after_each=True) as (url, connections):
-        answers = fetch(url, 20, concurrency=1, pause_s=0.01)
-    assert sorted(answers) == list(range(1, 21))
+        answers = ask_credits(url, 20, concurrency=1, pause_s=0.01)
+    assert sorted(answers) == [float(number) for number in range(1, 21)]
     assert len(connections) == 20
 
 
-def test_connect_errors_are_httpx_errors() -> None:
+def test_a_refused_connection_is_a_transport_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(httpx.ConnectError):
-        fetch(f"http://127.0.0.1:{port}", 1, concurrency=1)
+    with pytest.raises(TransportError):
+        ask_credits(f"http://127.0.0.1:{port}", 1, concurrency=1)
 
 
-def test_a_cancelled_request_gives_its_slot_back() -> None:
-    async def main() -> int:
-        with counting_server() as (url, _):
-            transport = PooledTransport(max_connections=1)
-            async with httpx.AsyncClient(transport=transport) as client:
-                for _ in range(3):
-                    with pytest.raises(TimeoutError):
-                        async with asyncio.timeout(0):
-                            await client.get(url)
-                return (await client.get(url)).status_code
-
-    assert asyncio.run(main()) == 200
-
-
-def test_a_proxy_from_the_environment_still_carries_remote_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client passes its own transport; httpx must still route through the environment's proxy."""
-    from hostile_server import answer, hostile_server
-
-    from bflsync.bfl.client import BflClient
-    from bflsync.bfl.retry import RetryPolicy
-    from bflsync.config import Secret
-    from bflsync.errors import ApiError
-
+def test_a_proxy_from_the_environment_carries_remote_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     with hostile_server({}, default=answer(502, b"no")) as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.base_url)
 
         async def main() -> None:
             client = BflClient(
-                api_key=Secret("k" * 20),
-                base_url="https://api.example.invalid",
-                retry=RetryPolicy(max_retries=0),
+                api_key=KEY, base_url="https://api.example.invalid", retry=RetryPolicy(max_retries=0)
             )
             async with client:
                 await client.list_finetunes()
