@@ -12,7 +12,10 @@
     │   ├── StoreTooNewError     schema written by a newer bflsync (unknown revision) (exit 2)
     │   ├── NotAStoreError       not SQLite, or a database without bflsync tables (exit 2)
     │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked, not yours) (exit 3)
-    │   └── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
+    │   ├── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
+    │   ├── StoreRefusedError    the server refused or cancelled a statement: a timeout, a limit (exit 3)
+    │   ├── StoreUnsafeError     other roles can plant code in the store's schema (exit 3)
+    │   └── StoreBusyError       another session held a lock past lock_timeout (exit 4)
     ├── ApiError                 the BFL API answered badly or not at all (exit 3); per finetune,
     │   │                        ``kind`` is the sync_error row's kind
     │   ├── AuthError            401/403: the key was refused
@@ -119,6 +122,24 @@ class StoreWriteError(StoreError):
 
 class StoreUnreachableError(StoreError):
     exit_code = ExitCode.CANNOT_RUN
+
+
+class StoreRefusedError(StoreError):
+    """A statement_timeout, a server limit, a lost connection: the server, not the data, said no."""
+
+    exit_code = ExitCode.CANNOT_RUN
+
+
+class StoreUnsafeError(StoreError):
+    """A PostgreSQL schema where roles other than the store's owner can create functions or operators."""
+
+    exit_code = ExitCode.CANNOT_RUN
+
+
+class StoreBusyError(StoreError):
+    """Another session held a lock we needed for longer than ``lock_timeout``."""
+
+    exit_code = ExitCode.LOCKED
 
 
 class ApiError(BflsyncError):

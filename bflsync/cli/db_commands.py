@@ -11,7 +11,7 @@ from sqlmodel import Session
 from bflsync.cli.common import CliContext, pass_cli_context, report_opened
 from bflsync.errors import DriftError, InputError
 from bflsync.store import access
-from bflsync.store.lock import sync_lock_for
+from bflsync.store.lock import AdvisoryLock, sync_lock_for
 
 T = TypeVar("T")
 
@@ -64,7 +64,9 @@ def downgrade(cli_context: CliContext, revision: str) -> None:
         bflsync --db ./finetunes.db db downgrade 0001_initial
     """
     location = access.locate_store(cli_context.db)
-    with sync_lock_for(location, create=False):
+    with sync_lock_for(location, create=False) as lock:
+        if isinstance(lock, AdvisoryLock):
+            lock.before_dropping_lock_table()
         backup = _with_alembic_errors(lambda: access.downgrade_store(location, revision=revision))
     if backup and not cli_context.quiet:
         click.echo(f"backup of the store before downgrading: {backup}", err=True)

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, unquote
 
+from bflsync.store import pg_session
+
 Row = tuple[Any, ...]
 
 PROTOCOL_VERSION = 196608  # 3.0
@@ -123,7 +125,9 @@ def parse_url(url: str, *, default_user: str) -> Target:
         database=unquote(path) or user,
         sslmode=sslmode,
         # libpq treats a timeout under 2 s as 2 s, and 0 as none.
-        connect_timeout=max(timeout, 2.0) if timeout else None,
+        connect_timeout=max(timeout, 2.0)
+        if timeout
+        else (None if "connect_timeout" in options else float(pg_session.CONNECT_TIMEOUT_S)),
         application_name=options.get("application_name", ""),
     )
 
@@ -264,7 +268,12 @@ class Connection:
         self._results()
 
     def _start(self, target: Target) -> None:
-        parameters = {"user": target.user, "database": target.database, **SESSION_PARAMETERS}
+        parameters = {
+            "user": target.user,
+            "database": target.database,
+            **SESSION_PARAMETERS,
+            **pg_session.startup_parameters(),
+        }
         if target.application_name:
             parameters["application_name"] = target.application_name
         body = struct.pack("!i", PROTOCOL_VERSION)
@@ -353,6 +362,10 @@ class Connection:
         while True:
             try:
                 chunk = self._socket.recv(min(max(wanted - have, 1 << 16), 1 << 20))
+            except TimeoutError:
+                raise ConnectionFailed(
+                    f"the server sent nothing for {pg_session.READ_TIMEOUT_S:g} s; giving up"
+                ) from None
             except OSError as exc:
                 raise ConnectionFailed(f"lost the connection to the server: {exc.strerror or exc}") from None
             if not chunk:
@@ -401,7 +414,8 @@ def _connect(target: Target) -> socket.socket:
         raise ConnectionFailed(f"{where} failed: timeout expired") from None
     except OSError as exc:
         raise ConnectionFailed(f"{where} failed: {exc.strerror or exc}") from None
-    sock.settimeout(None)
+    # Once connected, a server that stops answering must not hang a read or a TAB completion.
+    sock.settimeout(pg_session.READ_TIMEOUT_S)
     return sock
 
 

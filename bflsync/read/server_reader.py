@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bflsync.errors import StoreUnreachableError
+from bflsync.errors import StoreUnreachableError, StoreUnsafeError
 from bflsync.read import pgwire
 from bflsync.read.reader import DetailsNotJsonError, require_head
+from bflsync.store import pg_session
 from bflsync.store.check import display_url, store_error_for
 
 Row = tuple[Any, ...]
@@ -100,16 +101,23 @@ def open_wire_reader(url: str, *, environ: Mapping[str, str]) -> WireReader | No
 # The current schema's tables and the finetune table's columns, in one round trip; the
 # catalogue rather than information_schema, whose views take milliseconds to plan.
 _CATALOGUE = (
-    "SELECT json_build_array("
-    "(SELECT json_agg(tablename) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()),"
-    " (SELECT json_agg(attname) FROM pg_catalog.pg_attribute"
-    " WHERE attrelid = to_regclass(quote_ident(current_schema()) || '.finetune')"
-    " AND attnum > 0 AND NOT attisdropped))"
+    "SELECT pg_catalog.json_build_array("
+    "(SELECT pg_catalog.json_agg(tablename) FROM pg_catalog.pg_tables"
+    " WHERE schemaname OPERATOR(pg_catalog.=) pg_catalog.current_schema()),"
+    " (SELECT pg_catalog.json_agg(attname) FROM pg_catalog.pg_attribute"
+    " WHERE attrelid OPERATOR(pg_catalog.=)"
+    " pg_catalog.to_regclass(pg_catalog.concat(pg_catalog.quote_ident(pg_catalog.current_schema()), '.finetune'))"
+    " AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped))"
 )
 
 
 def _check_revision(reader: WireReader) -> None:
     """Refuse a database that is not a store at head (see :func:`bflsync.read.reader.require_head`)."""
+    refusal = pg_session.untrusted_objects_refusal(
+        reader.where, reader.rows(pg_session.UNTRUSTED_OBJECTS_SQL)
+    )
+    if refusal is not None:
+        raise StoreUnsafeError(refusal)
     ((catalogue,),) = reader.rows(_CATALOGUE)
     tables, columns = (names or [] for names in catalogue)
     require_head(reader, reader.where, tables)

@@ -38,7 +38,16 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
 from bflsync.config import default_db_path
-from bflsync.errors import InputError, StoreBehindError, StoreError, StoreMissingError, StoreWriteError
+from bflsync.errors import (
+    InputError,
+    StoreBehindError,
+    StoreBusyError,
+    StoreError,
+    StoreMissingError,
+    StoreUnsafeError,
+    StoreWriteError,
+)
+from bflsync.store import pg_session
 from bflsync.store.account_merge import downgrade_refusal
 from bflsync.store.check import (
     ACCOUNTS_REVISION,
@@ -187,7 +196,9 @@ def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: 
 
 def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
     try:
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(
+            url, pool_pre_ping=True, connect_args=pg_session.connect_args(dict(url.query))
+        )
     except (sa.exc.NoSuchModuleError, ModuleNotFoundError) as exc:
         raise InputError(
             f"--db: no database driver for {url.drivername!r} is installed ({exc}); "
@@ -202,6 +213,20 @@ def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
             cursor.close()
             # SET is transactional in PostgreSQL: without a commit the pool's reset rolls it back.
             dbapi_connection.commit()
+
+    where = display_url(url.render_as_string(hide_password=False))
+
+    @event.listens_for(engine, "connect")
+    def _refuse_planted_code(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(pg_session.UNTRUSTED_OBJECTS_SQL)
+            refusal = pg_session.untrusted_objects_refusal(where, cursor.fetchall())
+        finally:
+            cursor.close()
+            dbapi_connection.rollback()
+        if refusal is not None:
+            raise StoreUnsafeError(refusal)
 
     return engine
 
@@ -461,7 +486,35 @@ def translate_errors(location: StoreLocation) -> Iterator[None]:
         error = _store_error_for(location, str(getattr(exc, "orig", exc)))
         if error is None:
             raise
+        if isinstance(error, StoreBusyError) and location.path is None:
+            error = StoreBusyError(f"{error}; {_lock_holders(location)}")
         raise error from exc
+
+
+# Sessions other than this one that hold locks on tables of this database, as far as the server shows.
+_LOCK_HOLDERS = sa.text(
+    "SELECT DISTINCT a.pid, a.usename, a.state FROM pg_catalog.pg_locks l"
+    " JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid"
+    " WHERE l.granted AND l.locktype OPERATOR(pg_catalog.=) 'relation'"
+    " AND l.database OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database"
+    " WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())"
+    " AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() ORDER BY 1 LIMIT 5"
+)
+
+
+def _lock_holders(location: StoreLocation) -> str:
+    """``held by pid N (role R, state)``, for a one-line lock timeout error; best effort."""
+    engine = create_store_engine(location, read_only=True)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(_LOCK_HOLDERS).all()
+    except (sa.exc.SQLAlchemyError, StoreError):
+        return "its holder is not visible"
+    finally:
+        engine.dispose()
+    if not rows:
+        return "its holder is gone"
+    return "held by " + ", ".join(f"pid {pid} (role {role}, {state})" for pid, role, state in rows)
 
 
 def _store_error_for(location: StoreLocation, message: str) -> StoreError | None:

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 from bflsync.errors import (
     NotAStoreError,
     StoreBehindError,
+    StoreBusyError,
     StoreError,
     StoreMissingError,
+    StoreRefusedError,
     StoreTooNewError,
     StoreUnreachableError,
     StoreWriteError,
@@ -155,6 +157,31 @@ _UNREACHABLE_SERVER = (
 )
 
 
+# What PostgreSQL says when it cancels or refuses a statement for a limit, not for its data.
+_SERVER_REFUSALS = (
+    "due to statement timeout",
+    "due to user request",
+    "idle-in-transaction timeout",
+    "out of shared memory",
+    "too many connections",
+    "number of parameters must be",
+    "too many bind parameters",
+)
+_CONNECTION_LOST = (
+    "server closed the connection unexpectedly",
+    "terminating connection",
+    "connection is closed",
+    "connection already closed",
+    "consuming input failed",
+    "ssl syscall error",
+    "lost the connection",
+)
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else message
+
+
 def display_url(url: str) -> str:
     """The URL as errors show it: its password, in the userinfo or as libpq's ``?password=``, as ``***``.
 
@@ -187,6 +214,17 @@ def store_error_for(where: str, message: str) -> StoreError | None:
     ):
         first_line = message.strip().splitlines()[0] if message.strip() else message
         return StoreUnreachableError(f"cannot reach the store at {where} ({first_line})")
+    if "due to lock timeout" in lowered or "could not obtain lock" in lowered:
+        return StoreBusyError(
+            f"the store at {where} is locked by another session for longer than lock_timeout "
+            f"({_first_line(message)})"
+        )
+    if any(s in lowered for s in _SERVER_REFUSALS):
+        return StoreRefusedError(
+            f"the database server refused the statement at {where} ({_first_line(message)})"
+        )
+    if any(s in lowered for s in _CONNECTION_LOST):
+        return StoreUnreachableError(f"lost the connection to the store at {where} ({_first_line(message)})")
     if "database is locked" in lowered or "database is busy" in lowered:
         return StoreWriteError(
             f"the store at {where} stayed locked by another writer for longer than "
