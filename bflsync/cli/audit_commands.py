@@ -48,8 +48,12 @@ HISTORY_COLUMNS = (
     "old",
     "new",
     "changed_by",
+    "changed_by_role",
+    "changed_as",
     "text",
     "written_by",
+    "written_by_role",
+    "written_as",
 )
 
 RUN_COLUMNS = (
@@ -157,7 +161,8 @@ def show(
         click.echo(f"notes (newest last{more}):")
         for note in notes[-NOTES_SHOWN:]:
             stamp = note.written_at.isoformat(timespec="seconds")
-            click.echo(f"  {stamp}  {render.one_line(note.written_by)}: {render.one_line(note.text)}")
+            by = label_reads.author_text(note.written_by, note.written_by_role, note.written_as)
+            click.echo(f"  {stamp}  {render.one_line(by)}: {render.one_line(note.text)}")
     click.echo("details:")
     click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
 
@@ -258,11 +263,14 @@ def history(
         elif isinstance(entry, label_reads.LabelEvent):
             old = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
             new = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
-            by = render.one_line(entry.changed_by)
+            by = render.one_line(
+                label_reads.author_text(entry.changed_by, entry.changed_by_role, entry.changed_as)
+            )
             click.echo(f"{who}label {entry.change}  {moment.isoformat()}  by {by}")
             click.echo(f"    label.{entry.key}: {old} -> {new}")
         else:
-            click.echo(f"{who}note  {moment.isoformat()}  by {render.one_line(entry.written_by)}")
+            by = label_reads.author_text(entry.written_by, entry.written_by_role, entry.written_as)
+            click.echo(f"{who}note  {moment.isoformat()}  by {render.one_line(by)}")
             click.echo(f"    {render.one_line(entry.text)}")
 
 
@@ -303,8 +311,17 @@ def _history_object(entry: HistoryEntry) -> dict[str, Any]:
             "old": entry.old,
             "new": entry.new,
             "changed_by": entry.changed_by,
+            "changed_by_role": entry.changed_by_role,
+            "changed_as": entry.changed_as,
         }
-    return {**common, "observed_at": entry.written_at, "text": entry.text, "written_by": entry.written_by}
+    return {
+        **common,
+        "observed_at": entry.written_at,
+        "text": entry.text,
+        "written_by": entry.written_by,
+        "written_by_role": entry.written_by_role,
+        "written_as": entry.written_as,
+    }
 
 
 @click.command()
