@@ -18,7 +18,7 @@ from bflsync.errors import StoreUnreachableError, StoreUnsafeError
 from bflsync.read import pgwire
 from bflsync.read.reader import DetailsNotJsonError, require_head
 from bflsync.store import pg_session
-from bflsync.store.check import display_url, store_error_for
+from bflsync.store.check import display_url, refuse_ambiguous_url, store_error_for
 
 Row = tuple[Any, ...]
 # What a URL must start with for the wire client to try it.
@@ -68,6 +68,7 @@ class WireReader:
 
 def open_wire_reader(url: str, *, environ: Mapping[str, str]) -> WireReader | None:
     """A checked reader on the store at ``url``, or ``None`` when psycopg must do the connecting."""
+    refuse_ambiguous_url(url)
     if not url.startswith(WIRE_SCHEMES) or any(name.startswith("PG") for name in environ):
         return None
     import os

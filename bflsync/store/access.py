@@ -60,6 +60,7 @@ from bflsync.store.check import (
     classify_tables,
     display_url,
     reject_behind,
+    refuse_ambiguous_url,
     reject_unusable,
     require_sqlite_file,
     require_sqlite_version,
@@ -117,6 +118,7 @@ def locate_store(db: str | None) -> StoreLocation:
     if db is None:
         path = default_db_path()
     elif "://" in db:
+        refuse_ambiguous_url(db)
         try:
             url = sa.make_url(db)
         except sa.exc.ArgumentError:
@@ -146,8 +148,22 @@ _SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "v
 _INTEGER_OPTIONS = ("port", "connect_timeout")
 
 
+# libpq's connection parameters (PostgreSQL 17); any other name in the URL's query is refused.
+_LIBPQ_OPTIONS = frozenset(
+    """host hostaddr port dbname user password passfile require_auth channel_binding connect_timeout
+    client_encoding options application_name fallback_application_name keepalives keepalives_idle
+    keepalives_interval keepalives_count tcp_user_timeout replication gssencmode sslmode sslnegotiation
+    requiressl sslcompression sslcert sslkey sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni
+    requirepeer ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation service
+    target_session_attrs load_balance_hosts""".split()
+)
+
+
 def _check_server_options(url: sa.URL) -> None:
     """Refuse (exit 2) a server URL whose options libpq cannot read, before anything connects."""
+    unknown = sorted(set(url.query) - _LIBPQ_OPTIONS)
+    if unknown:
+        raise InputError(f"--db: {', '.join(map(repr, unknown))} is not a PostgreSQL connection option")
     for name, value in url.query.items():
         values = (value,) if isinstance(value, str) else value
         for text in values:

@@ -182,6 +182,31 @@ def _first_line(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else message
 
 
+# libpq's connection options that hold secrets: shown as *** wherever a URL is shown.
+SECRET_OPTIONS = frozenset({"password", "sslpassword"})
+
+
+def refuse_ambiguous_url(url: str) -> None:
+    """Refuse (exit 2), before anything connects or looks a host up, a server URL that parses two ways.
+
+    An unencoded ``/``, ``?``, ``#`` or ``@`` in the password ends the host part early for one
+    parser and not for another: a piece of the password then becomes a host name (sent to DNS),
+    a database name or an option, and shows in error messages. The URL is not repeated here.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.startswith("sqlite"):
+        return
+    ends = [index for index in (rest.find(mark) for mark in "/?#") if index >= 0]
+    authority, tail = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
+    if authority.count("@") > 1 or "@" in tail:
+        from bflsync.errors import InputError
+
+        raise InputError(
+            "--db: the URL cannot be read unambiguously (the user name or password holds an unencoded "
+            "'@', '/', '?' or '#'): percent-encode them (@ as %40, / as %2F, ? as %3F, # as %23)"
+        )
+
+
 def display_url(url: str) -> str:
     """The URL as errors show it: its password, in the userinfo or as libpq's ``?password=``, as ``***``.
 
@@ -198,7 +223,9 @@ def display_url(url: str) -> str:
     if question:
         pairs = (pair.partition("=") for pair in query.split("&"))
         query = "&".join(
-            f"{key}={'***' if unquote_plus(key).strip() == 'password' else value}" if equals else key
+            f"{key}={'***' if unquote_plus(key).strip().lower() in SECRET_OPTIONS else value}"
+            if equals
+            else key
             for key, equals, value in pairs
         )
     return f"{scheme}{separator}{userinfo}{at}{rest}{question}{query}"

@@ -97,6 +97,7 @@ def parse_assignment(text: str) -> tuple[str, LabelValue]:
             f'bad label {text!r}: a label cannot be null; use --remove {key} (or "null" for text)'
         )
     _refuse_nul(parsed.value, what=f"label {key!r}")
+    _refuse_inexact_integer(key, text.partition("=")[2], parsed.value)
     return key, parsed.value
 
 
@@ -246,6 +247,23 @@ def apply_edit(
 def decode(value: str | None) -> Any:
     """A stored label value (canonical JSON text) as the value it holds."""
     return None if value is None else json.loads(value)
+
+
+_INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _refuse_inexact_integer(key: str, typed: str, value: LabelValue) -> None:
+    """An integer the filter language would read as a rounded float, or beyond 64 bits, is refused.
+
+    Labels compare as numbers on both engines, and neither keeps integers past 64 bits exactly
+    (SQLite's JSON functions read them as floats), so storing one would silently change it.
+    """
+    if _INTEGER.fullmatch(typed) and (not isinstance(value, int) or value not in _INT64):
+        raise InputError(
+            f"label {key!r}: the integer {typed.strip()} does not fit in 64 bits and would not be kept "
+            f"exactly; quote it to keep it as text ({key}='\"{typed.strip()}\"')"
+        )
 
 
 def check_attribution(text: str) -> str:
