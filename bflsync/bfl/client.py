@@ -118,7 +118,7 @@ def validate_base_url(base_url: str) -> str:
 
 
 def _refuse_folded_host(url: str) -> None:
-    """Refuse a host that IDNA's NFKC step would turn into other characters (``／`` into ``/``, ``℀`` into ``a/c``).
+    """Refuse a host that IDNA's NFKC step would turn into other characters (U+FF0F into ``/``).
 
     What the user typed would not be the server the key goes to, and Python's URL parser
     raises a bare ValueError for some of them.

@@ -59,8 +59,8 @@ from bflsync.store.check import (
     StoreState,
     classify_tables,
     display_url,
-    reject_behind,
     refuse_ambiguous_url,
+    reject_behind,
     reject_unusable,
     require_sqlite_file,
     require_sqlite_version,
@@ -150,12 +150,50 @@ _INTEGER_OPTIONS = ("port", "connect_timeout")
 
 # libpq's connection parameters (PostgreSQL 17); any other name in the URL's query is refused.
 _LIBPQ_OPTIONS = frozenset(
-    """host hostaddr port dbname user password passfile require_auth channel_binding connect_timeout
-    client_encoding options application_name fallback_application_name keepalives keepalives_idle
-    keepalives_interval keepalives_count tcp_user_timeout replication gssencmode sslmode sslnegotiation
-    requiressl sslcompression sslcert sslkey sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni
-    requirepeer ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation service
-    target_session_attrs load_balance_hosts""".split()
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "require_auth",
+        "channel_binding",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "replication",
+        "gssencmode",
+        "sslmode",
+        "sslnegotiation",
+        "requiressl",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcertmode",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "requirepeer",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "krbsrvname",
+        "gsslib",
+        "gssdelegation",
+        "service",
+        "target_session_attrs",
+        "load_balance_hosts",
+    ]
 )
 
 
