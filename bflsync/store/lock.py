@@ -244,6 +244,10 @@ class AdvisoryLock(_PollingLock):
 
     @staticmethod
     def _try_row(connection: sa.Connection) -> bool:
+        """Lock the row; and yield to a writer still holding the advisory lock it took to create the table.
+
+        Only holders whose role may UPDATE the lock table count: anyone can take the advisory key.
+        """
         try:
             connection.execute(_LOCK_ROW)
         except sa.exc.OperationalError as exc:
@@ -251,6 +255,9 @@ class AdvisoryLock(_PollingLock):
             if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
                 return False
             raise
+        if connection.execute(_WRITER_HOLDING_ADVISORY).first() is not None:
+            connection.rollback()
+            return False
         return True
 
     @staticmethod
@@ -315,21 +322,29 @@ _ROW_HOLDER = sa.text(
     " AND l.relation OPERATOR(pg_catalog.=) pg_catalog.to_regclass('bflsync_lock')"
     " AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() LIMIT 1"
 )
-_ADVISORY_HOLDER = sa.text(
+_ADVISORY_HOLDER_SQL = (
     "SELECT a.pid, a.usename FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a"
     " ON a.pid OPERATOR(pg_catalog.=) l.pid"
     " WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted"
-    " AND l.objid OPERATOR(pg_catalog.=) (("
-    + _KEY
-    + ")::pg_catalog.int8 OPERATOR(pg_catalog.&) 4294967295)::pg_catalog.oid"
-    " AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() LIMIT 1"
+    " AND l.objsubid OPERATOR(pg_catalog.=) 1"
+    f" AND l.objid OPERATOR(pg_catalog.=) (({_KEY})::pg_catalog.int8"
+    " OPERATOR(pg_catalog.&) 4294967295)::pg_catalog.oid"
+    " AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()"
+)
+_ADVISORY_HOLDER = sa.text(f"{_ADVISORY_HOLDER_SQL} LIMIT 1")
+# A writer that took the advisory lock because the lock table did not exist yet (it was creating
+# the store) still holds the store after its migration created the table.
+_WRITER_HOLDING_ADVISORY = sa.text(
+    f"{_ADVISORY_HOLDER_SQL} AND pg_catalog.has_table_privilege(a.usesysid, 'bflsync_lock', 'UPDATE') LIMIT 1"
 )
 
 
 def _holder(connection: sa.Connection, *, advisory: bool) -> str:
     """The holding session's server pid and role, and the pid its run row records (on its own machine)."""
     try:
-        row = connection.execute(_ADVISORY_HOLDER if advisory else _ROW_HOLDER).first()
+        row = None if advisory else connection.execute(_ROW_HOLDER).first()
+        if row is None:
+            row = connection.execute(_ADVISORY_HOLDER).first()
         run_pid = (
             connection.scalar(
                 sa.text("SELECT pid FROM sync_run WHERE status = 'running' ORDER BY id DESC LIMIT 1")

@@ -557,11 +557,15 @@ class _Writer:
 
 @dataclass(frozen=True, kw_only=True)
 class _KeyState:
-    """This run's key fingerprint, the one recorded for its account, and the account's live finetunes."""
+    """This run's key fingerprint, the one recorded for its account, and the account's finetunes.
+
+    ``stored_ids`` holds every finetune stored for the account, tombstoned ones too: a key whose
+    listing shares none of them is another account's, whether they are deleted now or not.
+    """
 
     fingerprint: str
     recorded: str | None
-    live_ids: frozenset[str]
+    stored_ids: frozenset[str]
 
 
 def _read_key_state(session: Session, api_key: Secret, *, source: str, account: str) -> _KeyState:
@@ -569,7 +573,7 @@ def _read_key_state(session: Session, api_key: Secret, *, source: str, account: 
     return _KeyState(
         fingerprint=key_fingerprint(api_key, secret=secret),
         recorded=writes.recorded_fingerprint(session, source=source, account=account),
-        live_ids=frozenset(writes.stored_ids(session, source=source, account=account, live_only=True)),
+        stored_ids=frozenset(writes.stored_ids(session, source=source, account=account)),
     )
 
 
@@ -739,8 +743,10 @@ class _Run:
 
         A key other than the one recorded for ``(source, account)`` (or any key, when none is
         recorded yet but finetunes are stored) whose complete listing shares no finetune with
-        the account's live ones is almost surely another account's, run without ``--account``:
-        obeying it would mark all of them deleted. A rotated key still lists them, and is taken.
+        the account's stored ones, live or tombstoned, is almost surely another account's, run
+        without ``--account``: obeying it would mark all of them deleted. A rotated key still
+        lists them, and is taken. With a key recorded and nothing stored, nothing can confirm a
+        rotation, so a different key is refused too.
         A ``--id`` run cannot tell, so it never replaces the recorded fingerprint, and with a key
         other than the recorded one it is refused: the foreign finetunes it would store under the
         account would make that key's next full listing "overlap" and tombstone all the others.
@@ -754,9 +760,13 @@ class _Run:
             self.account_claim = (state.fingerprint, False)
             return
         if state.fingerprint != state.recorded:
-            live = state.live_ids
-            if live and live.isdisjoint(listed_ids) and not self.options.accept_new_key:
-                raise RunFailedError(self._foreign_key_error(len(live)), ExitCode.INPUT)
+            stored = state.stored_ids
+            if not self.options.accept_new_key:
+                if stored and stored.isdisjoint(listed_ids):
+                    raise RunFailedError(self._foreign_key_error(len(stored)), ExitCode.INPUT)
+                if not stored and state.recorded is not None:
+                    # Nothing stored to recognise the account by, and a key was recorded: whose is this one?
+                    raise RunFailedError(self._unrecognisable_key_error(), ExitCode.INPUT)
             self.result.key_changed = state.recorded is not None
             if self.result.key_changed:
                 logger.warning(
@@ -772,6 +782,13 @@ class _Run:
             f"this key lists none of {stored} stored for account {self.recorder.account!r} at "
             f"{self.client.source}: pass --account NAME for another account, or --accept-new-key "
             "if the old finetunes are really gone"
+        )
+
+    def _unrecognisable_key_error(self) -> str:
+        return (
+            f"this key is not the one recorded for account {self.recorder.account!r} at "
+            f"{self.client.source}, and no finetune of the account is stored to tell whose it is: "
+            "pass --account NAME for another account, or --accept-new-key if the key was rotated"
         )
 
     def _unconfirmed_key_error(self) -> str:
