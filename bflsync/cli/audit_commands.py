@@ -90,6 +90,11 @@ ACCOUNT_COLUMNS = ("source", "account", "live", "deleted", "last_synced_at", "la
     metavar="KEY=VALUE",
     help="With --format request: another value for a training input, typed as in filters; KEY=null drops it.",
 )
+@click.option(
+    "--keep-webhook",
+    is_flag=True,
+    help="With --format request: keep the stored webhook_url and webhook_secret (left out by default).",
+)
 @pass_cli_context
 def show(
     cli_context: CliContext,
@@ -98,6 +103,7 @@ def show(
     account: str | None,
     output_format: str,
     overrides: tuple[str, ...],
+    keep_webhook: bool,
 ) -> None:
     """Show one finetune's current record: extracted fields, bookkeeping, labels, notes and raw details.
 
@@ -113,6 +119,8 @@ def show(
     """
     if overrides and output_format != "request":
         raise InputError("--set changes the retraining request: use it with --format request")
+    if keep_webhook and output_format != "request":
+        raise InputError("--keep-webhook changes the retraining request: use it with --format request")
     if output_format == "request":
         # Here, not at the top: the request's typing (dataclasses) is not for the other formats.
         from bflsync.read import retrain
@@ -126,7 +134,7 @@ def show(
     record = found.record
     warn_not_json(cli_context, [record])
     if output_format == "request":
-        _write_request(cli_context, retrain.request_body(record.details, changes))
+        _write_request(cli_context, retrain.request_body(record.details, changes, keep_webhook=keep_webhook))
         return
     labels = record.labels
     if output_format == "json":
@@ -169,7 +177,7 @@ def show(
 
 def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
     """The body on stdout; what was left out of it on stderr, so the JSON stays pipeable."""
-    from bflsync.read import filters, retrain
+    from bflsync.read import filters
 
     render.write_json(request.body)
     if cli_context.quiet:
@@ -183,8 +191,8 @@ def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
             render.one_line(f"left out {key}: the stored value {shown} is not of the type the API takes"),
             err=True,
         )
-    for key in request.withheld:
-        click.echo(f"left out {key}: {retrain.WITHHELD_INPUTS[key]}", err=True)
+    for key, reason in request.withheld.items():
+        click.echo(f"left out {key}: {reason}", err=True)
 
 
 @click.command()

@@ -44,7 +44,7 @@ from bflsync.errors import (
     RunFailedError,
     RunLimitError,
 )
-from bflsync.store import status_writes, writes
+from bflsync.store import redaction, status_writes, writes
 from bflsync.store.fingerprint import key_fingerprint
 
 logger = logging.getLogger("bflsync.sync.run")
@@ -915,7 +915,10 @@ class _Run:
     async def _check_status(self, finetune_id: str) -> tuple[_Fetched, ApiError | None]:
         """The finetune's ``get_result`` answer, or a failure of kind ``status_<kind>``."""
         try:
-            answer = parse_answer(await self.client.get_result(finetune_id))
+            body, _ = redaction.redact(
+                await self.client.get_result(finetune_id), self.client.api_key.reveal()
+            )
+            answer = parse_answer(body)
         except ApiError as exc:
             logger.warning("status of finetune %s not recorded: %s", finetune_id, exc)
             failure = FetchFailure(
@@ -954,7 +957,12 @@ class _Run:
                 attempts=exc.attempts,
             )
             return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
-        return writes.Observation(finetune_id, details), None
+        details, redacted = redaction.redact(details, self.client.api_key.reveal())
+        if redacted:
+            logger.warning(
+                "finetune %s: the API key was in the answer; stored as %s", finetune_id, redaction.MARKER
+            )
+        return writes.Observation(finetune_id, details, redacted), None
 
     async def _write(self, queue: asyncio.Queue[_Finished | None]) -> None:
         loop = asyncio.get_running_loop()
