@@ -15,6 +15,7 @@
     │   ├── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
     │   ├── StoreRefusedError    the server refused or cancelled a statement: a timeout, a limit (exit 3)
     │   ├── StoreUnsafeError     other roles can plant code in the store's schema (exit 3)
+    │   ├── StoredValueError     a stored value bflsync cannot process (nested too deeply) (exit 3)
     │   └── StoreBusyError       another session held a lock past lock_timeout (exit 4)
     ├── ApiError                 the BFL API answered badly or not at all (exit 3); per finetune,
     │   │                        ``kind`` is the sync_error row's kind
@@ -132,6 +133,12 @@ class StoreRefusedError(StoreError):
 
 class StoreUnsafeError(StoreError):
     """A PostgreSQL schema where roles other than the store's owner can create functions or operators."""
+
+    exit_code = ExitCode.CANNOT_RUN
+
+
+class StoredValueError(StoreError):
+    """A stored value (written by another tool) nested deeper than bflsync can walk."""
 
     exit_code = ExitCode.CANNOT_RUN
 

@@ -320,7 +320,8 @@ def is_storage_error(error: BaseException) -> bool:
     PostgreSQL takes none): the caller stores the rest of the batch and records a ``storage``
     error for that one. Errors of the store itself (locked, full, gone) are not storage errors.
     """
-    if isinstance(error, sa.exc.DataError):
+    if isinstance(error, sa.exc.DataError | RecursionError):
+        # RecursionError: details nested deeper than a recursive step of storing them can walk.
         return True
     sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
     return (
@@ -332,6 +333,8 @@ def is_storage_error(error: BaseException) -> bool:
 
 def storage_error_message(finetune_id: str, error: BaseException) -> str:
     """One line naming the finetune and the database's reason, without the statement or its values."""
+    if isinstance(error, RecursionError):
+        return f"cannot store finetune {finetune_id!r}: its details nest too deeply to store"
     reason = str(getattr(error, "orig", None) or error).strip().splitlines()
     return f"cannot store finetune {finetune_id!r}: {reason[0] if reason else type(error).__name__}"
 

@@ -405,7 +405,7 @@ class _Writer:
             with self.session.begin():
                 counts = Counter(outcome.value for outcome in self._store(observations, now=now).values())
                 counts[STATUS_CHANGED] = self._record_the_rest(statuses, failures, now=now)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, RecursionError) as exc:
             if not writes.is_storage_error(exc):
                 raise
             logger.debug("a batch was refused by the store; storing it one finetune at a time", exc_info=exc)
@@ -440,7 +440,7 @@ class _Writer:
             try:
                 with self.session.begin_nested():
                     outcomes = self._store([observation], now=now)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, RecursionError) as exc:
                 if not writes.is_storage_error(exc):
                     raise
                 message = writes.storage_error_message(finetune_id, exc)
