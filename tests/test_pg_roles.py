@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -165,3 +166,46 @@ def test_a_reader_holding_a_transaction_open_makes_db_upgrade_exit_4_naming_it(
     assert "locked by another session for longer than lock_timeout" in result.stderr
     assert f"pid {pid} (role {role}, idle in transaction)" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_db_grant_prints_the_statements_and_applies_nothing(store_url: str, make_role: MakeRole) -> None:
+    bare = make_role()
+    role = sa.make_url(bare).username
+    result = run(store_url, "db", "grant", "--reader", str(role))
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0] == 'REVOKE CREATE ON SCHEMA "public" FROM PUBLIC;'
+    assert f'GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "{role}";' in result.stdout
+    assert run(bare, "runs").exit_code == 3
+
+
+def test_db_grant_apply_makes_a_reader_that_reads_and_cannot_write_or_lock(
+    store_url: str, make_role: MakeRole
+) -> None:
+    reader = make_role()
+    role = str(sa.make_url(reader).username)
+    assert run(store_url, "db", "grant", "--reader", role, "--apply").exit_code == 0
+    assert run(reader, "show", "alpha").exit_code == 0
+    refused = run(reader, "label", "alpha", "a=1")
+    assert refused.exit_code == 3
+    assert "bflsync_lock" in refused.stderr
+    reextract = run(reader, "db", "reextract")
+    assert (reextract.exit_code, reextract.stderr.count("\n")) == (3, 1)
+
+
+def test_db_grant_apply_makes_a_writer_that_labels_notes_and_syncs_rows(
+    store_url: str, make_role: MakeRole
+) -> None:
+    writer = make_role()
+    role = str(sa.make_url(writer).username)
+    assert run(store_url, "db", "grant", "--writer", role, "--apply").exit_code == 0
+    assert run(writer, "label", "alpha", "a=1").exit_code == 0
+    assert run(writer, "note", "alpha", "hi").exit_code == 0
+    assert run(writer, "db", "reextract").exit_code == 0
+    assert run(writer, "history", "alpha").stdout.count(f"(role {role})") == 2
+
+
+def test_db_grant_needs_exactly_one_role_and_a_postgresql_store(store_url: str, db_path: Path) -> None:
+    assert run(store_url, "db", "grant").exit_code == 2
+    assert run(store_url, "db", "grant", "--reader", "a", "--writer", "b").exit_code == 2
+    result = run(str(db_path), "db", "grant", "--reader", "a")
+    assert (result.exit_code, result.stderr.count("\n")) == (2, 1)
