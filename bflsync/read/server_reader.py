@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bflsync.errors import StoreUnreachableError, StoreUnsafeError
+from bflsync.errors import StoreBusyError, StoreUnreachableError, StoreUnsafeError
 from bflsync.read import pgwire
 from bflsync.read.reader import DetailsNotJsonError, require_head
 from bflsync.store import pg_session
@@ -52,6 +52,9 @@ class WireReader:
             error = store_error_for(self.where, message)
             if error is None:
                 raise
+            if isinstance(error, StoreBusyError):
+                holders = self.connection.query(pg_session.LOCK_HOLDERS_SQL)[1]
+                error = StoreBusyError(f"{error}; {pg_session.describe_lock_holders(holders)}")
             raise error from exc
         except pgwire.ConnectionFailed as exc:
             raise StoreUnreachableError(f"cannot reach the store at {self.where} ({exc})") from exc

@@ -536,6 +536,10 @@ def translate_errors(location: StoreLocation) -> Iterator[None]:
     """Turn driver errors about the file itself into one-line store errors; others pass through."""
     try:
         yield
+    except StoreBusyError as exc:
+        if location.path is None and "; held by" not in str(exc):
+            raise StoreBusyError(f"{exc}; {_lock_holders(location)}") from exc
+        raise
     except (sa.exc.DBAPIError, sqlite3.Error) as exc:
         error = _store_error_for(location, str(getattr(exc, "orig", exc)))
         if error is None:
@@ -545,30 +549,17 @@ def translate_errors(location: StoreLocation) -> Iterator[None]:
         raise error from exc
 
 
-# Sessions other than this one that hold locks on tables of this database, as far as the server shows.
-_LOCK_HOLDERS = sa.text(
-    "SELECT DISTINCT a.pid, a.usename, a.state FROM pg_catalog.pg_locks l"
-    " JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid"
-    " WHERE l.granted AND l.locktype OPERATOR(pg_catalog.=) 'relation'"
-    " AND l.database OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database"
-    " WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())"
-    " AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() ORDER BY 1 LIMIT 5"
-)
-
-
 def _lock_holders(location: StoreLocation) -> str:
-    """``held by pid N (role R, state)``, for a one-line lock timeout error; best effort."""
+    """Who holds locks on the store's tables, for a one-line lock timeout error; best effort."""
     engine = create_store_engine(location, read_only=True)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(_LOCK_HOLDERS).all()
+            rows = connection.exec_driver_sql(pg_session.LOCK_HOLDERS_SQL).all()
     except (sa.exc.SQLAlchemyError, StoreError):
         return "its holder is not visible"
     finally:
         engine.dispose()
-    if not rows:
-        return "its holder is gone"
-    return "held by " + ", ".join(f"pid {pid} (role {role}, {state})" for pid, role, state in rows)
+    return pg_session.describe_lock_holders([tuple(row) for row in rows])
 
 
 def _store_error_for(location: StoreLocation, message: str) -> StoreError | None:

@@ -109,13 +109,12 @@ def build_edit(assignments: Sequence[str], removals: Sequence[str]) -> LabelEdit
         if key in assign:
             raise InputError(f"label {key!r} is given twice")
         assign[key] = value
-    remove = []
+    remove: dict[str, None] = {}  # ordered and without repeats, in linear time
     for key in removals:
         check_key(key)
         if key in assign:
             raise InputError(f"label {key!r} is both set and removed")
-        if key not in remove:
-            remove.append(key)
+        remove[key] = None
     if not assign and not remove:
         raise InputError("nothing to do: give KEY=VALUE labels to set or --remove KEY")
     return LabelEdit(assign=assign, remove=tuple(remove))

@@ -112,3 +112,22 @@ def untrusted_objects_refusal(where: str, rows: Sequence[tuple[Any, ...]]) -> st
         f"({found}): as its owner, REVOKE CREATE ON SCHEMA from them and drop their objects "
         "(see docs/postgresql-roles.md)"
     )
+
+
+# Sessions other than this one holding locks on tables of this database, as far as the server
+# shows (pg_locks and the role of every session are visible to all): for lock timeout errors.
+LOCK_HOLDERS_SQL = (
+    "SELECT DISTINCT a.pid, a.usename, a.state FROM pg_catalog.pg_locks l"
+    " JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid"
+    " WHERE l.granted AND l.locktype OPERATOR(pg_catalog.=) 'relation'"
+    " AND l.database OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database"
+    " WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())"
+    " AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() ORDER BY 1 LIMIT 5"
+)
+
+
+def describe_lock_holders(rows: Sequence[tuple[Any, ...]]) -> str:
+    """``held by pid N (role R, state)``, from the rows of :data:`LOCK_HOLDERS_SQL`."""
+    if not rows:
+        return "its holder is gone"
+    return "held by " + ", ".join(f"pid {pid} (role {role}, {state})" for pid, role, state in rows)
