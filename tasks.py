@@ -2,6 +2,7 @@
 
     python3 tasks.py demo   # venv + install, local mock BFL API, sync into demo/bflsync.db, example queries
     python3 tasks.py test   # venv + install, ruff, mypy, the whole pytest suite (what .ci/run runs)
+    python3 tasks.py docs   # venv + install, regenerate docs/commands.md (every --help) and docs/README.md
 
 Both are idempotent: the virtualenv in .venv is reused and reinstalled only when
 pyproject.toml changes.
@@ -45,6 +46,11 @@ def test() -> None:
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy")
     run(BIN / "python", "-m", "pytest", "-n", "2", "--durations=10")
+
+
+def docs() -> None:
+    ensure_venv()
+    run(BIN / "python", "docs/generate.py")
 
 
 def demo() -> None:
@@ -103,7 +109,7 @@ def demo() -> None:
 
 
 if __name__ == "__main__":
-    jobs = {"demo": demo, "test": test}
+    jobs = {"demo": demo, "test": test, "docs": docs}
     if len(sys.argv) != 2 or sys.argv[1] not in jobs:
         sys.exit(f"usage: python3 tasks.py {{{'|'.join(jobs)}}}")
     try:

@@ -139,7 +139,7 @@ def test_downgrade_below_0002_works_when_a_rebuild_already_lost_the_triggers(
 def test_each_downgrade_from_head_to_0002_keeps_the_index_triggers(
     store_engine: Engine, db_path: Path
 ) -> None:
-    """A later revision that rebuilds finetune must wrap its batch in fts_triggers.triggers_kept (README).
+    """A later revision that rebuilds finetune must wrap its batch in fts_triggers.triggers_kept (docs/development.md).
 
     Only 0007_fts_discoverable changes the triggers on purpose (back to 0002's, same names).
     """

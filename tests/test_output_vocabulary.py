@@ -120,9 +120,9 @@ def test_db_v_and_q_are_accepted_after_the_command(store: Path) -> None:
     assert logging.getLogger("bflsync").level == logging.WARNING
 
 
-def test_the_readme_lists_every_format_of_every_command() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Output formats", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_list_every_format_of_every_command() -> None:
+    page = (ROOT / "docs" / "reading.md").read_text(encoding="utf-8")
+    section = page.split("## Output formats", 1)[1].split("\n## ", 1)[0]
     rows = {
         match.group(1): match.group(2)
         for match in re.finditer(r"^\| `bflsync ([a-z -]+)` \| (.*) \|$", section, flags=re.MULTILINE)

@@ -579,7 +579,7 @@ def test_read_commands_on_sqlite_import_no_heavy_module(labelled_sqlite_store: P
     assert result.stderr == "[]\n"
 
 
-# What start-up would pay for and these commands never use (see the README's Performance section).
+# What start-up would pay for and these commands never use (see docs/performance.md).
 START_UP_MODULES = ("pathlib", "urllib.parse", "difflib", "signal", "dataclasses", "click.shell_completion")
 
 

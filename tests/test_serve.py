@@ -87,7 +87,7 @@ def text_ids(store: Path, words: str) -> set[str]:
 
 
 def search_ids(database_url: str, words: str, *, raw: bool = False) -> set[str]:
-    """Datasette's search; it quotes every word, so a prefix (fo*) needs _searchmode=raw (README)."""
+    """Datasette's search; it quotes every word, so a prefix (fo*) needs _searchmode=raw (docs/reading.md)."""
     params = {"_search": words, "deleted_at__isnull": "1", "_shape": "array", "_col": "finetune_id"}
     query = urllib.parse.urlencode({**params, "_size": "max", **({"_searchmode": "raw"} if raw else {})})
     return {row["finetune_id"] for row in get_json(f"{database_url}/finetune.json?{query}")}

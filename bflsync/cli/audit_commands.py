@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bflsync.api import history_kind, history_time
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
 from bflsync.cli.read_common import (
@@ -22,10 +23,11 @@ from bflsync.cli.read_common import (
 from bflsync.columns import COLUMN_NAMES, LIFECYCLE_COLUMNS, RUN_COUNTERS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
-from bflsync.read import audit_trail, label_reads, lookup
+from bflsync.read import audit_trail, label_reads
 from bflsync.read.records import FinetuneRecord
 
 if TYPE_CHECKING:
+    from bflsync.api import HistoryEntry
     from bflsync.read.retrain import RetrainRequest
 
 HISTORY_FORMATS = ("text", *RECORD_FORMATS)
@@ -126,12 +128,11 @@ def show(
         from bflsync.read import retrain
 
         changes = retrain.parse_overrides(overrides)
-    with reading(cli_context) as reader:
-        found = lookup.find_finetune(reader, finetune_id, source=source, account=account)
-        if output_format != "request":
-            timeline = audit_trail.status_timeline(reader, found.pk)
-            notes = label_reads.notes(reader, pk=found.pk)
-    record = found.record
+    with reading(cli_context) as store:
+        if output_format == "request":
+            record = store.finetune(finetune_id, source=source, account=account)
+        else:
+            record, timeline, notes = store.show(finetune_id, source=source, account=account)
     warn_not_json(cli_context, [record])
     if output_format == "request":
         _write_request(cli_context, retrain.request_body(record.details, changes, keep_webhook=keep_webhook))
@@ -231,34 +232,15 @@ def history(
     from bflsync.read import filters  # here, not at the top: `show` parses no filter language
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
-    with reading(cli_context) as reader:
-        versions = audit_trail.history(
-            reader, finetune_id=finetune_id, source=source, account=account, since=start
-        )
-        pk = (
-            lookup.find_finetune(reader, finetune_id, source=source, account=account).pk
-            if finetune_id is not None
-            else None
-        )
-        label_events = label_reads.label_events(reader, pk=pk, since=start, source=source, account=account)
-        notes = label_reads.notes(reader, pk=pk, since=start, source=source, account=account)
-    entries: list[HistoryEntry] = sorted(
-        [*versions, *label_events, *notes],
-        key=lambda entry: (
-            _moment(entry),
-            entry.finetune_id,
-            entry.source,
-            entry.account,
-            _KIND_ORDER[_kind(entry)],
-        ),
-    )
+    with reading(cli_context) as store:
+        entries = store.history(finetune_id, since=start, source=source, account=account)
     if output_format in RECORD_FORMATS:
         items = [_history_object(entry) for entry in entries]
         present = [name for name in HISTORY_COLUMNS if any(name in item for item in items)]
         write_records(output_format, present or HISTORY_COLUMNS, items)
         return
     for entry in entries:
-        moment = _moment(entry)
+        moment = history_time(entry)
         who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
         if isinstance(entry, audit_trail.StatusEntry):
             click.echo(f"{who}{_status_line(entry)}")
@@ -282,30 +264,12 @@ def history(
             click.echo(f"    {render.one_line(entry.text)}")
 
 
-HistoryEntry = audit_trail.VersionEntry | audit_trail.StatusEntry | label_reads.LabelEvent | label_reads.Note
-_KIND_ORDER = {"version": 0, "status": 1, "label": 2, "note": 3}
-
-
-def _kind(entry: HistoryEntry) -> str:
-    if isinstance(entry, audit_trail.VersionEntry):
-        return "version"
-    if isinstance(entry, audit_trail.StatusEntry):
-        return "status"
-    return "label" if isinstance(entry, label_reads.LabelEvent) else "note"
-
-
-def _moment(entry: HistoryEntry) -> datetime:
-    if isinstance(entry, audit_trail.VersionEntry | audit_trail.StatusEntry):
-        return entry.observed_at
-    return entry.changed_at if isinstance(entry, label_reads.LabelEvent) else entry.written_at
-
-
 def _history_object(entry: HistoryEntry) -> dict[str, Any]:
     """One history entry as JSON, ``kind`` saying which; ``observed_at`` is when it happened, for all kinds."""
     if isinstance(entry, audit_trail.VersionEntry | audit_trail.StatusEntry):
-        return {"kind": _kind(entry), **entry.as_dict()}
+        return {"kind": history_kind(entry), **entry.as_dict()}
     common = {
-        "kind": _kind(entry),
+        "kind": history_kind(entry),
         "finetune_id": entry.finetune_id,
         "source": entry.source,
         "account": entry.account,
@@ -357,11 +321,11 @@ def runs(
         bflsync runs --limit 5
         bflsync runs 42
     """
-    with reading(cli_context) as reader:
+    with reading(cli_context) as store:
         if run_id is None:
-            listed = audit_trail.runs(reader, limit=limit, account=account)
+            listed = store.runs(limit=limit, account=account)
         else:
-            run, errors = audit_trail.run_with_errors(reader, run_id)
+            run, errors = store.run(run_id)
     if run_id is None:
         if output_format in RECORD_FORMATS:
             write_records(output_format, list(listed[0]) if listed else list(RUN_COLUMNS), listed)
@@ -418,14 +382,8 @@ def diff(
         bflsync diff acme-labs/portrait-lora-3 studio-nord/portrait-lora-20
         bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
     """
-    with reading(cli_context) as reader:
-        result = audit_trail.diff(
-            reader,
-            audit_trail.VersionRef(first),
-            audit_trail.VersionRef(second),
-            source=source,
-            account=account,
-        )
+    with reading(cli_context) as store:
+        result = store.diff(first, second, source=source, account=account)
     sides = {"a": result.a, "b": result.b}
     if output_format == "json":
         render.write_json(
@@ -467,8 +425,8 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
     Example:
         bflsync accounts --format json
     """
-    with reading(cli_context) as reader:
-        listed = audit_trail.accounts(reader)
+    with reading(cli_context) as store:
+        listed = store.accounts()
     if output_format in RECORD_FORMATS:
         write_records(output_format, list(listed[0]) if listed else list(ACCOUNT_COLUMNS), listed)
         return
@@ -507,8 +465,8 @@ def credits(
     from bflsync.read import filters
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
-    with reading(cli_context) as reader:
-        intervals = audit_trail.credit_history(reader, source=source, account=account, since=start)
+    with reading(cli_context) as store:
+        intervals = store.credits(source=source, account=account, since=start)
     if output_format in ("json", "jsonl"):
         write_records(output_format, CREDIT_COLUMNS, [interval.as_dict() for interval in intervals])
         return

@@ -12,9 +12,7 @@ from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option, reading
 from bflsync.errors import InputError
-from bflsync.extract import extract_fields
-from bflsync.read import audit_trail, compare, filters, lookup
-from bflsync.read.reader import Reader
+from bflsync.read import compare, filters
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -53,13 +51,11 @@ def compare_command(
         bflsync compare acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3 --format markdown
     """
     texts = _expand(ids, sys.stdin)
-    fields = _fields(columns) if columns is not None else None
-    with reading(cli_context) as reader:
-        entries = _entries(reader, texts, source=source, account=account)
-    chosen = (
-        fields if fields is not None else compare.default_fields(entries, name_of_path=filters.format_path)
-    )
-    result = compare.matrix(entries, chosen, only_changed=only_changed)
+    fields = filters.parse_fields(columns) if columns is not None else None
+    with reading(cli_context) as store:
+        result = store.compare(
+            texts, fields=fields, only_changed=only_changed, source=source, account=account
+        )
     if output_format == "json":
         render.write_json(_as_json(result))
         return
@@ -97,47 +93,6 @@ def _is_utf8(line: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _fields(columns: str) -> list[compare.Field]:
-    fields = []
-    for ref in filters.parse_fields(columns):
-        if ref.label is not None:
-            fields.append(compare.Field(name=ref.name, label=ref.label))
-        elif ref.column is not None:
-            fields.append(compare.Field(name=ref.name, column=ref.column))
-        else:
-            fields.append(compare.Field(name=ref.name, path=ref.path))
-    return fields
-
-
-def _entries(
-    reader: Reader, texts: Sequence[str], *, source: str | None, account: str | None
-) -> list[compare.Entry]:
-    sides = []
-    for text in texts:
-        ref = audit_trail.VersionRef(text)
-        side = audit_trail.resolve_side(reader, ref, source=source, account=account)
-        found = lookup.find_finetune(reader, side.finetune_id, source=side.source, account=side.account)
-        current = ref.resolve(reader, source=source, account=account)[1] is None
-        columns: dict[str, Any] = {**extract_fields(side.details), "version": side.version}
-        if current:
-            columns.update(found.record.as_dict())
-            del columns["details"], columns["labels"]
-        sides.append((text, found, side, columns))
-    return [
-        compare.Entry(
-            heading=text,
-            finetune_id=side.finetune_id,
-            source=side.source,
-            account=side.account,
-            version=side.version,
-            columns=columns,
-            details=side.details,
-            labels=found.record.labels,
-        )
-        for text, found, side, columns in sides
-    ]
 
 
 def _shown(value: Any) -> Any:

@@ -1,6 +1,6 @@
 """Dynamic shell completion: finetune ids, field names and account names, read from the store.
 
-click drives completion through ``_BFLSYNC_COMPLETE`` (see the README for bash, zsh and fish);
+click drives completion through ``_BFLSYNC_COMPLETE`` (see docs/reading.md for bash, zsh and fish);
 it runs the program on every TAB, so the candidates are read through the lean read path and
 any failure (no store yet, a bad ``--db``) simply offers nothing. Candidates are plain strings
 (click wraps them), and the store is imported only when completing: every command names these

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from bflsync.api import Store, make_query
 from bflsync.bfl.server_text import printable
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
@@ -24,8 +24,7 @@ from bflsync.cli.stdout import write_stdout
 from bflsync.columns import COLUMN_NAMES
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import INT64_MAX
-from bflsync.read import fieldnames, filters, search
-from bflsync.read.reader import Reader
+from bflsync.read import filters, search
 from bflsync.read.records import ALL_COLUMNS, DETAILS, LABELS, FinetuneRecord
 
 TABLE_LIMIT = 50
@@ -81,14 +80,14 @@ def build_query(
     sort: str | None = None,
     limit: int | None = None,
 ) -> filters.Query:
-    return filters.Query(
-        filters=[filters.parse_filter(text) for text in filter_texts],
+    return make_query(
+        filter_texts,
         text=words,
         include_deleted=include_deleted,
         source=source,
         account=account,
-        as_of=filters.parse_timestamp(as_of, now=datetime.now(UTC)) if as_of is not None else None,
-        sort=filters.parse_sort(sort) if sort is not None else None,
+        as_of=as_of,
+        sort=sort,
         limit=limit,
     )
 
@@ -171,23 +170,23 @@ def query(
     if output_format == "table" and fields is None:
         shown_fields = [filters.parse_field(name) for name in _table_columns(include_deleted=include_deleted)]
     ids_only = output_format in ("ids", "ids0")
-    with reading(cli_context) as reader:
+    with reading(cli_context) as store:
         # A --sort or --columns key nobody has is a mistake (exit 2); a filter on one is a valid,
         # empty question (a warning).
         named = [*([question.sort.field] if question.sort is not None else []), *(fields or [])]
         for field in dict.fromkeys(named):
-            note = fieldnames.unknown_field(reader, field)
+            note = store.unknown_field(field)
             if note is not None:
                 raise FilterError(note)
         ids: list[str] = []
         found: search.Found | None = None
         if ids_only:
-            ids, unreadable = search.search_ids(reader, question)
+            ids, unreadable = store.ids(question)
         else:
-            found = search.search(reader, question, columns=_needed_columns(output_format, shown_fields))
+            found = store.query(question, columns=_needed_columns(output_format, shown_fields))
             unreadable = found.unreadable
         matched = bool(ids) or (found is not None and bool(found.records))
-        warn_unknown(cli_context, reader, _unproven_fields(question, matched=matched))
+        warn_unknown(cli_context, store, _unproven_fields(question, matched=matched))
     warn_unreadable(cli_context, unreadable)
     if found is None:
         _write_ids(ids, nul=output_format == "ids0")
@@ -264,9 +263,9 @@ def facets(
         account=account,
         as_of=as_of,
     )
-    with reading(cli_context) as reader:
-        warn_unknown(cli_context, reader, [*fields, *(item.field for item in question.filters)])
-        counts, unreadable = search.facet_counts(reader, fields, question)
+    with reading(cli_context) as store:
+        warn_unknown(cli_context, store, [*fields, *(item.field for item in question.filters)])
+        counts, unreadable = store.facets(fields, question)
     warn_unreadable(cli_context, unreadable)
     rows = [
         {"field": name, "value": c.value, "count": c.finetunes}
@@ -337,7 +336,7 @@ def _table_columns(*, include_deleted: bool) -> list[str]:
 def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | None) -> tuple[str, ...]:
     """The columns the output reads, so the SQL selects nothing more (``details`` is the costly one).
 
-    ``--format ids`` and ``ids0`` never get here: they read through :func:`search.search_ids`.
+    ``--format ids`` and ``ids0`` never get here: they read through :meth:`Store.ids`.
     """
     if fields is None:
         # The CSV of whole records has no labels column (name label.KEY in --columns for one).
@@ -352,7 +351,7 @@ def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | Non
     return ("finetune_id", "source", "account", *sorted(named))
 
 
-def warn_unknown(cli_context: CliContext, reader: Reader, fields: Sequence[filters.FieldRef]) -> None:
+def warn_unknown(cli_context: CliContext, store: Store, fields: Sequence[filters.FieldRef]) -> None:
     """One warning per field that is neither a column nor a key any stored finetune has.
 
     With ``--quiet`` the store is not asked at all: each look may scan every stored version.
@@ -360,6 +359,6 @@ def warn_unknown(cli_context: CliContext, reader: Reader, fields: Sequence[filte
     if cli_context.quiet:
         return
     for field in dict.fromkeys(fields):
-        note = fieldnames.unknown_field(reader, field)
+        note = store.unknown_field(field)
         if note is not None:
             click.echo(f"bflsync: warning: {note}", err=True)

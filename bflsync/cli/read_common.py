@@ -1,27 +1,26 @@
 """What the read commands share: opening the store read-only, and the warnings they print.
 
-Every read command opens the store read-only (:func:`bflsync.read.reader.open_reader`): it never
-creates, migrates or writes the database and never touches the network. On a SQLite store
+Every read command opens the store read-only through the Python API (:func:`bflsync.api.open_store`):
+it never creates, migrates or writes the database and never touches the network. On a SQLite store
 no read command imports SQLAlchemy, pydantic or rich (tables on a terminal are drawn by cli/table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import click
 
+from bflsync.api import Store, open_store
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext
 from bflsync.extract import canonical_json
-from bflsync.read.reader import Reader, open_reader
 from bflsync.read.records import FinetuneRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# One vocabulary (README, "Output formats"): json, jsonl and csv wherever records are listed.
+# One vocabulary (docs/reading.md, "Output formats"): json, jsonl and csv wherever records are listed.
 RECORD_FORMATS = ("json", "jsonl", "csv")
 LIST_FORMATS = ("table", *RECORD_FORMATS)
 
@@ -45,11 +44,9 @@ def account_option(help_text: str) -> Callable[[F], F]:
     )
 
 
-@contextmanager
-def reading(cli_context: CliContext) -> Iterator[Reader]:
-    """A read-only reader on the --db store, closed afterwards."""
-    with open_reader(cli_context.db) as reader:
-        yield reader
+def reading(cli_context: CliContext) -> Store:
+    """The --db store, read-only; a context manager that closes it."""
+    return open_store(cli_context.db)
 
 
 def warn_unreadable(cli_context: CliContext, finetune_ids: Iterable[str]) -> None:

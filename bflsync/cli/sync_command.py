@@ -2,42 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
-from sqlalchemy.engine import Engine
 
-from bflsync.bfl.client import PROXY_ENV_VARS, BflClient, check_proxy, load_api_key, resolve_base_url
+from bflsync import api
+from bflsync.bfl.client import PROXY_ENV_VARS, check_proxy, load_api_key, resolve_base_url
 from bflsync.bfl.net import is_loopback_host
 from bflsync.cli import render
 from bflsync.cli.common import CliContext, FiniteFloatRange, pass_cli_context, report_opened
 from bflsync.config import (
     DEFAULT_ACCOUNT,
     DEFAULT_CONCURRENCY,
-    DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_MAX_DURATION_S,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT_S,
     MAX_CONCURRENCY,
     REGION_URLS,
-    ApiSettings,
     api_key_file_warning,
     validate_account_name,
 )
-from bflsync.errors import InputError, StoreMissingError
-from bflsync.store import access
-from bflsync.store.lock import sync_lock_for
-from bflsync.sync.run import ProgressCallback, SyncOptions, SyncResult, run_sync
+from bflsync.errors import InputError
+from bflsync.sync.run import ProgressCallback, SyncResult
 
 
 @click.command()
@@ -245,47 +238,35 @@ def sync(
         click.echo(f"bflsync: warning: {warning}", err=True)
     # An explicit --region beats a base URL that only comes from the environment.
     resolved_url = resolve_base_url(region=region, base_url=None if region_given else base_url)
-    settings = ApiSettings(
-        api_key=api_key,
-        base_url=resolved_url,
-        connect_timeout_s=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s),
-        read_timeout_s=timeout_s,
-        max_retries=max_retries,
-        concurrency=concurrency,
-        max_duration_s=max_duration_s,
-        max_consecutive_failures=max_consecutive_failures,
-    )
     _check_proxy_env(resolved_url)
-    options = SyncOptions(
-        account=account,
-        only_ids=only_ids,
-        new_only=new_only,
-        dry_run=dry_run,
-        allow_empty_listing=allow_empty_listing,
-        accept_new_key=accept_new_key,
-        status=not no_status,
-        refresh_status=refresh_status,
-        strict_status=strict_status,
-        credits=not no_credits,
-    )
-    location = access.locate_store(cli_context.db)
     show_progress = not cli_context.quiet and sys.stderr.isatty()
-
-    if dry_run:
-        with _read_only_engine(location) as engine:
-            result, signum = _run(engine, settings, options, show_progress=show_progress)
-            _report(result, as_json=as_json, quiet=cli_context.quiet)
-    else:
-        with sync_lock_for(location, wait_s=wait_s):
-            opened = access.open_store_for_write(location)
-            try:
-                report_opened(cli_context, location, opened)
-                with access.translate_errors(location):
-                    result, signum = _run(opened.engine, settings, options, show_progress=show_progress)
-                    _report(result, as_json=as_json, quiet=cli_context.quiet)
-            finally:
-                opened.engine.dispose()
-    ctx.exit(result.exit_code(signum=signum))
+    with _progress_bar(enabled=show_progress) as progress:
+        result = api.sync(
+            cli_context.db,
+            api_key=api_key,
+            base_url=resolved_url,
+            account=account,
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            max_duration_s=max_duration_s,
+            max_consecutive_failures=max_consecutive_failures,
+            max_retries=max_retries,
+            only_ids=only_ids,
+            new_only=new_only,
+            dry_run=dry_run,
+            allow_empty_listing=allow_empty_listing,
+            accept_new_key=accept_new_key,
+            status=not no_status,
+            refresh_status=refresh_status,
+            strict_status=strict_status,
+            credits=not no_credits,
+            wait_s=wait_s,
+            progress=progress,
+            on_open=lambda location, opened: report_opened(cli_context, location, opened),
+            stop_on_signals=True,
+        )
+    _report(result, as_json=as_json, quiet=cli_context.quiet)
+    ctx.exit(result.exit_code())
 
 
 def _check_proxy_env(base_url: str) -> None:
@@ -332,62 +313,6 @@ def _report(result: SyncResult, *, as_json: bool, quiet: bool) -> None:
 
 
 @contextmanager
-def _read_only_engine(location: access.StoreLocation) -> Iterator[Engine | None]:
-    """A dry run reads the store if there is one, and never creates or changes it.
-
-    A store behind head is refused like any read command does (exit 2, "run bflsync db
-    upgrade"): an older schema has no accounts to compare the listing with.
-    """
-    try:
-        engine = access.open_store_for_read(location)
-    except StoreMissingError:
-        yield None
-        return
-    try:
-        with access.translate_errors(location):
-            yield engine
-    finally:
-        engine.dispose()
-
-
-def _run(
-    engine: Engine | None, settings: ApiSettings, options: SyncOptions, *, show_progress: bool
-) -> tuple[SyncResult, int | None]:
-    """Run the sync on a fresh event loop; SIGINT/SIGTERM stop it cleanly, a second one ends it at once."""
-    received: list[int] = []
-
-    async def main(progress: ProgressCallback | None) -> SyncResult:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            stop.set()
-            loop.remove_signal_handler(signum)
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        try:
-            async with BflClient.from_settings(settings) as client:
-                return await run_sync(
-                    engine=engine,
-                    client=client,
-                    options=options,
-                    now=lambda: datetime.now(UTC),
-                    pid=os.getpid(),
-                    progress=progress,
-                    stop=stop,
-                )
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-
-    with _progress_bar(enabled=show_progress) as progress:
-        result = asyncio.run(main(progress))
-    return result, received[0] if received else None
-
-
-@contextmanager
 def _progress_bar(*, enabled: bool) -> Iterator[ProgressCallback | None]:
     if not enabled:
         yield None
@@ -395,20 +320,26 @@ def _progress_bar(*, enabled: bool) -> Iterator[ProgressCallback | None]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(
+    bar = Progress(
         TextColumn("fetching details"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
-    ) as bar:
-        task = bar.add_task("fetch", total=None)
+    )
+    task = bar.add_task("fetch", total=None)
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def update(done: int, total: int) -> None:
+        # Drawn from the first finetune fetched: not while waiting for the lock or opening the store.
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        bar.stop()
 
 
 def _summary(result: SyncResult) -> str:

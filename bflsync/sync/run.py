@@ -126,12 +126,16 @@ class SyncResult:
     # What a failed run ended on: a RunFailedError when the run could not do its job (the listing
     # failed, a foreign or refused key, a limit of the run), else the unexpected error as raised.
     failure: Exception | None = None
+    # The signal (SIGINT, SIGTERM) the caller stopped the run on, if any.
+    signum: int | None = None
 
     def exit_code(self, *, signum: int | None = None) -> int:
-        """The documented exit code of this outcome; ``signum`` is the signal that stopped the run, if any.
+        """The documented exit code of this outcome; ``signum`` is the signal that stopped the run, if any
+        (default :attr:`signum`).
 
         A signal that came after fetching had ended changed nothing: the code follows the run.
         """
+        signum = signum if signum is not None else self.signum
         if self.status == "ok":
             return int(ExitCode.OK)
         if self.status == "partial":

@@ -17,7 +17,7 @@ now share one store without tombstoning each other's finetunes:
 it is ``host[:port][/path prefix]``, which is the same text for every URL without a path
 (both BFL regions, the mock). Only finetunes synced through a gateway with a path prefix
 were stored under the bare host; they stay there, and the next sync through the prefix
-stores them again under ``host/prefix`` (README, "Accounts").
+stores them again under ``host/prefix`` (docs/accounts.md).
 
 Downgrading to 0002 is refused (exit 2, nothing changed) while one finetune id is stored for
 two accounts of a source: 0002 cannot hold both rows. Without such ids every row and version
