@@ -14,8 +14,10 @@
     │   ├── NotAStoreError       not SQLite, or a database without bflsync tables (exit 2)
     │   ├── StoreWriteError      the database refused a write (read-only file, full disk, locked, not yours) (exit 3)
     │   ├── StoreUnreachableError  the database server cannot be reached or refused us (exit 3)
-    │   └── StoreServerError     the database server stopped a statement (statement or lock timeout,
-    │                            shutting down, out of resources) (exit 3)
+    │   ├── StoreRefusedError    the server refused or cancelled a statement: a timeout, a limit (exit 3)
+    │   ├── StoreUnsafeError     other roles can plant code in the store's schema (exit 3)
+    │   ├── StoredValueError     a stored value bflsync cannot process (nested too deeply) (exit 3)
+    │   └── StoreBusyError       another session held a lock past lock_timeout (exit 4)
     ├── ApiError                 the BFL API answered badly or not at all (exit 3); per finetune,
     │   │                        ``kind`` is the sync_error row's kind
     │   ├── AuthError            401/403: the key was refused
@@ -136,7 +138,9 @@ class AddressInUseError(BflsyncError):
     exit_code = ExitCode.CANNOT_RUN
 
 
-class StoreServerError(StoreError):
+class StoreRefusedError(StoreError):
+    """A statement_timeout, a server limit, a lost connection: the server, not the data, said no."""
+
     exit_code = ExitCode.CANNOT_RUN
 
 
@@ -146,6 +150,24 @@ class DetailsNotJsonError(Exception):
     Internal: :mod:`bflsync.read.search` answers it by running the statement again with such rows
     set aside, and names them.
     """
+
+
+class StoreUnsafeError(StoreError):
+    """A PostgreSQL schema where roles other than the store's owner can create functions or operators."""
+
+    exit_code = ExitCode.CANNOT_RUN
+
+
+class StoredValueError(StoreError):
+    """A stored value (written by another tool) nested deeper than bflsync can walk."""
+
+    exit_code = ExitCode.CANNOT_RUN
+
+
+class StoreBusyError(StoreError):
+    """Another session held a lock we needed for longer than ``lock_timeout``."""
+
+    exit_code = ExitCode.LOCKED
 
 
 class ApiError(BflsyncError):

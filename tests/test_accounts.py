@@ -616,7 +616,7 @@ def start_sync_process(store_db: str, base_url: str, key: str, *args: str) -> su
 
 def test_syncs_of_two_accounts_exclude_each_other_and_wait_takes_turns(store_db: str, mock: MockBFL) -> None:
     """One writer per store whatever the account: without --wait the second exits 4, with it both finish."""
-    mock.hang("a1", seconds=3, times=1)  # the first sync holds the lock at least this long
+    mock.hang("a1", seconds=6, times=1)  # the first sync holds the lock at least this long
     first = start_sync_process(store_db, mock.base_url, KEY_A, "--account", "team-a")
     deadline = time.monotonic() + 30
     while not [r for r in mock.requests if r.finetune_id]:  # it is fetching, so it holds the lock
@@ -632,7 +632,7 @@ def test_syncs_of_two_accounts_exclude_each_other_and_wait_takes_turns(store_db:
     waiting_err = waiting.communicate(timeout=60)[1]
 
     assert refused.exit_code == 4
-    assert refused.stderr.startswith("bflsync: error: another sync is running (pid ")
+    assert refused.stderr.startswith("bflsync: error: another sync is running (")
     assert (first.returncode, waiting.returncode) == (0, 0), first_err + waiting_err
     assert fetch(store_db, "SELECT account, status, created, deleted FROM sync_run ORDER BY id") == [
         ("team-a", "ok", 3, 0),

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from bflsync.errors import InputError
-from bflsync.read.retrain import TRAINING_INPUTS, parse_override, parse_overrides, request_body
+from bflsync.read.retrain import (
+    TRAINING_INPUTS,
+    WEBHOOK_WITHHELD,
+    WITHHELD_INPUTS,
+    parse_override,
+    parse_overrides,
+    request_body,
+)
 
 FULL: dict[str, Any] = {
     "finetune_comment": "Zoë's product shots",
@@ -39,7 +46,7 @@ def test_a_full_record_gives_every_input_in_documented_order_and_names_the_rest(
         ("lora_rank", 32),
     ]
     assert request.not_inputs == ["extra", "finetune_id", "timestamp"]
-    assert (request.unusable, request.withheld) == ({}, [])
+    assert (request.unusable, request.withheld) == ({}, {})
 
 
 def test_a_sparse_record_gives_only_what_it_holds_typed_as_the_api_wants() -> None:
@@ -58,13 +65,35 @@ def test_stored_values_of_the_wrong_type_are_left_out_and_reported() -> None:
     assert request.unusable == {"iterations": "many", "captioning": "sometimes"}
 
 
-def test_file_data_and_webhook_secret_never_reach_the_body() -> None:
-    request = request_body(
-        {"mode": "general", "file_data": "UEsDB", "webhook_secret": "s3cret", "webhook_url": "https://x"}
-    )
-    assert request.body == {"mode": "general", "webhook_url": "https://x"}
-    assert request.withheld == ["file_data", "webhook_secret"]
+WITH_WEBHOOK = {
+    "mode": "general",
+    "file_data": "UEsDB",
+    "webhook_secret": "s3cret",
+    "webhook_url": "https://x",
+}
+
+
+def test_file_data_and_the_stored_webhook_never_reach_the_body_by_default() -> None:
+    request = request_body(WITH_WEBHOOK)
+    assert request.body == {"mode": "general"}
+    assert request.withheld == {
+        "webhook_url": WEBHOOK_WITHHELD,
+        "webhook_secret": WEBHOOK_WITHHELD,
+        "file_data": WITHHELD_INPUTS["file_data"],
+    }
     assert request.not_inputs == []
+
+
+def test_keep_webhook_copies_the_stored_webhook_url_and_secret() -> None:
+    request = request_body(WITH_WEBHOOK, keep_webhook=True)
+    assert request.body == {"mode": "general", "webhook_url": "https://x", "webhook_secret": "s3cret"}
+    assert request.withheld == {"file_data": WITHHELD_INPUTS["file_data"]}
+
+
+def test_a_set_webhook_url_is_used_without_keep_webhook() -> None:
+    request = request_body(WITH_WEBHOOK, {"webhook_url": "https://new"})
+    assert request.body == {"mode": "general", "webhook_url": "https://new"}
+    assert set(request.withheld) == {"webhook_secret", "file_data"}
 
 
 @pytest.mark.parametrize("details", [None, [], "text", 3])

@@ -24,7 +24,7 @@ from pglaunch import free_port
 from storebuild import day, write_sync
 
 from bflsync.cli import cli
-from bflsync.errors import StoreServerError, StoreUnreachableError, StoreWriteError
+from bflsync.errors import StoreRefusedError, StoreUnreachableError, StoreWriteError
 from bflsync.read.server_reader import ServerReader, open_server_reader
 from bflsync.store import access
 from bflsync.store.check import display_url
@@ -337,7 +337,7 @@ def test_a_server_side_timeout_is_a_store_server_error(locked_store: str) -> Non
     reader = open_server_reader(locked_store)
     try:
         reader.rows("SET statement_timeout = 200")
-        with pytest.raises(StoreServerError, match="canceling statement due to statement timeout"):
+        with pytest.raises(StoreRefusedError, match="canceling statement due to statement timeout"):
             reader.rows("SELECT count(*) FROM finetune")
     finally:
         reader.close()

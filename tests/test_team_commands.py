@@ -51,6 +51,11 @@ def store(store_db: str) -> str:
     return store_db
 
 
+def author(url: str) -> str:
+    """How show and history name the author: the OS account, and on PostgreSQL the session's role."""
+    return f"{USER} (role bfl)" if url.startswith("postgresql") else USER
+
+
 def run(url: str, *args: str, stdin: str | None = None) -> Result:
     result = CliRunner().invoke(cli, ["--db", url, *args], input=stdin, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -81,7 +86,7 @@ def test_show_text_lists_labels_and_the_last_five_notes(store: str) -> None:
     assert "labels:\n  approved = false\n  project = acme\n" in text
     assert "notes (newest last, 1 earlier in `bflsync history`):\n" in text
     assert "note 1" not in text
-    assert all(f"{USER}: note {number}\n" in text for number in range(2, 7))
+    assert all(f"{author(store)}: note {number}\n" in text for number in range(2, 7))
 
 
 def test_history_marks_label_changes_and_notes_among_the_versions(store: str) -> None:
@@ -100,7 +105,7 @@ def test_history_marks_label_changes_and_notes_among_the_versions(store: str) ->
         {"key": "project", "change": "set", "old": "acme", "new": "globex", "changed_by": USER},
     ]
     text = run(store, "history", "v1").stdout
-    assert "label set  " in text and f'by {USER}\n    label.project: "acme" -> "globex"\n' in text
+    assert "label set  " in text and f'by {author(store)}\n    label.project: "acme" -> "globex"\n' in text
     assert "    label.approved: true -> (removed)\n" in text
     assert "note  " in text and "    the one that worked\n" in text
 

@@ -95,6 +95,7 @@ def resolve_base_url(*, region: str | None, base_url: str | None) -> str:
 def validate_base_url(base_url: str) -> str:
     """Refuse URLs that would send the key in clear text (plain http off loopback) or that cannot work."""
     url = base_url.strip().rstrip("/")
+    _refuse_folded_host(url)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InputError(f"invalid base URL {base_url!r}: expected https://host[:port][/prefix]")
@@ -111,6 +112,22 @@ def validate_base_url(base_url: str) -> str:
     return url
 
 
+def _refuse_folded_host(url: str) -> None:
+    """Refuse a host that IDNA's NFKC step would turn into other characters (U+FF0F into ``/``).
+
+    What the user typed would not be the server the key goes to, and Python's URL parser
+    raises a bare ValueError for some of them.
+    """
+    import unicodedata
+
+    netloc = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+    if unicodedata.normalize("NFKC", netloc) != netloc:
+        raise InputError(
+            f"invalid host in base URL {printable(url)!r}: it holds characters that IDNA would fold into "
+            "others (full-width or compatibility forms); type the host as plain letters"
+        )
+
+
 def source_of(base_url: str) -> str:
     """Where finetunes come from: the host, its port unless the scheme's default, its path prefix if any.
 
@@ -121,6 +138,7 @@ def source_of(base_url: str) -> str:
     on the host, a Unicode host and its ``xn--`` form (as httpx connects to it), the default port,
     trailing slashes and percent-escapes of unreserved characters in the prefix.
     """
+    _refuse_folded_host(base_url.strip())
     parts = urlsplit(base_url.strip())
     try:
         port = parts.port

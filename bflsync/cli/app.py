@@ -136,6 +136,9 @@ class BflsyncGroup(click.Group):
             _stop_writing_stdout()
             # As if killed by SIGPIPE, like other Unix tools whose reader (`| head`) went away.
             ctx.exit(ExitCode.BROKEN_PIPE)
+        except RecursionError:
+            # JSON nested deeper than a recursive step can walk (a row another tool wrote).
+            _fail(ctx, "a stored value nests too deeply for bflsync to process", ExitCode.CANNOT_RUN)
         except UnicodeEncodeError as exc:
             if "surrogates not allowed" not in str(exc):
                 _fail_internal(ctx, exc)

@@ -50,8 +50,12 @@ HISTORY_COLUMNS = (
     "old",
     "new",
     "changed_by",
+    "changed_by_role",
+    "changed_as",
     "text",
     "written_by",
+    "written_by_role",
+    "written_as",
 )
 
 RUN_COLUMNS = (
@@ -88,6 +92,11 @@ ACCOUNT_COLUMNS = ("source", "account", "live", "deleted", "last_synced_at", "la
     metavar="KEY=VALUE",
     help="With --format request: another value for a training input, typed as in filters; KEY=null drops it.",
 )
+@click.option(
+    "--keep-webhook",
+    is_flag=True,
+    help="With --format request: keep the stored webhook_url and webhook_secret (left out by default).",
+)
 @pass_cli_context
 def show(
     cli_context: CliContext,
@@ -96,6 +105,7 @@ def show(
     account: str | None,
     output_format: str,
     overrides: tuple[str, ...],
+    keep_webhook: bool,
 ) -> None:
     """Show one finetune's current record: extracted fields, bookkeeping, labels, notes and raw details.
 
@@ -111,6 +121,8 @@ def show(
     """
     if overrides and output_format != "request":
         raise InputError("--set changes the retraining request: use it with --format request")
+    if keep_webhook and output_format != "request":
+        raise InputError("--keep-webhook changes the retraining request: use it with --format request")
     if output_format == "request":
         # Here, not at the top: the request's typing (dataclasses) is not for the other formats.
         from bflsync.read import retrain
@@ -123,7 +135,7 @@ def show(
             record, timeline, notes = store.show(finetune_id, source=source, account=account)
     warn_not_json(cli_context, [record])
     if output_format == "request":
-        _write_request(cli_context, retrain.request_body(record.details, changes))
+        _write_request(cli_context, retrain.request_body(record.details, changes, keep_webhook=keep_webhook))
         return
     labels = record.labels
     if output_format == "json":
@@ -158,14 +170,15 @@ def show(
         click.echo(f"notes (newest last{more}):")
         for note in notes[-NOTES_SHOWN:]:
             stamp = note.written_at.isoformat(timespec="seconds")
-            click.echo(f"  {stamp}  {render.one_line(note.written_by)}: {render.one_line(note.text)}")
+            by = label_reads.author_text(note.written_by, note.written_by_role, note.written_as)
+            click.echo(f"  {stamp}  {render.one_line(by)}: {render.one_line(note.text)}")
     click.echo("details:")
     click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
 
 
 def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
     """The body on stdout; what was left out of it on stderr, so the JSON stays pipeable."""
-    from bflsync.read import filters, retrain
+    from bflsync.read import filters
 
     render.write_json(request.body)
     if cli_context.quiet:
@@ -179,8 +192,8 @@ def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
             render.one_line(f"left out {key}: the stored value {shown} is not of the type the API takes"),
             err=True,
         )
-    for key in request.withheld:
-        click.echo(f"left out {key}: {retrain.WITHHELD_INPUTS[key]}", err=True)
+    for key, reason in request.withheld.items():
+        click.echo(f"left out {key}: {reason}", err=True)
 
 
 @click.command()
@@ -240,11 +253,14 @@ def history(
         elif isinstance(entry, label_reads.LabelEvent):
             old = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
             new = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
-            by = render.one_line(entry.changed_by)
+            by = render.one_line(
+                label_reads.author_text(entry.changed_by, entry.changed_by_role, entry.changed_as)
+            )
             click.echo(f"{who}label {entry.change}  {moment.isoformat()}  by {by}")
             click.echo(f"    label.{entry.key}: {old} -> {new}")
         else:
-            click.echo(f"{who}note  {moment.isoformat()}  by {render.one_line(entry.written_by)}")
+            by = label_reads.author_text(entry.written_by, entry.written_by_role, entry.written_as)
+            click.echo(f"{who}note  {moment.isoformat()}  by {render.one_line(by)}")
             click.echo(f"    {render.one_line(entry.text)}")
 
 
@@ -267,8 +283,17 @@ def _history_object(entry: HistoryEntry) -> dict[str, Any]:
             "old": entry.old,
             "new": entry.new,
             "changed_by": entry.changed_by,
+            "changed_by_role": entry.changed_by_role,
+            "changed_as": entry.changed_as,
         }
-    return {**common, "observed_at": entry.written_at, "text": entry.text, "written_by": entry.written_by}
+    return {
+        **common,
+        "observed_at": entry.written_at,
+        "text": entry.text,
+        "written_by": entry.written_by,
+        "written_by_role": entry.written_by_role,
+        "written_as": entry.written_as,
+    }
 
 
 @click.command()

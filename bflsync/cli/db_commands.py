@@ -6,12 +6,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import click
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from bflsync.cli.common import CliContext, pass_cli_context, report_opened
 from bflsync.errors import DriftError, InputError
 from bflsync.store import access
-from bflsync.store.lock import sync_lock_for
+from bflsync.store.lock import AdvisoryLock, sync_lock_for
 
 T = TypeVar("T")
 
@@ -64,7 +65,9 @@ def downgrade(cli_context: CliContext, revision: str) -> None:
         bflsync --db ./finetunes.db db downgrade 0001_initial
     """
     location = access.locate_store(cli_context.db)
-    with sync_lock_for(location, create=False):
+    with sync_lock_for(location, create=False) as lock:
+        if isinstance(lock, AdvisoryLock):
+            lock.before_dropping_lock_table()
         backup = _with_alembic_errors(lambda: access.downgrade_store(location, revision=revision))
     if backup and not cli_context.quiet:
         click.echo(f"backup of the store before downgrading: {backup}", err=True)
@@ -159,6 +162,53 @@ def reextract(cli_context: CliContext) -> None:
         finally:
             opened.engine.dispose()
     click.echo(f"{changed} finetune rows updated")
+
+
+@db.command()
+@click.option("--reader", "reader", metavar="ROLE", help="Grant ROLE what the read commands need (SELECT).")
+@click.option(
+    "--writer", "writer", metavar="ROLE", help="Grant ROLE what sync, label, note and db reextract need."
+)
+@click.option(
+    "--apply", "apply", is_flag=True, help="Run the statements as the --db role (the store's owner)."
+)
+@pass_cli_context
+def grant(cli_context: CliContext, reader: str | None, writer: str | None, apply: bool) -> None:
+    """Print (or --apply) the grants that make a PostgreSQL role a reader or a writer of the store.
+
+    The owner (who ran `db upgrade`) alone changes the schema; no other role may create objects in
+    it. See docs/postgresql-roles.md.
+
+    \b
+    Example:
+        bflsync --db postgresql://owner@db/bfl db grant --writer ci_sync --apply
+    """
+    from bflsync.store import roles
+
+    if (reader is None) == (writer is None):
+        raise InputError("give one of --reader ROLE or --writer ROLE")
+    location = access.locate_store(cli_context.db)
+    if location.path is not None:
+        raise InputError("db grant is for a PostgreSQL store: a SQLite store's rights are its file's")
+    kind, role = ("reader", reader) if reader is not None else ("writer", writer)
+    assert role is not None
+    statements = roles.grant_statements(kind, role, database=location.url.database or "")
+    if not apply:
+        for statement in statements:
+            click.echo(f"{statement};")
+        return
+    engine = access.open_store_for_edit(location)
+    try:
+        with access.translate_errors(location), engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+    except sa.exc.ProgrammingError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise InputError(f"db grant: {first}") from None
+    finally:
+        engine.dispose()
+    if not cli_context.quiet:
+        click.echo(f"{role} is now a {kind} of the store at {location.display}", err=True)
 
 
 def _with_alembic_errors(action: Callable[[], T], *, drift: type[Exception] | None = None) -> T:

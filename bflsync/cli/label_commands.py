@@ -1,13 +1,14 @@
 """``bflsync label`` and ``bflsync note``: the only writes outside ``sync`` and ``db``.
 
 Both write to an existing store at head under the store's lock (the one a sync takes), in
-one short transaction, and never touch the network. The author recorded is the OS user.
+one short transaction, and never touch the network. The author recorded is the OS account
+of the real uid, the PostgreSQL role of the session, and ``--as`` text when given.
 """
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -26,11 +27,23 @@ T = TypeVar("T")
 
 
 def os_user() -> str:
-    """The OS user name, as `whoami` would say; the uid when the system cannot name it."""
+    """The OS account of the process's real uid; ``uid N`` when the system cannot name it.
+
+    Never ``LOGNAME`` or ``USER`` (what ``getpass.getuser`` reads first): anyone can set those,
+    and the history would then name whoever they like.
+    """
+    uid = os.getuid()
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def author(attribution: str | None) -> labels.Author:
+    """The OS account, plus ``--as`` text (checked: one line, no NUL) when given."""
+    if attribution is not None:
+        attribution = labels.check_attribution(attribution)
+    return labels.Author(os_user=os_user(), attribution=attribution)
 
 
 @contextmanager
@@ -61,6 +74,12 @@ def store_options(command: Callable[..., None]) -> Callable[..., None]:
         metavar="SECONDS",
         help="If a sync holds the store, wait this long for it instead of exiting 4 at once.",
     )(command)
+    command = click.option(
+        "--as",
+        "attribution",
+        metavar="NAME",
+        help="Also record this free-text attribution (shown as such: the OS account is always recorded).",
+    )(command)
     command = account_option("Which account, when the id is stored for several.")(command)
     return click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")(
         command
@@ -81,6 +100,7 @@ def label(
     source: str | None,
     account: str | None,
     wait_s: float,
+    attribution: str | None,
 ) -> None:
     """Set or remove local labels on a finetune; every change is kept with who made it and when.
 
@@ -93,11 +113,12 @@ def label(
         bflsync label acme-labs/portrait-lora-3 project=acme approved=true --remove draft
     """
     edit = labels.build_edit(assignments, removals)
+    actor = author(attribution)
     outcome = _write(
         cli_context,
         wait_s,
         lambda engine: labels.edit_labels(
-            engine, finetune_id, edit, source=source, account=account, actor=os_user(), now=datetime.now(UTC)
+            engine, finetune_id, edit, source=source, account=account, actor=actor, now=datetime.now(UTC)
         ),
     )
     if cli_context.quiet:
@@ -122,6 +143,7 @@ def note(
     source: str | None,
     account: str | None,
     wait_s: float,
+    attribution: str | None,
 ) -> None:
     """Append a note to a finetune, kept with who wrote it and when; a sync never changes notes.
 
@@ -132,11 +154,12 @@ def note(
         bflsync note acme-labs/portrait-lora-3 "approved for the spring catalogue"
     """
     text = labels.check_note(" ".join(words))
+    actor = author(attribution)
     _write(
         cli_context,
         wait_s,
         lambda engine: labels.add_note(
-            engine, finetune_id, text, source=source, account=account, actor=os_user(), now=datetime.now(UTC)
+            engine, finetune_id, text, source=source, account=account, actor=actor, now=datetime.now(UTC)
         ),
     )
     if not cli_context.quiet:

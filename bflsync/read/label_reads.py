@@ -26,9 +26,19 @@ class Note(NamedTuple):
     text: str
     written_by: str
     written_at: datetime
+    written_by_role: str | None = None
+    """The PostgreSQL role of the session that wrote it (``written_by`` is the OS account)."""
+    written_as: str | None = None
+    """``--as`` free text: an attribution the writer typed, not an identity."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "written_by": self.written_by, "written_at": self.written_at}
+        return {
+            "text": self.text,
+            "written_by": self.written_by,
+            "written_by_role": self.written_by_role,
+            "written_as": self.written_as,
+            "written_at": self.written_at,
+        }
 
 
 class LabelEvent(NamedTuple):
@@ -43,6 +53,8 @@ class LabelEvent(NamedTuple):
     new: Any
     changed_by: str
     changed_at: datetime
+    changed_by_role: str | None = None
+    changed_as: str | None = None
 
 
 def labels_object_sql(dialect: str, *, pk: str) -> str:
@@ -89,9 +101,12 @@ def notes(
             text=text,
             written_by=by,
             written_at=utc(at),
+            written_by_role=role,
+            written_as=as_,
         )
-        for finetune_id, found_source, found_account, text, by, at in reader.rows(
-            "SELECT f.finetune_id, f.source, f.account, n.text, n.written_by, n.written_at FROM finetune_note n"
+        for finetune_id, found_source, found_account, text, by, at, role, as_ in reader.rows(
+            "SELECT f.finetune_id, f.source, f.account, n.text, n.written_by, n.written_at,"
+            " n.written_by_role, n.written_as FROM finetune_note n"
             f" JOIN finetune f ON f.id = n.finetune_pk WHERE {where} ORDER BY n.written_at, n.id",
             params,
         )
@@ -122,8 +137,21 @@ def label_events(
 
     events: list[LabelEvent] = []
     before: dict[tuple[int, str], Any] = {}
-    for finetune_pk, finetune_id, found_source, found_account, key, change, value, by, at in reader.rows(
-        "SELECT c.finetune_pk, f.finetune_id, f.source, f.account, c.key, c.change, c.value, c.changed_by, c.changed_at"
+    for (
+        finetune_pk,
+        finetune_id,
+        found_source,
+        found_account,
+        key,
+        change,
+        value,
+        by,
+        at,
+        role,
+        as_,
+    ) in reader.rows(
+        "SELECT c.finetune_pk, f.finetune_id, f.source, f.account, c.key, c.change, c.value, c.changed_by,"
+        " c.changed_at, c.changed_by_role, c.changed_as"
         f" FROM finetune_label_change c JOIN finetune f ON f.id = c.finetune_pk WHERE {touched}"
         " ORDER BY c.finetune_pk, c.id",
         params,
@@ -142,6 +170,8 @@ def label_events(
                     new=new,
                     changed_by=by,
                     changed_at=moment,
+                    changed_by_role=role,
+                    changed_as=as_,
                 )
             )
         before[(finetune_pk, key)] = new
@@ -173,6 +203,14 @@ def _scope(
             conditions.append(f"{column} = ?")
             params.append(value)
     return " AND ".join(conditions) or "1 = 1", params
+
+
+def author_text(by: str, role: str | None, attribution: str | None) -> str:
+    """``alice``, ``alice (role bfl_writer)``, ``alice (role bfl_writer; as "Zoë")`` for humans."""
+    extra = [f"role {role}"] if role else []
+    if attribution:
+        extra.append(f'as "{attribution}"')
+    return f"{by} ({'; '.join(extra)})" if extra else by
 
 
 def utc(value: str | datetime) -> datetime:

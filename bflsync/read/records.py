@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bflsync.columns import COLUMN_KINDS, COLUMN_NAMES, Kind
+from bflsync.errors import StoredValueError
 from bflsync.read.label_reads import decode_labels, utc
 
 if TYPE_CHECKING:
@@ -119,7 +120,12 @@ class FinetuneRecord:
 
     def _decoded(self) -> tuple[Any, bool]:
         if self._details is None:
-            self._details = decode_details(self._values[self._index[DETAILS]])
+            try:
+                self._details = decode_details(self._values[self._index[DETAILS]])
+            except RecursionError:
+                raise StoredValueError(
+                    f"the stored details of finetune {self.finetune_id!r} nest too deeply for bflsync to read"
+                ) from None
         return self._details
 
     def column(self, name: str) -> Any:

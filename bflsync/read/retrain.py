@@ -74,8 +74,8 @@ class RetrainRequest:
     """Keys of the details that are not inputs of ``POST /v1/finetune`` (sorted)."""
     unusable: dict[str, Any] = field(default_factory=dict)
     """Inputs whose stored value is not of the type the API takes (left out, value as stored)."""
-    withheld: list[str] = field(default_factory=list)
-    """Keys of :data:`WITHHELD_INPUTS` that the details happen to hold (left out)."""
+    withheld: dict[str, str] = field(default_factory=dict)
+    """Inputs the details hold that were left out on purpose, each with why (see :data:`WITHHELD_INPUTS`)."""
 
 
 def parse_override(text: str) -> tuple[str, Scalar]:
@@ -115,22 +115,39 @@ def parse_overrides(texts: Sequence[str]) -> dict[str, Scalar]:
     return overrides
 
 
-def request_body(details: Any, overrides: Mapping[str, Scalar] | None = None) -> RetrainRequest:
+# A stored webhook belongs to the training that set it: copied silently, the new training's
+# events (and their signatures) would go to whoever received the old one's.
+WEBHOOK_INPUTS = ("webhook_url", "webhook_secret")
+WEBHOOK_WITHHELD = "a stored webhook would receive the new training's events; pass --keep-webhook to keep it"
+
+
+def request_body(
+    details: Any, overrides: Mapping[str, Scalar] | None = None, *, keep_webhook: bool = False
+) -> RetrainRequest:
     """The ``POST /v1/finetune`` body for stored ``details``, with ``overrides`` applied.
 
     An override of ``None`` (``--set KEY=null``) drops the input, so the API uses its default.
+    The stored ``webhook_url`` and ``webhook_secret`` are left out (and named) unless
+    ``keep_webhook``; a ``--set webhook_url=…`` is always used.
     """
     stored: Mapping[str, Any] = details if isinstance(details, Mapping) else {}
     changes = overrides or {}
     body: dict[str, Any] = {}
     unusable: dict[str, Any] = {}
+    withheld: dict[str, str] = {}
+    for key in WEBHOOK_INPUTS:
+        if key in stored and key not in changes:
+            if not keep_webhook:
+                withheld[key] = WEBHOOK_WITHHELD
+            elif isinstance(stored[key], str) and key not in TRAINING_INPUTS:
+                body[key] = stored[key]
     for key, spec in TRAINING_INPUTS.items():
         if key in changes:
             value = changes[key]
             if value is not None:
                 body[key] = spec.convert(value)
             continue
-        if stored.get(key) is None:
+        if stored.get(key) is None or key in withheld:
             continue
         value = spec.convert(stored[key])
         if value is None:
@@ -138,7 +155,9 @@ def request_body(details: Any, overrides: Mapping[str, Scalar] | None = None) ->
         else:
             body[key] = value
     not_inputs = sorted(key for key in stored if key not in TRAINING_INPUTS and key not in WITHHELD_INPUTS)
-    withheld = [key for key in WITHHELD_INPUTS if key in stored]
+    for key, reason in WITHHELD_INPUTS.items():
+        if key in stored and key not in body:
+            withheld.setdefault(key, reason)
     return RetrainRequest(body=body, not_inputs=not_inputs, unusable=unusable, withheld=withheld)
 
 

@@ -19,10 +19,19 @@ from typing import TYPE_CHECKING, Any
 from bflsync.errors import (
     DetailsNotJsonError,
     InputError,
-    StoreServerError,
+    StoreBusyError,
+    StoreRefusedError,
     StoreUnreachableError,
+    StoreUnsafeError,
 )
-from bflsync.store.check import check_server_options, display_url, require_head, store_error_for
+from bflsync.store import pg_session
+from bflsync.store.check import (
+    check_server_options,
+    display_url,
+    refuse_ambiguous_url,
+    require_head,
+    store_error_for,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,6 +67,7 @@ def connect(url: str) -> psycopg.Connection[Row]:
             f"--db: no PostgreSQL driver is installed ({exc}); "
             "install it (pip install 'bflsync[postgres]') or give a SQLite path"
         ) from None
+    refuse_ambiguous_url(url)
     where = display_url(url)
     conninfo = libpq_url(url)
     try:
@@ -65,9 +75,10 @@ def connect(url: str) -> psycopg.Connection[Row]:
     except psycopg.ProgrammingError:
         raise InputError(f"--db: not a PostgreSQL URL that libpq can read: {where}") from None
     check_server_options((name, str(value)) for name, value in parameters.items())
-    options = " ".join(str(part) for part in (parameters.get("options"), SESSION_OPTIONS) if part)
+    session = pg_session.connect_args({name: str(value) for name, value in parameters.items()})
+    session["options"] = f"{session['options']} {SESSION_OPTIONS}"
     try:
-        connection = psycopg.connect(conninfo, options=options)
+        connection = psycopg.connect(conninfo, **session)
     except psycopg.Error as exc:
         # libpq says why over several lines (one per host tried): one line, as every error is.
         reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -125,13 +136,18 @@ class ServerReader:
         if "invalid input syntax for type json" in message:
             return DetailsNotJsonError(message)
         known = store_error_for(self.where, message)
+        if isinstance(known, StoreBusyError) and not self.connection.closed:
+            with contextlib.suppress(psycopg.Error):
+                self.connection.rollback()
+                holders = self.connection.execute(pg_session.LOCK_HOLDERS_SQL).fetchall()
+                known = StoreBusyError(f"{known}; {pg_session.describe_lock_holders(holders)}")
         if known is not None:
             return known
         if self.connection.closed or isinstance(exc, psycopg.InterfaceError):
             return StoreUnreachableError(f"lost the store at {self.where} ({message})")
         if isinstance(exc, psycopg.OperationalError | psycopg.InternalError):
             # statement_timeout, lock_timeout, the server shutting down, out of resources.
-            return StoreServerError(f"the store at {self.where} stopped the read ({message})")
+            return StoreRefusedError(f"the store at {self.where} stopped the read ({message})")
         return exc
 
 
@@ -149,15 +165,23 @@ def open_server_reader(url: str) -> ServerReader:
 # The current schema's tables and the finetune table's columns, in one round trip; the
 # catalogue rather than information_schema, whose views take milliseconds to plan.
 _CATALOGUE = (
-    "SELECT json_build_array("
-    "(SELECT json_agg(tablename) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()),"
-    " (SELECT json_agg(attname) FROM pg_catalog.pg_attribute"
-    " WHERE attrelid = to_regclass(quote_ident(current_schema()) || '.finetune')"
-    " AND attnum > 0 AND NOT attisdropped))"
+    "SELECT pg_catalog.json_build_array("
+    "(SELECT pg_catalog.json_agg(tablename) FROM pg_catalog.pg_tables"
+    " WHERE schemaname OPERATOR(pg_catalog.=) pg_catalog.current_schema()),"
+    " (SELECT pg_catalog.json_agg(attname) FROM pg_catalog.pg_attribute"
+    " WHERE attrelid OPERATOR(pg_catalog.=)"
+    " pg_catalog.to_regclass(pg_catalog.concat(pg_catalog.quote_ident(pg_catalog.current_schema()), '.finetune'))"
+    " AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped))"
 )
 
 
 def _check_revision(reader: ServerReader) -> None:
+    """Refuse a database that is not a store at head (see :func:`bflsync.read.reader.require_head`)."""
+    refusal = pg_session.untrusted_objects_refusal(
+        reader.where, reader.rows(pg_session.UNTRUSTED_OBJECTS_SQL)
+    )
+    if refusal is not None:
+        raise StoreUnsafeError(refusal)
     ((catalogue,),) = reader.rows(_CATALOGUE)
     tables, columns = (names or [] for names in catalogue)
     require_head(reader.rows, reader.where, tables)

@@ -38,7 +38,16 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
 from bflsync.config import default_db_path
-from bflsync.errors import InputError, StoreBehindError, StoreError, StoreMissingError, StoreWriteError
+from bflsync.errors import (
+    InputError,
+    StoreBehindError,
+    StoreBusyError,
+    StoreError,
+    StoreMissingError,
+    StoreUnsafeError,
+    StoreWriteError,
+)
+from bflsync.store import pg_session
 from bflsync.store.account_merge import downgrade_refusal
 from bflsync.store.check import (
     ACCOUNTS_REVISION,
@@ -51,6 +60,7 @@ from bflsync.store.check import (
     check_server_options,
     classify_tables,
     display_url,
+    refuse_ambiguous_url,
     reject_behind,
     reject_unusable,
     require_sqlite_file,
@@ -109,6 +119,7 @@ def locate_store(db: str | None) -> StoreLocation:
     if db is None:
         path = default_db_path()
     elif "://" in db:
+        refuse_ambiguous_url(db)
         try:
             url = sa.make_url(db)
         except sa.exc.ArgumentError:
@@ -178,7 +189,9 @@ def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: 
 
 def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
     try:
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(
+            url, pool_pre_ping=True, connect_args=pg_session.connect_args(dict(url.query))
+        )
     except (sa.exc.NoSuchModuleError, ModuleNotFoundError) as exc:
         raise InputError(
             f"--db: no database driver for {url.drivername!r} is installed ({exc}); "
@@ -193,6 +206,20 @@ def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
             cursor.close()
             # SET is transactional in PostgreSQL: without a commit the pool's reset rolls it back.
             dbapi_connection.commit()
+
+    where = display_url(url.render_as_string(hide_password=False))
+
+    @event.listens_for(engine, "connect")
+    def _refuse_planted_code(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(pg_session.UNTRUSTED_OBJECTS_SQL)
+            refusal = pg_session.untrusted_objects_refusal(where, cursor.fetchall())
+        finally:
+            cursor.close()
+            dbapi_connection.rollback()
+        if refusal is not None:
+            raise StoreUnsafeError(refusal)
 
     return engine
 
@@ -448,11 +475,30 @@ def translate_errors(location: StoreLocation) -> Iterator[None]:
     """Turn driver errors about the file itself into one-line store errors; others pass through."""
     try:
         yield
+    except StoreBusyError as exc:
+        if location.path is None and "; held by" not in str(exc):
+            raise StoreBusyError(f"{exc}; {_lock_holders(location)}") from exc
+        raise
     except (sa.exc.DBAPIError, sqlite3.Error) as exc:
         error = _store_error_for(location, str(getattr(exc, "orig", exc)))
         if error is None:
             raise
+        if isinstance(error, StoreBusyError) and location.path is None:
+            error = StoreBusyError(f"{error}; {_lock_holders(location)}")
         raise error from exc
+
+
+def _lock_holders(location: StoreLocation) -> str:
+    """Who holds locks on the store's tables, for a one-line lock timeout error; best effort."""
+    engine = create_store_engine(location, read_only=True)
+    try:
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(pg_session.LOCK_HOLDERS_SQL).all()
+    except (sa.exc.SQLAlchemyError, StoreError):
+        return "its holder is not visible"
+    finally:
+        engine.dispose()
+    return pg_session.describe_lock_holders([tuple(row) for row in rows])
 
 
 def _store_error_for(location: StoreLocation, message: str) -> StoreError | None:

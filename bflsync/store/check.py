@@ -21,8 +21,10 @@ from bflsync.errors import (
     InputError,
     NotAStoreError,
     StoreBehindError,
+    StoreBusyError,
     StoreError,
     StoreMissingError,
+    StoreRefusedError,
     StoreTooNewError,
     StoreUnreachableError,
     StoreWriteError,
@@ -39,6 +41,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0008_labels",
     "0009_search_text",
     "0012_views",
+    "0013_hardening",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
@@ -125,11 +128,64 @@ SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "ve
 _INTEGER_OPTIONS = ("port", "connect_timeout")
 
 
+# libpq's connection parameters (PostgreSQL 17); any other name in the URL's query is refused.
+LIBPQ_OPTIONS = frozenset(
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "require_auth",
+        "channel_binding",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "replication",
+        "gssencmode",
+        "sslmode",
+        "sslnegotiation",
+        "requiressl",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcertmode",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "requirepeer",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "krbsrvname",
+        "gsslib",
+        "gssdelegation",
+        "service",
+        "target_session_attrs",
+        "load_balance_hosts",
+    ]
+)
+
+
 def check_server_options(options: Iterable[tuple[str, str]]) -> None:
     """Refuse (exit 2) a server URL's options that libpq cannot read, before anything connects.
 
     ``port`` may list one number per host (``h1,h2`` with ``5432,5433``).
     """
+    options = list(options)
+    unknown = sorted({name for name, _ in options} - LIBPQ_OPTIONS)
+    if unknown:
+        raise InputError(f"--db: {', '.join(map(repr, unknown))} is not a PostgreSQL connection option")
     for name, text in options:
         if name == "sslmode" and text not in SSL_MODES:
             raise InputError(f"--db: sslmode={text!r} is none of {', '.join(sorted(SSL_MODES))}")
@@ -197,6 +253,56 @@ _UNREACHABLE_SERVER = (
 )
 
 
+# What PostgreSQL says when it cancels or refuses a statement for a limit, not for its data.
+_SERVER_REFUSALS = (
+    "due to statement timeout",
+    "due to user request",
+    "idle-in-transaction timeout",
+    "out of shared memory",
+    "too many connections",
+    "number of parameters must be",
+    "too many bind parameters",
+)
+_CONNECTION_LOST = (
+    "server closed the connection unexpectedly",
+    "terminating connection",
+    "connection is closed",
+    "connection already closed",
+    "consuming input failed",
+    "ssl syscall error",
+    "lost the connection",
+)
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else message
+
+
+# libpq's connection options that hold secrets: shown as *** wherever a URL is shown.
+SECRET_OPTIONS = frozenset({"password", "sslpassword"})
+
+
+def refuse_ambiguous_url(url: str) -> None:
+    """Refuse (exit 2), before anything connects or looks a host up, a server URL that parses two ways.
+
+    An unencoded ``/``, ``?``, ``#`` or ``@`` in the password ends the host part early for one
+    parser and not for another: a piece of the password then becomes a host name (sent to DNS),
+    a database name or an option, and shows in error messages. The URL is not repeated here.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.startswith("sqlite"):
+        return
+    ends = [index for index in (rest.find(mark) for mark in "/?#") if index >= 0]
+    authority, tail = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
+    if authority.count("@") > 1 or "@" in tail:
+        from bflsync.errors import InputError
+
+        raise InputError(
+            "--db: the URL cannot be read unambiguously (the user name or password holds an unencoded "
+            "'@', '/', '?' or '#'): percent-encode them (@ as %40, / as %2F, ? as %3F, # as %23)"
+        )
+
+
 def display_url(url: str) -> str:
     """The URL as errors show it: its password, in the userinfo or as libpq's ``?password=``, as ``***``.
 
@@ -212,7 +318,9 @@ def display_url(url: str) -> str:
     if question:
         pairs = (pair.partition("=") for pair in query.split("&"))
         query = "&".join(
-            f"{key}={'***' if unquote_plus(key).strip() == 'password' else value}" if equals else key
+            f"{key}={'***' if unquote_plus(key).strip().lower() in SECRET_OPTIONS else value}"
+            if equals
+            else key
             for key, equals, value in pairs
         )
     return f"{scheme}{separator}{userinfo}{at}{rest}{question}{query}"
@@ -228,6 +336,17 @@ def store_error_for(where: str, message: str) -> StoreError | None:
     ):
         first_line = message.strip().splitlines()[0] if message.strip() else message
         return StoreUnreachableError(f"cannot reach the store at {where} ({first_line})")
+    if "due to lock timeout" in lowered or "could not obtain lock" in lowered:
+        return StoreBusyError(
+            f"the store at {where} is locked by another session for longer than lock_timeout "
+            f"({_first_line(message)})"
+        )
+    if any(s in lowered for s in _SERVER_REFUSALS):
+        return StoreRefusedError(
+            f"the database server refused the statement at {where} ({_first_line(message)})"
+        )
+    if any(s in lowered for s in _CONNECTION_LOST):
+        return StoreUnreachableError(f"lost the connection to the store at {where} ({_first_line(message)})")
     if "database is locked" in lowered or "database is busy" in lowered:
         return StoreWriteError(
             f"the store at {where} stayed locked by another writer for longer than "

@@ -60,6 +60,17 @@ class LabelChange:
 
 
 @dataclass(frozen=True, slots=True)
+class Author:
+    """Who makes a change: the OS account of the process's real uid, and ``--as`` free text if given.
+
+    The database role is added by the write itself (``session_user`` on PostgreSQL).
+    """
+
+    os_user: str
+    attribution: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EditOutcome:
     finetune_id: str
     source: str
@@ -86,6 +97,7 @@ def parse_assignment(text: str) -> tuple[str, LabelValue]:
             f'bad label {text!r}: a label cannot be null; use --remove {key} (or "null" for text)'
         )
     _refuse_nul(parsed.value, what=f"label {key!r}")
+    _refuse_inexact_integer(key, text.partition("=")[2], parsed.value)
     return key, parsed.value
 
 
@@ -97,13 +109,12 @@ def build_edit(assignments: Sequence[str], removals: Sequence[str]) -> LabelEdit
         if key in assign:
             raise InputError(f"label {key!r} is given twice")
         assign[key] = value
-    remove = []
+    remove: dict[str, None] = {}  # ordered and without repeats, in linear time
     for key in removals:
         check_key(key)
         if key in assign:
             raise InputError(f"label {key!r} is both set and removed")
-        if key not in remove:
-            remove.append(key)
+        remove[key] = None
     if not assign and not remove:
         raise InputError("nothing to do: give KEY=VALUE labels to set or --remove KEY")
     return LabelEdit(assign=assign, remove=tuple(remove))
@@ -124,7 +135,7 @@ def edit_labels(
     *,
     source: str | None,
     account: str | None,
-    actor: str,
+    actor: Author,
     now: datetime,
 ) -> EditOutcome:
     """Apply ``edit`` to one finetune's labels in one transaction; unchanged values write nothing."""
@@ -141,7 +152,7 @@ def add_note(
     *,
     source: str | None,
     account: str | None,
-    actor: str,
+    actor: Author,
     now: datetime,
 ) -> str:
     """Append a note to one finetune; returns the source it was found under."""
@@ -149,7 +160,10 @@ def add_note(
         pk, found_source = _find(connection, finetune_id, source=source, account=account)
         connection.execute(
             sa.insert(note_table).values(
-                finetune_pk=pk, text=check_note(text), written_by=actor, written_at=now
+                finetune_pk=pk,
+                text=check_note(text),
+                written_at=now,
+                **_authorship(connection, actor, "written"),
             )
         )
     return found_source
@@ -164,19 +178,37 @@ def _find(
     return found.pk, found.record.source
 
 
+def _authorship(connection: Connection, actor: Author, verb: str) -> dict[str, str | None]:
+    """The ``{verb}_by``, ``{verb}_by_role`` and ``{verb}_as`` columns of a row ``actor`` writes."""
+    role = None
+    if connection.dialect.name == "postgresql":
+        # A SQL keyword, not a function name: nothing planted in a schema can stand in for it.
+        role = connection.scalar(sa.text("SELECT session_user"))
+    return {f"{verb}_by": actor.os_user, f"{verb}_by_role": role, f"{verb}_as": actor.attribution}
+
+
+# Bound parameters per statement stay far below PostgreSQL's 65,535 and SQLite's 32,766.
+_KEYS_PER_SELECT = 5000
+
+
 def apply_edit(
-    connection: Connection, *, finetune_pk: int, edit: LabelEdit, actor: str, now: datetime
+    connection: Connection, *, finetune_pk: int, edit: LabelEdit, actor: Author, now: datetime
 ) -> list[LabelChange]:
     """Write the label rows and their history on the caller's transaction. Never commits."""
     keys = sorted({*edit.assign, *edit.remove})
-    current = {
-        row.key: row.value
-        for row in connection.execute(
-            sa.select(label_table.c.key, label_table.c.value).where(
-                label_table.c.finetune_pk == finetune_pk, label_table.c.key.in_(keys)
+    current: dict[str, str] = {}
+    for start in range(0, len(keys), _KEYS_PER_SELECT):
+        chunk = keys[start : start + _KEYS_PER_SELECT]
+        current.update(
+            (row.key, row.value)
+            for row in connection.execute(
+                sa.select(label_table.c.key, label_table.c.value).where(
+                    label_table.c.finetune_pk == finetune_pk, label_table.c.key.in_(chunk)
+                )
             )
         )
-    }
+    setter = _authorship(connection, actor, "set")
+    changer = _authorship(connection, actor, "changed") if keys else {}
     changes: list[LabelChange] = []
     for key in keys:
         old = current.get(key)
@@ -185,7 +217,7 @@ def apply_edit(
             new: str | None = canonical_json(edit.assign[key])
             if new == old:
                 continue
-            row = {"value": new, "set_by": actor, "set_at": now}
+            row = {"value": new, "set_at": now, **setter}
             if old is None:
                 connection.execute(sa.insert(label_table).values(finetune_pk=finetune_pk, key=key, **row))
             else:
@@ -203,8 +235,8 @@ def apply_edit(
                 key=key,
                 change=change.change,
                 value=new,
-                changed_by=actor,
                 changed_at=now,
+                **changer,
             )
         )
         changes.append(change)
@@ -214,6 +246,33 @@ def apply_edit(
 def decode(value: str | None) -> Any:
     """A stored label value (canonical JSON text) as the value it holds."""
     return None if value is None else json.loads(value)
+
+
+_INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _refuse_inexact_integer(key: str, typed: str, value: LabelValue) -> None:
+    """An integer the filter language would read as a rounded float, or beyond 64 bits, is refused.
+
+    Labels compare as numbers on both engines, and neither keeps integers past 64 bits exactly
+    (SQLite's JSON functions read them as floats), so storing one would silently change it.
+    """
+    if _INTEGER.fullmatch(typed) and (not isinstance(value, int) or value not in _INT64):
+        raise InputError(
+            f"label {key!r}: the integer {typed.strip()} does not fit in 64 bits and would not be kept "
+            f"exactly; quote it to keep it as text ({key}='\"{typed.strip()}\"')"
+        )
+
+
+def check_attribution(text: str) -> str:
+    """``--as NAME``: free text on one line, that the store can keep."""
+    if not text.strip():
+        raise InputError("--as needs a name")
+    if any(character in text for character in "\n\r"):
+        raise InputError("--as is one line of text")
+    _refuse_nul(text, what="--as")
+    return text
 
 
 def _refuse_nul(value: LabelValue, *, what: str) -> None:

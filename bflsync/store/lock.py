@@ -197,7 +197,15 @@ def _alive(pid: int) -> bool:
 
 
 class AdvisoryLock(_PollingLock):
-    """Exclusive lock on a PostgreSQL store, held by a dedicated connection for the whole sync."""
+    """Exclusive lock on a PostgreSQL store, held by a dedicated connection for the whole sync.
+
+    At head the lock is the one row of ``bflsync_lock``, locked ``FOR UPDATE NOWAIT`` in a
+    transaction that stays open until :meth:`release`. ``FOR UPDATE`` needs the UPDATE privilege:
+    a role that cannot write the store is refused (exit 3) instead of taking the lock, so it
+    cannot stop the writers. A store without that table (new, or older than ``0013_hardening``)
+    is locked as before with a session advisory lock, for as long as creating or upgrading it takes.
+    The name is kept from when it was only that.
+    """
 
     def __init__(
         self,
@@ -211,29 +219,55 @@ class AdvisoryLock(_PollingLock):
         self.location = location
         self._engine: sa.Engine | None = None
         self._connection: sa.Connection | None = None
+        self._advisory = False
 
     def acquire(self) -> None:
         """Take the lock, polling up to ``wait_s`` seconds; raise SyncLockedError naming the holder."""
         engine = create_store_engine(self.location, read_only=False)
         try:
             with translate_errors(self.location):
-                connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                connection = engine.connect()
         except BaseException:
             engine.dispose()
             raise
         try:
             with translate_errors(self.location):
-                self._poll(
-                    lambda: bool(connection.scalar(_TRY_ADVISORY_LOCK)), lambda: _running_pid(connection)
-                )
+                self._advisory = connection.scalar(_LOCK_TABLE) is None
+                connection.rollback()
+                try_once = self._try_advisory if self._advisory else self._try_row
+                self._poll(lambda: try_once(connection), lambda: _holder(connection, advisory=self._advisory))
         except BaseException:
             connection.close()
             engine.dispose()
             raise
         self._engine, self._connection = engine, connection
 
+    @staticmethod
+    def _try_row(connection: sa.Connection) -> bool:
+        """Lock the row; and yield to a writer still holding the advisory lock it took to create the table.
+
+        Only holders whose role may UPDATE the lock table count: anyone can take the advisory key.
+        """
+        try:
+            connection.execute(_LOCK_ROW)
+        except sa.exc.OperationalError as exc:
+            connection.rollback()
+            if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                return False
+            raise
+        if connection.execute(_WRITER_HOLDING_ADVISORY).first() is not None:
+            connection.rollback()
+            return False
+        return True
+
+    @staticmethod
+    def _try_advisory(connection: sa.Connection) -> bool:
+        taken = bool(connection.scalar(_TRY_ADVISORY_LOCK))
+        connection.commit()  # a session lock: the transaction that took it need not stay open
+        return taken
+
     def release(self) -> None:
-        """Unlock, then close the session (which would release the lock too, if the unlock failed).
+        """End the row lock's transaction (or unlock), then close the session.
 
         Closing alone is not enough for the next sync: the server ends the backend, and with
         it the lock, a moment after the client hangs up, so a sync started right after this
@@ -245,22 +279,86 @@ class AdvisoryLock(_PollingLock):
         self._connection = self._engine = None
         try:
             with contextlib.suppress(sa.exc.SQLAlchemyError):
-                connection.execute(_ADVISORY_UNLOCK)
+                if self._advisory:
+                    connection.execute(_ADVISORY_UNLOCK)
+                    connection.commit()
+                else:
+                    connection.rollback()
             connection.close()
         finally:
             engine.dispose()
 
+    def before_dropping_lock_table(self) -> None:
+        """Hold the advisory lock instead of the row, whose table a downgrade is about to drop.
 
-# One key per database: two stores in one PostgreSQL cluster do not exclude each other.
-_TRY_ADVISORY_LOCK = sa.text("SELECT pg_try_advisory_lock(hashtext('bflsync sync ' || current_database()))")
-_ADVISORY_UNLOCK = sa.text("SELECT pg_advisory_unlock(hashtext('bflsync sync ' || current_database()))")
+        The drop would otherwise wait for this very session's row lock until ``lock_timeout``.
+        """
+        if self._connection is None or self._advisory:
+            return
+        connection = self._connection
+        with translate_errors(self.location):
+            if not self._try_advisory(connection):
+                raise SyncLockedError(f"another sync is running ({_holder(connection, advisory=True)})")
+            connection.rollback()  # ends the row lock; the advisory lock stays with the session
+        self._advisory = True
 
 
-def _running_pid(connection: sa.Connection) -> str:
-    """The holder's pid as its run row records it (it may run on another machine)."""
-    if not sa.inspect(connection).has_table("sync_run"):
-        return "pid unknown"
-    pid = connection.scalar(
-        sa.text("SELECT pid FROM sync_run WHERE status = 'running' ORDER BY id DESC LIMIT 1")
-    )
-    return f"pid {pid}" if pid is not None else "pid unknown"
+# Every function and operator schema-qualified: a role that can create objects must not be
+# able to make these statements run its code (see bflsync.store.pg_session).
+_LOCK_TABLE = sa.text("SELECT pg_catalog.to_regclass('bflsync_lock')")
+_LOCK_ROW = sa.text("SELECT id FROM bflsync_lock WHERE id OPERATOR(pg_catalog.=) 1 FOR UPDATE NOWAIT")
+_LOCK_NOT_AVAILABLE = "55P03"
+# One key per database: two stores in one PostgreSQL cluster do not exclude each other. The same
+# key as bflsync releases before 0013_hardening, so old and new exclude each other while upgrading.
+_KEY = "pg_catalog.hashtext(pg_catalog.concat('bflsync sync ', pg_catalog.current_database()))"
+_TRY_ADVISORY_LOCK = sa.text(f"SELECT pg_catalog.pg_try_advisory_lock({_KEY})")
+_ADVISORY_UNLOCK = sa.text(f"SELECT pg_catalog.pg_advisory_unlock({_KEY})")
+# Who holds it, as far as the server shows: pg_locks and the role of each session are visible to all.
+_ROW_HOLDER = sa.text(
+    "SELECT a.pid, a.usename FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a"
+    " ON a.pid OPERATOR(pg_catalog.=) l.pid"
+    " WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.granted"
+    " AND l.mode OPERATOR(pg_catalog.=) 'RowShareLock'"
+    " AND l.relation OPERATOR(pg_catalog.=) pg_catalog.to_regclass('bflsync_lock')"
+    " AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() LIMIT 1"
+)
+_ADVISORY_HOLDER_SQL = (
+    "SELECT a.pid, a.usename FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a"
+    " ON a.pid OPERATOR(pg_catalog.=) l.pid"
+    " WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted"
+    " AND l.objsubid OPERATOR(pg_catalog.=) 1"
+    f" AND l.objid OPERATOR(pg_catalog.=) (({_KEY})::pg_catalog.int8"
+    " OPERATOR(pg_catalog.&) 4294967295)::pg_catalog.oid"
+    " AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()"
+)
+_ADVISORY_HOLDER = sa.text(f"{_ADVISORY_HOLDER_SQL} LIMIT 1")
+# A writer that took the advisory lock because the lock table did not exist yet (it was creating
+# the store) still holds the store after its migration created the table.
+_WRITER_HOLDING_ADVISORY = sa.text(
+    f"{_ADVISORY_HOLDER_SQL} AND pg_catalog.has_table_privilege(a.usesysid, 'bflsync_lock', 'UPDATE') LIMIT 1"
+)
+
+
+def _holder(connection: sa.Connection, *, advisory: bool) -> str:
+    """The holding session's server pid and role, and the pid its run row records (on its own machine)."""
+    try:
+        row = None if advisory else connection.execute(_ROW_HOLDER).first()
+        if row is None:
+            row = connection.execute(_ADVISORY_HOLDER).first()
+        run_pid = (
+            connection.scalar(
+                sa.text("SELECT pid FROM sync_run WHERE status = 'running' ORDER BY id DESC LIMIT 1")
+            )
+            if sa.inspect(connection).has_table("sync_run")
+            else None
+        )
+    except sa.exc.SQLAlchemyError:
+        connection.rollback()
+        return "holder unknown"
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+    parts = [f"server pid {row.pid}, role {row.usename}"] if row is not None else []
+    if run_pid is not None:
+        parts.append(f"client pid {run_pid}")
+    return "; ".join(parts) if parts else "pid unknown"

@@ -144,6 +144,8 @@ class FinetuneVersion(SQLModel, table=True):
     changed_keys: str | None = Field(default=None, sa_type=sa.Text)
     observed_at: datetime = Field(sa_type=UTCDateTime, index=True)
     sync_run_id: int | None = Field(default=None, foreign_key="sync_run.id", index=True)
+    # The API key was found in the answer and replaced by a marker before storage (bflsync.store.redaction).
+    redacted: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class FinetuneStatus(SQLModel, table=True):
@@ -250,6 +252,10 @@ class FinetuneLabel(SQLModel, table=True):
     """Canonical JSON of a string, number or boolean, typed as filter values are."""
     set_by: str
     set_at: datetime = Field(sa_type=UTCDateTime)
+    set_by_role: str | None = None
+    """The PostgreSQL ``session_user`` that set it; NULL on SQLite (``set_by`` is the OS account)."""
+    set_as: str | None = None
+    """Free text given with ``--as NAME``: an attribution, not an identity."""
 
 
 class FinetuneLabelChange(SQLModel, table=True):
@@ -266,6 +272,8 @@ class FinetuneLabelChange(SQLModel, table=True):
     """The new value as canonical JSON; NULL when the label was removed."""
     changed_by: str
     changed_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    changed_by_role: str | None = None
+    changed_as: str | None = None
 
 
 class FinetuneNote(SQLModel, table=True):
@@ -278,3 +286,16 @@ class FinetuneNote(SQLModel, table=True):
     text: str = Field(sa_type=sa.Text)
     written_by: str
     written_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    written_by_role: str | None = None
+    written_as: str | None = None
+
+
+class BflsyncLock(SQLModel, table=True):
+    """One row that a PostgreSQL sync locks ``FOR UPDATE``: only a role that may UPDATE it can lock.
+
+    See :mod:`bflsync.store.lock`; SQLite stores lock the file instead.
+    """
+
+    __tablename__ = "bflsync_lock"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})

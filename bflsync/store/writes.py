@@ -115,6 +115,8 @@ class Observation:
 
     finetune_id: str
     details: Mapping[str, Any]
+    # The API key was found in the answer and replaced (bflsync.store.redaction); kept on the version.
+    redacted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +320,8 @@ def is_storage_error(error: BaseException) -> bool:
     PostgreSQL takes none): the caller stores the rest of the batch and records a ``storage``
     error for that one. Errors of the store itself (locked, full, gone) are not storage errors.
     """
-    if isinstance(error, sa.exc.DataError):
+    if isinstance(error, sa.exc.DataError | RecursionError):
+        # RecursionError: details nested deeper than a recursive step of storing them can walk.
         return True
     sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
     return (
@@ -330,6 +333,8 @@ def is_storage_error(error: BaseException) -> bool:
 
 def storage_error_message(finetune_id: str, error: BaseException) -> str:
     """One line naming the finetune and the database's reason, without the statement or its values."""
+    if isinstance(error, RecursionError):
+        return f"cannot store finetune {finetune_id!r}: its details nest too deeply to store"
     reason = str(getattr(error, "orig", None) or error).strip().splitlines()
     return f"cannot store finetune {finetune_id!r}: {reason[0] if reason else type(error).__name__}"
 
@@ -361,6 +366,7 @@ def record_observations(
     outcomes: dict[str, Outcome] = {}
     new_rows: list[dict[str, Any]] = []
     new_keys: list[list[str]] = []
+    new_redactions: list[bool] = []
     changed: list[tuple[_Stored, Observation, str, str, Outcome]] = []
     unchanged_pks: list[int] = []
 
@@ -372,6 +378,7 @@ def record_observations(
         outcomes[finetune_id] = outcome
         if current is None:
             new_keys.append(changed_keys(None, observation.details))
+            new_redactions.append(observation.redacted)
             new_rows.append(
                 {
                     "source": source,
@@ -389,7 +396,7 @@ def record_observations(
         else:
             changed.append((current, observation, canonical, digest, outcome))
 
-    _insert_new(session, tables, new_rows, new_keys, run_id=run_id, now=now)
+    _insert_new(session, tables, new_rows, new_keys, new_redactions, run_id=run_id, now=now)
     _apply_changes(session, tables, changed, run_id=run_id, now=now)
     for pks in chunked(unchanged_pks):
         session.execute(
@@ -619,6 +626,7 @@ def _insert_new(
     tables: _Tables,
     rows: list[dict[str, Any]],
     keys_per_row: list[list[str]],
+    redactions: list[bool],
     *,
     run_id: int | None,
     now: datetime,
@@ -638,7 +646,16 @@ def _insert_new(
     )
     copied = ["details", "content_hash", *(["details_jsonb"] if tables.search else [])]
     created_version = sa.insert(tables.version).from_select(
-        ["finetune_pk", "version", "change", *copied, "changed_keys", "observed_at", "sync_run_id"],
+        [
+            "finetune_pk",
+            "version",
+            "change",
+            *copied,
+            "changed_keys",
+            "observed_at",
+            "sync_run_id",
+            "redacted",
+        ],
         sa.select(
             finetune.c.id,
             finetune.c.version,
@@ -647,6 +664,7 @@ def _insert_new(
             sa.bindparam("v_changed_keys", type_=sa.Text()),
             stamp,
             sa.literal(run_id, sa.Integer()),
+            sa.bindparam("v_redacted", type_=sa.Boolean()),
         ).where(
             finetune.c.source == sa.bindparam("v_source"),
             finetune.c.account == sa.bindparam("v_account"),
@@ -661,8 +679,9 @@ def _insert_new(
                 "v_account": row["account"],
                 "v_finetune_id": row["finetune_id"],
                 "v_changed_keys": canonical_json(keys),
+                "v_redacted": redacted,
             }
-            for row, keys in zip(rows, keys_per_row, strict=True)
+            for row, keys, redacted in zip(rows, keys_per_row, redactions, strict=True)
         ],
     )
 
@@ -716,6 +735,7 @@ def _apply_changes(
                 ),
                 "observed_at": now,
                 "sync_run_id": run_id,
+                "redacted": observation.redacted,
                 **({"details_jsonb": search["details_jsonb"]} if tables.search else {}),
             }
         )

@@ -46,7 +46,7 @@ from bflsync.errors import (
     RunLimitError,
     UpstreamGoneError,
 )
-from bflsync.store import status_writes, writes
+from bflsync.store import redaction, status_writes, writes
 from bflsync.store.fingerprint import key_fingerprint
 from bflsync.sync.gone import GoneTally
 
@@ -412,7 +412,7 @@ class _Writer:
             with self.session.begin():
                 counts = Counter(outcome.value for outcome in self._store(observations, now=now).values())
                 counts[STATUS_CHANGED] = self._record_the_rest(statuses, failures, now=now)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, RecursionError) as exc:
             if not writes.is_storage_error(exc):
                 raise
             logger.debug("a batch was refused by the store; storing it one finetune at a time", exc_info=exc)
@@ -447,7 +447,7 @@ class _Writer:
             try:
                 with self.session.begin_nested():
                     outcomes = self._store([observation], now=now)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, RecursionError) as exc:
                 if not writes.is_storage_error(exc):
                     raise
                 message = writes.storage_error_message(finetune_id, exc)
@@ -564,11 +564,15 @@ class _Writer:
 
 @dataclass(frozen=True, kw_only=True)
 class _KeyState:
-    """This run's key fingerprint, the one recorded for its account, and the account's live finetunes."""
+    """This run's key fingerprint, the one recorded for its account, and the account's finetunes.
+
+    ``stored_ids`` holds every finetune stored for the account, tombstoned ones too: a key whose
+    listing shares none of them is another account's, whether they are deleted now or not.
+    """
 
     fingerprint: str
     recorded: str | None
-    live_ids: frozenset[str]
+    stored_ids: frozenset[str]
 
 
 def _read_key_state(session: Session, api_key: Secret, *, source: str, account: str) -> _KeyState:
@@ -576,7 +580,7 @@ def _read_key_state(session: Session, api_key: Secret, *, source: str, account: 
     return _KeyState(
         fingerprint=key_fingerprint(api_key, secret=secret),
         recorded=writes.recorded_fingerprint(session, source=source, account=account),
-        live_ids=frozenset(writes.stored_ids(session, source=source, account=account, live_only=True)),
+        stored_ids=frozenset(writes.stored_ids(session, source=source, account=account)),
     )
 
 
@@ -751,8 +755,10 @@ class _Run:
 
         A key other than the one recorded for ``(source, account)`` (or any key, when none is
         recorded yet but finetunes are stored) whose complete listing shares no finetune with
-        the account's live ones is almost surely another account's, run without ``--account``:
-        obeying it would mark all of them deleted. A rotated key still lists them, and is taken.
+        the account's stored ones, live or tombstoned, is almost surely another account's, run
+        without ``--account``: obeying it would mark all of them deleted. A rotated key still
+        lists them, and is taken. With a key recorded and nothing stored, nothing can confirm a
+        rotation, so a different key is refused too.
         A ``--id`` run cannot tell, so it never replaces the recorded fingerprint, and with a key
         other than the recorded one it is refused: the foreign finetunes it would store under the
         account would make that key's next full listing "overlap" and tombstone all the others.
@@ -766,9 +772,13 @@ class _Run:
             self.account_claim = (state.fingerprint, False)
             return
         if state.fingerprint != state.recorded:
-            live = state.live_ids
-            if live and live.isdisjoint(listed_ids) and not self.options.accept_new_key:
-                raise RunFailedError(self._foreign_key_error(len(live)), ExitCode.INPUT)
+            stored = state.stored_ids
+            if not self.options.accept_new_key:
+                if stored and stored.isdisjoint(listed_ids):
+                    raise RunFailedError(self._foreign_key_error(len(stored)), ExitCode.INPUT)
+                if not stored and state.recorded is not None:
+                    # Nothing stored to recognise the account by, and a key was recorded: whose is this one?
+                    raise RunFailedError(self._unrecognisable_key_error(), ExitCode.INPUT)
             self.result.key_changed = state.recorded is not None
             if self.result.key_changed:
                 logger.warning(
@@ -784,6 +794,13 @@ class _Run:
             f"this key lists none of {stored} stored for account {self.recorder.account!r} at "
             f"{self.client.source}: pass --account NAME for another account, or --accept-new-key "
             "if the old finetunes are really gone"
+        )
+
+    def _unrecognisable_key_error(self) -> str:
+        return (
+            f"this key is not the one recorded for account {self.recorder.account!r} at "
+            f"{self.client.source}, and no finetune of the account is stored to tell whose it is: "
+            "pass --account NAME for another account, or --accept-new-key if the key was rotated"
         )
 
     def _unconfirmed_key_error(self) -> str:
@@ -913,7 +930,10 @@ class _Run:
         """The finetune's ``get_result`` answer, or a failure of kind ``status_<kind>``."""
         self.gone.ask(RESULT_PATH)
         try:
-            answer = parse_answer(await self.client.get_result(finetune_id))
+            body, _ = redaction.redact(
+                await self.client.get_result(finetune_id), self.client.api_key.reveal()
+            )
+            answer = parse_answer(body)
         except ApiError as exc:
             warning = f"status of finetune {finetune_id} not recorded: {exc}"
             if not self.gone.hold(RESULT_PATH, exc, warning):
@@ -957,7 +977,12 @@ class _Run:
                 attempts=exc.attempts,
             )
             return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
-        return writes.Observation(finetune_id, details), None
+        details, redacted = redaction.redact(details, self.client.api_key.reveal())
+        if redacted:
+            logger.warning(
+                "finetune %s: the API key was in the answer; stored as %s", finetune_id, redaction.MARKER
+            )
+        return writes.Observation(finetune_id, details, redacted), None
 
     async def _write(self, queue: asyncio.Queue[_Finished | None]) -> None:
         loop = asyncio.get_running_loop()
