@@ -31,6 +31,9 @@
     ├── RunFailedError           a sync run that could not do its job; exits as the error that
     │                            failed it (3 when none says otherwise)
     ├── DriftError               `db check`: the models and the migrations differ (exit 1)
+    ├── AuditError               `audit verify`: the record is not what was written (exit 5): a row
+    │                            edited, deleted, inserted or moved, a current row that disagrees with
+    │                            its history, a checkpoint the chain does not extend, a bad signature
     └── SyncLockedError          another sync holds the lock (exit 4)
 
 Exits that are no error class: 0 and 1 (a ``partial`` sync) come from a run's outcome, and
@@ -54,6 +57,7 @@ class ExitCode(IntEnum):
     INPUT = 2
     CANNOT_RUN = 3
     LOCKED = 4
+    TAMPERED = 5
     INTERNAL = 70
     # 128 plus the POSIX signal numbers (SIGINT 2, SIGPIPE 13, SIGTERM 15), spelled out so that
     # every command need not import the signal module (a test keeps them equal to it).
@@ -219,6 +223,12 @@ class DriftError(BflsyncError):
 
 class SyncLockedError(BflsyncError):
     exit_code = ExitCode.LOCKED
+
+
+class AuditError(BflsyncError):
+    """The store's record fails verification; the message names the first broken link and what differs."""
+
+    exit_code = ExitCode.TAMPERED
 
 
 class RunLimitError(ApiError):

@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from bflsync.audit import chain
 from bflsync.errors import InputError
 from bflsync.extract import canonical_json
 from bflsync.read.filters import parse_filter
@@ -147,11 +148,13 @@ def add_note(
     """Append a note to one finetune; returns the source it was found under."""
     with engine.begin() as connection:
         pk, found_source = _find(connection, finetune_id, source=source, account=account)
+        chained_up_to = chain.last_id(connection, "finetune_note")
         connection.execute(
             sa.insert(note_table).values(
                 finetune_pk=pk, text=check_note(text), written_by=actor, written_at=now
             )
         )
+        chain.append(connection, "finetune_note", after_id=chained_up_to)
     return found_source
 
 
@@ -167,7 +170,8 @@ def _find(
 def apply_edit(
     connection: Connection, *, finetune_pk: int, edit: LabelEdit, actor: str, now: datetime
 ) -> list[LabelChange]:
-    """Write the label rows and their history on the caller's transaction. Never commits."""
+    """Write the label rows and their history (appended to the hash chain) on the caller's
+    transaction. Never commits."""
     keys = sorted({*edit.assign, *edit.remove})
     current = {
         row.key: row.value
@@ -178,6 +182,7 @@ def apply_edit(
         )
     }
     changes: list[LabelChange] = []
+    chained_up_to = chain.last_id(connection, "finetune_label_change")
     for key in keys:
         old = current.get(key)
         where = (label_table.c.finetune_pk == finetune_pk, label_table.c.key == key)
@@ -208,6 +213,7 @@ def apply_edit(
             )
         )
         changes.append(change)
+    chain.append(connection, "finetune_label_change", after_id=chained_up_to)
     return changes
 
 

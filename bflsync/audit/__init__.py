@@ -1,0 +1,1 @@
+"""The record's integrity: the hash chain, verify, checkpoints, export and import."""
