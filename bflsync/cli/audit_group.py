@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from bflsync.audit import checkpoint as checkpoints
 from bflsync.audit.chain import head, origin
@@ -165,3 +165,21 @@ def _write_new(path: Path, text: str, *, mode: int) -> None:
         raise InputError(f"cannot create {str(path)!r}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def save_run_checkpoint(engine: Engine, directory: Path, *, run_id: int) -> Path:
+    """Write the checkpoint as it stands after run ``run_id`` to ``directory/run-NNNNNN.checkpoint``.
+
+    Written to a temporary name and renamed, so a reader (git, rsync) never sees half a checkpoint.
+    """
+    with engine.connect() as connection:
+        text = render_checkpoint(connection, signer_key=None)
+    target = directory / f"run-{run_id:06d}.checkpoint"
+    partial = directory / f".{target.name}.partial"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as exc:
+        raise InputError(f"--checkpoint-dir: cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    return target

@@ -151,6 +151,11 @@ from bflsync.sync.run import ProgressCallback, SyncOptions, SyncResult, run_sync
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="After the run, write the hash chain's checkpoint to DIR/run-NNNNNN.checkpoint (see `bflsync audit`).",
+)
+@click.option(
     "--wait",
     "wait_s",
     type=FiniteFloatRange(min=0),
@@ -184,6 +189,7 @@ def sync(
     no_credits: bool,
     output_format: str,
     as_json: bool,
+    checkpoint_dir: Path | None,
     wait_s: float,
 ) -> None:
     """Fetch every finetune's details from the BFL API into the store, with an audit version per change.
@@ -282,6 +288,10 @@ def sync(
                 report_opened(cli_context, location, opened)
                 with access.translate_errors(location):
                     result, signum = _run(opened.engine, settings, options, show_progress=show_progress)
+                    if checkpoint_dir is not None and result.run_id is not None:
+                        from bflsync.cli.audit_group import save_run_checkpoint
+
+                        save_run_checkpoint(opened.engine, checkpoint_dir, run_id=result.run_id)
                     _report(result, as_json=as_json, quiet=cli_context.quiet)
             finally:
                 opened.engine.dispose()
