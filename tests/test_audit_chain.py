@@ -281,7 +281,7 @@ def test_concurrent_writers_without_the_sync_lock_never_fork_the_chain(store_url
 
 @pytest.fixture
 def two_accounts() -> Iterator[MockBFL]:
-    with MockBFL.serve(count=40, seed=1, api_key=KEY, latency_ms=20) as mock:
+    with MockBFL.serve(count=20, seed=1, api_key=KEY, latency_ms=5) as mock:
         mock.add_account(OTHER_KEY, {"other-1": ALPHA, "other-2": BRAVO})
         yield mock
 

@@ -150,7 +150,8 @@ def generate_keys(name: str) -> tuple[str, str]:
 
 
 def _parse_key(text: str, *, private: bool) -> tuple[str, int, bytes]:
-    fields = text.strip().split("+")
+    # Base64 may hold '+' too: only the leading fields are split off, as Go's note package does.
+    fields = text.strip().split("+", 4 if private else 2)
     if private:
         if len(fields) != 5 or fields[:2] != ["PRIVATE", "KEY"]:
             raise InputError("not a signer key: expected PRIVATE+KEY+NAME+ID+KEY (bflsync audit keygen)")
