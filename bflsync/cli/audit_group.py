@@ -179,7 +179,7 @@ def save_run_checkpoint(engine: Engine, directory: Path, *, run_id: int) -> Path
     try:
         directory.mkdir(parents=True, exist_ok=True)
         partial.write_text(text, encoding="utf-8")
-        os.replace(partial, target)
+        partial.replace(target)
     except OSError as exc:
         raise InputError(f"--checkpoint-dir: cannot write {str(target)!r}: {exc.strerror or exc}") from None
     return target
