@@ -3,8 +3,10 @@
 What a pass proves: every chained row still holds the content it was written with, in its place;
 no row was inserted into the chain, removed from its middle or moved; every row of the chained
 tables is in it (runs still ``running`` apart); each finetune's current row (its details, the
-columns extracted from them, its version, tombstone and training status) and its current labels
-agree with the last of its history. What it cannot prove alone: that the newest rows were not
+columns extracted from them, its version, tombstone, first-seen and last-changed times and training
+status) and its current labels agree with the last of its history. Not covered: the bookkeeping no
+history row records (``last_seen_at``, ``status_checked_at``, ``ready_at``), ``sync_error``,
+``account``, and PostgreSQL's derived search copies (rebuilt by ``db reextract``). What it cannot prove alone: that the newest rows were not
 removed, or the whole chain recomputed by someone who can write to the store. A checkpoint kept
 elsewhere proves that (``checkpoint=``): the chain's first ``size`` rows must hash to its head.
 
@@ -55,6 +57,7 @@ class _History:
     """What the walk remembers per finetune for the current-table check."""
 
     version: dict[int, tuple[int, str, int]] = field(default_factory=dict)  # pk -> (version, change, row id)
+    observed: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # pk -> (first, last observed_at)
     details: dict[int, tuple[str, str | None, int]] = field(
         default_factory=dict
     )  # pk -> (details, hash, version)
@@ -68,6 +71,8 @@ class _History:
         pk = row.extra[0]
         if table == "finetune_version":
             self.version[pk] = (row.value("version"), row.value("change"), row.row_id)
+            observed = chain.normal_value(chain.Kind.TIME, row.value("observed_at"))
+            self.observed[pk] = (self.observed.get(pk, (observed, None))[0], observed)
             if row.value("details") is not None:
                 self.details[pk] = (row.value("details"), row.value("content_hash"), row.value("version"))
         elif table == "finetune_status":
@@ -210,6 +215,8 @@ def _check_finetunes(connection: Connection, history: _History) -> int:
             "content_hash",
             "version",
             "deleted_at",
+            "first_seen_at",
+            "last_changed_at",
             "status",
             "progress",
             *EXTRACTED_FIELDS,
@@ -234,6 +241,11 @@ def _check_finetunes(connection: Connection, history: _History) -> int:
         if finetune.content_hash != digest:
             raise AuditError(f"{where}: content_hash differs from version {details_version}'s")
         _check_extracted(finetune, where)
+        first, latest = history.observed[finetune.id]
+        for name, expected in (("first_seen_at", first), ("last_changed_at", latest)):
+            stored = chain.normal_value(chain.Kind.TIME, getattr(finetune, name))
+            if stored != expected:
+                raise AuditError(f"{where}: {name} is {stored} but the history says {expected}")
         status = history.status.get(finetune.id)
         if status is not None and (finetune.status, finetune.progress) != status:
             raise AuditError(
