@@ -10,8 +10,8 @@ where the first row's previous hash is 32 zero bytes (:data:`GENESIS`). One chai
 store, rather than one per account, because labels, notes and runs interleave with versions and a
 single head is what a checkpoint has to name.
 
-The canonical content of a row is the canonical JSON (:func:`bflsync.extract.canonical_json`:
-sorted keys, compact separators, UTF-8 as is) of::
+The canonical content of a row is the JSON text (sorted keys, compact separators ``,`` and ``:``,
+UTF-8 as is, floats in Python's shortest round-trip form) of::
 
     {"table": "finetune_version", "finetune": [source, account, finetune_id], "row": {...}}
 
@@ -23,9 +23,10 @@ later revision leaves the hashes of older rows as they were. Values are written 
 * a timestamp as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, six fractional digits) from its parsed
   value, so the text form a store keeps it in never changes a hash;
 * a boolean as ``true``/``false`` (SQLite keeps 0 and 1);
-* a JSON column (``details``, ``changed_keys``, ``answer``, a label's ``value``) as the canonical
-  JSON text of its decoded value, so re-encoding stored JSON never changes a hash; text that is not
-  JSON is hashed as it is;
+* a JSON column (``details``, ``changed_keys``, ``answer``, a label's ``value``) as the store's
+  canonical JSON text (:func:`bflsync.extract.canonical_json`: also integral floats as integers) of
+  its decoded value, so re-encoding stored JSON never changes a hash; text that is not JSON is hashed
+  as it is;
 * anything else as the driver returns it.
 
 ``chain_seq`` and ``id`` are part of ``row``: a row moved to another place, renumbered, deleted or
@@ -39,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -84,6 +85,8 @@ class TableSpec:
     columns: tuple[str, ...]
     kinds: tuple[Kind, ...]
     has_finetune: bool
+    converters: tuple[Callable[[Any], Any], ...]
+    position: Mapping[str, int]
 
     def clause(self) -> sa.TableClause:
         """The table with untyped columns: no SQLAlchemy result processing, so a writer and ``verify``
@@ -124,10 +127,9 @@ def _spec(name: str) -> TableSpec:
         columns=tuple(c.name for c in hashed),
         kinds=tuple(_kind(name, c) for c in hashed),
         has_finetune=_FINETUNE_KEY in table.columns,
+        converters=tuple(_CONVERTERS[_kind(name, c)] for c in hashed),
+        position={c.name: index for index, c in enumerate(hashed)},
     )
-
-
-SPECS: Mapping[str, TableSpec] = {name: _spec(name) for name in CHAINED_TABLES}
 
 
 def utc_text(value: datetime) -> str:
@@ -142,22 +144,65 @@ def utc_text(value: datetime) -> str:
 
 def normal_value(kind: Kind, value: Any) -> Any:
     """A stored value as the canonical content writes it (see the module docstring)."""
+    if value is None:
+        return None
     if kind is Kind.TIME:
-        if isinstance(value, datetime):
-            return utc_text(value)
-        if isinstance(value, str):
-            try:
-                return utc_text(datetime.fromisoformat(value))
-            except ValueError:
-                return value
-    elif kind is Kind.BOOL:
-        if type(value) in (bool, int) and value in (0, 1):
-            return bool(value)
-    elif kind is Kind.JSON and isinstance(value, str):
+        return _time(value)
+    if kind is Kind.BOOL:
+        return _boolean(value)
+    if kind is Kind.JSON:
+        return _json_text(value)
+    return _plain(value)
+
+
+def _time(value: Any) -> Any:
+    if isinstance(value, str):
+        # SQLite's own form, and the form issue 19 stores: no parsing needed.
+        if len(value) == 26 and value[10] == " " and value[19] == ".":
+            return f"{value[:10]}T{value[11:]}Z"
+        if len(value) == 27 and value[10] == "T" and value[19] == "." and value[26] == "Z":
+            return value
         try:
-            return canonical_json(json.loads(value))
+            return utc_text(datetime.fromisoformat(value))
         except ValueError:
             return value
+    if isinstance(value, datetime):
+        return utc_text(value)
+    return _plain(value)
+
+
+def _boolean(value: Any) -> Any:
+    if type(value) in (bool, int) and value in (0, 1):
+        return bool(value)
+    return _plain(value)
+
+
+def _json_text(value: Any) -> Any:
+    """The store's canonical JSON text of a JSON column's decoded value; other text as it is."""
+    if not isinstance(value, str):
+        return _plain(value)
+    integral = False
+
+    def parse_float(text: str) -> float:
+        nonlocal integral
+        number = float(text)
+        integral = integral or number.is_integer()
+        return number
+
+    try:
+        decoded = json.loads(value, parse_float=parse_float)
+    except ValueError:
+        return value
+    # Without an integral float, canonical_json's second pass would change nothing: skip it.
+    return canonical_json(decoded) if integral else _ENCODER.encode(decoded)
+
+
+_SIMPLE = frozenset({str, int, float, bool})
+
+
+def _plain(value: Any) -> Any:
+    if type(value) in _SIMPLE:
+        return value
     if isinstance(value, bytes | bytearray | memoryview):
         return {"blob": bytes(value).hex()}
     if isinstance(value, str | int | float):
@@ -165,17 +210,26 @@ def normal_value(kind: Kind, value: Any) -> Any:
     return str(value)
 
 
+_CONVERTERS = {Kind.PLAIN: _plain, Kind.TIME: _time, Kind.BOOL: _boolean, Kind.JSON: _json_text}
+# The envelope's encoding: sorted keys, compact separators, UTF-8 as is; floats in Python's shortest
+# round-trip form (a REAL or double precision column returns the same float on both engines).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+SPECS: Mapping[str, TableSpec] = {name: _spec(name) for name in CHAINED_TABLES}
+
+
 def canonical_content(spec: TableSpec, values: Sequence[Any], identity: Sequence[Any] | None) -> bytes:
     """The bytes a row's link hashes: ``values`` in ``spec.columns`` order, ``identity`` its finetune's."""
     row = {
-        name: normal_value(kind, value)
-        for name, kind, value in zip(spec.columns, spec.kinds, values, strict=True)
+        name: convert(value)
+        for name, convert, value in zip(spec.columns, spec.converters, values, strict=True)
         if value is not None
     }
     content: dict[str, Any] = {"table": spec.name, "row": row}
     if spec.has_finetune:
         content["finetune"] = list(identity) if identity is not None and None not in identity else None
-    return canonical_json(content).encode("utf-8")
+    return _ENCODER.encode(content).encode("utf-8")
 
 
 def link(previous: bytes, content: bytes) -> bytes:
@@ -275,7 +329,7 @@ class ChainedRow:
     identity: tuple[Any, ...] | None
 
     def value(self, name: str) -> Any:
-        return self.values[self.spec.columns.index(name)]
+        return self.values[self.spec.position[name]]
 
     @property
     def seq(self) -> int:

@@ -236,7 +236,7 @@ def _check_finetunes(connection: Connection, history: _History) -> int:
             state = "tombstoned" if finetune.deleted_at is not None else "live"
             raise AuditError(f"{where}: the row is {state} but the last change is {change!r}")
         details, digest, details_version = history.details.get(finetune.id, (None, None, 0))
-        if _json(finetune.details) != _json(details):
+        if finetune.details != details and _json(finetune.details) != _json(details):
             raise AuditError(f"{where}: details differ from version {details_version}'s")
         if finetune.content_hash != digest:
             raise AuditError(f"{where}: content_hash differs from version {details_version}'s")
