@@ -324,3 +324,17 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_a_foreign_row_stays_out_of_the_chain_while_later_writes_chain_their_own(store_url: str) -> None:
+    # An id above every one the database will hand out next (PostgreSQL's sequence does not see it).
+    execute(
+        store_url,
+        "INSERT INTO finetune_note (id, finetune_pk, text, written_by, written_at)"
+        " VALUES (1000, 1, 'forged', 'eve', '2026-01-05 00:00:00')",
+    )
+    assert run(store_url, "note", "alpha", "written by bflsync").exit_code == 0
+    assert places(store_url) == list(range(1, 11))
+    result = run(store_url, "audit", "verify")
+    assert result.exit_code == 5
+    assert "finetune_note row 1000 is not in the hash chain" in result.stderr

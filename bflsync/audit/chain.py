@@ -258,39 +258,41 @@ def head(connection: Connection) -> tuple[int, bytes]:
     return int(seq), bytes.fromhex(row_hash)
 
 
-def last_id(connection: Connection, table: str) -> int:
-    """The highest id in ``table``: rows a writer appends after reading it are its own."""
-    ids = sa.table(table, sa.column("id"))
-    value = connection.execute(sa.select(sa.func.max(ids.c.id))).scalar()
-    return int(value) if value is not None else 0
+def unchained(connection: Connection, table: str) -> frozenset[int]:
+    """Ids of ``table``'s rows outside the chain (normally none): read before a writer inserts, so that
+    :func:`append` takes only the writer's own rows, whatever ids the database gives them."""
+    rows = sa.table(table, sa.column("id"), sa.column("chain_seq"))
+    return frozenset(connection.execute(sa.select(rows.c.id).where(rows.c.chain_seq.is_(None))).scalars())
 
 
 def append(
-    connection: Connection, table: str, *, after_id: int | None = None, ids: Iterable[int] = ()
+    connection: Connection,
+    table: str,
+    *,
+    skip: frozenset[int] = frozenset(),
+    ids: Iterable[int] | None = None,
 ) -> int:
-    """Chain the unchained rows of ``table`` this transaction wrote: those above ``after_id`` (what
-    :func:`last_id` said before the writes), or those in ``ids``. Return how many were chained.
+    """Chain the rows of ``table`` this transaction wrote: the unchained ones but those in ``skip``
+    (what :func:`unchained` said before the writes), or only those in ``ids``. Return how many.
 
     Rows are appended in id order. Call it in the transaction that wrote them, before it commits.
     """
     spec = SPECS[table]
     rows_table = spec.clause()
     query = spec.select(rows_table).where(rows_table.c.chain_seq.is_(None)).order_by(rows_table.c.id)
-    if after_id is not None:
-        query = query.where(rows_table.c.id > after_id)
-    else:
+    if ids is not None:
         wanted = sorted(set(ids))
         if not wanted:
             return 0
         query = query.where(rows_table.c.id.in_(wanted))
     lock_chain(connection)
-    rows = connection.execute(query).all()
+    id_at = spec.position["id"]
+    rows = [row for row in connection.execute(query) if row[id_at] not in skip]
     if not rows:
         return 0
     seq, previous = head(connection)
     width = len(spec.columns)
-    seq_at = spec.columns.index("chain_seq")
-    id_at = spec.columns.index("id")
+    seq_at = spec.position["chain_seq"]
     updates = []
     for row in rows:
         seq += 1

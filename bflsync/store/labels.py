@@ -148,13 +148,13 @@ def add_note(
     """Append a note to one finetune; returns the source it was found under."""
     with engine.begin() as connection:
         pk, found_source = _find(connection, finetune_id, source=source, account=account)
-        chained_up_to = chain.last_id(connection, "finetune_note")
+        unchained = chain.unchained(connection, "finetune_note")
         connection.execute(
             sa.insert(note_table).values(
                 finetune_pk=pk, text=check_note(text), written_by=actor, written_at=now
             )
         )
-        chain.append(connection, "finetune_note", after_id=chained_up_to)
+        chain.append(connection, "finetune_note", skip=unchained)
     return found_source
 
 
@@ -182,7 +182,7 @@ def apply_edit(
         )
     }
     changes: list[LabelChange] = []
-    chained_up_to = chain.last_id(connection, "finetune_label_change")
+    unchained = chain.unchained(connection, "finetune_label_change")
     for key in keys:
         old = current.get(key)
         where = (label_table.c.finetune_pk == finetune_pk, label_table.c.key == key)
@@ -213,7 +213,7 @@ def apply_edit(
             )
         )
         changes.append(change)
-    chain.append(connection, "finetune_label_change", after_id=chained_up_to)
+    chain.append(connection, "finetune_label_change", skip=unchained)
     return changes
 
 

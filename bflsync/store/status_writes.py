@@ -96,9 +96,9 @@ def record_statuses(
             updates,
         )
     if timeline:
-        chained_up_to = chain.last_id(session.connection(), "finetune_status")
+        unchained = chain.unchained(session.connection(), "finetune_status")
         session.execute(sa.insert(status_table), timeline)
-        chain.append(session.connection(), "finetune_status", after_id=chained_up_to)
+        chain.append(session.connection(), "finetune_status", skip=unchained)
     return len(timeline)
 
 

@@ -362,7 +362,7 @@ def record_observations(
     latest = {observation.finetune_id: observation for observation in observations}
     stored = _load_stored(session, source=source, account=account, finetune_ids=list(latest))
     tables = _tables(session)
-    chained_up_to = chain.last_id(session.connection(), "finetune_version")
+    unchained = chain.unchained(session.connection(), "finetune_version")
     outcomes: dict[str, Outcome] = {}
     new_rows: list[dict[str, Any]] = []
     new_keys: list[list[str]] = []
@@ -396,7 +396,7 @@ def record_observations(
 
     _insert_new(session, tables, new_rows, new_keys, run_id=run_id, now=now)
     _apply_changes(session, tables, changed, run_id=run_id, now=now)
-    chain.append(session.connection(), "finetune_version", after_id=chained_up_to)
+    chain.append(session.connection(), "finetune_version", skip=unchained)
     for pks in chunked(unchanged_pks):
         session.execute(
             sa.update(finetune_table).where(finetune_table.c.id.in_(pks)).values(last_seen_at=now)
@@ -453,9 +453,9 @@ def tombstone_missing(
         for pk, _, version in gone
     ]
     if versions:
-        chained_up_to = chain.last_id(session.connection(), "finetune_version")
+        unchained = chain.unchained(session.connection(), "finetune_version")
         session.execute(sa.insert(version_table), versions)
-        chain.append(session.connection(), "finetune_version", after_id=chained_up_to)
+        chain.append(session.connection(), "finetune_version", skip=unchained)
         session.execute(
             sa.update(finetune_table)
             .where(finetune_table.c.id == sa.bindparam("pk"))
