@@ -86,6 +86,7 @@ class TableSpec:
     kinds: tuple[Kind, ...]
     has_finetune: bool
     converters: tuple[Callable[[Any], Any], ...]
+    stored_converters: tuple[Callable[[Any], Any], ...]
     position: Mapping[str, int]
 
     def clause(self) -> sa.TableClause:
@@ -128,6 +129,9 @@ def _spec(name: str) -> TableSpec:
         kinds=tuple(_kind(name, c) for c in hashed),
         has_finetune=_FINETUNE_KEY in table.columns,
         converters=tuple(_CONVERTERS[_kind(name, c)] for c in hashed),
+        stored_converters=tuple(
+            _plain if _kind(name, c) is Kind.JSON else _CONVERTERS[_kind(name, c)] for c in hashed
+        ),
         position={c.name: index for index, c in enumerate(hashed)},
     )
 
@@ -219,11 +223,19 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
 SPECS: Mapping[str, TableSpec] = {name: _spec(name) for name in CHAINED_TABLES}
 
 
-def canonical_content(spec: TableSpec, values: Sequence[Any], identity: Sequence[Any] | None) -> bytes:
-    """The bytes a row's link hashes: ``values`` in ``spec.columns`` order, ``identity`` its finetune's."""
+def canonical_content(
+    spec: TableSpec, values: Sequence[Any], identity: Sequence[Any] | None, *, stored_json: bool = False
+) -> bytes:
+    """The bytes a row's link hashes: ``values`` in ``spec.columns`` order, ``identity`` its finetune's.
+
+    ``stored_json`` takes JSON columns' text as stored, without decoding it: the same bytes whenever
+    the store holds canonical JSON, as bflsync writes it. A shortcut for ``verify`` only: a hash
+    that matches this way matches the canonical content; one that does not must be recomputed.
+    """
+    converters = spec.stored_converters if stored_json else spec.converters
     row = {
         name: convert(value)
-        for name, convert, value in zip(spec.columns, spec.converters, values, strict=True)
+        for name, convert, value in zip(spec.columns, converters, values, strict=True)
         if value is not None
     }
     content: dict[str, Any] = {"table": spec.name, "row": row}
@@ -341,8 +353,16 @@ class ChainedRow:
     def row_id(self) -> Any:
         return self.value("id")
 
-    def content(self) -> bytes:
-        return canonical_content(self.spec, self.values, self.identity)
+    def content(self, *, stored_json: bool = False) -> bytes:
+        return canonical_content(self.spec, self.values, self.identity, stored_json=stored_json)
+
+    def links_to(self, previous: bytes) -> bool:
+        """Whether ``row_hash`` is the link from ``previous`` over this row's canonical content."""
+        if self.row_hash is None:
+            return False
+        if link(previous, self.content(stored_json=True)).hex() == self.row_hash:
+            return True
+        return link(previous, self.content()).hex() == self.row_hash
 
 
 def table_rows(

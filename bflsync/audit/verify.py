@@ -124,10 +124,9 @@ def _walk(connection: Connection, history: _History, *, checkpoint: Checkpoint |
     for row in rows:
         if row.seq != expected:
             raise AuditError(_place_problem(row, last, expected))
-        stored = row.row_hash
-        if stored is None or chain.link(previous, row.content()).hex() != stored:
-            raise AuditError(_link_problem(row, previous, next(rows, None)))
-        previous = bytes.fromhex(stored)
+        if row.row_hash is None or not row.links_to(previous):
+            raise AuditError(_link_problem(row, next(rows, None)))
+        previous = bytes.fromhex(row.row_hash)
         history.note(row)
         if checkpoint is not None and expected == checkpoint.size:
             _check_checkpoint(checkpoint, previous)
@@ -165,7 +164,7 @@ def _place_problem(row: chain.ChainedRow, last: chain.ChainedRow | None, expecte
     )
 
 
-def _link_problem(row: chain.ChainedRow, previous: bytes, following: chain.ChainedRow | None) -> str:
+def _link_problem(row: chain.ChainedRow, following: chain.ChainedRow | None) -> str:
     """Why a link fails: the row changed (its successor still links to its hash), or the hash did."""
     stored = row.row_hash
     if stored is None:
@@ -174,7 +173,7 @@ def _link_problem(row: chain.ChainedRow, previous: bytes, following: chain.Chain
         own = bytes.fromhex(stored)
     except ValueError:
         return f"{_where(row)} has a row_hash that is no SHA-256 hex digest: it was rewritten"
-    if following is not None and following.row_hash == _relink(own, following):
+    if following is not None and following.links_to(own):
         return (
             f"{_where(row)} was edited: its content no longer matches its hash "
             "(a value changed, or the row was moved or renumbered)"
@@ -183,10 +182,6 @@ def _link_problem(row: chain.ChainedRow, previous: bytes, following: chain.Chain
         f"{_where(row)} does not link to the row before it: its row_hash was rewritten, "
         "or rows were reordered or replaced"
     )
-
-
-def _relink(previous: bytes, row: chain.ChainedRow) -> str:
-    return chain.link(previous, row.content()).hex()
 
 
 def _name(finetune: sa.Row[Any]) -> str:
