@@ -338,3 +338,24 @@ def test_a_foreign_row_stays_out_of_the_chain_while_later_writes_chain_their_own
     result = run(store_url, "audit", "verify")
     assert result.exit_code == 5
     assert "finetune_note row 1000 is not in the hash chain" in result.stderr
+
+
+def test_a_run_left_running_stays_out_until_the_next_sync_marks_it_interrupted(store_url: str) -> None:
+    from sqlmodel import Session
+
+    from bflsync.store import writes
+
+    engine = access.create_store_engine(access.locate_store(store_url), read_only=False)
+    try:
+        with Session(engine) as session, session.begin():
+            dead = writes.start_run(session, source="api.us1.bfl.ai", account="default", pid=1, now=day(6))
+        assert run(store_url, "audit", "verify").exit_code == 0
+        assert places(store_url) == list(range(1, 10))
+        with Session(engine) as session, session.begin():
+            assert writes.mark_interrupted_runs(session) == [dead]
+    finally:
+        engine.dispose()
+    assert rows(store_url, f"SELECT status, chain_seq FROM sync_run WHERE id = {dead}") == [
+        {"status": "interrupted", "chain_seq": 10}
+    ]
+    assert run(store_url, "audit", "verify").exit_code == 0
