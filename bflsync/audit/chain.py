@@ -241,7 +241,8 @@ def canonical_content(
     content: dict[str, Any] = {"table": spec.name, "row": row}
     if spec.has_finetune:
         content["finetune"] = list(identity) if identity is not None and None not in identity else None
-    return _ENCODER.encode(content).encode("utf-8")
+    # surrogatepass: a lone surrogate that JSON escapes decoded to still hashes, as its UTF-8-like bytes.
+    return _ENCODER.encode(content).encode("utf-8", "surrogatepass")
 
 
 def link(previous: bytes, content: bytes) -> bytes:
