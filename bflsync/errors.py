@@ -40,7 +40,10 @@
     ├── DriftError               `db check`: the models and the migrations differ (exit 1)
     ├── AddressInUseError        `serve`: the port (or Unix socket path) is taken (exit 3)
     ├── SyncLockedError          another sync holds the lock (exit 4)
-    └── StaleError               `status --max-age`: an account's last successful sync is older (exit 5)
+    ├── StaleError               `status --max-age`: an account's last successful sync is older (exit 5)
+    └── AuditError               `audit verify`: the record is not what was written (exit 6): a row
+                                 edited, deleted, inserted or moved, a current row that disagrees with
+                                 its history, a checkpoint the chain does not extend, a bad signature
 
 ``DetailsNotJsonError`` is internal, no :class:`BflsyncError`: the read side answers it itself.
 
@@ -66,6 +69,7 @@ class ExitCode(IntEnum):
     CANNOT_RUN = 3
     LOCKED = 4
     STALE = 5
+    TAMPERED = 6
     INTERNAL = 70
     # 128 plus the POSIX signal numbers (SIGINT 2, SIGPIPE 13, SIGTERM 15), spelled out so that
     # every command need not import the signal module (a test keeps them equal to it).
@@ -284,6 +288,12 @@ class StaleError(BflsyncError):
     """No successful sync within ``status --max-age``: what a monitoring check alerts on."""
 
     exit_code = ExitCode.STALE
+
+
+class AuditError(BflsyncError):
+    """The store's record fails verification; the message names the first broken link and what differs."""
+
+    exit_code = ExitCode.TAMPERED
 
 
 class RunLimitError(ApiError):

@@ -41,6 +41,19 @@ class AnyTimestamp:
 ANY_TIME = AnyTimestamp()
 
 
+class AnyRowHash:
+    """Equal to any SHA-256 hex digest: a row's link in the hash chain (bflsync.audit.chain)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and len(other) == 64 and all(c in "0123456789abcdef" for c in other)
+
+    def __repr__(self) -> str:
+        return "<any row hash>"
+
+
+ANY_ROW_HASH = AnyRowHash()
+
+
 def rows(db_path: Path, query: str, *params: Any) -> list[dict[str, Any]]:
     """Rows of a query, read through a read-only connection so the test never changes the store."""
     connection = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True)

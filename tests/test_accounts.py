@@ -558,7 +558,7 @@ def test_accounts_lists_each_source_and_account_with_counts_last_sync_and_finger
 
     listed = json.loads(read(two_accounts, "accounts", "--format", "json").stdout)
 
-    [(secret,)] = fetch(two_accounts, "SELECT value FROM store_meta")
+    [(secret,)] = fetch(two_accounts, "SELECT value FROM store_meta WHERE name = 'fingerprint_secret'")
     source = mock.base_url.removeprefix("http://")
     for item in listed:
         assert item.pop("first_synced_at") <= item.pop("last_synced_at")

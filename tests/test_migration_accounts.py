@@ -142,7 +142,11 @@ def test_the_upgrade_makes_one_random_fingerprint_secret_per_store(tmp_path: Pat
         load_0002_store(str(tmp_path / name))
         access.open_store_for_write(access.locate_store(str(tmp_path / name))).engine.dispose()
         with sqlite3.connect(tmp_path / name) as connection:
-            secrets.append(connection.execute("SELECT name, value FROM store_meta").fetchall())
+            secrets.append(
+                connection.execute(
+                    "SELECT name, value FROM store_meta WHERE name = 'fingerprint_secret'"
+                ).fetchall()
+            )
         connection.close()
     assert [[name for name, _ in rows] for rows in secrets] == [["fingerprint_secret"]] * 2
     values = [rows[0][1] for rows in secrets]

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sync_support import ALPHA, ANY_TIME, BETA, GAMMA, KEY, rows
+from sync_support import ALPHA, ANY_ROW_HASH, ANY_TIME, BETA, GAMMA, KEY, rows
 
 from bflsync import __version__
 from bflsync.bfl.client import BflClient
@@ -317,6 +317,13 @@ def test_run_row_records_source_pid_counts_and_times(
             "error": None,
             "status_failed": 0,
             "credits": 9989.0,
+            # The run is the chain's newest row: after every version and status of both syncs.
+            "chain_seq": rows(
+                db_path,
+                "SELECT count(*) AS n FROM (SELECT id FROM finetune_version UNION ALL"
+                " SELECT id FROM finetune_status UNION ALL SELECT id FROM sync_run)",
+            )[0]["n"],
+            "row_hash": ANY_ROW_HASH,
         }
     ]
 
@@ -996,6 +1003,8 @@ def test_an_unexpected_error_while_fetching_keeps_and_counts_what_was_fetched(
             "error": "RuntimeError: the progress display broke",
             "status_failed": 0,
             "credits": None,
+            "chain_seq": 31,
+            "row_hash": ANY_ROW_HASH,
         }
     ]
 

@@ -22,6 +22,7 @@ from bflsync.errors import BflsyncError, ExitCode
 
 LAZY_COMMANDS: dict[str, str] = {
     "accounts": "bflsync.cli.audit_commands:accounts",
+    "audit": "bflsync.cli.audit_group:audit",
     "compare": "bflsync.cli.compare_command:compare_command",
     "db": "bflsync.cli.db_commands:db",
     "credits": "bflsync.cli.audit_commands:credits",
@@ -48,6 +49,7 @@ COMMAND_SUMMARIES: dict[str, str] = {
     "accounts": (
         "List each (source, account) in the store: live and deleted finetunes, last sync, key fingerprint."
     ),
+    "audit": "Verify the store's tamper-evident history and keep checkpoints of it.",
     "compare": "Line up the parameters of several finetunes (or versions, ID@VERSION), one column each.",
     "credits": "Show the account's credit balance over time, as each sync read it, oldest first.",
     "db": "Create, migrate and check the store's schema.",

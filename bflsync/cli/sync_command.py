@@ -32,6 +32,7 @@ from bflsync.config import (
 )
 from bflsync.errors import InputError
 from bflsync.monitor.watch import RunWatch, check_metrics_path
+from bflsync.store import access
 from bflsync.sync.run import ProgressCallback, SyncResult
 
 
@@ -146,6 +147,11 @@ from bflsync.sync.run import ProgressCallback, SyncResult
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="After the run, write the hash chain's checkpoint to DIR/run-NNNNNN.checkpoint (see `bflsync audit`).",
+)
+@click.option(
     "--wait",
     "wait_s",
     type=FiniteFloatRange(min=0),
@@ -194,6 +200,7 @@ def sync(
     no_credits: bool,
     output_format: str,
     as_json: bool,
+    checkpoint_dir: Path | None,
     wait_s: float,
     metrics_file: Path | None,
     ping_url: str | None,
@@ -296,8 +303,21 @@ def sync(
             stop_on_signals=True,
         )
         watch.finished(result, exit_code=result.exit_code(), db=cli_context.db)
+    if checkpoint_dir is not None and result.run_id is not None and not dry_run:
+        _save_checkpoint(cli_context.db, checkpoint_dir, run_id=result.run_id)
     _report(result, as_json=as_json, quiet=cli_context.quiet)
     ctx.exit(result.exit_code())
+
+
+def _save_checkpoint(db: str | None, directory: Path, *, run_id: int) -> None:
+    """``--checkpoint-dir``: the chain's checkpoint as the run left it (docs/audit.md)."""
+    from bflsync.cli.audit_group import save_run_checkpoint
+
+    engine = access.open_store_for_read(access.locate_store(db))
+    try:
+        save_run_checkpoint(engine, directory, run_id=run_id)
+    finally:
+        engine.dispose()
 
 
 def _run_watch(

@@ -40,6 +40,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0007_fts_discoverable",
     "0008_labels",
     "0009_search_text",
+    "0010_hash_chain",
     "0012_views",
     "0013_hardening",
 )

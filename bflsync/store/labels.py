@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from bflsync.audit import chain
 from bflsync.errors import InputError
 from bflsync.extract import canonical_json
 from bflsync.read.filters import parse_filter
@@ -158,6 +159,7 @@ def add_note(
     """Append a note to one finetune; returns the source it was found under."""
     with engine.begin() as connection:
         pk, found_source = _find(connection, finetune_id, source=source, account=account)
+        unchained = chain.unchained(connection, "finetune_note")
         connection.execute(
             sa.insert(note_table).values(
                 finetune_pk=pk,
@@ -166,6 +168,7 @@ def add_note(
                 **_authorship(connection, actor, "written"),
             )
         )
+        chain.append(connection, "finetune_note", skip=unchained)
     return found_source
 
 
@@ -194,7 +197,8 @@ _KEYS_PER_SELECT = 5000
 def apply_edit(
     connection: Connection, *, finetune_pk: int, edit: LabelEdit, actor: Author, now: datetime
 ) -> list[LabelChange]:
-    """Write the label rows and their history on the caller's transaction. Never commits."""
+    """Write the label rows and their history (appended to the hash chain) on the caller's
+    transaction. Never commits."""
     keys = sorted({*edit.assign, *edit.remove})
     current: dict[str, str] = {}
     for start in range(0, len(keys), _KEYS_PER_SELECT):
@@ -210,6 +214,7 @@ def apply_edit(
     setter = _authorship(connection, actor, "set")
     changer = _authorship(connection, actor, "changed") if keys else {}
     changes: list[LabelChange] = []
+    unchained = chain.unchained(connection, "finetune_label_change")
     for key in keys:
         old = current.get(key)
         where = (label_table.c.finetune_pk == finetune_pk, label_table.c.key == key)
@@ -240,6 +245,7 @@ def apply_edit(
             )
         )
         changes.append(change)
+    chain.append(connection, "finetune_label_change", skip=unchained)
     return changes
 
 

@@ -55,6 +55,8 @@ RUN_STATUSES = ("running", "ok", "partial", "failed", "interrupted")
 LABEL_CHANGES = ("set", "removed")
 # The store_meta entry holding the per-store secret of the key fingerprints.
 FINGERPRINT_META_NAME = "fingerprint_secret"
+# The store_meta entry holding the origin line of the store's checkpoints (made by 0010_hash_chain).
+CHAIN_ORIGIN_META_NAME = "chain_origin"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -144,6 +146,10 @@ class FinetuneVersion(SQLModel, table=True):
     changed_keys: str | None = Field(default=None, sa_type=sa.Text)
     observed_at: datetime = Field(sa_type=UTCDateTime, index=True)
     sync_run_id: int | None = Field(default=None, foreign_key="sync_run.id", index=True)
+    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # transaction that writes the row.
+    chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
+    row_hash: str | None = Field(default=None, sa_type=sa.String(64))
     # The API key was found in the answer and replaced by a marker before storage (bflsync.store.redaction).
     redacted: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
@@ -164,6 +170,10 @@ class FinetuneStatus(SQLModel, table=True):
     answer: str = Field(sa_type=sa.Text)
     observed_at: datetime = Field(sa_type=UTCDateTime, index=True)
     sync_run_id: int | None = Field(default=None, foreign_key="sync_run.id", index=True)
+    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # transaction that writes the row.
+    chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
+    row_hash: str | None = Field(default=None, sa_type=sa.String(64))
 
 
 class SyncRun(SQLModel, table=True):
@@ -193,6 +203,10 @@ class SyncRun(SQLModel, table=True):
     status_failed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     credits: float | None = None
     error: str | None = Field(default=None, sa_type=sa.Text)
+    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # transaction that finishes the run (NULL while it runs).
+    chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
+    row_hash: str | None = Field(default=None, sa_type=sa.String(64))
 
 
 class SyncError(SQLModel, table=True):
@@ -272,6 +286,10 @@ class FinetuneLabelChange(SQLModel, table=True):
     """The new value as canonical JSON; NULL when the label was removed."""
     changed_by: str
     changed_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # transaction that writes the row.
+    chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
+    row_hash: str | None = Field(default=None, sa_type=sa.String(64))
     changed_by_role: str | None = None
     changed_as: str | None = None
 
@@ -286,6 +304,10 @@ class FinetuneNote(SQLModel, table=True):
     text: str = Field(sa_type=sa.Text)
     written_by: str
     written_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # transaction that writes the row.
+    chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
+    row_hash: str | None = Field(default=None, sa_type=sa.String(64))
     written_by_role: str | None = None
     written_as: str | None = None
 

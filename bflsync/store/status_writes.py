@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from bflsync.audit import chain
 from bflsync.bfl.status import SETTLED_STATUSES, StatusAnswer, StoredStatus, apply
 from bflsync.store.schema import Finetune, FinetuneStatus, SyncRun
 from bflsync.store.writes import account_scope, chunked
@@ -95,7 +96,9 @@ def record_statuses(
             updates,
         )
     if timeline:
+        unchained = chain.unchained(session.connection(), "finetune_status")
         session.execute(sa.insert(status_table), timeline)
+        chain.append(session.connection(), "finetune_status", skip=unchained)
     return len(timeline)
 
 

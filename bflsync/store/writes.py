@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlmodel import Session
 
 from bflsync import __version__
+from bflsync.audit import chain
 from bflsync.extract import (
     EXTRACTED_FIELDS,
     canonical_json,
@@ -160,12 +161,13 @@ def finish_run(
     error: str | None = None,
     key_changed: bool = False,
 ) -> None:
-    """Close a run with its final status and counters."""
+    """Close a run with its final status and counters, and append it to the hash chain."""
     session.execute(
         sa.update(run_table)
         .where(run_table.c.id == run_id)
         .values(status=status, finished_at=now, error=error, key_changed=key_changed, **counts)
     )
+    chain.append(session.connection(), "sync_run", ids=[run_id])
 
 
 def fingerprint_secret(session: Session) -> str:
@@ -248,7 +250,9 @@ def mark_interrupted_runs(session: Session) -> list[int]:
                 ),
             )
         )
-    return [run_id for run_id, *_ in running]
+    interrupted = [run_id for run_id, *_ in running]
+    chain.append(session.connection(), "sync_run", ids=interrupted)
+    return interrupted
 
 
 def _counts_stored_by(
@@ -363,6 +367,7 @@ def record_observations(
     latest = {observation.finetune_id: observation for observation in observations}
     stored = _load_stored(session, source=source, account=account, finetune_ids=list(latest))
     tables = _tables(session)
+    unchained = chain.unchained(session.connection(), "finetune_version")
     outcomes: dict[str, Outcome] = {}
     new_rows: list[dict[str, Any]] = []
     new_keys: list[list[str]] = []
@@ -398,6 +403,7 @@ def record_observations(
 
     _insert_new(session, tables, new_rows, new_keys, new_redactions, run_id=run_id, now=now)
     _apply_changes(session, tables, changed, run_id=run_id, now=now)
+    chain.append(session.connection(), "finetune_version", skip=unchained)
     for pks in chunked(unchanged_pks):
         session.execute(
             sa.update(finetune_table).where(finetune_table.c.id.in_(pks)).values(last_seen_at=now)
@@ -454,7 +460,9 @@ def tombstone_missing(
         for pk, _, version in gone
     ]
     if versions:
+        unchained = chain.unchained(session.connection(), "finetune_version")
         session.execute(sa.insert(version_table), versions)
+        chain.append(session.connection(), "finetune_version", skip=unchained)
         session.execute(
             sa.update(finetune_table)
             .where(finetune_table.c.id == sa.bindparam("pk"))

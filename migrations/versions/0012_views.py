@@ -31,7 +31,7 @@ from alembic import op
 
 
 revision: str = "0012_views"
-down_revision: str | None = "0009_search_text"
+down_revision: str | None = "0010_hash_chain"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
