@@ -18,6 +18,7 @@ from bflsync.bfl.status import parse_answer
 from bflsync.config import DEFAULT_ACCOUNT, Secret
 from bflsync.store import labels, status_writes, writes
 from bflsync.store.fingerprint import key_fingerprint
+from bflsync.store.labels import Author
 from bflsync.store.schema import Finetune, FinetuneNote
 
 SOURCE = "api.us1.bfl.ai"
@@ -121,14 +122,14 @@ def _annotate(engine: Engine, *, count: int, account: str) -> None:
             project = "acme" if number % 10 == 0 else "globex"
             edit = labels.build_edit([f"project={project}", f"reviewed={'yes' if number % 3 else 'no'}"], [])
             labels.apply_edit(
-                connection, finetune_pk=pks[finetune_id(number)], edit=edit, actor="ana", now=when
+                connection, finetune_pk=pks[finetune_id(number)], edit=edit, actor=Author("ana"), now=when
             )
         for number in range(0, count, 10):
             # A label changed once: the page's timeline shows it old -> new.
             edit = labels.build_edit(["project=initech"], [])
             later = when + timedelta(hours=1)
             labels.apply_edit(
-                connection, finetune_pk=pks[finetune_id(number)], edit=edit, actor="bo", now=later
+                connection, finetune_pk=pks[finetune_id(number)], edit=edit, actor=Author("bo"), now=later
             )
         notes = [
             {

@@ -20,6 +20,7 @@ from bflsync.audit import chain
 from bflsync.cli import cli
 from bflsync.mock.server import MockBFL
 from bflsync.store import access, labels
+from bflsync.store.labels import Author
 
 KEY = "chain-test-key"
 OTHER_KEY = "chain-other-key"
@@ -70,11 +71,11 @@ def build(url: str) -> str:
                 labels.build_edit([f"project={value}"], []),
                 source=None,
                 account=None,
-                actor="ann",
+                actor=Author("ann"),
                 now=day(3),
             )
         labels.add_note(
-            opened.engine, "alpha", "the good one", source=None, account=None, actor="bob", now=day(4)
+            opened.engine, "alpha", "the good one", source=None, account=None, actor=Author("bob"), now=day(4)
         )
     finally:
         opened.engine.dispose()
@@ -260,7 +261,7 @@ def test_concurrent_writers_without_the_sync_lock_never_fork_the_chain(store_url
                     f"note {worker}.{number}",
                     source=None,
                     account=None,
-                    actor=f"w{worker}",
+                    actor=Author(f"w{worker}"),
                     now=day(5) + timedelta(seconds=number),
                 )
         except BaseException as exc:  # reported below, with the thread's failure

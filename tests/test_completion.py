@@ -14,6 +14,7 @@ from storebuild import day, write_sync
 
 from bflsync.cli import cli
 from bflsync.store import labels
+from bflsync.store.labels import Author
 
 PAYLOADS = {
     "alpha": {"mode": "character", "extra": {"images": 3, "tags": ["x"]}},
@@ -27,7 +28,7 @@ def target(any_store: tuple[str, Engine]) -> str:
     db, engine = any_store
     write_sync(engine, {**PAYLOADS, "with-label": {"mode": "style", "label": {"x": 1}}}, now=day(1))
     edit = labels.build_edit(["project=acme", "priority=1"], [])
-    labels.edit_labels(engine, "bravo", edit, source=None, account=None, actor="tester", now=day(2))
+    labels.edit_labels(engine, "bravo", edit, source=None, account=None, actor=Author("tester"), now=day(2))
     return db
 
 

@@ -24,6 +24,7 @@ from bflsync.errors import InputError
 from bflsync.read import filters, search
 from bflsync.read.reader import Reader, open_reader
 from bflsync.store import labels
+from bflsync.store.labels import Author
 
 # Each finetune's labels, as `bflsync label` would type them from the command line.
 LABELS: dict[str, list[str]] = {
@@ -50,7 +51,7 @@ def label_store(any_store: tuple[str, Engine]) -> str:
                 edit,
                 source=None,
                 account=None,
-                actor="tester",
+                actor=Author("tester"),
                 now=datetime(2026, 1, 2, tzinfo=UTC),
             )
     write_sync(

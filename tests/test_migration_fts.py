@@ -36,7 +36,9 @@ def rebuild_finetune(engine: Engine, *, keep_triggers: bool) -> None:
     with engine.connect() as connection:
         raw = connection.connection.driver_connection
         assert raw is not None
-        raw.execute("PRAGMA foreign_keys = OFF")  # as access.run_migration does, outside the transaction
+        # as access.run_migration does, outside the transaction
+        raw.execute("PRAGMA foreign_keys = OFF")
+        raw.execute("PRAGMA legacy_alter_table = ON")
         with connection.begin(), Operations.context(MigrationContext.configure(connection)):
             from alembic import op
 
@@ -49,6 +51,7 @@ def rebuild_finetune(engine: Engine, *, keep_triggers: bool) -> None:
             else:
                 with op.batch_alter_table("finetune", recreate="always"):
                     pass
+        raw.execute("PRAGMA legacy_alter_table = OFF")
         raw.execute("PRAGMA foreign_keys = ON")
 
 

@@ -25,6 +25,7 @@ from bflsync.columns import RUN_FIELDS
 from bflsync.extract import canonical_json
 from bflsync.store import labels
 from bflsync.store.access import locate_store, open_store_for_read, upgrade_store
+from bflsync.store.labels import Author
 
 ALPHA = {
     "mode": "character",
@@ -66,8 +67,12 @@ def labelled_sqlite_store(sqlite_store: Path, store_engine: Engine) -> Path:
     """The SQLite file with labels and a note on alpha, so label reads run too."""
     moment = day(3)
     edit = labels.build_edit(["project=acme", "rank=2"], [])
-    labels.edit_labels(store_engine, "alpha", edit, source=None, account=None, actor="tester", now=moment)
-    labels.add_note(store_engine, "alpha", "approved", source=None, account=None, actor="tester", now=moment)
+    labels.edit_labels(
+        store_engine, "alpha", edit, source=None, account=None, actor=Author("tester"), now=moment
+    )
+    labels.add_note(
+        store_engine, "alpha", "approved", source=None, account=None, actor=Author("tester"), now=moment
+    )
     store_engine.dispose()
     return sqlite_store
 

@@ -38,15 +38,7 @@ _AUTHORSHIP = {
 }
 
 
-def _views_unchecked(on: bool) -> None:
-    """SQLite batch mode renames a rebuilt copy into place, and SQLite then re-checks every view
-    (0012_views) against a schema where the table is momentarily gone: the legacy rename skips that."""
-    if op.get_bind().dialect.name == "sqlite":
-        op.execute(f"PRAGMA legacy_alter_table = {'ON' if on else 'OFF'}")
-
-
 def upgrade() -> None:
-    _views_unchecked(True)
     lock = op.create_table(
         "bflsync_lock",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -61,11 +53,9 @@ def upgrade() -> None:
             batch_op.add_column(sa.Column(f"{verb}_as", sqlmodel.sql.sqltypes.AutoString(), nullable=True))
     with op.batch_alter_table("finetune_version", schema=None) as batch_op:
         batch_op.add_column(sa.Column("redacted", sa.Boolean(), server_default=sa.false(), nullable=False))
-    _views_unchecked(False)
 
 
 def downgrade() -> None:
-    _views_unchecked(True)
     with op.batch_alter_table("finetune_version", schema=None) as batch_op:
         batch_op.drop_column("redacted")
     for table, verb in _AUTHORSHIP.items():
@@ -73,4 +63,3 @@ def downgrade() -> None:
             batch_op.drop_column(f"{verb}_as")
             batch_op.drop_column(f"{verb}_by_role")
     op.drop_table("bflsync_lock")
-    _views_unchecked(False)
