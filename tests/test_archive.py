@@ -174,6 +174,23 @@ def test_sqlite_to_postgresql_to_sqlite_answers_every_read_as_the_original(
     assert archive_files(tmp_path / "a2") == archive_files(tmp_path / "a1")
 
 
+def test_every_imported_store_verifies_against_the_checkpoint_the_export_carries(
+    source_store: str, pg_url: str, tmp_path: Path
+) -> None:
+    run(source_store, "export", str(tmp_path / "a1"))
+    checkpoint = tmp_path / "exported.checkpoint"
+    checkpoint.write_text(json.loads((tmp_path / "a1" / "manifest.json").read_text())["checkpoint"])
+    run(pg_url, "import", str(tmp_path / "a1"))
+    run(pg_url, "export", str(tmp_path / "a2"))
+    back = str(tmp_path / "back.db")
+    run(back, "import", str(tmp_path / "a2"))
+
+    for store in (source_store, pg_url, back):
+        verified = run(store, "audit", "verify", "--checkpoint", str(checkpoint))
+        assert verified.stdout.startswith("ok: "), (store, verified.stdout)
+        assert "extends the checkpoint" in verified.stdout
+
+
 def test_split_layout_round_trips_through_postgresql(source_store: str, pg_url: str, tmp_path: Path) -> None:
     run(source_store, "export", "--split", "--include-key-fingerprints", str(tmp_path / "git"))
     run(pg_url, "import", str(tmp_path / "git"))
@@ -226,7 +243,11 @@ def test_export_leaves_out_key_fingerprints_and_their_secret_unless_asked(
     keys = [json.loads(line) for line in (tmp_path / "keys" / "account.jsonl").read_text().splitlines()]
     assert [row["key_fingerprint"] for row in plain] == [None, None]
     assert all(len(row["key_fingerprint"]) == 16 for row in keys)
-    assert (tmp_path / "plain" / "store_meta.jsonl").read_text() == ""
+    plain_meta = [
+        json.loads(line)["name"]
+        for line in (tmp_path / "plain" / "store_meta.jsonl").read_text().splitlines()
+    ]
+    assert plain_meta == ["chain_origin"]
     assert "fingerprint_secret" in (tmp_path / "keys" / "store_meta.jsonl").read_text()
     assert json.loads((tmp_path / "plain" / "manifest.json").read_text())["key_fingerprints"] == "omitted"
 
@@ -258,6 +279,7 @@ def test_account_export_holds_only_that_accounts_rows(source_store: str, tmp_pat
         "finetune": 1,
         "finetune_status": 1,
         "finetune_version": 1,
+        "store_meta": 1,
         "sync_run": 1,
     }
     assert [row["finetune_id"] for row in json.loads(run(target, "query", "--format", "json").stdout)] == [

@@ -330,7 +330,7 @@ def locked_store(pg_store: str) -> Iterator[str]:
 def test_a_server_side_timeout_is_one_line_exit_3(locked_store: str, setting: str, reason: str) -> None:
     url = f"{locked_store}?options={quote(f'-c {setting}=200', safe='')}"
     result = run(url, "query", "--format", "ids")
-    assert_one_line_exit(result, 3, f"the store at {locked_store}", reason)
+    assert_one_line_exit(result, 3, locked_store, reason)
 
 
 def test_a_server_side_timeout_is_a_store_server_error(locked_store: str) -> None:

@@ -46,6 +46,9 @@ OWNER_TABLE: Final = "finetune"
 # Filled by the migrations themselves (the fingerprint secret): import replaces its rows by name
 # rather than asking for it to be empty.
 META_TABLE: Final = "store_meta"
+# Tables that are machinery, not record: the PostgreSQL sync lock's one row (0013_hardening),
+# which every store's migrations make for themselves.
+MACHINERY_TABLES: Final = frozenset({"bflsync_lock"})
 # What the manifest says about the key fingerprints (see docs/archive.md).
 FINGERPRINTS_OMITTED: Final = "omitted"
 FINGERPRINTS_INCLUDED: Final = "included"
@@ -107,7 +110,7 @@ def archived_tables(connection: Connection) -> list[ArchivedTable]:
     inspector = sa.inspect(connection)
     known = SQLModel.metadata.tables
     found: dict[str, ArchivedTable] = {}
-    for name in sorted(set(inspector.get_table_names()) & set(known)):
+    for name in sorted(set(inspector.get_table_names()) & set(known) - MACHINERY_TABLES):
         model = known[name]
         columns = []
         for reflected in inspector.get_columns(name):

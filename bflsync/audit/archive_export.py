@@ -38,6 +38,7 @@ from bflsync.audit.archive import (
     row_line,
     table_file,
 )
+from bflsync.audit.chain import current_checkpoint
 from bflsync.errors import ArchiveError
 from bflsync.store.schema import FINGERPRINT_META_NAME
 
@@ -100,6 +101,7 @@ def _write(connection: Connection, workdir: Path, *, options: ExportOptions, now
         accounts=sorted(options.accounts) if options.accounts else None,
         key_fingerprints=FINGERPRINTS_INCLUDED if options.key_fingerprints else FINGERPRINTS_OMITTED,
         tables={},
+        checkpoint=current_checkpoint(connection).text(),
     )
     scopes = _Scopes(by_name, options.accounts)
     for table in tables:

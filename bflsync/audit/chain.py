@@ -50,6 +50,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
+from bflsync.audit.checkpoint import Checkpoint
 from bflsync.extract import canonical_json
 from bflsync.store import schema
 
@@ -337,6 +338,12 @@ def append(
         updates,
     )
     return len(updates)
+
+
+def current_checkpoint(connection: Connection) -> Checkpoint:
+    """The chain as it stands in this transaction: this store's origin, its size and head hash."""
+    size, root = head(connection)
+    return Checkpoint(origin=origin(connection), size=size, root=root)
 
 
 def origin(connection: Connection) -> str:

@@ -271,6 +271,8 @@ def _check_labels(connection: Connection, history: _History) -> None:
         sa.column("value"),
         sa.column("set_by"),
         sa.column("set_at"),
+        sa.column("set_by_role"),
+        sa.column("set_as"),
     )
     current = {
         (row.finetune_pk, row.key): row for row in connection.execute(sa.select(labels).order_by(labels.c.id))
@@ -290,9 +292,18 @@ def _check_labels(connection: Connection, history: _History) -> None:
             _json(change.value("value")),
             change.value("changed_by"),
             chain.normal_value(chain.Kind.TIME, change.value("changed_at")),
+            change.value("changed_by_role"),
+            change.value("changed_as"),
         )
-        found = (_json(label.value), label.set_by, chain.normal_value(chain.Kind.TIME, label.set_at))
-        for what, want, got in zip(("value", "set_by", "set_at"), expected, found, strict=True):
+        found = (
+            _json(label.value),
+            label.set_by,
+            chain.normal_value(chain.Kind.TIME, label.set_at),
+            label.set_by_role,
+            label.set_as,
+        )
+        fields = ("value", "set_by", "set_at", "set_by_role", "set_as")
+        for what, want, got in zip(fields, expected, found, strict=True):
             if want != got:
                 raise AuditError(
                     f"{where}: finetune_label row {label.id} has {what} {got!r}, the change {want!r}"

@@ -11,7 +11,7 @@ import click
 from sqlalchemy.engine import Connection, Engine
 
 from bflsync.audit import checkpoint as checkpoints
-from bflsync.audit.chain import head, origin
+from bflsync.audit.chain import current_checkpoint
 from bflsync.audit.verify import verify as verify_store
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError
@@ -127,8 +127,7 @@ def checkpoint(cli_context: CliContext, sign_key_file: Path | None) -> None:
 
 def render_checkpoint(connection: Connection, *, signer_key: str | None) -> str:
     """The store's current checkpoint as note text, signed when a signer key is given."""
-    size, root = head(connection)
-    current = checkpoints.Checkpoint(origin=origin(connection), size=size, root=root)
+    current = current_checkpoint(connection)
     return checkpoints.sign(current, signer_key) if signer_key is not None else current.text()
 
 

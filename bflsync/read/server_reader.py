@@ -140,7 +140,9 @@ class ServerReader:
             with contextlib.suppress(psycopg.Error):
                 self.connection.rollback()
                 holders = self.connection.execute(pg_session.LOCK_HOLDERS_SQL).fetchall()
-                known = StoreBusyError(f"{known}; {pg_session.describe_lock_holders(holders)}")
+                # A read that waited past lock_timeout is refused like any other limit (exit 3);
+                # only writers waiting for the store's lock exit 4.
+                known = StoreRefusedError(f"{known}; {pg_session.describe_lock_holders(holders)}")
         if known is not None:
             return known
         if self.connection.closed or isinstance(exc, psycopg.InterfaceError):
