@@ -106,9 +106,9 @@ def expected_record(
         **extract_fields(details),
         "version": version,
         "content_hash": content_hash(details),
-        "first_seen_at": "2026-01-01T00:00:00+00:00",
-        "last_seen_at": times.get("last_seen_at", "2026-01-02T00:00:00+00:00"),
-        "last_changed_at": times.get("last_changed_at", "2026-01-01T00:00:00+00:00"),
+        "first_seen_at": "2026-01-01T00:00:00.000000Z",
+        "last_seen_at": times.get("last_seen_at", "2026-01-02T00:00:00.000000Z"),
+        "last_changed_at": times.get("last_changed_at", "2026-01-01T00:00:00.000000Z"),
         "deleted_at": times.get("deleted_at"),
         # This store was written without status checks: not checked yet.
         "status": None,
@@ -128,9 +128,9 @@ def test_query_json_is_an_array_of_whole_records(store: str) -> None:
             "org/charlie",
             CHARLIE,
             version=2,
-            last_seen_at="2026-01-01T00:00:00+00:00",
-            last_changed_at="2026-01-02T00:00:00+00:00",
-            deleted_at="2026-01-02T00:00:00+00:00",
+            last_seen_at="2026-01-01T00:00:00.000000Z",
+            last_changed_at="2026-01-02T00:00:00.000000Z",
+            deleted_at="2026-01-02T00:00:00.000000Z",
         ),
     ]
 
@@ -163,9 +163,9 @@ def test_query_csv_has_a_header_and_round_trips_details(store: str) -> None:
         "remote_timestamp": "",
         "version": "1",
         "content_hash": rows[1]["content_hash"],
-        "first_seen_at": "2026-01-01T00:00:00+00:00",
-        "last_seen_at": "2026-01-02T00:00:00+00:00",
-        "last_changed_at": "2026-01-01T00:00:00+00:00",
+        "first_seen_at": "2026-01-01T00:00:00.000000Z",
+        "last_seen_at": "2026-01-02T00:00:00.000000Z",
+        "last_changed_at": "2026-01-01T00:00:00.000000Z",
         "deleted_at": "",
         "status": "",
         "progress": "",
@@ -306,7 +306,7 @@ def test_show_json_prints_the_current_record(store: str) -> None:
 
 def test_show_text_marks_a_tombstoned_finetune_and_pretty_prints_details(store: str) -> None:
     lines = run(store, "show", "org/charlie").stdout.splitlines()
-    assert lines[0] == "status            DELETED (no longer listed since 2026-01-02T00:00:00+00:00)"
+    assert lines[0] == "status            DELETED (no longer listed since 2026-01-02T00:00:00.000000Z)"
     assert lines[lines.index("details:") :] == [
         "details:",
         *json.dumps(CHARLIE, indent=2, sort_keys=True).splitlines(),
@@ -327,7 +327,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "account": "default",
             "version": 1,
             "change": "created",
-            "observed_at": "2026-01-01T00:00:00+00:00",
+            "observed_at": "2026-01-01T00:00:00.000000Z",
             "sync_run_id": first,
             "changes": {"lr": {"new": 1}, "mode": {"new": "style"}},
             "details": {"mode": "style", "lr": 1},
@@ -339,7 +339,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "account": "default",
             "version": 2,
             "change": "updated",
-            "observed_at": "2026-01-02T00:00:00+00:00",
+            "observed_at": "2026-01-02T00:00:00.000000Z",
             "sync_run_id": second,
             "changes": {"mode": {"old": "style", "new": "character"}, "new": {"new": None}},
             "details": {"mode": "character", "lr": 1, "new": None},
@@ -351,7 +351,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "account": "default",
             "version": 3,
             "change": "deleted",
-            "observed_at": "2026-01-03T00:00:00+00:00",
+            "observed_at": "2026-01-03T00:00:00.000000Z",
             "sync_run_id": third,
             "changes": {"lr": {"old": 1}, "mode": {"old": "character"}, "new": {"old": None}},
             "details": None,
@@ -363,7 +363,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "account": "default",
             "version": 4,
             "change": "restored",
-            "observed_at": "2026-01-04T00:00:00+00:00",
+            "observed_at": "2026-01-04T00:00:00.000000Z",
             "sync_run_id": fourth,
             "changes": {"lr": {"old": 1}, "new": {"old": None}},
             "details": {"mode": "character"},
@@ -375,9 +375,9 @@ def test_history_text_shows_each_change_as_old_to_new(store_engine: Engine, db_p
     write_sync(store_engine, {"a": {"lr": 1}}, now=day(1))
     write_sync(store_engine, {"a": {"lr": 2, "odd key": "x"}}, now=day(2))
     assert run(db_path, "history", "a").stdout.splitlines() == [
-        "v1  created  2026-01-01T00:00:00+00:00  run 1",
+        "v1  created  2026-01-01T00:00:00.000000Z  run 1",
         "    lr: (missing) -> 1",
-        "v2  updated  2026-01-02T00:00:00+00:00  run 2",
+        "v2  updated  2026-01-02T00:00:00.000000Z  run 2",
         "    lr: 1 -> 2",
         '    `odd key`: (missing) -> "x"',
     ]
@@ -799,7 +799,7 @@ def test_history_text_escapes_control_characters(evil_store: Path) -> None:
     output = run(evil_store, "history", "--since", "2026-01-01").stdout
     assert_no_control_characters(output)
     assert output.splitlines()[3:] == [
-        "org/e\\x1b[2Jvil  v2  updated  2026-01-02T00:00:00+00:00  run 2",
+        "org/e\\x1b[2Jvil  v2  updated  2026-01-02T00:00:00.000000Z  run 2",
         '    finetune_comment: "set title \\u001b]0;pwned\\u0007 bell" -> "blink \\u001b[5m\\nline two"',
         '    `k\\x1bey`: 1 -> "csi \\u009b2J del \\u007f"',
     ]

@@ -24,6 +24,7 @@ from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 from bflsync.read import audit_trail, label_reads, lookup
 from bflsync.read.records import FinetuneRecord
+from bflsync.timeform import iso_utc
 
 if TYPE_CHECKING:
     from bflsync.read.retrain import RetrainRequest
@@ -134,7 +135,7 @@ def show(
     status = (
         "live"
         if record.deleted_at is None
-        else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
+        else f"DELETED (no longer listed since {iso_utc(record.deleted_at)})"
     )
     item = record.as_dict()
     names = [name for name in COLUMN_NAMES if name not in LIFECYCLE_COLUMNS]
@@ -156,7 +157,7 @@ def show(
         more = f", {earlier} earlier in `bflsync history`" if earlier > 0 else ""
         click.echo(f"notes (newest last{more}):")
         for note in notes[-NOTES_SHOWN:]:
-            stamp = note.written_at.isoformat(timespec="seconds")
+            stamp = iso_utc(note.written_at)
             click.echo(f"  {stamp}  {render.one_line(note.written_by)}: {render.one_line(note.text)}")
     click.echo("details:")
     click.echo(render.json_for_terminal(render.dumps(item["details"], indent=2)))
@@ -251,7 +252,7 @@ def history(
             click.echo(f"{who}{_status_line(entry)}")
         elif isinstance(entry, audit_trail.VersionEntry):
             run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
-            click.echo(f"{who}v{entry.version}  {entry.change}  {moment.isoformat()}  {run}")
+            click.echo(f"{who}v{entry.version}  {entry.change}  {iso_utc(moment)}  {run}")
             for key, change in entry.changes.items():
                 path = render.one_line(filters.format_path((key,)))
                 click.echo(f"    {path}: {shown_json(change, 'old')} -> {shown_json(change, 'new')}")
@@ -259,10 +260,10 @@ def history(
             old = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
             new = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
             by = render.one_line(entry.changed_by)
-            click.echo(f"{who}label {entry.change}  {moment.isoformat()}  by {by}")
+            click.echo(f"{who}label {entry.change}  {iso_utc(moment)}  by {by}")
             click.echo(f"    label.{entry.key}: {old} -> {new}")
         else:
-            click.echo(f"{who}note  {moment.isoformat()}  by {render.one_line(entry.written_by)}")
+            click.echo(f"{who}note  {iso_utc(moment)}  by {render.one_line(entry.written_by)}")
             click.echo(f"    {render.one_line(entry.text)}")
 
 
@@ -510,17 +511,17 @@ def _training(record: FinetuneRecord) -> str:
         parts.append(f"progress {progress:g}")
     checked = record.column("status_checked_at")
     if checked is not None:
-        parts.append(f"checked {checked.isoformat()}")
+        parts.append(f"checked {iso_utc(checked)}")
     ready = record.column("ready_at")
     if ready is not None:
-        parts.append(f"ready since {ready.isoformat()}")
+        parts.append(f"ready since {iso_utc(ready)}")
     return ", ".join(parts)
 
 
 def _status_line(entry: audit_trail.StatusEntry) -> str:
     run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
     progress = f" {entry.progress:g}" if entry.progress is not None else ""
-    return f"status  {render.one_line(entry.status)}{progress}  {entry.observed_at.isoformat()}  {run}"
+    return f"status  {render.one_line(entry.status)}{progress}  {iso_utc(entry.observed_at)}  {run}"
 
 
 def _run_label(name: str) -> str:

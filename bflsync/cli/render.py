@@ -2,8 +2,9 @@
 
 On a terminal, tables are fitted to its width (:mod:`bflsync.cli.table`); piped output is plain
 aligned text, every value whole, so ``bflsync query | less`` and scripts never see escape codes
-or cut values. Timestamps are written
-as ISO 8601 with ``+00:00`` everywhere.
+or cut values. Timestamps are written in the one form the store holds
+(:mod:`bflsync.timeform`, ``2026-12-04T13:18:17.637556Z``) everywhere, so a printed time pasted
+into SQL finds the same rows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from bflsync.cli.stdout import write_stdout
 from bflsync.extract import canonical_json
+from bflsync.timeform import iso_utc
 
 # C0 controls, DEL and C1 controls (U+009B is a one-character CSI on some terminals): values come
 # from the API, and an escape sequence in a comment must not reach the user's terminal. Bidi overrides
@@ -28,7 +30,7 @@ _BACKTICKS = re.compile(r"`+")
 
 def json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return iso_utc(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
@@ -46,7 +48,7 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
-        return value.isoformat()
+        return iso_utc(value)
     if isinstance(value, dict | list):
         return canonical_json(value)
     return str(value)

@@ -7,8 +7,9 @@ wide, the widest first, down to a few characters each, cut with ``…``. Headers
 underscore (``learning_`` over ``rate``) before anything is cut. When even that does not fit,
 each record is printed as a block of ``name  value`` lines instead, every value whole.
 
-Widths are terminal cells: East Asian wide characters count two. Timestamps are shown to the
-second in UTC (``2026-01-31 12:00:05``), which ``--as-of`` and ``--since`` accept as they are.
+Widths are terminal cells: East Asian wide characters count two. Timestamps are shown whole in
+the one form the store holds (``2026-01-31T12:00:05.000000Z``), which ``--as-of``, ``--since`` and
+SQL accept as they are.
 Only called on a terminal: piped tables stay plain and whole (:func:`bflsync.cli.render.write_table`).
 """
 
@@ -19,11 +20,12 @@ import sys
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from bflsync.cli.render import cell, one_line
+from bflsync.timeform import iso_utc
 
 SEPARATOR = "  "
 MIN_FREE_TEXT = 8
@@ -152,7 +154,7 @@ def _is_number_like(value: Any) -> bool:
 def terminal_text(value: Any) -> str:
     moment = value if isinstance(value, datetime) else _as_timestamp(value)
     if moment is not None:
-        return (moment if moment.tzinfo is None else moment.astimezone(UTC)).strftime("%Y-%m-%d %H:%M:%S")
+        return iso_utc(moment)
     return one_line(cell(value))
 
 
