@@ -81,13 +81,16 @@ def build_query(
     sort: str | None = None,
     limit: int | None = None,
 ) -> filters.Query:
+    now = datetime.now(UTC)
     return filters.Query(
-        filters=[filters.parse_filter(text) for text in filter_texts],
+        filters=[
+            filters.resolve_relative_times(filters.parse_filter(text), now=now) for text in filter_texts
+        ],
         text=words,
         include_deleted=include_deleted,
         source=source,
         account=account,
-        as_of=filters.parse_timestamp(as_of, now=datetime.now(UTC)) if as_of is not None else None,
+        as_of=filters.parse_timestamp(as_of, now=now) if as_of is not None else None,
         sort=filters.parse_sort(sort) if sort is not None else None,
         limit=limit,
     )
@@ -188,6 +191,11 @@ def query(
             unreadable = found.unreadable
         matched = bool(ids) or (found is not None and bool(found.records))
         warn_unknown(cli_context, reader, _unproven_fields(question, matched=matched))
+        if not matched and not cli_context.quiet:
+            from bflsync.read import suggest
+
+            for note in suggest.unmatched_values(reader, question):
+                click.echo(f"bflsync: warning: {printable(note)}", err=True)
     warn_unreadable(cli_context, unreadable)
     if found is None:
         _write_ids(ids, nul=output_format == "ids0")
