@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bflsync.cli import completion, render
-from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
+from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import (
     LIST_FORMATS,
     RECORD_FORMATS,
     account_option,
+    limit_option,
+    note_withheld,
     reading,
+    row_limit,
     shown_json,
     warn_not_json,
     write_records,
@@ -27,6 +30,7 @@ from bflsync.read.records import FinetuneRecord
 from bflsync.timeform import iso_utc
 
 if TYPE_CHECKING:
+    from bflsync.read.reader import Reader
     from bflsync.read.retrain import RetrainRequest
 
 HISTORY_FORMATS = ("text", *RECORD_FORMATS)
@@ -310,21 +314,14 @@ def _history_object(entry: HistoryEntry) -> dict[str, Any]:
 
 @click.command()
 @click.argument("run_id", metavar="[RUN_ID]", type=click.IntRange(INT64_MIN, INT64_MAX), required=False)
-@click.option(
-    "--limit",
-    metavar="N",
-    type=Int64Range(min=1),
-    default=20,
-    show_default=True,
-    help="Newest N runs.",
-)
+@limit_option("runs, newest first")
 @account_option("Only the runs of this account.")
 @click.option(
     "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
 )
 @pass_cli_context
 def runs(
-    cli_context: CliContext, run_id: int | None, limit: int, account: str | None, output_format: str
+    cli_context: CliContext, run_id: int | None, limit: int | None, account: str | None, output_format: str
 ) -> None:
     """List sync runs, newest first, or show one run with its per-finetune errors.
 
@@ -333,19 +330,25 @@ def runs(
         bflsync runs --limit 5
         bflsync runs 42
     """
+    limit = row_limit(limit, output_format)
     with reading(cli_context) as reader:
         if run_id is None:
-            listed = audit_trail.runs(reader, limit=limit, account=account)
+            # One extra run tells whether the listing stopped at the limit.
+            listed = audit_trail.runs(reader, limit=None if limit is None else limit + 1, account=account)
         else:
             run, errors = audit_trail.run_with_errors(reader, run_id)
     if run_id is None:
+        more = limit is not None and len(listed) > limit
+        listed = listed[:limit] if limit is not None else listed
         if output_format in RECORD_FORMATS:
             write_records(output_format, list(listed[0]) if listed else list(RUN_COLUMNS), listed)
         else:
-            render.write_table(
+            render.write_grid(
+                output_format,
                 [_run_label(name) for name in RUN_COLUMNS],
                 [[_run_cell(run, name) for name in RUN_COLUMNS] for run in listed],
             )
+        note_withheld(cli_context, shown=len(listed), limit=limit, more=more)
         return
     if output_format == "json":
         render.write_json({**run, "errors": errors})
@@ -365,13 +368,13 @@ def runs(
 
 @click.command()
 @click.argument("first", metavar="A", shell_complete=completion.complete_ids)
-@click.argument("second", metavar="B", shell_complete=completion.complete_ids)
+@click.argument("second", metavar="[B]", required=False, shell_complete=completion.complete_ids)
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
 @account_option("Which account, when an id is stored for several.")
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(("table", "text", *RECORD_FORMATS)),
+    type=click.Choice((*LIST_FORMATS, "text")),
     default="table",
     show_default=True,
     help="table (text is the same); json is one object; jsonl and csv list the differences.",
@@ -380,21 +383,25 @@ def runs(
 def diff(
     cli_context: CliContext,
     first: str,
-    second: str,
+    second: str | None,
     source: str | None,
     account: str | None,
     output_format: str,
 ) -> None:
     """Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.
 
-    Nested objects are compared key by key; only differing keys are shown.
+    Nested objects are compared key by key; only differing keys are shown. With one ID, its
+    previous version is compared with the current one (what the last change did).
 
     \b
     Example:
+        bflsync diff acme-labs/portrait-lora-3
         bflsync diff acme-labs/portrait-lora-3 studio-nord/portrait-lora-20
         bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
     """
     with reading(cli_context) as reader:
+        if second is None:
+            first, second = _last_change(reader, first, source=source, account=account)
         result = audit_trail.diff(
             reader,
             audit_trail.VersionRef(first),
@@ -424,7 +431,20 @@ def diff(
         return
     headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
     rows = [[row["key"], shown_json(row, "a"), shown_json(row, "b")] for row in result.differences]
-    render.write_table(headers, rows)
+    render.write_grid(output_format, headers, rows)
+
+
+def _last_change(
+    reader: Reader, finetune_id: str, *, source: str | None, account: str | None
+) -> tuple[str, str]:
+    """``ID@N-1`` and ``ID@N`` for a finetune whose current version is N; one version is an error."""
+    found = lookup.find_finetune(reader, finetune_id, source=source, account=account).record
+    if found.version <= 1:
+        raise InputError(
+            f"finetune {found.finetune_id!r} has one version only: nothing to compare "
+            "(give a second ID to compare two finetunes)"
+        )
+    return f"{found.finetune_id}@{found.version - 1}", f"{found.finetune_id}@{found.version}"
 
 
 @click.command()
@@ -448,7 +468,9 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
     if output_format in RECORD_FORMATS:
         write_records(output_format, list(listed[0]) if listed else list(ACCOUNT_COLUMNS), listed)
         return
-    render.write_table(ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed])
+    render.write_grid(
+        output_format, ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed]
+    )
 
 
 @click.command()
@@ -474,7 +496,7 @@ def credits(
 
     Each row is a run that read the balance: the drop since the previous reading (positive
     when credits were spent) and the finetunes first seen in between, the trainings that
-    the drop paid for.
+    the drop paid for (counted in tables and CSV; their ids in json and jsonl).
 
     \b
     Example:
@@ -488,13 +510,11 @@ def credits(
     if output_format in ("json", "jsonl"):
         write_records(output_format, CREDIT_COLUMNS, [interval.as_dict() for interval in intervals])
         return
+    # A table holds the count; the ids, which can be hundreds, are in json and jsonl.
     rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
     for row in rows:
-        row[-1] = " ".join(row[-1])
-    if output_format == "csv":
-        render.write_csv(list(CREDIT_COLUMNS), rows)
-    else:
-        render.write_table(CREDIT_COLUMNS, rows)
+        row[-1] = len(row[-1])
+    render.write_grid(output_format, CREDIT_COLUMNS, rows)
 
 
 _SAME_RECORD = ("finetune_id", "source", "change")

@@ -9,6 +9,7 @@ into SQL finds the same rows.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -70,22 +71,43 @@ def write_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     writer.writerows([cell(value) for value in row] for row in rows)
 
 
+def styled() -> bool:
+    """Whether escape codes (bold headers, progress bars) may be written: not under ``NO_COLOR``
+    (https://no-color.org) nor to a ``TERM=dumb`` terminal."""
+    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def write_grid(output_format: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A listing as a table, a Markdown table or CSV: the formats every table-shaped output takes."""
+    if output_format == "markdown":
+        write_markdown(headers, rows)
+    elif output_format == "csv":
+        write_csv(headers, rows)
+    else:
+        write_table(headers, rows)
+
+
 def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Columns fitted to the terminal on a TTY (see :mod:`bflsync.cli.table`), plain and whole otherwise."""
+    """Columns fitted to the terminal on a TTY (see :mod:`bflsync.cli.table`), plain and whole otherwise.
+
+    Both pad by display width (a CJK character takes two cells), so columns line up either way.
+    """
+    from bflsync.cli.table import cells, pad, write_fitted
+
     if sys.stdout.isatty():
         # shutil (with its compression modules) only here: piped output never pays for it.
         import shutil
 
-        from bflsync.cli.table import write_fitted
-
-        write_fitted(headers, rows, width=shutil.get_terminal_size().columns)
+        write_fitted(headers, rows, width=shutil.get_terminal_size().columns, styled=styled())
         return
     headers = [one_line(header) for header in headers]
     texts = [[one_line(cell(value)) for value in row] for row in rows]
-    widths = [max([len(header), *(len(row[index]) for row in texts)]) for index, header in enumerate(headers)]
+    widths = [
+        max([cells(header), *(cells(row[index]) for row in texts)]) for index, header in enumerate(headers)
+    ]
     for row in [list(headers), *texts]:
         sys.stdout.write(
-            "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
+            "  ".join(pad(text, width) for text, width in zip(row, widths, strict=True)).rstrip()
         )
         sys.stdout.write("\n")
 

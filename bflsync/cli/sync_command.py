@@ -269,7 +269,8 @@ def sync(
         credits=not no_credits,
     )
     location = access.locate_store(cli_context.db)
-    show_progress = not cli_context.quiet and sys.stderr.isatty()
+    # A progress bar redraws with escape codes: none for a dumb terminal or NO_COLOR.
+    show_progress = not cli_context.quiet and sys.stderr.isatty() and render.styled()
 
     if dry_run:
         with _read_only_engine(location) as engine:

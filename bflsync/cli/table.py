@@ -32,6 +32,7 @@ MIN_FREE_TEXT = 8
 """Narrowest a free-text column gets (or its natural width, when that is less)."""
 ELLIPSIS = "…"
 _BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
+_ESCAPE = re.compile("\x1b\\[[0-9]m")
 # A number in any spelling bflsync writes (1e-05, 2000, 0.5), or a rounded duration (4 min 05 s).
 _NUMBER_LIKE = re.compile(r"[-+]?\d[\d.,eE+\-]*(?: (?:\d+ )?(?:ms|s|min|h))*")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}\S*")
@@ -56,18 +57,21 @@ class Column:
         return min(self.natural, max(header, MIN_FREE_TEXT))
 
 
-def write_fitted(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int) -> None:
-    """Write the table within ``width`` terminal cells, or as record blocks when it cannot fit."""
+def write_fitted(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int, styled: bool = True
+) -> None:
+    """Write the table within ``width`` terminal cells, or as record blocks when it cannot fit.
+
+    Unless ``styled``, headers are not bold nor the rule dim: no escape code at all.
+    """
     columns = [
         Column(one_line(header), [terminal_text(row[index]) for row in rows], is_rigid(header, rows, index))
         for index, header in enumerate(headers)
     ]
     widths = fit(columns, width=width)
     out = sys.stdout
-    if widths is None:
-        out.writelines(blocks(columns))
-        return
-    out.writelines(table_lines(columns, widths))
+    lines = blocks(columns) if widths is None else table_lines(columns, widths)
+    out.writelines(lines if styled else [_ESCAPE.sub("", line) for line in lines])
 
 
 def fit(columns: Sequence[Column], *, width: int) -> list[int] | None:
