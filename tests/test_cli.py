@@ -45,7 +45,12 @@ def all_commands() -> list[tuple[str, click.Command]]:
 
 def test_version_option_prints_the_package_version(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["--version"], catch_exceptions=False)
-    assert result.output == f"bflsync, version {__version__}\n"
+    assert result.output.splitlines()[0] == f"bflsync, version {__version__}"
+
+
+def test_version_option_says_where_the_default_store_is(runner: CliRunner, isolated_env: Path) -> None:
+    result = runner.invoke(cli, ["--version"], catch_exceptions=False)
+    assert result.output.splitlines()[1] == f"default store: {isolated_env / 'bflsync' / 'bflsync.db'}"
 
 
 def test_every_lazy_command_is_listed_in_help(runner: CliRunner) -> None:
@@ -63,7 +68,13 @@ def test_every_command_has_help_that_ends_with_an_example(path: str, command: cl
 
 @pytest.mark.parametrize("path", [path for path, _ in all_commands()])
 def test_every_command_is_documented_in_the_readme(path: str) -> None:
-    assert f"`{path}" in (ROOT / "README.md").read_text(encoding="utf-8"), path
+    assert f"`{path}" in user_docs(), path
+
+
+def user_docs() -> str:
+    """The README and the pages under docs/, where commands are documented."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages if page.exists())
 
 
 def test_db_upgrade_creates_the_default_store_privately(runner: CliRunner, isolated_env: Path) -> None:

@@ -3,6 +3,7 @@ notes and the request that retrains it), its audit trail, the sync log, the cred
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from bflsync.read.reader import Reader
     from bflsync.read.retrain import RetrainRequest
 
-HISTORY_FORMATS = ("text", *RECORD_FORMATS)
+HISTORY_FORMATS = ("text", *LIST_FORMATS)
 NOTES_SHOWN = 5
 # CSV columns of history, those the listed kinds of entry (version, status, label, note) have.
 HISTORY_COLUMNS = (
@@ -187,6 +188,29 @@ def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
         click.echo(f"left out {key}: {retrain.WITHHELD_INPUTS[key]}", err=True)
 
 
+CHANGES = ("created", "updated", "deleted", "restored")
+KINDS = ("version", "status", "label", "note")
+
+
+def _choices(
+    allowed: tuple[str, ...],
+) -> Callable[[click.Context, click.Parameter, str | None], frozenset[str] | None]:
+    """A click callback for a comma-separated subset of ``allowed``."""
+
+    def parse(_ctx: click.Context, _param: click.Parameter, value: str | None) -> frozenset[str] | None:
+        if value is None:
+            return None
+        picked = frozenset(part.strip() for part in value.split(",") if part.strip())
+        unknown = sorted(picked - set(allowed))
+        if unknown or not picked:
+            raise click.BadParameter(
+                f"{', '.join(map(repr, unknown)) or 'nothing'}: pick from {','.join(allowed)}"
+            )
+        return picked
+
+    return parse
+
+
 @click.command()
 @click.argument("finetune_id", metavar="[ID]", required=False, shell_complete=completion.complete_ids)
 @click.option(
@@ -194,8 +218,23 @@ def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
     metavar="TIMESTAMP",
     help="Only changes observed at or after this time: ISO 8601, or relative (7d, 12h, yesterday).",
 )
+@click.option(
+    "--change",
+    "changes",
+    metavar="LIST",
+    callback=_choices(CHANGES),
+    help=f"Only versions with these changes ({','.join(CHANGES)}); implies --kind version unless given.",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    metavar="LIST",
+    callback=_choices(KINDS),
+    help=f"Only these kinds of entry ({','.join(KINDS)}) [default: all].",
+)
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
 @account_option("Which account, when the id is stored for several (without ID: only this account's changes).")
+@limit_option("entries")
 @click.option(
     "--format", "output_format", type=click.Choice(HISTORY_FORMATS), default="text", show_default=True
 )
@@ -204,25 +243,34 @@ def history(
     cli_context: CliContext,
     finetune_id: str | None,
     since: str | None,
+    changes: frozenset[str] | None,
+    kinds: frozenset[str] | None,
     source: str | None,
     account: str | None,
+    limit: int | None,
     output_format: str,
 ) -> None:
-    """List every stored version of a finetune, oldest first, with old and new values per changed key.
+    """List what changed, oldest first: one line per change with old -> new for each changed key.
 
-    Training status changes are listed among the versions, each line marked "status".
-    Without ID, --since lists every change in the account since then.
+    Versions (created, updated, deleted, restored), training status changes, labels and notes
+    are listed together; a created version is one line, and a status shows only when it
+    changed (progress alone is in json). Without ID, --since lists every change in the account
+    since then. A summary of the counts follows on stderr. json, jsonl and csv hold every stored
+    entry, whole (details and every status poll included).
 
     \b
     Example:
-        bflsync history acme-labs/portrait-lora-3
-        bflsync history --since 2026-01-01 --format json
+        bflsync history --since 7d
+        bflsync history --since yesterday --change deleted,restored
+        bflsync history acme-labs/portrait-lora-3 --kind version,label --format table
     """
     if finetune_id is None and since is None:
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
     from bflsync.read import filters  # here, not at the top: `show` parses no filter language
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
+    if changes is not None and kinds is None:
+        kinds = frozenset({"version"})
     with reading(cli_context) as reader:
         versions = audit_trail.history(
             reader, finetune_id=finetune_id, source=source, account=account, since=start
@@ -234,6 +282,11 @@ def history(
         )
         label_events = label_reads.label_events(reader, pk=pk, since=start, source=source, account=account)
         notes = label_reads.notes(reader, pk=pk, since=start, source=source, account=account)
+        before = (
+            audit_trail.statuses_before(reader, start, source=source, account=account)
+            if start is not None
+            else {}
+        )
     entries: list[HistoryEntry] = sorted(
         [*versions, *label_events, *notes],
         key=lambda entry: (
@@ -244,31 +297,118 @@ def history(
             _KIND_ORDER[_kind(entry)],
         ),
     )
+    entries = [
+        entry
+        for entry in entries
+        if (kinds is None or _kind(entry) in kinds)
+        and (changes is None or not isinstance(entry, audit_trail.VersionEntry) or entry.change in changes)
+    ]
+    if output_format not in RECORD_FORMATS:
+        entries = _status_changes_only(entries, before)
+    limit = row_limit(limit, output_format)
+    more = limit is not None and len(entries) > limit
+    shown = entries[:limit] if limit is not None else entries
     if output_format in RECORD_FORMATS:
-        items = [_history_object(entry) for entry in entries]
+        items = [_history_object(entry) for entry in shown]
         present = [name for name in HISTORY_COLUMNS if any(name in item for item in items)]
         write_records(output_format, present or HISTORY_COLUMNS, items)
-        return
+    elif output_format == "text":
+        for entry, (what, detail) in zip(shown, _history_parts(shown, before), strict=True):
+            who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
+            click.echo(f"{who}{what}  {iso_utc(_moment(entry))}" + (f"  {detail}" if detail else ""))
+    else:
+        render.write_grid(
+            output_format,
+            ("observed_at", "finetune_id", "change", "what"),
+            [
+                [_moment(entry), entry.finetune_id, what, detail]
+                for entry, (what, detail) in zip(shown, _history_parts(shown, before), strict=True)
+            ],
+        )
+    note_withheld(cli_context, shown=len(shown), limit=limit, more=more)
+    if not cli_context.quiet and output_format not in RECORD_FORMATS:
+        scope = f" since {iso_utc(start)}" if start is not None else ""
+        click.echo(f"{_summary(entries)}{scope}", err=True)
+
+
+def _status_changes_only(
+    entries: list[HistoryEntry], before: dict[tuple[str, str, str], str]
+) -> list[HistoryEntry]:
+    """Status entries whose status differs from the one before (a poll that only moved progress is dropped)."""
+    last = dict(before)
+    kept: list[HistoryEntry] = []
     for entry in entries:
-        moment = _moment(entry)
-        who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
         if isinstance(entry, audit_trail.StatusEntry):
-            click.echo(f"{who}{_status_line(entry)}")
+            key = (entry.finetune_id, entry.source, entry.account)
+            if last.get(key) == entry.status:
+                continue
+            last[key] = entry.status
+        kept.append(entry)
+    return kept
+
+
+ARROW = "→"
+
+
+def _history_parts(
+    entries: list[HistoryEntry], before: dict[tuple[str, str, str], str]
+) -> list[tuple[str, str]]:
+    """Per entry, what happened (``v2 updated``, ``status``, ``label set``, ``note``) and its detail:
+    old -> new for each changed key, the new status, the note's text."""
+    last = dict(before)
+    parts = []
+    for entry in entries:
+        if isinstance(entry, audit_trail.StatusEntry):
+            key = (entry.finetune_id, entry.source, entry.account)
+            old = last.get(key)
+            last[key] = entry.status
+            was = f"{render.one_line(old)} {ARROW} " if old is not None else ""
+            parts.append(("status", f"{was}{render.one_line(entry.status)}{_run(entry.sync_run_id)}"))
         elif isinstance(entry, audit_trail.VersionEntry):
-            run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
-            click.echo(f"{who}v{entry.version}  {entry.change}  {iso_utc(moment)}  {run}")
-            for key, change in entry.changes.items():
-                path = render.one_line(filters.format_path((key,)))
-                click.echo(f"    {path}: {shown_json(change, 'old')} -> {shown_json(change, 'new')}")
+            changed = "" if entry.change in ("created", "deleted") else _changed_keys(entry.changes)
+            parts.append((f"v{entry.version} {entry.change}", f"{changed}{_run(entry.sync_run_id)}".strip()))
         elif isinstance(entry, label_reads.LabelEvent):
-            old = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
-            new = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
+            old_value = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
+            new_value = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
             by = render.one_line(entry.changed_by)
-            click.echo(f"{who}label {entry.change}  {iso_utc(moment)}  by {by}")
-            click.echo(f"    label.{entry.key}: {old} -> {new}")
+            parts.append(
+                (f"label {entry.change}", f"label.{entry.key}: {old_value} {ARROW} {new_value}  by {by}")
+            )
         else:
-            click.echo(f"{who}note  {iso_utc(moment)}  by {render.one_line(entry.written_by)}")
-            click.echo(f"    {render.one_line(entry.text)}")
+            by = render.one_line(entry.written_by)
+            parts.append(("note", f"by {by}: {render.one_line(entry.text)}"))
+    return parts
+
+
+def _run(run_id: int | None) -> str:
+    return f"  run {run_id}" if run_id is not None else ""
+
+
+def _changed_keys(changes: dict[str, dict[str, Any]]) -> str:
+    from bflsync.read import filters
+
+    return ", ".join(
+        f"{render.one_line(filters.format_path((key,)))}: {shown_json(change, 'old')} {ARROW} {shown_json(change, 'new')}"
+        for key, change in changes.items()
+    )
+
+
+def _summary(entries: list[HistoryEntry]) -> str:
+    """``3 updated, 1 deleted, 1 created, 2 status changes``: the counts, most first."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        if isinstance(entry, audit_trail.VersionEntry):
+            name = entry.change
+        else:
+            name = {"status": "status change", "label": "label change", "note": "note"}[_kind(entry)]
+        counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return "no changes"
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(
+        f"{count} {name}{'s' if count != 1 and name in ('status change', 'label change', 'note') else ''}"
+        for name, count in ordered
+    )
 
 
 HistoryEntry = audit_trail.VersionEntry | audit_trail.StatusEntry | label_reads.LabelEvent | label_reads.Note

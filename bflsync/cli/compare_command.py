@@ -10,13 +10,13 @@ import click
 
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
-from bflsync.cli.read_common import account_option, reading
+from bflsync.cli.read_common import LIST_FORMATS, account_option, reading
 from bflsync.errors import InputError
 from bflsync.extract import extract_fields
 from bflsync.read import audit_trail, compare, filters, lookup
 from bflsync.read.reader import Reader
 
-FORMATS = ("table", "json", "csv", "markdown")
+FORMATS = LIST_FORMATS
 
 
 @click.command()
@@ -62,6 +62,10 @@ def compare_command(
     result = compare.matrix(entries, chosen, only_changed=only_changed)
     if output_format == "json":
         render.write_json(_as_json(result))
+        return
+    if output_format == "jsonl":
+        # One line per field, as the "rows" of the json form.
+        render.write_jsonl(_as_json(result)["rows"])
         return
     headers = ["field", *(entry.heading for entry in result.entries)]
     rows = [[row.field.name, *(_shown(value) for value in row.values)] for row in result.rows]
