@@ -299,7 +299,13 @@ def _configure_logging(verbosity: int, quiet: bool) -> None:
 
         def formatMessage(self, record: logging.LogRecord) -> str:
             record.message = printable(record.message)
+            record.level = record.levelname.lower()
             return super().formatMessage(record)
+
+    # Warnings read like every other bflsync message; -v adds the time and where they came from.
+    form = (
+        "%(asctime)s %(levelname)s %(name)s: %(message)s" if verbosity else "bflsync: %(level)s: %(message)s"
+    )
 
     level = logging.WARNING
     if quiet:
@@ -312,12 +318,12 @@ def _configure_logging(verbosity: int, quiet: bool) -> None:
     logger.setLevel(level)
     if not any(getattr(h, "_bflsync", False) for h in logger.handlers):
         handler = logging.StreamHandler()
-        handler.setFormatter(_EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._bflsync = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     for h in logger.handlers:
         if getattr(h, "_bflsync", False):
             assert isinstance(h, logging.StreamHandler)
+            h.setFormatter(_EscapingFormatter(form))
             h.setStream(sys.stderr)
 
 
