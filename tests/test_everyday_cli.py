@@ -19,11 +19,14 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import Engine
-from storebuild import day, write_sync
+from sqlmodel import Session
+from storebuild import SOURCE, day, write_sync
 from sync_support import KEY
 
+from bflsync.bfl.status import parse_answer
 from bflsync.cli import cli
 from bflsync.mock.server import MockBFL
+from bflsync.store import status_writes
 
 UUID_A = "00b09f63-1111-4a4a-8a8a-aaaaaaaaaaaa"
 UUID_B = "00b09f64-2222-4b4b-8b8b-bbbbbbbbbbbb"
@@ -155,6 +158,30 @@ def test_history_since_prints_one_line_per_change_and_a_summary(store: str) -> N
     assert done.stderr == "1 created, 1 deleted, 1 updated since 2026-01-02T00:00:00.000000Z\n"
 
 
+def test_history_shows_a_status_only_when_it_changed(store_engine: Engine, db_path: Path) -> None:
+    write_sync(store_engine, {UUID_A: A1}, now=day(1))
+    polls = [("Pending", 0.1), ("Pending", 0.5), ("Pending", 0.9), ("Ready", 1.0)]
+    for number, (status, progress) in enumerate(polls, start=2):
+        with Session(store_engine) as session, session.begin():
+            answer = parse_answer({"id": UUID_A, "status": status, "progress": progress})
+            status_writes.record_statuses(
+                session,
+                [status_writes.StatusObservation(UUID_A, answer)],
+                source=SOURCE,
+                account="default",
+                run_id=None,
+                now=day(number),
+            )
+    done = both("--db", str(db_path), "history", UUID_A, "--kind", "status")
+    assert done.stdout.splitlines() == [
+        "status  2026-01-02T00:00:00.000000Z  Pending",
+        "status  2026-01-05T00:00:00.000000Z  Pending → Ready",
+    ]
+    assert done.stderr == "2 status changes\n"
+    every_poll = both("--db", str(db_path), "history", UUID_A, "--kind", "status", "--format", "jsonl")
+    assert len(every_poll.stdout.splitlines()) == 4
+
+
 def test_history_change_filter_keeps_only_those_versions(store: str) -> None:
     done = both("--db", store, "history", "--since", "2026-01-01", "--change", "created", "-q")
     assert [line.split("  ")[:2] for line in done.stdout.splitlines()] == [
@@ -182,6 +209,12 @@ def test_diff_with_one_id_compares_the_previous_version_with_the_current(store: 
         {"key": "iterations", "a": 300, "b": 600},
         {"key": "learning_rate", "a": 1e-5, "b": 2e-5},
     ]
+
+
+def test_compare_has_jsonl_like_every_listing(store: str) -> None:
+    done = both("--db", store, "compare", UUID_A, UUID_C, "--only-changed", "--format", "jsonl")
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {"field": "mode", "changed": True, "values": {UUID_A: "character", UUID_C: "product"}} in rows
 
 
 # --- 4. finding things ------------------------------------------------------------------------------
@@ -242,8 +275,8 @@ def test_credits_tables_count_new_finetunes(store: str) -> None:
     with sqlite3.connect(store) as connection:
         connection.execute("UPDATE sync_run SET credits = CASE id WHEN 1 THEN 100 ELSE 90 END")
     connection.close()
-    table = both("--db", store, "credits", "--format", "csv").stdout.splitlines()
-    assert table[-1].split(",")[-1] == "1"
+    table = both("--db", store, "credits", "--format", "markdown").stdout.splitlines()
+    assert table[-1].endswith("| `1` |")
     listed = json.loads(both("--db", store, "credits", "--format", "json").stdout)
     assert listed[-1]["new_finetunes"] == [UUID_C]
 

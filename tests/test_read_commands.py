@@ -375,11 +375,8 @@ def test_history_text_shows_each_change_as_old_to_new(store_engine: Engine, db_p
     write_sync(store_engine, {"a": {"lr": 1}}, now=day(1))
     write_sync(store_engine, {"a": {"lr": 2, "odd key": "x"}}, now=day(2))
     assert run(db_path, "history", "a").stdout.splitlines() == [
-        "v1  created  2026-01-01T00:00:00.000000Z  run 1",
-        "    lr: (missing) -> 1",
-        "v2  updated  2026-01-02T00:00:00.000000Z  run 2",
-        "    lr: 1 -> 2",
-        '    `odd key`: (missing) -> "x"',
+        "v1 created  2026-01-01T00:00:00.000000Z  run 1",
+        'v2 updated  2026-01-02T00:00:00.000000Z  lr: 1 → 2, `odd key`: (missing) → "x"  run 2',
     ]
 
 
@@ -576,7 +573,7 @@ def test_read_commands_on_sqlite_import_no_heavy_module(labelled_sqlite_store: P
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout
-    assert result.stderr == "[]\n"
+    assert result.stderr.splitlines()[-1] == "[]"  # after any summary line
 
 
 # What start-up would pay for and these commands never use (see the README's Performance section).
@@ -605,7 +602,7 @@ def test_lean_commands_import_nothing_their_answer_does_not_need(
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout
-    assert result.stderr == "[]\n"
+    assert result.stderr.splitlines()[-1] == "[]"  # after any summary line
 
 
 def test_read_commands_make_no_network_call(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -798,10 +795,10 @@ def test_show_json_keeps_control_characters_as_json_escapes(evil_store: Path) ->
 def test_history_text_escapes_control_characters(evil_store: Path) -> None:
     output = run(evil_store, "history", "--since", "2026-01-01").stdout
     assert_no_control_characters(output)
-    assert output.splitlines()[3:] == [
-        "org/e\\x1b[2Jvil  v2  updated  2026-01-02T00:00:00.000000Z  run 2",
-        '    finetune_comment: "set title \\u001b]0;pwned\\u0007 bell" -> "blink \\u001b[5m\\nline two"',
-        '    `k\\x1bey`: 1 -> "csi \\u009b2J del \\u007f"',
+    assert output.splitlines()[1:] == [
+        "org/e\\x1b[2Jvil  v2 updated  2026-01-02T00:00:00.000000Z  "
+        'finetune_comment: "set title \\u001b]0;pwned\\u0007 bell" → "blink \\u001b[5m\\nline two", '
+        '`k\\x1bey`: 1 → "csi \\u009b2J del \\u007f"  run 2',
     ]
 
 
@@ -841,7 +838,7 @@ def bidi_store(store_engine: Engine, db_path: Path) -> Path:
     [
         ["query", "--columns", "finetune_id,finetune_comment"],
         ["show", BIDI_ID],
-        ["history", BIDI_ID],
+        ["history", "--since", "2026-01-01", "--format", "table"],
         ["history", "--since", "2026-01-01"],
     ],
     ids=" ".join,

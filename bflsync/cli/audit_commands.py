@@ -636,7 +636,7 @@ def credits(
 
     Each row is a run that read the balance: the drop since the previous reading (positive
     when credits were spent) and the finetunes first seen in between, the trainings that
-    the drop paid for (counted in tables and CSV; their ids in json and jsonl).
+    the drop paid for (counted in tables; their ids in csv, json and jsonl).
 
     \b
     Example:
@@ -650,10 +650,10 @@ def credits(
     if output_format in ("json", "jsonl"):
         write_records(output_format, CREDIT_COLUMNS, [interval.as_dict() for interval in intervals])
         return
-    # A table holds the count; the ids, which can be hundreds, are in json and jsonl.
+    # A table holds the count (the ids can be hundreds); CSV, json and jsonl the ids.
     rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
     for row in rows:
-        row[-1] = len(row[-1])
+        row[-1] = " ".join(row[-1]) if output_format == "csv" else len(row[-1])
     render.write_grid(output_format, CREDIT_COLUMNS, rows)
 
 
