@@ -50,9 +50,7 @@ COMMAND_SUMMARIES: dict[str, str] = {
     "db": "Create, migrate and check the store's schema.",
     "diff": "Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.",
     "facets": "Count the finetunes per value of each FIELD, most common first.",
-    "history": (
-        "List every stored version of a finetune, oldest first, with old and new values per changed key."
-    ),
+    "history": "List what changed, oldest first: one line per change with old -> new for each changed key.",
     "label": "Set or remove local labels on a finetune; every change is kept with who made it and when.",
     "mock-api": "Serve a BFL-compatible finetune API on loopback, to try bflsync without an account.",
     "note": "Append a note to a finetune, kept with who wrote it and when; a sync never changes notes.",
