@@ -98,7 +98,7 @@ class BflsyncGroup(click.Group):
             name = args[0] if args else ""
             import difflib
 
-            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.5)
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.7)
             if not close or name.startswith("-"):
                 raise
             raise click.UsageError(f"no such command {name!r}; did you mean {close[0]!r}?", ctx) from None
