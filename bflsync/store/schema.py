@@ -261,8 +261,9 @@ class FinetuneLabel(SQLModel, table=True):
     value: str = Field(sa_type=sa.Text)
     """The value as people write it in SQL: text as is (``value='acme'`` finds it), numbers and
     booleans as JSON spells them (``300``, ``true``)."""
-    value_json: str = Field(sa_type=sa.Text)
-    """Canonical JSON of the string, number or boolean, typed as filter values are: what queries read."""
+    value_json: str | None = Field(default=None, sa_type=sa.Text)
+    """Canonical JSON of the string, number or boolean, typed as filter values are: what queries read.
+    Always written; nullable only so that revision 0011_iso_times adds it without rebuilding the table."""
     set_by: str
     set_at: datetime = Field(sa_type=UTCDateTime)
 

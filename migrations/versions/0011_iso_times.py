@@ -151,8 +151,9 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         _rewrite_times(upgrade=True)
     _rewrite_remote_timestamps(upgrade=True)
-    with op.batch_alter_table("finetune_label", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("value_json", sa.Text(), nullable=True))
+    # ADD and DROP COLUMN in place on both engines: a batch rebuild of finetune_label would trip
+    # over views that name it (SQLite re-checks views when the rebuilt table is renamed).
+    op.add_column("finetune_label", sa.Column("value_json", sa.Text(), nullable=True))
     op.execute("UPDATE finetune_label SET value_json = value")
     bind = op.get_bind()
     rows = bind.exec_driver_sql("SELECT id, value_json FROM finetune_label").all()
@@ -163,14 +164,11 @@ def upgrade() -> None:
             table.update().where(table.c.id == sa.bindparam("pk")).values(value=sa.bindparam("plain")),
             changes,
         )
-    with op.batch_alter_table("finetune_label", schema=None) as batch_op:
-        batch_op.alter_column("value_json", existing_type=sa.Text(), nullable=False)
 
 
 def downgrade() -> None:
     op.execute("UPDATE finetune_label SET value = value_json")
-    with op.batch_alter_table("finetune_label", schema=None) as batch_op:
-        batch_op.drop_column("value_json")
+    op.execute("ALTER TABLE finetune_label DROP COLUMN value_json")
     _rewrite_remote_timestamps(upgrade=False)
     if op.get_bind().dialect.name == "sqlite":
         _rewrite_times(upgrade=False)
