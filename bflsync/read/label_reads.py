@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
+from bflsync.timeform import parse_utc
+
 
 class RowSource(Protocol):
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
@@ -51,15 +53,15 @@ def labels_object_sql(dialect: str, *, pk: str) -> str:
     SQLite gives ``{}`` text for a finetune without labels, PostgreSQL NULL; readers take both.
     """
     if dialect == "sqlite":
-        aggregate = "json_group_object(l.key, json(l.value))"
+        aggregate = "json_group_object(l.key, json(l.value_json))"
     else:
-        aggregate = "json_object_agg(l.key, CAST(l.value AS json))"
+        aggregate = "json_object_agg(l.key, CAST(l.value_json AS json))"
     return f"(SELECT {aggregate} FROM finetune_label l WHERE l.finetune_pk = {pk})"
 
 
 def label_value_sql(*, pk: str) -> str:
     """SQL for one label's value (canonical JSON text) with one ``?`` for its key; NULL when unset."""
-    return f"(SELECT l.value FROM finetune_label l WHERE l.finetune_pk = {pk} AND l.key = ?)"
+    return f"(SELECT l.value_json FROM finetune_label l WHERE l.finetune_pk = {pk} AND l.key = ?)"
 
 
 def decode_labels(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -176,6 +178,7 @@ def _scope(
 
 
 def utc(value: str | datetime) -> datetime:
-    """A stored timestamp as aware UTC: SQLite keeps naive UTC text, PostgreSQL gives a datetime."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """A stored timestamp as aware UTC: SQLite keeps text (:mod:`bflsync.timeform`), PostgreSQL gives a datetime."""
+    if isinstance(value, str):
+        return parse_utc(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -32,6 +32,7 @@ from bflsync.store.check import (
     store_error_for,
 )
 from bflsync.store.files import read_immutable
+from bflsync.timeform import iso_utc
 
 Row = tuple[Any, ...]
 
@@ -54,8 +55,8 @@ class Reader(Protocol):
 
 
 def sqlite_time(moment: datetime) -> str:
-    """The text SQLAlchemy's DateTime writes on SQLite: naive UTC, always with microseconds."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    """The text the store keeps on SQLite (:mod:`bflsync.timeform`): compares as the times do."""
+    return iso_utc(moment)
 
 
 class SqliteReader:

@@ -39,6 +39,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0008_labels",
     "0009_search_text",
     "0012_views",
+    "0011_iso_times",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The revision that made accounts part of a finetune's identity; below it they cannot be told apart.

@@ -170,9 +170,9 @@ def apply_edit(
     """Write the label rows and their history on the caller's transaction. Never commits."""
     keys = sorted({*edit.assign, *edit.remove})
     current = {
-        row.key: row.value
+        row.key: row.value_json
         for row in connection.execute(
-            sa.select(label_table.c.key, label_table.c.value).where(
+            sa.select(label_table.c.key, label_table.c.value_json).where(
                 label_table.c.finetune_pk == finetune_pk, label_table.c.key.in_(keys)
             )
         )
@@ -185,7 +185,7 @@ def apply_edit(
             new: str | None = canonical_json(edit.assign[key])
             if new == old:
                 continue
-            row = {"value": new, "set_by": actor, "set_at": now}
+            row = {"value": plain_text(edit.assign[key]), "value_json": new, "set_by": actor, "set_at": now}
             if old is None:
                 connection.execute(sa.insert(label_table).values(finetune_pk=finetune_pk, key=key, **row))
             else:
@@ -209,6 +209,11 @@ def apply_edit(
         )
         changes.append(change)
     return changes
+
+
+def plain_text(value: LabelValue) -> str:
+    """A label value as people write it in SQL (``value='acme'``): text as is, others as JSON spells them."""
+    return value if isinstance(value, str) else canonical_json(value)
 
 
 def decode(value: str | None) -> Any:
