@@ -18,7 +18,6 @@ from decimal import Decimal
 from typing import Any
 
 from bflsync.cli.stdout import write_stdout
-from bflsync.cli.table import Column, write_columns
 from bflsync.extract import canonical_json
 from bflsync.timeform import iso_utc
 
@@ -97,7 +96,7 @@ def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
     Both pad by display width (a CJK character takes two cells), so columns line up either way.
     """
-    from bflsync.cli.table import cells, pad
+    from bflsync.cli.table import Column, cells, pad, write_columns
 
     if sys.stdout.isatty():
         # shutil (with its compression modules) only here: piped output never pays for it.

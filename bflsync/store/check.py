@@ -15,7 +15,6 @@ import sqlite3
 import stat
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_plus
 
 from bflsync.errors import (
     InputError,
@@ -204,6 +203,7 @@ def display_url(url: str) -> str:
     The userinfo ends at the last ``@``, so a password holding unencoded ``/``, ``?`` or ``@``
     (which SQLAlchemy accepts) is still masked whole.
     """
+    from urllib.parse import unquote_plus  # here: a SQLite read never shows a URL
 
     scheme, separator, rest = url.partition("://")
     userinfo, at, rest = rest.rpartition("@")
