@@ -111,6 +111,7 @@ def label_events(
 ) -> list[LabelEvent]:
     """Label changes oldest first, each with the value it replaced: of one finetune or since a moment."""
     import json  # here: reads that show no labels need not import it
+
     params: list[Any] = []
     if pk is not None:
         touched = "c.finetune_pk = ?"
