@@ -215,6 +215,12 @@ class Store:
 
         return fieldnames.unknown_field(self._reader, _field(field))
 
+    def unmatched_values(self, question: Query) -> list[str]:
+        """Notes for ``FIELD=text`` filters that matched nothing on a field of few values (``pending`` vs ``Pending``)."""
+        from bflsync.read import suggest
+
+        return suggest.unmatched_values(self._reader, question)
+
     def finetune(
         self, finetune_id: str, *, source: str | None = None, account: str | None = None
     ) -> FinetuneRecord:
@@ -241,9 +247,16 @@ class Store:
         since: datetime | str | None = None,
         source: str | None = None,
         account: str | None = None,
+        kinds: Iterable[str] | None = None,
+        changes: Iterable[str] | None = None,
     ) -> list[HistoryEntry]:
         """Versions, status changes, label changes and notes oldest first: of one finetune, or (without
-        ``finetune_id``) of every finetune since ``since``; ``source``/``account`` narrow either."""
+        ``finetune_id``) of every finetune since ``since``; ``source``/``account`` narrow either.
+
+        ``kinds`` keeps only those kinds of entry (:func:`history_kind`); ``changes`` keeps only versions
+        with those changes (``created``, ``updated``, ``deleted``, ``restored``) and, unless ``kinds``
+        says otherwise, only versions.
+        """
         from bflsync.errors import InputError
         from bflsync.read import audit_trail, label_reads, lookup
 
@@ -262,8 +275,21 @@ class Store:
             self._reader, pk=pk, since=start, source=source, account=account
         )
         notes = label_reads.notes(self._reader, pk=pk, since=start, source=source, account=account)
+        wanted_changes = None if changes is None else frozenset(changes)
+        wanted_kinds = frozenset(kinds) if kinds is not None else None
+        if wanted_changes is not None and wanted_kinds is None:
+            wanted_kinds = frozenset({"version"})
         return sorted(
-            [*versions, *label_events, *notes],
+            (
+                entry
+                for entry in [*versions, *label_events, *notes]
+                if (wanted_kinds is None or history_kind(entry) in wanted_kinds)
+                and (
+                    wanted_changes is None
+                    or not isinstance(entry, audit_trail.VersionEntry)
+                    or entry.change in wanted_changes
+                )
+            ),
             key=lambda entry: (
                 history_time(entry),
                 entry.finetune_id,
@@ -272,6 +298,17 @@ class Store:
                 _KIND_ORDER[history_kind(entry)],
             ),
         )
+
+    def statuses_before(
+        self, since: datetime | str, *, source: str | None = None, account: str | None = None
+    ) -> dict[tuple[str, str, str], str]:
+        """Each finetune's training status as last observed before ``since``, keyed by (id, source,
+        account): what the first status :meth:`history` lists from ``since`` changed from."""
+        from bflsync.read import audit_trail
+
+        start = _timestamp(since)
+        assert start is not None
+        return audit_trail.statuses_before(self._reader, start, source=source, account=account)
 
     def runs(self, *, limit: int | None = 20, account: str | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` sync runs (all with ``None``), newest first, as ``bflsync runs`` lists them."""
@@ -285,10 +322,15 @@ class Store:
 
         return RunDetail(*audit_trail.run_with_errors(self._reader, run_id))
 
-    def diff(self, a: str, b: str, *, source: str | None = None, account: str | None = None) -> Diff:
-        """The details keys whose values differ between two finetunes, or versions (``ID@VERSION``)."""
+    def diff(
+        self, a: str, b: str | None = None, *, source: str | None = None, account: str | None = None
+    ) -> Diff:
+        """The details keys whose values differ between two finetunes, or versions (``ID@VERSION``);
+        without ``b``, between finetune ``a``'s previous version and its current one."""
         from bflsync.read import audit_trail
 
+        if b is None:
+            a, b = audit_trail.last_change(self._reader, a, source=source, account=account)
         return audit_trail.diff(
             self._reader, audit_trail.VersionRef(a), audit_trail.VersionRef(b), source=source, account=account
         )
@@ -375,17 +417,21 @@ def make_query(
     """A parsed question for :meth:`Store.query`, :meth:`Store.ids` and :meth:`Store.facets`.
 
     Texts are parsed as on the command line (a bad one is a :class:`~bflsync.errors.FilterError`);
-    a relative ``as_of`` (``7d``) counts back from now.
+    a relative ``as_of`` or time filter value (``7d``, ``yesterday``) counts back from now.
     """
-    from bflsync.read.filters import Query, parse_filter, parse_sort
+    from bflsync.read.filters import Query, parse_filter, parse_sort, resolve_relative_times
 
+    now = datetime.now(UTC)
     return Query(
-        filters=[parse_filter(item) if isinstance(item, str) else item for item in filters],
+        filters=[
+            resolve_relative_times(parse_filter(item) if isinstance(item, str) else item, now=now)
+            for item in filters
+        ],
         text=text,
         include_deleted=include_deleted,
         source=source,
         account=account,
-        as_of=_timestamp(as_of),
+        as_of=_timestamp(as_of, now=now),
         sort=parse_sort(sort) if isinstance(sort, str) else sort,
         limit=limit,
     )
@@ -402,12 +448,12 @@ def _question(filters: Query | Iterable[str | Filter], **options: Any) -> Query:
     return filters
 
 
-def _timestamp(moment: datetime | str | None) -> datetime | None:
+def _timestamp(moment: datetime | str | None, *, now: datetime | None = None) -> datetime | None:
     if not isinstance(moment, str):
         return moment
     from bflsync.read.filters import parse_timestamp
 
-    return parse_timestamp(moment, now=datetime.now(UTC))
+    return parse_timestamp(moment, now=now or datetime.now(UTC))
 
 
 def _field(field: str | FieldRef) -> FieldRef:

@@ -4,7 +4,7 @@
     ├── InputError               bad option, filter, id or file given by the user (exit 2)
     │   ├── FilterError          a filter, field name or --text the language does not accept (exit 2)
     │   ├── MissingApiKeyError   no key in BFL_API_KEY nor --api-key-file (exit 2)
-    │   ├── AmbiguousIdError     an id stored for several (source, account) (exit 2)
+    │   ├── AmbiguousIdError     an id stored for several (source, account), or a prefix of several ids (exit 2)
     │   ├── ProxyConfigError     a proxy environment variable the client cannot use (exit 2)
     │   └── ArchiveError         an export that cannot be written, or an archive refused by import (exit 2)
     ├── StoreError               the database cannot be used as a bflsync store (exit 2 or 3, below)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
+
+from bflsync.timeform import iso_utc, parse_utc
 
 if TYPE_CHECKING:
     import json
@@ -160,13 +163,24 @@ def as_bool(value: Any) -> bool | None:
 
 
 def as_timestamp_text(value: Any) -> str | None:
-    """The ``timestamp`` key as given: strings verbatim (NUL aside), epoch numbers as their JSON text."""
-    if isinstance(value, str):
-        return storable_text(value)
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        import json
+    """The ``timestamp`` key in the one time form (:mod:`bflsync.timeform`) when it reads as a time.
 
-        return json.dumps(value)
+    BFL has sent ISO 8601 with and without a zone (naive means UTC) and epoch seconds; each becomes
+    ``2026-03-01T12:00:00.000000Z``, so ``remote_timestamp`` compares in SQL like every other time.
+    Text that is no time is kept verbatim (NUL aside); other types are null.
+    """
+    if isinstance(value, str):
+        try:
+            return iso_utc(parse_utc(value.strip()))
+        except (ValueError, OverflowError):
+            return storable_text(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        try:
+            return iso_utc(datetime.fromtimestamp(value, UTC))
+        except (ValueError, OverflowError, OSError):
+            import json
+
+            return json.dumps(value)
     return None
 
 

@@ -29,6 +29,7 @@ GROUPS: dict[str, list[str]] = {
         "sync.md",
         "reading.md",
         "filters.md",
+        "queries.md",
         "commands.md",
         "accounts.md",
         "status-and-credits.md",

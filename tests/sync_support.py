@@ -32,7 +32,13 @@ class AnyTimestamp:
     """Equal to any stored timestamp text: the CLI stamps rows with the real clock."""
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, str) and len(other) >= 19 and other[4] == "-" and other[10] == " "
+        return (
+            isinstance(other, str)
+            and len(other) == 27
+            and other[4] == "-"
+            and other[10] == "T"
+            and other[-1] == "Z"
+        )
 
     def __repr__(self) -> str:
         return "<any timestamp>"

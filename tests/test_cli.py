@@ -45,7 +45,12 @@ def all_commands() -> list[tuple[str, click.Command]]:
 
 def test_version_option_prints_the_package_version(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["--version"], catch_exceptions=False)
-    assert result.output == f"bflsync, version {__version__}\n"
+    assert result.output.splitlines()[0] == f"bflsync, version {__version__}"
+
+
+def test_version_option_says_where_the_default_store_is(runner: CliRunner, isolated_env: Path) -> None:
+    result = runner.invoke(cli, ["--version"], catch_exceptions=False)
+    assert result.output.splitlines()[1] == f"default store: {isolated_env / 'bflsync' / 'bflsync.db'}"
 
 
 def test_every_lazy_command_is_listed_in_help(runner: CliRunner) -> None:

@@ -71,7 +71,7 @@ def test_the_full_matrix_lists_extracted_columns_then_other_keys_then_labels() -
         ("lora_rank", [32, None]),
         ("learning_rate", [1e-05, None]),
         ("captioning", [True, None]),
-        ("remote_timestamp", ["2026-01-01T10:00:00", None]),
+        ("remote_timestamp", ["2026-01-01T10:00:00.000000Z", None]),
         ("extra.images", [12, 12]),
         ("extra.seed", [7, MISSING]),
         ("label.project", ["acme", MISSING]),

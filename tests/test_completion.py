@@ -61,8 +61,14 @@ def test_finetune_ids_complete_from_the_store(target: str, command: list[str]) -
 def test_filter_fields_complete_columns_and_details_keys(target: str) -> None:
     assert candidates(target, "query", "lea") == ["learning_rate"]
     assert candidates(target, "query", "extra.") == ["extra.images", "extra.tags"]
-    assert candidates(target, "query", "mode=") == []
+    assert candidates(target, "query", "lea>") == []
     assert candidates(target, "facets", "mo") == ["mode"]
+
+
+def test_stored_values_complete_after_field_equals_for_small_enumerations(target: str) -> None:
+    assert candidates(target, "query", "mode=") == ["mode=character", "mode=style"]
+    assert candidates(target, "query", "mode=s") == ["mode=style"]
+    assert candidates(target, "query", "mode!=c") == ["mode!=character"]
 
 
 def test_label_keys_complete_as_label_fields(target: str) -> None:

@@ -49,7 +49,7 @@ def test_extract_fields_reads_every_known_key() -> None:
         "lora_rank": 32,
         "learning_rate": 1e-5,
         "captioning": True,
-        "remote_timestamp": "2026-03-01T12:00:00Z",
+        "remote_timestamp": "2026-03-01T12:00:00.000000Z",
     }
 
 
@@ -161,16 +161,19 @@ def test_as_text_keeps_strings_only(raw: Any, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("2026-03-01T12:00:00Z", "2026-03-01T12:00:00Z"),
+        ("2026-03-01T12:00:00Z", "2026-03-01T12:00:00.000000Z"),
+        ("2026-03-01T12:00:00", "2026-03-01T12:00:00.000000Z"),
+        ("2026-03-01T13:00:00.25+01:00", "2026-03-01T12:00:00.250000Z"),
         ("not a date", "not a date"),
-        (1767225600, "1767225600"),
-        (1767225600.5, "1767225600.5"),
+        (1767225600, "2026-01-01T00:00:00.000000Z"),
+        (1767225600.5, "2026-01-01T00:00:00.500000Z"),
+        (1e300, "1e+300"),
         (True, None),
         (None, None),
         ({"t": 1}, None),
     ],
 )
-def test_timestamp_is_kept_as_given_text(raw: Any, expected: str | None) -> None:
+def test_timestamp_is_kept_in_the_one_time_form(raw: Any, expected: str | None) -> None:
     assert as_timestamp_text(raw) == expected
 
 

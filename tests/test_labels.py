@@ -67,7 +67,7 @@ def table(url: str, sql: str) -> list[dict[str, Any]]:
 def labels_of(url: str) -> list[dict[str, Any]]:
     return table(
         url,
-        "SELECT f.finetune_id, l.key, l.value, l.set_by FROM finetune_label l"
+        "SELECT f.finetune_id, l.key, l.value, l.value_json, l.set_by FROM finetune_label l"
         " JOIN finetune f ON f.id = l.finetune_pk ORDER BY f.finetune_id, l.key",
     )
 
@@ -95,9 +95,15 @@ def test_labels_are_set_typed_changed_and_removed_with_an_append_only_history(st
     run(store_url, "label", "alpha", "project=globex", "approved=true", "--remove", "score")
 
     assert labels_of(store_url) == [
-        {"finetune_id": "alpha", "key": "approved", "value": "true", "set_by": USER},
-        {"finetune_id": "alpha", "key": "code", "value": '"007"', "set_by": USER},
-        {"finetune_id": "alpha", "key": "project", "value": '"globex"', "set_by": USER},
+        {"finetune_id": "alpha", "key": "approved", "value": "true", "value_json": "true", "set_by": USER},
+        {"finetune_id": "alpha", "key": "code", "value": "007", "value_json": '"007"', "set_by": USER},
+        {
+            "finetune_id": "alpha",
+            "key": "project",
+            "value": "globex",
+            "value_json": '"globex"',
+            "set_by": USER,
+        },
     ]
     assert label_changes(store_url) == [
         {"finetune_id": "alpha", "key": "approved", "change": "set", "value": "true", "changed_by": USER},

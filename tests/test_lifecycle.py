@@ -20,6 +20,7 @@ from bflsync.mock.server import CREDITS, MockBFL, status_of
 from bflsync.store.access import downgrade_store, locate_store, open_store_for_write, upgrade_store
 from bflsync.store.schema import Finetune, FinetuneStatus, SyncError, SyncRun
 from bflsync.sync.run import SyncOptions, SyncResult, run_sync
+from bflsync.timeform import iso_utc
 
 KEY = "lifecycle-key"
 T1 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -113,7 +114,7 @@ def status_requests(mock: MockBFL) -> list[str]:
 
 def as_stored(moment: datetime, store_url: str) -> Any:
     """How a timestamp reads through plain SQL: text on SQLite, a datetime on PostgreSQL."""
-    return moment if store_url.startswith("postgresql") else moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment if store_url.startswith("postgresql") else iso_utc(moment)
 
 
 # --- status over successive syncs ------------------------------------------------------------------
@@ -490,7 +491,7 @@ def test_query_filters_and_sorts_on_status_and_ready_at(tmp_path: Path, mock: Mo
     table_out = invoke(store, "query", "status=Pending").stdout
     assert "status" in table_out.splitlines()[0] and "Pending" in table_out
     csv_out = invoke(store, "query", "--format", "csv", "--columns", "status,ready_at").stdout
-    assert csv_out.splitlines()[:2] == ["status,ready_at", f"Ready,{T1.isoformat()}"]
+    assert csv_out.splitlines()[:2] == ["status,ready_at", f"Ready,{iso_utc(T1)}"]
 
 
 def test_facets_count_statuses(tmp_path: Path, mock: MockBFL) -> None:
@@ -510,15 +511,15 @@ def test_show_prints_the_status_and_its_timeline(trained: str) -> None:
     lines = invoke(trained, "show", "alpha").stdout.splitlines()
     assert lines[lines.index("status timeline:") - 1].split(None, 1) == [
         "training",
-        f"Ready, progress 1, checked {T2.isoformat()}, ready since {T2.isoformat()}",
+        f"Ready, progress 1, checked {iso_utc(T2)}, ready since {iso_utc(T2)}",
     ]
     start = lines.index("status timeline:")
     assert lines[start + 1 : start + 3] == [
-        f"    status  Pending 0.5  {T1.isoformat()}  run 1",
-        f"    status  Ready 1  {T2.isoformat()}  run 2",
+        f"    status  Pending 0.5  {iso_utc(T1)}  run 1",
+        f"    status  Ready 1  {iso_utc(T2)}  run 2",
     ]
     shown = json.loads(invoke(trained, "show", "alpha", "--format", "json").stdout)
-    assert (shown["status"], shown["ready_at"]) == ("Ready", T2.isoformat())
+    assert (shown["status"], shown["ready_at"]) == ("Ready", iso_utc(T2))
     assert [(e["status"], e["progress"], e["sync_run_id"]) for e in shown["status_timeline"]] == [
         ("Pending", 0.5, 1),
         ("Ready", 1.0, 2),
@@ -534,22 +535,18 @@ def test_show_says_not_checked_yet_for_a_finetune_never_asked(store_url: str, mo
 
 def test_history_lists_status_changes_among_versions_marked_as_such(trained: str) -> None:
     assert invoke(trained, "history", "alpha").stdout.splitlines() == [
-        f"v1  created  {T1.isoformat()}  run 1",
-        "    iterations: (missing) -> 300",
-        '    mode: (missing) -> "character"',
-        f"status  Pending 0.5  {T1.isoformat()}  run 1",
-        f"status  Ready 1  {T2.isoformat()}  run 2",
+        f"v1 created  {iso_utc(T1)}  run 1",
+        f"status  {iso_utc(T1)}  Pending  run 1",
+        f"status  {iso_utc(T2)}  Pending → Ready  run 2",
     ]
-    since = invoke(trained, "history", "--since", T2.isoformat(), "--format", "json").stdout
+    since = invoke(trained, "history", "--since", iso_utc(T2), "--format", "json").stdout
     assert [(e["finetune_id"], e["change"], e["status"]) for e in json.loads(since)] == [
         ("alpha", "status", "Ready"),
         ("gamma", "status", "Pending"),
     ]
-    text = invoke(trained, "history", "--since", T2.isoformat()).stdout.splitlines()
-    assert text == [
-        f"alpha  status  Ready 1  {T2.isoformat()}  run 2",
-        f"gamma  status  Pending 0.4  {T2.isoformat()}  run 2",
-    ]
+    text = invoke(trained, "history", "--since", iso_utc(T2)).stdout.splitlines()
+    # gamma's progress moved (Pending, as at T1): only alpha's status changed.
+    assert text == [f"alpha  status  {iso_utc(T2)}  Pending → Ready  run 2"]
 
 
 def test_runs_show_the_balance_and_its_change_since_the_previous_run(store_url: str, mock: MockBFL) -> None:
@@ -585,7 +582,7 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
     assert intervals == [
         {
             "run_id": 1,
-            "started_at": T1.isoformat(),
+            "started_at": iso_utc(T1),
             "source": source,
             "account": "default",
             "credits": 92.0,
@@ -594,7 +591,7 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
         },
         {
             "run_id": 3,
-            "started_at": T3.isoformat(),
+            "started_at": iso_utc(T3),
             "source": source,
             "account": "default",
             "credits": 79.0,
@@ -603,7 +600,7 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
         },
         {
             "run_id": 4,
-            "started_at": T4.isoformat(),
+            "started_at": iso_utc(T4),
             "source": source,
             "account": "default",
             "credits": 79.0,
@@ -611,15 +608,15 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
             "new_finetunes": [],
         },
     ]
-    since = json.loads(invoke(store_url, "credits", "--since", T3.isoformat(), "--format", "json").stdout)
+    since = json.loads(invoke(store_url, "credits", "--since", iso_utc(T3), "--format", "json").stdout)
     assert [(i["run_id"], i["drop"]) for i in since] == [(3, 13.0), (4, 0.0)]
     lines = invoke(store_url, "credits", "--format", "jsonl").stdout.splitlines()
     assert [json.loads(line) for line in lines] == intervals
     csv_lines = invoke(store_url, "credits", "--format", "csv").stdout.splitlines()
     assert csv_lines[0] == "run_id,started_at,source,account,credits,drop,new_finetunes"
-    assert csv_lines[2] == f"3,{T3.isoformat()},{source},default,79.0,13.0,delta gamma"
-    table_out = invoke(store_url, "credits").stdout
-    assert "delta gamma" in table_out
+    assert csv_lines[2] == f"3,{iso_utc(T3)},{source},default,79.0,13.0,delta gamma"
+    table_out = invoke(store_url, "credits").stdout.splitlines()
+    assert table_out[2].split()[-1] == "2"  # delta and gamma, counted
 
 
 def test_credits_since_takes_relative_times(store_url: str, mock: MockBFL) -> None:

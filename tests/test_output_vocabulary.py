@@ -121,12 +121,15 @@ def test_db_v_and_q_are_accepted_after_the_command(store: Path) -> None:
 
 
 def test_the_docs_list_every_format_of_every_command() -> None:
-    page = (ROOT / "docs" / "reading.md").read_text(encoding="utf-8")
-    section = page.split("## Output formats", 1)[1].split("\n## ", 1)[0]
-    rows = {
-        match.group(1): match.group(2)
-        for match in re.finditer(r"^\| `bflsync ([a-z -]+)` \| (.*) \|$", section, flags=re.MULTILINE)
-    }
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    rows: dict[str, str] = {}
+    for page in pages:
+        text = page.read_text(encoding="utf-8") if page.exists() else ""
+        if "## Output formats" not in text:
+            continue
+        section = text.split("## Output formats", 1)[1].split("\n## ", 1)[0]
+        for match in re.finditer(r"^\| `bflsync ([a-z -]+)` \| (.*) \|$", section, flags=re.MULTILINE):
+            rows[match.group(1)] = rows.get(match.group(1), "") + " " + match.group(2)
     ctx = click.Context(cli)
     for name in cli.list_commands(ctx):
         command = cli.get_command(ctx, name)

@@ -111,9 +111,9 @@ def expected_record(
         **extract_fields(details),
         "version": version,
         "content_hash": content_hash(details),
-        "first_seen_at": "2026-01-01T00:00:00+00:00",
-        "last_seen_at": times.get("last_seen_at", "2026-01-02T00:00:00+00:00"),
-        "last_changed_at": times.get("last_changed_at", "2026-01-01T00:00:00+00:00"),
+        "first_seen_at": "2026-01-01T00:00:00.000000Z",
+        "last_seen_at": times.get("last_seen_at", "2026-01-02T00:00:00.000000Z"),
+        "last_changed_at": times.get("last_changed_at", "2026-01-01T00:00:00.000000Z"),
         "deleted_at": times.get("deleted_at"),
         # This store was written without status checks: not checked yet.
         "status": None,
@@ -133,9 +133,9 @@ def test_query_json_is_an_array_of_whole_records(store: str) -> None:
             "org/charlie",
             CHARLIE,
             version=2,
-            last_seen_at="2026-01-01T00:00:00+00:00",
-            last_changed_at="2026-01-02T00:00:00+00:00",
-            deleted_at="2026-01-02T00:00:00+00:00",
+            last_seen_at="2026-01-01T00:00:00.000000Z",
+            last_changed_at="2026-01-02T00:00:00.000000Z",
+            deleted_at="2026-01-02T00:00:00.000000Z",
         ),
     ]
 
@@ -168,9 +168,9 @@ def test_query_csv_has_a_header_and_round_trips_details(store: str) -> None:
         "remote_timestamp": "",
         "version": "1",
         "content_hash": rows[1]["content_hash"],
-        "first_seen_at": "2026-01-01T00:00:00+00:00",
-        "last_seen_at": "2026-01-02T00:00:00+00:00",
-        "last_changed_at": "2026-01-01T00:00:00+00:00",
+        "first_seen_at": "2026-01-01T00:00:00.000000Z",
+        "last_seen_at": "2026-01-02T00:00:00.000000Z",
+        "last_changed_at": "2026-01-01T00:00:00.000000Z",
         "deleted_at": "",
         "status": "",
         "progress": "",
@@ -311,7 +311,7 @@ def test_show_json_prints_the_current_record(store: str) -> None:
 
 def test_show_text_marks_a_tombstoned_finetune_and_pretty_prints_details(store: str) -> None:
     lines = run(store, "show", "org/charlie").stdout.splitlines()
-    assert lines[0] == "status            DELETED (no longer listed since 2026-01-02T00:00:00+00:00)"
+    assert lines[0] == "status            DELETED (no longer listed since 2026-01-02T00:00:00.000000Z)"
     assert lines[lines.index("details:") :] == [
         "details:",
         *json.dumps(CHARLIE, indent=2, sort_keys=True).splitlines(),
@@ -332,7 +332,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "account": "default",
             "version": 1,
             "change": "created",
-            "observed_at": "2026-01-01T00:00:00+00:00",
+            "observed_at": "2026-01-01T00:00:00.000000Z",
             "sync_run_id": first,
             "changes": {"lr": {"new": 1}, "mode": {"new": "style"}},
             "details": {"mode": "style", "lr": 1},
@@ -344,7 +344,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "account": "default",
             "version": 2,
             "change": "updated",
-            "observed_at": "2026-01-02T00:00:00+00:00",
+            "observed_at": "2026-01-02T00:00:00.000000Z",
             "sync_run_id": second,
             "changes": {"mode": {"old": "style", "new": "character"}, "new": {"new": None}},
             "details": {"mode": "character", "lr": 1, "new": None},
@@ -356,7 +356,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "account": "default",
             "version": 3,
             "change": "deleted",
-            "observed_at": "2026-01-03T00:00:00+00:00",
+            "observed_at": "2026-01-03T00:00:00.000000Z",
             "sync_run_id": third,
             "changes": {"lr": {"old": 1}, "mode": {"old": "character"}, "new": {"old": None}},
             "details": None,
@@ -368,7 +368,7 @@ def test_history_json_lists_versions_with_old_and_new_values(store_engine: Engin
             "account": "default",
             "version": 4,
             "change": "restored",
-            "observed_at": "2026-01-04T00:00:00+00:00",
+            "observed_at": "2026-01-04T00:00:00.000000Z",
             "sync_run_id": fourth,
             "changes": {"lr": {"old": 1}, "new": {"old": None}},
             "details": {"mode": "character"},
@@ -380,11 +380,8 @@ def test_history_text_shows_each_change_as_old_to_new(store_engine: Engine, db_p
     write_sync(store_engine, {"a": {"lr": 1}}, now=day(1))
     write_sync(store_engine, {"a": {"lr": 2, "odd key": "x"}}, now=day(2))
     assert run(db_path, "history", "a").stdout.splitlines() == [
-        "v1  created  2026-01-01T00:00:00+00:00  run 1",
-        "    lr: (missing) -> 1",
-        "v2  updated  2026-01-02T00:00:00+00:00  run 2",
-        "    lr: 1 -> 2",
-        '    `odd key`: (missing) -> "x"',
+        "v1 created  2026-01-01T00:00:00.000000Z  run 1",
+        'v2 updated  2026-01-02T00:00:00.000000Z  lr: 1 → 2, `odd key`: (missing) → "x"  run 2',
     ]
 
 
@@ -574,7 +571,36 @@ def test_read_commands_on_sqlite_import_none_of_the_write_sides_libraries(
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout
-    assert result.stderr == "[]\n"
+    assert result.stderr.splitlines()[-1] == "[]"  # after any summary line
+
+
+# What start-up would pay for and these commands never use (see the README's Performance section).
+START_UP_MODULES = ("pathlib", "urllib.parse", "difflib", "signal", "dataclasses", "click.shell_completion")
+
+
+@pytest.mark.parametrize(
+    ("args", "unused"),
+    [
+        (["query", "mode=character", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
+        (["query", "extra.images>1", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
+        (["query", "--text", "ohwx", "--format", "ids0"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
+        (["show", "alpha"], (*START_UP_MODULES, "bflsync.read.filters")),
+        (["--help"], (*START_UP_MODULES, "json", "sqlite3", "bflsync.read.reader")),
+    ],
+)
+def test_lean_commands_import_nothing_their_answer_does_not_need(
+    sqlite_store: Path, args: list[str], unused: tuple[str, ...]
+) -> None:
+    script = (
+        "import sys\n"
+        "from bflsync.cli import cli\n"
+        f"sys.argv = ['bflsync', '--db', {str(sqlite_store)!r}, *{args!r}]\n"
+        "try:\n    cli(prog_name='bflsync')\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"print(sorted(m for m in {unused!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout
+    assert result.stderr.splitlines()[-1] == "[]"  # after any summary line
 
 
 def test_read_commands_make_no_network_call(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -767,10 +793,10 @@ def test_show_json_keeps_control_characters_as_json_escapes(evil_store: Path) ->
 def test_history_text_escapes_control_characters(evil_store: Path) -> None:
     output = run(evil_store, "history", "--since", "2026-01-01").stdout
     assert_no_control_characters(output)
-    assert output.splitlines()[3:] == [
-        "org/e\\x1b[2Jvil  v2  updated  2026-01-02T00:00:00+00:00  run 2",
-        '    finetune_comment: "set title \\u001b]0;pwned\\u0007 bell" -> "blink \\u001b[5m\\nline two"',
-        '    `k\\x1bey`: 1 -> "csi \\u009b2J del \\u007f"',
+    assert output.splitlines()[1:] == [
+        "org/e\\x1b[2Jvil  v2 updated  2026-01-02T00:00:00.000000Z  "
+        'finetune_comment: "set title \\u001b]0;pwned\\u0007 bell" → "blink \\u001b[5m\\nline two", '
+        '`k\\x1bey`: 1 → "csi \\u009b2J del \\u007f"  run 2',
     ]
 
 
@@ -810,7 +836,7 @@ def bidi_store(store_engine: Engine, db_path: Path) -> Path:
     [
         ["query", "--columns", "finetune_id,finetune_comment"],
         ["show", BIDI_ID],
-        ["history", BIDI_ID],
+        ["history", "--since", "2026-01-01", "--format", "table"],
         ["history", "--since", "2026-01-01"],
     ],
     ids=" ".join,

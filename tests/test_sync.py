@@ -32,6 +32,7 @@ from bflsync.mock.server import LISTING, MockBFL
 from bflsync.store import access
 from bflsync.store.lock import sync_lock_for
 from bflsync.sync.run import ProgressCallback, SyncOptions, SyncResult, run_sync
+from bflsync.timeform import iso_utc
 
 T1 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 T2 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
@@ -71,7 +72,7 @@ def sync_at(engine: Engine | None, mock: MockBFL, at: datetime, **options: Any) 
 
 
 def text(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return iso_utc(moment)
 
 
 def version_row(
@@ -142,7 +143,7 @@ def test_first_sync_stores_each_finetune_with_version_1(
             "lora_rank": 32,
             "learning_rate": 1e-05,
             "captioning": 1,
-            "remote_timestamp": "2024-09-01T10:00:00",
+            "remote_timestamp": "2024-09-01T10:00:00.000000Z",
             "content_hash": content_hash(ALPHA),
             "version": 1,
             "first_seen_at": ANY_TIME,

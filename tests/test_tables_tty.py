@@ -142,7 +142,7 @@ def test_at_80_columns_the_default_query_falls_back_to_one_block_per_record(stor
             "learning_rate": "0.0002",
             "lora_rank": "16",
             "status": "",
-            "last_changed_at": "2026-01-01 00:00:00",
+            "last_changed_at": "2026-01-01T00:00:00.000000Z",
         },
         {
             "finetune_id": UUID_A,
@@ -153,7 +153,7 @@ def test_at_80_columns_the_default_query_falls_back_to_one_block_per_record(stor
             "learning_rate": "1e-05",
             "lora_rank": "32",
             "status": "",
-            "last_changed_at": "2026-01-01 00:00:00",
+            "last_changed_at": "2026-01-01T00:00:00.000000Z",
         },
     ]
 
@@ -176,5 +176,5 @@ def test_wide_enough_runs_are_one_table(store_path: Path) -> None:
     lines = on_a_terminal(220, "--db", str(store_path), "runs")
     assert_fits(lines, 220)
     assert lines[0].split()[:3] == ["id", "started_at", "duration"]
-    assert lines[2].split()[:3] == ["2", "2026-01-02", "00:00:00"]
+    assert lines[2].split()[:2] == ["2", "2026-01-02T00:00:00.000000Z"]
     assert "2000" in lines[2].split()

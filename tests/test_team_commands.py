@@ -105,9 +105,9 @@ def test_history_marks_label_changes_and_notes_among_the_versions(store: str) ->
         {"key": "project", "change": "set", "old": "acme", "new": "globex", "changed_by": USER},
     ]
     text = run(store, "history", "v1").stdout
-    assert "label set  " in text and f'by {author(store)}\n    label.project: "acme" -> "globex"\n' in text
-    assert "    label.approved: true -> (removed)\n" in text
-    assert "note  " in text and "    the one that worked\n" in text
+    assert "label set  " in text and f'  label.project: "acme" → "globex"  by {author(store)}\n' in text
+    assert f"  label.approved: true → (removed)  by {author(store)}\n" in text
+    assert f"  by {author(store)}: the one that worked\n" in text
 
 
 def test_history_since_includes_label_changes_and_notes_of_every_finetune(store: str) -> None:

@@ -65,7 +65,7 @@ def test_installed_wheel_with_postgres_extra_reports_its_version_has_the_driver_
         [str(installed / "bflsync"), "--version"], capture_output=True, text=True, cwd=tmp_path
     )
     assert version.returncode == 0, version.stderr
-    assert version.stdout == f"bflsync, version {__version__}\n"
+    assert version.stdout.splitlines()[0] == f"bflsync, version {__version__}"
     driver = subprocess.run(
         [str(installed / "python"), "-c", "import psycopg; print(psycopg.__name__)"],
         capture_output=True,

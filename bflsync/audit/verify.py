@@ -268,7 +268,7 @@ def _check_labels(connection: Connection, history: _History) -> None:
         sa.column("id"),
         sa.column("finetune_pk"),
         sa.column("key"),
-        sa.column("value"),
+        sa.column("value_json"),
         sa.column("set_by"),
         sa.column("set_at"),
         sa.column("set_by_role"),
@@ -296,7 +296,7 @@ def _check_labels(connection: Connection, history: _History) -> None:
             change.value("changed_as"),
         )
         found = (
-            _json(label.value),
+            _json(label.value_json),
             label.set_by,
             chain.normal_value(chain.Kind.TIME, label.set_at),
             label.set_by_role,

@@ -24,6 +24,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "accounts": "bflsync.cli.audit_commands:accounts",
     "audit": "bflsync.cli.audit_group:audit",
     "compare": "bflsync.cli.compare_command:compare_command",
+    "completion": "bflsync.cli.completion:completion_command",
     "db": "bflsync.cli.db_commands:db",
     "credits": "bflsync.cli.audit_commands:credits",
     "diff": "bflsync.cli.audit_commands:diff",
@@ -51,14 +52,13 @@ COMMAND_SUMMARIES: dict[str, str] = {
     ),
     "audit": "Verify the store's tamper-evident history and keep checkpoints of it.",
     "compare": "Line up the parameters of several finetunes (or versions, ID@VERSION), one column each.",
+    "completion": "Print the shell completion script for bash, zsh or fish.",
     "credits": "Show the account's credit balance over time, as each sync read it, oldest first.",
     "db": "Create, migrate and check the store's schema.",
     "diff": "Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.",
     "export": "Write the store to a new directory PATH as a portable archive: a JSON Lines file per table.",
     "facets": "Count the finetunes per value of each FIELD, most common first.",
-    "history": (
-        "List every stored version of a finetune, oldest first, with old and new values per changed key."
-    ),
+    "history": "List what changed, oldest first: one line per change with old -> new for each changed key.",
     "import": "Load an archive written by `bflsync export` into an empty store, on SQLite or PostgreSQL.",
     "label": "Set or remove local labels on a finetune; every change is kept with who made it and when.",
     "mock-api": "Serve a BFL-compatible finetune API on loopback, to try bflsync without an account.",
@@ -82,7 +82,19 @@ COMMAND_SUMMARIES: dict[str, str] = {
 
 # Commands that only read the store: no logging, no threads, nothing to clean up at exit.
 READ_COMMANDS = frozenset(
-    {"query", "facets", "show", "history", "runs", "diff", "accounts", "credits", "compare", "status"}
+    {
+        "query",
+        "facets",
+        "show",
+        "history",
+        "runs",
+        "diff",
+        "accounts",
+        "credits",
+        "compare",
+        "status",
+        "completion",
+    }
 )
 
 
@@ -101,6 +113,21 @@ class BflsyncGroup(click.Group):
         assert isinstance(command, click.Command)
         _accept_top_level_options(command)
         return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """As click's, and an unknown command names the nearest one (``bflsync shwo``: did you mean show?)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            name = args[0] if args else ""
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.7)
+            if not close or name.startswith("-"):
+                raise
+            raise click.UsageError(f"no such command {name!r}; did you mean {close[0]!r}?", ctx) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list from :data:`COMMAND_SUMMARIES`: help imports no command module."""
@@ -299,7 +326,13 @@ def _configure_logging(verbosity: int, quiet: bool) -> None:
 
         def formatMessage(self, record: logging.LogRecord) -> str:
             record.message = printable(record.message)
+            record.level = record.levelname.lower()
             return super().formatMessage(record)
+
+    # Warnings read like every other bflsync message; -v adds the time and where they came from.
+    form = (
+        "%(asctime)s %(levelname)s %(name)s: %(message)s" if verbosity else "bflsync: %(level)s: %(message)s"
+    )
 
     level = logging.WARNING
     if quiet:
@@ -312,16 +345,35 @@ def _configure_logging(verbosity: int, quiet: bool) -> None:
     logger.setLevel(level)
     if not any(getattr(h, "_bflsync", False) for h in logger.handlers):
         handler = logging.StreamHandler()
-        handler.setFormatter(_EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._bflsync = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     for h in logger.handlers:
         if getattr(h, "_bflsync", False):
             assert isinstance(h, logging.StreamHandler)
+            h.setFormatter(_EscapingFormatter(form))
             h.setStream(sys.stderr)
 
 
-@click.group(cls=BflsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: the version, and where the store is unless ``--db`` says otherwise."""
+    if not value or ctx.resilient_parsing:
+        return
+    from bflsync.config import default_db_path
+
+    click.echo(f"bflsync, version {__version__}")
+    click.echo(f"default store: {default_db_path()}")
+    configured = os.environ.get("BFLSYNC_DB")
+    if configured:
+        click.echo(f"BFLSYNC_DB: {printable(configured)}")
+    ctx.exit(0)
+
+
+@click.group(
+    cls=BflsyncGroup,
+    invoke_without_command=True,
+    no_args_is_help=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--db",
     envvar="BFLSYNC_DB",
@@ -331,7 +383,14 @@ def _configure_logging(verbosity: int, quiet: bool) -> None:
 )
 @click.option("-v", "--verbose", "verbosity", count=True, help="More logging on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
-@click.version_option(__version__, "--version", prog_name="bflsync")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and where the default store is, and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, verbosity: int, quiet: bool) -> None:
     """Keep a local, queryable, audited record of your BFL finetunes.
@@ -340,6 +399,10 @@ def cli(ctx: click.Context, db: str | None, verbosity: int, quiet: bool) -> None
     Example:
         BFL_API_KEY=... bflsync sync && bflsync query mode=character 'learning_rate>=2e-5'
     """
+    if ctx.invoked_subcommand is None:
+        # Bare `bflsync` is a question, not a mistake: help on stdout, exit 0 (as gh and git do).
+        click.echo(ctx.get_help())
+        ctx.exit(0)
     if ctx.invoked_subcommand not in READ_COMMANDS:
         _configure_logging(verbosity, quiet)
     ctx.obj = CliContext(db=db, verbosity=verbosity, quiet=quiet)

@@ -3,6 +3,7 @@ notes and the request that retrains it), its audit trail, the sync log, the cred
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -10,12 +11,15 @@ import click
 
 from bflsync.api import history_kind, history_time
 from bflsync.cli import completion, render
-from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
+from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import (
     LIST_FORMATS,
     RECORD_FORMATS,
     account_option,
+    limit_option,
+    note_withheld,
     reading,
+    row_limit,
     shown_json,
     warn_not_json,
     write_records,
@@ -25,12 +29,13 @@ from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
 from bflsync.read import audit_trail, label_reads
 from bflsync.read.records import FinetuneRecord
+from bflsync.timeform import iso_utc
 
 if TYPE_CHECKING:
     from bflsync.api import HistoryEntry
     from bflsync.read.retrain import RetrainRequest
 
-HISTORY_FORMATS = ("text", *RECORD_FORMATS)
+HISTORY_FORMATS = ("text", *LIST_FORMATS)
 NOTES_SHOWN = 5
 # CSV columns of history, those the listed kinds of entry (version, status, label, note) have.
 HISTORY_COLUMNS = (
@@ -147,7 +152,7 @@ def show(
     status = (
         "live"
         if record.deleted_at is None
-        else f"DELETED (no longer listed since {record.deleted_at.isoformat()})"
+        else f"DELETED (no longer listed since {iso_utc(record.deleted_at)})"
     )
     item = record.as_dict()
     names = [name for name in COLUMN_NAMES if name not in LIFECYCLE_COLUMNS]
@@ -169,7 +174,7 @@ def show(
         more = f", {earlier} earlier in `bflsync history`" if earlier > 0 else ""
         click.echo(f"notes (newest last{more}):")
         for note in notes[-NOTES_SHOWN:]:
-            stamp = note.written_at.isoformat(timespec="seconds")
+            stamp = iso_utc(note.written_at)
             by = label_reads.author_text(note.written_by, note.written_by_role, note.written_as)
             click.echo(f"  {stamp}  {render.one_line(by)}: {render.one_line(note.text)}")
     click.echo("details:")
@@ -196,6 +201,29 @@ def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
         click.echo(f"left out {key}: {reason}", err=True)
 
 
+CHANGES = ("created", "updated", "deleted", "restored")
+KINDS = ("version", "status", "label", "note")
+
+
+def _choices(
+    allowed: tuple[str, ...],
+) -> Callable[[click.Context, click.Parameter, str | None], frozenset[str] | None]:
+    """A click callback for a comma-separated subset of ``allowed``."""
+
+    def parse(_ctx: click.Context, _param: click.Parameter, value: str | None) -> frozenset[str] | None:
+        if value is None:
+            return None
+        picked = frozenset(part.strip() for part in value.split(",") if part.strip())
+        unknown = sorted(picked - set(allowed))
+        if unknown or not picked:
+            raise click.BadParameter(
+                f"{', '.join(map(repr, unknown)) or 'nothing'}: pick from {','.join(allowed)}"
+            )
+        return picked
+
+    return parse
+
+
 @click.command()
 @click.argument("finetune_id", metavar="[ID]", required=False, shell_complete=completion.complete_ids)
 @click.option(
@@ -203,8 +231,23 @@ def _write_request(cli_context: CliContext, request: RetrainRequest) -> None:
     metavar="TIMESTAMP",
     help="Only changes observed at or after this time: ISO 8601, or relative (7d, 12h, yesterday).",
 )
+@click.option(
+    "--change",
+    "changes",
+    metavar="LIST",
+    callback=_choices(CHANGES),
+    help=f"Only versions with these changes ({','.join(CHANGES)}); implies --kind version unless given.",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    metavar="LIST",
+    callback=_choices(KINDS),
+    help=f"Only these kinds of entry ({','.join(KINDS)}) [default: all].",
+)
 @click.option("--source", metavar="HOST", help="Which source, when the id is stored for several.")
 @account_option("Which account, when the id is stored for several (without ID: only this account's changes).")
+@limit_option("entries")
 @click.option(
     "--format", "output_format", type=click.Choice(HISTORY_FORMATS), default="text", show_default=True
 )
@@ -213,19 +256,26 @@ def history(
     cli_context: CliContext,
     finetune_id: str | None,
     since: str | None,
+    changes: frozenset[str] | None,
+    kinds: frozenset[str] | None,
     source: str | None,
     account: str | None,
+    limit: int | None,
     output_format: str,
 ) -> None:
-    """List every stored version of a finetune, oldest first, with old and new values per changed key.
+    """List what changed, oldest first: one line per change with old -> new for each changed key.
 
-    Training status changes are listed among the versions, each line marked "status".
-    Without ID, --since lists every change in the account since then.
+    Versions (created, updated, deleted, restored), training status changes, labels and notes
+    are listed together; a created version is one line, and a status shows only when it
+    changed (progress alone is in json). Without ID, --since lists every change in the account
+    since then. A summary of the counts follows on stderr. json, jsonl and csv hold every stored
+    entry, whole (details and every status poll included).
 
     \b
     Example:
-        bflsync history acme-labs/portrait-lora-3
-        bflsync history --since 2026-01-01 --format json
+        bflsync history --since 7d
+        bflsync history --since yesterday --change deleted,restored
+        bflsync history acme-labs/portrait-lora-3 --kind version,label --format table
     """
     if finetune_id is None and since is None:
         raise InputError("history needs a finetune ID, or --since TIMESTAMP for the account-wide log")
@@ -233,35 +283,120 @@ def history(
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as store:
-        entries = store.history(finetune_id, since=start, source=source, account=account)
+        entries = store.history(
+            finetune_id, since=start, source=source, account=account, kinds=kinds, changes=changes
+        )
+        before = store.statuses_before(start, source=source, account=account) if start is not None else {}
+    if output_format not in RECORD_FORMATS:
+        entries = _status_changes_only(entries, before)
+    limit = row_limit(limit, output_format)
+    more = limit is not None and len(entries) > limit
+    shown = entries[:limit] if limit is not None else entries
     if output_format in RECORD_FORMATS:
-        items = [_history_object(entry) for entry in entries]
+        items = [_history_object(entry) for entry in shown]
         present = [name for name in HISTORY_COLUMNS if any(name in item for item in items)]
         write_records(output_format, present or HISTORY_COLUMNS, items)
-        return
+    elif output_format == "text":
+        for entry, (what, detail) in zip(shown, _history_parts(shown, before), strict=True):
+            who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
+            click.echo(f"{who}{what}  {iso_utc(history_time(entry))}" + (f"  {detail}" if detail else ""))
+    else:
+        render.write_grid(
+            output_format,
+            ("observed_at", "finetune_id", "change", "what"),
+            [
+                [history_time(entry), entry.finetune_id, what, detail]
+                for entry, (what, detail) in zip(shown, _history_parts(shown, before), strict=True)
+            ],
+        )
+    note_withheld(cli_context, shown=len(shown), limit=limit, more=more)
+    if not cli_context.quiet and output_format not in RECORD_FORMATS:
+        scope = f" since {iso_utc(start)}" if start is not None else ""
+        click.echo(f"{_summary(entries)}{scope}", err=True)
+
+
+def _status_changes_only(
+    entries: list[HistoryEntry], before: dict[tuple[str, str, str], str]
+) -> list[HistoryEntry]:
+    """Status entries whose status differs from the one before (a poll that only moved progress is dropped)."""
+    last = dict(before)
+    kept: list[HistoryEntry] = []
     for entry in entries:
-        moment = history_time(entry)
-        who = "" if finetune_id is not None else f"{render.one_line(entry.finetune_id)}  "
         if isinstance(entry, audit_trail.StatusEntry):
-            click.echo(f"{who}{_status_line(entry)}")
+            key = (entry.finetune_id, entry.source, entry.account)
+            if last.get(key) == entry.status:
+                continue
+            last[key] = entry.status
+        kept.append(entry)
+    return kept
+
+
+ARROW = "→"
+
+
+def _history_parts(
+    entries: list[HistoryEntry], before: dict[tuple[str, str, str], str]
+) -> list[tuple[str, str]]:
+    """Per entry, what happened (``v2 updated``, ``status``, ``label set``, ``note``) and its detail:
+    old -> new for each changed key, the new status, the note's text."""
+    last = dict(before)
+    parts = []
+    for entry in entries:
+        if isinstance(entry, audit_trail.StatusEntry):
+            key = (entry.finetune_id, entry.source, entry.account)
+            old = last.get(key)
+            last[key] = entry.status
+            was = f"{render.one_line(old)} {ARROW} " if old is not None else ""
+            parts.append(("status", f"{was}{render.one_line(entry.status)}{_run(entry.sync_run_id)}"))
         elif isinstance(entry, audit_trail.VersionEntry):
-            run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
-            click.echo(f"{who}v{entry.version}  {entry.change}  {moment.isoformat()}  {run}")
-            for key, change in entry.changes.items():
-                path = render.one_line(filters.format_path((key,)))
-                click.echo(f"    {path}: {shown_json(change, 'old')} -> {shown_json(change, 'new')}")
+            changed = "" if entry.change in ("created", "deleted") else _changed_keys(entry.changes)
+            parts.append((f"v{entry.version} {entry.change}", f"{changed}{_run(entry.sync_run_id)}".strip()))
         elif isinstance(entry, label_reads.LabelEvent):
-            old = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
-            new = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
+            old_value = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
+            new_value = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
             by = render.one_line(
                 label_reads.author_text(entry.changed_by, entry.changed_by_role, entry.changed_as)
             )
-            click.echo(f"{who}label {entry.change}  {moment.isoformat()}  by {by}")
-            click.echo(f"    label.{entry.key}: {old} -> {new}")
+            parts.append(
+                (f"label {entry.change}", f"label.{entry.key}: {old_value} {ARROW} {new_value}  by {by}")
+            )
         else:
-            by = label_reads.author_text(entry.written_by, entry.written_by_role, entry.written_as)
-            click.echo(f"{who}note  {moment.isoformat()}  by {render.one_line(by)}")
-            click.echo(f"    {render.one_line(entry.text)}")
+            by = render.one_line(
+                label_reads.author_text(entry.written_by, entry.written_by_role, entry.written_as)
+            )
+            parts.append(("note", f"by {by}: {render.one_line(entry.text)}"))
+    return parts
+
+
+def _run(run_id: int | None) -> str:
+    return f"  run {run_id}" if run_id is not None else ""
+
+
+def _changed_keys(changes: dict[str, dict[str, Any]]) -> str:
+    from bflsync.read import filters
+
+    return ", ".join(
+        f"{render.one_line(filters.format_path((key,)))}: {shown_json(change, 'old')} {ARROW} {shown_json(change, 'new')}"
+        for key, change in changes.items()
+    )
+
+
+def _summary(entries: list[HistoryEntry]) -> str:
+    """``3 updated, 1 deleted, 1 created, 2 status changes``: the counts, most first."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        if isinstance(entry, audit_trail.VersionEntry):
+            name = entry.change
+        else:
+            name = {"status": "status change", "label": "label change", "note": "note"}[history_kind(entry)]
+        counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return "no changes"
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(
+        f"{count} {name}{'s' if count != 1 and name in ('status change', 'label change', 'note') else ''}"
+        for name, count in ordered
+    )
 
 
 def _history_object(entry: HistoryEntry) -> dict[str, Any]:
@@ -298,21 +433,14 @@ def _history_object(entry: HistoryEntry) -> dict[str, Any]:
 
 @click.command()
 @click.argument("run_id", metavar="[RUN_ID]", type=click.IntRange(INT64_MIN, INT64_MAX), required=False)
-@click.option(
-    "--limit",
-    metavar="N",
-    type=Int64Range(min=1),
-    default=20,
-    show_default=True,
-    help="Newest N runs.",
-)
+@limit_option("runs, newest first")
 @account_option("Only the runs of this account.")
 @click.option(
     "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
 )
 @pass_cli_context
 def runs(
-    cli_context: CliContext, run_id: int | None, limit: int, account: str | None, output_format: str
+    cli_context: CliContext, run_id: int | None, limit: int | None, account: str | None, output_format: str
 ) -> None:
     """List sync runs, newest first, or show one run with its per-finetune errors.
 
@@ -321,19 +449,25 @@ def runs(
         bflsync runs --limit 5
         bflsync runs 42
     """
+    limit = row_limit(limit, output_format)
     with reading(cli_context) as store:
         if run_id is None:
-            listed = store.runs(limit=limit, account=account)
+            # One extra run tells whether the listing stopped at the limit.
+            listed = store.runs(limit=None if limit is None else limit + 1, account=account)
         else:
             run, errors = store.run(run_id)
     if run_id is None:
+        more = limit is not None and len(listed) > limit
+        listed = listed[:limit] if limit is not None else listed
         if output_format in RECORD_FORMATS:
             write_records(output_format, list(listed[0]) if listed else list(RUN_COLUMNS), listed)
         else:
-            render.write_table(
+            render.write_grid(
+                output_format,
                 [_run_label(name) for name in RUN_COLUMNS],
                 [[_run_cell(run, name) for name in RUN_COLUMNS] for run in listed],
             )
+        note_withheld(cli_context, shown=len(listed), limit=limit, more=more)
         return
     if output_format == "json":
         render.write_json({**run, "errors": errors})
@@ -353,13 +487,13 @@ def runs(
 
 @click.command()
 @click.argument("first", metavar="A", shell_complete=completion.complete_ids)
-@click.argument("second", metavar="B", shell_complete=completion.complete_ids)
+@click.argument("second", metavar="[B]", required=False, shell_complete=completion.complete_ids)
 @click.option("--source", metavar="HOST", help="Which source, when an id is stored for several.")
 @account_option("Which account, when an id is stored for several.")
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(("table", "text", *RECORD_FORMATS)),
+    type=click.Choice((*LIST_FORMATS, "text")),
     default="table",
     show_default=True,
     help="table (text is the same); json is one object; jsonl and csv list the differences.",
@@ -368,17 +502,19 @@ def runs(
 def diff(
     cli_context: CliContext,
     first: str,
-    second: str,
+    second: str | None,
     source: str | None,
     account: str | None,
     output_format: str,
 ) -> None:
     """Compare the parameters of two finetunes, or two versions of one (ID@VERSION), side by side.
 
-    Nested objects are compared key by key; only differing keys are shown.
+    Nested objects are compared key by key; only differing keys are shown. With one ID, its
+    previous version is compared with the current one (what the last change did).
 
     \b
     Example:
+        bflsync diff acme-labs/portrait-lora-3
         bflsync diff acme-labs/portrait-lora-3 studio-nord/portrait-lora-20
         bflsync diff acme-labs/portrait-lora-3@1 acme-labs/portrait-lora-3@2
     """
@@ -406,7 +542,7 @@ def diff(
         return
     headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
     rows = [[row["key"], shown_json(row, "a"), shown_json(row, "b")] for row in result.differences]
-    render.write_table(headers, rows)
+    render.write_grid(output_format, headers, rows)
 
 
 @click.command()
@@ -430,7 +566,9 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
     if output_format in RECORD_FORMATS:
         write_records(output_format, list(listed[0]) if listed else list(ACCOUNT_COLUMNS), listed)
         return
-    render.write_table(ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed])
+    render.write_grid(
+        output_format, ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed]
+    )
 
 
 @click.command()
@@ -456,7 +594,7 @@ def credits(
 
     Each row is a run that read the balance: the drop since the previous reading (positive
     when credits were spent) and the finetunes first seen in between, the trainings that
-    the drop paid for.
+    the drop paid for (counted in tables; their ids in csv, json and jsonl).
 
     \b
     Example:
@@ -470,13 +608,11 @@ def credits(
     if output_format in ("json", "jsonl"):
         write_records(output_format, CREDIT_COLUMNS, [interval.as_dict() for interval in intervals])
         return
+    # A table holds the count (the ids can be hundreds); CSV, json and jsonl the ids.
     rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
     for row in rows:
-        row[-1] = " ".join(row[-1])
-    if output_format == "csv":
-        render.write_csv(list(CREDIT_COLUMNS), rows)
-    else:
-        render.write_table(CREDIT_COLUMNS, rows)
+        row[-1] = " ".join(row[-1]) if output_format == "csv" else len(row[-1])
+    render.write_grid(output_format, CREDIT_COLUMNS, rows)
 
 
 _SAME_RECORD = ("finetune_id", "source", "change")
@@ -493,17 +629,17 @@ def _training(record: FinetuneRecord) -> str:
         parts.append(f"progress {progress:g}")
     checked = record.column("status_checked_at")
     if checked is not None:
-        parts.append(f"checked {checked.isoformat()}")
+        parts.append(f"checked {iso_utc(checked)}")
     ready = record.column("ready_at")
     if ready is not None:
-        parts.append(f"ready since {ready.isoformat()}")
+        parts.append(f"ready since {iso_utc(ready)}")
     return ", ".join(parts)
 
 
 def _status_line(entry: audit_trail.StatusEntry) -> str:
     run = f"run {entry.sync_run_id}" if entry.sync_run_id is not None else "no run"
     progress = f" {entry.progress:g}" if entry.progress is not None else ""
-    return f"status  {render.one_line(entry.status)}{progress}  {entry.observed_at.isoformat()}  {run}"
+    return f"status  {render.one_line(entry.status)}{progress}  {iso_utc(entry.observed_at)}  {run}"
 
 
 def _run_label(name: str) -> str:

@@ -10,11 +10,11 @@ import click
 
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
-from bflsync.cli.read_common import account_option, reading
+from bflsync.cli.read_common import LIST_FORMATS, account_option, reading
 from bflsync.errors import InputError
 from bflsync.read import compare, filters
 
-FORMATS = ("table", "json", "csv", "markdown")
+FORMATS = LIST_FORMATS
 
 
 @click.command()
@@ -58,6 +58,10 @@ def compare_command(
         )
     if output_format == "json":
         render.write_json(_as_json(result))
+        return
+    if output_format == "jsonl":
+        # One line per field, as the "rows" of the json form.
+        render.write_jsonl(_as_json(result)["rows"])
         return
     headers = ["field", *(entry.heading for entry in result.entries)]
     rows = [[row.field.name, *(_shown(value) for value in row.values)] for row in result.rows]

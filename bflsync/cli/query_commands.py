@@ -10,12 +10,15 @@ import click
 from bflsync.api import Store, make_query
 from bflsync.bfl.server_text import printable
 from bflsync.cli import completion
-from bflsync.cli.common import CliContext, Int64Range, pass_cli_context
+from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import (
     LIST_FORMATS,
     RECORD_FORMATS,
     account_option,
+    limit_option,
+    note_withheld,
     reading,
+    row_limit,
     warn_not_json,
     warn_unreadable,
     write_records,
@@ -27,8 +30,8 @@ from bflsync.extract import INT64_MAX
 from bflsync.read import filters, search
 from bflsync.read.records import ALL_COLUMNS, DETAILS, LABELS, FinetuneRecord
 
-TABLE_LIMIT = 50
-QUERY_FORMATS = ("table", *RECORD_FORMATS, "ids", "ids0")
+QUERY_FORMATS = (*LIST_FORMATS, "ids", "ids0")
+TABLE_FORMATS = ("table", "markdown")
 TABLE_COLUMNS = (
     "finetune_id",
     "mode",
@@ -101,12 +104,7 @@ def build_query(
     help="Sort by any field, '-' for descending (default finetune_id).",
     shell_complete=completion.complete_sort,
 )
-@click.option(
-    "--limit",
-    metavar="N",
-    type=Int64Range(min=0),
-    help=f"At most N rows; 0 for all [default: {TABLE_LIMIT} for the table, all otherwise].",
-)
+@limit_option("rows")
 @click.option(
     "--columns",
     metavar="A,B,C",
@@ -149,11 +147,9 @@ def query(
         bflsync query mode=character 'learning_rate>=1e-5' --sort -iterations
         bflsync query --text ohwx --format ids0 | xargs -0 -n1 bflsync show
     """
-    fields = filters.parse_fields(columns) if columns is not None else None
-    if limit == 0:
-        limit = None
-    elif limit is None and output_format == "table":
-        limit = TABLE_LIMIT
+    fields = _parse_columns(columns) if columns is not None else None
+    limit = row_limit(limit, output_format)
+    tabled = output_format in TABLE_FORMATS
     question = build_query(
         filter_texts,
         words=words,
@@ -164,16 +160,19 @@ def query(
         sort=sort,
         # One extra row tells the table whether it was cut short.
         # (Capped: SQLite cannot bind more than a signed 64-bit LIMIT, and there are never that many.)
-        limit=min(limit + 1, INT64_MAX) if limit is not None and output_format == "table" else limit,
+        limit=min(limit + 1, INT64_MAX) if limit is not None and tabled else limit,
     )
     shown_fields = fields
-    if output_format == "table" and fields is None:
+    if tabled and fields is None:
         shown_fields = [filters.parse_field(name) for name in _table_columns(include_deleted=include_deleted)]
     ids_only = output_format in ("ids", "ids0")
     with reading(cli_context) as store:
         # A --sort or --columns key nobody has is a mistake (exit 2); a filter on one is a valid,
         # empty question (a warning).
-        named = [*([question.sort.field] if question.sort is not None else []), *(fields or [])]
+        named = [
+            *([question.sort.field] if question.sort is not None else []),
+            *(field for field in fields or [] if isinstance(field, filters.FieldRef)),
+        ]
         for field in dict.fromkeys(named):
             note = store.unknown_field(field)
             if note is not None:
@@ -187,6 +186,9 @@ def query(
             unreadable = found.unreadable
         matched = bool(ids) or (found is not None and bool(found.records))
         warn_unknown(cli_context, store, _unproven_fields(question, matched=matched))
+        if not matched and not cli_context.quiet:
+            for note in store.unmatched_values(question):
+                click.echo(f"bflsync: warning: {printable(note)}", err=True)
     warn_unreadable(cli_context, unreadable)
     if found is None:
         _write_ids(ids, nul=output_format == "ids0")
@@ -212,11 +214,8 @@ def query(
             for name in ("account", "source"):
                 if len({record.column(name) for record in shown}) > 1:
                     shown_fields.insert(1, filters.parse_field(name))
-        render.write_table(*_field_rows(shown, shown_fields))
-        if len(records) > len(shown) and not cli_context.quiet:
-            click.echo(
-                f"(first {limit} {'row' if limit == 1 else 'rows'} shown; --limit 0 for all)", err=True
-            )
+        render.write_grid(output_format, *_field_rows(shown, shown_fields))
+        note_withheld(cli_context, shown=len(shown), limit=limit, more=len(records) > len(shown))
 
 
 @click.command()
@@ -277,7 +276,7 @@ def facets(
         return
     from bflsync.cli import render
 
-    render.write_table(("field", "value", "count"), [list(row.values()) for row in rows])
+    render.write_grid(output_format, ("field", "value", "count"), [list(row.values()) for row in rows])
 
 
 def _unproven_fields(question: filters.Query, *, matched: bool) -> list[filters.FieldRef]:
@@ -311,21 +310,51 @@ def _write_ids(ids: list[str], *, nul: bool) -> None:
         write_stdout(text + separator)
 
 
-def _record_object(record: FinetuneRecord, fields: Sequence[filters.FieldRef] | None) -> dict[str, Any]:
+Column = filters.FieldRef | str
+"""A ``--columns`` entry: a field, or ``details``/``labels``, the whole objects the JSON output has."""
+WHOLE_OBJECTS = (DETAILS, LABELS)
+
+
+def _parse_columns(text: str) -> list[Column]:
+    """``--columns``: fields, and the bare names ``details`` and ``labels`` for the whole raw details
+    and the labels object (every key of the JSON output is a column; `` `details` `` is a key)."""
+    return [
+        field.path[0] if field.path in ((DETAILS,), (LABELS,)) and not _backticked(text, field) else field
+        for field in filters.parse_fields(text)
+    ]
+
+
+def _backticked(text: str, field: filters.FieldRef) -> bool:
+    return f"`{field.path[0]}`" in text
+
+
+def _name(field: Column) -> str:
+    return field if isinstance(field, str) else field.name
+
+
+def _value(record: FinetuneRecord, field: Column) -> Any:
+    if isinstance(field, str):
+        return record.details if field == DETAILS else record.labels
+    return record.value(field)
+
+
+def _record_object(record: FinetuneRecord, fields: Sequence[Column] | None) -> dict[str, Any]:
     if fields is None:
         return record.as_dict()
     return {
         "finetune_id": record.finetune_id,
         "source": record.source,
         "account": record.account,
-        **{field.name: record.value(field) for field in fields},
+        **{_name(field): _value(record, field) for field in fields},
     }
 
 
 def _field_rows(
-    records: Sequence[FinetuneRecord], fields: Sequence[filters.FieldRef]
+    records: Sequence[FinetuneRecord], fields: Sequence[Column]
 ) -> tuple[list[str], list[list[Any]]]:
-    return [field.name for field in fields], [[record.value(field) for field in fields] for record in records]
+    return [_name(field) for field in fields], [
+        [_value(record, field) for field in fields] for record in records
+    ]
 
 
 def _table_columns(*, include_deleted: bool) -> list[str]:
@@ -333,7 +362,7 @@ def _table_columns(*, include_deleted: bool) -> list[str]:
     return [*TABLE_COLUMNS, "deleted_at"] if include_deleted else list(TABLE_COLUMNS)
 
 
-def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | None) -> tuple[str, ...]:
+def _needed_columns(output_format: str, fields: Sequence[Column] | None) -> tuple[str, ...]:
     """The columns the output reads, so the SQL selects nothing more (``details`` is the costly one).
 
     ``--format ids`` and ``ids0`` never get here: they read through :meth:`Store.ids`.
@@ -343,10 +372,12 @@ def _needed_columns(output_format: str, fields: Sequence[filters.FieldRef] | Non
         return (
             ALL_COLUMNS if output_format != "csv" else tuple(name for name in ALL_COLUMNS if name != LABELS)
         )
-    named = {field.column for field in fields if field.column is not None}
-    if any(field.column is None and field.label is None for field in fields):
+    named = {field for field in fields if isinstance(field, str)}
+    refs = [field for field in fields if isinstance(field, filters.FieldRef)]
+    named.update(field.column for field in refs if field.column is not None)
+    if any(field.column is None and field.label is None for field in refs):
         named.add(DETAILS)
-    if any(field.label is not None for field in fields):
+    if any(field.label is not None for field in refs):
         named.add(LABELS)
     return ("finetune_id", "source", "account", *sorted(named))
 

@@ -7,6 +7,7 @@ no read command imports SQLAlchemy, pydantic or rich (tables on a terminal are d
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -14,15 +15,44 @@ import click
 
 from bflsync.api import Store, open_store
 from bflsync.cli import completion
-from bflsync.cli.common import CliContext
+from bflsync.cli.common import CliContext, Int64Range
 from bflsync.extract import canonical_json
 from bflsync.read.records import FinetuneRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# One vocabulary (docs/reading.md, "Output formats"): json, jsonl and csv wherever records are listed.
+# One vocabulary (docs/queries.md, "Output formats"): json, jsonl and csv wherever records are listed,
+# and table and markdown wherever they make a table.
 RECORD_FORMATS = ("json", "jsonl", "csv")
-LIST_FORMATS = ("table", *RECORD_FORMATS)
+LIST_FORMATS = ("table", *RECORD_FORMATS, "markdown")
+TABLE_LIMIT = 50
+"""Rows a listing shows on a terminal unless --limit says otherwise; piped output has every row."""
+
+
+def row_limit(limit: int | None, output_format: str) -> int | None:
+    """The rows to list: ``--limit N``; ``0`` for no limit; when not given, :data:`TABLE_LIMIT` for a table
+    on a terminal and every row otherwise (``bflsync query | grep -c`` counts them all)."""
+    if limit == 0:
+        return None
+    if limit is None:
+        return TABLE_LIMIT if output_format == "table" and sys.stdout.isatty() else None
+    return limit
+
+
+def limit_option(what: str) -> Callable[[F], F]:
+    """``--limit N`` of every listing command, with one meaning everywhere (:func:`row_limit`)."""
+    return click.option(
+        "--limit",
+        metavar="N",
+        type=Int64Range(min=0),
+        help=f"At most N {what}; 0 for all [default: {TABLE_LIMIT} in a table on a terminal, all otherwise].",
+    )
+
+
+def note_withheld(cli_context: CliContext, *, shown: int, limit: int | None, more: bool) -> None:
+    """Say on stderr that a listing stopped at its limit, and how to see the rest."""
+    if more and limit is not None and not cli_context.quiet:
+        click.echo(f"(first {shown} {'row' if shown == 1 else 'rows'} shown; --limit 0 for all)", err=True)
 
 
 def _checked_account(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -2,22 +2,24 @@
 
 On a terminal, tables are fitted to its width (:mod:`bflsync.cli.table`); piped output is plain
 aligned text, every value whole, so ``bflsync query | less`` and scripts never see escape codes
-or cut values. Timestamps are written
-as ISO 8601 with ``+00:00`` everywhere.
+or cut values. Timestamps are written in the one form the store holds
+(:mod:`bflsync.timeform`, ``2026-12-04T13:18:17.637556Z``) everywhere, so a printed time pasted
+into SQL finds the same rows.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from bflsync.cli.stdout import write_stdout
-from bflsync.cli.table import Column, write_columns
 from bflsync.extract import canonical_json
+from bflsync.timeform import iso_utc
 
 # C0 controls, DEL and C1 controls (U+009B is a one-character CSI on some terminals): values come
 # from the API, and an escape sequence in a comment must not reach the user's terminal. Bidi overrides
@@ -33,7 +35,7 @@ _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}\S*")
 
 def json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return iso_utc(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
@@ -51,7 +53,7 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
-        return value.isoformat()
+        return iso_utc(value)
     if isinstance(value, dict | list):
         return canonical_json(value)
     return str(value)
@@ -73,8 +75,29 @@ def write_csv(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     writer.writerows([cell(value) for value in row] for row in rows)
 
 
+def styled() -> bool:
+    """Whether escape codes (bold headers, progress bars) may be written: not under ``NO_COLOR``
+    (https://no-color.org) nor to a ``TERM=dumb`` terminal."""
+    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def write_grid(output_format: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A listing as a table, a Markdown table or CSV: the formats every table-shaped output takes."""
+    if output_format == "markdown":
+        write_markdown(headers, rows)
+    elif output_format == "csv":
+        write_csv(headers, rows)
+    else:
+        write_table(headers, rows)
+
+
 def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Columns fitted to the terminal on a TTY (see :mod:`bflsync.cli.table`), plain and whole otherwise."""
+    """Columns fitted to the terminal on a TTY (see :mod:`bflsync.cli.table`), plain and whole otherwise.
+
+    Both pad by display width (a CJK character takes two cells), so columns line up either way.
+    """
+    from bflsync.cli.table import Column, cells, pad, write_columns
+
     if sys.stdout.isatty():
         # shutil (with its compression modules) only here: piped output never pays for it.
         import shutil
@@ -85,14 +108,16 @@ def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
             )
             for index, header in enumerate(headers)
         ]
-        write_columns(columns, width=shutil.get_terminal_size().columns)
+        write_columns(columns, width=shutil.get_terminal_size().columns, styled=styled())
         return
     headers = [one_line(header) for header in headers]
     texts = [[one_line(cell(value)) for value in row] for row in rows]
-    widths = [max([len(header), *(len(row[index]) for row in texts)]) for index, header in enumerate(headers)]
+    widths = [
+        max([cells(header), *(cells(row[index]) for row in texts)]) for index, header in enumerate(headers)
+    ]
     for row in [list(headers), *texts]:
         sys.stdout.write(
-            "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
+            "  ".join(pad(text, width) for text, width in zip(row, widths, strict=True)).rstrip()
         )
         sys.stdout.write("\n")
 
@@ -116,7 +141,7 @@ def _is_number_like(value: Any) -> bool:
 def terminal_text(value: Any) -> str:
     moment = value if isinstance(value, datetime) else _as_timestamp(value)
     if moment is not None:
-        return (moment if moment.tzinfo is None else moment.astimezone(UTC)).strftime("%Y-%m-%d %H:%M:%S")
+        return iso_utc(moment)
     return one_line(cell(value))
 
 

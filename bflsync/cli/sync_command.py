@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -268,7 +269,8 @@ def sync(
     # An explicit --region beats a base URL that only comes from the environment.
     resolved_url = resolve_base_url(region=region, base_url=None if region_given else base_url)
     _check_proxy_env(resolved_url)
-    show_progress = not cli_context.quiet and sys.stderr.isatty()
+    # A progress bar redraws with escape codes: none for a dumb terminal or NO_COLOR.
+    show_progress = not cli_context.quiet and sys.stderr.isatty() and render.styled()
     watch = _run_watch(
         metrics_file,
         ping_url,
@@ -277,7 +279,7 @@ def sync(
         quiet=cli_context.quiet,
         dry_run=dry_run,
     )
-    with watch.watching(), _progress_bar(enabled=show_progress) as progress:
+    with watch.watching(), capped_failures() as cap, _progress_bar(enabled=show_progress) as progress:
         result = api.sync(
             cli_context.db,
             api_key=api_key,
@@ -305,7 +307,7 @@ def sync(
         watch.finished(result, exit_code=result.exit_code(), db=cli_context.db)
     if checkpoint_dir is not None and result.run_id is not None and not dry_run:
         _save_checkpoint(cli_context.db, checkpoint_dir, run_id=result.run_id)
-    _report(result, as_json=as_json, quiet=cli_context.quiet)
+    _report(result, as_json=as_json, quiet=cli_context.quiet, withheld=cap.withheld)
     ctx.exit(result.exit_code())
 
 
@@ -370,7 +372,7 @@ def _escaped(text: str) -> str:
         return ascii(text)[1:-1]
 
 
-def _report(result: SyncResult, *, as_json: bool, quiet: bool) -> None:
+def _report(result: SyncResult, *, as_json: bool, quiet: bool, withheld: int = 0) -> None:
     """The run's JSON on stdout (a failed run's too), then the summary line on stderr.
 
     A failed run's error is raised instead of the summary, inside the store's error translation:
@@ -382,7 +384,60 @@ def _report(result: SyncResult, *, as_json: bool, quiet: bool) -> None:
     if result.failure is not None:
         raise result.failure
     if not quiet:
+        if withheld:
+            look = f"; see bflsync runs {result.run_id}" if result.run_id is not None else ""
+            click.echo(f"bflsync: warning: {withheld} more finetune failures not shown{look}", err=True)
         click.echo(_summary(result), err=True)
+    elif result.status != "ok":
+        # The one line a cron job mails: nothing at all when the run was ok.
+        click.echo(quiet_line(result), err=True)
+
+
+def quiet_line(result: SyncResult) -> str:
+    """``bflsync: run N partial: 250 listed, 3 failed; see bflsync runs N``: a run that was not ok, in one line."""
+    counts = [f"{result.listed} listed", f"{result.failed} failed"]
+    if result.status_failed:
+        counts.append(f"{result.status_failed} status failed")
+    run = f"run {result.run_id}" if result.run_id is not None else "dry run"
+    look = f"; see bflsync runs {result.run_id}" if result.run_id is not None else ""
+    return f"bflsync: {run} {result.status}: {', '.join(counts)}{look}"
+
+
+FAILURE_CAP = 10
+"""Per-finetune failures shown on stderr during a run; the rest are counted (all are in `bflsync runs N`)."""
+_FAILURE_MESSAGES = ("finetune %s not stored", "status of finetune %s not recorded")
+
+
+class FailureCap(logging.Filter):
+    """Lets the first :data:`FAILURE_CAP` per-finetune failure warnings of a run through and counts the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(_FAILURE_MESSAGES):
+            self.seen += 1
+            return self.seen <= FAILURE_CAP
+        return True
+
+    @property
+    def withheld(self) -> int:
+        return max(self.seen - FAILURE_CAP, 0)
+
+
+@contextmanager
+def capped_failures() -> Iterator[FailureCap]:
+    """Cap the per-finetune failure lines on every bflsync log handler for the block."""
+    cap = FailureCap()
+    handlers = logging.getLogger("bflsync").handlers
+    for handler in handlers:
+        handler.addFilter(cap)
+    try:
+        yield cap
+    finally:
+        for handler in handlers:
+            handler.removeFilter(cap)
 
 
 @contextmanager

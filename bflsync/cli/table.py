@@ -7,8 +7,9 @@ wide, the widest first, down to a few characters each, cut with ``…``. Headers
 underscore (``learning_`` over ``rate``) before anything is cut. When even that does not fit,
 each record is printed as a block of ``name  value`` lines instead, every value whole.
 
-Widths are terminal cells: East Asian wide characters count two. Timestamps are shown to the
-second in UTC (``2026-01-31 12:00:05``), which ``--as-of`` and ``--since`` accept as they are.
+Widths are terminal cells: East Asian wide characters count two. Timestamps are shown whole in
+the one form the store holds (``2026-01-31T12:00:05.000000Z``), which ``--as-of``, ``--since`` and
+SQL accept as they are.
 Only text is laid out here; :func:`bflsync.cli.render.write_table` turns values into it and says which
 columns are rigid. Only called on a terminal: piped tables stay plain and whole.
 """
@@ -26,6 +27,7 @@ MIN_FREE_TEXT = 8
 """Narrowest a free-text column gets (or its natural width, when that is less)."""
 ELLIPSIS = "…"
 _BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
+_ESCAPE = re.compile("\x1b\\[[0-9]m")
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,15 @@ class Column:
         return min(self.natural, max(header, MIN_FREE_TEXT))
 
 
-def write_columns(columns: Sequence[Column], *, width: int) -> None:
-    """Write the columns within ``width`` terminal cells, or as record blocks when they cannot fit."""
+def write_columns(columns: Sequence[Column], *, width: int, styled: bool = True) -> None:
+    """Write the columns within ``width`` terminal cells, or as record blocks when they cannot fit.
+
+    Unless ``styled``, headers are not bold nor the rule dim: no escape code at all.
+    """
     widths = fit(columns, width=width)
     out = sys.stdout
-    if widths is None:
-        out.writelines(blocks(columns))
-        return
-    out.writelines(table_lines(columns, widths))
+    lines = blocks(columns) if widths is None else table_lines(columns, widths)
+    out.writelines(lines if styled else [_ESCAPE.sub("", line) for line in lines])
 
 
 def fit(columns: Sequence[Column], *, width: int) -> list[int] | None:

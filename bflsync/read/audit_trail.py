@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 from bflsync.columns import ERROR_FIELDS, RUN_FIELDS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, canonical_json, flatten_details
-from bflsync.read.filters import format_path
 from bflsync.read.lookup import find_finetune, is_stored
 from bflsync.read.reader import Reader
 from bflsync.read.records import decode_details, decode_time
@@ -378,6 +377,8 @@ def diff(
     reader: Reader, a: VersionRef, b: VersionRef, *, source: str | None = None, account: str | None = None
 ) -> Diff:
     """Parameter differences between two finetunes, or two versions of one."""
+    from bflsync.read.filters import format_path  # here: `show` imports this module and parses no filter
+
     left = _side(reader, a, source=source, account=account)
     right = _side(reader, b, source=source, account=account)
     flat_left, flat_right = flatten_details(left.details), flatten_details(right.details)
@@ -475,3 +476,40 @@ def resolve_side(
 ) -> DiffSide:
     """The details ``ID`` (current record) or ``ID@N`` (version N) names, as ``diff`` and ``compare`` read them."""
     return _side(reader, ref, source=source, account=account)
+
+
+def statuses_before(
+    reader: Reader, since: datetime, *, source: str | None = None, account: str | None = None
+) -> dict[tuple[str, str, str], str]:
+    """Each finetune's training status as last observed before ``since``, keyed by (id, source, account):
+    what a status seen at or after ``since`` changed from."""
+    conditions, params = (
+        ["s.id IN (SELECT max(id) FROM finetune_status WHERE observed_at < ? GROUP BY finetune_pk)"],
+        [reader.time_param(since)],
+    )
+    for column, value in (("f.source", source), ("f.account", account)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    rows = reader.rows(
+        "SELECT f.finetune_id, f.source, f.account, s.status FROM finetune_status s"
+        f" JOIN finetune f ON f.id = s.finetune_pk WHERE {' AND '.join(conditions)}",
+        params,
+    )
+    return {(str(i), str(s), str(a)): str(status) for i, s, a, status in rows}
+
+
+def last_change(
+    reader: Reader, finetune_id: str, *, source: str | None = None, account: str | None = None
+) -> tuple[str, str]:
+    """``ID@N-1`` and ``ID@N`` for a finetune whose current version is N: what ``diff ID`` compares.
+
+    A finetune with one version has nothing to compare: an :class:`InputError`.
+    """
+    found = find_finetune(reader, finetune_id, source=source, account=account).record
+    if found.version <= 1:
+        raise InputError(
+            f"finetune {found.finetune_id!r} has one version only: nothing to compare "
+            "(give a second ID to compare two finetunes)"
+        )
+    return f"{found.finetune_id}@{found.version - 1}", f"{found.finetune_id}@{found.version}"

@@ -6,7 +6,7 @@ One filter is one command-line argument; several are ANDed::
     field    := segment ("." segment)*           dotted: a key nested in an object
     segment  := bare | "`" (any char but "`" | "``")* "`"
     bare     := word-char (word-char | "-")*     (unicode letters, digits, "_")
-    op       := "!=" | "<=" | ">=" | "=" | "<" | ">" | "~"
+    op       := "!=" | "<=" | ">=" | "=" | "==" | "<" | ">" | "~"   ("==" is "=")
     value    := '"' chars '"'    a string, always ("\\" escapes the next char)
               | null | true | false
               | number           1e-5, 300, -2.5 (ASCII digits): compared numerically
@@ -39,13 +39,20 @@ from bflsync.columns import COLUMN_KINDS, Kind
 from bflsync.errors import FilterError, InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, as_float
 from bflsync.read import reltime
+from bflsync.timeform import iso_utc
 
 Scalar = str | int | float | bool | None
 
 OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
 COMPARISONS = ("=", "<", "<=", ">", ">=")
 _BARE = re.compile(r"\w[\w-]*")
-_OPERATOR = re.compile(r"\s*(!=|<=|>=|=|<|>|~)\s*")
+_OPERATOR = re.compile(r"\s*(!=|<=|>=|==|=|<|>|~)\s*")
+# An unquoted value starting with an operator character is almost always a slip (`!==`, `=>`, `<>`).
+_OPERATOR_SLIP = re.compile(r"[=<>!~]+")
+SHELL_HINT = (
+    "an unquoted > or < is a shell redirection, which eats the rest of the filter: "
+    "quote it ('learning_rate>1e-4')"
+)
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 # SQLite's JSON path parser (3.40) compares the key as it is escaped in the JSON text and
 # ends a quoted key at the first '"': keys needing JSON escapes cannot be addressed safely.
@@ -170,11 +177,19 @@ def parse_filter(text: str) -> Filter:
     match = _OPERATOR.match(text, end)
     if match is None:
         got = f"{text[end:]!r}" if end < len(text) else "the end"
+        hint = f" ({SHELL_HINT})" if end >= len(text.rstrip()) else ""
         raise FilterError(
             f"bad filter {text!r}: expected an operator ({' '.join(OPERATORS)}) "
-            f"after {text[:end].strip()!r}, got {got} at position {end + 1}"
+            f"after {text[:end].strip()!r}, got {got} at position {end + 1}{hint}"
         )
-    op = match.group(1)
+    op = "=" if match.group(1) == "==" else match.group(1)
+    slip = _OPERATOR_SLIP.match(text, match.end())
+    if slip is not None:
+        written = text[end : slip.end()].strip()
+        raise FilterError(
+            f"bad filter {text!r}: {written!r} is not an operator; use one of {' '.join(OPERATORS)} "
+            '(== also means =; quote a value that starts with one: field="=x")'
+        )
     value, raw = _parse_value(text, match.end(), op=op)
     return Filter(field=field, op=op, value=value, text=raw)
 
@@ -231,7 +246,7 @@ def parse_timestamp(text: str, *, now: datetime | None = None) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        forms = f"; or relative: {reltime.FORMS}" if now is not None else ""
+        forms = f"; or relative: {reltime.FORMS}"
         raise InputError(
             f"not an ISO 8601 date or datetime: {text!r} (try 2026-01-31 or 2026-01-31T12:00:00Z{forms})"
         ) from None
@@ -242,6 +257,24 @@ def parse_timestamp(text: str, *, now: datetime | None = None) -> datetime:
     except OverflowError:
         # 9999-12-31T23:00-05:00 is a valid ISO 8601 time whose UTC is past year 9999.
         raise InputError(f"timestamp out of range: {text!r} falls outside years 1-9999 in UTC") from None
+
+
+def resolve_relative_times(item: Filter, *, now: datetime) -> Filter:
+    """A filter on a time column with a relative value (``7d``, ``yesterday``) made absolute.
+
+    So ``last_changed_at>=7d`` means what ``--since 7d`` does; the moment is written in the one
+    time form, which :func:`predicate` reads back.
+    """
+    if item.field.column is None or COLUMN_KINDS[item.field.column] is not Kind.TIME or item.value is None:
+        return item
+    try:
+        moment = reltime.parse_relative(item.text, now=now)
+    except OverflowError:
+        raise InputError(f"timestamp out of range: {item.text!r} reaches before year 1") from None
+    if moment is None:
+        return item
+    text = iso_utc(moment)
+    return item._replace(value=text, text=text)
 
 
 def format_path(path: Sequence[str], *, force_key: bool = False) -> str:

@@ -7,10 +7,11 @@ standard library. Label values are stored as canonical JSON and come back as the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
+
+from bflsync.timeform import parse_utc
 
 
 class RowSource(Protocol):
@@ -63,19 +64,21 @@ def labels_object_sql(dialect: str, *, pk: str) -> str:
     SQLite gives ``{}`` text for a finetune without labels, PostgreSQL NULL; readers take both.
     """
     if dialect == "sqlite":
-        aggregate = "json_group_object(l.key, json(l.value))"
+        aggregate = "json_group_object(l.key, json(l.value_json))"
     else:
-        aggregate = "json_object_agg(l.key, CAST(l.value AS json))"
+        aggregate = "json_object_agg(l.key, CAST(l.value_json AS json))"
     return f"(SELECT {aggregate} FROM finetune_label l WHERE l.finetune_pk = {pk})"
 
 
 def label_value_sql(*, pk: str) -> str:
     """SQL for one label's value (canonical JSON text) with one ``?`` for its key; NULL when unset."""
-    return f"(SELECT l.value FROM finetune_label l WHERE l.finetune_pk = {pk} AND l.key = ?)"
+    return f"(SELECT l.value_json FROM finetune_label l WHERE l.finetune_pk = {pk} AND l.key = ?)"
 
 
 def decode_labels(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """The labels object a statement returned (JSON text, a driver-decoded dict, or NULL), keys sorted."""
+
+    import json  # here: reads that show no labels need not import it
 
     labels = json.loads(value) if isinstance(value, str) else (value or {})
     return dict(sorted(labels.items()))
@@ -122,6 +125,8 @@ def label_events(
     account: str | None = None,
 ) -> list[LabelEvent]:
     """Label changes oldest first, each with the value it replaced: of one finetune or since a moment."""
+    import json  # here: reads that show no labels need not import it
+
     params: list[Any] = []
     if pk is not None:
         touched = "c.finetune_pk = ?"
@@ -214,6 +219,7 @@ def author_text(by: str, role: str | None, attribution: str | None) -> str:
 
 
 def utc(value: str | datetime) -> datetime:
-    """A stored timestamp as aware UTC: SQLite keeps naive UTC text, PostgreSQL gives a datetime."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """A stored timestamp as aware UTC: SQLite keeps text (:mod:`bflsync.timeform`), PostgreSQL gives a datetime."""
+    if isinstance(value, str):
+        return parse_utc(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -28,9 +28,13 @@ def find_finetune(
 ) -> StoredFinetune:
     """The current record of one finetune, tombstoned or not.
 
-    Raises :class:`InputError` for an unknown id and :class:`AmbiguousIdError` when the id is
-    stored for several (source, account) and ``source``/``account`` do not pick one.
+    A unique prefix of a stored id (at least :data:`MIN_PREFIX` characters) stands for that id,
+    as in git. Raises :class:`InputError` for an unknown id (naming close ones) and
+    :class:`AmbiguousIdError` when a prefix starts several ids, or the id is stored for several
+    (source, account) and ``source``/``account`` do not pick one.
     """
+    if not is_stored(reader, finetune_id, source=source, account=account):
+        finetune_id = _expand_prefix(reader, finetune_id, source=source, account=account)
     columns = ", ".join(
         labels_object_sql(reader.dialect, pk="finetune.id") if name == LABELS else f'"{name}"'
         for name in ALL_COLUMNS
@@ -47,7 +51,7 @@ def find_finetune(
             for label, value in (("from source", source), ("of account", account))
             if value
         )
-        raise InputError(f"no finetune {finetune_id!r}{scope} in the store")
+        raise InputError(f"no finetune {finetune_id!r}{scope} in the store{_close_ids(reader, finetune_id)}")
     if len(rows) > 1:
         records = [FinetuneRecord(row[1:], _INDEX) for row in rows]
         raise AmbiguousIdError(_ambiguity(finetune_id, sorted((r.source, r.account) for r in records)))
@@ -61,6 +65,44 @@ def is_stored(
     if _never_stored(reader, params):
         return False
     return bool(reader.rows(f"SELECT 1 FROM finetune WHERE {where} LIMIT 1", params))
+
+
+MIN_PREFIX = 6
+"""The shortest id prefix that stands for an id: shorter ones match too much to be meant."""
+CANDIDATES_SHOWN = 10
+
+
+def _expand_prefix(reader: Reader, prefix: str, *, source: str | None, account: str | None) -> str:
+    """The one stored id starting with ``prefix``; ``prefix`` itself when none does (for "not found")."""
+    if len(prefix) < MIN_PREFIX or _never_stored(reader, [prefix]):
+        return prefix
+    where, params = _which(prefix, source=source, account=account)
+    where = where.replace("finetune_id = ?", "substr(finetune_id, 1, ?) = ?", 1)
+    rows = reader.rows(
+        f"SELECT DISTINCT finetune_id FROM finetune WHERE {where} ORDER BY 1 LIMIT ?",
+        [len(prefix), *params, CANDIDATES_SHOWN + 1],
+    )
+    ids = [str(row[0]) for row in rows]
+    if len(ids) > 1:
+        more = ", …" if len(ids) > CANDIDATES_SHOWN else ""
+        listed = ", ".join(ids[:CANDIDATES_SHOWN]) + more
+        raise AmbiguousIdError(
+            f"id prefix {prefix!r} starts several finetunes: {listed}; give more of the id"
+        )
+    return ids[0] if ids else prefix
+
+
+def _close_ids(reader: Reader, finetune_id: str) -> str:
+    """``; did you mean …?`` with the stored ids closest to an unknown one, or nothing."""
+    import difflib  # only for a miss
+
+    stored = sorted(str(row[0]) for row in reader.rows("SELECT DISTINCT finetune_id FROM finetune"))
+    # A short prefix is no match by spelling: the ids it starts come first.
+    started = [candidate for candidate in stored if finetune_id and candidate.startswith(finetune_id)]
+    close = list(dict.fromkeys([*started, *difflib.get_close_matches(finetune_id, stored, n=3, cutoff=0.6)]))[
+        :3
+    ]
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def ids_starting_with(reader: Reader, prefix: str, *, limit: int) -> list[str]:

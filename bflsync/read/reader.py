@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bflsync.errors import DetailsNotJsonError, StoreWriteError
-from bflsync.read.server_reader import is_server_url, open_server_reader
 from bflsync.store.check import (
     BUSY_TIMEOUT_MS,
     require_head,
@@ -32,6 +31,7 @@ from bflsync.store.check import (
     store_error_for,
 )
 from bflsync.store.files import read_immutable
+from bflsync.timeform import iso_utc
 
 Row = tuple[Any, ...]
 
@@ -54,8 +54,8 @@ class Reader(Protocol):
 
 
 def sqlite_time(moment: datetime) -> str:
-    """The text SQLAlchemy's DateTime writes on SQLite: naive UTC, always with microseconds."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    """The text the store keeps on SQLite (:mod:`bflsync.timeform`): compares as the times do."""
+    return iso_utc(moment)
 
 
 class SqliteReader:
@@ -160,6 +160,8 @@ def open_reader(db: str | None) -> Iterator[Reader]:
 
 @contextmanager
 def _open_url(db: str) -> Iterator[Reader]:
+    from bflsync.read.server_reader import is_server_url, open_server_reader  # psycopg's side: only there
+
     if is_server_url(db):
         with closing(open_server_reader(db)) as server_reader:
             yield server_reader

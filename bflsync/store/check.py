@@ -15,7 +15,6 @@ import sqlite3
 import stat
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_plus
 
 from bflsync.errors import (
     InputError,
@@ -43,6 +42,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0010_hash_chain",
     "0012_views",
     "0013_hardening",
+    "0011_iso_times",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The revision that made accounts part of a finetune's identity; below it they cannot be told apart.
@@ -310,6 +310,7 @@ def display_url(url: str) -> str:
     The userinfo ends at the last ``@``, so a password holding unencoded ``/``, ``?`` or ``@``
     (which SQLAlchemy accepts) is still masked whole.
     """
+    from urllib.parse import unquote_plus  # here: a SQLite read never shows a URL
 
     scheme, separator, rest = url.partition("://")
     userinfo, at, rest = rest.rpartition("@")

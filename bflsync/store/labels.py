@@ -204,9 +204,9 @@ def apply_edit(
     for start in range(0, len(keys), _KEYS_PER_SELECT):
         chunk = keys[start : start + _KEYS_PER_SELECT]
         current.update(
-            (row.key, row.value)
+            (row.key, row.value_json)
             for row in connection.execute(
-                sa.select(label_table.c.key, label_table.c.value).where(
+                sa.select(label_table.c.key, label_table.c.value_json).where(
                     label_table.c.finetune_pk == finetune_pk, label_table.c.key.in_(chunk)
                 )
             )
@@ -222,7 +222,7 @@ def apply_edit(
             new: str | None = canonical_json(edit.assign[key])
             if new == old:
                 continue
-            row = {"value": new, "set_at": now, **setter}
+            row = {"value": plain_text(edit.assign[key]), "value_json": new, "set_at": now, **setter}
             if old is None:
                 connection.execute(sa.insert(label_table).values(finetune_pk=finetune_pk, key=key, **row))
             else:
@@ -247,6 +247,11 @@ def apply_edit(
         changes.append(change)
     chain.append(connection, "finetune_label_change", skip=unchained)
     return changes
+
+
+def plain_text(value: LabelValue) -> str:
+    """A label value as people write it in SQL (``value='acme'``): text as is, others as JSON spells them."""
+    return value if isinstance(value, str) else canonical_json(value)
 
 
 def decode(value: str | None) -> Any:

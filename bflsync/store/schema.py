@@ -22,9 +22,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
+from bflsync import timeform
 from bflsync.config import DEFAULT_ACCOUNT
 
 NAMING_CONVENTION = {
@@ -62,13 +64,23 @@ CHAIN_ORIGIN_META_NAME = "chain_origin"
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """Timezone-aware UTC in Python, whatever the backend keeps.
 
-    SQLite has no time zone type: values are stored as naive UTC text (which also sorts and
-    compares correctly in plain SQL) and come back with ``tzinfo=UTC``. Naive datetimes are
-    refused on the way in, because guessing their zone is how audit logs go wrong.
+    SQLite has no time zone type: values are stored as text in the one form of
+    :mod:`bflsync.timeform` (``2026-12-04T13:18:17.637556Z``, which sorts and compares correctly
+    in plain SQL and is what the CLI prints) and come back with ``tzinfo=UTC``. PostgreSQL keeps
+    ``timestamptz``. Naive datetimes are refused on the way in, because guessing their zone is
+    how audit logs go wrong.
     """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[datetime]:
+        if dialect.name == "sqlite":
+            stored = sqlite.DATETIME(  # type: ignore[no-untyped-call]
+                storage_format=timeform.SQLITE_STORAGE_FORMAT, regexp=timeform.SQLITE_REGEXP
+            )
+            return dialect.type_descriptor(stored)
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -263,7 +275,11 @@ class FinetuneLabel(SQLModel, table=True):
     finetune_pk: int = Field(foreign_key="finetune.id", index=True)
     key: str = Field(index=True)
     value: str = Field(sa_type=sa.Text)
-    """Canonical JSON of a string, number or boolean, typed as filter values are."""
+    """The value as people write it in SQL: text as is (``value='acme'`` finds it), numbers and
+    booleans as JSON spells them (``300``, ``true``)."""
+    value_json: str | None = Field(default=None, sa_type=sa.Text)
+    """Canonical JSON of the string, number or boolean, typed as filter values are: what queries read.
+    Always written; nullable only so that revision 0011_iso_times adds it without rebuilding the table."""
     set_by: str
     set_at: datetime = Field(sa_type=UTCDateTime)
     set_by_role: str | None = None

@@ -83,7 +83,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
 CHANGES_SINCE = """
 select f.finetune_id, f.source, v.version, v.change, v.changed_keys, v.observed_at, v.sync_run_id
 from finetune_version v join finetune f on f.id = v.finetune_pk
-where v.observed_at >= replace(coalesce(nullif(:since, ''), '0000'), 'T', ' ')
+where v.observed_at >= replace(coalesce(nullif(:since, ''), '0000'), ' ', 'T')
 order by v.observed_at desc, f.finetune_id
 """.strip()
 BY_LEARNING_RATE = """

@@ -1,0 +1,53 @@
+"""Notes for answers that would otherwise be silently empty: values nobody has, ids nobody has.
+
+``status=pending`` matches nothing when the store holds ``Pending``: the filter is valid and the
+answer is honest, but a user cannot tell it from "no finetune is pending". When a text equality
+matches nothing and the field holds a small set of values (:data:`ENUMERATION_LIMIT`), the note
+names the close value and the values there are. ``=`` stays exact (case included) on both
+engines, so every filter means what the Python predicates of the property tests say; the note
+says so instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+from bflsync.read.filters import Query, Test, predicate
+from bflsync.read.reader import Reader
+from bflsync.read.search import facet_counts
+
+ENUMERATION_LIMIT = 50
+"""At most this many distinct stored values make a field an enumeration worth listing."""
+VALUES_SHOWN = 12
+
+
+def close_matches(wanted: str, candidates: Sequence[str], *, n: int = 3) -> list[str]:
+    """Candidates equal to ``wanted`` but for case first, then the closest spellings."""
+    folded = [candidate for candidate in candidates if candidate.casefold() == wanted.casefold()]
+    close = difflib.get_close_matches(wanted, candidates, n=n, cutoff=0.6)
+    return list(dict.fromkeys([*folded, *close]))[:n]
+
+
+def unmatched_values(reader: Reader, query: Query) -> list[str]:
+    """One note per ``FIELD=text`` filter that no finetune in the query's scope matches, on a field
+    holding at most :data:`ENUMERATION_LIMIT` distinct values."""
+    scope = query._replace(filters=(), text=None, sort=None, limit=None)
+    notes = []
+    for item in query.filters:
+        test = predicate(item)
+        if test.negated or test.test is not Test.COMPARE or test.op != "=" or not isinstance(test.value, str):
+            continue
+        counts, _ = facet_counts(reader, [item.field], scope)
+        values = [count.value for count in counts[item.field.name] if count.value is not None]
+        if not values or len(values) > ENUMERATION_LIMIT or test.value in values:
+            continue
+        texts = [value for value in values if isinstance(value, str)]
+        close = close_matches(test.value, texts, n=1)
+        listed = ", ".join(map(str, values[:VALUES_SHOWN])) + (", …" if len(values) > VALUES_SHOWN else "")
+        guess = f"; did you mean {close[0]}?" if close else ""
+        notes.append(
+            f"no finetune has {item.field.name} {test.value!r}{guess} values: {listed} "
+            "(= compares text exactly, case included)"
+        )
+    return notes
