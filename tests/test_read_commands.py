@@ -574,35 +574,6 @@ def test_read_commands_on_sqlite_import_none_of_the_write_sides_libraries(
     assert result.stderr.splitlines()[-1] == "[]"  # after any summary line
 
 
-# What start-up would pay for and these commands never use (see the README's Performance section).
-START_UP_MODULES = ("pathlib", "urllib.parse", "difflib", "signal", "dataclasses", "click.shell_completion")
-
-
-@pytest.mark.parametrize(
-    ("args", "unused"),
-    [
-        (["query", "mode=character", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
-        (["query", "extra.images>1", "--format", "ids"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
-        (["query", "--text", "ohwx", "--format", "ids0"], (*START_UP_MODULES, "json", "bflsync.cli.render")),
-        (["show", "alpha"], (*START_UP_MODULES, "bflsync.read.filters")),
-        (["--help"], (*START_UP_MODULES, "json", "sqlite3", "bflsync.read.reader")),
-    ],
-)
-def test_lean_commands_import_nothing_their_answer_does_not_need(
-    sqlite_store: Path, args: list[str], unused: tuple[str, ...]
-) -> None:
-    script = (
-        "import sys\n"
-        "from bflsync.cli import cli\n"
-        f"sys.argv = ['bflsync', '--db', {str(sqlite_store)!r}, *{args!r}]\n"
-        "try:\n    cli(prog_name='bflsync')\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        f"print(sorted(m for m in {unused!r} if m in sys.modules), file=sys.stderr)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.stdout
-    assert result.stderr.splitlines()[-1] == "[]"  # after any summary line
-
-
 def test_read_commands_make_no_network_call(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # On PostgreSQL the read commands talk to the store's own server, and to nothing else.
     server = sa.make_url(store) if "://" in store else None

@@ -11,8 +11,12 @@ Standard library only: the read commands use ``printable`` too.
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import re
 from typing import Final
+from urllib.parse import quote, quote_plus
 
 MAX_SERVER_TEXT_CHARS: Final = 300
 """Server text (BFL's ``detail``, a request id) is cut to this many characters once escaped."""
@@ -80,11 +84,6 @@ class Scrubber:
 
 def _forms(key: str) -> list[str]:
     # Imported here: the read commands use printable() and would pay for these at every start.
-    import base64
-    import html
-    import json
-    from urllib.parse import quote, quote_plus
-
     raw = key.encode("utf-8")
     forms = [
         key,

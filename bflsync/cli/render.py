@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from bflsync.cli.stdout import write_stdout
+from bflsync.cli.table import Column, write_columns
 from bflsync.extract import canonical_json
 from bflsync.timeform import iso_utc
 
@@ -96,7 +97,7 @@ def write_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
     Both pad by display width (a CJK character takes two cells), so columns line up either way.
     """
-    from bflsync.cli.table import Column, cells, pad, write_columns
+    from bflsync.cli.table import cells, pad
 
     if sys.stdout.isatty():
         # shutil (with its compression modules) only here: piped output never pays for it.

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from bflsync.columns import ERROR_FIELDS, RUN_FIELDS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, canonical_json, flatten_details
+from bflsync.read.filters import format_path
 from bflsync.read.lookup import find_finetune, is_stored
 from bflsync.read.reader import Reader
 from bflsync.read.records import decode_details, decode_time
@@ -377,8 +378,6 @@ def diff(
     reader: Reader, a: VersionRef, b: VersionRef, *, source: str | None = None, account: str | None = None
 ) -> Diff:
     """Parameter differences between two finetunes, or two versions of one."""
-    from bflsync.read.filters import format_path  # here: `show` imports this module and parses no filter
-
     left = _side(reader, a, source=source, account=account)
     right = _side(reader, b, source=source, account=account)
     flat_left, flat_right = flatten_details(left.details), flatten_details(right.details)

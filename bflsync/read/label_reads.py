@@ -7,6 +7,7 @@ standard library. Label values are stored as canonical JSON and come back as the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -78,8 +79,6 @@ def label_value_sql(*, pk: str) -> str:
 def decode_labels(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """The labels object a statement returned (JSON text, a driver-decoded dict, or NULL), keys sorted."""
 
-    import json  # here: reads that show no labels need not import it
-
     labels = json.loads(value) if isinstance(value, str) else (value or {})
     return dict(sorted(labels.items()))
 
@@ -125,8 +124,6 @@ def label_events(
     account: str | None = None,
 ) -> list[LabelEvent]:
     """Label changes oldest first, each with the value it replaced: of one finetune or since a moment."""
-    import json  # here: reads that show no labels need not import it
-
     params: list[Any] = []
     if pk is not None:
         touched = "c.finetune_pk = ?"

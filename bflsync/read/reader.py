@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bflsync.errors import DetailsNotJsonError, StoreWriteError
+from bflsync.read.server_reader import is_server_url, open_server_reader
 from bflsync.store.check import (
     BUSY_TIMEOUT_MS,
     require_head,
@@ -160,8 +161,6 @@ def open_reader(db: str | None) -> Iterator[Reader]:
 
 @contextmanager
 def _open_url(db: str) -> Iterator[Reader]:
-    from bflsync.read.server_reader import is_server_url, open_server_reader  # psycopg's side: only there
-
     if is_server_url(db):
         with closing(open_server_reader(db)) as server_reader:
             yield server_reader

@@ -8,6 +8,7 @@ the record says so, so output stays valid JSON and the CLI can name the finetune
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -56,8 +57,6 @@ def decode_details(text: str | None) -> tuple[Any, bool]:
         return None, False
 
     hook = _NonFinite()
-    import json  # here: `query --format ids` decodes no JSON and need not import it
-
     return json.loads(text, parse_constant=hook), hook.seen
 
 

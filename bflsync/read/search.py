@@ -25,6 +25,7 @@ Where the engines differ, the SQL is written so that they answer the same:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -657,7 +658,6 @@ def _sqlite_path(path: Sequence[str]) -> str:
 
 def _containing(path: Sequence[str], value: Any) -> str:
     """The JSON object that holds ``value`` at ``path``: the right side of ``@>``."""
-    import json
 
     document: Any = value
     for key in reversed(path):
@@ -787,7 +787,6 @@ def _sql_extract(details: Any, column: Any) -> Any:
 @lru_cache(maxsize=64)
 def _extracted(details: str) -> Mapping[str, Any]:
     """One parse per version row however many extracted columns the statement reads."""
-    import json
 
     try:
         return extract_fields(json.loads(details))

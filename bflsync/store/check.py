@@ -15,6 +15,7 @@ import sqlite3
 import stat
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 from bflsync.errors import (
     InputError,
@@ -310,7 +311,6 @@ def display_url(url: str) -> str:
     The userinfo ends at the last ``@``, so a password holding unencoded ``/``, ``?`` or ``@``
     (which SQLAlchemy accepts) is still masked whole.
     """
-    from urllib.parse import unquote_plus  # here: a SQLite read never shows a URL
 
     scheme, separator, rest = url.partition("://")
     userinfo, at, rest = rest.rpartition("@")
