@@ -91,5 +91,7 @@ RUN_FIELDS = (
     *RUN_COUNTERS,
     "credits",
     "error",
+    "chain_seq",
+    "row_hash",
 )
 ERROR_FIELDS = ("id", "sync_run_id", "finetune_id", "kind", "http_status", "message", "attempts")

@@ -82,7 +82,7 @@ def test_history_and_show_print_the_account_the_role_and_the_attribution(store: 
     history = run(store, "history", "alpha").stdout
     assert "label set  " in history and f"by {who}\n" in history
     assert "note  " in history
-    assert history.count(f"by {who}\n") == 2
+    assert history.count(f"by {who}") == 2
     assert f"  {who}: hello\n" in run(store, "show", "alpha").stdout
     entries = json.loads(run(store, "history", "alpha", "--format", "json").stdout)
     authored = [entry for entry in entries if entry["kind"] in ("label", "note")]

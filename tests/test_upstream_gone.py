@@ -135,7 +135,7 @@ def test_details_gone_for_every_finetune_keep_the_record_and_say_so_once(
         "the endpoint looks retired; their stored records are kept"
     )
     assert result.exit_code == 1
-    assert [text for text in result.stderr.splitlines() if "WARNING" in text] == [
+    assert [text for text in result.stderr.splitlines() if "warning" in text.lower()] == [
         text for text in result.stderr.splitlines() if text.endswith(line)
     ]
     assert result.stderr.count(line) == 1
@@ -149,7 +149,7 @@ def test_one_finetune_not_found_is_still_warned_about_by_name(synced: str, mock:
     result = sync(synced, mock)
 
     assert result.exit_code == 1
-    warnings = [text for text in result.stderr.splitlines() if "WARNING" in text]
+    warnings = [text for text in result.stderr.splitlines() if "warning" in text.lower()]
     assert len(warnings) == 1
     assert "finetune beta not stored: finetune 'beta' not found" in warnings[0]
     assert query(synced, "SELECT error FROM sync_run ORDER BY id DESC LIMIT 1") == [(None,)]

@@ -29,6 +29,7 @@ from bflsync.audit import chain
 from bflsync.audit.checkpoint import Checkpoint
 from bflsync.errors import AuditError
 from bflsync.extract import EXTRACTED_FIELDS, canonical_json, extract_fields
+from bflsync.store.labels import plain_text
 from bflsync.store.schema import Finetune
 
 finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
@@ -268,6 +269,7 @@ def _check_labels(connection: Connection, history: _History) -> None:
         sa.column("id"),
         sa.column("finetune_pk"),
         sa.column("key"),
+        sa.column("value"),
         sa.column("value_json"),
         sa.column("set_by"),
         sa.column("set_at"),
@@ -302,6 +304,11 @@ def _check_labels(connection: Connection, history: _History) -> None:
             label.set_by_role,
             label.set_as,
         )
+        if label.value_json is not None and label.value != plain_text(json.loads(label.value_json)):
+            raise AuditError(
+                f"{where}: finetune_label row {label.id} has value {label.value!r}, "
+                f"its typed value {label.value_json!r}"
+            )
         fields = ("value", "set_by", "set_at", "set_by_role", "set_as")
         for what, want, got in zip(fields, expected, found, strict=True):
             if want != got:

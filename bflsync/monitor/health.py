@@ -144,10 +144,16 @@ def lock_state(reader: Reader, *, path: str | None) -> LockState:
     return LockState(held=held, pid=_running_pid(reader) if held else None)
 
 
-# The advisory lock bflsync.store.lock takes: hashtext(...) as a bigint is (classid << 32) | objid.
+# The lock bflsync.store.lock takes: at head the one row of bflsync_lock (FOR UPDATE holds a
+# RowShareLock on the table), before 0013_hardening an advisory lock on hashtext(...) as a bigint,
+# which is (classid << 32) | objid.
 _PG_LOCK_HELD: Final = (
-    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'relation' AND granted"
+    " AND mode = 'RowShareLock' AND relation = pg_catalog.to_regclass('bflsync_lock')"
+    " AND pid <> pg_catalog.pg_backend_pid()"
+    " UNION ALL"
+    " SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+    " AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
     " AND ((classid::bigint << 32) | objid::bigint) = hashtext('bflsync sync ' || current_database())::bigint"
 )
 

@@ -529,10 +529,6 @@ def run_migration(engine: Engine, step: Callable[[Any, Config], None]) -> None:
     (copy, drop, rename) and the drop would cascade into child rows. The pragma cannot
     change inside a transaction, so it is set on the raw connection before BEGIN, and the
     result is verified with ``foreign_key_check`` before committing.
-
-    And the legacy rename is on: the rename that puts a rebuilt copy in place would otherwise
-    make SQLite re-check every view (revision 0012_views) while the table is momentarily gone.
-    The views name the table, and the copy takes the same name, so they stay right.
     """
     from alembic import command
 
@@ -542,7 +538,6 @@ def run_migration(engine: Engine, step: Callable[[Any, Config], None]) -> None:
         assert raw is not None
         if sqlite:
             raw.execute("PRAGMA foreign_keys = OFF")
-            raw.execute("PRAGMA legacy_alter_table = ON")
         try:
             with connection.begin():
                 step(command, alembic_config(connection))
@@ -552,7 +547,6 @@ def run_migration(engine: Engine, step: Callable[[Any, Config], None]) -> None:
                         raise StoreError(f"migration left {len(broken)} broken foreign keys; rolled back")
         finally:
             if sqlite:
-                raw.execute("PRAGMA legacy_alter_table = OFF")
                 raw.execute("PRAGMA foreign_keys = ON")
 
 

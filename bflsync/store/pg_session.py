@@ -10,7 +10,7 @@ of whoever runs the statement (CVE-2018-1058). So every session:
   so lookups go ``pg_catalog`` first, then the store's schema; naming ``pg_catalog`` first
   would also make it the schema that ``current_schema()`` reports and that migrations create
   tables in;
-* refuses to go on when a role that is neither a superuser nor the store's owner can create
+* refuses to go on when a role that is neither a superuser, the store's owner nor the role connecting can create
   objects in the store's schema, or owns a function or operator there
   (:data:`UNTRUSTED_OBJECTS_SQL`, itself written with schema-qualified operators only);
 * waits at most :data:`LOCK_TIMEOUT_MS` for any lock (``lock_timeout``), so a reader that
@@ -83,7 +83,7 @@ WITH schema AS (
   WHERE c.relnamespace OPERATOR(pg_catalog.=) s.oid AND c.relname OPERATOR(pg_catalog.=) 'finetune'
 ), trusted AS (
   SELECT r.oid FROM pg_catalog.pg_roles r
-  WHERE r.rolsuper OR EXISTS (
+  WHERE r.rolsuper OR r.rolname OPERATOR(pg_catalog.=) CURRENT_USER OR EXISTS (
     SELECT 1 FROM owners o WHERE pg_catalog.pg_has_role(r.oid, o.oid, 'MEMBER'))
 )
 SELECT 'may create objects' AS what, r.rolname FROM pg_catalog.pg_roles r, schema s
