@@ -30,7 +30,7 @@
     │   │   └── ResponseTooLargeError  a body over the size cap once decompressed
     │   ├── UpstreamGoneError    410 from any endpoint, or a listing answered 404 or a body that is
     │   │                        not a listing: the endpoint looks retired (kind ``upstream_gone``)
-    │   ├── TransportError       connect errors and dropped connections after every retry
+    │   ├── ConnectionFailedError  connect errors and dropped connections after every retry
     │   │   └── ApiTimeoutError  no complete answer within the timeout after every retry
     │   └── RunLimitError        a limit of the whole run was reached: the run stops as failed
     │       ├── RunDeadlineError the run deadline (--max-duration) passed
@@ -258,11 +258,13 @@ class UpstreamGoneError(ApiError):
     kind = "upstream_gone"
 
 
-class TransportError(ApiError):
+class ConnectionFailedError(ApiError):
+    """No answer came back: the connection failed or dropped (a run records kind ``transport``)."""
+
     kind = "transport"
 
 
-class ApiTimeoutError(TransportError):
+class ApiTimeoutError(ConnectionFailedError):
     kind = "timeout"
 
 

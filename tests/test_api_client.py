@@ -22,6 +22,7 @@ from bflsync.errors import (
     ApiTimeoutError,
     AuthError,
     BadResponseError,
+    ConnectionFailedError,
     CreditsError,
     InputError,
     InvalidRequestError,
@@ -29,7 +30,6 @@ from bflsync.errors import (
     NotFoundError,
     RateLimitedError,
     ServerError,
-    TransportError,
     UpstreamGoneError,
 )
 
@@ -277,10 +277,10 @@ def test_transient_failures_are_retried_until_success(
 @pytest.mark.parametrize(
     ("failure", "error_type"),
     [
-        (httpx.ConnectError("connection refused"), TransportError),
+        (httpx.ConnectError("connection refused"), ConnectionFailedError),
         (httpx.ConnectTimeout("timed out"), ApiTimeoutError),
         (httpx.ReadTimeout("timed out"), ApiTimeoutError),
-        (httpx.RemoteProtocolError("Server disconnected"), TransportError),
+        (httpx.RemoteProtocolError("Server disconnected"), ConnectionFailedError),
     ],
 )
 def test_transport_failures_map_to_transport_errors_after_retries(
@@ -299,7 +299,7 @@ def test_transport_failures_map_to_transport_errors_after_retries(
 
 def test_protocol_errors_on_our_side_are_not_retried(fake_time: FakeTime) -> None:
     script = Script(httpx.UnsupportedProtocol("no"))
-    with pytest.raises(TransportError):
+    with pytest.raises(ConnectionFailedError):
         run(make_client(script, fake_time), lambda c: c.list_finetunes())
     assert len(script.requests) == 1
 

@@ -169,7 +169,7 @@ def test_canary_key_never_surfaces(
         "non object": "BadResponseError",
         "missing details": "NotFoundError",
         "bad listing": "UpstreamGoneError",
-        "dropped": "TransportError",
+        "dropped": "ConnectionFailedError",
         "timeout": "ApiTimeoutError",
         "wrong key": "AuthError",
     }

@@ -14,7 +14,7 @@ from hostile_server import answer, hostile_server
 from bflsync.bfl.client import BflClient
 from bflsync.bfl.retry import RetryPolicy
 from bflsync.config import Secret
-from bflsync.errors import ApiError, TransportError
+from bflsync.errors import ApiError, ConnectionFailedError
 
 KEY = Secret("k" * 24)
 
@@ -106,7 +106,7 @@ def test_a_refused_connection_is_a_transport_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(TransportError):
+    with pytest.raises(ConnectionFailedError):
         ask_credits(f"http://127.0.0.1:{port}", 1, concurrency=1)
 
 

@@ -24,10 +24,10 @@ from bflsync.errors import (
     ApiTimeoutError,
     AuthError,
     BadResponseError,
+    ConnectionFailedError,
     InputError,
     NotFoundError,
     ServerError,
-    TransportError,
     UpstreamGoneError,
 )
 from bflsync.mock.server import (
@@ -402,7 +402,7 @@ def test_dropped_connection_is_retried_then_reported(mock: MockBFL) -> None:
     assert call(mock, lambda c: c.get_details("sparse")) == {}
     assert statuses(mock, "sparse") == [None, 200]
     mock.drop("sparse")
-    with pytest.raises(TransportError):
+    with pytest.raises(ConnectionFailedError):
         call(mock, lambda c: c.get_details("sparse"), retry=RetryPolicy(max_retries=0))
 
 

@@ -49,6 +49,7 @@ from bflsync.errors import (
     ApiTimeoutError,
     AuthError,
     BadResponseError,
+    ConnectionFailedError,
     CreditsError,
     InputError,
     InvalidRequestError,
@@ -58,7 +59,6 @@ from bflsync.errors import (
     RateLimitedError,
     ResponseTooLargeError,
     ServerError,
-    TransportError,
     UpstreamGoneError,
 )
 
@@ -568,7 +568,7 @@ class BflClient:
         if isinstance(exc, httpx.DecodingError):
             # The server's Content-Encoding does not match its body: asking again will not help.
             return BadResponseError(f"cannot decode the answer from {self.source} ({reason})", **common)
-        return TransportError(f"cannot talk to {self.source} ({reason})", **common)
+        return ConnectionFailedError(f"cannot talk to {self.source} ({reason})", **common)
 
     def _request_id(self, response: httpx.Response) -> str | None:
         request_id = _request_id(response)
