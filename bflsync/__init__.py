@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from bflsync.version import __version__
 
 # The package bflsync.sync (one sync run) would shadow the function bflsync.sync the moment it is
 # first imported (the import system binds a subpackage on its parent). So it is imported here,

@@ -268,7 +268,7 @@ def test_import_bflsync_loads_only_what_its_names_need(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout == "['bflsync', 'bflsync.sync']\n[]\n"
+    assert result.stdout == "['bflsync', 'bflsync.sync', 'bflsync.version']\n[]\n"
 
 
 def test_reading_a_sqlite_store_through_the_api_imports_no_heavy_module(db_path: Path, mock: MockBFL) -> None:

@@ -20,7 +20,6 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from bflsync import __version__
 from bflsync.audit.archive import (
     FINGERPRINTS_INCLUDED,
     FINGERPRINTS_OMITTED,
@@ -41,6 +40,7 @@ from bflsync.audit.archive import (
 from bflsync.audit.chain import current_checkpoint
 from bflsync.errors import ArchiveError
 from bflsync.store.schema import FINGERPRINT_META_NAME
+from bflsync.version import __version__
 
 _PAGE = 2000
 

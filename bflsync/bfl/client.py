@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bflsync import __version__
 from bflsync.bfl.body import ACCEPT_ENCODING, BodyDecodeError, BodyTooLargeError, read_capped
 from bflsync.bfl.endpoints import CREDITS_PATH, DETAILS_PATH, LIST_PATH, RESULT_PATH, TASK_NOT_FOUND
 from bflsync.bfl.net import is_loopback_host
@@ -61,6 +60,7 @@ from bflsync.errors import (
     ServerError,
     UpstreamGoneError,
 )
+from bflsync.version import __version__
 
 __all__ = [
     "PROXY_ENV_VARS",

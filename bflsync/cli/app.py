@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from bflsync import __version__
 from bflsync.bfl.server_text import printable
 from bflsync.cli.common import CliContext
 from bflsync.errors import BflsyncError, ExitCode
+from bflsync.version import __version__
 
 LAZY_COMMANDS: dict[str, str] = {
     "accounts": "bflsync.cli.audit_commands:accounts",

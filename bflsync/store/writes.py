@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlmodel import Session
 
-from bflsync import __version__
 from bflsync.audit import chain
 from bflsync.extract import (
     EXTRACTED_FIELDS,
@@ -45,6 +44,7 @@ from bflsync.store.schema import (
     UTCDateTime,
 )
 from bflsync.text.tokens import substring_text, tsvector_text
+from bflsync.version import __version__
 
 # SQLite allows 32,766 bound parameters per statement; stay far below for IN lists.
 IN_CHUNK = 900
