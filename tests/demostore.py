@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from bflsync import annotate
 from bflsync.bfl.status import parse_answer
 from bflsync.config import DEFAULT_ACCOUNT, Secret
 from bflsync.store import labels, status_writes, writes
@@ -120,13 +121,15 @@ def _annotate(engine: Engine, *, count: int, account: str) -> None:
         )
         for number in range(0, count, 5):
             project = "acme" if number % 10 == 0 else "globex"
-            edit = labels.build_edit([f"project={project}", f"reviewed={'yes' if number % 3 else 'no'}"], [])
+            edit = annotate.build_edit(
+                [f"project={project}", f"reviewed={'yes' if number % 3 else 'no'}"], []
+            )
             labels.apply_edit(
                 connection, finetune_pk=pks[finetune_id(number)], edit=edit, actor=Author("ana"), now=when
             )
         for number in range(0, count, 10):
             # A label changed once: the page's timeline shows it old -> new.
-            edit = labels.build_edit(["project=initech"], [])
+            edit = annotate.build_edit(["project=initech"], [])
             later = when + timedelta(hours=1)
             labels.apply_edit(
                 connection, finetune_pk=pks[finetune_id(number)], edit=edit, actor=Author("bo"), now=later

@@ -16,10 +16,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from storebuild import day, write_sync
 
+from bflsync import annotate
 from bflsync.audit import chain
 from bflsync.cli import cli
 from bflsync.mock.server import MockBFL
-from bflsync.store import access, labels
+from bflsync.store import access
 from bflsync.store.labels import Author
 
 KEY = "chain-test-key"
@@ -65,16 +66,16 @@ def build(url: str) -> str:
         write_sync(opened.engine, {"alpha": ALPHA, "bravo": BRAVO}, now=day(1))
         write_sync(opened.engine, {"alpha": {**ALPHA, "iterations": 900}}, now=day(2))
         for value in ("acme", "globex"):
-            labels.edit_labels(
+            annotate.edit_labels(
                 opened.engine,
                 "alpha",
-                labels.build_edit([f"project={value}"], []),
+                annotate.build_edit([f"project={value}"], []),
                 source=None,
                 account=None,
                 actor=Author("ann"),
                 now=day(3),
             )
-        labels.add_note(
+        annotate.add_note(
             opened.engine, "alpha", "the good one", source=None, account=None, actor=Author("bob"), now=day(4)
         )
     finally:
@@ -255,7 +256,7 @@ def test_concurrent_writers_without_the_sync_lock_never_fork_the_chain(store_url
     def write(worker: int) -> None:
         try:
             for number in range(5):
-                labels.add_note(
+                annotate.add_note(
                     engine,
                     "alpha" if worker % 2 else "bravo",
                     f"note {worker}.{number}",

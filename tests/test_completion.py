@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
+from bflsync import annotate
 from bflsync.cli import cli
-from bflsync.store import labels
 from bflsync.store.labels import Author
 
 PAYLOADS = {
@@ -27,8 +27,8 @@ PAYLOADS = {
 def target(any_store: tuple[str, Engine]) -> str:
     db, engine = any_store
     write_sync(engine, {**PAYLOADS, "with-label": {"mode": "style", "label": {"x": 1}}}, now=day(1))
-    edit = labels.build_edit(["project=acme", "priority=1"], [])
-    labels.edit_labels(engine, "bravo", edit, source=None, account=None, actor=Author("tester"), now=day(2))
+    edit = annotate.build_edit(["project=acme", "priority=1"], [])
+    annotate.edit_labels(engine, "bravo", edit, source=None, account=None, actor=Author("tester"), now=day(2))
     return db
 
 

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from storebuild import day, write_sync
 
+from bflsync import annotate
 from bflsync.cli import cli
 from bflsync.errors import InputError
 from bflsync.read import filters, search
 from bflsync.read.reader import Reader, open_reader
-from bflsync.store import labels
 from bflsync.store.labels import Author
 
 # Each finetune's labels, as `bflsync label` would type them from the command line.
@@ -44,8 +44,8 @@ def label_store(any_store: tuple[str, Engine]) -> str:
     write_sync(store_engine, {finetune_id: {"mode": "style"} for finetune_id in LABELS}, now=day(1))
     for finetune_id, assignments in LABELS.items():
         if assignments:
-            edit = labels.build_edit(assignments, [])
-            labels.edit_labels(
+            edit = annotate.build_edit(assignments, [])
+            annotate.edit_labels(
                 store_engine,
                 finetune_id,
                 edit,
@@ -69,7 +69,7 @@ def reader(label_store: str) -> Iterator[Reader]:
 
 
 def stored_labels() -> dict[str, dict[str, Any]]:
-    return {fid: dict(labels.parse_assignment(text) for text in texts) for fid, texts in LABELS.items()}
+    return {fid: dict(annotate.parse_assignment(text) for text in texts) for fid, texts in LABELS.items()}
 
 
 def live_ids(reader: Reader, *texts: str, include_deleted: bool = False) -> list[str]:

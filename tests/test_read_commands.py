@@ -20,10 +20,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 from storebuild import SOURCE, day, file_digest, write_sync
 
+from bflsync import annotate
 from bflsync.cli import cli
 from bflsync.columns import RUN_FIELDS
 from bflsync.extract import canonical_json
-from bflsync.store import labels
 from bflsync.store.access import locate_store, open_store_for_read, upgrade_store
 from bflsync.store.labels import Author
 
@@ -66,11 +66,11 @@ def sqlite_store(store_engine: Engine, db_path: Path) -> Path:
 def labelled_sqlite_store(sqlite_store: Path, store_engine: Engine) -> Path:
     """The SQLite file with labels and a note on alpha, so label reads run too."""
     moment = day(3)
-    edit = labels.build_edit(["project=acme", "rank=2"], [])
-    labels.edit_labels(
+    edit = annotate.build_edit(["project=acme", "rank=2"], [])
+    annotate.edit_labels(
         store_engine, "alpha", edit, source=None, account=None, actor=Author("tester"), now=moment
     )
-    labels.add_note(
+    annotate.add_note(
         store_engine, "alpha", "approved", source=None, account=None, actor=Author("tester"), now=moment
     )
     store_engine.dispose()

@@ -17,6 +17,7 @@ from typing import TypeVar
 import click
 from sqlalchemy.engine import Engine
 
+from bflsync import annotate
 from bflsync.cli import completion, render
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import account_option
@@ -42,7 +43,7 @@ def os_user() -> str:
 def author(attribution: str | None) -> labels.Author:
     """The OS account, plus ``--as`` text (checked: one line, no NUL) when given."""
     if attribution is not None:
-        attribution = labels.check_attribution(attribution)
+        attribution = annotate.check_attribution(attribution)
     return labels.Author(os_user=os_user(), attribution=attribution)
 
 
@@ -112,12 +113,12 @@ def label(
     Example:
         bflsync label acme-labs/portrait-lora-3 project=acme approved=true --remove draft
     """
-    edit = labels.build_edit(assignments, removals)
+    edit = annotate.build_edit(assignments, removals)
     actor = author(attribution)
     outcome = _write(
         cli_context,
         wait_s,
-        lambda engine: labels.edit_labels(
+        lambda engine: annotate.edit_labels(
             engine, finetune_id, edit, source=source, account=account, actor=actor, now=datetime.now(UTC)
         ),
     )
@@ -153,12 +154,12 @@ def note(
     Example:
         bflsync note acme-labs/portrait-lora-3 "approved for the spring catalogue"
     """
-    text = labels.check_note(" ".join(words))
+    text = annotate.check_note(" ".join(words))
     actor = author(attribution)
     _write(
         cli_context,
         wait_s,
-        lambda engine: labels.add_note(
+        lambda engine: annotate.add_note(
             engine, finetune_id, text, source=source, account=account, actor=actor, now=datetime.now(UTC)
         ),
     )
