@@ -48,7 +48,7 @@ ANY_TIME = AnyTimestamp()
 
 
 class AnyRowHash:
-    """Equal to any SHA-256 hex digest: a row's link in the hash chain (bflsync.audit.chain)."""
+    """Equal to any SHA-256 hex digest: a row's link in the hash chain (bflsync.store.chain)."""
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, str) and len(other) == 64 and all(c in "0123456789abcdef" for c in other)

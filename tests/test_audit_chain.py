@@ -17,10 +17,9 @@ from click.testing import CliRunner, Result
 from storebuild import day, write_sync
 
 from bflsync import annotate
-from bflsync.audit import chain
 from bflsync.cli import cli
 from bflsync.mock.server import MockBFL
-from bflsync.store import access
+from bflsync.store import access, chain
 from bflsync.store.labels import Author
 
 KEY = "chain-test-key"

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from storebuild import day, write_sync
 
-from bflsync.audit import chain, checkpoint
+from bflsync.audit import checkpoint
 from bflsync.cli import cli
 from bflsync.mock.server import MockBFL
-from bflsync.store import access
+from bflsync.store import access, chain
 
 ALPHA = {"mode": "character", "iterations": 300}
 KEY = "checkpoint-test-key"

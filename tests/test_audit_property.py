@@ -30,10 +30,9 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from sqlmodel import SQLModel
 
-from bflsync.audit import chain
 from bflsync.cli import cli
 from bflsync.mock.server import MockBFL
-from bflsync.store import access
+from bflsync.store import access, chain
 from bflsync.store.schema import UTCDateTime
 
 KEY = "property-key"

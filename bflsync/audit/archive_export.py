@@ -37,7 +37,7 @@ from bflsync.audit.archive import (
     row_line,
     table_file,
 )
-from bflsync.audit.chain import current_checkpoint
+from bflsync.audit.checkpoint import current_checkpoint
 from bflsync.errors import ArchiveError
 from bflsync.store.schema import FINGERPRINT_META_NAME
 from bflsync.version import __version__

@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bflsync.errors import AuditError, InputError
+from bflsync.store import chain
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    from sqlalchemy.engine import Connection
 
 ED25519 = 0x01
 SIGNATURE_DASH = "\u2014"  # the em dash that starts a signature line
@@ -49,6 +51,12 @@ class Checkpoint:
     def text(self) -> str:
         """The checkpoint body: origin, size and base64 head, each line ending in a newline."""
         return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode('ascii')}\n"
+
+
+def current_checkpoint(connection: Connection) -> Checkpoint:
+    """The chain as it stands in this transaction: this store's origin, its size and head hash."""
+    size, root = chain.head(connection)
+    return Checkpoint(origin=chain.origin(connection), size=size, root=root)
 
 
 @dataclass(frozen=True, slots=True)

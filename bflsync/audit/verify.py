@@ -25,10 +25,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bflsync.audit import chain
 from bflsync.audit.checkpoint import Checkpoint
 from bflsync.errors import AuditError
 from bflsync.extract import EXTRACTED_FIELDS, canonical_json, extract_fields
+from bflsync.store import chain
 from bflsync.store.labels import plain_text
 from bflsync.store.schema import Finetune
 

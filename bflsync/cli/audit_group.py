@@ -11,7 +11,7 @@ import click
 from sqlalchemy.engine import Connection, Engine
 
 from bflsync.audit import checkpoint as checkpoints
-from bflsync.audit.chain import current_checkpoint
+from bflsync.audit.checkpoint import current_checkpoint
 from bflsync.audit.verify import verify as verify_store
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError

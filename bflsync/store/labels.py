@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bflsync.audit import chain
 from bflsync.extract import canonical_json
+from bflsync.store import chain
 from bflsync.store.schema import FinetuneLabel, FinetuneLabelChange, FinetuneNote
 
 LabelValue = str | int | float | bool

@@ -158,7 +158,7 @@ class FinetuneVersion(SQLModel, table=True):
     changed_keys: str | None = Field(default=None, sa_type=sa.Text)
     observed_at: datetime = Field(sa_type=UTCDateTime, index=True)
     sync_run_id: int | None = Field(default=None, foreign_key="sync_run.id", index=True)
-    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # Its place in the store's hash chain and its link hash (bflsync.store.chain), written in the
     # transaction that writes the row.
     chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
     row_hash: str | None = Field(default=None, sa_type=sa.String(64))
@@ -182,7 +182,7 @@ class FinetuneStatus(SQLModel, table=True):
     answer: str = Field(sa_type=sa.Text)
     observed_at: datetime = Field(sa_type=UTCDateTime, index=True)
     sync_run_id: int | None = Field(default=None, foreign_key="sync_run.id", index=True)
-    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # Its place in the store's hash chain and its link hash (bflsync.store.chain), written in the
     # transaction that writes the row.
     chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
     row_hash: str | None = Field(default=None, sa_type=sa.String(64))
@@ -215,7 +215,7 @@ class SyncRun(SQLModel, table=True):
     status_failed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     credits: float | None = None
     error: str | None = Field(default=None, sa_type=sa.Text)
-    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # Its place in the store's hash chain and its link hash (bflsync.store.chain), written in the
     # transaction that finishes the run (NULL while it runs).
     chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
     row_hash: str | None = Field(default=None, sa_type=sa.String(64))
@@ -302,7 +302,7 @@ class FinetuneLabelChange(SQLModel, table=True):
     """The new value as canonical JSON; NULL when the label was removed."""
     changed_by: str
     changed_at: datetime = Field(sa_type=UTCDateTime, index=True)
-    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # Its place in the store's hash chain and its link hash (bflsync.store.chain), written in the
     # transaction that writes the row.
     chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
     row_hash: str | None = Field(default=None, sa_type=sa.String(64))
@@ -320,7 +320,7 @@ class FinetuneNote(SQLModel, table=True):
     text: str = Field(sa_type=sa.Text)
     written_by: str
     written_at: datetime = Field(sa_type=UTCDateTime, index=True)
-    # Its place in the store's hash chain and its link hash (bflsync.audit.chain), written in the
+    # Its place in the store's hash chain and its link hash (bflsync.store.chain), written in the
     # transaction that writes the row.
     chain_seq: int | None = Field(default=None, sa_type=sa.BigInteger, index=True, unique=True)
     row_hash: str | None = Field(default=None, sa_type=sa.String(64))

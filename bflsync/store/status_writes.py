@@ -17,8 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from bflsync.audit import chain
 from bflsync.bfl.status import SETTLED_STATUSES, StatusAnswer, StoredStatus, apply
+from bflsync.store import chain
 from bflsync.store.schema import Finetune, FinetuneStatus, SyncRun
 from bflsync.store.writes import account_scope, chunked
 

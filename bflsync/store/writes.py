@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlmodel import Session
 
-from bflsync.audit import chain
 from bflsync.extract import (
     EXTRACTED_FIELDS,
     canonical_json,
@@ -33,6 +32,7 @@ from bflsync.extract import (
     storable_text,
     without_nul,
 )
+from bflsync.store import chain
 from bflsync.store.schema import (
     FINGERPRINT_META_NAME,
     Account,

@@ -2,7 +2,7 @@
 
 ``finetune_version``, ``finetune_status``, ``finetune_label_change``, ``finetune_note`` and
 ``sync_run`` each get the row's place in the store's chain (``chain_seq``, unique) and its link
-hash (``row_hash``); see :mod:`bflsync.audit.chain` for the canonical content they hash. The
+hash (``row_hash``); see :mod:`bflsync.store.chain` for the canonical content they hash. The
 rows a store already has are chained in the order they were written, as near as the store can
 tell: by their own time (a version's or status's ``observed_at``, a label change's ``changed_at``,
 a note's ``written_at``, a run's ``finished_at``, else its ``started_at``), then table, then id.
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from alembic import op
 import sqlalchemy as sa
 
-from bflsync.audit import chain
+from bflsync.store import chain
 from bflsync.store.schema import CHAIN_ORIGIN_META_NAME
 
 

@@ -50,7 +50,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from bflsync.audit.checkpoint import Checkpoint
 from bflsync.extract import canonical_json
 from bflsync.store import schema
 
@@ -338,12 +337,6 @@ def append(
         updates,
     )
     return len(updates)
-
-
-def current_checkpoint(connection: Connection) -> Checkpoint:
-    """The chain as it stands in this transaction: this store's origin, its size and head hash."""
-    size, root = head(connection)
-    return Checkpoint(origin=origin(connection), size=size, root=root)
 
 
 def origin(connection: Connection) -> str:
