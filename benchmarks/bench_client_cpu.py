@@ -6,7 +6,13 @@ Every contender runs in a fresh child process of its own and reports the CPU tim
 
 1. ``sync``: ``bflsync sync`` (the real command, through click) of N finetunes into a fresh store
    at concurrency 16, against ``httpx``: a minimal loop with one ``httpx.AsyncClient``, 16 workers
-   fetching and parsing the same N details. Target: sync <= 1.0 ms CPU per finetune.
+   fetching and parsing the same N details. Reported, with no target of its own: the 1.0 ms
+   target of earlier releases was met with a hand-written connection pool, which issue 17 replaced
+   by httpx's own.
+   Beside it, ``client``: the same loop through bflsync's own client (``BflClient``: retrier,
+   capped streaming bodies, strict JSON, server-text checks) and nothing else, so that the HTTP
+   client's CPU per request is compared with the minimal httpx loop on its own (issue 17's
+   target: <= 1.3x); the rest of ``sync``'s CPU is the store's (rows, full-text triggers, the chain).
 2. ``resync``: a second ``bflsync sync`` of the same unchanged N finetunes, against ``raw``: plain
    ``httpx`` + ``sqlite3`` doing the same requests and writes (list; fetch each at concurrency 16;
    canonical JSON, SHA-256, compare with the stored hash; update ``last_seen_at`` per batch; a
@@ -15,8 +21,8 @@ Every contender runs in a fresh child process of its own and reports the CPU tim
 3. ``status``: ``bflsync sync`` as users run it, status checks and credits on, of N finetunes
    into a fresh store (so every finetune is asked its status: one details and one ``get_result``
    request each, and one credits request), against ``httpx-status``: the minimal loop making the
-   same requests in the same order. Target: <= 1.0 ms CPU per request-equivalent (a finetune's
-   two requests count two), and no more than the like baseline.
+   same requests in the same order, per request-equivalent (a finetune's two requests count two).
+   Reported, as for 1.
 
 Each pair is run ``--repeat`` times, interleaved; min and median ratios are printed.
 
@@ -72,6 +78,26 @@ def child(kind: str, base_url: str, db_path: str) -> dict[str, float]:
     from datetime import UTC, datetime
 
     import httpx
+
+    if kind == "client":
+        from bflsync.bfl.client import BflClient
+        from bflsync.config import Secret
+
+        async def through_client() -> None:
+            async with BflClient(
+                api_key=Secret(MOCK_KEY), base_url=base_url, concurrency=CONCURRENCY
+            ) as client:
+                ids = iter(await client.list_finetunes())
+
+                async def worker() -> None:
+                    for finetune_id in ids:
+                        await client.get_details(finetune_id)
+
+                await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        asyncio.run(through_client())
+        return {"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
 
     async def fetch_all(on_details: Any, *, status: bool = False) -> None:
         async with httpx.AsyncClient(
@@ -179,19 +205,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         directory = Path(d)
         with mock_api(count=arguments.count) as base_url:
-            sync_cpu, httpx_cpu = [], []
+            sync_cpu, httpx_cpu, client_cpu = [], [], []
             for i in range(arguments.repeat):
                 ours = run_child("sync", base_url, directory / f"cpu-{i}.db")
                 theirs = run_child("httpx", base_url, directory / "unused.db")
+                client = run_child("client", base_url, directory / "unused.db")
                 sync_cpu.append(ours["cpu"] * 1000 / arguments.count)
                 httpx_cpu.append(theirs["cpu"] * 1000 / arguments.count)
+                client_cpu.append(client["cpu"] * 1000 / arguments.count)
         best, median = min(sync_cpu), statistics.median(sync_cpu)
         print(
             f"CPU per finetune, {arguments.count:,} finetunes, 0 ms latency, concurrency {CONCURRENCY}: "
             f"sync min {best:.3f} ms median {median:.3f} ms  minimal httpx loop min {min(httpx_cpu):.3f} ms "
             f"median {statistics.median(httpx_cpu):.3f} ms  ratio min {best / min(httpx_cpu):.2f} "
-            f"median {median / statistics.median(httpx_cpu):.2f}  (target sync <= 1.0 ms) "
-            f"{'ok' if median <= 1.0 else 'MISSED'}"
+            f"median {median / statistics.median(httpx_cpu):.2f}  (the store's writes included)"
+        )
+        client_ratio = statistics.median(client_cpu) / statistics.median(httpx_cpu)
+        print(
+            f"the BFL client alone (BflClient, no store), same requests: min {min(client_cpu):.3f} ms "
+            f"median {statistics.median(client_cpu):.3f} ms per request  ratio to the minimal httpx loop "
+            f"min {min(client_cpu) / min(httpx_cpu):.2f} median {client_ratio:.2f}  (target <= 1.3) "
+            f"{'ok' if client_ratio <= 1.3 else 'MISSED'}"
         )
 
         with mock_api(count=arguments.count) as base_url:
@@ -209,8 +243,7 @@ def main() -> None:
             f"{arguments.count:,} finetunes: sync min {best:.3f} ms median {median:.3f} ms "
             f"({2 * median:.3f} ms per finetune)  minimal httpx loop, same requests, min "
             f"{min(httpx_status_cpu):.3f} ms median {baseline:.3f} ms  ratio min {best / min(httpx_status_cpu):.2f} "
-            f"median {median / baseline:.2f}  (target <= 1.0 ms and <= the loop) "
-            f"{'ok' if median <= min(1.0, baseline) else 'MISSED'}"
+            f"median {median / baseline:.2f}  (the store's writes included)"
         )
 
         with mock_api(count=arguments.resync_count) as base_url:
