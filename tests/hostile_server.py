@@ -27,6 +27,17 @@ class Connection:
     path: str
     headers: dict[str, str]
     stopping: threading.Event
+    rest: bytes = b""
+    """What arrived after the request's headers: the start of its body."""
+
+    def drain_body(self) -> None:
+        """Read the request's body, so closing the socket sends FIN, not a reset that could beat the answer."""
+        missing = int(self.headers.get("content-length") or 0) - len(self.rest)
+        while missing > 0:
+            chunk = self.sock.recv(min(missing, 65536))
+            if not chunk:
+                return
+            missing -= len(chunk)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -132,14 +143,15 @@ def hostile_server(routes: dict[str, Behaviour], default: Behaviour | None = Non
                     if not chunk:
                         return
                     data += chunk
-                request_line, *header_lines = data.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+                head_bytes, _, rest = data.partition(b"\r\n\r\n")
+                request_line, *header_lines = head_bytes.decode("latin-1").split("\r\n")
                 path = request_line.split(" ")[1]
                 headers = {}
                 for line in header_lines:
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
                 server.requests.append(path)
-                server.behaviour_for(path)(Connection(sock, path, headers, server.stopping))
+                server.behaviour_for(path)(Connection(sock, path, headers, server.stopping, rest))
             except OSError:
                 pass
 

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,22 @@ def run_sync_process(
         timeout=timeout,
         check=False,
     )
+
+
+def wait_until_running(db_path: Path, process: subprocess.Popen[str], *, timeout: float = 60.0) -> None:
+    """Until the sync ``process`` has its running run row: it then holds the store's lock and is fetching.
+
+    Waits for that state rather than for a guessed time; the generous default leaves room for a
+    loaded machine and costs nothing when the sync starts promptly.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if db_path.exists():
+            try:
+                if rows(db_path, "SELECT id FROM sync_run WHERE status = 'running' AND pid = ?", process.pid):
+                    return
+            except sqlite3.OperationalError:
+                pass  # the store is being created
+        time.sleep(0.02)
+    raise AssertionError(f"the sync never started its run within {timeout:g} s")

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from monitor_support import samples, value
 from ping_server import ping_receiver
-from sync_support import ALPHA, BETA, KEY, process_env, rows, sync_argv
+from sync_support import ALPHA, BETA, KEY, process_env, sync_argv, wait_until_running
 
 from bflsync.mock.server import MockBFL
 
@@ -24,21 +22,6 @@ pytestmark = pytest.mark.slow
 def mock() -> Iterator[MockBFL]:
     with MockBFL.serve({"alpha": ALPHA, "beta": BETA}, api_key=KEY) as server:
         yield server
-
-
-def wait_for_run(db_path: Path, process: subprocess.Popen[str], *, timeout: float = 60.0) -> None:
-    """Until the process's run row exists: it holds the lock and is fetching (a loaded machine may take long)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        if db_path.exists():
-            try:
-                if rows(db_path, "SELECT id FROM sync_run WHERE status = 'running' AND pid = ?", process.pid):
-                    return
-            except sqlite3.OperationalError:
-                pass  # the store is being created
-        time.sleep(0.02)
-    raise AssertionError("the sync never started its run")
 
 
 def test_a_sync_stopped_by_sigterm_is_reported_interrupted_with_exit_143(
@@ -54,7 +37,7 @@ def test_a_sync_stopped_by_sigterm_is_reported_interrupted_with_exit_143(
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_for_run(db_path, process)
+        wait_until_running(db_path, process)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=20)
         assert process.returncode == 143, stderr

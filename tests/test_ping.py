@@ -192,7 +192,8 @@ def test_a_ping_that_gets_no_answer_times_out_after_its_retries() -> None:
         finally:
             pinger.close()
     assert (
-        problem == "healthcheck ping /start to 127.0.0.1 failed (ReadTimeout); the run's outcome is unchanged"
+        problem
+        == "healthcheck ping /start to 127.0.0.1 failed (no answer within 0.2 s); the run's outcome is unchanged"
     )
 
 

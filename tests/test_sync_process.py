@@ -24,6 +24,7 @@ from sync_support import (
     rows_out_of_step,
     run_sync_process,
     sync_argv,
+    wait_until_running,
 )
 
 from bflsync.mock.server import MockBFL, generate_finetunes
@@ -46,21 +47,6 @@ def start_sync(db_path: Path, base_url: str, *args: str) -> subprocess.Popen[str
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_until_running(db_path: Path, process: subprocess.Popen[str], *, timeout: float = 10.0) -> None:
-    """Until the process's run row exists: it then holds the lock and has started fetching."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        if db_path.exists():
-            try:
-                if rows(db_path, "SELECT id FROM sync_run WHERE status = 'running' AND pid = ?", process.pid):
-                    return
-            except sqlite3.OperationalError:
-                pass  # the store is being created
-        time.sleep(0.02)
-    raise AssertionError("the sync never started its run")
 
 
 def test_sync_process_exits_0_and_prints_the_json_result(db_path: Path, mock: MockBFL) -> None:

@@ -7,6 +7,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from bflsync.errors import InputError
 from bflsync.monitor import schedule as schedule_units
 from bflsync.monitor.durations import parse_duration
 from bflsync.store import access
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 # A unit name, systemd specifiers (%n, %i) allowed: no spaces or line breaks that would add settings.
 _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@%\\-]{1,255}")
@@ -57,6 +61,11 @@ _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@%\\-]{1,255}")
     is_flag=True,
     help="systemd: write the units to ~/.config/systemd/user instead of printing them.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --install: replace unit files even if they were edited since bflsync wrote them.",
+)
 @pass_cli_context
 def schedule(
     cli_context: CliContext,
@@ -70,6 +79,7 @@ def schedule(
     on_failure: str | None,
     executable: str | None,
     install: bool,
+    force: bool,
 ) -> None:
     """Print (or install) a systemd timer or a crontab line that runs the sync unattended.
 
@@ -77,7 +87,8 @@ def schedule(
     handed to the sync by LoadCredential= from --key-file (it is never in the unit), the
     service is sandboxed and may write only the store's directory (and the metrics file's).
     --install writes them to ~/.config/systemd/user; then run `systemctl --user daemon-reload
-    && systemctl --user enable --now UNIT.timer`. --cron prints one crontab line, the
+    && systemctl --user enable --now UNIT.timer`. It never replaces a unit file edited since
+    bflsync wrote it, unless --force. --cron prints one crontab line, the
     executable by its full path and the sync run with -q so cron mails only errors.
 
     The store is the --db of this command (the default store without it), made absolute.
@@ -102,12 +113,13 @@ def schedule(
     if ping_url is not None:
         from bflsync.monitor.ping import validate_ping_url
 
+        _refuse_control_characters("--ping-url", ping_url)  # urlsplit would quietly drop a line break
         validate_ping_url(ping_url)
     location = access.locate_store(cli_context.db)
-    if location.path is None and location.url.password is not None:
+    if location.path is None and _carries_password(location.url):
         raise InputError(
             "--db: the job would show the database password in its unit or crontab; "
-            "keep it in ~/.pgpass and give the URL without it"
+            "keep it in ~/.pgpass or a service file (PGSERVICEFILE) and give the URL without it"
         )
     db = (
         str(location.path)
@@ -120,8 +132,16 @@ def schedule(
     if metrics_file is not None:
         metrics_file = metrics_file.absolute()
         writable.append(metrics_file.parent)
+    command = _command(executable)
+    for option, value in (
+        ("--db", db),
+        ("--key-file", str(key)),
+        ("--metrics-file", str(metrics_file or "")),
+        ("--command", " ".join(command)),
+    ):
+        _refuse_control_characters(option, value)
     job = schedule_units.Job(
-        command=_command(executable),
+        command=command,
         db=db,
         writable_dirs=tuple(dict.fromkeys(str(path) for path in writable)),
         key_file=str(key),
@@ -143,6 +163,9 @@ def schedule(
         write_stdout("\n".join(f"# {name}\n{text}" for name, text in units.items()))
         return
     unit_dir = config_home / "systemd" / "user"
+    if not force:
+        for name, text in units.items():
+            _refuse_edited(unit_dir / name, text)
     unit_dir.mkdir(parents=True, exist_ok=True)
     for name, text in units.items():
         (unit_dir / name).write_text(text, encoding="utf-8")
@@ -153,6 +176,33 @@ def schedule(
         f"next: systemctl --user daemon-reload && systemctl --user enable --now {job.unit_name}.timer",
         err=True,
     )
+
+
+def _refuse_control_characters(option: str, value: str) -> None:
+    """A line break (or any control character) in a value would add a directive to a unit or a line to a crontab."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise InputError(
+            f"{option} {value!a} contains a control character (a line break would add to the job)"
+        )
+
+
+def _carries_password(url: URL) -> bool:
+    """A password in the URL itself or in its query (libpq's ``password=`` and ``sslpassword=``)."""
+    return url.password is not None or any(name.lower() in ("password", "sslpassword") for name in url.query)
+
+
+def _refuse_edited(path: Path, text: str) -> None:
+    """Refuse to replace ``path`` if it holds anything but a unit bflsync wrote (or ``text`` itself)."""
+    try:
+        existing = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError):
+        existing = None
+    if existing != text and (existing is None or not schedule_units.as_written(existing)):
+        raise InputError(
+            f"{path} was changed since bflsync wrote it; keep your edits, or pass --force to replace it"
+        )
 
 
 def _command(executable: str | None) -> tuple[str, ...]:

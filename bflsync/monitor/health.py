@@ -18,6 +18,7 @@ from bflsync.bfl.status import SETTLED_STATUSES
 from bflsync.columns import RUN_COUNTERS
 from bflsync.read.reader import Reader
 from bflsync.read.records import decode_time
+from bflsync.store.flock_holder import flock_holder
 
 Key = tuple[str, str]
 RUN_COLUMNS: Final = ("id", "status", "started_at", "finished_at", *RUN_COUNTERS, "credits", "error")
@@ -161,20 +162,12 @@ _PG_LOCK_HELD: Final = (
 def _sqlite_lock(reader: Reader, path: str) -> LockState:
     """The holder from Linux's ``/proc/locks`` (exact); elsewhere, a running run whose process is alive."""
     try:
-        info = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
-            lines = handle.read().splitlines()
+        pid = flock_holder(os.stat(path))
     except OSError:
         pid = _running_pid(reader)
         alive = pid if pid is not None and _alive(pid) else None
         return LockState(held=True if alive is not None else None, pid=alive)
-    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    for line in lines:
-        # "1: FLOCK  ADVISORY  WRITE 8476 fd:01:2883614 0 EOF"; waiters' lines have "->" second.
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
-            return LockState(held=True, pid=int(fields[4]) if fields[4].isdigit() else None)
-    return LockState(held=False, pid=None)
+    return LockState(held=pid is not None, pid=pid or None)
 
 
 def _running_pid(reader: Reader) -> int | None:

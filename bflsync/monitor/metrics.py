@@ -11,6 +11,13 @@ writer takes an ``flock`` on ``PATH.lock``, reads the file, replaces only its ow
 theirs. The lock file is not ``*.prom``, so the collector ignores it, and so does it ignore the
 temporary file (a dot file ending in ``.tmp``).
 
+The directory may be shared by several users (each syncing as themselves into one collector
+directory). The lock file then belongs to whoever made it first, and ``flock`` needs no write
+permission: a writer that may not open it for writing opens it read-only. The replaced file keeps
+the existing file's mode, so what an administrator chose for the collector stays. A writer killed
+between writing its temporary file and renaming it leaves that file behind; the next writer,
+holding the lock (so no other writer is mid-write), removes it.
+
 Values a run cannot know (the last success of a run that failed, the finetune counts of a run
 refused by the lock, the balance of a run that did not read it) are carried over from the
 series already in the file.
@@ -23,6 +30,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -37,7 +45,7 @@ PREFIX: Final = "bflsync_"
 LOCKED: Final = "locked"
 STATUSES: Final = ("ok", "partial", "failed", "interrupted", LOCKED)
 FINETUNE_STATES: Final = ("live", "deleted")
-FILE_MODE: Final = 0o644  # node_exporter usually runs as another user
+FILE_MODE: Final = 0o644  # a new file's mode: node_exporter usually runs as another user
 # Writers hold PATH.lock for one read-and-rename: a holder for longer than this is stuck.
 LOCK_WAIT_S: Final = 10.0
 LOCK_POLL_S: Final = 0.02
@@ -223,13 +231,35 @@ def update_file(path: Path, item: AccountMetrics, *, lock_wait_s: float = LOCK_W
         except (OSError, UnicodeDecodeError):
             existing = {}  # an unreadable file is replaced whole
         existing[item.key] = item.carried_over(existing.get(item.key))
+        _remove_left_temporaries(path)
         write_atomically(path, render(existing.values()))
+
+
+def _temporary_name(path: Path) -> re.Pattern[str]:
+    """The names :func:`write_atomically` gives its temporary files beside ``path`` (mkstemp's)."""
+    return re.compile(re.escape(f".{path.name}.") + r"[A-Za-z0-9_]+\.tmp")
+
+
+def _remove_left_temporaries(path: Path) -> None:
+    """Remove temporary files of ``path`` that killed writers left; the caller holds the writers' lock."""
+    pattern = _temporary_name(path)
+    try:
+        left = [entry for entry in path.parent.iterdir() if pattern.fullmatch(entry.name)]
+    except OSError:
+        return
+    for entry in left:
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove: harmless
+            entry.unlink()
 
 
 @contextlib.contextmanager
 def _locked(lock_path: Path, *, wait_s: float) -> Iterator[None]:
     """The writers' turn on ``lock_path``; a writer that never lets go costs a warning, not a hung sync."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+    except PermissionError:
+        # Another user's lock file: flock works on a descriptor open for reading alone.
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         deadline = time.monotonic() + wait_s
         while True:
@@ -246,13 +276,20 @@ def _locked(lock_path: Path, *, wait_s: float) -> Iterator[None]:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` beside ``path``, fsync it, rename it over ``path`` and fsync the directory."""
+    """Write ``text`` beside ``path``, fsync it, rename it over ``path`` and fsync the directory.
+
+    The new file has the mode of the one it replaces, or :data:`FILE_MODE` when there was none.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = FILE_MODE
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fchmod(handle.fileno(), FILE_MODE)
+            os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         Path(temporary).replace(path)
     except BaseException:

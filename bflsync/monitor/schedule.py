@@ -8,11 +8,21 @@ service's credentials directory, which only the service can read, and the sync r
 live. The crontab line names the executable by its full path (cron's PATH is minimal) and runs
 the sync with ``-q``, so cron mails only errors.
 
+Each setting is escaped the way systemd reads it (systemd.syntax(7)): ``ExecStart=`` unquotes
+words and expands specifiers (``%%``) and variables (``$$``); ``ReadWritePaths=`` unquotes words
+and expands specifiers only; ``LoadCredential=ID:PATH`` takes the path as it stands, specifiers
+expanded. Values holding control characters are refused by the CLI before they get here: a line
+break would start a directive of its own.
+
+Each unit carries the SHA-256 of what bflsync wrote below its stamp line, so ``--install`` can
+tell a unit it may replace from one the user has edited since (:func:`as_written`).
+
 Everything here is pure: the CLI gives the executable, the store and the paths.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import zlib
 from dataclasses import dataclass
@@ -24,6 +34,8 @@ from bflsync.monitor.durations import spell_duration
 CREDENTIAL: Final = "bfl-api-key"
 UNIT_PREFIX: Final = "bflsync-sync"
 DEFAULT_EVERY: Final = timedelta(hours=1)
+HEADER: Final = "# Written by `bflsync schedule --systemd`; see docs/monitoring.md.\n"
+STAMP: Final = "# bflsync-sha256: "
 
 # The sandbox of the service: each line is documented in systemd.exec(5); see docs/monitoring.md.
 HARDENING: Final = (
@@ -89,7 +101,6 @@ class Job:
 def systemd_units(job: Job) -> dict[str, str]:
     """The service and timer files, by file name."""
     who = f"account {job.account}" if job.account else "the default account"
-    header = "# Written by `bflsync schedule --systemd`; see docs/monitoring.md.\n"
     key_path = f"%d/{CREDENTIAL}"
     exec_start = " ".join(
         _systemd_word(word) if word != key_path else word for word in job.sync_argv(key_path)
@@ -108,11 +119,11 @@ def systemd_units(job: Job) -> dict[str, str]:
         "[Service]",
         "Type=oneshot",
         f"ExecStart={exec_start}",
-        f"LoadCredential={CREDENTIAL}:{_systemd_word(job.key_file)}",
+        f"LoadCredential={CREDENTIAL}:{_specifiers_kept(job.key_file)}",
         *HARDENING,
     ]
     if job.writable_dirs:
-        service.append("ReadWritePaths=" + " ".join(_systemd_word(path) for path in job.writable_dirs))
+        service.append("ReadWritePaths=" + " ".join(_path_word(path) for path in job.writable_dirs))
     every = spell_duration(job.every)
     timer = [
         "[Unit]",
@@ -129,17 +140,48 @@ def systemd_units(job: Job) -> dict[str, str]:
         "WantedBy=timers.target",
     ]
     return {
-        f"{job.unit_name}.service": header + "".join(f"{line}\n" for line in service),
-        f"{job.unit_name}.timer": header + "".join(f"{line}\n" for line in timer),
+        f"{job.unit_name}.service": _stamped("".join(f"{line}\n" for line in service)),
+        f"{job.unit_name}.timer": _stamped("".join(f"{line}\n" for line in timer)),
     }
 
 
+def _stamped(body: str) -> str:
+    return f"{HEADER}{STAMP}{_digest(body)}\n{body}"
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def as_written(text: str) -> bool:
+    """Whether ``text`` is a unit exactly as bflsync wrote it: its lines below the stamp match the stamp."""
+    head, found, rest = text.partition(f"\n{STAMP}")
+    if not found or "\n" in head:
+        return False
+    digest, _, body = rest.partition("\n")
+    return digest == _digest(body)
+
+
 def _systemd_word(word: str) -> str:
-    """One word of a unit setting, as systemd reads it back: specifiers and variables kept literal."""
-    escaped = word.replace("%", "%%").replace("$", "$$")
-    if escaped and not any(char in escaped for char in " \t\"'\\;"):
-        return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """One word of an ``ExecStart=`` command line, as systemd reads it back: specifiers and variables kept literal."""
+    return _quoted(word.replace("$", "$$").replace("%", "%%"))
+
+
+def _path_word(path: str) -> str:
+    """One path of ``ReadWritePaths=``: unquoted and specifier-expanded by systemd, never variable-expanded."""
+    return _quoted(_specifiers_kept(path))
+
+
+def _specifiers_kept(text: str) -> str:
+    """``text`` with each ``%`` doubled, so systemd's specifier expansion gives it back unchanged."""
+    return text.replace("%", "%%")
+
+
+def _quoted(word: str) -> str:
+    """``word`` in double quotes (C escapes inside) when systemd would otherwise split or unescape it."""
+    if word and not any(char in word for char in " \t\"'\\;"):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def crontab_line(job: Job) -> str:

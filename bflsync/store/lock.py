@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from bflsync.errors import SyncLockedError
 from bflsync.store.access import StoreLocation, create_store_engine, translate_errors
 from bflsync.store.files import open_store_file, read_immutable
+from bflsync.store.flock_holder import flock_holder
 
 POLL_INTERVAL_S = 0.1
 _CONTENDED = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})
@@ -143,27 +144,13 @@ def _try_flock(fd: int) -> bool:
 
 def _describe_holder(fd: int, path: Path) -> str:
     """``pid N`` of the process holding the ``flock``, or of the newest live running run; else unknown."""
-    pid = _flock_holder(fd)
-    if pid is None:
-        pid = _running_run_pid(path)
-    return f"pid {pid}" if pid is not None else "pid unknown"
-
-
-def _flock_holder(fd: int) -> int | None:
-    """The holder as Linux's ``/proc/locks`` lists it: exact, whichever name of the file it locked."""
-    info = os.fstat(fd)
-    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
     try:
-        lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
+        pid = flock_holder(os.fstat(fd))
     except OSError:
-        return None
-    for line in lines:
-        # "1: FLOCK  ADVISORY  WRITE 8476 fd:01:2883614 0 EOF"; waiters' lines have "->" second.
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
-            pid = int(fields[4])
-            return pid if pid > 0 else None
-    return None
+        pid = None
+    if not pid:
+        pid = _running_run_pid(path)
+    return f"pid {pid}" if pid else "pid unknown"
 
 
 def _running_run_pid(path: Path) -> int | None:
