@@ -18,7 +18,7 @@ from bflsync.bfl.status import SETTLED_STATUSES
 from bflsync.columns import RUN_COUNTERS
 from bflsync.read.reader import Reader
 from bflsync.read.records import decode_time
-from bflsync.store.flock_holder import flock_holder
+from bflsync.store.flock_holder import flock_holder, process_alive
 
 Key = tuple[str, str]
 RUN_COLUMNS: Final = ("id", "status", "started_at", "finished_at", *RUN_COUNTERS, "credits", "error")
@@ -165,7 +165,7 @@ def _sqlite_lock(reader: Reader, path: str) -> LockState:
         pid = flock_holder(os.stat(path))
     except OSError:
         pid = _running_pid(reader)
-        alive = pid if pid is not None and _alive(pid) else None
+        alive = pid if pid is not None and process_alive(pid) else None
         return LockState(held=True if alive is not None else None, pid=alive)
     return LockState(held=pid is not None, pid=pid or None)
 
@@ -173,13 +173,3 @@ def _sqlite_lock(reader: Reader, path: str) -> LockState:
 def _running_pid(reader: Reader) -> int | None:
     rows = reader.rows("SELECT pid FROM sync_run WHERE status = 'running' ORDER BY id DESC LIMIT 1")
     return int(rows[0][0]) if rows and rows[0][0] is not None else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return True
-    except (ProcessLookupError, OverflowError):
-        return False
-    return pid > 0

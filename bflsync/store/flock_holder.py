@@ -1,4 +1,4 @@
-"""Which process holds an ``flock`` on a file, as Linux lists it in ``/proc/locks``.
+"""Which process holds an ``flock`` on a file, as Linux lists it in ``/proc/locks``, and whether a pid lives.
 
 The sync lock of a SQLite store is an ``flock`` on the store file (:mod:`bflsync.store.lock`).
 Both a sync refused by it and ``bflsync status`` name the holder's pid; both read it here. The
@@ -27,3 +27,16 @@ def flock_holder(info: os.stat_result) -> int | None:
         if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
             return int(fields[4]) if fields[4].isdigit() else 0
     return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` names a running process, another user's included (kill 0 is refused to us)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True

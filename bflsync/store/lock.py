@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from bflsync.errors import SyncLockedError
 from bflsync.store.access import StoreLocation, create_store_engine, translate_errors
 from bflsync.store.files import open_store_file, read_immutable
-from bflsync.store.flock_holder import flock_holder
+from bflsync.store.flock_holder import flock_holder, process_alive
 
 POLL_INTERVAL_S = 0.1
 _CONTENDED = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})
@@ -168,19 +168,7 @@ def _running_run_pid(path: Path) -> int | None:
             connection.close()
     except sqlite3.Error:
         return None
-    return next((pid for (pid,) in pids if isinstance(pid, int) and _alive(pid)), None)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return True  # another user's process
-    except (ProcessLookupError, OverflowError):
-        return False
-    return True
+    return next((pid for (pid,) in pids if isinstance(pid, int) and process_alive(pid)), None)
 
 
 class AdvisoryLock(_PollingLock):
