@@ -183,7 +183,7 @@ def test_a_signed_checkpoint_verifies_with_its_public_key(
     assert result.exit_code == 0, result.output
 
 
-def test_an_altered_signed_checkpoint_or_another_key_exits_5(
+def test_an_altered_signed_checkpoint_or_another_key_exits_6(
     any_store: tuple[str, sa.Engine], tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
     url, _ = any_store

@@ -21,12 +21,15 @@ identity, not the store's internal key. A NULL column is left out, so a nullable
 later revision leaves the hashes of older rows as they were. Values are written engine-independently:
 
 * a timestamp as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, six fractional digits) from its parsed
-  value, so the text form a store keeps it in never changes a hash;
+  value, so the text form a store keeps it in never changes a hash (the backfill of
+  ``0010_hash_chain`` ran before ``0011_iso_times`` rewrote SQLite's times in that form); ``audit
+  verify`` refuses a stored time in any other text form instead (:func:`canonical_time_text`);
 * a boolean as ``true``/``false`` (SQLite keeps 0 and 1);
 * a JSON column (``details``, ``changed_keys``, ``answer``, a label's ``value``) as the store's
   canonical JSON text (:func:`bflsync.extract.canonical_json`: also integral floats as integers) of
-  its decoded value, so re-encoding stored JSON never changes a hash; text that is not JSON is hashed
-  as it is;
+  its decoded value, so re-encoding stored JSON never changes a hash; text that is not JSON, and JSON
+  text in which an object holds the same key twice, is hashed as it is (decoding keeps only the last
+  of two equal keys, so a duplicate key put in front of the real one would otherwise hash the same);
 * anything else as the driver returns it.
 
 ``chain_seq`` and ``id`` are part of ``row``: a row moved to another place, renumbered, deleted or
@@ -40,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -205,13 +209,32 @@ def _json_text(value: Any) -> Any:
         return number
 
     try:
-        decoded = json.loads(value, parse_float=parse_float)
-    except ValueError:
+        decoded = json.loads(value, parse_float=parse_float, object_pairs_hook=_unique_keys)
+    except (ValueError, _DuplicateKeyError):
         return value
     # Without an integral float, canonical_json's second pass would change nothing: skip it.
     return canonical_json(decoded) if integral else _ENCODER.encode(decoded)
 
 
+class _DuplicateKeyError(Exception):
+    """An object holds one key twice: decoding would keep only the last, so the text is hashed as it is."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    decoded = dict(pairs)
+    if len(decoded) != len(pairs):
+        raise _DuplicateKeyError
+    return decoded
+
+
+def canonical_time_text(value: Any) -> bool:
+    """Whether a stored time is text in the store's one form (``2026-12-04T13:18:17.637556Z``), or
+    no text at all (PostgreSQL's driver returns a datetime): the form every revision since
+    ``0011_iso_times`` writes, which :func:`normal_value` does not insist on."""
+    return not isinstance(value, str) or _TIME_FORM.fullmatch(value) is not None
+
+
+_TIME_FORM = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", re.ASCII)
 _SIMPLE = frozenset({str, int, float, bool})
 
 
