@@ -17,8 +17,9 @@ UTF-8 as is, floats in Python's shortest round-trip form) of::
 
 ``row`` holds every column of the row as the models declare it (so a column added later is
 covered), except ``row_hash`` and ``finetune_pk``, whose place ``finetune`` takes: the finetune's
-identity, not the store's internal key. A NULL column is left out, so a nullable column added by a
-later revision leaves the hashes of older rows as they were. Values are written engine-independently:
+identity, not the store's internal key. A NULL column is left out, and so is a column holding what
+:data:`CHAIN_BEGAN_WITH` says rows written before it was added hold: a column added by a later
+revision leaves the hashes of older rows as they were. Values are written engine-independently:
 
 * a timestamp as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, six fractional digits) from its parsed
   value, so the text form a store keeps it in never changes a hash (the backfill of
@@ -66,9 +67,12 @@ JSON_COLUMNS: Mapping[str, frozenset[str]] = {
     "finetune_label_change": frozenset({"value"}),
 }
 _LINK_COLUMNS = frozenset({"row_hash"})
-# Columns added after rows were chained, whose value on those rows is not NULL: left out of the
-# content while they hold that value, so a migration that adds them changes no hash.
-_ABSENT_VALUES: Mapping[str, Any] = {"redacted": False}
+# What a column added after the chain began holds in the rows written before it, where that is not
+# NULL: a column is left out of the content while it holds that value (or NULL), so the migration
+# that adds it (and fills the older rows) changes no hash. Table -> column -> value.
+CHAIN_BEGAN_WITH: Mapping[str, Mapping[str, Any]] = {
+    "finetune_version": {"redacted": False},  # 0013_hardening
+}
 _FINETUNE_KEY = "finetune_pk"
 # Chain writers in a PostgreSQL database exclude each other with this transaction-level lock,
 # whatever lock the caller holds: two transactions never read the same head.
@@ -95,6 +99,8 @@ class TableSpec:
     converters: tuple[Callable[[Any], Any], ...]
     stored_converters: tuple[Callable[[Any], Any], ...]
     position: Mapping[str, int]
+    began_with: Mapping[str, Any]
+    """:data:`CHAIN_BEGAN_WITH` for this table."""
 
     def clause(self) -> sa.TableClause:
         """The table with untyped columns: no SQLAlchemy result processing, so a writer and ``verify``
@@ -148,6 +154,7 @@ def _spec(name: str) -> TableSpec:
             _plain if _kind(name, c) is Kind.JSON else _CONVERTERS[_kind(name, c)] for c in hashed
         ),
         position={c.name: index for index, c in enumerate(hashed)},
+        began_with=CHAIN_BEGAN_WITH.get(name, {}),
     )
 
 
@@ -267,10 +274,11 @@ def canonical_content(
     that matches this way matches the canonical content; one that does not must be recomputed.
     """
     converters = spec.stored_converters if stored_json else spec.converters
+    began_with = spec.began_with
     row = {
         name: convert(value)
         for name, convert, value in zip(spec.columns, converters, values, strict=True)
-        if value is not None and not (name in _ABSENT_VALUES and value == _ABSENT_VALUES[name])
+        if value is not None and (name not in began_with or value != began_with[name])
     }
     content: dict[str, Any] = {"table": spec.name, "row": row}
     if spec.has_finetune:
