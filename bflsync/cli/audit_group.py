@@ -51,7 +51,7 @@ def _snapshot(cli_context: CliContext) -> Iterator[Connection]:
 MAX_KEY_BYTES = 64 * 1024
 
 
-def _read_bounded(path: Path, what: str, *, limit: int, private: bool = False) -> bytes:
+def _read_bounded(path: Path, what: str, *, noun: str, limit: int, private: bool = False) -> bytes:
     """The bytes of a small regular file, refused (InputError) before more than ``limit`` are read.
 
     Opened without blocking, so a FIFO with no writer is refused rather than waited on, and a
@@ -70,18 +70,21 @@ def _read_bounded(path: Path, what: str, *, limit: int, private: bool = False) -
             raise InputError(
                 f"{what} {str(path)!r} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it"
             )
+        too_large = InputError(f"{what} {str(path)!r} is larger than {limit} bytes: not a {noun}")
+        if info.st_size > limit:
+            raise too_large
         try:
-            data = handle.read(limit + 1)
+            data = handle.read(limit + 1)  # the file may grow after fstat: never more than this
         except OSError as exc:
             raise InputError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
-    if info.st_size > limit or len(data) > limit:
-        raise InputError(f"{what} {str(path)!r} is larger than {limit} bytes: not a {what.split()[-1]}")
+    if len(data) > limit:
+        raise too_large
     return data
 
 
 def _read_key(path: Path, what: str, *, private: bool = False) -> str:
     try:
-        return _read_bounded(path, what, limit=MAX_KEY_BYTES, private=private).decode("utf-8")
+        return _read_bounded(path, what, noun="key", limit=MAX_KEY_BYTES, private=private).decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{what} {str(path)!r} is not UTF-8 text") from None
 
@@ -117,7 +120,9 @@ def verify(cli_context: CliContext, checkpoint_file: Path | None, public_key_fil
         raise InputError("--public-key checks a checkpoint's signature: give --checkpoint FILE too")
     wanted = None
     if checkpoint_file is not None:
-        data = _read_bounded(checkpoint_file, "the checkpoint", limit=checkpoints.MAX_NOTE_BYTES)
+        data = _read_bounded(
+            checkpoint_file, "the checkpoint", noun="checkpoint", limit=checkpoints.MAX_NOTE_BYTES
+        )
         note = checkpoints.parse_note(data)
         if public_key_file is not None:
             checkpoints.check_signature(note, _read_key(public_key_file, "the public key"))
