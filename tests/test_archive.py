@@ -348,6 +348,44 @@ def damage_no_manifest(archive: Path) -> None:
     (archive / "manifest.json").unlink()
 
 
+def rehash(archive: Path, name: str) -> None:
+    """Make the manifest match a changed file, as whoever changed it could."""
+    import hashlib
+
+    data = (archive / name).read_bytes()
+
+    def match(manifest: dict[str, Any]) -> None:
+        manifest["files"][name].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+    rewrite_manifest(archive, match)
+
+
+def damage_history(archive: Path) -> None:
+    """A version's time moved, and the manifest's SHA-256 made to match: only the chain can tell."""
+    path = archive / "finetune_version.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    first = json.loads(lines[0])
+    first["observed_at"] = "2025-12-31T09:00:00.000000+00:00"
+    lines[0] = json.dumps(first, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    rehash(archive, "finetune_version.jsonl")
+
+
+def damage_checkpoint(archive: Path) -> None:
+    def other_head(manifest: dict[str, Any]) -> None:
+        origin, size, _ = manifest["checkpoint"].split("\n", 2)
+        manifest["checkpoint"] = f"{origin}\n{size}\n{'A' * 43}=\n"
+
+    rewrite_manifest(archive, other_head)
+
+
+def damage_symlink(archive: Path) -> None:
+    """A table file that is a link: its target (any file the importer can read) would be loaded."""
+    outside = archive.parent / "outside.jsonl"
+    (archive / "finetune.jsonl").rename(outside)
+    (archive / "finetune.jsonl").symlink_to(outside)
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -361,8 +399,28 @@ def damage_no_manifest(archive: Path) -> None:
         ),
         (damage_count, "finetune_version: the archive holds 6 rows, its manifest says 99"),
         (damage_no_manifest, "has no manifest.json: not a bflsync archive"),
+        (
+            damage_history,
+            "the archive's history does not verify against its manifest's checkpoint:"
+            " finetune_version row 1 (place 1) was edited",
+        ),
+        (
+            damage_checkpoint,
+            "the archive's history does not verify against its manifest's checkpoint: the chain's first",
+        ),
+        (damage_symlink, "finetune.jsonl is a symbolic link: an archive holds none (it could name any file)"),
     ],
-    ids=["bad-hash", "missing-file", "truncated-line", "wrong-revision", "wrong-count", "no-manifest"],
+    ids=[
+        "bad-hash",
+        "missing-file",
+        "truncated-line",
+        "wrong-revision",
+        "wrong-count",
+        "no-manifest",
+        "edited-history",
+        "other-checkpoint",
+        "symlink",
+    ],
 )
 def test_a_damaged_archive_is_refused_in_one_line_and_nothing_is_written(
     archive: Path, any_store: tuple[str, Engine], damage: Any, message: str

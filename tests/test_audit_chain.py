@@ -148,7 +148,7 @@ FOREIGN_EDITS = {
 
 
 @pytest.mark.parametrize("edit", sorted(FOREIGN_EDITS))
-def test_verify_names_the_first_broken_link_and_exits_5(store_url: str, edit: str) -> None:
+def test_verify_names_the_first_broken_link_and_exits_6(store_url: str, edit: str) -> None:
     statements, message = FOREIGN_EDITS[edit]
     execute(store_url, *statements.split(";"))
     result = run(store_url, "audit", "verify")
@@ -168,29 +168,16 @@ def test_a_rewritten_row_hash_is_told_apart_from_an_edited_row(store_url: str) -
     )
 
 
-def test_another_text_form_of_the_same_times_and_json_changes_no_hash(db_path: Path) -> None:
-    """Times stored in another text form (the space-separated one before 0011_iso_times), JSON re-encoded by other tools."""
-    url = build(str(db_path))
-    times = {
-        "finetune_version": ["observed_at"],
-        "sync_run": ["started_at", "finished_at"],
-        "finetune_label_change": ["changed_at"],
-        "finetune_note": ["written_at"],
-        "finetune_label": ["set_at"],
-    }
+def test_json_re_encoded_by_another_tool_changes_no_hash(store_url: str) -> None:
+    """Same keys, same values, other spacing: the chain hashes the decoded value."""
     execute(
-        url,
-        *(
-            f"UPDATE {table} SET {column} = replace(replace({column}, 'T', ' '), 'Z', '') WHERE {column} IS NOT NULL"
-            for table, columns in times.items()
-            for column in columns
-        ),
+        store_url,
         "UPDATE finetune_version SET details = replace(details, ':', ' : ') WHERE details IS NOT NULL",
     )
-    assert rows(url, "SELECT observed_at FROM finetune_version WHERE id = 1") == [
-        {"observed_at": "2026-01-01 00:00:00.000000"}
-    ]
-    assert run(url, "audit", "verify").exit_code == 0
+    assert rows(store_url, "SELECT details FROM finetune_version WHERE id = 2")[0]["details"].startswith(
+        '{"iterations" : 500'
+    )
+    assert run(store_url, "audit", "verify").exit_code == 0
 
 
 def test_the_migration_backfills_existing_rows_in_the_order_they_were_written(store_db: str) -> None:
@@ -360,3 +347,114 @@ def test_a_run_left_running_stays_out_until_the_next_sync_marks_it_interrupted(s
         {"status": "interrupted", "chain_seq": 10}
     ]
     assert run(store_url, "audit", "verify").exit_code == 0
+
+
+def verify_fails(url: str) -> str:
+    """Run `audit verify`, expect the documented audit failure (one line, exit 6), return the line."""
+    result = run(url, "audit", "verify")
+    assert result.exit_code == 6, result.output
+    assert result.stderr.startswith("bflsync: error: ")
+    assert result.stderr.count("\n") == 1
+    assert result.stdout == ""
+    return result.stderr
+
+
+def test_a_duplicate_key_added_to_a_versions_json_breaks_its_link(store_url: str) -> None:
+    """JSON decoding keeps the last of two equal keys: a duplicate put first must not hash the same."""
+    execute(
+        store_url,
+        "UPDATE finetune_version SET details = '{\"iterations\":1,' || substr(details, 2) WHERE id = 1",
+    )
+    assert rows(store_url, "SELECT details FROM finetune_version WHERE id = 1")[0]["details"].startswith(
+        '{"iterations":1,"iterations":300,'
+    )
+    assert "finetune_version row 1 (place 1) was edited" in verify_fails(store_url)
+
+
+def test_a_duplicate_key_added_to_the_current_details_is_found(store_url: str) -> None:
+    execute(
+        store_url,
+        "UPDATE finetune SET details = '{\"iterations\":1,' || substr(details, 2) WHERE finetune_id = 'alpha'",
+    )
+    assert (
+        "finetune 'alpha' (api.us1.bfl.ai, default) against its last version (finetune_version row 3):"
+        " details differ from version 2's"
+    ) in verify_fails(store_url)
+
+
+def test_an_edited_tombstone_time_is_found(store_url: str) -> None:
+    execute(
+        store_url,
+        "UPDATE finetune SET deleted_at = '2026-01-07T00:00:00.000000Z' WHERE finetune_id = 'bravo'",
+    )
+    assert (
+        "finetune 'bravo' (api.us1.bfl.ai, default) against its last version (finetune_version row 4):"
+        " deleted_at is 2026-01-07T00:00:00.000000Z but the tombstone was observed at 2026-01-02T00:00:00.000000Z"
+    ) in verify_fails(store_url)
+
+
+def test_a_label_whose_typed_value_is_not_json_is_an_audit_failure(store_url: str) -> None:
+    execute(store_url, "UPDATE finetune_label SET value_json = 'not json'")
+    assert (
+        "label 'project' of finetune row 1, last changed by finetune_label_change row 2:"
+        " finetune_label row 1 has a typed value that is not JSON: 'not json'"
+    ) in verify_fails(store_url)
+
+
+def test_an_old_run_set_back_to_running_is_found(store_url: str) -> None:
+    """Unchained, as a run in progress is: only the newest run may be one."""
+    execute(
+        store_url, "UPDATE sync_run SET status = 'running', chain_seq = NULL, row_hash = NULL WHERE id = 1"
+    )
+    assert (
+        "sync_run row 1 is 'running' but run 2 started after it: only the newest run can still be running"
+    ) in verify_fails(store_url)
+
+
+def test_a_forged_running_run_older_than_the_newest_is_found(store_url: str) -> None:
+    execute(
+        store_url,
+        "INSERT INTO sync_run (id, started_at, status, source, account, key_changed, pid, bflsync_version,"
+        " listed, fetched, created, updated, unchanged, deleted, restored, failed, status_failed)"
+        " VALUES (0, '2026-01-01T00:00:00.000000Z', 'running', 'api.us1.bfl.ai', 'default', false, 7, '0.1',"
+        " 0, 0, 0, 0, 0, 0, 0, 0, 0)",
+    )
+    assert (
+        "sync_run row 0 is 'running' but run 2 started after it: only the newest run can still be running"
+    ) in verify_fails(store_url)
+
+
+NON_CANONICAL_TIMES = {
+    "space separated": "2026-01-01 00:00:00.000000",
+    "offset": "2026-01-01T00:00:00.000000+00:00",
+    "no fraction": "2026-01-01T00:00:00Z",
+}
+
+
+@pytest.mark.parametrize("form", sorted(NON_CANONICAL_TIMES))
+def test_a_chained_time_rewritten_in_another_text_form_is_refused(db_path: Path, form: str) -> None:
+    """SQLite keeps times as text (PostgreSQL as timestamptz): the hash uses the parsed value, so the
+    one stored form is checked as such."""
+    url = build(str(db_path))
+    execute(url, f"UPDATE finetune_version SET observed_at = '{NON_CANONICAL_TIMES[form]}' WHERE id = 1")
+    assert (
+        f"finetune_version row 1 (place 1): observed_at is stored as {NON_CANONICAL_TIMES[form]!r},"
+        " not in the store's one form (2026-01-01T00:00:00.000000Z): it was rewritten by another tool"
+    ) in verify_fails(url)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "where"),
+    [
+        ("finetune", "first_seen_at", "finetune_id = 'alpha'"),
+        ("finetune", "deleted_at", "finetune_id = 'bravo'"),
+        ("finetune_label", "set_at", "id = 1"),
+    ],
+)
+def test_a_current_time_rewritten_in_another_text_form_is_refused(
+    db_path: Path, table: str, column: str, where: str
+) -> None:
+    url = build(str(db_path))
+    execute(url, f"UPDATE {table} SET {column} = replace(replace({column}, 'T', ' '), 'Z', '') WHERE {where}")
+    row_id = rows(url, f"SELECT id FROM {table} WHERE {where}")[0]["id"]
+    assert f"{table} row {row_id}: {column} is stored as '2026-01-0" in verify_fails(url)

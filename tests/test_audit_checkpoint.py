@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,7 +186,7 @@ def test_a_signed_checkpoint_verifies_with_its_public_key(
     assert result.exit_code == 0, result.output
 
 
-def test_an_altered_signed_checkpoint_or_another_key_exits_5(
+def test_an_altered_signed_checkpoint_or_another_key_exits_6(
     any_store: tuple[str, sa.Engine], tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
     url, _ = any_store
@@ -265,3 +268,61 @@ def test_every_generated_key_signs_and_verifies_even_when_its_base64_holds_plus_
     assert any("+" in verifier.split("+", 2)[2] for _, verifier in pairs)
     for signer, verifier in pairs:
         checkpoint.check_signature(checkpoint.parse_note(checkpoint.sign(note, signer).encode()), verifier)
+
+
+def test_a_checkpoint_that_is_a_fifo_is_refused_without_waiting_for_a_writer(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """Reading it whole would block until something writes to it (or, for a device, never end)."""
+    sync_days(str(db_path), 1)
+    fifo = tmp_path / "cp.fifo"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", str(db_path), "audit", "verify", "--checkpoint", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"bflsync: error: the checkpoint {str(fifo)!r} is not a regular file\n"
+
+
+def test_a_checkpoint_over_the_size_limit_is_refused_with_one_line(db_path: Path, tmp_path: Path) -> None:
+    sync_days(str(db_path), 1)
+    huge = tmp_path / "huge.checkpoint"
+    with huge.open("wb") as handle:
+        handle.truncate(50_000_000)  # sparse: 50 MB that take no disk
+    result = run(str(db_path), "audit", "verify", "--checkpoint", str(huge))
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"bflsync: error: the checkpoint {str(huge)!r} is larger than {checkpoint.MAX_NOTE_BYTES} bytes:"
+        " not a checkpoint\n"
+    )
+
+
+def test_keygen_writes_nothing_when_the_public_key_file_exists(tmp_path: Path) -> None:
+    (tmp_path / "audit.key.pub").write_text("someone else's\n")
+    result = CliRunner().invoke(cli, ["audit", "keygen", str(tmp_path / "audit.key")])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"bflsync: error: {str(tmp_path / 'audit.key.pub')!r} exists already: keygen never overwrites a key\n"
+    )
+    assert not (tmp_path / "audit.key").exists()
+    assert (tmp_path / "audit.key.pub").read_text() == "someone else's\n"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+def test_a_sign_key_other_users_can_reach_is_refused(
+    db_path: Path, keys: tuple[Path, Path], mode: int
+) -> None:
+    """As ssh refuses an unprotected private key: whoever can read it can sign checkpoints."""
+    sync_days(str(db_path), 1)
+    keys[0].chmod(mode)
+    result = run(str(db_path), "audit", "checkpoint", "--sign-key", str(keys[0]))
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"bflsync: error: the signer key {str(keys[0])!r} is open to other users (mode {mode:04o}):"
+        f" chmod 600 it\n"
+    )
+    assert result.stdout == ""

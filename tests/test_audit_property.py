@@ -2,9 +2,10 @@
 
 A store is built once per engine through the real commands (syncs with an update, a tombstone and
 training statuses, labels set and changed, notes) and checkpointed. Each example copies it, applies one
-random edit the way another tool would (the sqlite3 module, or psycopg's plain SQL), and expects exit 5
+random edit the way another tool would (the sqlite3 module, or psycopg's plain SQL), and expects exit 6
 with one line. Edits: a changed value in any column of a chained row or of the current tables, a
-deleted row, an inserted row, two rows whose places or ids are swapped. An edit the database itself
+deleted row, an inserted row, two rows whose places or ids are swapped, a key put twice into a JSON
+object, a run set back to running, a time rewritten in another text form (SQLite). An edit the database itself
 refuses (a constraint) is no edit, and is discarded.
 
 Left out on purpose (see docs/audit.md): ``finetune.last_seen_at``, ``status_checked_at`` and
@@ -41,6 +42,21 @@ NOT_COVERED = {
     "finetune": {"last_seen_at", "status_checked_at", "ready_at"},
     "finetune_label": {"id"},
 }
+
+
+JSON_OBJECT_COLUMNS = [
+    ("finetune_version", "details"),
+    ("finetune_status", "answer"),
+    ("finetune", "details"),
+]
+# Times verify compares, in every table it covers (stored as text on SQLite).
+TIME_COLUMNS = [
+    (table.name, column.name)
+    for table in SQLModel.metadata.sorted_tables
+    if table.name in EDITED_TABLES
+    for column in table.columns
+    if isinstance(column.type, UTCDateTime) and column.name not in NOT_COVERED.get(table.name, set())
+]
 
 
 @dataclass(frozen=True)
@@ -122,7 +138,30 @@ def edited_columns(table: str) -> list[sa.Column[Any]]:
 @st.composite
 def foreign_edits(draw: st.DrawFn, template: Template, postgres: bool) -> list[str]:
     """The statements of one foreign edit."""
-    kind = draw(st.sampled_from(["update", "delete", "insert", "swap places", "swap ids"]))
+    kinds = ["update", "delete", "insert", "swap places", "swap ids", "duplicate key", "set running"]
+    # PostgreSQL keeps timestamptz, which has no text form to rewrite.
+    kind = draw(st.sampled_from(kinds if postgres else [*kinds, "time form"]))
+    if kind == "duplicate key":
+        table, column = draw(st.sampled_from([pair for pair in JSON_OBJECT_COLUMNS if template.ids[pair[0]]]))
+        row_id = draw(st.sampled_from(template.ids[table]))
+        # Decoding keeps the last of two equal keys: the first "mode" is the one a hash of the
+        # decoded value would not see.
+        return [
+            f'UPDATE {table} SET {column} = CASE WHEN {column} LIKE \'{{"%\' THEN \'{{"mode":"forged",\''
+            f" || substr({column}, 2) ELSE '{{\"forged\":1}}' END WHERE id = {row_id}"
+        ]
+    if kind == "set running":
+        row_id = draw(st.sampled_from(template.ids["sync_run"]))
+        return [
+            f"UPDATE sync_run SET status = 'running', chain_seq = NULL, row_hash = NULL WHERE id = {row_id}"
+        ]
+    if kind == "time form":
+        table, column = draw(st.sampled_from([pair for pair in TIME_COLUMNS if template.ids[pair[0]]]))
+        row_id = draw(st.sampled_from(template.ids[table]))
+        return [
+            f"UPDATE {table} SET {column} = COALESCE(replace(replace({column}, 'T', ' '), 'Z', ''),"
+            f" '2026-01-01 00:00:00') WHERE id = {row_id}"
+        ]
     if kind == "swap places":
         first, second = draw(st.lists(st.sampled_from(template.places), min_size=2, max_size=2, unique=True))
         return [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from pathlib import Path
 
 import bflsync
 from bflsync import errors
@@ -56,3 +57,43 @@ def test_signal_exit_codes_are_128_plus_the_signal_number() -> None:
     assert ExitCode.INTERRUPTED == 128 + signal.SIGINT
     assert ExitCode.BROKEN_PIPE == 128 + signal.SIGPIPE
     assert ExitCode.TERMINATED == 128 + signal.SIGTERM
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def exit_table(page: str, heading: str) -> dict[int, str]:
+    """The rows of the first exit-code table after ``heading`` on a docs page: code -> meaning."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
+    rows: dict[int, str] = {}
+    for line in section.splitlines():
+        if rows and not line.startswith("|"):
+            break
+        if match := re.match(r"\| (\d+)(?: / (\d+))? \| (.*)", line):
+            for code in filter(None, match.group(1, 2)):
+                rows[int(code)] = match.group(3)
+    return rows
+
+
+def test_the_exit_code_table_of_the_guarantees_page_lists_every_exit_code() -> None:
+    assert sorted(exit_table("guarantees.md", "## Exit codes")) == sorted(code.value for code in ExitCode)
+
+
+def test_each_audit_archive_and_probe_exit_the_docs_state_is_the_one_errors_py_gives() -> None:
+    assert exit_table("audit.md", "## `bflsync audit verify`").keys() == {
+        ExitCode.OK,
+        errors.InputError.exit_code,
+        errors.StoreUnreachableError.exit_code,
+        errors.AuditError.exit_code,
+    }
+    guarantees = exit_table("guarantees.md", "## Exit codes")
+    assert "`audit verify`" in guarantees[errors.AuditError.exit_code]
+    assert "import" in guarantees[errors.ArchiveError.exit_code]
+    assert "`probe`" in guarantees[ExitCode.PARTIAL]
+    assert exit_table("shutdown.md", "Exit codes, for monitoring").keys() == {
+        ExitCode.OK,
+        ExitCode.PARTIAL,
+        errors.InputError.exit_code,
+        ExitCode.CANNOT_RUN,
+    }

@@ -147,7 +147,22 @@ def test_text_output_is_a_table_and_diagnostics_go_to_stderr(mock: MockBFL) -> N
         "listed",
     ]
     assert result.stdout.splitlines()[2].split()[:4] == [host, "/v1/finetune_details", "gone", "404"]
-    assert result.stderr.startswith(f"{host} /v1/finetune_details: finetune 'alpha' not found; ")
+    assert result.stderr.startswith(
+        f"bflsync: warning: {host} /v1/finetune_details: finetune 'alpha' not found; "
+    )
+
+
+def test_every_diagnostic_line_carries_the_warning_prefix_every_command_uses(mock: MockBFL) -> None:
+    mock.retire("finetune_details", status=404)
+    mock.retire("get_result")
+
+    result = probe("--base-url", mock.base_url)
+
+    host = mock.base_url.removeprefix("http://")
+    assert result.exit_code == 1
+    first, second = result.stderr.splitlines()
+    assert first.startswith(f"bflsync: warning: {host} /v1/finetune_details: finetune 'alpha' not found; ")
+    assert second.startswith(f"bflsync: warning: {host} /v1/get_result: ")
 
 
 def test_a_get_result_404_is_a_forgotten_task_not_a_retired_endpoint(mock: MockBFL) -> None:

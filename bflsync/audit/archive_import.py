@@ -1,10 +1,11 @@
 """``bflsync import``: load an archive into an empty store, all of it or nothing.
 
 Two steps, so a damaged archive never reaches the database: :func:`read_archive` checks the
-manifest, the schema revision and the SHA-256 of every file before any store is opened; then
-:func:`load_archive` inserts every row with its own primary key in one transaction, checking each
-line as it goes (a truncated line, a missing column or a row count unlike the manifest's rolls all
-of it back). On PostgreSQL the id sequences are moved past the imported ids and the search copies
+manifest, the schema revision and the SHA-256 of every file (and that the archive holds no symbolic
+link) before any store is opened; then :func:`load_archive` inserts every row with its own primary
+key in one transaction, checking each line as it goes (a truncated line, a missing column or a row
+count unlike the manifest's rolls all of it back), and verifies the loaded hash chain against the
+manifest's checkpoint before committing. On PostgreSQL the id sequences are moved past the imported ids and the search copies
 of ``details`` are rebuilt, as a sync would have written them.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,9 @@ from bflsync.audit.archive import (
     file_sha256,
     table_file,
 )
-from bflsync.errors import ArchiveError
+from bflsync.audit.checkpoint import parse_checkpoint
+from bflsync.audit.verify import verify
+from bflsync.errors import ArchiveError, AuditError, InputError
 from bflsync.store.check import HEAD_REVISION
 from bflsync.store.writes import reextract
 
@@ -53,6 +57,7 @@ def read_archive(path: Path) -> Archive:
     manifest_path = path / MANIFEST_NAME
     if not path.is_dir():
         raise ArchiveError(f"{path} is not a directory holding a bflsync archive")
+    _refuse_links(path)
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -76,6 +81,38 @@ def read_archive(path: Path) -> Archive:
     return Archive(path=path, manifest=manifest)
 
 
+def _refuse_links(path: Path) -> None:
+    """Refuse an archive holding a symbolic link anywhere inside it: export writes none, and a linked
+    table file would load whatever file it names that the importing user can read (an SSH key, another
+    store) into a store others may read."""
+    for directory, names, files in os.walk(path):
+        for name in sorted([*names, *files]):
+            if (Path(directory) / name).is_symlink():
+                inside = (Path(directory) / name).relative_to(path).as_posix()
+                raise ArchiveError(
+                    f"{inside} is a symbolic link: an archive holds none (it could name any file)"
+                )
+
+
+def _check_history(connection: Connection, manifest: Manifest) -> None:
+    """The loaded chain must be exactly the one the manifest's checkpoint names, checked by ``audit
+    verify`` before the transaction commits: a row changed and the file's SHA-256 recomputed is
+    refused. An ``--account`` archive holds part of the chain only, and an archive from before the
+    chain none: neither has one to check."""
+    if manifest.checkpoint is None or manifest.accounts is not None:
+        return
+    problem = "the archive's history does not verify against its manifest's checkpoint"
+    try:
+        expected = parse_checkpoint(manifest.checkpoint)
+        verified = verify(connection, checkpoint=expected)
+    except (AuditError, InputError) as exc:
+        raise ArchiveError(f"{problem}: {exc}") from None
+    if verified.size != expected.size:
+        raise ArchiveError(
+            f"{problem}: the chain has {verified.size} rows, the checkpoint {expected.size}: rows were added"
+        )
+
+
 def load_archive(engine: Engine, archive: Archive) -> dict[str, int]:
     """Insert the archive's rows into the empty store behind ``engine``; return rows per table."""
     with engine.connect() as connection, connection.begin():
@@ -96,6 +133,7 @@ def load_archive(engine: Engine, archive: Archive) -> dict[str, int]:
             _move_sequences(connection, tables)
             with Session(bind=connection) as session:
                 reextract(session)
+        _check_history(connection, archive.manifest)
     return counts
 
 

@@ -27,12 +27,19 @@ from sqlalchemy.engine import Connection
 
 from bflsync.audit.checkpoint import Checkpoint
 from bflsync.errors import AuditError
-from bflsync.extract import EXTRACTED_FIELDS, canonical_json, extract_fields
+from bflsync.extract import EXTRACTED_FIELDS, extract_fields
 from bflsync.store import chain
 from bflsync.store.labels import plain_text
 from bflsync.store.schema import Finetune
 
 finetune_table: sa.Table = Finetune.__table__  # type: ignore[attr-defined]
+# The time columns of each chained table, by their place in its hashed values.
+_TIME_POSITIONS = {
+    name: tuple(index for index, kind in enumerate(spec.kinds) if kind is chain.Kind.TIME)
+    for name, spec in chain.SPECS.items()
+}
+# The current-table times verify compares with the history, held to the one form as the chain's are.
+_FINETUNE_TIMES = ("first_seen_at", "last_changed_at", "deleted_at")
 # What the walk keeps beside the hashed values: which finetune a row belongs to.
 _EXTRA = {name: ("finetune_pk",) for name in ("finetune_version", "finetune_status", "finetune_label_change")}
 
@@ -101,17 +108,42 @@ def _where(row: chain.ChainedRow) -> str:
 
 
 def _refuse_unchained(connection: Connection) -> None:
-    """Every row of a chained table is in the chain, except runs still running."""
+    """Every row of a chained table is in the chain, except the newest run while it is still running."""
+    _refuse_stale_running(connection)
     for table in chain.CHAINED_TABLES:
         rows = sa.table(table, sa.column("id"), sa.column("chain_seq"), sa.column("status"))
         query = sa.select(rows.c.id).where(rows.c.chain_seq.is_(None)).order_by(rows.c.id).limit(1)
         if table == "sync_run":
-            query = query.where(rows.c.status != "running")
+            query = query.where(sa.or_(rows.c.status.is_(None), rows.c.status != "running"))
         row_id = connection.execute(query).scalar()
         if row_id is not None:
             raise AuditError(
                 f"{table} row {row_id} is not in the hash chain: it was inserted by something other than bflsync"
             )
+
+
+def _refuse_stale_running(connection: Connection) -> None:
+    """A run is chained when it finishes; until then only the newest run can be ``running``.
+
+    Runs start under the store's sync lock, one at a time, and the next sync marks a run whose
+    process died ``interrupted``: so a live run, or one that died since, is always the newest, and
+    a ``running`` row older than another run was inserted or set back by another tool. (A forged
+    newest run cannot be told from one whose process died; the next sync chains either as
+    ``interrupted``, which a checkpoint taken meanwhile does not cover.)
+    """
+    runs = sa.table("sync_run", sa.column("id"), sa.column("status"), sa.column("chain_seq"))
+    newest = connection.execute(sa.select(sa.func.max(runs.c.id))).scalar()
+    stale = connection.execute(
+        sa.select(runs.c.id)
+        .where(runs.c.status == "running", runs.c.chain_seq.is_(None), runs.c.id != newest)
+        .order_by(runs.c.id)
+        .limit(1)
+    ).scalar()
+    if stale is not None:
+        raise AuditError(
+            f"sync_run row {stale} is 'running' but run {newest} started after it: "
+            "only the newest run can still be running (the row was inserted or set back by another tool)"
+        )
 
 
 def _walk(connection: Connection, history: _History, *, checkpoint: Checkpoint | None) -> tuple[int, bytes]:
@@ -127,6 +159,7 @@ def _walk(connection: Connection, history: _History, *, checkpoint: Checkpoint |
             raise AuditError(_place_problem(row, last, expected))
         if row.row_hash is None or not row.links_to(previous):
             raise AuditError(_link_problem(row, next(rows, None)))
+        _check_time_forms(row)
         previous = bytes.fromhex(row.row_hash)
         history.note(row)
         if checkpoint is not None and expected == checkpoint.size:
@@ -140,6 +173,22 @@ def _walk(connection: Connection, history: _History, *, checkpoint: Checkpoint |
             "rows were removed from its end, or the store was replaced"
         )
     return size, previous
+
+
+def _time_form_problem(where: str, column: str, value: Any) -> str:
+    normal = chain.normal_value(chain.Kind.TIME, value)
+    return (
+        f"{where}: {column} is stored as {value!r}, not in the store's one form ({normal}): "
+        "it was rewritten by another tool"
+    )
+
+
+def _check_time_forms(row: chain.ChainedRow) -> None:
+    """A time's hash is of its parsed value, so its stored text is held to the one form bflsync writes."""
+    for position in _TIME_POSITIONS[row.spec.name]:
+        value = row.values[position]
+        if not chain.canonical_time_text(value):
+            raise AuditError(_time_form_problem(_where(row), row.spec.columns[position], value))
 
 
 def _check_checkpoint(checkpoint: Checkpoint, head: bytes) -> None:
@@ -189,19 +238,18 @@ def _name(finetune: sa.Row[Any]) -> str:
     return f"finetune {finetune.finetune_id!r} ({finetune.source}, {finetune.account})"
 
 
-def _json(text: str | None) -> str | None:
-    if text is None:
-        return None
-    try:
-        return canonical_json(json.loads(text))
-    except ValueError:
-        return text
+def _json(text: str | None) -> Any:
+    """JSON text as the chain hashes it: canonical, unless it is not JSON or repeats a key."""
+    return chain.normal_value(chain.Kind.JSON, text)
 
 
 def _check_finetunes(connection: Connection, history: _History) -> int:
     """Each finetune's current row against the last of its versions and statuses; return the count."""
     columns = [
-        finetune_table.c[name]
+        # Times untyped: the text SQLite holds, to be held to the one form (a datetime on PostgreSQL).
+        sa.type_coerce(finetune_table.c[name], sa.Text).label(name)
+        if name in _FINETUNE_TIMES
+        else finetune_table.c[name]
         for name in (
             "id",
             "source",
@@ -228,16 +276,26 @@ def _check_finetunes(connection: Connection, history: _History) -> int:
         where = f"{_name(finetune)} against its last version (finetune_version row {version_row})"
         if finetune.version != version:
             raise AuditError(f"{where}: version is {finetune.version}, the history's last is {version}")
+        for name in _FINETUNE_TIMES:
+            if not chain.canonical_time_text(getattr(finetune, name)):
+                raise AuditError(
+                    _time_form_problem(f"finetune row {finetune.id}", name, getattr(finetune, name))
+                )
         if (finetune.deleted_at is not None) != (change == "deleted"):
             state = "tombstoned" if finetune.deleted_at is not None else "live"
             raise AuditError(f"{where}: the row is {state} but the last change is {change!r}")
+        first, latest = history.observed[finetune.id]
+        deleted_at = chain.normal_value(chain.Kind.TIME, finetune.deleted_at)
+        if deleted_at is not None and deleted_at != latest:
+            raise AuditError(
+                f"{where}: deleted_at is {deleted_at} but the tombstone was observed at {latest}"
+            )
         details, digest, details_version = history.details.get(finetune.id, (None, None, 0))
         if finetune.details != details and _json(finetune.details) != _json(details):
             raise AuditError(f"{where}: details differ from version {details_version}'s")
         if finetune.content_hash != digest:
             raise AuditError(f"{where}: content_hash differs from version {details_version}'s")
         _check_extracted(finetune, where)
-        first, latest = history.observed[finetune.id]
         for name, expected in (("first_seen_at", first), ("last_changed_at", latest)):
             stored = chain.normal_value(chain.Kind.TIME, getattr(finetune, name))
             if stored != expected:
@@ -304,11 +362,21 @@ def _check_labels(connection: Connection, history: _History) -> None:
             label.set_by_role,
             label.set_as,
         )
-        if label.value_json is not None and label.value != plain_text(json.loads(label.value_json)):
-            raise AuditError(
-                f"{where}: finetune_label row {label.id} has value {label.value!r}, "
-                f"its typed value {label.value_json!r}"
-            )
+        if not chain.canonical_time_text(label.set_at):
+            raise AuditError(_time_form_problem(f"finetune_label row {label.id}", "set_at", label.set_at))
+        if label.value_json is not None:
+            try:
+                typed = json.loads(label.value_json)
+            except ValueError:
+                raise AuditError(
+                    f"{where}: finetune_label row {label.id} has a typed value that is not JSON: "
+                    f"{label.value_json!r}"
+                ) from None
+            if label.value != plain_text(typed):
+                raise AuditError(
+                    f"{where}: finetune_label row {label.id} has value {label.value!r}, "
+                    f"its typed value {label.value_json!r}"
+                )
         fields = ("value", "set_by", "set_at", "set_by_role", "set_as")
         for what, want, got in zip(fields, expected, found, strict=True):
             if want != got:

@@ -95,10 +95,12 @@ def import_command(cli_context: CliContext, path: Path) -> None:
     """Load an archive written by `bflsync export` into an empty store, on SQLite or PostgreSQL.
 
     The archive is checked before the store is touched: its manifest, schema revision and
-    the SHA-256 of every file. The store (--db) is created or migrated to head if needed
-    and must hold no finetunes, runs or labels; every row keeps its id, and all of it is
-    loaded in one transaction, or nothing is (a line cut short, a count unlike the
-    manifest's). The imported store answers every read command as the exported one did.
+    the SHA-256 of every file; an archive holding a symbolic link is refused. The store
+    (--db) is created or migrated to head if needed and must hold no finetunes, runs or
+    labels; every row keeps its id, and all of it is loaded in one transaction, or nothing
+    is (a line cut short, a count unlike the manifest's, a hash chain that does not verify
+    against the manifest's checkpoint). The imported store answers every read command as
+    the exported one did.
 
     Exit codes: 0 imported, 2 the archive was refused or the store is not empty, 3 the
     store cannot be written, 4 a sync holds the store.

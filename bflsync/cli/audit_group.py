@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,20 +47,46 @@ def _snapshot(cli_context: CliContext) -> Iterator[Connection]:
         engine.dispose()
 
 
-def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"cannot read {what} {str(path)!r}: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
+# A key file holds one line of about a hundred characters.
+MAX_KEY_BYTES = 64 * 1024
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
+def _read_bounded(path: Path, what: str, *, noun: str, limit: int, private: bool = False) -> bytes:
+    """The bytes of a small regular file, refused (InputError) before more than ``limit`` are read.
+
+    Opened without blocking, so a FIFO with no writer is refused rather than waited on, and a
+    device or a huge file is never read whole. A ``private`` key must be its owner's alone, as ssh
+    requires of a private key: anyone else who can read it can sign checkpoints.
+    """
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InputError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{what} {str(path)!r} is not a regular file")
+        if private and info.st_mode & 0o077:
+            raise InputError(
+                f"{what} {str(path)!r} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it"
+            )
+        too_large = InputError(f"{what} {str(path)!r} is larger than {limit} bytes: not a {noun}")
+        if info.st_size > limit:
+            raise too_large
+        try:
+            data = handle.read(limit + 1)  # the file may grow after fstat: never more than this
+        except OSError as exc:
+            raise InputError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise too_large
+    return data
+
+
+def _read_key(path: Path, what: str, *, private: bool = False) -> str:
+    try:
+        return _read_bounded(path, what, noun="key", limit=MAX_KEY_BYTES, private=private).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {str(path)!r} is not UTF-8 text") from None
 
 
 @audit.command()
@@ -93,9 +120,12 @@ def verify(cli_context: CliContext, checkpoint_file: Path | None, public_key_fil
         raise InputError("--public-key checks a checkpoint's signature: give --checkpoint FILE too")
     wanted = None
     if checkpoint_file is not None:
-        note = checkpoints.parse_note(_read_bytes(checkpoint_file, "the checkpoint"))
+        data = _read_bounded(
+            checkpoint_file, "the checkpoint", noun="checkpoint", limit=checkpoints.MAX_NOTE_BYTES
+        )
+        note = checkpoints.parse_note(data)
         if public_key_file is not None:
-            checkpoints.check_signature(note, _read_text(public_key_file, "the public key"))
+            checkpoints.check_signature(note, _read_key(public_key_file, "the public key"))
         wanted = checkpoints.parse_checkpoint(note.text)
     with _snapshot(cli_context) as connection:
         verified = verify_store(connection, checkpoint=wanted)
@@ -120,7 +150,7 @@ def checkpoint(cli_context: CliContext, sign_key_file: Path | None) -> None:
     Example:
         bflsync audit checkpoint --sign-key ~/.config/bflsync/audit.key > store.checkpoint
     """
-    signer = _read_text(sign_key_file, "the signer key") if sign_key_file is not None else None
+    signer = _read_key(sign_key_file, "the signer key", private=True) if sign_key_file is not None else None
     with _snapshot(cli_context) as connection:
         click.echo(render_checkpoint(connection, signer_key=signer), nl=False)
 
@@ -151,7 +181,11 @@ def keygen(key_file: Path, name: str) -> None:
     signer, verifier = checkpoints.generate_keys(name)
     public_file = key_file.with_name(key_file.name + ".pub")
     _write_new(key_file, signer + "\n", mode=0o600)
-    _write_new(public_file, verifier + "\n", mode=0o644)
+    try:
+        _write_new(public_file, verifier + "\n", mode=0o644)
+    except InputError:
+        key_file.unlink()  # ours, made just now: a key pair is written whole or not at all
+        raise
     click.echo(verifier)
 
 

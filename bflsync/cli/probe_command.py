@@ -134,6 +134,7 @@ def probe_command(
         render.write_table(HEADERS, rows)
         for answer in answers:
             if answer.answer not in (OK, "not_probed") and answer.detail:
-                click.echo(printable(f"{answer.source} {answer.endpoint}: {answer.detail}"), err=True)
+                line = printable(f"{answer.source} {answer.endpoint}: {answer.detail}")
+                click.echo(f"bflsync: warning: {line}", err=True)
     code = {OK: ExitCode.OK, GONE: ExitCode.PARTIAL}.get(seen, ExitCode.CANNOT_RUN)
     ctx.exit(int(code))

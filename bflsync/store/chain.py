@@ -17,16 +17,20 @@ UTF-8 as is, floats in Python's shortest round-trip form) of::
 
 ``row`` holds every column of the row as the models declare it (so a column added later is
 covered), except ``row_hash`` and ``finetune_pk``, whose place ``finetune`` takes: the finetune's
-identity, not the store's internal key. A NULL column is left out, so a nullable column added by a
-later revision leaves the hashes of older rows as they were. Values are written engine-independently:
+identity, not the store's internal key. A NULL column is left out, and so is a column holding what
+:data:`CHAIN_BEGAN_WITH` says rows written before it was added hold: a column added by a later
+revision leaves the hashes of older rows as they were. Values are written engine-independently:
 
 * a timestamp as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, six fractional digits) from its parsed
-  value, so the text form a store keeps it in never changes a hash;
+  value, so the text form a store keeps it in never changes a hash (the backfill of
+  ``0010_hash_chain`` ran before ``0011_iso_times`` rewrote SQLite's times in that form); ``audit
+  verify`` refuses a stored time in any other text form instead (:func:`canonical_time_text`);
 * a boolean as ``true``/``false`` (SQLite keeps 0 and 1);
 * a JSON column (``details``, ``changed_keys``, ``answer``, a label's ``value``) as the store's
   canonical JSON text (:func:`bflsync.extract.canonical_json`: also integral floats as integers) of
-  its decoded value, so re-encoding stored JSON never changes a hash; text that is not JSON is hashed
-  as it is;
+  its decoded value, so re-encoding stored JSON never changes a hash; text that is not JSON, and JSON
+  text in which an object holds the same key twice, is hashed as it is (decoding keeps only the last
+  of two equal keys, so a duplicate key put in front of the real one would otherwise hash the same);
 * anything else as the driver returns it.
 
 ``chain_seq`` and ``id`` are part of ``row``: a row moved to another place, renumbered, deleted or
@@ -40,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,9 +67,12 @@ JSON_COLUMNS: Mapping[str, frozenset[str]] = {
     "finetune_label_change": frozenset({"value"}),
 }
 _LINK_COLUMNS = frozenset({"row_hash"})
-# Columns added after rows were chained, whose value on those rows is not NULL: left out of the
-# content while they hold that value, so a migration that adds them changes no hash.
-_ABSENT_VALUES: Mapping[str, Any] = {"redacted": False}
+# What a column added after the chain began holds in the rows written before it, where that is not
+# NULL: a column is left out of the content while it holds that value (or NULL), so the migration
+# that adds it (and fills the older rows) changes no hash. Table -> column -> value.
+CHAIN_BEGAN_WITH: Mapping[str, Mapping[str, Any]] = {
+    "finetune_version": {"redacted": False},  # 0013_hardening
+}
 _FINETUNE_KEY = "finetune_pk"
 # Chain writers in a PostgreSQL database exclude each other with this transaction-level lock,
 # whatever lock the caller holds: two transactions never read the same head.
@@ -91,6 +99,8 @@ class TableSpec:
     converters: tuple[Callable[[Any], Any], ...]
     stored_converters: tuple[Callable[[Any], Any], ...]
     position: Mapping[str, int]
+    began_with: Mapping[str, Any]
+    """:data:`CHAIN_BEGAN_WITH` for this table."""
 
     def clause(self) -> sa.TableClause:
         """The table with untyped columns: no SQLAlchemy result processing, so a writer and ``verify``
@@ -144,6 +154,7 @@ def _spec(name: str) -> TableSpec:
             _plain if _kind(name, c) is Kind.JSON else _CONVERTERS[_kind(name, c)] for c in hashed
         ),
         position={c.name: index for index, c in enumerate(hashed)},
+        began_with=CHAIN_BEGAN_WITH.get(name, {}),
     )
 
 
@@ -205,13 +216,32 @@ def _json_text(value: Any) -> Any:
         return number
 
     try:
-        decoded = json.loads(value, parse_float=parse_float)
-    except ValueError:
+        decoded = json.loads(value, parse_float=parse_float, object_pairs_hook=_unique_keys)
+    except (ValueError, _DuplicateKeyError):
         return value
     # Without an integral float, canonical_json's second pass would change nothing: skip it.
     return canonical_json(decoded) if integral else _ENCODER.encode(decoded)
 
 
+class _DuplicateKeyError(Exception):
+    """An object holds one key twice: decoding would keep only the last, so the text is hashed as it is."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    decoded = dict(pairs)
+    if len(decoded) != len(pairs):
+        raise _DuplicateKeyError
+    return decoded
+
+
+def canonical_time_text(value: Any) -> bool:
+    """Whether a stored time is text in the store's one form (``2026-12-04T13:18:17.637556Z``), or
+    no text at all (PostgreSQL's driver returns a datetime): the form every revision since
+    ``0011_iso_times`` writes, which :func:`normal_value` does not insist on."""
+    return not isinstance(value, str) or _TIME_FORM.fullmatch(value) is not None
+
+
+_TIME_FORM = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", re.ASCII)
 _SIMPLE = frozenset({str, int, float, bool})
 
 
@@ -244,10 +274,11 @@ def canonical_content(
     that matches this way matches the canonical content; one that does not must be recomputed.
     """
     converters = spec.stored_converters if stored_json else spec.converters
+    began_with = spec.began_with
     row = {
         name: convert(value)
         for name, convert, value in zip(spec.columns, converters, values, strict=True)
-        if value is not None and not (name in _ABSENT_VALUES and value == _ABSENT_VALUES[name])
+        if value is not None and (name not in began_with or value != began_with[name])
     }
     content: dict[str, Any] = {"table": spec.name, "row": row}
     if spec.has_finetune:
