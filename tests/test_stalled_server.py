@@ -14,11 +14,9 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 from stall_proxy import StallProxy, stall_proxy
-from storebuild import day, write_sync
 
 from bflsync.cli import cli
 from bflsync.mock.server import MockBFL
-from bflsync.store import access
 
 KEY = "stall-test-key"
 # Far below the 60 s default, far above what the proxy adds to a healthy round trip.
@@ -27,25 +25,15 @@ BOUND_S = 15
 
 
 @pytest.fixture
-def store_url(pg_url: str) -> str:
-    opened = access.open_store_for_write(access.locate_store(pg_url))
-    try:
-        write_sync(opened.engine, {"alpha": {"mode": "character"}}, now=day(1))
-    finally:
-        opened.engine.dispose()
-    return pg_url
-
-
-@pytest.fixture
 def mock() -> Iterator[MockBFL]:
     with MockBFL.serve(finetunes={"alpha": {"mode": "style"}}, api_key=KEY) as server:
         yield server
 
 
-def stalled_run(store_url: str, stall_on: bytes, *args: str) -> tuple[int, str, float, StallProxy]:
+def stalled_run(pg_alpha_store: str, stall_on: bytes, *args: str) -> tuple[int, str, float, StallProxy]:
     """Run the CLI through a proxy that stalls at ``stall_on``: exit code, stderr, seconds taken."""
-    with stall_proxy(store_url, stall_on=stall_on) as proxy:
-        url = f"{proxy.url(store_url)}?read_timeout={READ_TIMEOUT_S}"
+    with stall_proxy(pg_alpha_store, stall_on=stall_on) as proxy:
+        url = f"{proxy.url(pg_alpha_store)}?read_timeout={READ_TIMEOUT_S}"
         started = time.monotonic()
         result = CliRunner().invoke(cli, ["--db", url, *args], env={"BFL_API_KEY": KEY})
         return result.exit_code, result.stderr, time.monotonic() - started, proxy
@@ -61,9 +49,9 @@ def stalled_run(store_url: str, stall_on: bytes, *args: str) -> tuple[int, str, 
     ids=["query", "show", "label"],
 )
 def test_a_server_that_stalls_mid_command_ends_it_with_exit_3_naming_host_and_seconds(
-    store_url: str, stall_on: bytes, command: list[str]
+    pg_alpha_store: str, stall_on: bytes, command: list[str]
 ) -> None:
-    code, stderr, seconds, proxy = stalled_run(store_url, stall_on, *command)
+    code, stderr, seconds, proxy = stalled_run(pg_alpha_store, stall_on, *command)
     assert proxy.stalled.is_set()
     assert (code, stderr.count("\n")) == (3, 1), stderr
     assert stderr.startswith("bflsync: error: ")
@@ -71,9 +59,9 @@ def test_a_server_that_stalls_mid_command_ends_it_with_exit_3_naming_host_and_se
     assert seconds < BOUND_S
 
 
-def test_a_server_that_stalls_mid_sync_ends_the_sync_with_exit_3(store_url: str, mock: MockBFL) -> None:
+def test_a_server_that_stalls_mid_sync_ends_the_sync_with_exit_3(pg_alpha_store: str, mock: MockBFL) -> None:
     code, stderr, seconds, proxy = stalled_run(
-        store_url, b"INSERT INTO finetune_version", "sync", "--base-url", mock.base_url
+        pg_alpha_store, b"INSERT INTO finetune_version", "sync", "--base-url", mock.base_url
     )
     assert proxy.stalled.is_set()
     assert (code, stderr.count("\n")) == (3, 1), stderr
@@ -81,9 +69,9 @@ def test_a_server_that_stalls_mid_sync_ends_the_sync_with_exit_3(store_url: str,
     assert seconds < BOUND_S
 
 
-def test_read_timeout_zero_waits_as_long_as_the_server_takes(store_url: str) -> None:
+def test_read_timeout_zero_waits_as_long_as_the_server_takes(pg_alpha_store: str) -> None:
     result = CliRunner().invoke(
-        cli, ["--db", f"{store_url}?read_timeout=0", "query", "--format", "json"], catch_exceptions=False
+        cli, ["--db", f"{pg_alpha_store}?read_timeout=0", "query", "--format", "json"], catch_exceptions=False
     )
     assert result.exit_code == 0, result.stderr
     assert '"alpha"' in result.stdout
@@ -91,7 +79,9 @@ def test_read_timeout_zero_waits_as_long_as_the_server_takes(store_url: str) -> 
 
 @pytest.mark.parametrize("command", [["query"], ["label", "alpha", "team=ml"]], ids=["read", "write"])
 @pytest.mark.parametrize("value", ["soon", "-1", "nan"])
-def test_a_read_timeout_that_is_not_seconds_exits_2(store_url: str, command: list[str], value: str) -> None:
-    result = CliRunner().invoke(cli, ["--db", f"{store_url}?read_timeout={value}", *command])
+def test_a_read_timeout_that_is_not_seconds_exits_2(
+    pg_alpha_store: str, command: list[str], value: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--db", f"{pg_alpha_store}?read_timeout={value}", *command])
     assert (result.exit_code, result.stderr.count("\n")) == (2, 1), result.stderr
     assert "read_timeout=" in result.stderr
