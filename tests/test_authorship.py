@@ -41,14 +41,23 @@ def role_of(url: str) -> str | None:
 def test_labels_and_notes_record_the_real_uid_account_whatever_logname_and_user_say(alpha_store: str) -> None:
     run(alpha_store, "label", "alpha", "a=1")
     run(alpha_store, "note", "alpha", "hello")
-    assert rows(alpha_store, "SELECT set_by, set_by_role, set_as FROM finetune_label") == [
-        {"set_by": ACCOUNT, "set_by_role": role_of(alpha_store), "set_as": None}
+    assert rows(alpha_store, "SELECT set_by FROM finetune_label") == [{"set_by": ACCOUNT}]
+    assert rows(alpha_store, "SELECT changed_by FROM finetune_label_change") == [{"changed_by": ACCOUNT}]
+    assert rows(alpha_store, "SELECT written_by FROM finetune_note") == [{"written_by": ACCOUNT}]
+
+
+def test_labels_and_notes_record_the_database_role_in_its_own_column(alpha_store: str) -> None:
+    run(alpha_store, "label", "alpha", "a=1")
+    run(alpha_store, "note", "alpha", "hello")
+    role = role_of(alpha_store)
+    assert rows(alpha_store, "SELECT set_by_role, set_as FROM finetune_label") == [
+        {"set_by_role": role, "set_as": None}
     ]
-    assert rows(alpha_store, "SELECT changed_by, changed_by_role, changed_as FROM finetune_label_change") == [
-        {"changed_by": ACCOUNT, "changed_by_role": role_of(alpha_store), "changed_as": None}
+    assert rows(alpha_store, "SELECT changed_by_role, changed_as FROM finetune_label_change") == [
+        {"changed_by_role": role, "changed_as": None}
     ]
-    assert rows(alpha_store, "SELECT written_by, written_by_role, written_as FROM finetune_note") == [
-        {"written_by": ACCOUNT, "written_by_role": role_of(alpha_store), "written_as": None}
+    assert rows(alpha_store, "SELECT written_by_role, written_as FROM finetune_note") == [
+        {"written_by_role": role, "written_as": None}
     ]
 
 

@@ -156,6 +156,13 @@ def test_a_reader_holding_a_transaction_open_makes_db_upgrade_exit_4_naming_it(
     assert result.stderr.count("\n") == 1
 
 
+def test_db_reextract_by_a_select_only_role_exits_3_in_one_line(make_role: MakeRole) -> None:
+    reader = make_role(READER)
+    result = run(reader, "db", "reextract")
+    assert (result.exit_code, result.stderr.count("\n")) == (3, 1), result.output
+    assert result.stderr.startswith("bflsync: error: ") and "internal error" not in result.stderr
+
+
 def test_db_grant_prints_the_statements_and_applies_nothing(pg_alpha_store: str, make_role: MakeRole) -> None:
     bare = make_role()
     role = sa.make_url(bare).username
