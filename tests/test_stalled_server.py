@@ -8,6 +8,8 @@ names the host and the limit, on both ways in (psycopg directly for reads, SQLAl
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -67,6 +69,21 @@ def test_a_server_that_stalls_mid_sync_ends_the_sync_with_exit_3(pg_alpha_store:
     assert (code, stderr.count("\n")) == (3, 1), stderr
     assert f"127.0.0.1:{proxy.port} sent nothing for {READ_TIMEOUT_S} s" in stderr
     assert seconds < BOUND_S
+
+
+def test_a_query_process_ends_with_exit_3_when_the_server_stalls(pg_alpha_store: str) -> None:
+    # As cron runs it: a real process, whose exit status and stderr are what a monitor sees.
+    with stall_proxy(pg_alpha_store, stall_on=b"FROM finetune") as proxy:
+        url = f"{proxy.url(pg_alpha_store)}?read_timeout={READ_TIMEOUT_S}"
+        done = subprocess.run(
+            [sys.executable, "-m", "bflsync", "--db", url, "query"],
+            capture_output=True,
+            text=True,
+            timeout=BOUND_S,
+            check=False,
+        )
+    assert (done.returncode, done.stdout, done.stderr.count("\n")) == (3, "", 1), done.stderr
+    assert f"127.0.0.1:{proxy.port} sent nothing for {READ_TIMEOUT_S} s" in done.stderr
 
 
 def test_read_timeout_zero_waits_as_long_as_the_server_takes(pg_alpha_store: str) -> None:
