@@ -27,6 +27,8 @@ class StallProxy:
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
+        # Closing a socket does not wake a thread blocked in accept(): poll, so close() is prompt.
+        self._listener.settimeout(0.05)
         self.port: int = self._listener.getsockname()[1]
         self._spawn(self._accept)
 
@@ -54,8 +56,11 @@ class StallProxy:
         while not self._closing.is_set():
             try:
                 client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            client.setblocking(True)
             server = socket.create_connection(self.target)
             self._sockets += [client, server]
             session_stalled = threading.Event()

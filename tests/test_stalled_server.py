@@ -86,6 +86,22 @@ def test_a_query_process_ends_with_exit_3_when_the_server_stalls(pg_alpha_store:
     assert f"127.0.0.1:{proxy.port} sent nothing for {READ_TIMEOUT_S} s" in done.stderr
 
 
+def test_tab_completion_through_a_stalled_server_gives_up_and_offers_nothing(pg_alpha_store: str) -> None:
+    with stall_proxy(pg_alpha_store, stall_on=b"finetune_id") as proxy:
+        line = ["bflsync", "--db", f"{proxy.url(pg_alpha_store)}?read_timeout={READ_TIMEOUT_S}", "show", "al"]
+        started = time.monotonic()
+        result = CliRunner().invoke(
+            cli,
+            [],
+            prog_name="bflsync",
+            env={"_BFLSYNC_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(line), "COMP_CWORD": "4"},
+        )
+        seconds = time.monotonic() - started
+    assert proxy.stalled.is_set()
+    assert (result.exit_code, result.stdout.split()) == (0, [])
+    assert seconds < BOUND_S
+
+
 def test_read_timeout_zero_waits_as_long_as_the_server_takes(pg_alpha_store: str) -> None:
     result = CliRunner().invoke(
         cli, ["--db", f"{pg_alpha_store}?read_timeout=0", "query", "--format", "json"], catch_exceptions=False
