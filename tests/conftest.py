@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 # Shared fixtures of the private PostgreSQL cluster.
-from pgcluster import pg_url, postgres_server  # noqa: F401
+from pgcluster import pg_alpha_store, pg_url, postgres_server  # noqa: F401
 from sqlalchemy.engine import Engine
+from storebuild import with_alpha
 
 from bflsync.store import access
 
@@ -69,3 +70,9 @@ def any_store(store_db: str) -> Iterator[tuple[str, Engine]]:
     opened = access.open_store_for_write(access.locate_store(store_db))
     yield store_db, opened.engine
     opened.engine.dispose()
+
+
+@pytest.fixture
+def alpha_store(store_db: str) -> str:
+    """A store at head holding finetune ``alpha``, on each engine: the ``--db`` value."""
+    return with_alpha(store_db)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from pglaunch import initdb, postgres_bindir, running
+from storebuild import with_alpha
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +52,9 @@ def pg_url(postgres_server: str) -> Iterator[str]:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def pg_alpha_store(pg_url: str) -> str:
+    """conftest's ``alpha_store`` on PostgreSQL alone, for what only a server has (roles, locks, limits)."""
+    return with_alpha(pg_url)

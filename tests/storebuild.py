@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bflsync.config import DEFAULT_ACCOUNT
-from bflsync.store import writes
+from bflsync.store import access, writes
 
 SOURCE = "api.us1.bfl.ai"
 
@@ -51,3 +51,13 @@ def write_sync(
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def with_alpha(db: str) -> str:
+    """Create the store at ``db`` (at head) holding finetune ``alpha`` from one sync on day 1; returns ``db``."""
+    opened = access.open_store_for_write(access.locate_store(db))
+    try:
+        write_sync(opened.engine, {"alpha": {"mode": "character"}}, now=day(1))
+    finally:
+        opened.engine.dispose()
+    return db

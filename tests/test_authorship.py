@@ -10,23 +10,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
-from storebuild import day, write_sync
 
 from bflsync.cli import cli
 from bflsync.store import access
 
 ACCOUNT = pwd.getpwuid(os.getuid()).pw_name
 FORGED = {"LOGNAME": "forged", "USER": "forged", "LNAME": "forged", "USERNAME": "forged"}
-
-
-@pytest.fixture
-def store(store_db: str) -> str:
-    opened = access.open_store_for_write(access.locate_store(store_db))
-    try:
-        write_sync(opened.engine, {"alpha": {"mode": "character"}}, now=day(1))
-    finally:
-        opened.engine.dispose()
-    return store_db
 
 
 def run(url: str, *args: str) -> Result:
@@ -49,42 +38,51 @@ def role_of(url: str) -> str | None:
     return sa.make_url(url).username if url.startswith("postgresql") else None
 
 
-def test_labels_and_notes_record_the_real_uid_account_whatever_logname_and_user_say(store: str) -> None:
-    run(store, "label", "alpha", "a=1")
-    run(store, "note", "alpha", "hello")
-    assert rows(store, "SELECT set_by, set_by_role, set_as FROM finetune_label") == [
-        {"set_by": ACCOUNT, "set_by_role": role_of(store), "set_as": None}
+def test_labels_and_notes_record_the_real_uid_account_whatever_logname_and_user_say(alpha_store: str) -> None:
+    run(alpha_store, "label", "alpha", "a=1")
+    run(alpha_store, "note", "alpha", "hello")
+    assert rows(alpha_store, "SELECT set_by FROM finetune_label") == [{"set_by": ACCOUNT}]
+    assert rows(alpha_store, "SELECT changed_by FROM finetune_label_change") == [{"changed_by": ACCOUNT}]
+    assert rows(alpha_store, "SELECT written_by FROM finetune_note") == [{"written_by": ACCOUNT}]
+
+
+def test_labels_and_notes_record_the_database_role_in_its_own_column(alpha_store: str) -> None:
+    run(alpha_store, "label", "alpha", "a=1")
+    run(alpha_store, "note", "alpha", "hello")
+    role = role_of(alpha_store)
+    assert rows(alpha_store, "SELECT set_by_role, set_as FROM finetune_label") == [
+        {"set_by_role": role, "set_as": None}
     ]
-    assert rows(store, "SELECT changed_by, changed_by_role, changed_as FROM finetune_label_change") == [
-        {"changed_by": ACCOUNT, "changed_by_role": role_of(store), "changed_as": None}
+    assert rows(alpha_store, "SELECT changed_by_role, changed_as FROM finetune_label_change") == [
+        {"changed_by_role": role, "changed_as": None}
     ]
-    assert rows(store, "SELECT written_by, written_by_role, written_as FROM finetune_note") == [
-        {"written_by": ACCOUNT, "written_by_role": role_of(store), "written_as": None}
+    assert rows(alpha_store, "SELECT written_by_role, written_as FROM finetune_note") == [
+        {"written_by_role": role, "written_as": None}
     ]
 
 
-def test_as_adds_a_free_text_attribution_beside_the_account(store: str) -> None:
-    run(store, "label", "alpha", "a=1", "--as", "Zoë (design)")
-    run(store, "note", "alpha", "hello", "--as", "Zoë (design)")
-    assert rows(store, "SELECT changed_by, changed_as FROM finetune_label_change") == [
+def test_as_adds_a_free_text_attribution_beside_the_account(alpha_store: str) -> None:
+    run(alpha_store, "label", "alpha", "a=1", "--as", "Zoë (design)")
+    run(alpha_store, "note", "alpha", "hello", "--as", "Zoë (design)")
+    assert rows(alpha_store, "SELECT changed_by, changed_as FROM finetune_label_change") == [
         {"changed_by": ACCOUNT, "changed_as": "Zoë (design)"}
     ]
-    assert rows(store, "SELECT written_by, written_as FROM finetune_note") == [
+    assert rows(alpha_store, "SELECT written_by, written_as FROM finetune_note") == [
         {"written_by": ACCOUNT, "written_as": "Zoë (design)"}
     ]
 
 
-def test_history_and_show_print_the_account_the_role_and_the_attribution(store: str) -> None:
-    run(store, "label", "alpha", "a=1", "--as", "Zoë")
-    run(store, "note", "alpha", "hello", "--as", "Zoë")
-    role = role_of(store)
+def test_history_and_show_print_the_account_the_role_and_the_attribution(alpha_store: str) -> None:
+    run(alpha_store, "label", "alpha", "a=1", "--as", "Zoë")
+    run(alpha_store, "note", "alpha", "hello", "--as", "Zoë")
+    role = role_of(alpha_store)
     who = f'{ACCOUNT} (role {role}; as "Zoë")' if role else f'{ACCOUNT} (as "Zoë")'
-    history = run(store, "history", "alpha").stdout
+    history = run(alpha_store, "history", "alpha").stdout
     assert "label set  " in history and f"by {who}\n" in history
     assert "note  " in history
     assert history.count(f"by {who}") == 2
-    assert f"  {who}: hello\n" in run(store, "show", "alpha").stdout
-    entries = json.loads(run(store, "history", "alpha", "--format", "json").stdout)
+    assert f"  {who}: hello\n" in run(alpha_store, "show", "alpha").stdout
+    entries = json.loads(run(alpha_store, "history", "alpha", "--format", "json").stdout)
     authored = [entry for entry in entries if entry["kind"] in ("label", "note")]
     assert [
         {key: value for key, value in entry.items() if key.startswith(("changed_", "written_"))}
@@ -93,15 +91,17 @@ def test_history_and_show_print_the_account_the_role_and_the_attribution(store: 
         {"changed_by": ACCOUNT, "changed_by_role": role, "changed_as": "Zoë"},
         {"written_by": ACCOUNT, "written_by_role": role, "written_as": "Zoë"},
     ]
-    shown = json.loads(run(store, "show", "alpha", "--format", "json").stdout)
+    shown = json.loads(run(alpha_store, "show", "alpha", "--format", "json").stdout)
     assert [(note["written_by"], note["written_by_role"], note["written_as"]) for note in shown["notes"]] == [
         (ACCOUNT, role, "Zoë")
     ]
 
 
 @pytest.mark.parametrize("attribution", ["", "two\nlines", "nul\x00"])
-def test_an_attribution_that_is_blank_multiline_or_holds_nul_is_refused(store: str, attribution: str) -> None:
-    result = CliRunner().invoke(cli, ["--db", store, "note", "alpha", "hello", "--as", attribution])
+def test_an_attribution_that_is_blank_multiline_or_holds_nul_is_refused(
+    alpha_store: str, attribution: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--db", alpha_store, "note", "alpha", "hello", "--as", attribution])
     assert result.exit_code == 2
     assert result.stderr.startswith("bflsync: error: --as") and result.stderr.count("\n") == 1
-    assert rows(store, "SELECT count(*) AS n FROM finetune_note") == [{"n": 0}]
+    assert rows(alpha_store, "SELECT count(*) AS n FROM finetune_note") == [{"n": 0}]

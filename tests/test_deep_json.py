@@ -72,6 +72,7 @@ def test_a_deeply_nested_finetune_is_stored_or_fails_alone_and_the_batch_is_kept
         ["query", "mode=character"],
         ["compare", "plain", "deep"],
         ["history", "plain", "--format", "json"],
+        ["db", "reextract"],
     ],
 )
 def test_details_nested_thousands_deep_by_another_tool_never_exit_70(

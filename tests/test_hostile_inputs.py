@@ -10,10 +10,8 @@ from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
-from storebuild import day, write_sync
 
 from bflsync.cli import cli
-from bflsync.store import access
 
 PASSWORD = "hunter2/x?y@z#w"
 
@@ -96,33 +94,23 @@ def test_a_base_url_that_idna_would_fold_is_refused(db_path: Path, host: str) ->
     assert not db_path.exists()
 
 
-@pytest.fixture
-def store(store_db: str) -> str:
-    opened = access.open_store_for_write(access.locate_store(store_db))
-    try:
-        write_sync(opened.engine, {"alpha": {"mode": "character"}}, now=day(1))
-    finally:
-        opened.engine.dispose()
-    return store_db
-
-
 @pytest.mark.parametrize("number", [str(2**63), str(-(2**63) - 1), "123456789012345678901234567890"])
-def test_a_label_integer_beyond_64_bits_is_refused_not_rounded(store: str, number: str) -> None:
-    result = CliRunner().invoke(cli, ["--db", store, "label", "alpha", f"big={number}"])
+def test_a_label_integer_beyond_64_bits_is_refused_not_rounded(alpha_store: str, number: str) -> None:
+    result = CliRunner().invoke(cli, ["--db", alpha_store, "label", "alpha", f"big={number}"])
     assert result.exit_code == 2
     one_line_error(result.stderr)
     assert "does not fit in 64 bits" in result.stderr
-    history = CliRunner().invoke(cli, ["--db", store, "history", "alpha", "--format", "json"])
+    history = CliRunner().invoke(cli, ["--db", alpha_store, "history", "alpha", "--format", "json"])
     assert [entry for entry in json.loads(history.stdout) if entry["kind"] == "label"] == []
 
 
 @pytest.mark.parametrize("number", [str(2**63 - 1), str(-(2**63))])
-def test_a_label_integer_at_the_64_bit_limits_is_stored_exactly(store: str, number: str) -> None:
+def test_a_label_integer_at_the_64_bit_limits_is_stored_exactly(alpha_store: str, number: str) -> None:
     result = CliRunner().invoke(
-        cli, ["--db", store, "label", "alpha", f"big={number}"], catch_exceptions=False
+        cli, ["--db", alpha_store, "label", "alpha", f"big={number}"], catch_exceptions=False
     )
     assert result.exit_code == 0
-    history = CliRunner().invoke(cli, ["--db", store, "history", "alpha", "--format", "json"])
+    history = CliRunner().invoke(cli, ["--db", alpha_store, "history", "alpha", "--format", "json"])
     assert [
         entry["new"] for entry in __import__("json").loads(history.stdout) if entry["kind"] == "label"
     ] == [int(number)]

@@ -31,15 +31,9 @@ USER = getpass.getuser()
 
 
 @pytest.fixture
-def empty_url(store_db: str) -> str:
-    """A --db value on each engine, with no store in it yet."""
-    return store_db
-
-
-@pytest.fixture
-def store_url(empty_url: str) -> str:
+def store_url(store_db: str) -> str:
     """A store at head holding alpha and bravo."""
-    return build_store(empty_url)
+    return build_store(store_db)
 
 
 def build_store(url: str) -> str:
@@ -261,9 +255,9 @@ def mock() -> Iterator[MockBFL]:
 
 
 def test_syncs_never_change_labels_or_notes_through_update_delete_and_restore(
-    empty_url: str, mock: MockBFL
+    store_db: str, mock: MockBFL
 ) -> None:
-    store_url = empty_url
+    store_url = store_db
 
     def sync() -> None:
         result = CliRunner().invoke(

@@ -33,23 +33,15 @@ GAMMA = {"mode": "product", "iterations": 1000}
 FAST_RETRY = RetryPolicy(max_retries=1, backoff_base_s=0.01, backoff_cap_s=0.02)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store location for ``--db``: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return str(tmp_path / "store.db")
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
 def mock() -> Iterator[MockBFL]:
     with MockBFL.serve({"alpha": ALPHA, "beta": BETA}, api_key=KEY, credits=100.0) as server:
         yield server
 
 
-def sync_at(store_url: str, mock: MockBFL, at: datetime, **options: Any) -> SyncResult:
+def sync_at(store_db: str, mock: MockBFL, at: datetime, **options: Any) -> SyncResult:
     """One sync through the library with a fixed clock, so timestamps can be asserted exactly."""
-    opened = open_store_for_write(locate_store(store_url))
+    opened = open_store_for_write(locate_store(store_db))
 
     async def go() -> SyncResult:
         async with BflClient(api_key=Secret(KEY), base_url=mock.base_url, retry=FAST_RETRY) as client:
@@ -64,13 +56,13 @@ def sync_at(store_url: str, mock: MockBFL, at: datetime, **options: Any) -> Sync
 
 
 def table(
-    store_url: str, model: type[Any], *columns: str, order_by: str | None = None
+    store_db: str, model: type[Any], *columns: str, order_by: str | None = None
 ) -> list[dict[str, Any]]:
     """Rows of a table through SQLAlchemy, so timestamps come back as UTC datetimes on both engines.
 
     Finetunes come by id, not by row id: rows are inserted in the order concurrent fetches finish.
     """
-    location = locate_store(store_url)
+    location = locate_store(store_db)
     engine = sa.create_engine(location.url)
     t: sa.Table = model.__table__
     if order_by is None:
@@ -83,8 +75,8 @@ def table(
         engine.dispose()
 
 
-def timeline(store_url: str) -> list[tuple[Any, ...]]:
-    location = locate_store(store_url)
+def timeline(store_db: str) -> list[tuple[Any, ...]]:
+    location = locate_store(store_db)
     engine = sa.create_engine(location.url)
     try:
         with engine.connect() as connection:
@@ -102,9 +94,9 @@ def timeline(store_url: str) -> list[tuple[Any, ...]]:
         engine.dispose()
 
 
-def invoke(store_url: str, *args: str) -> Result:
+def invoke(store_db: str, *args: str) -> Result:
     return CliRunner().invoke(
-        cli, ["--db", store_url, *args], env={"BFL_API_KEY": KEY}, catch_exceptions=False
+        cli, ["--db", store_db, *args], env={"BFL_API_KEY": KEY}, catch_exceptions=False
     )
 
 
@@ -112,29 +104,29 @@ def status_requests(mock: MockBFL) -> list[str]:
     return sorted(r.task_id for r in mock.requests if r.task_id is not None)
 
 
-def as_stored(moment: datetime, store_url: str) -> Any:
+def as_stored(moment: datetime, store_db: str) -> Any:
     """How a timestamp reads through plain SQL: text on SQLite, a datetime on PostgreSQL."""
-    return moment if store_url.startswith("postgresql") else iso_utc(moment)
+    return moment if store_db.startswith("postgresql") else iso_utc(moment)
 
 
 # --- status over successive syncs ------------------------------------------------------------------
 
 
 def test_pending_to_ready_over_three_syncs_records_the_timeline_and_ready_at_once(
-    store_url: str, mock: MockBFL
+    store_db: str, mock: MockBFL
 ) -> None:
     mock.script_status("alpha", [("Pending", 0.1), ("Pending", 0.6), ("Ready", 1.0)])
     for moment in (T1, T2, T3, T4):
-        sync_at(store_url, mock, moment)
+        sync_at(store_db, mock, moment)
 
-    assert timeline(store_url) == [
-        ("alpha", "Pending", 0.1, as_stored(T1, store_url), 1),
-        ("alpha", "Pending", 0.6, as_stored(T2, store_url), 2),
-        ("alpha", "Ready", 1.0, as_stored(T3, store_url), 3),
-        ("beta", "Ready", 1.0, as_stored(T1, store_url), 1),
+    assert timeline(store_db) == [
+        ("alpha", "Pending", 0.1, as_stored(T1, store_db), 1),
+        ("alpha", "Pending", 0.6, as_stored(T2, store_db), 2),
+        ("alpha", "Ready", 1.0, as_stored(T3, store_db), 3),
+        ("beta", "Ready", 1.0, as_stored(T1, store_db), 1),
     ]
     assert table(
-        store_url, Finetune, "finetune_id", "status", "progress", "status_checked_at", "ready_at"
+        store_db, Finetune, "finetune_id", "status", "progress", "status_checked_at", "ready_at"
     ) == [
         {"finetune_id": "alpha", "status": "Ready", "progress": 1.0, "status_checked_at": T3, "ready_at": T3},
         {"finetune_id": "beta", "status": "Ready", "progress": 1.0, "status_checked_at": T1, "ready_at": T1},
@@ -143,11 +135,11 @@ def test_pending_to_ready_over_three_syncs_records_the_timeline_and_ready_at_onc
 
 
 def test_the_timeline_keeps_the_answer_as_canonical_json_with_its_result(
-    store_url: str, mock: MockBFL
+    store_db: str, mock: MockBFL
 ) -> None:
-    sync_at(store_url, mock, T1)
+    sync_at(store_db, mock, T1)
 
-    answers = [json.loads(row["answer"]) for row in table(store_url, FinetuneStatus, "answer")]
+    answers = [json.loads(row["answer"]) for row in table(store_db, FinetuneStatus, "answer")]
     assert sorted(answers, key=lambda a: a["id"]) == [
         {
             "details": None,
@@ -166,86 +158,86 @@ def test_the_timeline_keeps_the_answer_as_canonical_json_with_its_result(
     ]
     assert all(
         row["answer"] == json.dumps(json.loads(row["answer"]), sort_keys=True, separators=(",", ":"))
-        for row in table(store_url, FinetuneStatus, "answer")
+        for row in table(store_db, FinetuneStatus, "answer")
     )
 
 
-def test_polling_the_same_progress_again_writes_no_timeline_row(store_url: str, mock: MockBFL) -> None:
+def test_polling_the_same_progress_again_writes_no_timeline_row(store_db: str, mock: MockBFL) -> None:
     mock.script_status("alpha", [("Pending", 0.5)])
-    sync_at(store_url, mock, T1)
-    sync_at(store_url, mock, T2)
+    sync_at(store_db, mock, T1)
+    sync_at(store_db, mock, T2)
 
-    assert [row[1:3] for row in timeline(store_url) if row[0] == "alpha"] == [("Pending", 0.5)]
-    [alpha] = table(store_url, Finetune, "status_checked_at", "ready_at", order_by="finetune_id")[:1]
+    assert [row[1:3] for row in timeline(store_db) if row[0] == "alpha"] == [("Pending", 0.5)]
+    [alpha] = table(store_db, Finetune, "status_checked_at", "ready_at", order_by="finetune_id")[:1]
     assert alpha == {"status_checked_at": T2, "ready_at": None}
 
 
-def test_task_not_found_after_ready_leaves_ready(store_url: str, mock: MockBFL) -> None:
-    sync_at(store_url, mock, T1)
+def test_task_not_found_after_ready_leaves_ready(store_db: str, mock: MockBFL) -> None:
+    sync_at(store_db, mock, T1)
     mock.forget("alpha")
-    result = sync_at(store_url, mock, T2, refresh_status=True)
+    result = sync_at(store_db, mock, T2, refresh_status=True)
 
     assert result.status_changed == 0
-    assert table(store_url, Finetune, "finetune_id", "status", "ready_at", "status_checked_at") == [
+    assert table(store_db, Finetune, "finetune_id", "status", "ready_at", "status_checked_at") == [
         {"finetune_id": "alpha", "status": "Ready", "ready_at": T1, "status_checked_at": T2},
         {"finetune_id": "beta", "status": "Ready", "ready_at": T1, "status_checked_at": T2},
     ]
-    assert len(timeline(store_url)) == 2
+    assert len(timeline(store_db)) == 2
 
 
-def test_task_not_found_never_overwrites_pending(store_url: str, mock: MockBFL) -> None:
+def test_task_not_found_never_overwrites_pending(store_db: str, mock: MockBFL) -> None:
     mock.script_status("alpha", [("Pending", 0.3), "Task not found"])
-    sync_at(store_url, mock, T1)
-    sync_at(store_url, mock, T2)
+    sync_at(store_db, mock, T1)
+    sync_at(store_db, mock, T2)
 
-    [alpha, _] = table(store_url, Finetune, "status", "progress")
+    [alpha, _] = table(store_db, Finetune, "status", "progress")
     assert alpha == {"status": "Pending", "progress": 0.3}
 
 
-def test_first_seen_task_not_found_is_unknown_and_not_asked_again(store_url: str, mock: MockBFL) -> None:
+def test_first_seen_task_not_found_is_unknown_and_not_asked_again(store_db: str, mock: MockBFL) -> None:
     mock.forget("alpha")
-    sync_at(store_url, mock, T1)
+    sync_at(store_db, mock, T1)
     mock.clear_requests()
-    sync_at(store_url, mock, T2)
+    sync_at(store_db, mock, T2)
 
-    assert table(store_url, Finetune, "finetune_id", "status", "progress", "ready_at") == [
+    assert table(store_db, Finetune, "finetune_id", "status", "progress", "ready_at") == [
         {"finetune_id": "alpha", "status": "unknown", "progress": None, "ready_at": None},
         {"finetune_id": "beta", "status": "Ready", "progress": 1.0, "ready_at": T1},
     ]
-    assert [row[:2] for row in timeline(store_url)] == [("alpha", "unknown"), ("beta", "Ready")]
+    assert [row[:2] for row in timeline(store_db)] == [("alpha", "unknown"), ("beta", "Ready")]
     assert status_requests(mock) == []
 
 
-def test_a_404_from_get_result_is_an_answer(store_url: str, mock: MockBFL) -> None:
+def test_a_404_from_get_result_is_an_answer(store_db: str, mock: MockBFL) -> None:
     mock.fail(status_of("alpha"), status=404, body={"detail": "Not Found"})
-    result = sync_at(store_url, mock, T1)
+    result = sync_at(store_db, mock, T1)
 
     assert (result.status, result.status_failed) == ("ok", 0)
-    assert table(store_url, Finetune, "finetune_id", "status")[0] == {
+    assert table(store_db, Finetune, "finetune_id", "status")[0] == {
         "finetune_id": "alpha",
         "status": "unknown",
     }
 
 
-def test_error_and_moderated_statuses_are_recorded_and_settled(store_url: str, mock: MockBFL) -> None:
+def test_error_and_moderated_statuses_are_recorded_and_settled(store_db: str, mock: MockBFL) -> None:
     mock.put("gamma", GAMMA)
     mock.put("delta", GAMMA)
     mock.script_status("alpha", ["Pending", "Error"])
     mock.script_status("beta", ["Request Moderated"])
     mock.script_status("gamma", ["Content Moderated"])
     mock.script_status("delta", ["Queued", "Failed"])  # strings BFL may add are data
-    sync_at(store_url, mock, T1)
-    sync_at(store_url, mock, T2)
+    sync_at(store_db, mock, T1)
+    sync_at(store_db, mock, T2)
     mock.clear_requests()
-    sync_at(store_url, mock, T3)
+    sync_at(store_db, mock, T3)
 
-    assert table(store_url, Finetune, "finetune_id", "status", "ready_at", order_by="finetune_id") == [
+    assert table(store_db, Finetune, "finetune_id", "status", "ready_at", order_by="finetune_id") == [
         {"finetune_id": "alpha", "status": "Error", "ready_at": None},
         {"finetune_id": "beta", "status": "Request Moderated", "ready_at": None},
         {"finetune_id": "delta", "status": "Failed", "ready_at": None},
         {"finetune_id": "gamma", "status": "Content Moderated", "ready_at": None},
     ]
-    assert [row[:2] for row in timeline(store_url)] == [
+    assert [row[:2] for row in timeline(store_db)] == [
         ("alpha", "Pending"),
         ("alpha", "Error"),
         ("beta", "Request Moderated"),
@@ -259,56 +251,56 @@ def test_error_and_moderated_statuses_are_recorded_and_settled(store_url: str, m
 # --- request counts --------------------------------------------------------------------------------
 
 
-def test_steady_state_sync_makes_n_plus_one_requests_and_one_credits_request(store_url: str) -> None:
+def test_steady_state_sync_makes_n_plus_one_requests_and_one_credits_request(store_db: str) -> None:
     finetunes = {f"ft-{i:02d}": {"iterations": 100 + i} for i in range(12)}
     with MockBFL.serve(finetunes, api_key=KEY) as mock:
         mock.script_status("ft-03", [("Pending", 0.5), "Ready"])
-        sync_at(store_url, mock, T1)
-        sync_at(store_url, mock, T2)  # ft-03 becomes Ready: now every finetune is settled
+        sync_at(store_db, mock, T1)
+        sync_at(store_db, mock, T2)  # ft-03 becomes Ready: now every finetune is settled
         mock.clear_requests()
-        result = sync_at(store_url, mock, T3)
+        result = sync_at(store_db, mock, T3)
         paths = sorted(r.path for r in mock.requests)
 
     assert result.status == "ok"
     assert paths == ["/v1/credits"] + ["/v1/finetune_details"] * 12 + ["/v1/my_finetunes"]
 
 
-def test_a_first_sync_asks_every_status_once(store_url: str, mock: MockBFL) -> None:
-    result = sync_at(store_url, mock, T1)
+def test_a_first_sync_asks_every_status_once(store_db: str, mock: MockBFL) -> None:
+    result = sync_at(store_db, mock, T1)
 
     assert status_requests(mock) == ["alpha", "beta"]
     assert (result.status_checked, result.status_changed) == (2, 2)
 
 
-def test_new_only_still_follows_finetunes_in_training(store_url: str, mock: MockBFL) -> None:
+def test_new_only_still_follows_finetunes_in_training(store_db: str, mock: MockBFL) -> None:
     mock.script_status("alpha", [("Pending", 0.2), ("Pending", 0.7), "Ready"])
-    sync_at(store_url, mock, T1)
+    sync_at(store_db, mock, T1)
     mock.clear_requests()
-    sync_at(store_url, mock, T2, new_only=True)
+    sync_at(store_db, mock, T2, new_only=True)
 
     assert [r.finetune_id for r in mock.requests if r.finetune_id] == []
     assert status_requests(mock) == ["alpha"]
-    assert table(store_url, Finetune, "finetune_id", "progress")[0] == {
+    assert table(store_db, Finetune, "finetune_id", "progress")[0] == {
         "finetune_id": "alpha",
         "progress": 0.7,
     }
 
 
-def test_no_status_asks_no_status(store_url: str, mock: MockBFL) -> None:
-    result = sync_at(store_url, mock, T1, status=False)
+def test_no_status_asks_no_status(store_db: str, mock: MockBFL) -> None:
+    result = sync_at(store_db, mock, T1, status=False)
 
     assert status_requests(mock) == []
-    assert table(store_url, Finetune, "status", "status_checked_at") == [
+    assert table(store_db, Finetune, "status", "status_checked_at") == [
         {"status": None, "status_checked_at": None},
         {"status": None, "status_checked_at": None},
     ]
     assert result.status_checked == 0
 
 
-def test_refresh_status_asks_settled_finetunes_again(store_url: str, mock: MockBFL) -> None:
-    sync_at(store_url, mock, T1)
+def test_refresh_status_asks_settled_finetunes_again(store_db: str, mock: MockBFL) -> None:
+    sync_at(store_db, mock, T1)
     mock.clear_requests()
-    sync_at(store_url, mock, T2, refresh_status=True)
+    sync_at(store_db, mock, T2, refresh_status=True)
 
     assert status_requests(mock) == ["alpha", "beta"]
 
@@ -317,13 +309,13 @@ def test_refresh_status_asks_settled_finetunes_again(store_url: str, mock: MockB
 
 
 def test_status_failures_are_sync_errors_and_the_details_are_still_stored(
-    store_url: str, mock: MockBFL
+    store_db: str, mock: MockBFL
 ) -> None:
     mock.put("gamma", GAMMA)
     mock.fail(status_of("alpha"), status=500)
     mock.hang(status_of("beta"), seconds=2)
     mock.bad_json(status_of("gamma"))
-    opened = open_store_for_write(locate_store(store_url))
+    opened = open_store_for_write(locate_store(store_db))
 
     async def go() -> SyncResult:
         async with BflClient(
@@ -340,37 +332,37 @@ def test_status_failures_are_sync_errors_and_the_details_are_still_stored(
 
     assert (result.status, result.fetched, result.failed, result.status_failed) == ("ok", 3, 0, 3)
     errors = table(
-        store_url, SyncError, "finetune_id", "kind", "http_status", "attempts", order_by="finetune_id"
+        store_db, SyncError, "finetune_id", "kind", "http_status", "attempts", order_by="finetune_id"
     )
     assert errors == [
         {"finetune_id": "alpha", "kind": "status_http", "http_status": 500, "attempts": 2},
         {"finetune_id": "beta", "kind": "status_timeout", "http_status": None, "attempts": 2},
         {"finetune_id": "gamma", "kind": "status_bad_json", "http_status": 200, "attempts": 1},
     ]
-    assert table(store_url, Finetune, "finetune_id", "version", "status", order_by="finetune_id") == [
+    assert table(store_db, Finetune, "finetune_id", "version", "status", order_by="finetune_id") == [
         {"finetune_id": "alpha", "version": 1, "status": None},
         {"finetune_id": "beta", "version": 1, "status": None},
         {"finetune_id": "gamma", "version": 1, "status": None},
     ]
-    assert table(store_url, SyncRun, "status", "failed", "status_failed") == [
+    assert table(store_db, SyncRun, "status", "failed", "status_failed") == [
         {"status": "ok", "failed": 0, "status_failed": 3}
     ]
 
 
-def test_a_status_answer_without_a_status_string_is_status_bad_json(store_url: str, mock: MockBFL) -> None:
+def test_a_status_answer_without_a_status_string_is_status_bad_json(store_db: str, mock: MockBFL) -> None:
     mock.non_object(status_of("alpha"), value={"id": "alpha", "progress": 0.5})
-    result = sync_at(store_url, mock, T1)
+    result = sync_at(store_db, mock, T1)
 
     assert result.status_failed == 1
-    assert table(store_url, SyncError, "finetune_id", "kind") == [
+    assert table(store_db, SyncError, "finetune_id", "kind") == [
         {"finetune_id": "alpha", "kind": "status_bad_json"}
     ]
 
 
-def test_strict_status_makes_a_status_failure_a_partial_run(store_url: str, mock: MockBFL) -> None:
+def test_strict_status_makes_a_status_failure_a_partial_run(store_db: str, mock: MockBFL) -> None:
     mock.fail(status_of("alpha"), status=503)
     result = invoke(
-        store_url, "sync", "--base-url", mock.base_url, "--strict-status", "--max-retries", "0", "--json"
+        store_db, "sync", "--base-url", mock.base_url, "--strict-status", "--max-retries", "0", "--json"
     )
 
     payload = json.loads(result.stdout)
@@ -382,19 +374,19 @@ def test_strict_status_makes_a_status_failure_a_partial_run(store_url: str, mock
     )
 
 
-def test_without_strict_status_a_status_failure_exits_0_and_is_counted(store_url: str, mock: MockBFL) -> None:
+def test_without_strict_status_a_status_failure_exits_0_and_is_counted(store_db: str, mock: MockBFL) -> None:
     mock.fail(status_of("alpha"), status=503)
-    result = invoke(store_url, "sync", "--base-url", mock.base_url, "--max-retries", "0", "--json")
+    result = invoke(store_db, "sync", "--base-url", mock.base_url, "--max-retries", "0", "--json")
 
     payload = json.loads(result.stdout)
     assert (result.exit_code, payload["status"], payload["status_failed"]) == (0, "ok", 1)
     assert "status of finetune alpha not recorded" in result.stderr
 
 
-def test_no_status_with_refresh_status_exits_2(store_url: str, mock: MockBFL) -> None:
+def test_no_status_with_refresh_status_exits_2(store_db: str, mock: MockBFL) -> None:
     result = CliRunner().invoke(
         cli,
-        ["--db", store_url, "sync", "--base-url", mock.base_url, "--no-status", "--refresh-status"],
+        ["--db", store_db, "sync", "--base-url", mock.base_url, "--no-status", "--refresh-status"],
         env={"BFL_API_KEY": KEY},
     )
     assert (result.exit_code, result.stderr) == (
@@ -406,55 +398,55 @@ def test_no_status_with_refresh_status_exits_2(store_url: str, mock: MockBFL) ->
 # --- credits ---------------------------------------------------------------------------------------
 
 
-def test_credits_are_read_once_per_run_and_stored_on_the_run(store_url: str, mock: MockBFL) -> None:
-    sync_at(store_url, mock, T1)
+def test_credits_are_read_once_per_run_and_stored_on_the_run(store_db: str, mock: MockBFL) -> None:
+    sync_at(store_db, mock, T1)
     mock.put("gamma", GAMMA)
-    sync_at(store_url, mock, T2)
+    sync_at(store_db, mock, T2)
 
     assert [r.path for r in mock.requests].count("/v1/credits") == 2
-    assert table(store_url, SyncRun, "id", "credits") == [
+    assert table(store_db, SyncRun, "id", "credits") == [
         {"id": 1, "credits": 92.0},
         {"id": 2, "credits": 82.0},
     ]
 
 
-def test_no_credits_skips_the_request(store_url: str, mock: MockBFL) -> None:
-    result = sync_at(store_url, mock, T1, credits=False)
+def test_no_credits_skips_the_request(store_db: str, mock: MockBFL) -> None:
+    result = sync_at(store_db, mock, T1, credits=False)
 
     assert "/v1/credits" not in [r.path for r in mock.requests]
     assert result.credits is None
-    assert table(store_url, SyncRun, "credits") == [{"credits": None}]
+    assert table(store_db, SyncRun, "credits") == [{"credits": None}]
 
 
-def test_a_failing_credits_request_never_fails_the_run(store_url: str, mock: MockBFL) -> None:
+def test_a_failing_credits_request_never_fails_the_run(store_db: str, mock: MockBFL) -> None:
     mock.fail(CREDITS, status=500)
-    result = invoke(store_url, "sync", "--base-url", mock.base_url, "--max-retries", "0", "--json")
+    result = invoke(store_db, "sync", "--base-url", mock.base_url, "--max-retries", "0", "--json")
 
     payload = json.loads(result.stdout)
     assert (result.exit_code, payload["status"], payload["credits"]) == (0, "ok", None)
     assert "credits not recorded" in result.stderr
 
 
-def test_sync_json_has_the_balance(store_url: str, mock: MockBFL) -> None:
-    payload = json.loads(invoke(store_url, "sync", "--base-url", mock.base_url, "--json").stdout)
+def test_sync_json_has_the_balance(store_db: str, mock: MockBFL) -> None:
+    payload = json.loads(invoke(store_db, "sync", "--base-url", mock.base_url, "--json").stdout)
     assert payload["credits"] == 92.0
 
 
 # --- dry run ---------------------------------------------------------------------------------------
 
 
-def test_dry_run_asks_but_writes_no_status(store_url: str, mock: MockBFL) -> None:
-    sync_at(store_url, mock, T1, status=False, credits=False)
-    before = (table(store_url, Finetune, "status"), timeline(store_url), table(store_url, SyncRun, "credits"))
+def test_dry_run_asks_but_writes_no_status(store_db: str, mock: MockBFL) -> None:
+    sync_at(store_db, mock, T1, status=False, credits=False)
+    before = (table(store_db, Finetune, "status"), timeline(store_db), table(store_db, SyncRun, "credits"))
 
-    result = invoke(store_url, "sync", "--base-url", mock.base_url, "--dry-run", "--json")
+    result = invoke(store_db, "sync", "--base-url", mock.base_url, "--dry-run", "--json")
 
     payload = json.loads(result.stdout)
     assert (payload["run_id"], payload["status_checked"], payload["credits"]) == (None, 2, 92.0)
     assert (
-        table(store_url, Finetune, "status"),
-        timeline(store_url),
-        table(store_url, SyncRun, "credits"),
+        table(store_db, Finetune, "status"),
+        timeline(store_db),
+        table(store_db, SyncRun, "credits"),
     ) == before
 
 
@@ -462,15 +454,15 @@ def test_dry_run_asks_but_writes_no_status(store_url: str, mock: MockBFL) -> Non
 
 
 @pytest.fixture
-def trained(store_url: str, mock: MockBFL) -> str:
+def trained(store_db: str, mock: MockBFL) -> str:
     """A store where alpha trained Pending 0.5 -> Ready over two syncs, beta was moderated, gamma trains."""
     mock.put("gamma", GAMMA)
     mock.script_status("alpha", [("Pending", 0.5), ("Ready", 1.0)])
     mock.script_status("beta", ["Request Moderated"])
     mock.script_status("gamma", [("Pending", 0.1), ("Pending", 0.4)])
-    sync_at(store_url, mock, T1)
-    sync_at(store_url, mock, T2)
-    return store_url
+    sync_at(store_db, mock, T1)
+    sync_at(store_db, mock, T2)
+    return store_db
 
 
 def test_query_filters_and_sorts_on_status_and_ready_at(tmp_path: Path, mock: MockBFL) -> None:
@@ -526,9 +518,9 @@ def test_show_prints_the_status_and_its_timeline(trained: str) -> None:
     ]
 
 
-def test_show_says_not_checked_yet_for_a_finetune_never_asked(store_url: str, mock: MockBFL) -> None:
-    sync_at(store_url, mock, T1, status=False)
-    lines = invoke(store_url, "show", "alpha").stdout.splitlines()
+def test_show_says_not_checked_yet_for_a_finetune_never_asked(store_db: str, mock: MockBFL) -> None:
+    sync_at(store_db, mock, T1, status=False)
+    lines = invoke(store_db, "show", "alpha").stdout.splitlines()
     assert "training          not checked yet" in lines
     assert "status timeline:" not in lines
 
@@ -549,36 +541,36 @@ def test_history_lists_status_changes_among_versions_marked_as_such(trained: str
     assert text == [f"alpha  status  {iso_utc(T2)}  Pending → Ready  run 2"]
 
 
-def test_runs_show_the_balance_and_its_change_since_the_previous_run(store_url: str, mock: MockBFL) -> None:
-    sync_at(store_url, mock, T1)
+def test_runs_show_the_balance_and_its_change_since_the_previous_run(store_db: str, mock: MockBFL) -> None:
+    sync_at(store_db, mock, T1)
     mock.put("gamma", GAMMA)
-    sync_at(store_url, mock, T2, credits=False)
+    sync_at(store_db, mock, T2, credits=False)
     mock.put("delta", ALPHA)
-    sync_at(store_url, mock, T3)
+    sync_at(store_db, mock, T3)
 
-    runs = json.loads(invoke(store_url, "runs", "--format", "json").stdout)
+    runs = json.loads(invoke(store_db, "runs", "--format", "json").stdout)
     assert [(r["id"], r["credits"], r["credits_change"]) for r in runs] == [
         (3, 79.0, -13.0),
         (2, None, None),
         (1, 92.0, None),
     ]
-    one = json.loads(invoke(store_url, "runs", "3", "--format", "json").stdout)
+    one = json.loads(invoke(store_db, "runs", "3", "--format", "json").stdout)
     assert (one["credits"], one["credits_change"], one["status_failed"]) == (79.0, -13.0, 0)
-    assert "credits_change" in invoke(store_url, "runs").stdout.splitlines()[0]
+    assert "credits_change" in invoke(store_db, "runs").stdout.splitlines()[0]
 
 
 def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
-    store_url: str, mock: MockBFL
+    store_db: str, mock: MockBFL
 ) -> None:
-    sync_at(store_url, mock, T1)
+    sync_at(store_db, mock, T1)
     mock.put("gamma", GAMMA)
-    sync_at(store_url, mock, T2, credits=False)
+    sync_at(store_db, mock, T2, credits=False)
     mock.put("delta", ALPHA)
-    sync_at(store_url, mock, T3)
-    sync_at(store_url, mock, T4)
+    sync_at(store_db, mock, T3)
+    sync_at(store_db, mock, T4)
 
     source = mock.base_url.removeprefix("http://")
-    intervals = json.loads(invoke(store_url, "credits", "--format", "json").stdout)
+    intervals = json.loads(invoke(store_db, "credits", "--format", "json").stdout)
     assert intervals == [
         {
             "run_id": 1,
@@ -608,33 +600,33 @@ def test_credits_command_lists_each_interval_with_its_drop_and_new_finetunes(
             "new_finetunes": [],
         },
     ]
-    since = json.loads(invoke(store_url, "credits", "--since", iso_utc(T3), "--format", "json").stdout)
+    since = json.loads(invoke(store_db, "credits", "--since", iso_utc(T3), "--format", "json").stdout)
     assert [(i["run_id"], i["drop"]) for i in since] == [(3, 13.0), (4, 0.0)]
-    lines = invoke(store_url, "credits", "--format", "jsonl").stdout.splitlines()
+    lines = invoke(store_db, "credits", "--format", "jsonl").stdout.splitlines()
     assert [json.loads(line) for line in lines] == intervals
-    csv_lines = invoke(store_url, "credits", "--format", "csv").stdout.splitlines()
+    csv_lines = invoke(store_db, "credits", "--format", "csv").stdout.splitlines()
     assert csv_lines[0] == "run_id,started_at,source,account,credits,drop,new_finetunes"
     assert csv_lines[2] == f"3,{iso_utc(T3)},{source},default,79.0,13.0,delta gamma"
-    table_out = invoke(store_url, "credits").stdout.splitlines()
+    table_out = invoke(store_db, "credits").stdout.splitlines()
     assert table_out[2].split()[-1] == "2"  # delta and gamma, counted
 
 
-def test_credits_since_takes_relative_times(store_url: str, mock: MockBFL) -> None:
-    sync_at(store_url, mock, datetime.now(UTC) - timedelta(days=3))
-    sync_at(store_url, mock, datetime.now(UTC) - timedelta(hours=1))
-    recent = json.loads(invoke(store_url, "credits", "--since", "12h", "--format", "json").stdout)
+def test_credits_since_takes_relative_times(store_db: str, mock: MockBFL) -> None:
+    sync_at(store_db, mock, datetime.now(UTC) - timedelta(days=3))
+    sync_at(store_db, mock, datetime.now(UTC) - timedelta(hours=1))
+    recent = json.loads(invoke(store_db, "credits", "--since", "12h", "--format", "json").stdout)
     assert [interval["run_id"] for interval in recent] == [2]
-    week = json.loads(invoke(store_url, "credits", "--since", "7d", "--format", "json").stdout)
+    week = json.loads(invoke(store_db, "credits", "--since", "7d", "--format", "json").stdout)
     assert [interval["run_id"] for interval in week] == [1, 2]
 
 
-def test_credits_and_statuses_belong_to_a_source_and_account(store_url: str, mock: MockBFL) -> None:
+def test_credits_and_statuses_belong_to_a_source_and_account(store_db: str, mock: MockBFL) -> None:
     mock.add_account("key-b", {"alpha": ALPHA, "b-only": BETA}, credits=50.0)
 
     def sync_as(account: str, key: str) -> None:
         result = CliRunner().invoke(
             cli,
-            ["--db", store_url, "sync", "--base-url", mock.base_url, "--account", account],
+            ["--db", store_db, "sync", "--base-url", mock.base_url, "--account", account],
             env={"BFL_API_KEY": key},
             catch_exceptions=False,
         )
@@ -649,14 +641,14 @@ def test_credits_and_statuses_belong_to_a_source_and_account(store_url: str, moc
 
     # Each account asked only its own new finetune's status: alpha is settled in both.
     assert status_requests(mock) == ["b-new"]
-    runs = json.loads(invoke(store_url, "runs", "--format", "json").stdout)
+    runs = json.loads(invoke(store_db, "runs", "--format", "json").stdout)
     assert [(r["account"], r["credits"], r["credits_change"]) for r in runs] == [
         ("default", 92.0, 0.0),
         ("team-b", 32.0, -10.0),
         ("team-b", 42.0, None),
         ("default", 92.0, None),
     ]
-    team_b = json.loads(invoke(store_url, "credits", "--account", "team-b", "--format", "json").stdout)
+    team_b = json.loads(invoke(store_db, "credits", "--account", "team-b", "--format", "json").stdout)
     assert [(i["credits"], i["drop"], i["new_finetunes"]) for i in team_b] == [
         (42.0, None, ["alpha", "b-only"]),
         (32.0, 10.0, ["b-new"]),
@@ -666,8 +658,8 @@ def test_credits_and_statuses_belong_to_a_source_and_account(store_url: str, moc
 # --- schema ----------------------------------------------------------------------------------------
 
 
-def test_0004_gives_existing_rows_no_status_and_round_trips(store_url: str, mock: MockBFL) -> None:
-    location = locate_store(store_url)
+def test_0004_gives_existing_rows_no_status_and_round_trips(store_db: str, mock: MockBFL) -> None:
+    location = locate_store(store_db)
     upgrade_store(location, revision="0003_accounts").engine.dispose()
     sync_at_0003 = sa.create_engine(location.url)
     try:
@@ -684,13 +676,13 @@ def test_0004_gives_existing_rows_no_status_and_round_trips(store_url: str, mock
         sync_at_0003.dispose()
 
     upgrade_store(location, revision="head").engine.dispose()
-    assert table(store_url, SyncRun, "id", "credits", "status_failed") == [
+    assert table(store_db, SyncRun, "id", "credits", "status_failed") == [
         {"id": 1, "credits": None, "status_failed": 0}
     ]
-    sync_at(store_url, mock, T2, status=False)
-    assert {row["status"] for row in table(store_url, Finetune, "status")} == {None}
-    sync_at(store_url, mock, T3)  # the next sync asks, since nothing was checked
-    assert {row["status"] for row in table(store_url, Finetune, "status")} == {"Ready"}
+    sync_at(store_db, mock, T2, status=False)
+    assert {row["status"] for row in table(store_db, Finetune, "status")} == {None}
+    sync_at(store_db, mock, T3)  # the next sync asks, since nothing was checked
+    assert {row["status"] for row in table(store_db, Finetune, "status")} == {"Ready"}
 
     downgrade_store(location, revision="0003_accounts")
     engine = sa.create_engine(location.url)
@@ -705,7 +697,7 @@ def test_0004_gives_existing_rows_no_status_and_round_trips(store_url: str, mock
     finally:
         engine.dispose()
     upgrade_store(location, revision="head").engine.dispose()
-    assert table(store_url, Finetune, "finetune_id", "status") == [
+    assert table(store_db, Finetune, "finetune_id", "status") == [
         {"finetune_id": "alpha", "status": None},
         {"finetune_id": "beta", "status": None},
     ]

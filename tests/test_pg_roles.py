@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
-from storebuild import day, write_sync
 
 from bflsync.cli import cli
 from bflsync.errors import StoreWriteError
@@ -17,17 +16,6 @@ from bflsync.store import access
 from bflsync.store.lock import sync_lock_for
 
 MakeRole = Callable[..., str]
-
-
-@pytest.fixture
-def store_url(pg_url: str) -> str:
-    """A store at head, owned by the cluster's superuser, holding finetune ``alpha``."""
-    opened = access.open_store_for_write(access.locate_store(pg_url))
-    try:
-        write_sync(opened.engine, {"alpha": {"mode": "character"}}, now=day(1))
-    finally:
-        opened.engine.dispose()
-    return pg_url
 
 
 def admin(url: str, *statements: str) -> None:
@@ -42,19 +30,19 @@ def admin(url: str, *statements: str) -> None:
 
 
 @pytest.fixture
-def make_role(store_url: str) -> Iterator[MakeRole]:
+def make_role(pg_alpha_store: str) -> Iterator[MakeRole]:
     """``make_role(*grants)``: a new login role with these grants; returns a URL connecting as it."""
     made: list[str] = []
 
     def make(*grants: str) -> str:
         name = f"r_{uuid.uuid4().hex[:10]}"
         made.append(name)
-        admin(store_url, f"CREATE ROLE {name} LOGIN", *(grant.format(role=name) for grant in grants))
-        return store_url.replace("://bfl@", f"://{name}@")
+        admin(pg_alpha_store, f"CREATE ROLE {name} LOGIN", *(grant.format(role=name) for grant in grants))
+        return pg_alpha_store.replace("://bfl@", f"://{name}@")
 
     yield make
     for name in made:
-        admin(store_url, f"DROP OWNED BY {name}", f"DROP ROLE {name}")
+        admin(pg_alpha_store, f"DROP OWNED BY {name}", f"DROP ROLE {name}")
 
 
 def run(url: str, *args: str) -> Result:
@@ -80,7 +68,7 @@ PLANTER = "GRANT CREATE ON SCHEMA public TO {role}"
 
 
 def test_code_planted_in_the_store_schema_by_another_role_never_runs_as_the_owner(
-    store_url: str, make_role: MakeRole
+    pg_alpha_store: str, make_role: MakeRole
 ) -> None:
     mallory = make_role(READER, PLANTER)
     role = sa.make_url(mallory).username
@@ -95,30 +83,30 @@ def test_code_planted_in_the_store_schema_by_another_role_never_runs_as_the_owne
         "CREATE FUNCTION public.pg_try_advisory_lock(k integer) RETURNS boolean LANGUAGE plpgsql AS $$"
         f" BEGIN {grab}; RETURN true; END $$",
     )
-    result = run(store_url, "note", "alpha", "hello")
+    result = run(pg_alpha_store, "note", "alpha", "hello")
     assert result.exit_code == 3
     assert result.stderr.startswith("bflsync: error: the store at ")
     assert f"role {role} may create objects" in result.stderr
     assert f"role {role} owns functions or operators" in result.stderr
     assert result.stderr.count("\n") == 1
-    assert not can_insert(store_url, mallory, "finetune_note")
-    assert run(store_url, "show", "alpha").exit_code == 3
+    assert not can_insert(pg_alpha_store, mallory, "finetune_note")
+    assert run(pg_alpha_store, "show", "alpha").exit_code == 3
 
 
 def test_the_owner_writes_again_once_the_planted_code_and_the_create_right_are_gone(
-    store_url: str, make_role: MakeRole
+    pg_alpha_store: str, make_role: MakeRole
 ) -> None:
     mallory = make_role(READER, PLANTER)
     admin(mallory, "CREATE FUNCTION public.f(a name) RETURNS text LANGUAGE sql AS 'SELECT a::text'")
-    assert run(store_url, "note", "alpha", "hello").exit_code == 3
+    assert run(pg_alpha_store, "note", "alpha", "hello").exit_code == 3
     role = sa.make_url(mallory).username
-    admin(store_url, "DROP FUNCTION public.f(name)", f"REVOKE CREATE ON SCHEMA public FROM {role}")
-    result = run(store_url, "note", "alpha", "hello")
+    admin(pg_alpha_store, "DROP FUNCTION public.f(name)", f"REVOKE CREATE ON SCHEMA public FROM {role}")
+    result = run(pg_alpha_store, "note", "alpha", "hello")
     assert (result.exit_code, result.stderr) == (0, "alpha: note added\n")
 
 
 def test_a_role_that_cannot_write_the_store_cannot_take_the_sync_lock(
-    store_url: str, make_role: MakeRole
+    pg_alpha_store: str, make_role: MakeRole
 ) -> None:
     reader = make_role(READER)
     lock = sync_lock_for(access.locate_store(reader))
@@ -130,7 +118,7 @@ def test_a_role_that_cannot_write_the_store_cannot_take_the_sync_lock(
 
 
 def test_a_reader_holding_the_old_advisory_key_does_not_stop_writers(
-    store_url: str, make_role: MakeRole
+    pg_alpha_store: str, make_role: MakeRole
 ) -> None:
     reader = make_role(READER)
     engine = sa.create_engine(reader)
@@ -140,16 +128,16 @@ def test_a_reader_holding_the_old_advisory_key_does_not_stop_writers(
                 "SELECT pg_try_advisory_lock(hashtext('bflsync sync ' || current_database()))"
             ).scalar()
             assert taken
-            result = run(store_url, "label", "alpha", "a=1")
+            result = run(pg_alpha_store, "label", "alpha", "a=1")
             assert (result.exit_code, result.stderr) == (0, "alpha: a=1\n")
     finally:
         engine.dispose()
 
 
 def test_a_reader_holding_a_transaction_open_makes_db_upgrade_exit_4_naming_it(
-    store_url: str, make_role: MakeRole
+    pg_alpha_store: str, make_role: MakeRole
 ) -> None:
-    assert run(store_url, "db", "downgrade", "0009_search_text").exit_code == 0
+    assert run(pg_alpha_store, "db", "downgrade", "0009_search_text").exit_code == 0
     reader = make_role(READER)
     role = sa.make_url(reader).username
     engine = sa.create_engine(reader)
@@ -158,7 +146,7 @@ def test_a_reader_holding_a_transaction_open_makes_db_upgrade_exit_4_naming_it(
             connection.exec_driver_sql("SELECT count(*) FROM finetune_note").scalar()
             pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
             # The store's default lock_timeout is 10 s; a URL may set its own.
-            short = f"{store_url}?options=-c%20lock_timeout%3D300"
+            short = f"{pg_alpha_store}?options=-c%20lock_timeout%3D300"
             result = run(short, "db", "upgrade")
     finally:
         engine.dispose()
@@ -168,10 +156,17 @@ def test_a_reader_holding_a_transaction_open_makes_db_upgrade_exit_4_naming_it(
     assert result.stderr.count("\n") == 1
 
 
-def test_db_grant_prints_the_statements_and_applies_nothing(store_url: str, make_role: MakeRole) -> None:
+def test_db_reextract_by_a_select_only_role_exits_3_in_one_line(make_role: MakeRole) -> None:
+    reader = make_role(READER)
+    result = run(reader, "db", "reextract")
+    assert (result.exit_code, result.stderr.count("\n")) == (3, 1), result.output
+    assert result.stderr.startswith("bflsync: error: ") and "internal error" not in result.stderr
+
+
+def test_db_grant_prints_the_statements_and_applies_nothing(pg_alpha_store: str, make_role: MakeRole) -> None:
     bare = make_role()
     role = sa.make_url(bare).username
-    result = run(store_url, "db", "grant", "--reader", str(role))
+    result = run(pg_alpha_store, "db", "grant", "--reader", str(role))
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0] == 'REVOKE CREATE ON SCHEMA "public" FROM PUBLIC;'
     assert f'GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "{role}";' in result.stdout
@@ -179,11 +174,11 @@ def test_db_grant_prints_the_statements_and_applies_nothing(store_url: str, make
 
 
 def test_db_grant_apply_makes_a_reader_that_reads_and_cannot_write_or_lock(
-    store_url: str, make_role: MakeRole
+    pg_alpha_store: str, make_role: MakeRole
 ) -> None:
     reader = make_role()
     role = str(sa.make_url(reader).username)
-    assert run(store_url, "db", "grant", "--reader", role, "--apply").exit_code == 0
+    assert run(pg_alpha_store, "db", "grant", "--reader", role, "--apply").exit_code == 0
     assert run(reader, "show", "alpha").exit_code == 0
     refused = run(reader, "label", "alpha", "a=1")
     assert refused.exit_code == 3
@@ -193,19 +188,19 @@ def test_db_grant_apply_makes_a_reader_that_reads_and_cannot_write_or_lock(
 
 
 def test_db_grant_apply_makes_a_writer_that_labels_notes_and_syncs_rows(
-    store_url: str, make_role: MakeRole
+    pg_alpha_store: str, make_role: MakeRole
 ) -> None:
     writer = make_role()
     role = str(sa.make_url(writer).username)
-    assert run(store_url, "db", "grant", "--writer", role, "--apply").exit_code == 0
+    assert run(pg_alpha_store, "db", "grant", "--writer", role, "--apply").exit_code == 0
     assert run(writer, "label", "alpha", "a=1").exit_code == 0
     assert run(writer, "note", "alpha", "hi").exit_code == 0
     assert run(writer, "db", "reextract").exit_code == 0
     assert run(writer, "history", "alpha").stdout.count(f"(role {role})") == 2
 
 
-def test_db_grant_needs_exactly_one_role_and_a_postgresql_store(store_url: str, db_path: Path) -> None:
-    assert run(store_url, "db", "grant").exit_code == 2
-    assert run(store_url, "db", "grant", "--reader", "a", "--writer", "b").exit_code == 2
+def test_db_grant_needs_exactly_one_role_and_a_postgresql_store(pg_alpha_store: str, db_path: Path) -> None:
+    assert run(pg_alpha_store, "db", "grant").exit_code == 2
+    assert run(pg_alpha_store, "db", "grant", "--reader", "a", "--writer", "b").exit_code == 2
     result = run(str(db_path), "db", "grant", "--reader", "a")
     assert (result.exit_code, result.stderr.count("\n")) == (2, 1)

@@ -8,20 +8,8 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
-from storebuild import day, write_sync
 
 from bflsync.cli import cli
-from bflsync.store import access
-
-
-@pytest.fixture
-def store_url(pg_url: str) -> str:
-    opened = access.open_store_for_write(access.locate_store(pg_url))
-    try:
-        write_sync(opened.engine, {"alpha": {"mode": "character"}}, now=day(1))
-    finally:
-        opened.engine.dispose()
-    return pg_url
 
 
 def run(url: str, *args: str) -> Result:
@@ -33,9 +21,9 @@ def one_line(result: Result) -> bool:
 
 
 @pytest.fixture
-def table_locked(store_url: str) -> Iterator[int]:
+def table_locked(pg_alpha_store: str) -> Iterator[int]:
     """Another session holding an exclusive lock on ``finetune`` in an open transaction; yields its pid."""
-    engine = sa.create_engine(store_url)
+    engine = sa.create_engine(pg_alpha_store)
     try:
         with engine.connect() as connection:
             connection.exec_driver_sql("LOCK TABLE finetune IN ACCESS EXCLUSIVE MODE")
@@ -46,15 +34,15 @@ def table_locked(store_url: str) -> Iterator[int]:
 
 
 @pytest.fixture
-def slow_role(store_url: str) -> Iterator[str]:
+def slow_role(pg_alpha_store: str) -> Iterator[str]:
     """A superuser role whose statement_timeout is 300 ms: its URL."""
     name = f"r_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(store_url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(pg_alpha_store, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.exec_driver_sql(f"CREATE ROLE {name} LOGIN SUPERUSER")
         connection.exec_driver_sql(f"ALTER ROLE {name} SET statement_timeout = 300")
     try:
-        yield store_url.replace("://bfl@", f"://{name}@")
+        yield pg_alpha_store.replace("://bfl@", f"://{name}@")
     finally:
         with admin.connect() as connection:
             connection.exec_driver_sql(f"DROP ROLE {name}")
@@ -81,15 +69,17 @@ def test_a_statement_timeout_of_the_role_exits_3_in_one_line(
     ],
 )
 def test_a_lock_held_past_lock_timeout_is_one_line_naming_the_holder(
-    store_url: str, table_locked: int, command: list[str], exit_code: int
+    pg_alpha_store: str, table_locked: int, command: list[str], exit_code: int
 ) -> None:
-    result = run(f"{store_url}?options=-c%20lock_timeout%3D300", *command)
+    result = run(f"{pg_alpha_store}?options=-c%20lock_timeout%3D300", *command)
     assert result.exit_code == exit_code, result.output
     assert one_line(result)
     assert f"pid {table_locked} (role bfl, idle in transaction)" in result.stderr
 
 
-def test_seventy_thousand_labels_in_one_command_stay_under_the_bind_parameter_limit(store_url: str) -> None:
+def test_seventy_thousand_labels_in_one_command_stay_under_the_bind_parameter_limit(
+    pg_alpha_store: str,
+) -> None:
     removals = [argument for number in range(70_000) for argument in ("--remove", f"k{number}")]
-    result = CliRunner().invoke(cli, ["--db", store_url, "label", "alpha", *removals])
+    result = CliRunner().invoke(cli, ["--db", pg_alpha_store, "label", "alpha", *removals])
     assert (result.exit_code, result.stderr) == (0, "alpha: no change\n")

@@ -69,6 +69,7 @@ def connect(url: str) -> psycopg.Connection[Row]:
         ) from None
     refuse_ambiguous_url(url)
     where = display_url(url)
+    url, read_timeout = pg_session.split_read_timeout(url)
     conninfo = libpq_url(url)
     try:
         parameters = conninfo_to_dict(conninfo)
@@ -77,8 +78,10 @@ def connect(url: str) -> psycopg.Connection[Row]:
     check_server_options((name, str(value)) for name, value in parameters.items())
     session = pg_session.connect_args({name: str(value) for name, value in parameters.items()})
     session["options"] = f"{session['options']} {SESSION_OPTIONS}"
+    from bflsync.store import pg_connection
+
     try:
-        connection = psycopg.connect(conninfo, **session)
+        connection = pg_connection.connect(conninfo, read_timeout=read_timeout, **session)
     except psycopg.Error as exc:
         # libpq says why over several lines (one per host tried): one line, as every error is.
         reason = " ".join(str(exc).split()) or type(exc).__name__

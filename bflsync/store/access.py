@@ -188,6 +188,8 @@ def create_store_engine(location: StoreLocation, *, read_only: bool, immutable: 
 
 
 def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
+    read_timeout = pg_session.read_timeout_seconds(_query_values(url, pg_session.READ_TIMEOUT_OPTION))
+    url = url.difference_update_query([pg_session.READ_TIMEOUT_OPTION])
     try:
         engine = sa.create_engine(
             url, pool_pre_ping=True, connect_args=pg_session.connect_args(dict(url.query))
@@ -207,6 +209,12 @@ def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
             # SET is transactional in PostgreSQL: without a commit the pool's reset rolls it back.
             dbapi_connection.commit()
 
+    @event.listens_for(engine, "do_connect")
+    def _connect_with_deadline(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        from bflsync.store import pg_connection
+
+        return pg_connection.connect(*cargs, read_timeout=read_timeout, **cparams)
+
     where = display_url(url.render_as_string(hide_password=False))
 
     @event.listens_for(engine, "connect")
@@ -222,6 +230,13 @@ def _server_engine(url: sa.URL, *, read_only: bool) -> Engine:
             raise StoreUnsafeError(refusal)
 
     return engine
+
+
+def _query_values(url: sa.URL, name: str) -> list[str]:
+    value = url.query.get(name)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def read_revision(connection: Connection) -> str | None:

@@ -29,6 +29,7 @@ from bflsync.errors import (
     StoreUnreachableError,
     StoreWriteError,
 )
+from bflsync.store.pg_session import READ_TIMEOUT_OPTION, STALLED_PHRASE, read_timeout_seconds
 
 KNOWN_REVISIONS: tuple[str, ...] = (
     "0001_initial",
@@ -182,9 +183,12 @@ LIBPQ_OPTIONS = frozenset(
 def check_server_options(options: Iterable[tuple[str, str]]) -> None:
     """Refuse (exit 2) a server URL's options that libpq cannot read, before anything connects.
 
-    ``port`` may list one number per host (``h1,h2`` with ``5432,5433``).
+    ``port`` may list one number per host (``h1,h2`` with ``5432,5433``). bflsync's own
+    ``read_timeout`` is checked here too; it never reaches libpq.
     """
     options = list(options)
+    read_timeout_seconds([text for name, text in options if name == READ_TIMEOUT_OPTION])
+    options = [(name, text) for name, text in options if name != READ_TIMEOUT_OPTION]
     unknown = sorted({name for name, _ in options} - LIBPQ_OPTIONS)
     if unknown:
         raise InputError(f"--db: {', '.join(map(repr, unknown))} is not a PostgreSQL connection option")
@@ -273,6 +277,7 @@ _CONNECTION_LOST = (
     "consuming input failed",
     "ssl syscall error",
     "lost the connection",
+    STALLED_PHRASE,
 )
 
 

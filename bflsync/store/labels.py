@@ -93,8 +93,8 @@ def apply_edit(
     changes: list[LabelChange] = []
     unchained = chain.unchained(connection, "finetune_label_change")
     for key in keys:
+        # Only keys that change cost a statement: removing 70,000 absent keys builds no SQL per key.
         old = current.get(key)
-        where = (label_table.c.finetune_pk == finetune_pk, label_table.c.key == key)
         if key in edit.assign:
             new: str | None = canonical_json(edit.assign[key])
             if new == old:
@@ -103,11 +103,11 @@ def apply_edit(
             if old is None:
                 connection.execute(sa.insert(label_table).values(finetune_pk=finetune_pk, key=key, **row))
             else:
-                connection.execute(sa.update(label_table).where(*where).values(**row))
+                connection.execute(sa.update(label_table).where(*_label_row(finetune_pk, key)).values(**row))
             change = LabelChange(key, "set", decode(old), edit.assign[key])
         elif old is not None:
             new = None
-            connection.execute(sa.delete(label_table).where(*where))
+            connection.execute(sa.delete(label_table).where(*_label_row(finetune_pk, key)))
             change = LabelChange(key, "removed", decode(old), None)
         else:
             continue
@@ -124,6 +124,11 @@ def apply_edit(
         changes.append(change)
     chain.append(connection, "finetune_label_change", skip=unchained)
     return changes
+
+
+def _label_row(finetune_pk: int, key: str) -> tuple[sa.ColumnElement[bool], ...]:
+    """The condition that picks one finetune's label ``key``."""
+    return (label_table.c.finetune_pk == finetune_pk, label_table.c.key == key)
 
 
 def append_note(connection: Connection, *, finetune_pk: int, text: str, actor: Author, now: datetime) -> None:

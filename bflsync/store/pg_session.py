@@ -15,7 +15,10 @@ of whoever runs the statement (CVE-2018-1058). So every session:
   (:data:`UNTRUSTED_OBJECTS_SQL`, itself written with schema-qualified operators only);
 * waits at most :data:`LOCK_TIMEOUT_MS` for any lock (``lock_timeout``), so a reader that
   leaves a transaction open cannot make a writer, or ``db upgrade``, wait forever;
-* gives up connecting after :data:`CONNECT_TIMEOUT_S` unless the URL says otherwise.
+* gives up connecting after :data:`CONNECT_TIMEOUT_S` unless the URL says otherwise, and gives up
+  on a server that stops answering after :data:`READ_TIMEOUT_S` (``?read_timeout=SECONDS``, 0 for
+  never; bflsync's own option, which :func:`split_read_timeout` takes out before libpq sees the URL,
+  and :mod:`bflsync.store.pg_connection` enforces on every wait).
 
 :func:`libpq_options` is the ``options`` connection parameter for libpq, used by both ways in:
 psycopg directly (the read commands, :mod:`bflsync.read.server_reader`) and psycopg through
@@ -24,12 +27,20 @@ SQLAlchemy (:mod:`bflsync.store.access`). Only the standard library here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote_plus
+
+from bflsync.errors import InputError
 
 SCHEMA = "public"
 CONNECT_TIMEOUT_S = 10
 LOCK_TIMEOUT_MS = 10_000
+# Longer than any statement of ours takes on a healthy server, short enough that a cron job whose
+# server stalled after accepting the connection ends and says so instead of piling up.
+READ_TIMEOUT_S = 60.0
+READ_TIMEOUT_OPTION = "read_timeout"
 
 
 def startup_parameters(schema: str = SCHEMA) -> dict[str, str]:
@@ -58,6 +69,55 @@ def connect_args(query: dict[str, Any]) -> dict[str, Any]:
     if "connect_timeout" not in query:
         args["connect_timeout"] = CONNECT_TIMEOUT_S
     return args
+
+
+def read_timeout_seconds(values: Sequence[str]) -> float:
+    """The read timeout that the URL's ``read_timeout`` values ask for (the last wins), else the default.
+
+    Raises :class:`~bflsync.errors.InputError` (exit 2) for anything but a finite number >= 0.
+    """
+    # An empty value is no value, as libpq reads its own options (and SQLAlchemy drops it anyway).
+    values = [value for value in values if value]
+    if not values:
+        return READ_TIMEOUT_S
+    text = values[-1]
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise InputError(f"--db: {READ_TIMEOUT_OPTION}={text!r} is not a number of seconds (0 for no limit)")
+    return seconds
+
+
+def split_read_timeout(url: str) -> tuple[str, float]:
+    """The URL without bflsync's ``read_timeout`` option (libpq refuses options it does not know),
+    and the read timeout in seconds that it asked for."""
+    rest, question, query = url.partition("?")
+    if not question:
+        return url, READ_TIMEOUT_S
+    kept: list[str] = []
+    values: list[str] = []
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote_plus(key) == READ_TIMEOUT_OPTION:
+            values.append(unquote_plus(value))
+        else:
+            kept.append(pair)
+    seconds = read_timeout_seconds(values)
+    return (f"{rest}?{'&'.join(kept)}" if kept else rest), seconds
+
+
+# How a stalled server is reported; :func:`bflsync.store.check.store_error_for` knows it by this phrase.
+STALLED_PHRASE = "sent nothing for"
+
+
+def stalled_server_message(host: str, seconds: float) -> str:
+    """The one line for a server that stopped answering: which host, after how long, and the knob."""
+    return (
+        f"{host} {STALLED_PHRASE} {seconds:g} s after accepting the connection "
+        f"(?{READ_TIMEOUT_OPTION}=SECONDS in the URL sets the limit, 0 turns it off)"
+    )
 
 
 def quote_ident(name: str) -> str:
