@@ -4,7 +4,8 @@ Three independent layers, each pure so that tests can hold it to its word:
 
 * :func:`authorize` is a SQLite authorizer set on every connection Datasette opens to the store:
   ``store_meta`` (the fingerprint secret) and ``account.key_fingerprint`` read as NULL in every
-  statement, views and ``?sql=`` included, and raw-page tables are refused outright;
+  statement, views, facets, filters and ``?sql=`` included; raw-page tables, functions that reach
+  outside the database (files, extensions, ``fts3_tokenizer``'s pointers) and ATTACH are refused;
 * :func:`host_allowed` refuses a ``Host`` header that is not the address the server is bound to
   (a page on another site can point its own name at 127.0.0.1: DNS rebinding);
 * :func:`sql_refusal` refuses SQL from the URL (``?sql=``, ``?_where=``) unless ``--allow-sql``
@@ -20,8 +21,25 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 SECRET_TABLES = frozenset({"store_meta"})
 SECRET_COLUMNS = frozenset({("account", "key_fingerprint")})
-# Virtual tables that read the file's raw pages, where every secret is in plain sight.
-RAW_TABLES = frozenset({"sqlite_dbpage", "dbstat"})
+# Virtual tables that read the file's raw pages, where every secret is in plain sight, or (the
+# shell's fsdir and zipfile, should an extension bring them) other files.
+RAW_TABLES = frozenset({"sqlite_dbpage", "dbstat", "fsdir", "zipfile"})
+# Functions that reach outside the database: extensions, the file system (the shell's, should an
+# extension bring them), and fts3_tokenizer, which reads (and with two arguments sets) a C pointer.
+OUTSIDE_FUNCTIONS = frozenset(
+    {
+        "fts3_tokenizer",
+        "load_extension",
+        "readfile",
+        "writefile",
+        "edit",
+        "lsmode",
+        "sqlar_compress",
+        "sqlar_uncompress",
+    }
+)
+# ATTACH opens (or creates) another file; bflsync serve serves one database.
+OUTSIDE_ACTIONS = frozenset({sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH})
 SQL_PARAMETERS = ("sql", "_where")
 _OPTIONAL = re.compile(r"\[\[.*?\]\]")
 
@@ -29,12 +47,18 @@ _OPTIONAL = re.compile(r"\[\[.*?\]\]")
 def authorize(
     action: int, first: str | None, second: str | None, _db: str | None, _source: str | None
 ) -> int:
-    """SQLite authorizer: secrets read as NULL, raw pages refused, everything else allowed."""
+    """SQLite authorizer: secrets read as NULL; raw pages, other files and their functions refused."""
     if action == sqlite3.SQLITE_READ:
         if first in SECRET_TABLES or (first, second) in SECRET_COLUMNS:
             return sqlite3.SQLITE_IGNORE
         if first in RAW_TABLES:
             return sqlite3.SQLITE_DENY
+    elif action == sqlite3.SQLITE_FUNCTION:
+        # SQLite passes the function's name second; names are case-insensitive in SQL.
+        if second is not None and second.lower() in OUTSIDE_FUNCTIONS:
+            return sqlite3.SQLITE_DENY
+    elif action in OUTSIDE_ACTIONS:
+        return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
 
 

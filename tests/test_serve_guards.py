@@ -1,0 +1,268 @@
+"""`bflsync serve` under hostile requests: SQL that reaches outside the store, other methods, odd Host
+headers, odd finetune ids, odd ``--uds`` paths; each refused in one line, never a 500 or a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import SCRUBBED_ENV
+from serving import Served, build_store, fetch, start
+from storebuild import day, write_sync
+
+from bflsync.cli import cli
+from bflsync.store import access
+from bflsync.web import guard
+
+COUNT = 12
+SCRIPT = "<script>alert(1)</script>"
+HOSTILE_IDS = (
+    "a/b",
+    "a%2Fb",
+    "..",
+    ".",
+    SCRIPT,
+    "\"quoted\" 'single'",
+    "日本-ñ-é",
+    "a~2Fb",
+    "plus+and space",
+    "q?x=1#frag",
+    "x" * 10_000,
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated store plus one finetune for each hostile id."""
+    path = build_store(tmp_path_factory.mktemp("guards") / "store.db", count=COUNT)
+    opened = access.open_store_for_write(access.locate_store(str(path)))
+    payloads = {finetune_id: {"finetune_comment": f"hostile {SCRIPT}"} for finetune_id in HOSTILE_IDS}
+    write_sync(opened.engine, payloads, now=day(20), tombstone=False)
+    opened.engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(store: Path) -> Iterator[Served]:
+    server = start(store, "--port", "0", "--allow-sql")
+    yield server
+    server.stop()
+
+
+def port_of(served: Served) -> int:
+    port = urllib.parse.urlsplit(served.url).port
+    assert port is not None
+    return port
+
+
+def raw_request(port: int, request: bytes, *, address: str = "127.0.0.1") -> bytes:
+    """Send ``request`` as is on a fresh connection and read the whole answer."""
+    with socket.create_connection((address, port), timeout=30) as client:
+        client.sendall(request)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    return answer
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def get(port: int, target: str, *, host: str | None = None, method: str = "GET") -> bytes:
+    header = f"Host: {host if host is not None else f'127.0.0.1:{port}'}\r\n"
+    return raw_request(port, f"{method} {target} HTTP/1.1\r\n{header}Connection: close\r\n\r\n".encode())
+
+
+def request_lines(log: str, path: str) -> list[str]:
+    return [line for line in log.splitlines() if path in line]
+
+
+def secrets_of(store: Path) -> tuple[str, str]:
+    connection = sqlite3.connect(store)
+    try:
+        [(secret,)] = connection.execute("SELECT value FROM store_meta WHERE name = 'fingerprint_secret'")
+        [(fingerprint,)] = connection.execute("SELECT key_fingerprint FROM account")
+    finally:
+        connection.close()
+    assert secret and fingerprint
+    return str(secret), str(fingerprint)
+
+
+OUTSIDE_CALLS = (
+    "fts3_tokenizer('simple')",
+    "FTS3_Tokenizer('simple', x'0000000000000000')",
+    "load_extension('/tmp/bflsync-nothing.so')",
+)
+# Not in Python's SQLite; an extension may bring them, so they are refused by name.
+FILE_FUNCTIONS = ("readfile", "writefile", "edit")
+
+
+@pytest.mark.parametrize("call", OUTSIDE_CALLS)
+def test_the_authorizer_refuses_functions_that_reach_outside_the_database(call: str) -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.set_authorizer(guard.authorize)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+            connection.execute(f"SELECT {call}")
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("name", FILE_FUNCTIONS)
+def test_the_authorizer_refuses_file_functions_an_extension_could_bring(name: str) -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.create_function(name, -1, lambda *arguments: "read")
+    connection.set_authorizer(guard.authorize)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+            connection.execute(f"SELECT {name}('/etc/passwd')")
+    finally:
+        connection.close()
+
+
+def test_the_authorizer_refuses_attaching_another_file(tmp_path: Path) -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.set_authorizer(guard.authorize)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+            connection.execute("ATTACH DATABASE ? AS other", (str(tmp_path / "other.db"),))
+    finally:
+        connection.close()
+    assert not (tmp_path / "other.db").exists()
+
+
+@pytest.mark.parametrize("parameter", ["sql", "_where"])
+def test_allow_sql_still_refuses_fts3_tokenizer_from_the_url(served: Served, parameter: str) -> None:
+    expression = "fts3_tokenizer('simple')"
+    query = {"sql": f"select {expression}"} if parameter == "sql" else {"_where": f"{expression} is not null"}
+    page = "/store.json" if parameter == "sql" else "/store/finetune.json"
+    status, body = fetch(f"{served.url}{page}?{urllib.parse.urlencode(query)}")
+    assert status == 400
+    assert "not authorized" in body
+
+
+def test_the_secrets_are_unreachable_whatever_the_url(store: Path) -> None:
+    secret, fingerprint = secrets_of(store)
+    server = start(store, "--port", "0", "--allow-sql")
+    sql = {
+        "select * from store_meta",
+        "select group_concat(value) from store_meta",
+        "with s as (select * from store_meta) select * from s",
+        "select (select value from store_meta limit 1) as v",
+        "select key_fingerprint from account",
+        "select name from store_meta where value like '_%'",
+    }
+    try:
+        urls = [f"{server.url}/store.json?" + urllib.parse.urlencode({"sql": text}) for text in sql]
+        urls += [f"{server.url}/store.csv?" + urllib.parse.urlencode({"sql": text}) for text in sql]
+        urls += [
+            f"{server.url}/store/account.json?_facet=key_fingerprint",
+            f"{server.url}/store/account.json?_facet_array=key_fingerprint",
+            f"{server.url}/store/account.csv?_facet=key_fingerprint&_size=max",
+            f"{server.url}/store/account.json?_where=" + urllib.parse.quote("key_fingerprint is not null"),
+            f"{server.url}/store/account.json?key_fingerprint__notblank=1",
+            f"{server.url}/store/account/1.json",
+            f"{server.url}/store/store_meta.csv",
+            f"{server.url}/store/store_meta/fingerprint_secret.json",
+            f"{server.url}/store/changes_since.csv?since=",
+            f"{server.url}/store.db",
+            f"{server.url}/-/metadata.json",
+            f"{server.url}/-/databases.json",
+            f"{server.url}/-/settings.json",
+            f"{server.url}/-/config.json",
+            f"{server.url}/-/threads.json",
+            f"{server.url}/-/actor.json",
+        ]
+        answers = {url: fetch(url) for url in urls}
+        rows = fetch(
+            f"{server.url}/store.json?"
+            + urllib.parse.urlencode({"sql": "select name, value from store_meta"})
+        )
+    finally:
+        server.stop()
+    for url, (_, body) in answers.items():
+        for hidden in (secret, fingerprint):
+            assert hidden not in body, url
+    assert rows[0] == 200
+    read = json.loads(rows[1])["rows"]
+    assert read and all(value is None for row in read for value in row)  # the rows are there, as NULL
+
+
+OTHER_METHODS = (
+    ("POST", "/store/finetune"),
+    ("POST", "/store/finetunes.json"),
+    ("POST", "/-/permissions"),
+    ("POST", "/store/changes_since"),
+    ("PUT", "/store/finetune.json"),
+    ("DELETE", "/store/finetune/1"),
+    ("PATCH", "/-/finetunes/abc"),
+    ("OPTIONS", "/store"),
+)
+BAD_QUERIES = (
+    {"_facet": "no_such_column"},
+    {"_facet_array": "no_such_column"},
+    {"_facet_date": "no_such_column"},
+    {"_where": "syntax error (("},
+    {"_where": "no_such_column = 1"},
+    {"_sort": "no_such_column"},
+)
+
+
+def bad_query_target(query: dict[str, str]) -> str:
+    return "/store/finetune.json?" + urllib.parse.urlencode(query)
+
+
+@pytest.fixture(scope="module")
+def refused_log(store: Path) -> tuple[dict[str, bytes], str]:
+    """The answers to every other method and every bad facet or filter, and the server's whole log."""
+    server = start(store, "--port", "0", "--allow-sql")
+    try:
+        port = port_of(server)
+        answers = {f"{method} {target}": get(port, target, method=method) for method, target in OTHER_METHODS}
+        answers |= {
+            f"GET {bad_query_target(query)}": get(port, bad_query_target(query)) for query in BAD_QUERIES
+        }
+    finally:
+        log = server.stop()
+    return answers, log
+
+
+def finetune_target(finetune_id: str) -> str:
+    return "/-/finetunes/" + urllib.parse.quote(finetune_id, safe="")
+
+
+def escape(text: str) -> str:
+    from markupsafe import escape as markup_escape
+
+    return str(markup_escape(text))
+
+
+def serve_uds(store: Path, path: Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--db", str(store), "serve", "--uds", str(path)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def scrubbed_env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
+
+
+BUSY_PORT_PROBE = """
+import socket, sys
+from bflsync.cli import cli
+taken = socket.socket()
+taken.bind(("127.0.0.1", 0))
+taken.listen(1)
+try:
+    cli.main(["--db", sys.argv[1], "serve", "--port", str(taken.getsockname()[1])])
+except SystemExit as exit:
+    print(exit.code)
+print(sorted({name.split(".")[0] for name in sys.modules} & {"datasette", "uvicorn", "jinja2", "pluggy"}))
+"""
