@@ -323,7 +323,7 @@ def test_serve_refuses_a_server_database_and_a_missing_store(tmp_path: Path) -> 
 
 
 def test_serve_without_datasette_says_how_to_install_it(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "datasette.app", None)
+    monkeypatch.setitem(sys.modules, "datasette", None)
     result = CliRunner().invoke(cli, ["--db", str(store), "serve"])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1

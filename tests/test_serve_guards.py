@@ -7,6 +7,8 @@ import json
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,5 +266,18 @@ try:
     cli.main(["--db", sys.argv[1], "serve", "--port", str(taken.getsockname()[1])])
 except SystemExit as exit:
     print(exit.code)
-print(sorted({name.split(".")[0] for name in sys.modules} & {"datasette", "uvicorn", "jinja2", "pluggy"}))
+print(sorted({name.split(".")[0] for name in sys.modules} & {"datasette", "uvicorn", "jinja2", "pluggy", "sqlalchemy"}))
 """
+
+
+def test_a_busy_port_is_found_before_datasette_is_imported(store: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", BUSY_PORT_PROBE, str(store)],
+        capture_output=True,
+        text=True,
+        env=scrubbed_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.splitlines() == ["3", "[]"], result.stderr
+    assert "the port is in use" in result.stderr
