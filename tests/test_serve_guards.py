@@ -237,6 +237,42 @@ def refused_log(store: Path) -> tuple[dict[str, bytes], str]:
     return answers, log
 
 
+@pytest.mark.parametrize(("method", "target"), OTHER_METHODS)
+def test_methods_other_than_get_and_head_are_405_in_one_log_line(
+    refused_log: tuple[dict[str, bytes], str], method: str, target: str
+) -> None:
+    answers, log = refused_log
+    answer = answers[f"{method} {target}"]
+    assert status_of(answer) == 405
+    assert b"\r\nallow: get, head\r\n" in answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert len(request_lines(log, f"{method} {target} ")) == 1, log
+
+
+def test_head_is_still_answered(served: Served) -> None:
+    assert status_of(get(port_of(served), "/store/finetunes", method="HEAD")) == 200
+
+
+@pytest.mark.parametrize("query", BAD_QUERIES)
+def test_a_bad_facet_or_filter_is_a_400_in_one_log_line(
+    refused_log: tuple[dict[str, bytes], str], query: dict[str, str]
+) -> None:
+    answers, log = refused_log
+    target = bad_query_target(query)
+    assert status_of(answers[f"GET {target}"]) == 400
+    assert len(request_lines(log, f"GET {target} ")) == 1, log
+
+
+def test_bad_facets_and_filters_leave_only_access_lines_in_the_log(
+    refused_log: tuple[dict[str, bytes], str],
+) -> None:
+    _, log = refused_log
+    others = [line for line in log.splitlines() if not line.startswith("INFO:")]
+    assert others == []
+    assert len([line for line in log.splitlines() if "HTTP/1.1" in line]) == len(OTHER_METHODS) + len(
+        BAD_QUERIES
+    )
+
+
 def finetune_target(finetune_id: str) -> str:
     return "/-/finetunes/" + urllib.parse.quote(finetune_id, safe="")
 
