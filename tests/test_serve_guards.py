@@ -21,7 +21,7 @@ from storebuild import day, write_sync
 
 from bflsync.cli import cli
 from bflsync.store import access
-from bflsync.web import guard
+from bflsync.web import guard, server
 
 COUNT = 12
 SCRIPT = "<script>alert(1)</script>"
@@ -281,6 +281,28 @@ def escape(text: str) -> str:
     from markupsafe import escape as markup_escape
 
     return str(markup_escape(text))
+
+
+def test_responses_carry_no_server_header(served: Served) -> None:
+    head = get(port_of(served), "/-/versions.json").split(b"\r\n\r\n", 1)[0].lower()
+    assert b"\r\nserver:" not in head
+
+
+def test_uvicorn_runs_without_websockets_or_server_header() -> None:
+    config = server.uvicorn_config(lambda scope, receive, send: None, log_level="info")
+    assert (config.ws, config.server_header) == ("none", False)
+
+
+def test_a_websocket_upgrade_is_not_switched(served: Served) -> None:
+    port = port_of(served)
+    answer = raw_request(
+        port,
+        (
+            f"GET /-/versions.json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade\r\n"
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ).encode(),
+    )
+    assert status_of(answer) != 101
 
 
 def serve_uds(store: Path, path: Path) -> tuple[int, str, str]:

@@ -181,7 +181,15 @@ def serve(
             await super().shutdown(sockets)
             cleanup()
 
-    server = Server(
-        uvicorn.Config(datasette.app(), log_level=log_level, lifespan="on", log_config=_log_config())
-    )
+    server = Server(uvicorn_config(datasette.app(), log_level=log_level))
     server.run(sockets=[bound.sock])
+
+
+def uvicorn_config(app: Any, *, log_level: str) -> Any:
+    """uvicorn's settings: no WebSocket surface (Datasette serves none, and installing `websockets`
+    would otherwise switch one on) and no ``Server`` header naming the software to a scanner."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, log_level=log_level, lifespan="on", log_config=_log_config(), ws="none", server_header=False
+    )
