@@ -310,6 +310,85 @@ def serve_uds(store: Path, path: Path) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def test_uds_on_a_dangling_symlink_is_refused_without_following_it(store: Path, tmp_path: Path) -> None:
+    target = tmp_path / "target.sock"
+    link = tmp_path / "link.sock"
+    link.symlink_to(target)
+    assert serve_uds(store, link) == (
+        2,
+        "",
+        f"bflsync: error: cannot serve on {link}: it is a symbolic link; give the socket's own path\n",
+    )
+    assert link.is_symlink()
+    assert not target.exists()
+
+
+def test_uds_on_a_path_too_long_for_a_socket_is_refused(store: Path, tmp_path: Path) -> None:
+    path = tmp_path / ("s" * (120 - len(str(tmp_path))))
+    assert len(os.fsencode(path)) > 107
+    code, stdout, stderr = serve_uds(store, path)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"bflsync: error: cannot serve on {path}: the path is {len(os.fsencode(path))} bytes, "
+        "longer than a Unix socket allows (107)\n"
+    )
+    assert not path.exists()
+
+
+def test_uds_on_a_directory_is_refused(store: Path, tmp_path: Path) -> None:
+    code, stdout, stderr = serve_uds(store, tmp_path)
+    assert (code, stdout) == (2, "")
+    assert stderr.startswith("bflsync: error: ") and stderr.count("\n") == 1
+    assert "is a directory" in stderr
+    assert tmp_path.is_dir()
+
+
+def test_uds_on_a_regular_file_is_refused_and_the_file_kept(store: Path, tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("keep me")
+    assert serve_uds(store, path) == (
+        2,
+        "",
+        f"bflsync: error: cannot serve on {path}: it exists and is not a socket\n",
+    )
+    assert path.read_text() == "keep me"
+
+
+def test_uds_on_a_live_socket_is_exit_3(store: Path, tmp_path: Path) -> None:
+    path = tmp_path / "live.sock"
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(str(path))
+        live.listen(1)
+        result = serve_uds(store, path)
+        assert path.exists()
+    assert result == (3, "", f"bflsync: error: cannot serve on {path}: a server is listening on it\n")
+
+
+def test_uds_on_a_stale_socket_is_exit_3(store: Path, tmp_path: Path) -> None:
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))
+    assert serve_uds(store, path) == (
+        3,
+        "",
+        f"bflsync: error: cannot serve on {path}: a socket is left there with no server; remove it\n",
+    )
+
+
+def test_uds_errors_show_no_traceback_as_a_subprocess(store: Path, tmp_path: Path) -> None:
+    path = tmp_path / ("s" * (120 - len(str(tmp_path))))
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", str(store), "serve", "--uds", str(path)],
+        capture_output=True,
+        text=True,
+        env=scrubbed_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
 def scrubbed_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
 
