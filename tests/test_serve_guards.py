@@ -273,6 +273,81 @@ def test_bad_facets_and_filters_leave_only_access_lines_in_the_log(
     )
 
 
+def test_hosts_allowed_on_a_wildcard_address_are_this_machines_own(store: Path) -> None:
+    server = start(store, "--host", "0.0.0.0", "--port", "0")  # noqa: S104 (the behaviour under test)
+    port = port_of(server)
+    own = {
+        str(info[4][0])
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        if not str(info[4][0]).startswith("127.")
+    } or {"127.0.0.2"}
+    accepted = ["localhost", "LOCALHOST", "127.0.0.1", "127.0.0.2", *sorted(own)]
+    refused = [
+        "attacker.example",
+        "localhost.attacker.example",
+        "127.0.0.1.nip.io",
+        "8.8.8.8",
+        "192.0.2.1",
+        "0x7f000001",
+        "2130706433",
+        "127.1",
+    ]
+    try:
+        answers = {name: status_of(get(port, "/-/versions.json", host=f"{name}:{port}")) for name in accepted}
+        answers |= {name: status_of(get(port, "/-/versions.json", host=f"{name}:{port}")) for name in refused}
+        wrong_port = status_of(get(port, "/-/versions.json", host=f"127.0.0.1:{port + 1}"))
+        no_port = status_of(get(port, "/-/versions.json", host="127.0.0.1"))
+    finally:
+        server.stop()
+    assert {name: answers[name] for name in accepted} == dict.fromkeys(accepted, 200)
+    assert {name: answers[name] for name in refused} == dict.fromkeys(refused, 403)
+    assert (wrong_port, no_port) == (403, 403)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        "attacker.example:{port}",
+        "127.0.0.1.attacker.example:{port}",
+        "localhost.:{port}",
+        "127.0.0.1:{port}@attacker.example",
+        "[::1]:{port}",
+        "127.0.0.1",
+    ],
+)
+def test_dns_rebinding_host_values_are_refused_on_loopback(served: Served, host: str) -> None:
+    port = port_of(served)
+    assert status_of(get(port, "/store/finetunes.json", host=host.format(port=port))) in (400, 403)
+
+
+def test_a_request_without_host_is_refused(served: Served) -> None:
+    answer = raw_request(port_of(served), b"GET /store/finetunes.json HTTP/1.0\r\n\r\n")
+    assert status_of(answer) in (400, 403)
+
+
+@pytest.mark.parametrize(
+    ("bound", "port", "header", "allowed"),
+    [
+        ("127.0.0.1", 80, "127.0.0.1", True),
+        ("127.0.0.1", 80, "localhost", True),
+        ("127.0.0.1", 80, "127.0.0.1:80", True),
+        ("127.0.0.1", 8001, "127.0.0.1", False),
+        ("127.0.0.1", 80, "attacker.example", False),
+        ("0.0.0.0", 80, "localhost", True),  # noqa: S104 (the behaviour under test)
+        ("0.0.0.0", 80, "127.0.0.1", True),  # noqa: S104
+        ("0.0.0.0", 80, "192.0.2.1", False),  # noqa: S104
+        ("0.0.0.0", 8001, "attacker.example:8001", False),  # noqa: S104
+    ],
+)
+def test_host_guard_on_port_80_takes_a_host_without_port(
+    bound: str, port: int, header: str, allowed: bool
+) -> None:
+    hosts = guard.allowed_hosts(bound, port)
+    wildcard = bound == "0.0.0.0"  # noqa: S104
+    assert guard.host_allowed(header, hosts, port=port, wildcard=wildcard) is allowed
+
+
 def finetune_target(finetune_id: str) -> str:
     return "/-/finetunes/" + urllib.parse.quote(finetune_id, safe="")
 
