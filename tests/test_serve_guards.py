@@ -3,6 +3,7 @@ headers, odd finetune ids, odd ``--uds`` paths; each refused in one line, never 
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import SCRUBBED_ENV
+from datasette.utils import tilde_encode
 from serving import Served, build_store, fetch, start
 from storebuild import day, write_sync
 
@@ -349,13 +351,106 @@ def test_host_guard_on_port_80_takes_a_host_without_port(
 
 
 def finetune_target(finetune_id: str) -> str:
-    return "/-/finetunes/" + urllib.parse.quote(finetune_id, safe="")
+    """A finetune page's path as the pages link it: tilde-encoded, as Datasette encodes names."""
+    return "/-/finetunes/" + tilde_encode(finetune_id)
+
+
+def followed(port: int, page: str, href: str) -> str:
+    """The page a browser opens for ``href`` on ``page``: dot segments resolved, as browsers do."""
+    target = urllib.parse.urljoin(f"http://127.0.0.1:{port}{page}", html.unescape(href))
+    answer = get(port, target.split(str(port), 1)[1])
+    assert status_of(answer) == 200, href
+    return answer.decode()
+
+
+def heading(page: str) -> str:
+    return html.unescape(page.split("<h1>finetune ", 1)[1].split("</h1>", 1)[0])
+
+
+def test_the_finetunes_table_links_every_hostile_id_to_its_page(served: Served) -> None:
+    port = port_of(served)
+    page = "/store/finetunes?_size=max&finetune_comment__startswith=hostile"
+    hrefs = get(port, page).decode().split('<a href="/-/finetunes/')[1:]
+    opened = {heading(followed(port, page, "/-/finetunes/" + href.split('"', 1)[0])) for href in hrefs}
+    assert opened == set(HOSTILE_IDS)
+
+
+def test_the_compare_page_links_every_hostile_id_to_its_page(served: Served) -> None:
+    port = port_of(served)
+    page = "/-/compare?" + urllib.parse.urlencode([("id", finetune_id) for finetune_id in HOSTILE_IDS])
+    hrefs = get(port, page).decode().split('<th><a href="/-/finetunes/')[1:]
+    opened = {heading(followed(port, page, "/-/finetunes/" + href.split('"', 1)[0])) for href in hrefs}
+    assert opened == set(HOSTILE_IDS)
+
+
+@pytest.mark.parametrize("finetune_id", HOSTILE_IDS, ids=lambda value: value[:20])
+def test_a_hostile_finetune_id_has_an_escaped_page(served: Served, finetune_id: str) -> None:
+    answer = get(port_of(served), finetune_target(finetune_id))
+    assert status_of(answer) == 200
+    body = answer.decode()
+    assert SCRIPT not in body
+    assert f"<h1>finetune {escape(finetune_id)}</h1>" in body
+
+
+@pytest.mark.parametrize("finetune_id", ["a/b", "..", SCRIPT, "日本-ñ-é", "plus+and space"])
+def test_a_finetune_page_takes_a_percent_encoded_id_as_typed(served: Served, finetune_id: str) -> None:
+    answer = get(port_of(served), "/-/finetunes/" + urllib.parse.quote(finetune_id, safe=""))
+    assert status_of(answer) == 200
+    assert f"<h1>finetune {escape(finetune_id)}</h1>" in answer.decode()
 
 
 def escape(text: str) -> str:
     from markupsafe import escape as markup_escape
 
     return str(markup_escape(text))
+
+
+@pytest.mark.parametrize("finetune_id", HOSTILE_IDS, ids=lambda value: value[:20])
+def test_a_hostile_id_compared_is_escaped(served: Served, finetune_id: str) -> None:
+    query = urllib.parse.urlencode([("id", finetune_id), ("id", HOSTILE_IDS[0])])
+    answer = get(port_of(served), f"/-/compare?{query}")
+    assert status_of(answer) == 200
+    assert SCRIPT.encode() not in answer
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/-/finetunes/..",
+        "/-/finetunes/../../etc/passwd",
+        "/-/finetunes/%2e%2e%2f%2e%2e",
+        "/-/finetunes/" + urllib.parse.quote(SCRIPT + "-unknown", safe=""),
+        "/-/finetunes/" + SCRIPT.replace(" ", "%20"),
+        "/-/finetunes/%00",
+        "/-/finetunes/%FF%FE",
+        "/-/finetunes/~",
+        "/-/finetunes/~ZZ",
+        "/-/finetunes/" + "y" * 10_000,
+        "/-/compare?id=" + urllib.parse.quote(SCRIPT + "-unknown"),
+        "/-/compare?id=%FF",
+        "/-/compare?id=%00",
+        "/-/compare",
+        "/store/finetunes?_text=" + urllib.parse.quote(SCRIPT),
+        "/store/finetunes?_text=" + urllib.parse.quote('"unbalanced'),
+        "/store/finetunes?_text=%00",
+        "/store/finetunes?_text=%FF",
+        "/store/finetunes?_text=" + "z" * 10_000,
+    ],
+)
+def test_hostile_page_urls_are_never_a_500_nor_unescaped(served: Served, target: str) -> None:
+    answer = get(port_of(served), target)
+    assert status_of(answer) < 500
+    assert SCRIPT.encode() not in answer
+    assert b"<script>alert" not in answer
+
+
+def test_a_utf8_path_sent_raw_is_not_a_500(served: Served) -> None:
+    port = port_of(served)
+    answer = raw_request(
+        port,
+        b"GET /-/finetunes/\xe6\x97\xa5 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % port,
+    )
+    assert status_of(answer) < 500
 
 
 def test_responses_carry_no_server_header(served: Served) -> None:

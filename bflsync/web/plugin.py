@@ -15,6 +15,7 @@ from typing import Any
 
 from datasette import hookimpl
 from datasette.filters import FilterArguments
+from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Base400, NotFound, Response
 from datasette.views.base import DatasetteError
 from markupsafe import Markup
@@ -130,8 +131,20 @@ async def index(datasette: Any) -> Response:
     return Response.redirect(datasette.urls.table(database, "finetunes"))
 
 
+def finetune_href(datasette: Any, finetune_id: str) -> str:
+    """The link to a finetune's page, tilde-encoded as Datasette encodes table names: nothing in it
+    that a browser rewrites (``..`` resolved away, ``%2F`` turned into ``/`` by some proxies)."""
+    return str(datasette.urls.path(FINETUNE_PATH + tilde_encode(finetune_id)))
+
+
+def page_finetune_id(raw: str) -> str:
+    """The id in a finetune page's path: tilde-encoded as :func:`finetune_href` writes it, or
+    percent-encoded as typed (links never hold ``%``, so the two never mix)."""
+    return urllib.parse.unquote(raw) if "%" in raw else tilde_decode(raw)
+
+
 async def finetune_view(datasette: Any, request: Any) -> Response:
-    finetune_id = urllib.parse.unquote(request.url_vars["finetune_id"])
+    finetune_id = page_finetune_id(request.url_vars["finetune_id"])
     database = _config(datasette)["database"]
     source, account = request.args.get("source"), request.args.get("account")
 
@@ -186,7 +199,9 @@ async def compare_view(datasette: Any, request: Any) -> Response:
                 "only_changed": only_changed,
                 "all_query": urllib.parse.urlencode(query),
                 "changed_query": urllib.parse.urlencode([*query, ("only_changed", "1")]),
-                "finetune_path": datasette.urls.path(FINETUNE_PATH),
+                "headings": [
+                    (entry.heading, finetune_href(datasette, entry.finetune_id)) for entry in result.entries
+                ],
             },
             request=request,
         )
@@ -197,8 +212,7 @@ async def compare_view(datasette: Any, request: Any) -> Response:
 def render_cell(value: Any, column: str, table: str | None, database: str, datasette: Any) -> Any:
     if column != ID_COLUMN or table not in LINKED or not isinstance(value, str):
         return None
-    href = datasette.urls.path(FINETUNE_PATH + urllib.parse.quote(value, safe=""))
-    return Markup('<a href="{}">{}</a>').format(href, value)
+    return Markup('<a href="{}">{}</a>').format(finetune_href(datasette, value), value)
 
 
 @hookimpl
