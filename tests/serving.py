@@ -6,9 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,27 @@ class Served:
     url: str
     """The URL ``serve`` announced, without its trailing slash."""
     first_line: str
+    log: list[str] = field(default_factory=list)
+    drain: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        # Read the log as it comes: a server whose stderr pipe is full (64 KB of access lines,
+        # long URLs) blocks on its next log line and stops answering.
+        self.drain = threading.Thread(target=self._read_log, daemon=True)
+        self.drain.start()
+
+    def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line)
 
     def stop(self) -> str:
         """Stop the server; everything it wrote on stderr after the announcement."""
         self.process.terminate()
-        _, rest = self.process.communicate(timeout=30)
-        return rest
+        self.process.wait(timeout=30)
+        assert self.drain is not None
+        self.drain.join(timeout=30)
+        return "".join(self.log)
 
 
 def start(store: Path, *arguments: str) -> Served:

@@ -95,7 +95,7 @@ def test_bookkeeping_and_fts_tables_are_hidden_from_the_index(served: Served) ->
     database = get_json(f"{served.url}/store.json")
     hidden = {table["name"] for table in database["tables"] if table["hidden"]}
     visible = {table["name"] for table in database["tables"] if not table["hidden"]}
-    assert {"alembic_version", "finetune_fts", "finetune_fts_trigram"} <= hidden
+    assert {"alembic_version", "bflsync_lock", "finetune_fts", "finetune_fts_trigram"} <= hidden
     assert "store_meta" not in visible
     assert {view["name"] for view in database["views"]} >= {
         "finetunes",
@@ -282,7 +282,7 @@ def test_print_metadata_describes_the_store(store: Path) -> None:
     assert result.exit_code == 0
     metadata = json.loads(result.stdout)
     tables = metadata["databases"]["store"]["tables"]
-    assert tables["alembic_version"] == {"hidden": True}
+    assert tables["alembic_version"] == tables["bflsync_lock"] == {"hidden": True}
     finetune = tables["finetune"]
     assert (finetune["fts_table"], finetune["fts_pk"], finetune["label_column"]) == (
         "finetune_fts",
@@ -323,7 +323,7 @@ def test_serve_refuses_a_server_database_and_a_missing_store(tmp_path: Path) -> 
 
 
 def test_serve_without_datasette_says_how_to_install_it(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "datasette.app", None)
+    monkeypatch.setitem(sys.modules, "datasette", None)
     result = CliRunner().invoke(cli, ["--db", str(store), "serve"])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1

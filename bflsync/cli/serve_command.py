@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import webbrowser
 from pathlib import Path
@@ -10,7 +11,8 @@ import click
 
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError
-from bflsync.store import access
+from bflsync.read.reader import SqliteReader, open_reader
+from bflsync.read.server_reader import is_server_url
 from bflsync.web import metadata
 
 DEFAULT_PORT = 8001  # Datasette's own default
@@ -75,25 +77,26 @@ def serve(
         bflsync serve --uds ~/bflsync.sock
         bflsync serve --print-metadata > metadata.json && datasette bflsync.db -m metadata.json
     """
-    location = access.locate_store(cli_context.db)
-    if location.path is None:
+    if cli_context.db is not None and is_server_url(cli_context.db):
         raise InputError("bflsync serve needs a SQLite store; Datasette cannot open a server database")
-    # Same checks as every read command: a bflsync store, at head; never created or migrated.
-    access.open_store_for_read(location).dispose()
-    path = location.path
+    # Same checks as every read command (a bflsync store at head, never created or migrated), by
+    # the read side's sqlite3 path: SQLAlchemy (0.5 s) is not imported before a busy port answers.
+    with open_reader(cli_context.db) as store:
+        if not isinstance(store, SqliteReader):
+            raise InputError("bflsync serve needs a SQLite store; Datasette cannot open a server database")
+        path = Path(store.where)
     if print_metadata:
         config = metadata.datasette_metadata(
             path.stem, metadata.table_columns(path), views=list(metadata.table_columns(path, kind="view"))
         )
         click.echo(json.dumps(config, indent=2, ensure_ascii=False))
         return
-    try:
-        import datasette.app  # noqa: F401
-    except ImportError:
+    # Found, not imported: importing Datasette takes a second, and a busy port must answer at once.
+    if importlib.util.find_spec("datasette") is None:
         raise InputError(
             "bflsync serve needs Datasette: install bflsync with it, `pipx install '.[serve]'` "
             "(or `pip install datasette datasette-dashboards` into bflsync's environment)"
-        ) from None
+        )
     from bflsync.web import server
 
     bound = server.bind(host=host, port=port, uds=uds)

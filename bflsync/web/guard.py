@@ -4,9 +4,11 @@ Three independent layers, each pure so that tests can hold it to its word:
 
 * :func:`authorize` is a SQLite authorizer set on every connection Datasette opens to the store:
   ``store_meta`` (the fingerprint secret) and ``account.key_fingerprint`` read as NULL in every
-  statement, views and ``?sql=`` included, and raw-page tables are refused outright;
+  statement, views, facets, filters and ``?sql=`` included; raw-page tables, functions that reach
+  outside the database (files, extensions, ``fts3_tokenizer``'s pointers) and ATTACH are refused;
 * :func:`host_allowed` refuses a ``Host`` header that is not the address the server is bound to
-  (a page on another site can point its own name at 127.0.0.1: DNS rebinding);
+  (a page on another site can point its own name at 127.0.0.1: DNS rebinding); on a wildcard
+  address, ``localhost`` and the IP literals of this machine's own addresses;
 * :func:`sql_refusal` refuses SQL from the URL (``?sql=``, ``?_where=``) unless ``--allow-sql``
   was given, except the statements of the configured charts, which the dashboards page sends.
 """
@@ -15,45 +17,72 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 SECRET_TABLES = frozenset({"store_meta"})
 SECRET_COLUMNS = frozenset({("account", "key_fingerprint")})
-# Virtual tables that read the file's raw pages, where every secret is in plain sight.
-RAW_TABLES = frozenset({"sqlite_dbpage", "dbstat"})
+# Virtual tables that read the file's raw pages, where every secret is in plain sight, or (the
+# shell's fsdir and zipfile, should an extension bring them) other files.
+RAW_TABLES = frozenset({"sqlite_dbpage", "dbstat", "fsdir", "zipfile"})
+# Functions that reach outside the database: extensions, the file system (the shell's, should an
+# extension bring them), and fts3_tokenizer, which reads (and with two arguments sets) a C pointer.
+OUTSIDE_FUNCTIONS = frozenset(
+    {
+        "fts3_tokenizer",
+        "load_extension",
+        "readfile",
+        "writefile",
+        "edit",
+        "lsmode",
+        "sqlar_compress",
+        "sqlar_uncompress",
+    }
+)
+# ATTACH opens (or creates) another file; bflsync serve serves one database.
+OUTSIDE_ACTIONS = frozenset({sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH})
 SQL_PARAMETERS = ("sql", "_where")
+DEFAULT_HTTP_PORT = 80
 _OPTIONAL = re.compile(r"\[\[.*?\]\]")
 
 
 def authorize(
     action: int, first: str | None, second: str | None, _db: str | None, _source: str | None
 ) -> int:
-    """SQLite authorizer: secrets read as NULL, raw pages refused, everything else allowed."""
+    """SQLite authorizer: secrets read as NULL; raw pages, other files and their functions refused."""
     if action == sqlite3.SQLITE_READ:
         if first in SECRET_TABLES or (first, second) in SECRET_COLUMNS:
             return sqlite3.SQLITE_IGNORE
         if first in RAW_TABLES:
             return sqlite3.SQLITE_DENY
+    elif action == sqlite3.SQLITE_FUNCTION:
+        # SQLite passes the function's name second; names are case-insensitive in SQL.
+        if second is not None and second.lower() in OUTSIDE_FUNCTIONS:
+            return sqlite3.SQLITE_DENY
+    elif action in OUTSIDE_ACTIONS:
+        return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
 
 
 def allowed_hosts(host: str, port: int, *, extra: Sequence[str] = ()) -> list[str]:
     """``Host`` values a browser sends for the bound address: the address itself, ``localhost`` when
-    it is loopback, and the names given with ``--allow-host``; empty for a wildcard address, where
-    :func:`host_allowed` accepts IP literals only."""
+    it is loopback or a wildcard, and the names given with ``--allow-host``; each with the port, and
+    also without it on port 80, where browsers leave it out. For a wildcard address
+    :func:`host_allowed` also accepts the IP literals of this machine's own addresses."""
     names = list(extra)
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         names.append(host)
     else:
-        if address.is_unspecified:
-            return [f"{name}:{port}" for name in names]
-        names.append(f"[{host}]" if address.version == 6 else host)
-        if address.is_loopback:
+        if not address.is_unspecified:
+            names.append(f"[{host}]" if address.version == 6 else host)
+        if address.is_loopback or address.is_unspecified:
             names.append("localhost")
-    return [f"{name}:{port}".lower() for name in names]
+    names = [name.lower() for name in names]
+    with_port = [f"{name}:{port}" for name in names]
+    return with_port + names if port == DEFAULT_HTTP_PORT else with_port
 
 
 def host_allowed(header: str | None, allowed: Collection[str], *, port: int, wildcard: bool) -> bool:
@@ -65,13 +94,38 @@ def host_allowed(header: str | None, allowed: Collection[str], *, port: int, wil
         return True
     if not wildcard:
         return False
-    name, _, given_port = header.rpartition(":")
-    if given_port != str(port):
+    name, given_port = _split_host(header)
+    if given_port != str(port) and not (given_port is None and port == DEFAULT_HTTP_PORT):
         return False
     try:
-        ipaddress.ip_address(name.strip("[]"))
+        address = ipaddress.ip_address(name[1:-1] if name.startswith("[") else name)
     except ValueError:
         return False
+    return _is_own_address(address)
+
+
+def _split_host(header: str) -> tuple[str, str | None]:
+    """``name:port``, ``[v6]:port``, ``name`` or ``[v6]`` as the name and the port (None if absent)."""
+    if header.startswith("["):
+        name, _, rest = header.partition("]")
+        if rest and not rest.startswith(":"):
+            return "", None
+        return name + "]", rest[1:] or None
+    name, colon, given = header.rpartition(":")
+    return (name, given) if colon else (header, None)
+
+
+def _is_own_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is one of this machine's: the kernel lets a socket bind only to those.
+    Asked per request, not listed at start, so an address the machine gains or loses counts at once."""
+    if address.is_loopback or address.is_unspecified:
+        return True
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
     return True
 
 

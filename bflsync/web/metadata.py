@@ -24,8 +24,9 @@ FACETS = {
     "sync_run": ("status", "source", "account"),
     "sync_error": ("kind", "http_status"),
 }
-# Bookkeeping: hidden from the lists (FTS internals are hidden by their prefix).
-HIDDEN = ("alembic_version", "store_meta")
+# Bookkeeping (the migration revision, the sync lock's row, the secret): hidden from the lists
+# (FTS internals are hidden by their prefix).
+HIDDEN = ("alembic_version", "bflsync_lock", "store_meta")
 FTS_PREFIX = "finetune_fts"
 # Not even viewable by URL: the per-store secret of the key fingerprints (the key itself is never stored).
 DENIED = ("store_meta",)

@@ -15,6 +15,7 @@ from typing import Any
 
 from datasette import hookimpl
 from datasette.filters import FilterArguments
+from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Base400, NotFound, Response
 from datasette.views.base import DatasetteError
 from markupsafe import Markup
@@ -34,6 +35,9 @@ ID_COLUMN = "finetune_id"
 # Tables and views whose finetune_id cell links to the finetune's page.
 LINKED = frozenset({"finetunes", "changes", "status_changes", "labels", "finetune", "sync_error"})
 TEXT_PARAMETER = "_text"
+# Everything Datasette answers otherwise (POST to a table, to /-/permissions, …) writes or checks
+# permissions to write; a read-only server has no use for it.
+READ_METHODS = ("GET", "HEAD")
 log = logging.getLogger("bflsync.serve")
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -46,6 +50,24 @@ def _config(datasette: Any) -> dict[str, Any]:
 @hookimpl
 def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
     conn.set_authorizer(guard.authorize)
+
+
+@hookimpl
+def startup(datasette: Any) -> None:
+    for database in datasette.databases.values():
+        _quiet_sql_errors(database)
+
+
+def _quiet_sql_errors(database: Any) -> None:
+    """Datasette writes every failed statement to stderr, SQL and all, before answering 400; a bad
+    ``_facet=`` or ``_where=`` from a visitor is then several lines of the server's log. The error
+    goes to the visitor and the access log line is the one line the server keeps."""
+    execute = database.execute
+
+    async def execute_quietly(sql: str, params: Any = None, **options: Any) -> Any:
+        return await execute(sql, params, **{**options, "log_sql_errors": False})
+
+    database.execute = execute_quietly
 
 
 @hookimpl
@@ -66,6 +88,14 @@ def asgi_wrapper(datasette: Any) -> Callable[[ASGIApp], ASGIApp]:
                 if refusal is not None:
                     log.warning("refused %s %s: %s", scope["method"], scope["path"], refusal)
                     await Response.text(refusal + "\n", status=403).asgi_send(send)
+                    return
+                if scope["method"] not in READ_METHODS:
+                    # The access log line says it all: one line, as for a 404.
+                    await Response.text(
+                        "bflsync serve is read-only: GET and HEAD only\n",
+                        status=405,
+                        headers={"Allow": ", ".join(READ_METHODS)},
+                    ).asgi_send(send)
                     return
             await app(scope, receive, send)
 
@@ -101,8 +131,20 @@ async def index(datasette: Any) -> Response:
     return Response.redirect(datasette.urls.table(database, "finetunes"))
 
 
+def finetune_href(datasette: Any, finetune_id: str) -> str:
+    """The link to a finetune's page, tilde-encoded as Datasette encodes table names: nothing in it
+    that a browser rewrites (``..`` resolved away, ``%2F`` turned into ``/`` by some proxies)."""
+    return str(datasette.urls.path(FINETUNE_PATH + tilde_encode(finetune_id)))
+
+
+def page_finetune_id(raw: str) -> str:
+    """The id in a finetune page's path: tilde-encoded as :func:`finetune_href` writes it, or
+    percent-encoded as typed (links never hold ``%``, so the two never mix)."""
+    return urllib.parse.unquote(raw) if "%" in raw else tilde_decode(raw)
+
+
 async def finetune_view(datasette: Any, request: Any) -> Response:
-    finetune_id = urllib.parse.unquote(request.url_vars["finetune_id"])
+    finetune_id = page_finetune_id(request.url_vars["finetune_id"])
     database = _config(datasette)["database"]
     source, account = request.args.get("source"), request.args.get("account")
 
@@ -157,7 +199,9 @@ async def compare_view(datasette: Any, request: Any) -> Response:
                 "only_changed": only_changed,
                 "all_query": urllib.parse.urlencode(query),
                 "changed_query": urllib.parse.urlencode([*query, ("only_changed", "1")]),
-                "finetune_path": datasette.urls.path(FINETUNE_PATH),
+                "headings": [
+                    (entry.heading, finetune_href(datasette, entry.finetune_id)) for entry in result.entries
+                ],
             },
             request=request,
         )
@@ -168,8 +212,7 @@ async def compare_view(datasette: Any, request: Any) -> Response:
 def render_cell(value: Any, column: str, table: str | None, database: str, datasette: Any) -> Any:
     if column != ID_COLUMN or table not in LINKED or not isinstance(value, str):
         return None
-    href = datasette.urls.path(FINETUNE_PATH + urllib.parse.quote(value, safe=""))
-    return Markup('<a href="{}">{}</a>').format(href, value)
+    return Markup('<a href="{}">{}</a>').format(finetune_href(datasette, value), value)
 
 
 @hookimpl
@@ -204,7 +247,9 @@ def handle_exception(datasette: Any, request: Any, exception: Exception) -> Any:
         if isinstance(exception, Base400):
             status, message = exception.status, str(exception.args[0]) if exception.args else "error"
         elif isinstance(exception, DatasetteError):
-            status, message = exception.status, str(exception.message)
+            # Datasette raises it without a status (so 500) only for requests it cannot answer as
+            # asked (`_sort=` an unknown column, `_sort` with `_sort_desc`, a bad `_through`).
+            status, message = exception.status if exception.status != 500 else 400, str(exception.message)
         else:
             status, message = 500, f"{type(exception).__name__}: {exception}"
             log.error("%s %s: %s", request.method, request.path, message)

@@ -13,6 +13,9 @@ import errno
 import ipaddress
 import os
 import socket
+import stat
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,12 @@ TEMPLATES = Path(__file__).with_name("templates")
 ALLOWED_PLUGINS = frozenset({"datasette_dashboards", "datasette_leaflet", "datasette_render_markdown"})
 # Long cells (details JSON, comments) are cut in HTML tables; JSON and CSV keep them whole.
 TRUNCATE_CELLS = 80
+# The longest path a Unix socket takes: sun_path is 108 bytes on Linux (104 on the BSDs and macOS),
+# one of them the terminating NUL.
+UNIX_PATH_MAX = 103 if sys.platform == "darwin" or "bsd" in sys.platform else 107
+UNAWAITED_FACETS = (
+    r"coroutine '(\w+Facet\.facet_results|TableView\._data_traced\.<locals>\.\w+)' was never awaited"
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,12 @@ def bind(*, host: str, port: int, uds: Path | None) -> Bound:
 
 
 def _bind_unix(path: Path) -> Bound:
-    if path.exists():
-        raise AddressInUseError(f"cannot serve on {path}: it exists (remove it if no server uses it)")
+    size = len(os.fsencode(path))
+    if size > UNIX_PATH_MAX:
+        raise InputError(
+            f"cannot serve on {path}: the path is {size} bytes, longer than a Unix socket allows ({UNIX_PATH_MAX})"
+        )
+    _refuse_existing(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # The umask makes the socket 0600 from its first moment: no window where others may connect.
     previous = os.umask(0o177)
@@ -70,11 +83,40 @@ def _bind_unix(path: Path) -> Bound:
         sock.bind(str(path))
     except OSError as exc:
         sock.close()
-        raise InputError(f"cannot serve on {path}: {exc.strerror}") from None
+        if exc.errno == errno.EADDRINUSE:  # created since the check: whatever it is, it is not ours
+            raise AddressInUseError(
+                f"cannot serve on {path}: something was created there meanwhile"
+            ) from None
+        raise InputError(f"cannot serve on {path}: {exc.strerror or exc}") from None
     finally:
         os.umask(previous)
     sock.listen(128)
     return Bound(sock=sock, url=f"unix:{path}", host="", port=0)
+
+
+def _refuse_existing(path: Path) -> None:
+    """Refuse whatever is at ``path`` already, looking at it, never through it: bind() would not
+    follow a symlink either, and removing a socket another server listens on would orphan it."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise InputError(f"cannot serve on {path}: it is a symbolic link; give the socket's own path")
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"cannot serve on {path}: it is a directory")
+    if not stat.S_ISSOCK(info.st_mode):
+        raise InputError(f"cannot serve on {path}: it exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            raise AddressInUseError(
+                f"cannot serve on {path}: a socket is left there with no server; remove it"
+            ) from None
+        except OSError as exc:
+            raise AddressInUseError(f"cannot serve on {path}: a socket is there ({exc.strerror})") from None
+    raise AddressInUseError(f"cannot serve on {path}: a server is listening on it")
 
 
 def build_metadata(
@@ -159,6 +201,9 @@ def serve(
     import uvicorn
     from datasette.app import Datasette
 
+    # Datasette awaits a table page's facet queries one after another; when one fails (a bad
+    # `_facet=`) the rest are never awaited and each prints a RuntimeWarning: noise for a 400.
+    warnings.filterwarnings("ignore", message=UNAWAITED_FACETS, category=RuntimeWarning)
     load_plugins()
     datasette = Datasette(
         [str(path)],
@@ -174,7 +219,15 @@ def serve(
             await super().shutdown(sockets)
             cleanup()
 
-    server = Server(
-        uvicorn.Config(datasette.app(), log_level=log_level, lifespan="on", log_config=_log_config())
-    )
+    server = Server(uvicorn_config(datasette.app(), log_level=log_level))
     server.run(sockets=[bound.sock])
+
+
+def uvicorn_config(app: Any, *, log_level: str) -> Any:
+    """uvicorn's settings: no WebSocket surface (Datasette serves none, and installing `websockets`
+    would otherwise switch one on) and no ``Server`` header naming the software to a scanner."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, log_level=log_level, lifespan="on", log_config=_log_config(), ws="none", server_header=False
+    )
