@@ -355,7 +355,7 @@ class Store:
         chosen = (
             [_compare_field(_field(field)) for field in fields]
             if fields is not None
-            else compare.default_fields(entries, name_of_path=filters.format_path)
+            else compare.default_fields(entries, name_of_path=filters.field_name)
         )
         return compare.matrix(entries, chosen, only_changed=only_changed)
 

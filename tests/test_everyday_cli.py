@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -206,8 +207,8 @@ def test_history_of_one_finetune_has_a_table_format(store: str) -> None:
 def test_diff_with_one_id_compares_the_previous_version_with_the_current(store: str) -> None:
     done = both("--db", store, "diff", UUID_A, "--format", "jsonl")
     assert [json.loads(line) for line in done.stdout.splitlines()] == [
-        {"key": "iterations", "a": 300, "b": 600},
-        {"key": "learning_rate", "a": 1e-5, "b": 2e-5},
+        {"field": "iterations", "a": 300, "b": 600},
+        {"field": "learning_rate", "a": 1e-5, "b": 2e-5},
     ]
 
 
@@ -215,6 +216,54 @@ def test_compare_has_jsonl_like_every_listing(store: str) -> None:
     done = both("--db", store, "compare", UUID_A, UUID_C, "--only-changed", "--format", "jsonl")
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert {"field": "mode", "changed": True, "values": {UUID_A: "character", UUID_C: "product"}} in rows
+
+
+V1 = {"mode": "style", "extra": {"lr": 1, "same": 0}, "gone": "g", "timestamp": "2026-01-01T00:00:00.000000Z"}
+V2 = {"mode": "character", "extra": {"lr": 2, "same": 0}, "timestamp": "2026-01-02T00:00:00.000000Z"}
+# One change, printed one way: a leaf's dotted path, named as the column where one reads it
+# (remote_timestamp, not timestamp), values as compact JSON, (missing) for a side without one.
+SAME_CHANGE = {
+    "extra.lr": ("1", "2"),
+    "gone": ('"g"', "(missing)"),
+    "mode": ('"style"', '"character"'),
+    "remote_timestamp": ('"2026-01-01T00:00:00.000000Z"', '"2026-01-02T00:00:00.000000Z"'),
+}
+
+
+@pytest.fixture
+def changed(store_engine: Engine, db_path: Path) -> str:
+    write_sync(store_engine, {UUID_A: V1}, now=day(1))
+    write_sync(store_engine, {UUID_A: V2}, now=day(2))
+    return str(db_path)
+
+
+def side_by_side(stdout: str) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """A two-column table's header and its rows as ``{field: (left, right)}``."""
+    header, *rows = (re.split(r"\s{2,}", line.strip()) for line in stdout.splitlines())
+    return header, {field: (left, right) for field, left, right in rows}
+
+
+def test_diff_compare_and_history_print_a_change_with_the_same_field_and_values(changed: str) -> None:
+    header, diffed = side_by_side(both("--db", changed, "diff", UUID_A).stdout)
+    assert (header[0], diffed) == ("field", SAME_CHANGE)
+    header, compared = side_by_side(
+        both("--db", changed, "compare", f"{UUID_A}@1", UUID_A, "--only-changed").stdout
+    )
+    assert (header[0], compared) == ("field", SAME_CHANGE)
+    [_, updated] = both("--db", changed, "history", UUID_A).stdout.splitlines()
+    assert (
+        updated
+        == "v2 updated  2026-01-02T00:00:00.000000Z  "
+        + ", ".join(f"{field}: {old} → {new}" for field, (old, new) in SAME_CHANGE.items())
+        + "  run 2"
+    )
+
+
+def test_diff_and_compare_name_the_field_column_field_in_every_format(changed: str) -> None:
+    for command in (["diff", UUID_A], ["compare", f"{UUID_A}@1", UUID_A]):
+        assert both("--db", changed, *command, "--format", "csv").stdout.startswith("field,")
+        first = json.loads(both("--db", changed, *command, "--format", "jsonl").stdout.splitlines()[0])
+        assert "field" in first and "key" not in first
 
 
 # --- 4. finding things ------------------------------------------------------------------------------

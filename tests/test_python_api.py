@@ -202,9 +202,9 @@ def test_diff_lists_the_differing_keys(synced: str) -> None:
         result = store.diff("alpha", "charlie")
     assert (result.a.finetune_id, result.b.finetune_id) == ("alpha", "charlie")
     assert result.differences == [
-        {"key": "iterations", "a": 300, "b": 400},
-        {"key": "learning_rate", "a": 1e-5, "b": 2e-5},
-        {"key": "trigger_word", "a": "TOK", "b": "ME"},
+        {"field": "iterations", "a": 300, "b": 400},
+        {"field": "learning_rate", "a": 1e-5, "b": 2e-5},
+        {"field": "trigger_word", "a": "TOK", "b": "ME"},
     ]
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bflsync.api import history_kind, history_time
-from bflsync.cli import completion, render
+from bflsync.cli import completion, render, values
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import (
     LIST_FORMATS,
@@ -20,14 +20,13 @@ from bflsync.cli.read_common import (
     note_withheld,
     reading,
     row_limit,
-    shown_json,
     warn_not_json,
     write_records,
 )
 from bflsync.columns import COLUMN_NAMES, LIFECYCLE_COLUMNS, RUN_COUNTERS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
-from bflsync.read import audit_trail, label_reads
+from bflsync.read import audit_trail, compare, label_reads
 from bflsync.read.records import FinetuneRecord
 from bflsync.timeform import iso_utc
 
@@ -331,9 +330,6 @@ def _status_changes_only(
     return kept
 
 
-ARROW = "→"
-
-
 def _history_parts(
     entries: list[HistoryEntry], before: dict[tuple[str, str, str], str]
 ) -> list[tuple[str, str]]:
@@ -346,19 +342,22 @@ def _history_parts(
             key = (entry.finetune_id, entry.source, entry.account)
             old = last.get(key)
             last[key] = entry.status
-            was = f"{render.one_line(old)} {ARROW} " if old is not None else ""
+            was = f"{render.one_line(old)} {values.ARROW} " if old is not None else ""
             parts.append(("status", f"{was}{render.one_line(entry.status)}{_run(entry.sync_run_id)}"))
         elif isinstance(entry, audit_trail.VersionEntry):
-            changed = "" if entry.change in ("created", "deleted") else _changed_keys(entry.changes)
+            changed = "" if entry.change in ("created", "deleted") else _changed_leaves(entry.changes)
             parts.append((f"v{entry.version} {entry.change}", f"{changed}{_run(entry.sync_run_id)}".strip()))
         elif isinstance(entry, label_reads.LabelEvent):
-            old_value = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
-            new_value = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
+            old_value = compare.MISSING if entry.old is None else entry.old
+            new_value = entry.new if entry.change == "set" else compare.MISSING
             by = render.one_line(
                 label_reads.author_text(entry.changed_by, entry.changed_by_role, entry.changed_as)
             )
             parts.append(
-                (f"label {entry.change}", f"label.{entry.key}: {old_value} {ARROW} {new_value}  by {by}")
+                (
+                    f"label {entry.change}",
+                    f"{values.change_text(render.one_line(f'label.{entry.key}'), old_value, new_value)}  by {by}",
+                )
             )
         else:
             by = render.one_line(
@@ -372,13 +371,8 @@ def _run(run_id: int | None) -> str:
     return f"  run {run_id}" if run_id is not None else ""
 
 
-def _changed_keys(changes: dict[str, dict[str, Any]]) -> str:
-    from bflsync.read import filters
-
-    return ", ".join(
-        f"{render.one_line(filters.format_path((key,)))}: {shown_json(change, 'old')} {ARROW} {shown_json(change, 'new')}"
-        for key, change in changes.items()
-    )
+def _changed_leaves(changes: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(text for key, change in changes.items() for text in values.leaf_changes(key, change))
 
 
 def _summary(entries: list[HistoryEntry]) -> str:
@@ -538,10 +532,13 @@ def diff(
         )
         return
     if output_format in RECORD_FORMATS:
-        write_records(output_format, ["key", "a", "b"], result.differences)
+        write_records(output_format, [values.FIELD_HEADER, "a", "b"], result.differences)
         return
-    headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
-    rows = [[row["key"], shown_json(row, "a"), shown_json(row, "b")] for row in result.differences]
+    headers = [values.FIELD_HEADER, *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
+    rows = [
+        [row["field"], *(values.value_text(row.get(side, compare.MISSING)) for side in ("a", "b"))]
+        for row in result.differences
+    ]
     render.write_grid(output_format, headers, rows)
 
 

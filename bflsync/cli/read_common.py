@@ -16,7 +16,6 @@ import click
 from bflsync.api import Store, open_store
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext, Int64Range
-from bflsync.extract import canonical_json
 from bflsync.read.records import FinetuneRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,13 +105,6 @@ def warn_not_json(cli_context: CliContext, records: Iterable[FinetuneRecord]) ->
                 "Infinity in its details, which JSON cannot hold: shown as null",
                 err=True,
             )
-
-
-def shown_json(values: dict[str, Any], side: str) -> str:
-    """A value as compact JSON for a terminal line (control characters escaped)."""
-    from bflsync.cli import render
-
-    return render.json_for_terminal(canonical_json(values[side])) if side in values else "(missing)"
 
 
 def write_records(output_format: str, headers: Sequence[str], items: Sequence[dict[str, Any]]) -> None:
