@@ -303,6 +303,45 @@ def test_piped_listings_have_every_row_and_limit_0_is_no_limit(store_engine: Eng
     )
 
 
+@pytest.fixture
+def two_accounts(store_engine: Engine, db_path: Path) -> str:
+    """Three runs over two accounts, each reading a balance: 7 live finetunes, 4 values of n."""
+    write_sync(store_engine, {f"ft-{n}": {"mode": "style", "n": n} for n in range(3)}, now=day(1))
+    write_sync(
+        store_engine, {f"ot-{n}": {"mode": "style", "n": n} for n in range(3)}, now=day(2), account="other"
+    )
+    write_sync(store_engine, {f"ft-{n}": {"mode": "style", "n": n} for n in range(4)}, now=day(3))
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("UPDATE sync_run SET credits = 100 - id")
+    connection.close()
+    return str(db_path)
+
+
+LISTING_ROWS = [
+    (["query"], 7),
+    (["history", "--since", "2026-01-01"], 7),
+    (["runs"], 3),
+    (["facets", "n"], 4),
+    (["accounts"], 2),
+    (["credits"], 3),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "rows"),
+    LISTING_ROWS,
+    ids=lambda value: " ".join(value) if isinstance(value, list) else str(value),
+)
+def test_limit_0_is_no_limit_and_limit_n_keeps_n_rows_on_every_listing(
+    two_accounts: str, command: list[str], rows: int
+) -> None:
+    every = both("--db", two_accounts, *command, "--limit", "0", "--format", "jsonl")
+    assert (every.returncode, len(every.stdout.splitlines())) == (0, rows)
+    one = both("--db", two_accounts, *command, "--limit", "1", "--format", "jsonl")
+    assert (one.returncode, len(one.stdout.splitlines())) == (0, 1)
+    assert "(first 1 row shown; --limit 0 for all)\n" in one.stderr
+
+
 def test_columns_accept_details_and_labels(store: str) -> None:
     done = both(
         "--db",
@@ -424,7 +463,11 @@ def test_an_unknown_command_suggests_the_nearest() -> None:
 def test_completion_prints_the_script(shell: str) -> None:
     done = both("completion", shell)
     assert done.returncode == 0
-    assert "_BFLSYNC_COMPLETE" in done.stdout
+    assert {"bash": "complete -o nosort -F", "zsh": "#compdef bflsync", "fish": "complete --no-files"}[
+        shell
+    ] in done.stdout
+    # The README's line (eval "$(_BFLSYNC_COMPLETE=bash_source bflsync)") prints the same script.
+    assert both(env={"_BFLSYNC_COMPLETE": f"{shell}_source"}).stdout == done.stdout
 
 
 def test_piped_tables_pad_by_display_width(store: str) -> None:
@@ -475,3 +518,9 @@ def sql_rows(target: str, engine: Engine, statement: str) -> list[tuple[Any, ...
     """A statement as a user would paste it: literal SQL, through the engine's own driver."""
     with engine.connect() as connection:
         return [tuple(row) for row in connection.execute(sa.text(statement))]
+
+
+def test_version_says_where_the_default_store_is_as_a_process(isolated_env: Path) -> None:
+    done = both("--version")
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[1] == f"default store: {isolated_env / 'bflsync' / 'bflsync.db'}"

@@ -16,6 +16,7 @@ from bflsync.cli.read_common import (
     LIST_FORMATS,
     RECORD_FORMATS,
     account_option,
+    cut,
     limit_option,
     note_withheld,
     reading,
@@ -543,11 +544,12 @@ def diff(
 
 
 @click.command()
+@limit_option("accounts")
 @click.option(
     "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
 )
 @pass_cli_context
-def accounts(cli_context: CliContext, output_format: str) -> None:
+def accounts(cli_context: CliContext, limit: int | None, output_format: str) -> None:
     """List each (source, account) in the store: live and deleted finetunes, last sync, key fingerprint.
 
     An account is the label a sync ran under (sync --account, default "default"); the
@@ -559,13 +561,16 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
         bflsync accounts --format json
     """
     with reading(cli_context) as store:
-        listed = store.accounts()
+        every = store.accounts()
+    limit = row_limit(limit, output_format)
+    listed, more = cut(every, limit)
     if output_format in RECORD_FORMATS:
         write_records(output_format, list(listed[0]) if listed else list(ACCOUNT_COLUMNS), listed)
-        return
-    render.write_grid(
-        output_format, ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed]
-    )
+    else:
+        render.write_grid(
+            output_format, ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed]
+        )
+    note_withheld(cli_context, shown=len(listed), limit=limit, more=more)
 
 
 @click.command()
@@ -576,6 +581,7 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
     metavar="TIMESTAMP",
     help="Only runs started at or after this time (ISO 8601, or 7d, 12h, yesterday).",
 )
+@limit_option("readings, oldest first")
 @click.option(
     "--format",
     "output_format",
@@ -585,7 +591,12 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
 )
 @pass_cli_context
 def credits(
-    cli_context: CliContext, account: str | None, source: str | None, since: str | None, output_format: str
+    cli_context: CliContext,
+    account: str | None,
+    source: str | None,
+    since: str | None,
+    limit: int | None,
+    output_format: str,
 ) -> None:
     """Show the account's credit balance over time, as each sync read it, oldest first.
 
@@ -601,15 +612,18 @@ def credits(
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as store:
-        intervals = store.credits(source=source, account=account, since=start)
+        every = store.credits(source=source, account=account, since=start)
+    limit = row_limit(limit, output_format)
+    intervals, more = cut(every, limit)
     if output_format in ("json", "jsonl"):
         write_records(output_format, CREDIT_COLUMNS, [interval.as_dict() for interval in intervals])
-        return
-    # A table holds the count (the ids can be hundreds); CSV, json and jsonl the ids.
-    rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
-    for row in rows:
-        row[-1] = " ".join(row[-1]) if output_format == "csv" else len(row[-1])
-    render.write_grid(output_format, CREDIT_COLUMNS, rows)
+    else:
+        # A table holds the count (the ids can be hundreds); CSV, json and jsonl the ids.
+        rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
+        for row in rows:
+            row[-1] = " ".join(row[-1]) if output_format == "csv" else len(row[-1])
+        render.write_grid(output_format, CREDIT_COLUMNS, rows)
+    note_withheld(cli_context, shown=len(intervals), limit=limit, more=more)
 
 
 _SAME_RECORD = ("finetune_id", "source", "change")

@@ -19,6 +19,7 @@ from bflsync.cli.common import CliContext, Int64Range
 from bflsync.read.records import FinetuneRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 # One vocabulary (docs/queries.md, "Output formats"): json, jsonl and csv wherever records are listed,
 # and table and markdown wherever they make a table.
@@ -36,6 +37,11 @@ def row_limit(limit: int | None, output_format: str) -> int | None:
     if limit is None:
         return TABLE_LIMIT if output_format == "table" and sys.stdout.isatty() else None
     return limit
+
+
+def cut(items: Sequence[T], limit: int | None) -> tuple[list[T], bool]:
+    """The first ``limit`` items (every one for ``None``) and whether any were left out."""
+    return (list(items) if limit is None else list(items[:limit])), limit is not None and len(items) > limit
 
 
 def limit_option(what: str) -> Callable[[F], F]:
