@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from bflsync.api import Store, make_query
+from bflsync.api import QueryOptions, Store, make_query
 from bflsync.bfl.server_text import printable
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext, pass_cli_context
@@ -84,8 +84,7 @@ def build_query(
     sort: str | None = None,
     limit: int | None = None,
 ) -> filters.Query:
-    return make_query(
-        filter_texts,
+    options = QueryOptions(
         text=words,
         include_deleted=include_deleted,
         source=source,
@@ -94,6 +93,7 @@ def build_query(
         sort=sort,
         limit=limit,
     )
+    return make_query(filter_texts, options)
 
 
 @click.command()
