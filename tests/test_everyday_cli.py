@@ -128,6 +128,29 @@ def test_every_stored_time_is_in_the_printed_form(store: str) -> None:
     assert texts and all(len(text) == 27 and text[10] == "T" and text.endswith("Z") for text in texts)
 
 
+def test_the_remote_timestamp_bfl_sent_in_any_form_is_stored_and_printed_in_the_one_form(
+    any_store: tuple[str, Engine],
+) -> None:
+    target, engine = any_store
+    sent = {
+        UUID_A: {**A1, "timestamp": "2026-12-04T13:18:17.637556"},  # naive: UTC
+        UUID_B: {**B1, "timestamp": "2026-12-04T15:18:17.637556+02:00"},
+        UUID_C: {**C1, "timestamp": 1796390297.637556},  # epoch seconds
+    }
+    write_sync(engine, sent, now=day(1))
+    printed = {
+        finetune: json.loads(both("--db", target, "show", finetune, "--format", "json").stdout)[
+            "remote_timestamp"
+        ]
+        for finetune in sent
+    }
+    assert set(printed.values()) == {"2026-12-04T13:18:17.637556Z"}
+    stored = sql_rows(
+        target, engine, f"SELECT finetune_id FROM finetune WHERE remote_timestamp = '{printed[UUID_A]}'"
+    )
+    assert sorted(stored) == sorted((finetune,) for finetune in sent)
+
+
 def test_a_label_value_is_plain_text_in_sql(any_store: tuple[str, Engine]) -> None:
     target, engine = any_store
     write_sync(engine, {UUID_A: A1}, now=day(1))
