@@ -24,7 +24,7 @@ from bflsync.version import __version__
 importlib.import_module("bflsync.sync")
 
 if TYPE_CHECKING:
-    from bflsync.api import Store, make_query, open_store, sync
+    from bflsync.api import QueryOptions, Store, make_query, open_store, sync
     from bflsync.errors import BflsyncError
     from bflsync.sync.run import SyncResult
 else:
@@ -40,12 +40,22 @@ else:
 _EXPORTS = {
     "open_store": "bflsync.api",
     "make_query": "bflsync.api",
+    "QueryOptions": "bflsync.api",
     "Store": "bflsync.api",
     "SyncResult": "bflsync.sync.run",
     "BflsyncError": "bflsync.errors",
 }
 
-__all__ = ["BflsyncError", "Store", "SyncResult", "__version__", "make_query", "open_store", "sync"]
+__all__ = [
+    "BflsyncError",
+    "QueryOptions",
+    "Store",
+    "SyncResult",
+    "__version__",
+    "make_query",
+    "open_store",
+    "sync",
+]
 
 
 def __getattr__(name: str) -> Any:

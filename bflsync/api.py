@@ -6,7 +6,8 @@ The CLI is a thin layer over this module: every read command opens a :class:`Sto
     import bflsync
 
     with bflsync.open_store("~/bflsync.db") as store:
-        for record in store.query(["mode=character", "learning_rate>=2e-5"], sort="-iterations").records:
+        options = bflsync.QueryOptions(sort="-iterations")
+        for record in store.query(["mode=character", "learning_rate>=2e-5"], options).records:
             print(record.finetune_id, record.column("learning_rate"))
 
 A :class:`Store` only reads: it never creates, migrates or writes the database, and takes one
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Facets",
     "FoundIds",
+    "QueryOptions",
     "RunDetail",
     "Shown",
     "Store",
@@ -60,6 +63,32 @@ __all__ = [
     "open_store",
     "sync",
 ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryOptions:
+    """What a question asks besides its filters: the options of ``bflsync query`` in one value.
+
+    :meth:`Store.query`, :meth:`Store.ids`, :meth:`Store.facets` and :func:`make_query` take this one
+    bundle, so an option added to the question is added once, and a caller who asks the same question
+    several ways (records, then ids) passes the same value rather than repeating seven keywords.
+    Frozen: a bundle can be shared and reused without one caller changing another's question.
+    """
+
+    text: str | None = None
+    """``--text``: words and prefixes (``fo*``) searched in the comment, trigger word and labels."""
+    include_deleted: bool = False
+    """``--include-deleted``: finetunes gone from the API are listed too."""
+    source: str | None = None
+    """``--source``: only finetunes read from this API host."""
+    account: str | None = None
+    """``--account``: only this account's finetunes."""
+    as_of: datetime | str | None = None
+    """``--as-of``: the store as it stood then (an aware datetime, ISO 8601, or ``7d``, ``yesterday``)."""
+    sort: str | Sort | None = None
+    """``--sort``: a field, ``-`` first for descending (default ``finetune_id``)."""
+    limit: int | None = None
+    """``--limit``: at most this many (``None``: every one). Facets count every match and refuse it."""
 
 
 class FoundIds(NamedTuple):
@@ -132,81 +161,44 @@ class Store:
     def query(
         self,
         filters: Query | Iterable[str | Filter] = (),
+        options: QueryOptions | None = None,
         *,
-        text: str | None = None,
-        include_deleted: bool = False,
-        source: str | None = None,
-        account: str | None = None,
-        as_of: datetime | str | None = None,
-        sort: str | Sort | None = None,
-        limit: int | None = None,
         columns: Sequence[str] = ALL_COLUMNS,
     ) -> Found:
         """The finetunes matching every filter (the language of ``bflsync query``), as records.
 
-        ``text`` is ``--text``, ``as_of`` an aware datetime or the text ``--as-of`` takes, ``sort`` a
-        field with ``-`` for descending. ``columns`` are the stored columns to read (default all;
-        leaving out ``details`` saves the most). ``filters`` may instead be a whole
-        :class:`~bflsync.read.filters.Query` (see :func:`make_query`); the other options must then be unset.
+        ``options`` are the rest of the question (:class:`QueryOptions`). ``columns`` are the stored
+        columns to read (default all; leaving out ``details`` saves the most). ``filters`` may instead
+        be a whole :class:`~bflsync.read.filters.Query` (see :func:`make_query`); ``options`` must
+        then be left out.
         """
         from bflsync.read import search
 
-        question = _question(
-            filters,
-            text=text,
-            include_deleted=include_deleted,
-            source=source,
-            account=account,
-            as_of=as_of,
-            sort=sort,
-            limit=limit,
-        )
-        return search.search(self._reader, question, columns=columns)
+        return search.search(self._reader, _question(filters, options), columns=columns)
 
     def ids(
-        self,
-        filters: Query | Iterable[str | Filter] = (),
-        *,
-        text: str | None = None,
-        include_deleted: bool = False,
-        source: str | None = None,
-        account: str | None = None,
-        as_of: datetime | str | None = None,
-        sort: str | Sort | None = None,
-        limit: int | None = None,
+        self, filters: Query | Iterable[str | Filter] = (), options: QueryOptions | None = None
     ) -> FoundIds:
         """Only the ids of :meth:`query`'s answer, read without decoding any record."""
         from bflsync.read import search
 
-        question = _question(
-            filters,
-            text=text,
-            include_deleted=include_deleted,
-            source=source,
-            account=account,
-            as_of=as_of,
-            sort=sort,
-            limit=limit,
-        )
-        return FoundIds(*search.search_ids(self._reader, question))
+        return FoundIds(*search.search_ids(self._reader, _question(filters, options)))
 
     def facets(
         self,
         fields: Sequence[str | FieldRef],
         filters: Query | Iterable[str | Filter] = (),
-        *,
-        text: str | None = None,
-        include_deleted: bool = False,
-        source: str | None = None,
-        account: str | None = None,
-        as_of: datetime | str | None = None,
+        options: QueryOptions | None = None,
     ) -> Facets:
-        """Per field, how many finetunes matching ``filters`` hold each value; missing and null count as ``None``."""
+        """Per field, how many finetunes matching ``filters`` hold each value; missing and null count as ``None``.
+
+        Every match is counted, so a ``sort`` or ``limit`` in ``options`` is refused, not ignored.
+        """
         from bflsync.read import search
 
-        question = _question(
-            filters, text=text, include_deleted=include_deleted, source=source, account=account, as_of=as_of
-        )
+        if options is not None and (options.sort is not None or options.limit is not None):
+            raise TypeError("facets count every match: sort and limit do not apply")
+        question = _question(filters, options)
         return Facets(*search.facet_counts(self._reader, [_field(field) for field in fields], question))
 
     def unknown_field(self, field: str | FieldRef) -> str | None:
@@ -355,7 +347,7 @@ class Store:
         chosen = (
             [_compare_field(_field(field)) for field in fields]
             if fields is not None
-            else compare.default_fields(entries, name_of_path=filters.format_path)
+            else compare.default_fields(entries, name_of_path=filters.field_name)
         )
         return compare.matrix(entries, chosen, only_changed=only_changed)
 
@@ -403,17 +395,7 @@ class Store:
         )
 
 
-def make_query(
-    filters: Iterable[str | Filter] = (),
-    *,
-    text: str | None = None,
-    include_deleted: bool = False,
-    source: str | None = None,
-    account: str | None = None,
-    as_of: datetime | str | None = None,
-    sort: str | Sort | None = None,
-    limit: int | None = None,
-) -> Query:
+def make_query(filters: Iterable[str | Filter] = (), options: QueryOptions | None = None) -> Query:
     """A parsed question for :meth:`Store.query`, :meth:`Store.ids` and :meth:`Store.facets`.
 
     Texts are parsed as on the command line (a bad one is a :class:`~bflsync.errors.FilterError`);
@@ -421,30 +403,30 @@ def make_query(
     """
     from bflsync.read.filters import Query, parse_filter, parse_sort, resolve_relative_times
 
+    given = options or QueryOptions()
     now = datetime.now(UTC)
     return Query(
         filters=[
             resolve_relative_times(parse_filter(item) if isinstance(item, str) else item, now=now)
             for item in filters
         ],
-        text=text,
-        include_deleted=include_deleted,
-        source=source,
-        account=account,
-        as_of=_timestamp(as_of, now=now),
-        sort=parse_sort(sort) if isinstance(sort, str) else sort,
-        limit=limit,
+        text=given.text,
+        include_deleted=given.include_deleted,
+        source=given.source,
+        account=given.account,
+        as_of=_timestamp(given.as_of, now=now),
+        sort=parse_sort(given.sort) if isinstance(given.sort, str) else given.sort,
+        limit=given.limit,
     )
 
 
-def _question(filters: Query | Iterable[str | Filter], **options: Any) -> Query:
+def _question(filters: Query | Iterable[str | Filter], options: QueryOptions | None) -> Query:
     from bflsync.read.filters import Query
 
     if not isinstance(filters, Query):
-        return make_query(filters, **options)
-    given = sorted(name for name, value in options.items() if value not in (None, False))
-    if given:
-        raise TypeError(f"options given both in the Query and as keywords: {', '.join(given)}")
+        return make_query(filters, options)
+    if options is not None:
+        raise TypeError("options given both in the Query and as QueryOptions: a made Query holds its own")
     return filters
 
 

@@ -456,7 +456,7 @@ def test_account_picks_the_row_for_show_history_and_diff(two_accounts: str) -> N
         ).stdout
     )
     assert diff["a"]["account"] == diff["b"]["account"] == "team-b"
-    assert diff["differences"] == [{"key": "iterations", "b": 900}]
+    assert diff["differences"] == [{"field": "iterations", "b": 900}]
     changes = json.loads(
         read(
             two_accounts, "history", "--since", "2000-01-01", "--account", "team-b", "--format", "json"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -127,6 +128,29 @@ def test_every_stored_time_is_in_the_printed_form(store: str) -> None:
     assert texts and all(len(text) == 27 and text[10] == "T" and text.endswith("Z") for text in texts)
 
 
+def test_the_remote_timestamp_bfl_sent_in_any_form_is_stored_and_printed_in_the_one_form(
+    any_store: tuple[str, Engine],
+) -> None:
+    target, engine = any_store
+    sent = {
+        UUID_A: {**A1, "timestamp": "2026-12-04T13:18:17.637556"},  # naive: UTC
+        UUID_B: {**B1, "timestamp": "2026-12-04T15:18:17.637556+02:00"},
+        UUID_C: {**C1, "timestamp": 1796390297.637556},  # epoch seconds
+    }
+    write_sync(engine, sent, now=day(1))
+    printed = {
+        finetune: json.loads(both("--db", target, "show", finetune, "--format", "json").stdout)[
+            "remote_timestamp"
+        ]
+        for finetune in sent
+    }
+    assert set(printed.values()) == {"2026-12-04T13:18:17.637556Z"}
+    stored = sql_rows(
+        target, engine, f"SELECT finetune_id FROM finetune WHERE remote_timestamp = '{printed[UUID_A]}'"
+    )
+    assert sorted(stored) == sorted((finetune,) for finetune in sent)
+
+
 def test_a_label_value_is_plain_text_in_sql(any_store: tuple[str, Engine]) -> None:
     target, engine = any_store
     write_sync(engine, {UUID_A: A1}, now=day(1))
@@ -206,8 +230,8 @@ def test_history_of_one_finetune_has_a_table_format(store: str) -> None:
 def test_diff_with_one_id_compares_the_previous_version_with_the_current(store: str) -> None:
     done = both("--db", store, "diff", UUID_A, "--format", "jsonl")
     assert [json.loads(line) for line in done.stdout.splitlines()] == [
-        {"key": "iterations", "a": 300, "b": 600},
-        {"key": "learning_rate", "a": 1e-5, "b": 2e-5},
+        {"field": "iterations", "a": 300, "b": 600},
+        {"field": "learning_rate", "a": 1e-5, "b": 2e-5},
     ]
 
 
@@ -215,6 +239,54 @@ def test_compare_has_jsonl_like_every_listing(store: str) -> None:
     done = both("--db", store, "compare", UUID_A, UUID_C, "--only-changed", "--format", "jsonl")
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert {"field": "mode", "changed": True, "values": {UUID_A: "character", UUID_C: "product"}} in rows
+
+
+V1 = {"mode": "style", "extra": {"lr": 1, "same": 0}, "gone": "g", "timestamp": "2026-01-01T00:00:00.000000Z"}
+V2 = {"mode": "character", "extra": {"lr": 2, "same": 0}, "timestamp": "2026-01-02T00:00:00.000000Z"}
+# One change, printed one way: a leaf's dotted path, named as the column where one reads it
+# (remote_timestamp, not timestamp), values as compact JSON, (missing) for a side without one.
+SAME_CHANGE = {
+    "extra.lr": ("1", "2"),
+    "gone": ('"g"', "(missing)"),
+    "mode": ('"style"', '"character"'),
+    "remote_timestamp": ('"2026-01-01T00:00:00.000000Z"', '"2026-01-02T00:00:00.000000Z"'),
+}
+
+
+@pytest.fixture
+def changed(store_engine: Engine, db_path: Path) -> str:
+    write_sync(store_engine, {UUID_A: V1}, now=day(1))
+    write_sync(store_engine, {UUID_A: V2}, now=day(2))
+    return str(db_path)
+
+
+def side_by_side(stdout: str) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """A two-column table's header and its rows as ``{field: (left, right)}``."""
+    header, *rows = (re.split(r"\s{2,}", line.strip()) for line in stdout.splitlines())
+    return header, {field: (left, right) for field, left, right in rows}
+
+
+def test_diff_compare_and_history_print_a_change_with_the_same_field_and_values(changed: str) -> None:
+    header, diffed = side_by_side(both("--db", changed, "diff", UUID_A).stdout)
+    assert (header[0], diffed) == ("field", SAME_CHANGE)
+    header, compared = side_by_side(
+        both("--db", changed, "compare", f"{UUID_A}@1", UUID_A, "--only-changed").stdout
+    )
+    assert (header[0], compared) == ("field", SAME_CHANGE)
+    [_, updated] = both("--db", changed, "history", UUID_A).stdout.splitlines()
+    assert (
+        updated
+        == "v2 updated  2026-01-02T00:00:00.000000Z  "
+        + ", ".join(f"{field}: {old} → {new}" for field, (old, new) in SAME_CHANGE.items())
+        + "  run 2"
+    )
+
+
+def test_diff_and_compare_name_the_field_column_field_in_every_format(changed: str) -> None:
+    for command in (["diff", UUID_A], ["compare", f"{UUID_A}@1", UUID_A]):
+        assert both("--db", changed, *command, "--format", "csv").stdout.startswith("field,")
+        first = json.loads(both("--db", changed, *command, "--format", "jsonl").stdout.splitlines()[0])
+        assert "field" in first and "key" not in first
 
 
 # --- 4. finding things ------------------------------------------------------------------------------
@@ -252,6 +324,45 @@ def test_piped_listings_have_every_row_and_limit_0_is_no_limit(store_engine: Eng
         6,
         "(first 5 rows shown; --limit 0 for all)\n",
     )
+
+
+@pytest.fixture
+def two_accounts(store_engine: Engine, db_path: Path) -> str:
+    """Three runs over two accounts, each reading a balance: 7 live finetunes, 4 values of n."""
+    write_sync(store_engine, {f"ft-{n}": {"mode": "style", "n": n} for n in range(3)}, now=day(1))
+    write_sync(
+        store_engine, {f"ot-{n}": {"mode": "style", "n": n} for n in range(3)}, now=day(2), account="other"
+    )
+    write_sync(store_engine, {f"ft-{n}": {"mode": "style", "n": n} for n in range(4)}, now=day(3))
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("UPDATE sync_run SET credits = 100 - id")
+    connection.close()
+    return str(db_path)
+
+
+LISTING_ROWS = [
+    (["query"], 7),
+    (["history", "--since", "2026-01-01"], 7),
+    (["runs"], 3),
+    (["facets", "n"], 4),
+    (["accounts"], 2),
+    (["credits"], 3),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "rows"),
+    LISTING_ROWS,
+    ids=lambda value: " ".join(value) if isinstance(value, list) else str(value),
+)
+def test_limit_0_is_no_limit_and_limit_n_keeps_n_rows_on_every_listing(
+    two_accounts: str, command: list[str], rows: int
+) -> None:
+    every = both("--db", two_accounts, *command, "--limit", "0", "--format", "jsonl")
+    assert (every.returncode, len(every.stdout.splitlines())) == (0, rows)
+    one = both("--db", two_accounts, *command, "--limit", "1", "--format", "jsonl")
+    assert (one.returncode, len(one.stdout.splitlines())) == (0, 1)
+    assert "(first 1 row shown; --limit 0 for all)\n" in one.stderr
 
 
 def test_columns_accept_details_and_labels(store: str) -> None:
@@ -375,7 +486,11 @@ def test_an_unknown_command_suggests_the_nearest() -> None:
 def test_completion_prints_the_script(shell: str) -> None:
     done = both("completion", shell)
     assert done.returncode == 0
-    assert "_BFLSYNC_COMPLETE" in done.stdout
+    assert {"bash": "complete -o nosort -F", "zsh": "#compdef bflsync", "fish": "complete --no-files"}[
+        shell
+    ] in done.stdout
+    # The README's line (eval "$(_BFLSYNC_COMPLETE=bash_source bflsync)") prints the same script.
+    assert both(env={"_BFLSYNC_COMPLETE": f"{shell}_source"}).stdout == done.stdout
 
 
 def test_piped_tables_pad_by_display_width(store: str) -> None:
@@ -426,3 +541,9 @@ def sql_rows(target: str, engine: Engine, statement: str) -> list[tuple[Any, ...
     """A statement as a user would paste it: literal SQL, through the engine's own driver."""
     with engine.connect() as connection:
         return [tuple(row) for row in connection.execute(sa.text(statement))]
+
+
+def test_version_says_where_the_default_store_is_as_a_process(isolated_env: Path) -> None:
+    done = both("--version")
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[1] == f"default store: {isolated_env / 'bflsync' / 'bflsync.db'}"

@@ -6,6 +6,7 @@ through the CLI. Every behaviour test runs on SQLite and PostgreSQL (the ``store
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -100,7 +101,7 @@ def test_sync_refuses_region_and_base_url_together(store_db: str, mock: MockBFL)
 
 def test_query_answers_filters_sorted_and_limited(synced: str) -> None:
     with bflsync.open_store(synced) as store:
-        found = store.query(["mode=character"], sort="-learning_rate", limit=1)
+        found = store.query(["mode=character"], bflsync.QueryOptions(sort="-learning_rate", limit=1))
     assert [(r.finetune_id, r.column("learning_rate"), r.details) for r in found.records] == [
         ("charlie", 2e-5, CHARLIE)
     ]
@@ -108,16 +109,34 @@ def test_query_answers_filters_sorted_and_limited(synced: str) -> None:
 
 
 def test_query_takes_a_made_query(synced: str) -> None:
-    question = bflsync.make_query(["learning_rate>=2e-5"], sort="iterations")
+    question = bflsync.make_query(["learning_rate>=2e-5"], bflsync.QueryOptions(sort="iterations"))
     with bflsync.open_store(synced) as store:
         assert [r.finetune_id for r in store.query(question).records] == ["charlie", "bravo"]
-        with pytest.raises(TypeError, match="sort"):
-            store.query(question, sort="mode")
+        with pytest.raises(TypeError, match="options given both"):
+            store.query(question, bflsync.QueryOptions(sort="mode"))
 
 
 def test_ids_are_the_querys_ids(synced: str) -> None:
     with bflsync.open_store(synced) as store:
-        assert store.ids(["iterations>300"], sort="-iterations") == (["bravo", "charlie"], ())
+        assert store.ids(["iterations>300"], bflsync.QueryOptions(sort="-iterations")) == (
+            ["bravo", "charlie"],
+            (),
+        )
+
+
+def test_query_ids_and_make_query_share_one_frozen_options_bundle(synced: str) -> None:
+    options = bflsync.QueryOptions(sort="-iterations", limit=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.limit = 2  # type: ignore[misc]
+    with bflsync.open_store(synced) as store:
+        queried = [record.finetune_id for record in store.query(["iterations>300"], options).records]
+        made = store.ids(bflsync.make_query(["iterations>300"], options)).ids
+        assert queried == made == store.ids(["iterations>300"], options).ids == ["bravo"]
+
+
+def test_facets_refuse_a_sort_or_limit_they_would_ignore(synced: str) -> None:
+    with bflsync.open_store(synced) as store, pytest.raises(TypeError, match="limit"):
+        store.facets(["mode"], [], bflsync.QueryOptions(limit=1))
 
 
 def test_a_bad_filter_is_a_filter_error(synced: str) -> None:
@@ -202,9 +221,9 @@ def test_diff_lists_the_differing_keys(synced: str) -> None:
         result = store.diff("alpha", "charlie")
     assert (result.a.finetune_id, result.b.finetune_id) == ("alpha", "charlie")
     assert result.differences == [
-        {"key": "iterations", "a": 300, "b": 400},
-        {"key": "learning_rate", "a": 1e-5, "b": 2e-5},
-        {"key": "trigger_word", "a": "TOK", "b": "ME"},
+        {"field": "iterations", "a": 300, "b": 400},
+        {"field": "learning_rate", "a": 1e-5, "b": 2e-5},
+        {"field": "trigger_word", "a": "TOK", "b": "ME"},
     ]
 
 

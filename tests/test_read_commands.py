@@ -450,16 +450,16 @@ def test_diff_compares_two_versions_key_by_key(store_engine: Engine, db_path: Pa
         "a": {"finetune_id": "org/x@y", "source": SOURCE, "account": "default", "version": 1},
         "b": {"finetune_id": "org/x@y", "source": SOURCE, "account": "default", "version": 2},
         "differences": [
-            {"key": "extra.n", "a": 1, "b": 2},
-            {"key": "gone", "a": "g"},
-            {"key": "lr", "a": 1, "b": 2},
+            {"field": "extra.n", "a": 1, "b": 2},
+            {"field": "gone", "a": "g"},
+            {"field": "lr", "a": 1, "b": 2},
         ],
     }
 
 
 def test_diff_text_puts_two_finetunes_side_by_side(store: str) -> None:
     assert run(store, "diff", "bravo", "org/charlie").stdout.splitlines() == [
-        "key            bravo@1    org/charlie@2",
+        "field          bravo@1    org/charlie@2",
         "captioning     false      (missing)",
         'finetune_type  (missing)  "lora"',
         'iterations     "500"      (missing)',

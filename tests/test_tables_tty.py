@@ -178,3 +178,16 @@ def test_wide_enough_runs_are_one_table(store_path: Path) -> None:
     assert lines[0].split()[:3] == ["id", "started_at", "duration"]
     assert lines[2].split()[:2] == ["2", "2026-01-02T00:00:00.000000Z"]
     assert "2000" in lines[2].split()
+
+
+@pytest.mark.parametrize("columns", [80, 140])
+def test_cjk_text_is_padded_by_display_width_on_a_terminal(store_path: Path, columns: int) -> None:
+    lines = on_a_terminal(
+        columns, "--db", str(store_path), "query", "--columns", "finetune_comment,iterations"
+    )
+    assert_fits(lines, columns)
+    # The CJK comment is two cells a character: `iterations` starts in the same cell on every line.
+    rows = [line for line in lines if not set(line) <= {"─", " "}]
+    assert any(CJK_COMMENT[:8] in line for line in rows), lines
+    starts = {cells(line[: match.start(1)]) for line in rows if (match := re.search(r"\s{2,}(\S+)$", line))}
+    assert len(starts) == 1 and len(rows) == 3, lines

@@ -106,7 +106,7 @@ def test_history_marks_label_changes_and_notes_among_the_versions(store: str) ->
     ]
     text = run(store, "history", "v1").stdout
     assert "label set  " in text and f'  label.project: "acme" → "globex"  by {author(store)}\n' in text
-    assert f"  label.approved: true → (removed)  by {author(store)}\n" in text
+    assert f"  label.approved: true → (missing)  by {author(store)}\n" in text
     assert f"  by {author(store)}: the one that worked\n" in text
 
 
@@ -178,9 +178,9 @@ def test_compare_markdown_is_a_table_of_code_spans(store: str) -> None:
     assert lines[:3] == [
         "| `field` | `v1` | `sparse` |",
         "| --- | --- | --- |",
-        "| `finetune_comment` | `portrait v1` |  |",
+        '| `finetune_comment` | `"portrait v1"` | `(missing)` |',
     ]
-    assert "| `mode` | `character` | `product` |" in lines
+    assert '| `mode` | `"character"` | `"product"` |' in lines
     assert all(line.startswith("| ") and line.endswith(" |") for line in lines)
 
 

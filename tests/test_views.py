@@ -1,5 +1,6 @@
-"""Revision 0012_views: ``finetunes``, ``changes``, ``status_changes`` and ``labels`` for SQL users, on both
-engines, and the recipes of docs/views.md for sqlite-utils, pandas and DuckDB."""
+"""Revisions 0012_views and 0012_typed_label_views: ``finetunes``, ``changes``, ``status_changes`` and
+``labels`` for SQL users, on both engines, and the recipes of docs/views.md for sqlite-utils, pandas and
+DuckDB."""
 
 from __future__ import annotations
 
@@ -146,6 +147,59 @@ def test_labels_view_passes_the_stored_values_through_with_the_finetune_id(
     }
 
 
+TYPED = {"count": 3, "ok": True, "project": "acme", "ratio": 0.5}
+
+
+def set_typed_labels(url: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["--db", url, "label", finetune_id(1), "count=3", "ratio=0.5", "ok=true", "project=acme"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+
+
+def test_finetunes_view_labels_keep_their_json_type(filled: tuple[str, Engine]) -> None:
+    url, engine = filled
+    set_typed_labels(url)
+    [row] = rows(engine, f"SELECT labels, label_list FROM finetunes WHERE finetune_id = '{finetune_id(1)}'")
+    labels = as_json(row["labels"])
+    assert labels == TYPED
+    assert [type(labels[key]) for key in sorted(TYPED)] == [int, bool, str, float]
+    assert as_json(row["label_list"]) == ["count=3", "ok=true", "project=acme", "ratio=0.5"]
+
+
+def test_labels_view_has_value_json_next_to_the_plain_value(filled: tuple[str, Engine]) -> None:
+    url, engine = filled
+    set_typed_labels(url)
+    view = rows(engine, f"SELECT * FROM labels WHERE finetune_id = '{finetune_id(1)}' ORDER BY key")
+    assert list(view[0])[:4] == ["finetune_id", "key", "value", "value_json"]
+    assert [(row["key"], row["value"], json.loads(row["value_json"])) for row in view] == [
+        ("count", "3", 3),
+        ("ok", "true", True),
+        ("project", "acme", "acme"),
+        ("ratio", "0.5", 0.5),
+    ]
+
+
+def test_downgrade_below_typed_label_views_restores_plain_label_values(
+    filled: tuple[str, Engine], store_db: str
+) -> None:
+    url, engine = filled
+    set_typed_labels(url)
+    engine.dispose()
+    location = access.locate_store(store_db)
+    access.downgrade_store(location, revision="0011_iso_times")
+    query = f"SELECT labels FROM finetunes WHERE finetune_id = '{finetune_id(1)}'"
+    [row] = rows(engine, query)
+    assert as_json(row["labels"]) == {"count": "3", "ok": "true", "project": "acme", "ratio": "0.5"}
+    assert "value_json" not in rows(engine, "SELECT * FROM labels")[0]
+    engine.dispose()
+    access.upgrade_store(location, revision="head").engine.dispose()
+    [row] = rows(engine, query)
+    assert as_json(row["labels"]) == TYPED
+
+
 def test_downgrade_drops_the_views_and_upgrade_brings_them_back(store_db: str) -> None:
     location = access.locate_store(store_db)
     access.upgrade_store(location, revision="head").engine.dispose()
@@ -196,6 +250,26 @@ def test_sqlite_utils_recipe_reads_the_finetunes_view(sqlite_store: Path) -> Non
     assert [row["finetune_id"] for row in json.loads(result.stdout)] == [
         finetune_id(n) for n in (2, 6, 10, 14, 18)
     ]
+
+
+def test_sqlite_utils_recipe_does_arithmetic_on_a_numeric_label(sqlite_store: Path) -> None:
+    set_typed_labels(str(sqlite_store))
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("sqlite-utils")),
+            "query",
+            str(sqlite_store),
+            "SELECT json_type(labels, '$.count') AS type, json_extract(labels, '$.count') + 1 AS next"
+            " FROM finetunes WHERE finetune_id = :id",
+            "-p",
+            "id",
+            finetune_id(1),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout) == [{"type": "integer", "next": 4}]
 
 
 def test_pandas_recipe_reads_a_view_into_a_dataframe(sqlite_store: Path) -> None:

@@ -10,24 +10,24 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bflsync.api import history_kind, history_time
-from bflsync.cli import completion, render
+from bflsync.cli import completion, render, values
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import (
     LIST_FORMATS,
     RECORD_FORMATS,
     account_option,
+    cut,
     limit_option,
     note_withheld,
     reading,
     row_limit,
-    shown_json,
     warn_not_json,
     write_records,
 )
 from bflsync.columns import COLUMN_NAMES, LIFECYCLE_COLUMNS, RUN_COUNTERS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
-from bflsync.read import audit_trail, label_reads
+from bflsync.read import audit_trail, compare, label_reads
 from bflsync.read.records import FinetuneRecord
 from bflsync.timeform import iso_utc
 
@@ -331,9 +331,6 @@ def _status_changes_only(
     return kept
 
 
-ARROW = "→"
-
-
 def _history_parts(
     entries: list[HistoryEntry], before: dict[tuple[str, str, str], str]
 ) -> list[tuple[str, str]]:
@@ -346,19 +343,22 @@ def _history_parts(
             key = (entry.finetune_id, entry.source, entry.account)
             old = last.get(key)
             last[key] = entry.status
-            was = f"{render.one_line(old)} {ARROW} " if old is not None else ""
+            was = f"{render.one_line(old)} {values.ARROW} " if old is not None else ""
             parts.append(("status", f"{was}{render.one_line(entry.status)}{_run(entry.sync_run_id)}"))
         elif isinstance(entry, audit_trail.VersionEntry):
-            changed = "" if entry.change in ("created", "deleted") else _changed_keys(entry.changes)
+            changed = "" if entry.change in ("created", "deleted") else _changed_leaves(entry.changes)
             parts.append((f"v{entry.version} {entry.change}", f"{changed}{_run(entry.sync_run_id)}".strip()))
         elif isinstance(entry, label_reads.LabelEvent):
-            old_value = shown_json({"old": entry.old}, "old") if entry.old is not None else "(none)"
-            new_value = shown_json({"new": entry.new}, "new") if entry.change == "set" else "(removed)"
+            old_value = compare.MISSING if entry.old is None else entry.old
+            new_value = entry.new if entry.change == "set" else compare.MISSING
             by = render.one_line(
                 label_reads.author_text(entry.changed_by, entry.changed_by_role, entry.changed_as)
             )
             parts.append(
-                (f"label {entry.change}", f"label.{entry.key}: {old_value} {ARROW} {new_value}  by {by}")
+                (
+                    f"label {entry.change}",
+                    f"{values.change_text(render.one_line(f'label.{entry.key}'), old_value, new_value)}  by {by}",
+                )
             )
         else:
             by = render.one_line(
@@ -372,13 +372,8 @@ def _run(run_id: int | None) -> str:
     return f"  run {run_id}" if run_id is not None else ""
 
 
-def _changed_keys(changes: dict[str, dict[str, Any]]) -> str:
-    from bflsync.read import filters
-
-    return ", ".join(
-        f"{render.one_line(filters.format_path((key,)))}: {shown_json(change, 'old')} {ARROW} {shown_json(change, 'new')}"
-        for key, change in changes.items()
-    )
+def _changed_leaves(changes: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(text for key, change in changes.items() for text in values.leaf_changes(key, change))
 
 
 def _summary(entries: list[HistoryEntry]) -> str:
@@ -538,19 +533,23 @@ def diff(
         )
         return
     if output_format in RECORD_FORMATS:
-        write_records(output_format, ["key", "a", "b"], result.differences)
+        write_records(output_format, [values.FIELD_HEADER, "a", "b"], result.differences)
         return
-    headers = ["key", *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
-    rows = [[row["key"], shown_json(row, "a"), shown_json(row, "b")] for row in result.differences]
+    headers = [values.FIELD_HEADER, *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
+    rows = [
+        [row["field"], *(values.value_text(row.get(side, compare.MISSING)) for side in ("a", "b"))]
+        for row in result.differences
+    ]
     render.write_grid(output_format, headers, rows)
 
 
 @click.command()
+@limit_option("accounts")
 @click.option(
     "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
 )
 @pass_cli_context
-def accounts(cli_context: CliContext, output_format: str) -> None:
+def accounts(cli_context: CliContext, limit: int | None, output_format: str) -> None:
     """List each (source, account) in the store: live and deleted finetunes, last sync, key fingerprint.
 
     An account is the label a sync ran under (sync --account, default "default"); the
@@ -562,13 +561,16 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
         bflsync accounts --format json
     """
     with reading(cli_context) as store:
-        listed = store.accounts()
+        every = store.accounts()
+    limit = row_limit(limit, output_format)
+    listed, more = cut(every, limit)
     if output_format in RECORD_FORMATS:
         write_records(output_format, list(listed[0]) if listed else list(ACCOUNT_COLUMNS), listed)
-        return
-    render.write_grid(
-        output_format, ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed]
-    )
+    else:
+        render.write_grid(
+            output_format, ACCOUNT_COLUMNS, [[item[name] for name in ACCOUNT_COLUMNS] for item in listed]
+        )
+    note_withheld(cli_context, shown=len(listed), limit=limit, more=more)
 
 
 @click.command()
@@ -579,6 +581,7 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
     metavar="TIMESTAMP",
     help="Only runs started at or after this time (ISO 8601, or 7d, 12h, yesterday).",
 )
+@limit_option("readings, oldest first")
 @click.option(
     "--format",
     "output_format",
@@ -588,7 +591,12 @@ def accounts(cli_context: CliContext, output_format: str) -> None:
 )
 @pass_cli_context
 def credits(
-    cli_context: CliContext, account: str | None, source: str | None, since: str | None, output_format: str
+    cli_context: CliContext,
+    account: str | None,
+    source: str | None,
+    since: str | None,
+    limit: int | None,
+    output_format: str,
 ) -> None:
     """Show the account's credit balance over time, as each sync read it, oldest first.
 
@@ -604,15 +612,18 @@ def credits(
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as store:
-        intervals = store.credits(source=source, account=account, since=start)
+        every = store.credits(source=source, account=account, since=start)
+    limit = row_limit(limit, output_format)
+    intervals, more = cut(every, limit)
     if output_format in ("json", "jsonl"):
         write_records(output_format, CREDIT_COLUMNS, [interval.as_dict() for interval in intervals])
-        return
-    # A table holds the count (the ids can be hundreds); CSV, json and jsonl the ids.
-    rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
-    for row in rows:
-        row[-1] = " ".join(row[-1]) if output_format == "csv" else len(row[-1])
-    render.write_grid(output_format, CREDIT_COLUMNS, rows)
+    else:
+        # A table holds the count (the ids can be hundreds); CSV, json and jsonl the ids.
+        rows = [[interval.as_dict()[name] for name in CREDIT_COLUMNS] for interval in intervals]
+        for row in rows:
+            row[-1] = " ".join(row[-1]) if output_format == "csv" else len(row[-1])
+        render.write_grid(output_format, CREDIT_COLUMNS, rows)
+    note_withheld(cli_context, shown=len(intervals), limit=limit, more=more)
 
 
 _SAME_RECORD = ("finetune_id", "source", "change")

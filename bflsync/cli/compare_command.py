@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bflsync.cli import completion, render
+from bflsync.cli import completion, render, values
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import LIST_FORMATS, account_option, reading
 from bflsync.errors import InputError
@@ -63,11 +63,13 @@ def compare_command(
         # One line per field, as the "rows" of the json form.
         render.write_jsonl(_as_json(result)["rows"])
         return
-    headers = ["field", *(entry.heading for entry in result.entries)]
-    rows = [[row.field.name, *(_shown(value) for value in row.values)] for row in result.rows]
+    headers = [values.FIELD_HEADER, *(entry.heading for entry in result.entries)]
     if output_format == "csv":
-        render.write_csv(headers, rows)
-    elif output_format == "markdown":
+        render.write_csv(headers, [[row.field.name, *map(_shown, row.values)] for row in result.rows])
+        return
+    # What people read: the vocabulary diff and history share (JSON values, (missing)).
+    rows = [[row.field.name, *map(values.value_text, row.values)] for row in result.rows]
+    if output_format == "markdown":
         render.write_markdown(headers, rows)
     else:
         render.write_table(headers, rows)

@@ -107,7 +107,8 @@ def completion_command(shell: str) -> None:
 
     completer = get_completion_class(shell)
     assert completer is not None
-    click.echo(completer(cli, {}, "bflsync", "_BFLSYNC_COMPLETE").source())
+    # The script ends in a newline already, as click prints it for _BFLSYNC_COMPLETE=SHELL_source.
+    click.echo(completer(cli, {}, "bflsync", "_BFLSYNC_COMPLETE").source(), nl=False)
 
 
 def complete_sort(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from bflsync.api import Store, make_query
+from bflsync.api import QueryOptions, Store, make_query
 from bflsync.bfl.server_text import printable
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext, pass_cli_context
@@ -15,6 +15,7 @@ from bflsync.cli.read_common import (
     LIST_FORMATS,
     RECORD_FORMATS,
     account_option,
+    cut,
     limit_option,
     note_withheld,
     reading,
@@ -83,8 +84,7 @@ def build_query(
     sort: str | None = None,
     limit: int | None = None,
 ) -> filters.Query:
-    return make_query(
-        filter_texts,
+    options = QueryOptions(
         text=words,
         include_deleted=include_deleted,
         source=source,
@@ -93,6 +93,7 @@ def build_query(
         sort=sort,
         limit=limit,
     )
+    return make_query(filter_texts, options)
 
 
 @click.command()
@@ -158,9 +159,9 @@ def query(
         account=account,
         as_of=as_of,
         sort=sort,
-        # One extra row tells the table whether it was cut short.
+        # One extra row tells whether the listing was cut short, in every format.
         # (Capped: SQLite cannot bind more than a signed 64-bit LIMIT, and there are never that many.)
-        limit=min(limit + 1, INT64_MAX) if limit is not None and tabled else limit,
+        limit=min(limit + 1, INT64_MAX) if limit is not None else None,
     )
     shown_fields = fields
     if tabled and fields is None:
@@ -191,11 +192,13 @@ def query(
                 click.echo(f"bflsync: warning: {printable(note)}", err=True)
     warn_unreadable(cli_context, unreadable)
     if found is None:
+        ids, more = cut(ids, limit)
         _write_ids(ids, nul=output_format == "ids0")
+        note_withheld(cli_context, shown=len(ids), limit=limit, more=more)
         return
     from bflsync.cli import render  # after the ids have gone: they need no renderer
 
-    records = found.records
+    records, more = cut(found.records, limit)
     warn_not_json(cli_context, records)
     if output_format in ("json", "jsonl"):
         items = [_record_object(record, fields) for record in records]
@@ -208,14 +211,13 @@ def query(
             render.write_csv(*_field_rows(records, fields))
     else:
         assert shown_fields is not None
-        shown = records[:limit] if limit is not None else records
         if fields is None:
             # Source and account only when the result mixes them.
             for name in ("account", "source"):
-                if len({record.column(name) for record in shown}) > 1:
+                if len({record.column(name) for record in records}) > 1:
                     shown_fields.insert(1, filters.parse_field(name))
-        render.write_grid(output_format, *_field_rows(shown, shown_fields))
-        note_withheld(cli_context, shown=len(shown), limit=limit, more=len(records) > len(shown))
+        render.write_grid(output_format, *_field_rows(records, shown_fields))
+    note_withheld(cli_context, shown=len(records), limit=limit, more=more)
 
 
 @click.command()
@@ -227,6 +229,7 @@ def query(
     shell_complete=completion.complete_field,
 )
 @search_options
+@limit_option("values")
 @click.option(
     "--format", "output_format", type=click.Choice(LIST_FORMATS), default="table", show_default=True
 )
@@ -239,6 +242,7 @@ def facets(
     source: str | None,
     account: str | None,
     as_of: str | None,
+    limit: int | None,
     output_format: str,
 ) -> None:
     """Count the finetunes per value of each FIELD, most common first.
@@ -266,17 +270,22 @@ def facets(
         warn_unknown(cli_context, store, [*fields, *(item.field for item in question.filters)])
         counts, unreadable = store.facets(fields, question)
     warn_unreadable(cli_context, unreadable)
-    rows = [
-        {"field": name, "value": c.value, "count": c.finetunes}
-        for name, values in counts.items()
-        for c in values
-    ]
+    limit = row_limit(limit, output_format)
+    rows, more = cut(
+        [
+            {"field": name, "value": c.value, "count": c.finetunes}
+            for name, values in counts.items()
+            for c in values
+        ],
+        limit,
+    )
     if output_format in RECORD_FORMATS:
         write_records(output_format, ["field", "value", "count"], rows)
-        return
-    from bflsync.cli import render
+    else:
+        from bflsync.cli import render
 
-    render.write_grid(output_format, ("field", "value", "count"), [list(row.values()) for row in rows])
+        render.write_grid(output_format, ("field", "value", "count"), [list(row.values()) for row in rows])
+    note_withheld(cli_context, shown=len(rows), limit=limit, more=more)
 
 
 def _unproven_fields(question: filters.Query, *, matched: bool) -> list[filters.FieldRef]:

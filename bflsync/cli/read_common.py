@@ -16,10 +16,10 @@ import click
 from bflsync.api import Store, open_store
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext, Int64Range
-from bflsync.extract import canonical_json
 from bflsync.read.records import FinetuneRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 # One vocabulary (docs/queries.md, "Output formats"): json, jsonl and csv wherever records are listed,
 # and table and markdown wherever they make a table.
@@ -37,6 +37,11 @@ def row_limit(limit: int | None, output_format: str) -> int | None:
     if limit is None:
         return TABLE_LIMIT if output_format == "table" and sys.stdout.isatty() else None
     return limit
+
+
+def cut(items: Sequence[T], limit: int | None) -> tuple[list[T], bool]:
+    """The first ``limit`` items (every one for ``None``) and whether any were left out."""
+    return (list(items) if limit is None else list(items[:limit])), limit is not None and len(items) > limit
 
 
 def limit_option(what: str) -> Callable[[F], F]:
@@ -106,13 +111,6 @@ def warn_not_json(cli_context: CliContext, records: Iterable[FinetuneRecord]) ->
                 "Infinity in its details, which JSON cannot hold: shown as null",
                 err=True,
             )
-
-
-def shown_json(values: dict[str, Any], side: str) -> str:
-    """A value as compact JSON for a terminal line (control characters escaped)."""
-    from bflsync.cli import render
-
-    return render.json_for_terminal(canonical_json(values[side])) if side in values else "(missing)"
 
 
 def write_records(output_format: str, headers: Sequence[str], items: Sequence[dict[str, Any]]) -> None:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from bflsync.columns import ERROR_FIELDS, RUN_FIELDS
 from bflsync.errors import InputError
 from bflsync.extract import INT64_MAX, canonical_json, flatten_details
-from bflsync.read.filters import format_path
+from bflsync.read.filters import field_name
 from bflsync.read.lookup import find_finetune, is_stored
 from bflsync.read.reader import Reader
 from bflsync.read.records import decode_details, decode_time
@@ -387,7 +387,7 @@ def diff(
         if len(values) == 2 and canonical_json(values["a"]) == canonical_json(values["b"]):
             continue
 
-        differences.append({"key": format_path(path), **values})
+        differences.append({"field": field_name(path), **values})
     return Diff(a=left, b=right, differences=differences)
 
 

@@ -30,6 +30,8 @@ class _Missing:
 
 MISSING: Final = _Missing()
 
+_SOURCE_KEYS = {column: key for column, (key, _) in EXTRACTED_FIELDS.items()}
+
 # Record columns shown by default after the extracted ones, when any entry has a value.
 OPTIONAL_COLUMNS = ("status",)
 
@@ -61,6 +63,10 @@ class Field:
         if self.label is not None:
             return entry.labels.get(self.label, MISSING)
         if self.column is not None:
+            # An extracted column of a key the details lack is missing there, as diff says, not null.
+            key = _SOURCE_KEYS.get(self.column)
+            if key is not None and isinstance(entry.details, Mapping) and key not in entry.details:
+                return MISSING
             return entry.columns.get(self.column, MISSING)
         value = entry.details
         for key in self.path:

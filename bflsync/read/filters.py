@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 from bflsync.columns import COLUMN_KINDS, Kind
 from bflsync.errors import FilterError, InputError
-from bflsync.extract import INT64_MAX, INT64_MIN, as_float
+from bflsync.extract import EXTRACTED_FIELDS, INT64_MAX, INT64_MIN, as_float
 from bflsync.read import reltime
 from bflsync.timeform import iso_utc
 
@@ -275,6 +275,19 @@ def resolve_relative_times(item: Filter, *, now: datetime) -> Filter:
         return item
     text = iso_utc(moment)
     return item._replace(value=text, text=text)
+
+
+# A details key that an extracted column is read from under another name goes by the column's name
+# (``timestamp`` is ``remote_timestamp``), as filters, --columns and compare call it.
+_COLUMN_OF_KEY = {key: column for column, (key, _) in EXTRACTED_FIELDS.items() if key != column}
+
+
+def field_name(path: Sequence[str]) -> str:
+    """The one name diff, compare and history print for a details key path: the column's name where an
+    extracted column reads the top-level key, else the path in filter syntax."""
+    if len(path) == 1 and path[0] in _COLUMN_OF_KEY:
+        return _COLUMN_OF_KEY[path[0]]
+    return format_path(path)
 
 
 def format_path(path: Sequence[str], *, force_key: bool = False) -> str:

@@ -36,7 +36,7 @@ def comparison(reader: Reader, finetune_ids: Sequence[str], *, only_changed: boo
                 labels=record.labels,
             )
         )
-    fields = compare.default_fields(entries, name_of_path=filters.format_path)
+    fields = compare.default_fields(entries, name_of_path=filters.field_name)
     return compare.matrix(entries, fields, only_changed=only_changed)
 
 

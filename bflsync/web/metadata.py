@@ -164,7 +164,7 @@ def datasette_metadata(
 FINETUNES_FACETS = ("status", "mode", "finetune_type", "account")
 FINETUNES_COLUMNS = {
     "finetune_id": "the id BFL gives the finetune; opens its page with one timeline",
-    "labels": "labels set with `bflsync label`, as a JSON object",
+    "labels": "labels set with `bflsync label`, as a JSON object (numbers stay numbers)",
     "label_list": "the same labels as key=value texts (the labels facet)",
     "last_changed_at": f"{TIMESTAMP}: details last changed",
     "details": "finetune_details exactly as received: the source of truth",
