@@ -1,4 +1,4 @@
-"""Revisions 0012_views and 0012_typed_label_views: ``finetunes``, ``changes``, ``status_changes`` and
+"""Revisions 0012_views and 0014_typed_label_views: ``finetunes``, ``changes``, ``status_changes`` and
 ``labels`` for SQL users, on both engines, and the recipes of docs/views.md for sqlite-utils, pandas and
 DuckDB."""
 

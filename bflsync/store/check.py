@@ -45,7 +45,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0012_views",
     "0013_hardening",
     "0011_iso_times",
-    "0012_typed_label_views",
+    "0014_typed_label_views",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The revision that made accounts part of a finetune's identity; below it they cannot be told apart.

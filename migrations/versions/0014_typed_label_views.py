@@ -9,7 +9,7 @@ queries compare), so numbers stay numbers and booleans booleans; ``labels`` keep
 Both views are dropped and created again (PostgreSQL cannot insert a column into a view in place).
 The downgrade restores the definitions of 0012_views, frozen here as they were.
 
-Revision ID: 0012_typed_label_views
+Revision ID: 0014_typed_label_views
 Revises: 0011_iso_times
 Create Date: 2026-12-05 08:30:00
 """
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 
-revision: str = "0012_typed_label_views"
+revision: str = "0014_typed_label_views"
 down_revision: str | None = "0011_iso_times"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
