@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from bflsync.timeform import iso_utc, parse_utc
 
@@ -218,6 +218,17 @@ def changed_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -
         for key in before.keys() | after.keys()
         if key not in before or key not in after or canonical_json(before[key]) != canonical_json(after[key])
     )
+
+
+class _Missing:
+    """The value of a field one side of a comparison does not have (neither null nor absent-as-null)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+"""What a details leaf, column or label is on a side that lacks it: ``compare``, ``diff`` and ``history`` print it ``(missing)``."""
 
 
 def flatten_details(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

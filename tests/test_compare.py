@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bflsync.extract import extract_fields
-from bflsync.read.compare import MISSING, Entry, Field, default_fields, matrix
+from bflsync.extract import MISSING, extract_fields
+from bflsync.read.compare import Entry, Field, default_fields, matrix
 
 
 def entry(heading: str, details: Any, labels: Mapping[str, Any] | None = None, **columns: Any) -> Entry:

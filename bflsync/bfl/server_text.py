@@ -83,7 +83,6 @@ class Scrubber:
 
 
 def _forms(key: str) -> list[str]:
-    # Imported here: the read commands use printable() and would pay for these at every start.
     raw = key.encode("utf-8")
     forms = [
         key,

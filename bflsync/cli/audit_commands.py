@@ -26,8 +26,8 @@ from bflsync.cli.read_common import (
 )
 from bflsync.columns import COLUMN_NAMES, LIFECYCLE_COLUMNS, RUN_COUNTERS
 from bflsync.errors import InputError
-from bflsync.extract import INT64_MAX, INT64_MIN, canonical_json
-from bflsync.read import audit_trail, compare, label_reads
+from bflsync.extract import INT64_MAX, INT64_MIN, MISSING, canonical_json
+from bflsync.read import audit_trail, label_reads
 from bflsync.read.records import FinetuneRecord
 from bflsync.timeform import iso_utc
 
@@ -349,8 +349,8 @@ def _history_parts(
             changed = "" if entry.change in ("created", "deleted") else _changed_leaves(entry.changes)
             parts.append((f"v{entry.version} {entry.change}", f"{changed}{_run(entry.sync_run_id)}".strip()))
         elif isinstance(entry, label_reads.LabelEvent):
-            old_value = compare.MISSING if entry.old is None else entry.old
-            new_value = entry.new if entry.change == "set" else compare.MISSING
+            old_value = MISSING if entry.old is None else entry.old
+            new_value = entry.new if entry.change == "set" else MISSING
             by = render.one_line(
                 label_reads.author_text(entry.changed_by, entry.changed_by_role, entry.changed_as)
             )
@@ -537,7 +537,7 @@ def diff(
         return
     headers = [values.FIELD_HEADER, *(f"{side.finetune_id}@{side.version}" for side in sides.values())]
     rows = [
-        [row["field"], *(values.value_text(row.get(side, compare.MISSING)) for side in ("a", "b"))]
+        [row["field"], *(values.value_text(row.get(side, MISSING)) for side in ("a", "b"))]
         for row in result.differences
     ]
     render.write_grid(output_format, headers, rows)

@@ -12,6 +12,7 @@ from bflsync.cli import completion, render, values
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.cli.read_common import LIST_FORMATS, account_option, reading
 from bflsync.errors import InputError
+from bflsync.extract import MISSING
 from bflsync.read import compare, filters
 
 FORMATS = LIST_FORMATS
@@ -102,7 +103,7 @@ def _is_utf8(line: str) -> bool:
 
 
 def _shown(value: Any) -> Any:
-    return None if value is compare.MISSING else value
+    return None if value is MISSING else value
 
 
 def _as_json(result: compare.Matrix) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def _as_json(result: compare.Matrix) -> dict[str, Any]:
                 "values": {
                     entry.heading: value
                     for entry, value in zip(result.entries, row.values, strict=True)
-                    if value is not compare.MISSING
+                    if value is not MISSING
                 },
             }
             for row in result.rows

@@ -20,8 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from bflsync.cli.render import json_for_terminal, one_line
-from bflsync.extract import canonical_json, flatten_details
-from bflsync.read.compare import MISSING
+from bflsync.extract import MISSING, canonical_json, flatten_details
 from bflsync.read.filters import field_name
 
 MISSING_TEXT: Final = "(missing)"

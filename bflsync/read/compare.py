@@ -16,19 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-from bflsync.extract import EXTRACTED_FIELDS, canonical_json, flatten_details
-
-
-class _Missing:
-    """The value of a field an entry does not have."""
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final = _Missing()
+from bflsync.extract import EXTRACTED_FIELDS, MISSING, canonical_json, flatten_details
 
 _SOURCE_KEYS = {column: key for column, (key, _) in EXTRACTED_FIELDS.items()}
 

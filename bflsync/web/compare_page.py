@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bflsync.extract import extract_fields
+from bflsync.extract import MISSING, extract_fields
 from bflsync.read import compare, filters
 from bflsync.read.lookup import find_finetune
 from bflsync.read.reader import Reader
@@ -42,7 +42,7 @@ def comparison(reader: Reader, finetune_ids: Sequence[str], *, only_changed: boo
 
 def cell(value: Any) -> str:
     """A value as the page shows it: empty where the finetune has no such field."""
-    if value is compare.MISSING or value is None:
+    if value is MISSING or value is None:
         return ""
     if isinstance(value, str):
         return value
