@@ -9,12 +9,12 @@ into SQL finds the same rows.
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from bflsync.cli.stdout import write_stdout
@@ -132,7 +132,8 @@ def is_rigid(header: str, rows: Sequence[Sequence[Any]], index: int) -> bool:
 
 
 def _is_number_like(value: Any) -> bool:
-    if isinstance(value, int | float | Decimal | datetime):
+    # numbers.Number covers PostgreSQL's NUMERIC (a Decimal) without importing decimal on every read.
+    if isinstance(value, numbers.Number | datetime):
         return True
     return isinstance(value, str) and (
         _NUMBER_LIKE.fullmatch(value) is not None or _as_timestamp(value) is not None

@@ -12,7 +12,7 @@ import click
 from bflsync.cli.common import CliContext, pass_cli_context
 from bflsync.errors import InputError
 from bflsync.read.reader import SqliteReader, open_reader
-from bflsync.read.server_reader import is_server_url
+from bflsync.store.check import is_server_url
 from bflsync.web import metadata
 
 DEFAULT_PORT = 8001  # Datasette's own default

@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bflsync.errors import DetailsNotJsonError, StoreWriteError
-from bflsync.read.server_reader import is_server_url, open_server_reader
 from bflsync.store.check import (
     BUSY_TIMEOUT_MS,
+    is_server_url,
     require_head,
     require_sqlite_file,
     require_sqlite_version,
@@ -162,6 +162,10 @@ def open_reader(db: str | None) -> Iterator[Reader]:
 @contextmanager
 def _open_url(db: str) -> Iterator[Reader]:
     if is_server_url(db):
+        # Imported here: the PostgreSQL reader and its session module are ~3 ms of every SQLite
+        # read's start-up (measured with -X importtime), which `show` cannot spare within its budget.
+        from bflsync.read.server_reader import open_server_reader
+
         with closing(open_server_reader(db)) as server_reader:
             yield server_reader
         return

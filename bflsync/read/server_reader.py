@@ -37,14 +37,8 @@ if TYPE_CHECKING:
     import psycopg
 
 Row = tuple[Any, ...]
-SCHEMES = ("postgresql://", "postgres://", "postgresql+")
 # Timestamps come back in the session's time zone: UTC, as the SQLite side stores them.
 SESSION_OPTIONS = "-c TimeZone=UTC"
-
-
-def is_server_url(db: str) -> bool:
-    """Whether ``--db`` names a PostgreSQL database (else SQLite, by path or ``sqlite://`` URL)."""
-    return db.startswith(SCHEMES)
 
 
 def libpq_url(url: str) -> str:

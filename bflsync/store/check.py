@@ -290,6 +290,14 @@ def _first_line(message: str) -> str:
 SECRET_OPTIONS = frozenset({"password", "sslpassword"})
 
 
+SERVER_SCHEMES = ("postgresql://", "postgres://", "postgresql+")
+
+
+def is_server_url(db: str) -> bool:
+    """Whether ``--db`` names a PostgreSQL database (else SQLite, by path or ``sqlite://`` URL)."""
+    return db.startswith(SERVER_SCHEMES)
+
+
 def refuse_ambiguous_url(url: str) -> None:
     """Refuse (exit 2), before anything connects or looks a host up, a server URL that parses two ways.
 
