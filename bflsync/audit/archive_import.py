@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from bflsync.audit.archive import (
 from bflsync.audit.checkpoint import parse_checkpoint
 from bflsync.audit.verify import verify
 from bflsync.errors import ArchiveError, AuditError, InputError
+from bflsync.store import chain
 from bflsync.store.check import HEAD_REVISION
 from bflsync.store.writes import reextract
 
@@ -59,6 +61,9 @@ def read_archive(path: Path) -> Archive:
         raise ArchiveError(f"{path} is not a directory holding a bflsync archive")
     _refuse_links(path)
     try:
+        if not stat.S_ISREG(manifest_path.stat().st_mode):
+            # Opening a FIFO would wait for a writer forever; a device could be read without end.
+            raise ArchiveError(f"{MANIFEST_NAME} is not a regular file: not a bflsync archive")
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArchiveError(f"{path} has no {MANIFEST_NAME}: not a bflsync archive") from None
@@ -97,13 +102,14 @@ def _refuse_links(path: Path) -> None:
 def _check_history(connection: Connection, manifest: Manifest) -> None:
     """The loaded chain must be exactly the one the manifest's checkpoint names, checked by ``audit
     verify`` before the transaction commits: a row changed and the file's SHA-256 recomputed is
-    refused. An ``--account`` archive holds part of the chain only, and an archive from before the
-    chain none: neither has one to check."""
-    if manifest.checkpoint is None or manifest.accounts is not None:
-        return
+    refused. Only an ``--account`` archive that holds part of the chain is loaded unchecked: a row
+    after a missing place has no previous hash to link from. A manifest that merely claims accounts
+    while holding every row is checked all the same, and one without a checkpoint never gets here."""
     problem = "the archive's history does not verify against its manifest's checkpoint"
     try:
-        expected = parse_checkpoint(manifest.checkpoint)
+        expected = parse_checkpoint(manifest.checkpoint or "")
+        if manifest.accounts is not None and _chained_rows(connection) != expected.size:
+            return
         verified = verify(connection, checkpoint=expected)
     except (AuditError, InputError) as exc:
         raise ArchiveError(f"{problem}: {exc}") from None
@@ -111,6 +117,16 @@ def _check_history(connection: Connection, manifest: Manifest) -> None:
         raise ArchiveError(
             f"{problem}: the chain has {verified.size} rows, the checkpoint {expected.size}: rows were added"
         )
+
+
+def _chained_rows(connection: Connection) -> int:
+    """How many loaded rows hold a place in the chain: fewer than the checkpoint's size in an
+    ``--account`` archive of a store with other accounts."""
+    total = 0
+    for name in chain.CHAINED_TABLES:
+        table = sa.table(name, sa.column("chain_seq"))
+        total += connection.execute(sa.select(sa.func.count(table.c.chain_seq))).scalar_one()
+    return int(total)
 
 
 def load_archive(engine: Engine, archive: Archive) -> dict[str, int]:
@@ -226,7 +242,7 @@ def _insert(connection: Connection, table: ArchivedTable, rows: Iterator[dict[st
 def _execute(connection: Connection, table: ArchivedTable, batch: list[dict[str, Any]]) -> None:
     try:
         connection.execute(table.table.insert(), batch)
-    except sa.exc.IntegrityError as exc:
+    except sa.exc.DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise ArchiveError(f"the archive's {table.name} rows do not fit the store ({first})") from None
 
