@@ -290,6 +290,23 @@ def test_account_export_holds_only_that_accounts_rows(source_store: str, tmp_pat
     ]
 
 
+def test_an_imported_account_archive_starts_a_chain_of_its_own_that_verifies(
+    source_store: str, any_store: tuple[str, Engine], tmp_path: Path
+) -> None:
+    db, _ = any_store
+    run(source_store, "export", "--account", "team", str(tmp_path / "team"))
+    exported = json.loads((tmp_path / "team" / "manifest.json").read_text())["checkpoint"]
+    run(db, "import", str(tmp_path / "team"))
+
+    verified = CliRunner().invoke(cli, ["--db", db, "audit", "verify"])
+    checkpoint = run(db, "audit", "checkpoint").stdout
+
+    assert (verified.exit_code, verified.stderr) == (0, "")
+    assert verified.stdout.startswith("ok: 3 rows in the hash chain, ")
+    assert checkpoint.split("\n")[1] == "3"
+    assert checkpoint.split("\n")[0] != exported.split("\n")[0]
+
+
 def test_export_refuses_a_destination_that_is_not_empty(source_store: str, tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")

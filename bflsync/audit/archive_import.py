@@ -11,10 +11,12 @@ of ``details`` are rebuilt, as a sync would have written them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import os
 import stat
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,7 @@ from bflsync.audit.archive import (
 from bflsync.audit.checkpoint import parse_checkpoint
 from bflsync.audit.verify import verify
 from bflsync.errors import ArchiveError, AuditError, InputError
-from bflsync.store import chain
+from bflsync.store import chain, schema
 from bflsync.store.check import HEAD_REVISION
 from bflsync.store.writes import reextract
 
@@ -103,12 +105,15 @@ def _check_history(connection: Connection, manifest: Manifest) -> None:
     """The loaded chain must be exactly the one the manifest's checkpoint names, checked by ``audit
     verify`` before the transaction commits: a row changed and the file's SHA-256 recomputed is
     refused. Only an ``--account`` archive that holds part of the chain is loaded unchecked: a row
-    after a missing place has no previous hash to link from. A manifest that merely claims accounts
-    while holding every row is checked all the same, and one without a checkpoint never gets here."""
+    after a missing place has no previous hash to link from. Left with those gaps, the imported store
+    would fail ``audit verify`` for good, so its rows start a chain of their own instead. A manifest
+    that merely claims accounts while holding every row is checked all the same, and one without a
+    checkpoint never gets here."""
     problem = "the archive's history does not verify against its manifest's checkpoint"
     try:
         expected = parse_checkpoint(manifest.checkpoint or "")
         if manifest.accounts is not None and _chained_rows(connection) != expected.size:
+            _start_own_chain(connection)
             return
         verified = verify(connection, checkpoint=expected)
     except (AuditError, InputError) as exc:
@@ -117,6 +122,25 @@ def _check_history(connection: Connection, manifest: Manifest) -> None:
         raise ArchiveError(
             f"{problem}: the chain has {verified.size} rows, the checkpoint {expected.size}: rows were added"
         )
+
+
+def _start_own_chain(connection: Connection) -> None:
+    """Chain the loaded rows anew, in the order the exporting store had chained them, under a new
+    origin: the exporting store's checkpoints name a chain this store holds only part of."""
+    order = [(row.spec.name, row.row_id) for row in chain.chained_rows(connection)]
+    for name in chain.CHAINED_TABLES:
+        table = sa.table(name, sa.column("chain_seq"), sa.column("row_hash"))
+        connection.execute(
+            table.update().where(table.c.chain_seq.is_not(None)).values(chain_seq=None, row_hash=None)
+        )
+    for name, rows in itertools.groupby(order, key=operator.itemgetter(0)):
+        chain.append(connection, name, ids=[row_id for _, row_id in rows])
+    meta = sa.table("store_meta", sa.column("name"), sa.column("value"))
+    connection.execute(
+        meta.update()
+        .where(meta.c.name == schema.CHAIN_ORIGIN_META_NAME)
+        .values(value=f"bflsync/store/{uuid.uuid4().hex}")
+    )
 
 
 def _chained_rows(connection: Connection) -> int:
