@@ -474,22 +474,7 @@ def test_a_place_that_is_no_whole_number_is_named_by_verify(db_path: Path) -> No
     )
 
 
-@pytest.mark.parametrize(
-    ("statement", "damage"),
-    [
-        ("UPDATE finetune_note SET row_hash = 'zz'", "has a row_hash that is no SHA-256 hex digest"),
-        ("UPDATE finetune_note SET chain_seq = 9.5", "has a place (chain_seq) that is no whole number"),
-    ],
-    ids=["row-hash-not-hex", "place-not-whole"],
-)
-def test_a_damaged_head_of_the_chain_stops_every_writer_in_one_line(
-    db_path: Path, statement: str, damage: str
-) -> None:
-    """The head's place and hash are what the next row links to: a writer that cannot read them
-    appends nothing, and says which row to look at rather than failing as an internal error."""
-    url = build(str(db_path))
-    execute(url, statement)
-
+def assert_refused_for_a_damaged_head(url: str, damage: str) -> None:
     checkpoint = run(url, "audit", "checkpoint")
     note = run(url, "note", "alpha", "one more")
 
@@ -500,3 +485,19 @@ def test_a_damaged_head_of_the_chain_stops_every_writer_in_one_line(
         assert result.stderr.endswith(": run bflsync audit verify\n")
         assert result.stderr.count("\n") == 1
     assert [row["text"] for row in rows(url, "SELECT text FROM finetune_note")] == ["the good one"]
+
+
+def test_a_head_row_hash_that_is_no_digest_stops_every_writer_in_one_line(store_url: str) -> None:
+    """The head's hash is what the next row links to: a writer that cannot read it appends nothing,
+    and says which row to look at rather than failing as an internal error."""
+    execute(store_url, "UPDATE finetune_note SET row_hash = 'zz'")
+
+    assert_refused_for_a_damaged_head(store_url, "has a row_hash that is no SHA-256 hex digest")
+
+
+def test_a_head_place_that_is_no_whole_number_stops_every_writer_in_one_line(db_path: Path) -> None:
+    """SQLite keeps a fraction in an INTEGER column; int() would cut it and the next row follow it."""
+    url = build(str(db_path))
+    execute(url, "UPDATE finetune_note SET chain_seq = 9.5")
+
+    assert_refused_for_a_damaged_head(url, "has a place (chain_seq) that is no whole number: 9.5")
