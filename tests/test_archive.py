@@ -435,6 +435,18 @@ def damage_manifest_accounts(archive: Path) -> None:
     rewrite_manifest(archive, lambda manifest: manifest.update(accounts=5))
 
 
+DEEP = "[" * 200_000 + "]" * 200_000
+
+
+def damage_deep_manifest(archive: Path) -> None:
+    (archive / "manifest.json").write_text(DEEP)
+
+
+def damage_deep_line(archive: Path) -> None:
+    (archive / "finetune.jsonl").write_text(DEEP + "\n")
+    rehash(archive, "finetune.jsonl")
+
+
 def damage_symlink(archive: Path) -> None:
     """A table file that is a link: its target (any file the importer can read) would be loaded."""
     outside = archive.parent / "outside.jsonl"
@@ -477,6 +489,8 @@ def damage_symlink(archive: Path) -> None:
         (damage_row_value("id", "one"), "finetune.jsonl: line 1: id is not a 64-bit integer"),
         (damage_manifest_columns, "manifest.json: 'tables' is not {name: {rows, columns}}"),
         (damage_manifest_accounts, "manifest.json: 'accounts' is not null or a list of account names"),
+        (damage_deep_manifest, "manifest.json is not valid JSON (it nests too deeply)"),
+        (damage_deep_line, "finetune.jsonl: line 1 is not JSON"),
     ],
     ids=[
         "bad-hash",
@@ -496,6 +510,8 @@ def damage_symlink(archive: Path) -> None:
         "id-not-integer",
         "manifest-columns-not-names",
         "manifest-accounts-not-names",
+        "deep-manifest",
+        "deep-line",
     ],
 )
 def test_a_damaged_archive_is_refused_in_one_line_and_nothing_is_written(

@@ -73,6 +73,8 @@ def read_archive(path: Path) -> Archive:
         raise ArchiveError(f"cannot read {manifest_path}: {exc.strerror}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ArchiveError(f"{manifest_path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ArchiveError(f"{manifest_path} is not valid JSON (it nests too deeply)") from None
     manifest = Manifest.from_json(data)
     if manifest.schema_revision != HEAD_REVISION:
         raise ArchiveError(
@@ -209,7 +211,7 @@ def _table_rows(archive: Archive, table: ArchivedTable) -> Iterator[dict[str, An
                 raise ArchiveError(f"{name}: line {number} is truncated")
             try:
                 encoded = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ArchiveError(f"{name}: line {number} is not JSON") from None
             yield _decoded(table, encoded, where=f"{name}: line {number}")
 
@@ -223,7 +225,7 @@ def _split_rows(archive: Archive, tables: list[ArchivedTable]) -> dict[str, list
             continue
         try:
             document = json.loads((archive.path / name).read_text(encoding="utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ArchiveError(f"{name} is not JSON") from None
         if not isinstance(document, dict) or set(document) != set(rows):
             raise ArchiveError(f"{name} does not hold one finetune's tables ({', '.join(sorted(rows))})")
