@@ -43,7 +43,8 @@
     ├── StaleError               `status --max-age`: an account's last successful sync is older (exit 5)
     └── AuditError               `audit verify`: the record is not what was written (exit 6): a row
                                  edited, deleted, inserted or moved, a current row that disagrees with
-                                 its history, a checkpoint the chain does not extend, a bad signature
+                                 its history, a checkpoint the chain does not extend, a bad signature;
+                                 any writer: the chain's head row was damaged, nothing can link to it
 
 ``DetailsNotJsonError`` is internal, no :class:`BflsyncError`: the read side answers it itself.
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -287,6 +290,23 @@ def test_account_export_holds_only_that_accounts_rows(source_store: str, tmp_pat
     ]
 
 
+def test_an_imported_account_archive_starts_a_chain_of_its_own_that_verifies(
+    source_store: str, any_store: tuple[str, Engine], tmp_path: Path
+) -> None:
+    db, _ = any_store
+    run(source_store, "export", "--account", "team", str(tmp_path / "team"))
+    exported = json.loads((tmp_path / "team" / "manifest.json").read_text())["checkpoint"]
+    run(db, "import", str(tmp_path / "team"))
+
+    verified = CliRunner().invoke(cli, ["--db", db, "audit", "verify"])
+    checkpoint = run(db, "audit", "checkpoint").stdout
+
+    assert (verified.exit_code, verified.stderr) == (0, "")
+    assert verified.stdout.startswith("ok: 3 rows in the hash chain, ")
+    assert checkpoint.split("\n")[1] == "3"
+    assert checkpoint.split("\n")[0] != exported.split("\n")[0]
+
+
 def test_export_refuses_a_destination_that_is_not_empty(source_store: str, tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
@@ -379,6 +399,54 @@ def damage_checkpoint(archive: Path) -> None:
     rewrite_manifest(archive, other_head)
 
 
+def damage_history_without_checkpoint(archive: Path) -> None:
+    """The edited history of :func:`damage_history`, and the checkpoint that would catch it removed."""
+    damage_history(archive)
+    rewrite_manifest(archive, lambda manifest: manifest.update(checkpoint=None))
+
+
+def damage_history_claiming_accounts(archive: Path) -> None:
+    """The edited history, in a manifest claiming an --account archive (whose partial chain is not
+    checked) while it holds the whole chain."""
+    damage_history(archive)
+    rewrite_manifest(archive, lambda manifest: manifest.update(accounts=["default", "team"]))
+
+
+def damage_row_value(column: str, value: Any) -> Any:
+    """A finetune row whose ``column`` holds ``value``, a JSON value no store column holds."""
+
+    def damage(archive: Path) -> None:
+        path = archive / "finetune.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        first = json.loads(lines[0])
+        first[column] = value
+        lines[0] = json.dumps(first, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+        path.write_text("".join(lines), encoding="utf-8")
+        rehash(archive, "finetune.jsonl")
+
+    return damage
+
+
+def damage_manifest_columns(archive: Path) -> None:
+    rewrite_manifest(archive, lambda manifest: manifest["tables"]["finetune"].update(columns=[1, "id"]))
+
+
+def damage_manifest_accounts(archive: Path) -> None:
+    rewrite_manifest(archive, lambda manifest: manifest.update(accounts=5))
+
+
+DEEP = "[" * 200_000 + "]" * 200_000
+
+
+def damage_deep_manifest(archive: Path) -> None:
+    (archive / "manifest.json").write_text(DEEP)
+
+
+def damage_deep_line(archive: Path) -> None:
+    (archive / "finetune.jsonl").write_text(DEEP + "\n")
+    rehash(archive, "finetune.jsonl")
+
+
 def damage_symlink(archive: Path) -> None:
     """A table file that is a link: its target (any file the importer can read) would be loaded."""
     outside = archive.parent / "outside.jsonl"
@@ -409,6 +477,20 @@ def damage_symlink(archive: Path) -> None:
             "the archive's history does not verify against its manifest's checkpoint: the chain's first",
         ),
         (damage_symlink, "finetune.jsonl is a symbolic link: an archive holds none (it could name any file)"),
+        (damage_history_without_checkpoint, "manifest.json: 'checkpoint' is not a checkpoint"),
+        (
+            damage_history_claiming_accounts,
+            "the archive's history does not verify against its manifest's checkpoint:"
+            " finetune_version row 1 (place 1) was edited",
+        ),
+        (damage_row_value("details", {"mode": "style"}), "finetune.jsonl: line 1: details is not text"),
+        (damage_row_value("source", ["x"]), "finetune.jsonl: line 1: source is not text"),
+        (damage_row_value("version", 10**30), "finetune.jsonl: line 1: version is not a 64-bit integer"),
+        (damage_row_value("id", "one"), "finetune.jsonl: line 1: id is not a 64-bit integer"),
+        (damage_manifest_columns, "manifest.json: 'tables' is not {name: {rows, columns}}"),
+        (damage_manifest_accounts, "manifest.json: 'accounts' is not null or a list of account names"),
+        (damage_deep_manifest, "manifest.json is not valid JSON (it nests too deeply)"),
+        (damage_deep_line, "finetune.jsonl: line 1 is not JSON"),
     ],
     ids=[
         "bad-hash",
@@ -420,6 +502,16 @@ def damage_symlink(archive: Path) -> None:
         "edited-history",
         "other-checkpoint",
         "symlink",
+        "edited-history-no-checkpoint",
+        "edited-history-claiming-accounts",
+        "details-not-text",
+        "source-not-text",
+        "integer-out-of-range",
+        "id-not-integer",
+        "manifest-columns-not-names",
+        "manifest-accounts-not-names",
+        "deep-manifest",
+        "deep-line",
     ],
 )
 def test_a_damaged_archive_is_refused_in_one_line_and_nothing_is_written(
@@ -533,3 +625,42 @@ def test_a_finetune_file_is_written_exactly_as_json_indents_it(document: dict[st
     assert (
         pretty_document(document) == json.dumps(document, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
     )
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_without_waiting_for_a_writer(
+    archive: Path, tmp_path: Path
+) -> None:
+    (archive / "manifest.json").unlink()
+    os.mkfifo(archive / "manifest.json")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", str(tmp_path / "s.db"), "import", str(archive)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == "bflsync: error: manifest.json is not a regular file: not a bflsync archive\n"
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_split_finetune_file_with_an_id_that_is_not_an_integer_is_refused(
+    source_store: str, any_store: tuple[str, Engine], tmp_path: Path
+) -> None:
+    db, engine = any_store
+    run(source_store, "export", "--split", str(tmp_path / "git"))
+    first = sorted((tmp_path / "git" / "finetunes").iterdir())[0]
+    document = json.loads(first.read_text(encoding="utf-8"))
+    document["finetune"]["id"] = "one"
+    first.write_text(pretty_document(document), encoding="utf-8")
+    rehash(tmp_path / "git", f"finetunes/{first.name}")
+
+    result = refused(db, "import", str(tmp_path / "git"))
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"bflsync: error: finetunes/{first.name}: finetune: id is not a 64-bit integer\n"
+    )
+    assert set(table_counts(engine).values()) == {0}

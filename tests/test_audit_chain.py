@@ -458,3 +458,46 @@ def test_a_current_time_rewritten_in_another_text_form_is_refused(
     execute(url, f"UPDATE {table} SET {column} = replace(replace({column}, 'T', ' '), 'Z', '') WHERE {where}")
     row_id = rows(url, f"SELECT id FROM {table} WHERE {where}")[0]["id"]
     assert f"{table} row {row_id}: {column} is stored as '2026-01-0" in verify_fails(url)
+
+
+def test_a_place_that_is_no_whole_number_is_named_by_verify(db_path: Path) -> None:
+    """SQLite keeps whatever another tool writes into an INTEGER column: text is no place in a chain."""
+    url = build(str(db_path))
+    execute(url, "UPDATE finetune_note SET chain_seq = 'nine'")
+
+    result = run(url, "audit", "verify")
+
+    assert (result.exit_code, result.stdout) == (6, "")
+    assert result.stderr == (
+        "bflsync: error: finetune_note row 1 has a place (chain_seq) that is no whole number: 'nine':"
+        " it was rewritten by something other than bflsync\n"
+    )
+
+
+def assert_refused_for_a_damaged_head(url: str, damage: str) -> None:
+    checkpoint = run(url, "audit", "checkpoint")
+    note = run(url, "note", "alpha", "one more")
+
+    for result in (checkpoint, note):
+        assert (result.exit_code, result.stdout) == (6, "")
+        assert result.stderr.startswith("bflsync: error: the hash chain's head, finetune_note row 1, ")
+        assert damage in result.stderr
+        assert result.stderr.endswith(": run bflsync audit verify\n")
+        assert result.stderr.count("\n") == 1
+    assert [row["text"] for row in rows(url, "SELECT text FROM finetune_note")] == ["the good one"]
+
+
+def test_a_head_row_hash_that_is_no_digest_stops_every_writer_in_one_line(store_url: str) -> None:
+    """The head's hash is what the next row links to: a writer that cannot read it appends nothing,
+    and says which row to look at rather than failing as an internal error."""
+    execute(store_url, "UPDATE finetune_note SET row_hash = 'zz'")
+
+    assert_refused_for_a_damaged_head(store_url, "has a row_hash that is no SHA-256 hex digest")
+
+
+def test_a_head_place_that_is_no_whole_number_stops_every_writer_in_one_line(db_path: Path) -> None:
+    """SQLite keeps a fraction in an INTEGER column; int() would cut it and the next row follow it."""
+    url = build(str(db_path))
+    execute(url, "UPDATE finetune_note SET chain_seq = 9.5")
+
+    assert_refused_for_a_damaged_head(url, "has a place (chain_seq) that is no whole number: 9.5")

@@ -326,3 +326,27 @@ def test_a_sign_key_other_users_can_reach_is_refused(
         f" chmod 600 it\n"
     )
     assert result.stdout == ""
+
+
+def test_checkpoint_dir_never_writes_through_a_link_planted_at_a_predictable_name(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """A checkpoint directory others can write to (a shared git work tree, /tmp): a link waiting
+    where the next run's temporary file would go must not make the sync overwrite what it names."""
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (directory / ".run-000001.checkpoint.partial").symlink_to(victim)
+
+    with MockBFL.serve(finetunes={"alpha": ALPHA}, api_key=KEY) as mock:
+        result = CliRunner().invoke(
+            cli,
+            ["--db", str(db_path), "sync", "--base-url", mock.base_url, "--checkpoint-dir", str(directory)],
+            env={"BFL_API_KEY": KEY},
+        )
+
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "keep me\n"
+    written = (directory / "run-000001.checkpoint").read_text()
+    assert written == run(str(db_path), "audit", "checkpoint").stdout

@@ -86,6 +86,12 @@ class ArchivedTable:
     def decoders(self) -> list[tuple[str, Callable[[Any], Any]]]:
         return [(c.name, _DECODERS[_kind(c)]) for c in self.table.columns if _kind(c) in _DECODERS]
 
+    @cached_property
+    def checks(self) -> list[tuple[str, Callable[[Any], bool]]]:
+        """What each column's archived value must be before a driver sees it: an object, a list or
+        an integer no column holds would otherwise fail inside the driver, not as a refusal."""
+        return [(c.name, _check(c)) for c in self.table.columns]
+
     @property
     def owner_column(self) -> str | None:
         """The column that ties a row to one finetune (``finetune_pk``), for ``--split``."""
@@ -182,6 +188,54 @@ def _decode_bytes(value: Any) -> bytes:
     return bytes.fromhex(value)
 
 
+_INT64: Final = range(-(2**63), 2**63)
+
+
+def _is_integer(value: Any) -> bool:
+    return type(value) is int and value in _INT64
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is float or _is_integer(value)
+
+
+def _is_bool(value: Any) -> bool:
+    return type(value) is bool
+
+
+def _is_text(value: Any) -> bool:
+    return type(value) is str
+
+
+def _is_scalar(value: Any) -> bool:
+    return _is_text(value) or _is_bool(value) or _is_number(value)
+
+
+_EXPECTED: Final[dict[Callable[[Any], bool], str]] = {
+    _is_integer: "a 64-bit integer",
+    _is_number: "a number",
+    _is_bool: "true or false",
+    _is_text: "text",
+    _is_scalar: "a single value",
+}
+
+
+def _check(column: sa.Column[Any]) -> Callable[[Any], bool]:
+    """The test an archived value of ``column`` must pass (timestamps and bytes: text, decoded after)."""
+    kind = column.type
+    if isinstance(kind, sa.TypeDecorator):
+        kind = kind.impl_instance
+    if isinstance(kind, sa.Boolean):
+        return _is_bool
+    if isinstance(kind, sa.Integer):
+        return _is_integer
+    if isinstance(kind, sa.Float | sa.Numeric):
+        return _is_number
+    if isinstance(kind, sa.String | sa.DateTime | sa.LargeBinary):
+        return _is_text
+    return _is_scalar
+
+
 _ENCODERS: Final[dict[str, Callable[[Any], Any]]] = {
     "datetime": _encode_datetime,
     "bytes": lambda v: bytes(v).hex(),
@@ -201,6 +255,9 @@ def encode_row(table: ArchivedTable, row: Mapping[str, Any]) -> dict[str, Any]:
 def decode_row(table: ArchivedTable, encoded: Mapping[str, Any]) -> dict[str, Any]:
     """An archived row as the database takes it; ValueError for a value of the wrong shape."""
     row = {name: encoded[name] for name in table.names}
+    for name, check in table.checks:
+        if row[name] is not None and not check(row[name]):
+            raise ValueError(f"{name} is not {_EXPECTED[check]}")
     for name, decode in table.decoders:
         if row[name] is not None:
             try:
@@ -356,20 +413,29 @@ class Manifest:
                 files=data["files"],
                 checkpoint=data.get("checkpoint"),
             )
+            if not isinstance(manifest.checkpoint, str):
+                # Every revision an import accepts has the chain, and export always writes its
+                # checkpoint: an archive without one had it removed, and with it the check of its history.
+                raise ArchiveError("manifest.json: 'checkpoint' is not a checkpoint")
         except KeyError as exc:
             raise ArchiveError(f"manifest.json has no {exc.args[0]!r}") from None
         manifest._check_shape()
         return manifest
 
     def _check_shape(self) -> None:
+        if self.accounts is not None and not (
+            isinstance(self.accounts, list) and all(isinstance(name, str) for name in self.accounts)
+        ):
+            raise ArchiveError("manifest.json: 'accounts' is not null or a list of account names")
         if self.layout not in LAYOUTS:
             raise ArchiveError(f"manifest.json: unknown layout {self.layout!r}")
         if self.key_fingerprints not in (FINGERPRINTS_OMITTED, FINGERPRINTS_INCLUDED):
             raise ArchiveError(f"manifest.json: unknown key_fingerprints {self.key_fingerprints!r}")
         if not isinstance(self.tables, dict) or not all(
             isinstance(spec, dict)
-            and isinstance(spec.get("rows"), int)
+            and type(spec.get("rows")) is int
             and isinstance(spec.get("columns"), list)
+            and all(isinstance(column, str) for column in spec["columns"])
             for spec in self.tables.values()
         ):
             raise ArchiveError("manifest.json: 'tables' is not {name: {rows, columns}}")

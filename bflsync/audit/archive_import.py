@@ -11,9 +11,12 @@ of ``details`` are rebuilt, as a sync would have written them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import os
+import stat
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from bflsync.audit.archive import (
 from bflsync.audit.checkpoint import parse_checkpoint
 from bflsync.audit.verify import verify
 from bflsync.errors import ArchiveError, AuditError, InputError
+from bflsync.store import chain, schema
 from bflsync.store.check import HEAD_REVISION
 from bflsync.store.writes import reextract
 
@@ -59,6 +63,9 @@ def read_archive(path: Path) -> Archive:
         raise ArchiveError(f"{path} is not a directory holding a bflsync archive")
     _refuse_links(path)
     try:
+        if not stat.S_ISREG(manifest_path.stat().st_mode):
+            # Opening a FIFO would wait for a writer forever; a device could be read without end.
+            raise ArchiveError(f"{MANIFEST_NAME} is not a regular file: not a bflsync archive")
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArchiveError(f"{path} has no {MANIFEST_NAME}: not a bflsync archive") from None
@@ -66,6 +73,8 @@ def read_archive(path: Path) -> Archive:
         raise ArchiveError(f"cannot read {manifest_path}: {exc.strerror}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ArchiveError(f"{manifest_path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ArchiveError(f"{manifest_path} is not valid JSON (it nests too deeply)") from None
     manifest = Manifest.from_json(data)
     if manifest.schema_revision != HEAD_REVISION:
         raise ArchiveError(
@@ -97,13 +106,17 @@ def _refuse_links(path: Path) -> None:
 def _check_history(connection: Connection, manifest: Manifest) -> None:
     """The loaded chain must be exactly the one the manifest's checkpoint names, checked by ``audit
     verify`` before the transaction commits: a row changed and the file's SHA-256 recomputed is
-    refused. An ``--account`` archive holds part of the chain only, and an archive from before the
-    chain none: neither has one to check."""
-    if manifest.checkpoint is None or manifest.accounts is not None:
-        return
+    refused. Only an ``--account`` archive that holds part of the chain is loaded unchecked: a row
+    after a missing place has no previous hash to link from. Left with those gaps, the imported store
+    would fail ``audit verify`` for good, so its rows start a chain of their own instead. A manifest
+    that merely claims accounts while holding every row is checked all the same, and one without a
+    checkpoint never gets here."""
     problem = "the archive's history does not verify against its manifest's checkpoint"
     try:
-        expected = parse_checkpoint(manifest.checkpoint)
+        expected = parse_checkpoint(manifest.checkpoint or "")
+        if manifest.accounts is not None and _chained_rows(connection) != expected.size:
+            _start_own_chain(connection)
+            return
         verified = verify(connection, checkpoint=expected)
     except (AuditError, InputError) as exc:
         raise ArchiveError(f"{problem}: {exc}") from None
@@ -111,6 +124,35 @@ def _check_history(connection: Connection, manifest: Manifest) -> None:
         raise ArchiveError(
             f"{problem}: the chain has {verified.size} rows, the checkpoint {expected.size}: rows were added"
         )
+
+
+def _start_own_chain(connection: Connection) -> None:
+    """Chain the loaded rows anew, in the order the exporting store had chained them, under a new
+    origin: the exporting store's checkpoints name a chain this store holds only part of."""
+    order = [(row.spec.name, row.row_id) for row in chain.chained_rows(connection)]
+    for name in chain.CHAINED_TABLES:
+        table = sa.table(name, sa.column("chain_seq"), sa.column("row_hash"))
+        connection.execute(
+            table.update().where(table.c.chain_seq.is_not(None)).values(chain_seq=None, row_hash=None)
+        )
+    for name, rows in itertools.groupby(order, key=operator.itemgetter(0)):
+        chain.append(connection, name, ids=[row_id for _, row_id in rows])
+    meta = sa.table("store_meta", sa.column("name"), sa.column("value"))
+    connection.execute(
+        meta.update()
+        .where(meta.c.name == schema.CHAIN_ORIGIN_META_NAME)
+        .values(value=f"bflsync/store/{uuid.uuid4().hex}")
+    )
+
+
+def _chained_rows(connection: Connection) -> int:
+    """How many loaded rows hold a place in the chain: fewer than the checkpoint's size in an
+    ``--account`` archive of a store with other accounts."""
+    total = 0
+    for name in chain.CHAINED_TABLES:
+        table = sa.table(name, sa.column("chain_seq"))
+        total += connection.execute(sa.select(sa.func.count(table.c.chain_seq))).scalar_one()
+    return int(total)
 
 
 def load_archive(engine: Engine, archive: Archive) -> dict[str, int]:
@@ -169,7 +211,7 @@ def _table_rows(archive: Archive, table: ArchivedTable) -> Iterator[dict[str, An
                 raise ArchiveError(f"{name}: line {number} is truncated")
             try:
                 encoded = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ArchiveError(f"{name}: line {number} is not JSON") from None
             yield _decoded(table, encoded, where=f"{name}: line {number}")
 
@@ -183,7 +225,7 @@ def _split_rows(archive: Archive, tables: list[ArchivedTable]) -> dict[str, list
             continue
         try:
             document = json.loads((archive.path / name).read_text(encoding="utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ArchiveError(f"{name} is not JSON") from None
         if not isinstance(document, dict) or set(document) != set(rows):
             raise ArchiveError(f"{name} does not hold one finetune's tables ({', '.join(sorted(rows))})")
@@ -226,7 +268,7 @@ def _insert(connection: Connection, table: ArchivedTable, rows: Iterator[dict[st
 def _execute(connection: Connection, table: ArchivedTable, batch: list[dict[str, Any]]) -> None:
     try:
         connection.execute(table.table.insert(), batch)
-    except sa.exc.IntegrityError as exc:
+    except sa.exc.DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise ArchiveError(f"the archive's {table.name} rows do not fit the store ({first})") from None
 

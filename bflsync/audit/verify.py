@@ -109,6 +109,7 @@ def _where(row: chain.ChainedRow) -> str:
 
 def _refuse_unchained(connection: Connection) -> None:
     """Every row of a chained table is in the chain, except the newest run while it is still running."""
+    _refuse_odd_places(connection)
     _refuse_stale_running(connection)
     for table in chain.CHAINED_TABLES:
         rows = sa.table(table, sa.column("id"), sa.column("chain_seq"), sa.column("status"))
@@ -119,6 +120,26 @@ def _refuse_unchained(connection: Connection) -> None:
         if row_id is not None:
             raise AuditError(
                 f"{table} row {row_id} is not in the hash chain: it was inserted by something other than bflsync"
+            )
+
+
+def _refuse_odd_places(connection: Connection) -> None:
+    """A place must be a whole number before the chain can be walked in order of it. SQLite keeps
+    text or a fraction that another tool writes into its INTEGER column (PostgreSQL's bigint cannot
+    hold them)."""
+    if connection.dialect.name != "sqlite":
+        return
+    for table in chain.CHAINED_TABLES:
+        rows = sa.table(table, sa.column("id"), sa.column("chain_seq"))
+        odd = connection.execute(
+            sa.select(rows.c.id, rows.c.chain_seq)
+            .where(sa.func.typeof(rows.c.chain_seq).not_in(["integer", "null"]))
+            .order_by(rows.c.id)
+            .limit(1)
+        ).first()
+        if odd is not None:
+            raise AuditError(
+                f"{table} row {odd[0]} {chain.place_damage(odd[1])}: it was rewritten by something other than bflsync"
             )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -204,15 +205,24 @@ def save_run_checkpoint(engine: Engine, directory: Path, *, run_id: int) -> Path
     """Write the checkpoint as it stands after run ``run_id`` to ``directory/run-NNNNNN.checkpoint``.
 
     Written to a temporary name and renamed, so a reader (git, rsync) never sees half a checkpoint.
+    The temporary name is random and created exclusively: in a directory others can write to, a link
+    planted at a name the next run would use could otherwise make the sync overwrite any file of ours.
     """
     with engine.connect() as connection:
         text = render_checkpoint(connection, signer_key=None)
     target = directory / f"run-{run_id:06d}.checkpoint"
-    partial = directory / f".{target.name}.partial"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(target)
+        fd, name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".partial")
+        partial = Path(name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), 0o644)  # a checkpoint is public: mkstemp made it 0600
+                handle.write(text)
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
     except OSError as exc:
         raise InputError(f"--checkpoint-dir: cannot write {str(target)!r}: {exc.strerror or exc}") from None
     return target

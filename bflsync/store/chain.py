@@ -55,6 +55,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
+from bflsync.errors import AuditError
 from bflsync.extract import canonical_json
 from bflsync.store import schema
 
@@ -300,17 +301,48 @@ def lock_chain(connection: Connection) -> None:
 
 
 def head(connection: Connection) -> tuple[int, bytes]:
-    """The chain's size (the last place taken) and its head hash; ``(0, GENESIS)`` when empty."""
+    """The chain's size (the last place taken) and its head hash; ``(0, GENESIS)`` when empty.
+
+    AuditError when another tool damaged the head row (SQLite keeps text or a fraction in an
+    INTEGER column, and any text in ``row_hash``): nothing can link to it.
+    """
     parts = []
     for name in CHAINED_TABLES:
-        table = sa.table(name, sa.column("chain_seq"), sa.column("row_hash"))
+        table = sa.table(name, sa.column("id"), sa.column("chain_seq"), sa.column("row_hash"))
         last = sa.select(sa.func.max(table.c.chain_seq)).scalar_subquery()
-        parts.append(sa.select(table.c.chain_seq, table.c.row_hash).where(table.c.chain_seq == last))
+        parts.append(
+            sa.select(sa.literal(name), table.c.id, table.c.chain_seq, table.c.row_hash).where(
+                table.c.chain_seq == last
+            )
+        )
     rows = connection.execute(sa.union_all(*parts)).all()
     if not rows:
         return 0, GENESIS
-    seq, row_hash = max(rows, key=lambda row: int(row[0]))
+    for name, row_id, seq, row_hash in rows:
+        damage = place_damage(seq) or hash_damage(row_hash)
+        if damage:
+            raise AuditError(
+                f"the hash chain's head, {name} row {row_id}, {damage}: run bflsync audit verify"
+            )
+    _, _, seq, row_hash = max(rows, key=lambda row: int(row[2]))
     return int(seq), bytes.fromhex(row_hash)
+
+
+def place_damage(seq: Any) -> str | None:
+    """What is wrong with a stored ``chain_seq``, if anything (None: a whole number or no place)."""
+    if seq is None or type(seq) is int:
+        return None
+    return f"has a place (chain_seq) that is no whole number: {seq!r}"
+
+
+def hash_damage(row_hash: Any) -> str | None:
+    """What is wrong with a stored ``row_hash``, if anything (None: 64 hex digits)."""
+    if isinstance(row_hash, str) and _HASH_FORM.fullmatch(row_hash):
+        return None
+    return "has a row_hash that is no SHA-256 hex digest"
+
+
+_HASH_FORM = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 
 def unchained(connection: Connection, table: str) -> frozenset[int]:
