@@ -22,6 +22,7 @@ from serving import Served, build_store, fetch, start
 from storebuild import day, write_sync
 
 from bflsync.cli import cli
+from bflsync.config import MAX_ANSWER_BYTES
 from bflsync.store import access
 from bflsync.web import guard, server
 
@@ -151,6 +152,35 @@ def test_allow_sql_still_refuses_fts3_tokenizer_from_the_url(served: Served, par
     status, body = fetch(f"{served.url}{page}?{urllib.parse.urlencode(query)}")
     assert status == 400
     assert "not authorized" in body
+
+
+@pytest.mark.parametrize(
+    "expression", ["printf('%.*c', {size}, 'x')", "randomblob({size})", "zeroblob({size})"]
+)
+def test_allow_sql_cannot_build_a_value_larger_than_the_cap(served: Served, expression: str) -> None:
+    """One such call is one step of SQLite's program: the time limit cannot stop it, the cap does
+    (SQLite refuses the blobs and gives NULL for a printf() that outgrows it)."""
+    sql = f"select length({expression.format(size=guard.MAX_VALUE_BYTES + 1)})"
+    query = urllib.parse.urlencode({"sql": sql, "_shape": "arrayfirst"})
+    status, body = fetch(f"{served.url}/store.json?{query}")
+    refused = status == 400 and "string or blob too big" in body
+    assert refused or (status, json.loads(body)) == (200, [None])
+
+
+def test_allow_sql_reads_a_stored_value_of_the_largest_answer_a_sync_keeps(tmp_path: Path) -> None:
+    store = build_store(tmp_path / "store.db", count=1)
+    opened = access.open_store_for_write(access.locate_store(str(store)))
+    comment = "x" * MAX_ANSWER_BYTES
+    write_sync(opened.engine, {"huge": {"finetune_comment": comment}}, now=day(20), tombstone=False)
+    opened.engine.dispose()
+    server = start(store, "--port", "0", "--allow-sql")
+    try:
+        sql = f"select length(details) > {MAX_ANSWER_BYTES} from finetune where finetune_id = 'huge'"
+        query = urllib.parse.urlencode({"sql": sql, "_shape": "arrayfirst"})
+        status, body = fetch(f"{server.url}/store.json?{query}")
+    finally:
+        server.stop()
+    assert (status, json.loads(body)) == (200, [1])
 
 
 def test_the_secrets_are_unreachable_whatever_the_url(store: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -50,6 +51,7 @@ def _config(datasette: Any) -> dict[str, Any]:
 @hookimpl
 def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
     conn.set_authorizer(guard.authorize)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, guard.MAX_VALUE_BYTES)
 
 
 @hookimpl
