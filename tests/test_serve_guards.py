@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import shlex
 import socket
 import sqlite3
 import subprocess
@@ -40,6 +41,8 @@ HOSTILE_IDS = (
     "plus+and space",
     "q?x=1#frag",
     "x" * 10_000,
+    "x; touch pwned",
+    "--db=/tmp/other.db",
 )
 
 
@@ -433,6 +436,40 @@ def escape(text: str) -> str:
     from markupsafe import escape as markup_escape
 
     return str(markup_escape(text))
+
+
+def shown_commands(body: str) -> list[list[str]]:
+    """Each ``bflsync …`` command a page shows in ``<code>``, split as a POSIX shell would."""
+    texts = [part.split("</code>", 1)[0] for part in body.split("<code>bflsync ")[1:]]
+    return [["bflsync", *shlex.split(html.unescape(text))] for text in texts]
+
+
+@pytest.mark.parametrize("finetune_id", HOSTILE_IDS, ids=lambda value: value[:20])
+def test_a_finetune_page_shows_commands_a_shell_runs_on_that_id(
+    served: Served, store: Path, finetune_id: str
+) -> None:
+    body = get(port_of(served), finetune_target(finetune_id)).decode()
+    commands = {words[1]: words for words in shown_commands(body)}
+    request = CliRunner().invoke(cli, ["--db", str(store), *commands["show"][1:]], catch_exceptions=False)
+    assert request.exit_code == 0, request.output
+    assert json.loads(request.output) == {"finetune_comment": f"hostile {SCRIPT}"}
+    assert finetune_id in commands["compare"][2:] and commands["compare"][-1] == "OTHER_ID"
+
+
+@pytest.mark.parametrize("finetune_id", HOSTILE_IDS, ids=lambda value: value[:20])
+def test_the_compare_page_shows_a_command_a_shell_runs_on_those_ids(
+    served: Served, store: Path, finetune_id: str
+) -> None:
+    query = urllib.parse.urlencode([("id", finetune_id), ("id", "ft-00001")])
+    [command] = shown_commands(get(port_of(served), f"/-/compare?{query}").decode())
+    compared = CliRunner().invoke(
+        cli, ["--db", str(store), "compare", "--format", "json", *command[2:]], catch_exceptions=False
+    )
+    assert compared.exit_code == 0, compared.output
+    assert [entry["finetune_id"] for entry in json.loads(compared.output)["finetunes"]] == [
+        finetune_id,
+        "ft-00001",
+    ]
 
 
 @pytest.mark.parametrize("finetune_id", HOSTILE_IDS, ids=lambda value: value[:20])
