@@ -655,3 +655,18 @@ def test_a_busy_port_is_found_before_datasette_is_imported(store: Path) -> None:
     )
     assert result.stdout.splitlines() == ["3", "[]"], result.stderr
     assert "the port is in use" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_host_is_refused_instead_of_binding_every_address(store: Path, host: str) -> None:
+    """bind() takes "" for every address; the URL announced would be http://:PORT/ and refuse every Host."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", str(store), "serve", "--host", host, "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=scrubbed_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("bflsync: error: ") and result.stderr.count("\n") == 1
