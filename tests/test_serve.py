@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import socket
 import stat
 import sys
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -387,3 +389,19 @@ def test_the_canned_queries_are_served(served: Served) -> None:
     assert sum(row["finetunes"] for row in rates) == len(
         get_json(f"{served.url}/store/finetunes.json?_shape=array&_size=max")
     )
+
+
+@pytest.mark.parametrize("name", ["team.2026.db", "my store.db", "100%~.db"])
+def test_the_first_screen_links_open_whatever_the_store_file_is_named(tmp_path: Path, name: str) -> None:
+    """Datasette names the database after the file's stem and tilde-encodes it in URLs (`.` is `~2E`)."""
+    server = start(build_store(tmp_path / name, count=12), "--port", "0")
+    try:
+        with urllib.request.urlopen(server.url + "/", timeout=30) as response:  # noqa: S310 (loopback)
+            first_screen, page = response.geturl(), response.read().decode()
+        description = page.split('class="bflsync-search"', 1)[1].split("</details>", 1)[0]
+        hrefs = [part.split('"', 1)[0] for part in description.split('<a href="')[1:]]
+        answers = {href: fetch(urllib.parse.urljoin(first_screen, html.unescape(href)))[0] for href in hrefs}
+    finally:
+        server.stop()
+    assert len(answers) == 3
+    assert set(answers.values()) == {200}, answers

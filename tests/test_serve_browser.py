@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from datasette.utils import tilde_encode
 from demostore import finetune_id
 from serving import Served, build_store, start
+from storebuild import day, write_sync
 
 from bflsync.cli import cli
+from bflsync.store import access
 
 COUNT = 72
 TIMELINE_ID = finetune_id(70)
@@ -66,6 +70,36 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def served(store: Path) -> Iterator[Served]:
     server = start(store, "--port", "0")
+    yield server
+    server.stop()
+
+
+# Markup that would set window.pwned if a page let it run, and an unbroken value far wider than a screen.
+PWN = ("<script>window.pwned=1</script>", '<img src=x onerror="window.pwned=2">', "javascript:window.pwned=3")
+HOSTILE = PWN[0]
+UNBROKEN_ID = "unbroken-" + "W" * 2_000
+UNBROKEN = "W" * 200_000
+
+
+@pytest.fixture(scope="module")
+def hostile_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small store with finetunes whose ids, parameters, labels and notes are markup, and one
+    whose id is one unbroken 2,000-character word and comment a 200,000-character one."""
+    path = build_store(tmp_path_factory.mktemp("hostile") / "store.db", count=3)
+    opened = access.open_store_for_write(access.locate_store(str(path)))
+    details = {"finetune_comment": PWN[1], "mode": PWN[0], "trigger_word": PWN[2], PWN[1]: PWN[0]}
+    write_sync(opened.engine, {HOSTILE: details, UNBROKEN_ID: {"finetune_comment": UNBROKEN}}, now=day(20))
+    write_sync(opened.engine, {HOSTILE: {**details, "mode": PWN[1]}}, now=day(21), tombstone=False)
+    opened.engine.dispose()
+    for arguments in (["label", HOSTILE, f'proj="{PWN[0]}"', f"url={PWN[2]}"], ["note", HOSTILE, PWN[1]]):
+        result = CliRunner().invoke(cli, ["--db", str(path), *arguments], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.fixture(scope="module")
+def hostile_served(hostile_store: Path) -> Iterator[Served]:
+    server = start(hostile_store, "--port", "0")
     yield server
     server.stop()
 
@@ -186,3 +220,40 @@ def test_the_search_box_finds_a_cjk_substring(
     assert row_ids(page) == expected
     page.screenshot(path=str(screenshots / "serve-search.png"))
     assert tab.errors == []
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "/store/finetunes",
+        "/store/finetunes?_facet=label_list",
+        "/store/labels",
+        "/store/changes",
+        f"/-/finetunes/{tilde_encode(HOSTILE)}",
+        f"/-/compare?id={urllib.parse.quote(HOSTILE)}&id=ft-00001",
+        f"/-/dashboards/bflsync?label={urllib.parse.quote('proj=' + PWN[0])}",
+    ],
+)
+def test_markup_in_stored_data_never_runs(hostile_served: Served, tab: Page, page: str) -> None:
+    opened = tab.open(hostile_served.url + page)
+    assert opened.evaluate("window.pwned") is None
+    links = opened.eval_on_selector_all("a[href]", "links => links.map(link => link.getAttribute('href'))")
+    assert not [href for href in links if href.strip().lower().startswith("javascript:")]
+    assert tab.errors == []
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        f"/-/finetunes/{tilde_encode(UNBROKEN_ID)}",
+        f"/-/compare?id={UNBROKEN_ID}&id=ft-00001",
+        "/store/finetunes",
+    ],
+    ids=["finetune", "compare", "finetunes"],
+)
+def test_a_value_wider_than_the_screen_wraps_instead_of_widening_the_page(
+    hostile_served: Served, tab: Page, page: str
+) -> None:
+    opened = tab.open(hostile_served.url + page)
+    assert UNBROKEN_ID[:100] in opened.inner_text("body")
+    assert opened.evaluate("document.documentElement.scrollWidth") <= WIDTH

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import shlex
 import socket
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from serving import Served, build_store, fetch, start
 from storebuild import day, write_sync
 
 from bflsync.cli import cli
+from bflsync.config import MAX_ANSWER_BYTES
 from bflsync.store import access
 from bflsync.web import guard, server
 
@@ -39,6 +41,8 @@ HOSTILE_IDS = (
     "plus+and space",
     "q?x=1#frag",
     "x" * 10_000,
+    "x; touch pwned",
+    "--db=/tmp/other.db",
 )
 
 
@@ -151,6 +155,35 @@ def test_allow_sql_still_refuses_fts3_tokenizer_from_the_url(served: Served, par
     status, body = fetch(f"{served.url}{page}?{urllib.parse.urlencode(query)}")
     assert status == 400
     assert "not authorized" in body
+
+
+@pytest.mark.parametrize(
+    "expression", ["printf('%.*c', {size}, 'x')", "randomblob({size})", "zeroblob({size})"]
+)
+def test_allow_sql_cannot_build_a_value_larger_than_the_cap(served: Served, expression: str) -> None:
+    """One such call is one step of SQLite's program: the time limit cannot stop it, the cap does
+    (SQLite refuses the blobs and gives NULL for a printf() that outgrows it)."""
+    sql = f"select length({expression.format(size=guard.MAX_VALUE_BYTES + 1)})"
+    query = urllib.parse.urlencode({"sql": sql, "_shape": "arrayfirst"})
+    status, body = fetch(f"{served.url}/store.json?{query}")
+    refused = status == 400 and "string or blob too big" in body
+    assert refused or (status, json.loads(body)) == (200, [None])
+
+
+def test_allow_sql_reads_a_stored_value_of_the_largest_answer_a_sync_keeps(tmp_path: Path) -> None:
+    store = build_store(tmp_path / "store.db", count=1)
+    opened = access.open_store_for_write(access.locate_store(str(store)))
+    comment = "x" * MAX_ANSWER_BYTES
+    write_sync(opened.engine, {"huge": {"finetune_comment": comment}}, now=day(20), tombstone=False)
+    opened.engine.dispose()
+    server = start(store, "--port", "0", "--allow-sql")
+    try:
+        sql = f"select length(details) > {MAX_ANSWER_BYTES} from finetune where finetune_id = 'huge'"
+        query = urllib.parse.urlencode({"sql": sql, "_shape": "arrayfirst"})
+        status, body = fetch(f"{server.url}/store.json?{query}")
+    finally:
+        server.stop()
+    assert (status, json.loads(body)) == (200, [1])
 
 
 def test_the_secrets_are_unreachable_whatever_the_url(store: Path) -> None:
@@ -405,6 +438,40 @@ def escape(text: str) -> str:
     return str(markup_escape(text))
 
 
+def shown_commands(body: str) -> list[list[str]]:
+    """Each ``bflsync …`` command a page shows in ``<code>``, split as a POSIX shell would."""
+    texts = [part.split("</code>", 1)[0] for part in body.split("<code>bflsync ")[1:]]
+    return [["bflsync", *shlex.split(html.unescape(text))] for text in texts]
+
+
+@pytest.mark.parametrize("finetune_id", HOSTILE_IDS, ids=lambda value: value[:20])
+def test_a_finetune_page_shows_commands_a_shell_runs_on_that_id(
+    served: Served, store: Path, finetune_id: str
+) -> None:
+    body = get(port_of(served), finetune_target(finetune_id)).decode()
+    commands = {words[1]: words for words in shown_commands(body)}
+    request = CliRunner().invoke(cli, ["--db", str(store), *commands["show"][1:]], catch_exceptions=False)
+    assert request.exit_code == 0, request.output
+    assert json.loads(request.output) == {"finetune_comment": f"hostile {SCRIPT}"}
+    assert finetune_id in commands["compare"][2:] and commands["compare"][-1] == "OTHER_ID"
+
+
+@pytest.mark.parametrize("finetune_id", HOSTILE_IDS, ids=lambda value: value[:20])
+def test_the_compare_page_shows_a_command_a_shell_runs_on_those_ids(
+    served: Served, store: Path, finetune_id: str
+) -> None:
+    query = urllib.parse.urlencode([("id", finetune_id), ("id", "ft-00001")])
+    [command] = shown_commands(get(port_of(served), f"/-/compare?{query}").decode())
+    compared = CliRunner().invoke(
+        cli, ["--db", str(store), "compare", "--format", "json", *command[2:]], catch_exceptions=False
+    )
+    assert compared.exit_code == 0, compared.output
+    assert [entry["finetune_id"] for entry in json.loads(compared.output)["finetunes"]] == [
+        finetune_id,
+        "ft-00001",
+    ]
+
+
 @pytest.mark.parametrize("finetune_id", HOSTILE_IDS, ids=lambda value: value[:20])
 def test_a_hostile_id_compared_is_escaped(served: Served, finetune_id: str) -> None:
     query = urllib.parse.urlencode([("id", finetune_id), ("id", HOSTILE_IDS[0])])
@@ -588,3 +655,18 @@ def test_a_busy_port_is_found_before_datasette_is_imported(store: Path) -> None:
     )
     assert result.stdout.splitlines() == ["3", "[]"], result.stderr
     assert "the port is in use" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_host_is_refused_instead_of_binding_every_address(store: Path, host: str) -> None:
+    """bind() takes "" for every address; the URL announced would be http://:PORT/ and refuse every Host."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", str(store), "serve", "--host", host, "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=scrubbed_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("bflsync: error: ") and result.stderr.count("\n") == 1

@@ -21,6 +21,8 @@ import socket
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
+from bflsync.config import MAX_ANSWER_BYTES
+
 SECRET_TABLES = frozenset({"store_meta"})
 SECRET_COLUMNS = frozenset({("account", "key_fingerprint")})
 # Virtual tables that read the file's raw pages, where every secret is in plain sight, or (the
@@ -42,6 +44,12 @@ OUTSIDE_FUNCTIONS = frozenset(
 )
 # ATTACH opens (or creates) another file; bflsync serve serves one database.
 OUTSIDE_ACTIONS = frozenset({sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH})
+# The largest string or blob a statement may hold (SQLITE_LIMIT_LENGTH): one call such as
+# randomblob(1e9) or printf('%.*c', 1e9, 'x') is a single step of SQLite's program, which
+# Datasette's time limit cannot interrupt, and would hold a gigabyte per request. Four times the
+# largest answer a sync stores (canonical JSON is never longer than the answer), so every stored
+# value still reads.
+MAX_VALUE_BYTES = 4 * MAX_ANSWER_BYTES
 SQL_PARAMETERS = ("sql", "_where")
 DEFAULT_HTTP_PORT = 80
 _OPTIONAL = re.compile(r"\[\[.*?\]\]")

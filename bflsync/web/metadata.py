@@ -137,7 +137,7 @@ def datasette_metadata(
     if "sync_run" in tables:
         tables["sync_run"]["sort_desc"] = "started_at"
     if "finetunes" in views:
-        tables["finetunes"] = finetunes_view(database)
+        tables["finetunes"] = finetunes_view()
     return {
         "title": "bflsync store",
         "description": "Training parameters of your BFL finetunes, with every change and every sync run.",
@@ -171,7 +171,7 @@ FINETUNES_COLUMNS = {
 }
 
 
-def finetunes_view(database: str) -> dict[str, Any]:
+def finetunes_view() -> dict[str, Any]:
     """The first screen: live finetunes, newest change first, facets, the CLI's search, descriptions folded."""
     described = "".join(
         f"<dt>{name}</dt><dd>{html.escape(text)}</dd>"
@@ -187,9 +187,11 @@ def finetunes_view(database: str) -> dict[str, Any]:
             '<input type="search" name="_text" placeholder="words, prefixes (fo*), 日本…" size="40"> '
             '<input type="submit" value="Search"> <small>the same search as <code>bflsync query --text</code></small>'
             "</form>"
-            f'<p>Live finetunes only: <a href="/{html.escape(database)}/finetune?deleted_at__notnull=1">deleted '
+            # Relative to the table page: Datasette tilde-encodes the database's name in its URLs
+            # (`team.2026` is `team~2E2026`), which no path built from the name here would match.
+            '<p>Live finetunes only: <a href="finetune?deleted_at__notnull=1">deleted '
             'finetunes</a> · <a href="/-/dashboards/bflsync">charts</a> · '
-            f'<a href="/{html.escape(database)}/changes?_sort_desc=observed_at">changes</a></p>'
+            '<a href="changes?_sort_desc=observed_at">changes</a></p>'
             f"<details><summary>Column descriptions</summary><dl>{described}</dl></details>"
         ),
     }

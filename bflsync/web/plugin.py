@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
+import sqlite3
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from datasette import hookimpl
@@ -50,6 +52,7 @@ def _config(datasette: Any) -> dict[str, Any]:
 @hookimpl
 def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
     conn.set_authorizer(guard.authorize)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, guard.MAX_VALUE_BYTES)
 
 
 @hookimpl
@@ -137,6 +140,17 @@ def finetune_href(datasette: Any, finetune_id: str) -> str:
     return str(datasette.urls.path(FINETUNE_PATH + tilde_encode(finetune_id)))
 
 
+def shell_command(command: str, ids: Sequence[str], *, options: Sequence[str] = ()) -> str:
+    """The ``bflsync COMMAND`` line a page suggests for ``ids``, as a POSIX shell must be given it:
+    a finetune id is data from the API, and one copied into a terminal must never run as code
+    (``x; rm …``) nor be read as an option (``--db=…``, hence ``--`` before the ids then)."""
+    if any(finetune_id.startswith("-") for finetune_id in ids):
+        words = [*options, "--", *ids]
+    else:
+        words = [*ids, *options]
+    return " ".join(shlex.quote(word) for word in ["bflsync", command, *words])
+
+
 def page_finetune_id(raw: str) -> str:
     """The id in a finetune page's path: tilde-encoded as :func:`finetune_href` writes it, or
     percent-encoded as typed (links never hold ``%``, so the two never mix)."""
@@ -160,7 +174,13 @@ async def finetune_view(datasette: Any, request: Any) -> Response:
     return Response.html(
         await datasette.render_template(
             "bflsync_finetune.html",
-            {"page": page, "database": database, "compare_path": datasette.urls.path(COMPARE_PATH)},
+            {
+                "page": page,
+                "database": database,
+                "compare_path": datasette.urls.path(COMPARE_PATH),
+                "show_command": shell_command("show", [page.finetune_id], options=["--format", "request"]),
+                "compare_command": shell_command("compare", [page.finetune_id, "OTHER_ID"]),
+            },
             request=request,
         )
     )
@@ -188,6 +208,7 @@ async def compare_view(datasette: Any, request: Any) -> Response:
             {
                 "database": database,
                 "ids": [entry.heading for entry in result.entries],
+                "command": shell_command("compare", [entry.heading for entry in result.entries]),
                 "rows": [
                     {
                         "name": row.field.name,

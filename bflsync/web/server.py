@@ -51,6 +51,9 @@ def bind(*, host: str, port: int, uds: Path | None) -> Bound:
     """Listen on ``host:port`` or on the Unix socket ``uds`` (created 0600); busy means AddressInUseError."""
     if uds is not None:
         return _bind_unix(uds)
+    if not host.strip():
+        # The socket API reads "" as every address: a --host that says nothing must not mean 0.0.0.0.
+        raise InputError("cannot serve on an empty --host: give an address, such as 127.0.0.1 or 0.0.0.0")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
