@@ -46,6 +46,8 @@
                                  its history, a checkpoint the chain does not extend, a bad signature
 
 ``DetailsNotJsonError`` is internal, no :class:`BflsyncError`: the read side answers it itself.
+``NotMetricsFileError`` (an :class:`OSError`) is internal too: ``sync --metrics-file`` turns it
+into a warning, since the metrics file never changes a run's exit code.
 
 Exits that are no error class: 0 and 1 (a ``partial`` sync) come from a run's outcome, and
 130, 141 and 143 (:attr:`ExitCode.INTERRUPTED`, :attr:`ExitCode.BROKEN_PIPE`,
@@ -154,6 +156,17 @@ class DetailsNotJsonError(Exception):
     Internal: :mod:`bflsync.read.search` answers it by running the statement again with such rows
     set aside, and names them.
     """
+
+
+class NotMetricsFileError(OSError):
+    """``sync --metrics-file`` names something that is not a bflsync metrics file: left as it is.
+
+    Internal: the sync warns with the message (``strerror``) and its exit code stands.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.strerror = reason
 
 
 class StoreUnsafeError(StoreError):
