@@ -333,6 +333,8 @@ def _run_watch(
 
     checked_file = check_metrics_path(metrics_file) if metrics_file is not None else None
     pinger = Pinger(ping_url) if ping_url else None
+    if pinger is not None:
+        _check_proxy_env(pinger.url)  # the ping trusts the environment's proxy where the API may not
     return RunWatch(
         source=source,
         account=account,
@@ -344,9 +346,9 @@ def _run_watch(
     )
 
 
-def _check_proxy_env(base_url: str) -> None:
-    """A proxy variable the client cannot use fails now, naming the variable, not mid-run."""
-    host = urlsplit(base_url).hostname or ""
+def _check_proxy_env(url: str) -> None:
+    """A proxy variable the API client or the pinger cannot use fails now, naming the variable, not mid-run."""
+    host = urlsplit(url).hostname or ""
     if is_loopback_host(host):
         return  # loopback requests never go through a proxy
     for name in PROXY_ENV_VARS:
