@@ -235,3 +235,52 @@ def verify(runtime: Path, *paths: Path) -> None:
 def _clean_env() -> dict[str, str]:
     """The environment of a timer or cron job: no key, no store, no API URL in it."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("BFL_", "BFLSYNC_"))}
+
+
+def test_a_relative_command_is_written_by_its_full_path_and_runs_from_any_directory(
+    db_path: Path, key_file: Path, mock: MockBFL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "bflsync").symlink_to(BFLSYNC)
+    monkeypatch.chdir(tmp_path)
+    result = schedule(str(db_path), "--cron", "--key-file", str(key_file), "--command", "bin/bflsync")
+    command = result.stdout.split(" ", 5)[5].replace("\n", f" --base-url {mock.base_url}")
+    assert command.startswith(f"{tmp_path / 'bin' / 'bflsync'} -q ")
+    ran = subprocess.run(
+        ["/bin/sh", "-c", command], capture_output=True, text=True, timeout=60, env=_clean_env(), cwd="/"
+    )
+    assert (ran.returncode, ran.stderr) == (0, "")
+
+
+def test_a_command_given_by_name_is_written_by_the_full_path_it_has_on_path(
+    db_path: Path, key_file: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "bflsync").symlink_to(BFLSYNC)
+    result = schedule(
+        str(db_path),
+        "--systemd",
+        "--key-file",
+        str(key_file),
+        "--command",
+        "bflsync",
+        env={"PATH": str(tmp_path / "bin")},
+    )
+    service = service_settings(split_units(result.stdout)["bflsync-sync.service"])
+    assert service["ExecStart"].startswith(f"{tmp_path / 'bin' / 'bflsync'} -q ")
+
+
+def test_a_command_name_not_on_path_is_refused(db_path: Path, key_file: Path, tmp_path: Path) -> None:
+    result = schedule(
+        str(db_path),
+        "--cron",
+        "--key-file",
+        str(key_file),
+        "--command",
+        "bflsync",
+        env={"PATH": str(tmp_path)},
+    )
+    assert (result.exit_code, result.stderr) == (
+        ExitCode.INPUT,
+        "bflsync: error: --command bflsync: not found on PATH; give the executable's full path\n",
+    )

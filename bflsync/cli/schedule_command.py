@@ -178,6 +178,17 @@ def schedule(
     )
 
 
+def _full_path(executable: str) -> str:
+    """``--command`` by its full path: a path made absolute, a name found on PATH (exit 2 if it is not)."""
+    _refuse_control_characters("--command", executable)
+    if os.sep in executable:
+        return str(Path(executable).absolute())
+    found = shutil.which(executable)
+    if found is None:
+        raise InputError(f"--command {executable}: not found on PATH; give the executable's full path")
+    return str(Path(found).absolute())
+
+
 def _refuse_control_characters(option: str, value: str) -> None:
     """A line break (or any control character) in a value would add a directive to a unit or a line to a crontab."""
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
@@ -206,9 +217,13 @@ def _refuse_edited(path: Path, text: str) -> None:
 
 
 def _command(executable: str | None) -> tuple[str, ...]:
-    """The bflsync to run by its full path: --command, else the one on PATH, else this Python's module."""
+    """The bflsync to run by its full path: --command, else the one on PATH, else this Python's module.
+
+    A job runs from another directory (cron: the home directory) with a minimal PATH, so a relative
+    --command is made absolute and a bare name is looked up now, on this PATH.
+    """
     if executable is not None:
-        return (executable,)
+        return (_full_path(executable),)
     script = Path(sys.argv[0])
     if script.name == "bflsync" and script.is_file():
         return (str(script.absolute()),)
