@@ -147,6 +147,15 @@ def test_a_max_age_that_is_not_a_duration_is_refused(db_path: Path) -> None:
     )
 
 
+def test_a_max_age_too_long_to_count_is_refused_as_input(db_path: Path) -> None:
+    too_long = "9999999w" * 15
+    result = status(str(db_path), "--max-age", too_long)
+    assert (result.exit_code, result.stderr) == (
+        ExitCode.INPUT,
+        f"bflsync: error: --max-age '{too_long}': too long a duration\n",
+    )
+
+
 def test_status_names_the_sync_holding_the_lock(any_store: tuple[str, Engine]) -> None:
     db, _ = any_store
     with sync_lock_for(access.locate_store(db)):
