@@ -118,6 +118,28 @@ def test_max_age_exits_5_when_the_last_success_is_older(any_store: tuple[str, En
     assert "account default" in result.stdout  # the report is still printed
 
 
+def test_control_characters_in_a_stored_source_or_account_are_shown_escaped(
+    any_store: tuple[str, Engine], mock: MockBFL
+) -> None:
+    db, engine = any_store
+    assert sync(db, mock).exit_code == 0
+    with engine.begin() as connection:  # as another tool, or another role of a team store, could
+        connection.execute(
+            sa.update(SyncRun).values(
+                source="evil\x1b[2J\nfake line",
+                account="acc\x1b]0;title\x07",
+                finished_at=datetime.now(UTC) - timedelta(hours=3),
+            )
+        )
+    result = status(db, "--max-age", "2h")
+    assert result.exit_code == ExitCode.STALE
+    assert "evil\\x1b[2J\\nfake line, account acc\\x1b]0;title\\x07\n" in result.stdout
+    [error] = result.stderr.splitlines()
+    assert error.endswith(
+        "; evil\\x1b[2J\\nfake line account acc\\x1b]0;title\\x07 last synced successfully 3h ago (--max-age 2h)"
+    )
+
+
 def test_max_age_counts_an_account_that_never_succeeded_as_stale(
     any_store: tuple[str, Engine], mock: MockBFL
 ) -> None:

@@ -98,10 +98,16 @@ def status(
 
 def _stale_reason(item: health.AccountHealth, now: datetime) -> str:
     age = item.age(now)
-    who = f"{item.source} account {item.account}"
+    who = _who(item, between=" ")
     if age is None:
         return f"{who} never synced successfully"
     return f"{who} last synced successfully {spell_duration(age)} ago"
+
+
+def _who(item: health.AccountHealth, *, between: str) -> str:
+    """``SOURCE, account NAME`` on one line: the store may hold names bflsync did not write (another tool, a
+    team store's other roles), and a line break or escape code in them must not forge or hide a line."""
+    return f"{render.one_line(item.source)}{between}account {render.one_line(item.account)}"
 
 
 def _text(
@@ -118,7 +124,7 @@ def _text(
         lines.append("no syncs and no finetunes in the store")
     for item in found:
         lines.append("")
-        lines.append(f"{item.source}, account {item.account}")
+        lines.append(_who(item, between=", "))
         lines.append(f"  last run:      {_run_text(item.last_run, now, counts=True)}")
         lines.append(f"  last success:  {_run_text(item.last_success, now, counts=False)}")
         training = f", {item.training} training" if item.training else ""
@@ -142,9 +148,9 @@ def _run_text(run: dict[str, Any] | None, now: datetime, *, counts: bool) -> str
     at: datetime | None = run["finished_at"] or run["started_at"]
     when = f"{at.isoformat()} ({spell_duration(now - at)} ago)" if at is not None else "unknown time"
     text = (
-        f"run {run['id']} {run['status']}, ended {when}"
+        f"run {run['id']} {render.one_line(str(run['status']))}, ended {when}"
         if run["finished_at"]
-        else f"run {run['id']} {run['status']}, started {when}"
+        else f"run {run['id']} {render.one_line(str(run['status']))}, started {when}"
     )
     if counts:
         text += (
