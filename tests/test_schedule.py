@@ -121,6 +121,30 @@ def test_install_writes_the_units_to_the_user_systemd_directory(db_path: Path, t
     )
 
 
+def test_installed_units_carrying_the_ping_url_are_readable_by_their_owner_alone(
+    db_path: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    old = os.umask(0o022)
+    try:
+        result = schedule(
+            str(db_path),
+            "--systemd",
+            "--install",
+            "--ping-url",
+            "https://hc-ping.com/secret-check-uuid",
+            env={"XDG_CONFIG_HOME": str(config)},
+        )
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    written = config / "systemd" / "user"
+    assert {path.name: path.stat().st_mode & 0o777 for path in written.iterdir()} == {
+        "bflsync-sync.service": 0o600,
+        "bflsync-sync.timer": 0o600,
+    }
+
+
 @pytest.mark.parametrize(
     ("every", "fields"),
     [

@@ -168,7 +168,7 @@ def schedule(
             _refuse_edited(unit_dir / name, text)
     unit_dir.mkdir(parents=True, exist_ok=True)
     for name, text in units.items():
-        (unit_dir / name).write_text(text, encoding="utf-8")
+        _write_private(unit_dir / name, text)
         click.echo(f"wrote {unit_dir / name}", err=True)
     if not key.exists():
         click.echo(f"bflsync: warning: put the API key in {key} (chmod 600) before the timer fires", err=True)
@@ -187,6 +187,15 @@ def _full_path(executable: str) -> str:
     if found is None:
         raise InputError(f"--command {executable}: not found on PATH; give the executable's full path")
     return str(Path(found).absolute())
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner alone: a --ping-url in it holds the check's secret, and a
+    unit readable by others would let them send its pings. The user's service manager reads it as them."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a unit installed before keeps its mode through O_CREAT
+        handle.write(text)
 
 
 def _refuse_control_characters(option: str, value: str) -> None:
