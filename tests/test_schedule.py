@@ -308,3 +308,17 @@ def test_a_command_name_not_on_path_is_refused(db_path: Path, key_file: Path, tm
         ExitCode.INPUT,
         "bflsync: error: --command bflsync: not found on PATH; give the executable's full path\n",
     )
+
+
+@pytest.mark.parametrize("kind", ["--cron", "--systemd"])
+def test_printing_a_job_whose_key_file_is_missing_warns_on_stderr_and_keeps_stdout_clean(
+    db_path: Path, tmp_path: Path, kind: str
+) -> None:
+    missing = tmp_path / "no-such-key"
+    result = schedule(str(db_path), kind, "--key-file", str(missing), env={"BFL_API_KEY": KEY})
+    assert result.exit_code == 0
+    assert str(missing) in result.stdout and KEY not in result.output
+    assert result.stderr == (
+        f"bflsync: warning: put the API key in {missing} (chmod 600) before the job runs; "
+        "the job does not see BFL_API_KEY\n"
+    )

@@ -154,12 +154,15 @@ def schedule(
     )
     if kind == "cron":
         try:
-            write_stdout(schedule_units.crontab_line(job))
+            line = schedule_units.crontab_line(job)
         except ValueError as exc:
             raise InputError(f"--every {every}: {exc}") from None
+        _warn_missing_key(key)
+        write_stdout(line)
         return
     units = schedule_units.systemd_units(job)
     if not install:
+        _warn_missing_key(key)
         write_stdout("\n".join(f"# {name}\n{text}" for name, text in units.items()))
         return
     unit_dir = config_home / "systemd" / "user"
@@ -170,8 +173,7 @@ def schedule(
     for name, text in units.items():
         _write_private(unit_dir / name, text)
         click.echo(f"wrote {unit_dir / name}", err=True)
-    if not key.exists():
-        click.echo(f"bflsync: warning: put the API key in {key} (chmod 600) before the timer fires", err=True)
+    _warn_missing_key(key)
     click.echo(
         f"next: systemctl --user daemon-reload && systemctl --user enable --now {job.unit_name}.timer",
         err=True,
@@ -187,6 +189,19 @@ def _full_path(executable: str) -> str:
     if found is None:
         raise InputError(f"--command {executable}: not found on PATH; give the executable's full path")
     return str(Path(found).absolute())
+
+
+def _warn_missing_key(key: Path) -> None:
+    """A job whose key file is missing fails at every run; say so on stderr (stdout may feed crontab).
+
+    A key exported in this shell is the usual mix-up: the job runs without it.
+    """
+    if key.exists():
+        return
+    unseen = "; the job does not see BFL_API_KEY" if os.environ.get("BFL_API_KEY") else ""
+    click.echo(
+        f"bflsync: warning: put the API key in {key} (chmod 600) before the job runs{unseen}", err=True
+    )
 
 
 def _write_private(path: Path, text: str) -> None:
