@@ -220,3 +220,9 @@ def test_a_fifo_another_user_planted_at_the_lock_path_is_refused_without_a_hang(
     written = run_update(prom, uid=SECOND_UID)
     assert "not a regular file" in written.stderr
     assert not prom.exists()
+
+
+def test_a_directory_the_writer_may_not_write_is_reported_as_permission_denied(shared_dir: Path) -> None:
+    shared_dir.chmod(0o555)
+    written = run_update(shared_dir / "bflsync.prom", uid=SECOND_UID)
+    assert written.stderr.splitlines()[-1].startswith("PermissionError: [Errno 13] Permission denied")

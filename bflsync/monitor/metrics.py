@@ -323,9 +323,13 @@ def _open_lock(lock_path: Path) -> int:
     try:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | flags, FILE_MODE)
-        except PermissionError:
+        except PermissionError as refused:
             # Another user's lock file: flock works on a descriptor open for reading alone.
-            fd = os.open(lock_path, os.O_RDONLY | flags)
+            # None at all: the directory refused to create it, which is what the user must hear.
+            try:
+                fd = os.open(lock_path, os.O_RDONLY | flags)
+            except FileNotFoundError:
+                raise refused from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotMetricsFileError(f"{lock_path.name} is a symlink; nothing was written") from None
