@@ -76,7 +76,13 @@ class RunWatch:
                 int(ExitCode.INTERNAL),
                 f"internal error: {type(exc).__name__}",
             )
-        summary = {"status": status, "source": self.source, "account": self.account, "error": error}
+        summary = {
+            "status": status,
+            "source": self.source,
+            "account": self.account,
+            "exit_code": exit_code,
+            "error": error,
+        }
         self._record(status=status, exit_code=exit_code, duration_s=duration_s, summary=summary, db=None)
 
     def finished(self, result: SyncResult, *, exit_code: int, db: str | None) -> None:
