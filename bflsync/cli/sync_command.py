@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from bflsync.config import (
     api_key_file_warning,
     validate_account_name,
 )
-from bflsync.errors import InputError
+from bflsync.errors import InputError, StoppedBySignalError
 from bflsync.monitor.watch import RunWatch, check_metrics_path
 from bflsync.store import access
 from bflsync.sync.run import ProgressCallback, SyncResult
@@ -279,7 +280,12 @@ def sync(
         quiet=cli_context.quiet,
         dry_run=dry_run,
     )
-    with watch.watching(), capped_failures() as cap, _progress_bar(enabled=show_progress) as progress:
+    with (
+        _signals_stop_the_sync(),
+        watch.watching(),
+        capped_failures() as cap,
+        _progress_bar(enabled=show_progress) as progress,
+    ):
         result = api.sync(
             cli_context.db,
             api_key=api_key,
@@ -309,6 +315,23 @@ def sync(
         _save_checkpoint(cli_context.db, checkpoint_dir, run_id=result.run_id)
     _report(result, as_json=as_json, quiet=cli_context.quiet, withheld=cap.withheld)
     ctx.exit(result.exit_code())
+
+
+@contextmanager
+def _signals_stop_the_sync() -> Iterator[None]:
+    """SIGINT and SIGTERM outside the run (the start ping, waiting for the lock) raise
+    :class:`StoppedBySignalError`, which the metrics file and pings record as interrupted; SIGTERM would
+    otherwise kill the process silently. During the run, the run's own handlers stop it cleanly."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise StoppedBySignalError(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _save_checkpoint(db: str | None, directory: Path, *, run_id: int) -> None:
