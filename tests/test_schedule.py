@@ -322,3 +322,14 @@ def test_printing_a_job_whose_key_file_is_missing_warns_on_stderr_and_keeps_stdo
         f"bflsync: warning: put the API key in {missing} (chmod 600) before the job runs; "
         "the job does not see BFL_API_KEY\n"
     )
+
+
+def test_a_tilde_in_key_file_and_metrics_file_means_home_as_it_does_in_db(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = schedule(
+        "~/store.db", "--cron", "--key-file=~/api-key", "--metrics-file=~/m/b.prom", env={"HOME": str(home)}
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split(" -q ", 1)[1] == (
+        f"--db {home}/store.db sync --api-key-file {home}/api-key --metrics-file {home}/m/b.prom\n"
+    )

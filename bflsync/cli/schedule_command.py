@@ -127,10 +127,15 @@ def schedule(
         else location.url.render_as_string(hide_password=False)
     )
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    key = (key_file or config_home / "bflsync" / ("api-key" + (f"-{account}" if account else ""))).absolute()
+    # `--key-file=~/k` reaches us with the tilde (no shell expands it after `=`): read it as --db reads it.
+    key = (
+        key_file.expanduser()
+        if key_file
+        else config_home / "bflsync" / f"api-key{f'-{account}' if account else ''}"
+    ).absolute()
     writable = [location.path.parent] if location.path is not None else []
     if metrics_file is not None:
-        metrics_file = metrics_file.absolute()
+        metrics_file = metrics_file.expanduser().absolute()
         writable.append(metrics_file.parent)
     command = _command(executable)
     for option, value in (
