@@ -178,6 +178,15 @@ def test_a_max_age_too_long_to_count_is_refused_as_input(db_path: Path) -> None:
     )
 
 
+def test_status_of_an_account_without_syncs_says_so_rather_than_that_the_store_is_empty(
+    db_path: Path, mock: MockBFL
+) -> None:
+    assert sync(str(db_path), mock).exit_code == 0
+    result = status(str(db_path), "--account", "typo")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[-1] == "no syncs and no finetunes of account typo in the store"
+
+
 def test_status_names_the_sync_holding_the_lock(any_store: tuple[str, Engine]) -> None:
     db, _ = any_store
     with sync_lock_for(access.locate_store(db)):

@@ -91,7 +91,7 @@ def status(
             }
         )
     else:
-        write_stdout(_text(where, engine, revision, lock, found, now))
+        write_stdout(_text(where, engine, revision, lock, found, now, scope=_scope(source, account)))
     if stale_message:
         raise StaleError(f"stale: {stale_message} (--max-age {spell_duration(max_age or timedelta())})")
 
@@ -102,6 +102,12 @@ def _stale_reason(item: health.AccountHealth, now: datetime) -> str:
     if age is None:
         return f"{who} never synced successfully"
     return f"{who} last synced successfully {spell_duration(age)} ago"
+
+
+def _scope(source: str | None, account: str | None) -> str:
+    """`` of account NAME at HOST``: what --account and --source narrowed the report to, if anything."""
+    scope = f" of account {account}" if account is not None else ""
+    return scope + (f" at {render.one_line(source)}" if source is not None else "")
 
 
 def _who(item: health.AccountHealth, *, between: str) -> str:
@@ -117,11 +123,13 @@ def _text(
     lock: health.LockState,
     found: list[health.AccountHealth],
     now: datetime,
+    *,
+    scope: str,
 ) -> str:
     lines = [f"store: {render.one_line(where)} ({engine}, schema {revision or 'unstamped'})"]
     lines.append(f"lock: {_lock_text(lock)}")
     if not found:
-        lines.append("no syncs and no finetunes in the store")
+        lines.append(f"no syncs and no finetunes{scope} in the store")
     for item in found:
         lines.append("")
         lines.append(_who(item, between=", "))
