@@ -187,6 +187,19 @@ def test_status_of_an_account_without_syncs_says_so_rather_than_that_the_store_i
     assert result.stdout.splitlines()[-1] == "no syncs and no finetunes of account typo in the store"
 
 
+def test_a_run_left_running_by_a_killed_sync_is_shown_as_abandoned(
+    any_store: tuple[str, Engine], mock: MockBFL
+) -> None:
+    db, engine = any_store
+    assert sync(db, mock).exit_code == 0
+    with engine.begin() as connection:  # what a sync killed with SIGKILL leaves behind
+        connection.execute(sa.update(SyncRun).values(status="running", finished_at=None))
+    result = status(db)
+    [last_run] = [line for line in result.stdout.splitlines() if "last run:" in line]
+    assert " running, started " in last_run
+    assert last_run.endswith("; abandoned: no sync holds the lock")
+
+
 def test_status_names_the_sync_holding_the_lock(any_store: tuple[str, Engine]) -> None:
     db, _ = any_store
     with sync_lock_for(access.locate_store(db)):

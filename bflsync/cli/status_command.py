@@ -133,13 +133,21 @@ def _text(
     for item in found:
         lines.append("")
         lines.append(_who(item, between=", "))
-        lines.append(f"  last run:      {_run_text(item.last_run, now, counts=True)}")
+        lines.append(f"  last run:      {_run_text(item.last_run, now, counts=True)}{_abandoned(item, lock)}")
         lines.append(f"  last success:  {_run_text(item.last_success, now, counts=False)}")
         training = f", {item.training} training" if item.training else ""
         lines.append(f"  finetunes:     {item.live} live, {item.deleted} deleted{training}")
         if item.credits is not None:
             lines.append(f"  credits:       {item.credits:g}")
     return "".join(f"{line}\n" for line in lines)
+
+
+def _abandoned(item: health.AccountHealth, lock: health.LockState) -> str:
+    """A note for a run still marked running while no sync holds the lock: its process was killed
+    (SIGKILL, power loss) before it could record its end, and it will never end."""
+    if item.last_run is None or item.last_run["status"] != "running" or lock.held is not False:
+        return ""
+    return "; abandoned: no sync holds the lock"
 
 
 def _lock_text(lock: health.LockState) -> str:
