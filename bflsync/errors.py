@@ -40,6 +40,8 @@
     ├── DriftError               `db check`: the models and the migrations differ (exit 1)
     ├── AddressInUseError        `serve`: the port (or Unix socket path) is taken (exit 3)
     ├── SyncLockedError          another sync holds the lock (exit 4)
+    ├── StoppedBySignalError     SIGINT or SIGTERM stopped a sync outside its run, e.g. waiting for
+    │                            the lock: exits 128 plus the signal, 130 or 143
     ├── StaleError               `status --max-age`: an account's last successful sync is older (exit 5)
     └── AuditError               `audit verify`: the record is not what was written (exit 6): a row
                                  edited, deleted, inserted or moved, a current row that disagrees with
@@ -47,6 +49,8 @@
                                  any writer: the chain's head row was damaged, nothing can link to it
 
 ``DetailsNotJsonError`` is internal, no :class:`BflsyncError`: the read side answers it itself.
+``NotMetricsFileError`` (an :class:`OSError`) is internal too: ``sync --metrics-file`` turns it
+into a warning, since the metrics file never changes a run's exit code.
 
 Exits that are no error class: 0 and 1 (a ``partial`` sync) come from a run's outcome, and
 130, 141 and 143 (:attr:`ExitCode.INTERRUPTED`, :attr:`ExitCode.BROKEN_PIPE`,
@@ -155,6 +159,17 @@ class DetailsNotJsonError(Exception):
     Internal: :mod:`bflsync.read.search` answers it by running the statement again with such rows
     set aside, and names them.
     """
+
+
+class NotMetricsFileError(OSError):
+    """``sync --metrics-file`` names something that is not a bflsync metrics file: left as it is.
+
+    Internal: the sync warns with the message (``strerror``) and its exit code stands.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.strerror = reason
 
 
 class StoreUnsafeError(StoreError):
@@ -285,6 +300,19 @@ class DriftError(BflsyncError):
 
 class SyncLockedError(BflsyncError):
     exit_code = ExitCode.LOCKED
+
+
+class StoppedBySignalError(BflsyncError):
+    """SIGINT or SIGTERM arrived outside a sync's run (the start ping, waiting for the lock, opening the
+    store); the run itself stops cleanly on its own. The metrics file and the pings record it as
+    interrupted, like a run stopped the same way."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, signum: int) -> None:
+        name = "SIGTERM" if 128 + signum == ExitCode.TERMINATED else "SIGINT"
+        super().__init__(f"interrupted by {name} before the run started")
+        self.exit_code = ExitCode(128 + signum)
 
 
 class StaleError(BflsyncError):

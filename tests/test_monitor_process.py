@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from ping_server import ping_receiver
 from sync_support import ALPHA, BETA, KEY, process_env, sync_argv, wait_until_running
 
 from bflsync.mock.server import MockBFL
+from bflsync.store import access
+from bflsync.store.lock import sync_lock_for
 
 pytestmark = pytest.mark.slow
 
@@ -47,3 +50,41 @@ def test_a_sync_stopped_by_sigterm_is_reported_interrupted_with_exit_143(
     labels = {"source": mock.base_url.removeprefix("http://"), "account": "default"}
     assert value(found, "bflsync_last_run_status", **labels, status="interrupted") == 1
     assert value(found, "bflsync_last_run_exit_code", **labels) == 143
+
+
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_sync_stopped_while_waiting_for_the_lock_is_reported_interrupted(
+    db_path: Path, mock: MockBFL, tmp_path: Path, signum: int, exit_code: int
+) -> None:
+    prom = tmp_path / "bflsync.prom"
+    location = access.locate_store(str(db_path))
+    access.open_store_for_write(location).engine.dispose()
+    with ping_receiver() as receiver, sync_lock_for(location):
+        process = subprocess.Popen(
+            sync_argv(
+                db_path,
+                mock.base_url,
+                "--wait",
+                "60",
+                "--metrics-file",
+                str(prom),
+                "--ping-url",
+                receiver.url,
+            ),
+            env=process_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not receiver.paths and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # polls for the start ping: from then on the sync waits for the lock
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=20)
+        assert process.returncode == exit_code, stderr
+        assert [path.rsplit("/", 1)[1] for path in receiver.paths] == ["start", str(exit_code)]
+        assert json.loads(receiver.pings[1].body)["status"] == "interrupted"
+    found = samples(prom)
+    labels = {"source": mock.base_url.removeprefix("http://"), "account": "default"}
+    assert value(found, "bflsync_last_run_status", **labels, status="interrupted") == 1
+    assert value(found, "bflsync_last_run_exit_code", **labels) == exit_code

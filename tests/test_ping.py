@@ -92,6 +92,19 @@ def test_a_sync_refused_by_the_lock_pings_exit_4(
     assert summary["error"].startswith("another sync is running")
 
 
+def test_a_sync_stopped_before_its_run_pings_a_body_with_its_exit_code_like_any_run(
+    tmp_path: Path, mock: MockBFL, receiver: PingReceiver
+) -> None:
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_text("not a database\n")
+    result = sync(str(not_a_store), mock, "--ping-url", receiver.url)
+    assert result.exit_code == ExitCode.INPUT
+    assert receiver.paths == ["/ping/abc-123/start", "/ping/abc-123/2"]
+    summary = json.loads(receiver.pings[1].body)
+    assert (summary["status"], summary["exit_code"]) == ("failed", 2)
+    assert "not a SQLite database" in summary["error"]
+
+
 def test_a_ping_answered_500_is_retried_twice_then_one_warning_and_the_run_goes_on(
     db_path: Path, mock: MockBFL, receiver: PingReceiver
 ) -> None:

@@ -155,3 +155,16 @@ def test_a_bad_ping_url_from_bflsync_ping_url_is_refused_the_same_way(db_path: P
         "bflsync: error: --ping-url: 'xn--a.example' is not a valid host name\n",
     )
     assert not db_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "proxy"), [("HTTPS_PROXY", "socks5://127.0.0.1:1080"), ("ALL_PROXY", "ftp://x")]
+)
+def test_a_proxy_the_ping_cannot_use_is_refused_with_exit_2_before_the_run(
+    db_path: Path, mock: MockBFL, monkeypatch: pytest.MonkeyPatch, name: str, proxy: str
+) -> None:
+    monkeypatch.setenv(name, proxy)  # the API is on loopback, which never uses a proxy; the ping would
+    result = sync(str(db_path), mock, "--ping-url", "https://hc-ping.invalid/abc")
+    assert result.exit_code == ExitCode.INPUT
+    assert result.stderr.startswith(f"bflsync: error: {name} is set to a proxy bflsync cannot use: ")
+    assert not db_path.exists()

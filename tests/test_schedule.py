@@ -121,6 +121,30 @@ def test_install_writes_the_units_to_the_user_systemd_directory(db_path: Path, t
     )
 
 
+def test_installed_units_carrying_the_ping_url_are_readable_by_their_owner_alone(
+    db_path: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    old = os.umask(0o022)
+    try:
+        result = schedule(
+            str(db_path),
+            "--systemd",
+            "--install",
+            "--ping-url",
+            "https://hc-ping.com/secret-check-uuid",
+            env={"XDG_CONFIG_HOME": str(config)},
+        )
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    written = config / "systemd" / "user"
+    assert {path.name: path.stat().st_mode & 0o777 for path in written.iterdir()} == {
+        "bflsync-sync.service": 0o600,
+        "bflsync-sync.timer": 0o600,
+    }
+
+
 @pytest.mark.parametrize(
     ("every", "fields"),
     [
@@ -235,3 +259,77 @@ def verify(runtime: Path, *paths: Path) -> None:
 def _clean_env() -> dict[str, str]:
     """The environment of a timer or cron job: no key, no store, no API URL in it."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("BFL_", "BFLSYNC_"))}
+
+
+def test_a_relative_command_is_written_by_its_full_path_and_runs_from_any_directory(
+    db_path: Path, key_file: Path, mock: MockBFL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "bflsync").symlink_to(BFLSYNC)
+    monkeypatch.chdir(tmp_path)
+    result = schedule(str(db_path), "--cron", "--key-file", str(key_file), "--command", "bin/bflsync")
+    command = result.stdout.split(" ", 5)[5].replace("\n", f" --base-url {mock.base_url}")
+    assert command.startswith(f"{tmp_path / 'bin' / 'bflsync'} -q ")
+    ran = subprocess.run(
+        ["/bin/sh", "-c", command], capture_output=True, text=True, timeout=60, env=_clean_env(), cwd="/"
+    )
+    assert (ran.returncode, ran.stderr) == (0, "")
+
+
+def test_a_command_given_by_name_is_written_by_the_full_path_it_has_on_path(
+    db_path: Path, key_file: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "bflsync").symlink_to(BFLSYNC)
+    result = schedule(
+        str(db_path),
+        "--systemd",
+        "--key-file",
+        str(key_file),
+        "--command",
+        "bflsync",
+        env={"PATH": str(tmp_path / "bin")},
+    )
+    service = service_settings(split_units(result.stdout)["bflsync-sync.service"])
+    assert service["ExecStart"].startswith(f"{tmp_path / 'bin' / 'bflsync'} -q ")
+
+
+def test_a_command_name_not_on_path_is_refused(db_path: Path, key_file: Path, tmp_path: Path) -> None:
+    result = schedule(
+        str(db_path),
+        "--cron",
+        "--key-file",
+        str(key_file),
+        "--command",
+        "bflsync",
+        env={"PATH": str(tmp_path)},
+    )
+    assert (result.exit_code, result.stderr) == (
+        ExitCode.INPUT,
+        "bflsync: error: --command bflsync: not found on PATH; give the executable's full path\n",
+    )
+
+
+@pytest.mark.parametrize("kind", ["--cron", "--systemd"])
+def test_printing_a_job_whose_key_file_is_missing_warns_on_stderr_and_keeps_stdout_clean(
+    db_path: Path, tmp_path: Path, kind: str
+) -> None:
+    missing = tmp_path / "no-such-key"
+    result = schedule(str(db_path), kind, "--key-file", str(missing), env={"BFL_API_KEY": KEY})
+    assert result.exit_code == 0
+    assert str(missing) in result.stdout and KEY not in result.output
+    assert result.stderr == (
+        f"bflsync: warning: put the API key in {missing} (chmod 600) before the job runs; "
+        "the job does not see BFL_API_KEY\n"
+    )
+
+
+def test_a_tilde_in_key_file_and_metrics_file_means_home_as_it_does_in_db(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = schedule(
+        "~/store.db", "--cron", "--key-file=~/api-key", "--metrics-file=~/m/b.prom", env={"HOME": str(home)}
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split(" -q ", 1)[1] == (
+        f"--db {home}/store.db sync --api-key-file {home}/api-key --metrics-file {home}/m/b.prom\n"
+    )

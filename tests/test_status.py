@@ -118,6 +118,28 @@ def test_max_age_exits_5_when_the_last_success_is_older(any_store: tuple[str, En
     assert "account default" in result.stdout  # the report is still printed
 
 
+def test_control_characters_in_a_stored_source_or_account_are_shown_escaped(
+    any_store: tuple[str, Engine], mock: MockBFL
+) -> None:
+    db, engine = any_store
+    assert sync(db, mock).exit_code == 0
+    with engine.begin() as connection:  # as another tool, or another role of a team store, could
+        connection.execute(
+            sa.update(SyncRun).values(
+                source="evil\x1b[2J\nfake line",
+                account="acc\x1b]0;title\x07",
+                finished_at=datetime.now(UTC) - timedelta(hours=3),
+            )
+        )
+    result = status(db, "--max-age", "2h")
+    assert result.exit_code == ExitCode.STALE
+    assert "evil\\x1b[2J\\nfake line, account acc\\x1b]0;title\\x07\n" in result.stdout
+    [error] = result.stderr.splitlines()
+    assert error.endswith(
+        "; evil\\x1b[2J\\nfake line account acc\\x1b]0;title\\x07 last synced successfully 3h ago (--max-age 2h)"
+    )
+
+
 def test_max_age_counts_an_account_that_never_succeeded_as_stale(
     any_store: tuple[str, Engine], mock: MockBFL
 ) -> None:
@@ -145,6 +167,37 @@ def test_a_max_age_that_is_not_a_duration_is_refused(db_path: Path) -> None:
     assert result.stderr.startswith(
         "bflsync: error: --max-age 'soon': expected a duration such as 90s, 15m, 2h"
     )
+
+
+def test_a_max_age_too_long_to_count_is_refused_as_input(db_path: Path) -> None:
+    too_long = "9999999w" * 15
+    result = status(str(db_path), "--max-age", too_long)
+    assert (result.exit_code, result.stderr) == (
+        ExitCode.INPUT,
+        f"bflsync: error: --max-age '{too_long}': too long a duration\n",
+    )
+
+
+def test_status_of_an_account_without_syncs_says_so_rather_than_that_the_store_is_empty(
+    db_path: Path, mock: MockBFL
+) -> None:
+    assert sync(str(db_path), mock).exit_code == 0
+    result = status(str(db_path), "--account", "typo")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[-1] == "no syncs and no finetunes of account typo in the store"
+
+
+def test_a_run_left_running_by_a_killed_sync_is_shown_as_abandoned(
+    any_store: tuple[str, Engine], mock: MockBFL
+) -> None:
+    db, engine = any_store
+    assert sync(db, mock).exit_code == 0
+    with engine.begin() as connection:  # what a sync killed with SIGKILL leaves behind
+        connection.execute(sa.update(SyncRun).values(status="running", finished_at=None))
+    result = status(db)
+    [last_run] = [line for line in result.stdout.splitlines() if "last run:" in line]
+    assert " running, started " in last_run
+    assert last_run.endswith("; abandoned: no sync holds the lock")
 
 
 def test_status_names_the_sync_holding_the_lock(any_store: tuple[str, Engine]) -> None:

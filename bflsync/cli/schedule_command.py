@@ -127,10 +127,15 @@ def schedule(
         else location.url.render_as_string(hide_password=False)
     )
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    key = (key_file or config_home / "bflsync" / ("api-key" + (f"-{account}" if account else ""))).absolute()
+    # `--key-file=~/k` reaches us with the tilde (no shell expands it after `=`): read it as --db reads it.
+    key = (
+        key_file.expanduser()
+        if key_file
+        else config_home / "bflsync" / f"api-key{f'-{account}' if account else ''}"
+    ).absolute()
     writable = [location.path.parent] if location.path is not None else []
     if metrics_file is not None:
-        metrics_file = metrics_file.absolute()
+        metrics_file = metrics_file.expanduser().absolute()
         writable.append(metrics_file.parent)
     command = _command(executable)
     for option, value in (
@@ -154,12 +159,15 @@ def schedule(
     )
     if kind == "cron":
         try:
-            write_stdout(schedule_units.crontab_line(job))
+            line = schedule_units.crontab_line(job)
         except ValueError as exc:
             raise InputError(f"--every {every}: {exc}") from None
+        _warn_missing_key(key)
+        write_stdout(line)
         return
     units = schedule_units.systemd_units(job)
     if not install:
+        _warn_missing_key(key)
         write_stdout("\n".join(f"# {name}\n{text}" for name, text in units.items()))
         return
     unit_dir = config_home / "systemd" / "user"
@@ -168,14 +176,46 @@ def schedule(
             _refuse_edited(unit_dir / name, text)
     unit_dir.mkdir(parents=True, exist_ok=True)
     for name, text in units.items():
-        (unit_dir / name).write_text(text, encoding="utf-8")
+        _write_private(unit_dir / name, text)
         click.echo(f"wrote {unit_dir / name}", err=True)
-    if not key.exists():
-        click.echo(f"bflsync: warning: put the API key in {key} (chmod 600) before the timer fires", err=True)
+    _warn_missing_key(key)
     click.echo(
         f"next: systemctl --user daemon-reload && systemctl --user enable --now {job.unit_name}.timer",
         err=True,
     )
+
+
+def _full_path(executable: str) -> str:
+    """``--command`` by its full path: a path made absolute, a name found on PATH (exit 2 if it is not)."""
+    _refuse_control_characters("--command", executable)
+    if os.sep in executable:
+        return str(Path(executable).absolute())
+    found = shutil.which(executable)
+    if found is None:
+        raise InputError(f"--command {executable}: not found on PATH; give the executable's full path")
+    return str(Path(found).absolute())
+
+
+def _warn_missing_key(key: Path) -> None:
+    """A job whose key file is missing fails at every run; say so on stderr (stdout may feed crontab).
+
+    A key exported in this shell is the usual mix-up: the job runs without it.
+    """
+    if key.exists():
+        return
+    unseen = "; the job does not see BFL_API_KEY" if os.environ.get("BFL_API_KEY") else ""
+    click.echo(
+        f"bflsync: warning: put the API key in {key} (chmod 600) before the job runs{unseen}", err=True
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner alone: a --ping-url in it holds the check's secret, and a
+    unit readable by others would let them send its pings. The user's service manager reads it as them."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a unit installed before keeps its mode through O_CREAT
+        handle.write(text)
 
 
 def _refuse_control_characters(option: str, value: str) -> None:
@@ -206,9 +246,13 @@ def _refuse_edited(path: Path, text: str) -> None:
 
 
 def _command(executable: str | None) -> tuple[str, ...]:
-    """The bflsync to run by its full path: --command, else the one on PATH, else this Python's module."""
+    """The bflsync to run by its full path: --command, else the one on PATH, else this Python's module.
+
+    A job runs from another directory (cron: the home directory) with a minimal PATH, so a relative
+    --command is made absolute and a bare name is looked up now, on this PATH.
+    """
     if executable is not None:
-        return (executable,)
+        return (_full_path(executable),)
     script = Path(sys.argv[0])
     if script.name == "bflsync" and script.is_file():
         return (str(script.absolute()),)

@@ -91,17 +91,29 @@ def status(
             }
         )
     else:
-        write_stdout(_text(where, engine, revision, lock, found, now))
+        write_stdout(_text(where, engine, revision, lock, found, now, scope=_scope(source, account)))
     if stale_message:
         raise StaleError(f"stale: {stale_message} (--max-age {spell_duration(max_age or timedelta())})")
 
 
 def _stale_reason(item: health.AccountHealth, now: datetime) -> str:
     age = item.age(now)
-    who = f"{item.source} account {item.account}"
+    who = _who(item, between=" ")
     if age is None:
         return f"{who} never synced successfully"
     return f"{who} last synced successfully {spell_duration(age)} ago"
+
+
+def _scope(source: str | None, account: str | None) -> str:
+    """`` of account NAME at HOST``: what --account and --source narrowed the report to, if anything."""
+    scope = f" of account {account}" if account is not None else ""
+    return scope + (f" at {render.one_line(source)}" if source is not None else "")
+
+
+def _who(item: health.AccountHealth, *, between: str) -> str:
+    """``SOURCE, account NAME`` on one line: the store may hold names bflsync did not write (another tool, a
+    team store's other roles), and a line break or escape code in them must not forge or hide a line."""
+    return f"{render.one_line(item.source)}{between}account {render.one_line(item.account)}"
 
 
 def _text(
@@ -111,21 +123,31 @@ def _text(
     lock: health.LockState,
     found: list[health.AccountHealth],
     now: datetime,
+    *,
+    scope: str,
 ) -> str:
     lines = [f"store: {render.one_line(where)} ({engine}, schema {revision or 'unstamped'})"]
     lines.append(f"lock: {_lock_text(lock)}")
     if not found:
-        lines.append("no syncs and no finetunes in the store")
+        lines.append(f"no syncs and no finetunes{scope} in the store")
     for item in found:
         lines.append("")
-        lines.append(f"{item.source}, account {item.account}")
-        lines.append(f"  last run:      {_run_text(item.last_run, now, counts=True)}")
+        lines.append(_who(item, between=", "))
+        lines.append(f"  last run:      {_run_text(item.last_run, now, counts=True)}{_abandoned(item, lock)}")
         lines.append(f"  last success:  {_run_text(item.last_success, now, counts=False)}")
         training = f", {item.training} training" if item.training else ""
         lines.append(f"  finetunes:     {item.live} live, {item.deleted} deleted{training}")
         if item.credits is not None:
             lines.append(f"  credits:       {item.credits:g}")
     return "".join(f"{line}\n" for line in lines)
+
+
+def _abandoned(item: health.AccountHealth, lock: health.LockState) -> str:
+    """A note for a run still marked running while no sync holds the lock: its process was killed
+    (SIGKILL, power loss) before it could record its end, and it will never end."""
+    if item.last_run is None or item.last_run["status"] != "running" or lock.held is not False:
+        return ""
+    return "; abandoned: no sync holds the lock"
 
 
 def _lock_text(lock: health.LockState) -> str:
@@ -142,9 +164,9 @@ def _run_text(run: dict[str, Any] | None, now: datetime, *, counts: bool) -> str
     at: datetime | None = run["finished_at"] or run["started_at"]
     when = f"{at.isoformat()} ({spell_duration(now - at)} ago)" if at is not None else "unknown time"
     text = (
-        f"run {run['id']} {run['status']}, ended {when}"
+        f"run {run['id']} {render.one_line(str(run['status']))}, ended {when}"
         if run["finished_at"]
-        else f"run {run['id']} {run['status']}, started {when}"
+        else f"run {run['id']} {render.one_line(str(run['status']))}, started {when}"
     )
     if counts:
         text += (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from bflsync.config import (
     api_key_file_warning,
     validate_account_name,
 )
-from bflsync.errors import InputError
+from bflsync.errors import InputError, StoppedBySignalError
 from bflsync.monitor.watch import RunWatch, check_metrics_path
 from bflsync.store import access
 from bflsync.sync.run import ProgressCallback, SyncResult
@@ -279,7 +280,12 @@ def sync(
         quiet=cli_context.quiet,
         dry_run=dry_run,
     )
-    with watch.watching(), capped_failures() as cap, _progress_bar(enabled=show_progress) as progress:
+    with (
+        _signals_stop_the_sync(),
+        watch.watching(),
+        capped_failures() as cap,
+        _progress_bar(enabled=show_progress) as progress,
+    ):
         result = api.sync(
             cli_context.db,
             api_key=api_key,
@@ -311,6 +317,23 @@ def sync(
     ctx.exit(result.exit_code())
 
 
+@contextmanager
+def _signals_stop_the_sync() -> Iterator[None]:
+    """SIGINT and SIGTERM outside the run (the start ping, waiting for the lock) raise
+    :class:`StoppedBySignalError`, which the metrics file and pings record as interrupted; SIGTERM would
+    otherwise kill the process silently. During the run, the run's own handlers stop it cleanly."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise StoppedBySignalError(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _save_checkpoint(db: str | None, directory: Path, *, run_id: int) -> None:
     """``--checkpoint-dir``: the chain's checkpoint as the run left it (docs/audit.md)."""
     from bflsync.cli.audit_group import save_run_checkpoint
@@ -333,6 +356,8 @@ def _run_watch(
 
     checked_file = check_metrics_path(metrics_file) if metrics_file is not None else None
     pinger = Pinger(ping_url) if ping_url else None
+    if pinger is not None:
+        _check_proxy_env(pinger.url)  # the ping trusts the environment's proxy where the API may not
     return RunWatch(
         source=source,
         account=account,
@@ -344,9 +369,9 @@ def _run_watch(
     )
 
 
-def _check_proxy_env(base_url: str) -> None:
-    """A proxy variable the client cannot use fails now, naming the variable, not mid-run."""
-    host = urlsplit(base_url).hostname or ""
+def _check_proxy_env(url: str) -> None:
+    """A proxy variable the API client or the pinger cannot use fails now, naming the variable, not mid-run."""
+    host = urlsplit(url).hostname or ""
     if is_loopback_host(host):
         return  # loopback requests never go through a proxy
     for name in PROXY_ENV_VARS:

@@ -25,7 +25,10 @@ def parse_duration(text: str, *, option: str) -> timedelta:
     parts = list(_PART.finditer(spelled))
     if not parts or "".join(part[0] for part in parts) != spelled:
         raise InputError(f"{option} {text!r}: expected a duration such as {FORMS}")
-    total = sum((int(part[1]) * _UNITS[part[2]] for part in parts), timedelta())
+    try:
+        total = sum((int(part[1]) * _UNITS[part[2]] for part in parts), timedelta())
+    except OverflowError:  # past timedelta's billion days: many parts of seven digits each
+        raise InputError(f"{option} {text!r}: too long a duration") from None
     if total <= timedelta():
         raise InputError(f"{option} {text!r}: the duration must be more than zero")
     return total

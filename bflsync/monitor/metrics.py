@@ -18,6 +18,13 @@ the existing file's mode, so what an administrator chose for the collector stays
 between writing its temporary file and renaming it leaves that file behind; the next writer,
 holding the lock (so no other writer is mid-write), removes it.
 
+The path may hold something else, by mistake (``--metrics-file`` naming the store) or planted by
+another user of a shared directory. The file is replaced only when what it holds is the text of
+a metrics file bflsync wrote (or nothing); anything else (binary data, another exporter's series,
+a FIFO, a device, a file over :data:`MAX_FILE_BYTES`) is left as it is and the writer gives up
+with :class:`~bflsync.errors.NotMetricsFileError`. A symlink at the path, or at ``PATH.lock``, is
+never followed: the link itself is replaced, or the lock refused.
+
 Values a run cannot know (the last success of a run that failed, the finetune counts of a run
 refused by the lock, the balance of a run that did not read it) are carried over from the
 series already in the file.
@@ -39,6 +46,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from bflsync.columns import RUN_COUNTERS
+from bflsync.errors import NotMetricsFileError
 
 PREFIX: Final = "bflsync_"
 # The values bflsync_last_run_status has a series for: the run statuses, and a sync refused by the lock.
@@ -49,6 +57,8 @@ FILE_MODE: Final = 0o644  # a new file's mode: node_exporter usually runs as ano
 # Writers hold PATH.lock for one read-and-rename: a holder for longer than this is stuck.
 LOCK_WAIT_S: Final = 10.0
 LOCK_POLL_S: Final = 0.02
+# Far above a file of many accounts (a few KB each), far below what would strain a small host.
+MAX_FILE_BYTES: Final = 16 << 20
 
 _T = TypeVar("_T")
 Key = tuple[str, str]
@@ -224,15 +234,50 @@ def update_file(path: Path, item: AccountMetrics, *, lock_wait_s: float = LOCK_W
     Writers of one file take turns on ``PATH.lock``; the file itself is replaced atomically.
     """
     with _locked(path.with_name(path.name + ".lock"), wait_s=lock_wait_s):
-        try:
-            existing = parse(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            existing = {}
-        except (OSError, UnicodeDecodeError):
-            existing = {}  # an unreadable file is replaced whole
+        existing = parse(read_own(path))
         existing[item.key] = item.carried_over(existing.get(item.key))
         _remove_left_temporaries(path)
         write_atomically(path, render(existing.values()))
+
+
+def read_own(path: Path) -> str:
+    """The text of the metrics file at ``path`` ("" when there is none, or only a symlink), if it may be replaced.
+
+    Raises :class:`NotMetricsFileError` for anything whose replacement could lose data or that
+    could stall the reader (a FIFO blocks an open, ``/dev/zero`` never ends).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return ""  # a symlink: replacing it by rename leaves its target alone
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotMetricsFileError("it is not a regular file; it was left as it is")
+        if info.st_size > MAX_FILE_BYTES:
+            raise NotMetricsFileError(f"it is larger than {MAX_FILE_BYTES >> 20} MiB; it was left as it is")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or len(data) > MAX_FILE_BYTES or not _only_ours(text):
+        raise NotMetricsFileError(
+            "it is not a bflsync metrics file (not Prometheus text); it was left as it is"
+        )
+    return text
+
+
+_OURS: Final = (f"# HELP {PREFIX}", f"# TYPE {PREFIX}", PREFIX)
+
+
+def _only_ours(text: str) -> bool:
+    """Whether every line of ``text`` is blank or one :func:`render` writes: bflsync's HELP, TYPE or sample."""
+    return all(not line.strip() or line.startswith(_OURS) for line in text.splitlines())
 
 
 def _temporary_name(path: Path) -> re.Pattern[str]:
@@ -255,11 +300,7 @@ def _remove_left_temporaries(path: Path) -> None:
 @contextlib.contextmanager
 def _locked(lock_path: Path, *, wait_s: float) -> Iterator[None]:
     """The writers' turn on ``lock_path``; a writer that never lets go costs a warning, not a hung sync."""
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
-    except PermissionError:
-        # Another user's lock file: flock works on a descriptor open for reading alone.
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = _open_lock(lock_path)
     try:
         deadline = time.monotonic() + wait_s
         while True:
@@ -275,15 +316,41 @@ def _locked(lock_path: Path, *, wait_s: float) -> Iterator[None]:
         os.close(fd)
 
 
+def _open_lock(lock_path: Path) -> int:
+    """A descriptor of the lock file, which must be a regular file: a FIFO planted there would block an
+    open for reading (hence ``O_NONBLOCK``), and a symlink could point anywhere."""
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | flags, FILE_MODE)
+        except PermissionError as refused:
+            # Another user's lock file: flock works on a descriptor open for reading alone.
+            # None at all: the directory refused to create it, which is what the user must hear.
+            try:
+                fd = os.open(lock_path, os.O_RDONLY | flags)
+            except FileNotFoundError:
+                raise refused from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotMetricsFileError(f"{lock_path.name} is a symlink; nothing was written") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotMetricsFileError(f"{lock_path.name} is not a regular file; nothing was written")
+    return fd
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` beside ``path``, fsync it, rename it over ``path`` and fsync the directory.
 
     The new file has the mode of the one it replaces, or :data:`FILE_MODE` when there was none.
     """
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        existing = path.lstat()
     except FileNotFoundError:
-        mode = FILE_MODE
+        existing = None
+    # A symlink's own mode says nothing: the file it is replaced by gets the default.
+    mode = stat.S_IMODE(existing.st_mode) if existing and stat.S_ISREG(existing.st_mode) else FILE_MODE
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

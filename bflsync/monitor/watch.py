@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bflsync.columns import RUN_COUNTERS
-from bflsync.errors import BflsyncError, ExitCode, InputError, SyncLockedError
+from bflsync.errors import BflsyncError, ExitCode, InputError, StoppedBySignalError, SyncLockedError
 from bflsync.monitor import health, metrics
 from bflsync.monitor.ping import Pinger
 from bflsync.read.reader import open_reader
@@ -54,8 +54,8 @@ class RunWatch:
     def watching(self) -> Iterator[RunWatch]:
         """Ping the start; if the sync stops on an error before :meth:`finished`, record that error."""
         started = self.now()
-        self._ping("start")
         try:
+            self._ping("start")  # inside: a signal during the ping is recorded too
             yield self
         except Exception as exc:
             if not self._done:
@@ -68,7 +68,7 @@ class RunWatch:
     def _record_error(self, exc: Exception, *, duration_s: float) -> None:
         """A sync that stopped before its run could: refused by the lock, or failed with ``exc``."""
         if isinstance(exc, BflsyncError):
-            status = metrics.LOCKED if isinstance(exc, SyncLockedError) else "failed"
+            status = _status_of(exc)
             exit_code, error = int(exc.exit_code), str(exc)
         else:  # the CLI reports it as an internal error
             status, exit_code, error = (
@@ -76,7 +76,13 @@ class RunWatch:
                 int(ExitCode.INTERNAL),
                 f"internal error: {type(exc).__name__}",
             )
-        summary = {"status": status, "source": self.source, "account": self.account, "error": error}
+        summary = {
+            "status": status,
+            "source": self.source,
+            "account": self.account,
+            "exit_code": exit_code,
+            "error": error,
+        }
         self._record(status=status, exit_code=exit_code, duration_s=duration_s, summary=summary, db=None)
 
     def finished(self, result: SyncResult, *, exit_code: int, db: str | None) -> None:
@@ -158,3 +164,12 @@ class RunWatch:
         problem = self.pinger.ping(suffix, body)
         if problem is not None and self.warn_pings:
             self.warn(problem)
+
+
+def _status_of(exc: BflsyncError) -> str:
+    """The status a sync stopped before its run by ``exc`` is recorded with."""
+    if isinstance(exc, SyncLockedError):
+        return metrics.LOCKED
+    if isinstance(exc, StoppedBySignalError):
+        return "interrupted"
+    return "failed"
