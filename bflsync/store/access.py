@@ -292,9 +292,12 @@ def open_store_for_edit(location: StoreLocation) -> Engine:
 
     Unlike :func:`open_store_for_write` it never creates or migrates: a few words of
     annotation are no reason to create a store or change its schema. Missing, older or
-    foreign stores are refused exactly as the read commands refuse them.
+    foreign stores are refused exactly as the read commands refuse them. Its journals are
+    checked as a sync checks them: SQLite would otherwise write through a planted one.
     """
     open_store_for_read(location).dispose()
+    if location.path is not None:
+        _prepare_sqlite_file(location.path, create=False)
     return create_store_engine(location, read_only=False)
 
 
