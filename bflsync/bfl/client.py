@@ -487,8 +487,8 @@ class BflClient:
         bad = self._not_a_listing if _is_listing(where) else self._bad
         try:
             body = _loads(content)
-        except ValueError:
-            raise bad(answer, "the response body is not valid JSON", status=response.status_code) from None
+        except ValueError as exc:
+            raise bad(answer, _json_refusal(exc), status=response.status_code) from None
         if not isinstance(body, dict):
             raise bad(answer, f"expected a JSON object, got {_json_type(body)}", status=response.status_code)
         return _Answer(body, where, answer.request_id, attempt)
@@ -608,7 +608,22 @@ def _loads(content: bytes) -> Any:
     try:
         return json.loads(content, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        raise _TooDeepError from None
+
+
+class _TooDeepError(ValueError):
+    """Valid JSON nested deeper than the parser's recursion can follow."""
+
+
+def _json_refusal(exc: ValueError) -> str:
+    """Why a body was refused, in words that do not call valid JSON invalid (one finetune's sync_error)."""
+    if isinstance(exc, _TooDeepError):
+        return "the response body is JSON nested too deeply to read"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the response body is not UTF-8"
+    if isinstance(exc, json.JSONDecodeError):
+        return "the response body is not valid JSON"
+    return f"the response body is not JSON bflsync can store ({exc})"
 
 
 def _is_utf8_text(value: Any) -> bool:
