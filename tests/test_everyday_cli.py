@@ -91,6 +91,15 @@ def test_an_unmatched_value_of_a_small_set_warns_with_the_close_match_and_the_va
     )
 
 
+def test_an_unmatched_value_with_no_close_match_lists_the_values_in_a_separate_clause(store: str) -> None:
+    done = both("--db", store, "query", "mode=zzz", "--format", "ids")
+    assert (done.returncode, done.stdout) == (0, "")
+    assert done.stderr == (
+        "bflsync: warning: no finetune has mode 'zzz'; "
+        "values: character, product (= compares text exactly, case included)\n"
+    )
+
+
 def test_a_filter_the_shell_cut_at_a_redirection_says_so(store: str) -> None:
     # What `bflsync query learning_rate>1e-4` hands over: the shell took `>1e-4` as a redirection.
     done = both("--db", store, "query", "learning_rate")

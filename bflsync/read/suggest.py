@@ -45,9 +45,9 @@ def unmatched_values(reader: Reader, query: Query) -> list[str]:
         texts = [value for value in values if isinstance(value, str)]
         close = close_matches(test.value, texts, n=1)
         listed = ", ".join(map(str, values[:VALUES_SHOWN])) + (", …" if len(values) > VALUES_SHOWN else "")
-        guess = f"; did you mean {close[0]}?" if close else ""
+        guess = f" did you mean {close[0]}?" if close else ""
         notes.append(
-            f"no finetune has {item.field.name} {test.value!r}{guess} values: {listed} "
+            f"no finetune has {item.field.name} {test.value!r};{guess} values: {listed} "
             "(= compares text exactly, case included)"
         )
     return notes
