@@ -157,6 +157,25 @@ def test_label_and_note_refuse_a_journal_hard_linked_to_another_file(
     assert victim.read_text() == "notes\n"
 
 
+@pytest.mark.parametrize("journal", ["-wal", "-shm"])
+def test_a_read_refuses_a_journal_hard_linked_to_another_file(
+    db_path: Path, tmp_path: Path, journal: str
+) -> None:
+    wal_store(db_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("notes\n")
+    os.link(victim, db_path.with_name(db_path.name + journal))
+
+    result = bflsync(db_path, "query", "--format", "ids")
+
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        3,
+        "",
+        f"bflsync: error: {db_path}{journal} has 2 hard links; refusing to let SQLite write it\n",
+    )
+    assert victim.read_text() == "notes\n"
+
+
 # --- 5: backups are atomic -------------------------------------------------------------------
 
 
