@@ -158,15 +158,26 @@ def test_label_and_note_refuse_a_journal_hard_linked_to_another_file(
 
 
 @pytest.mark.parametrize("journal", ["-wal", "-shm"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["query", "--format", "ids"],
+        ["db", "current"],
+        ["audit", "verify"],
+        ["export", "{tmp}/archive"],
+        ["sync", "--dry-run", "--base-url", "{url}"],
+    ],
+    ids=" ".join,
+)
 def test_a_read_refuses_a_journal_hard_linked_to_another_file(
-    db_path: Path, tmp_path: Path, journal: str
+    db_path: Path, tmp_path: Path, mock: MockBFL, journal: str, command: list[str]
 ) -> None:
     wal_store(db_path)
     victim = tmp_path / "victim.txt"
     victim.write_text("notes\n")
     os.link(victim, db_path.with_name(db_path.name + journal))
 
-    result = bflsync(db_path, "query", "--format", "ids")
+    result = bflsync(db_path, *(arg.format(tmp=tmp_path, url=mock.base_url) for arg in command))
 
     assert (result.exit_code, result.stdout, result.stderr) == (
         3,

@@ -260,10 +260,12 @@ def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) 
     # Judged first through a connection that leaves no files behind, since it may be refused.
     state, revision = inspect_state(location)
     _reject_unusable(location, state, revision, missing_ok=False)
+    immutable = read_immutable(location.path)
+    if not immutable:
+        # Read normally, SQLite writes the -shm file: planted journals are refused first.
+        check_journals(location.path)
     try:
-        return _checked_read_engine(
-            location, allow_behind=allow_behind, immutable=read_immutable(location.path)
-        )
+        return _checked_read_engine(location, allow_behind=allow_behind, immutable=immutable)
     except StoreWriteError:
         # A WAL store in a directory (or mount) this user cannot write: SQLite cannot create
         # the -shm file it wants even to read. Without a -wal file no writer is mid-way, so the
