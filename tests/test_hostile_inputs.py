@@ -81,6 +81,16 @@ def test_an_unknown_libpq_option_is_refused_before_connecting() -> None:
     )
 
 
+@pytest.mark.parametrize("port", ["99999", "0"])
+@pytest.mark.parametrize("command", [["runs"], ["label", "x", "a=1"]], ids=" ".join)
+def test_a_port_out_of_range_is_an_input_error_before_connecting(port: str, command: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["--db", f"postgresql://bob@127.0.0.1:{port}/db", *command])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"bflsync: error: --db: port={port!r} is not a port number (1 to 65535)\n",
+    )
+
+
 @pytest.mark.parametrize(
     "host", ["a\uff0fb.example", "a\uff03b.example", "x\u2100y.example", "\uff41pi.example"]
 )

@@ -145,10 +145,16 @@ def locate_store(db: str | None) -> StoreLocation:
 
 def _check_server_options(url: sa.URL) -> None:
     """Refuse (exit 2) a server URL whose options libpq cannot read, before anything connects."""
+    port = [("port", str(url.port))] if url.port is not None else []
     check_server_options(
-        (name, text)
-        for name, value in url.query.items()
-        for text in ((value,) if isinstance(value, str) else value)
+        [
+            *port,
+            *(
+                (name, text)
+                for name, value in url.query.items()
+                for text in ((value,) if isinstance(value, str) else value)
+            ),
+        ]
     )
 
 
