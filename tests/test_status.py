@@ -92,6 +92,28 @@ def test_status_text_names_the_store_lock_and_each_account(
     assert "  finetunes:     3 live, 0 deleted, 1 training" in lines
 
 
+def test_status_text_prints_times_in_the_one_form_json_prints(
+    any_store: tuple[str, Engine], mock: MockBFL
+) -> None:
+    db, _ = any_store
+    assert sync(db, mock).exit_code == 0
+    finished = json.loads(status(db, "--format", "json").stdout)["accounts"][0]["last_run"]["finished_at"]
+    assert finished.endswith("Z")
+    assert f"  last success:  run 1 ok, ended {finished} (" in status(db).stdout
+
+
+def test_status_of_an_account_nobody_synced_names_it_instead_of_an_empty_store(
+    any_store: tuple[str, Engine], mock: MockBFL
+) -> None:
+    db, _ = any_store
+    assert sync(db, mock).exit_code == 0
+    result = status(db, "--account", "nope")
+    assert (result.exit_code, result.stdout.splitlines()[2:]) == (
+        0,
+        ["no sync of account 'nope' in the store"],
+    )
+
+
 def test_max_age_passes_when_every_account_succeeded_recently(
     any_store: tuple[str, Engine], mock: MockBFL
 ) -> None:

@@ -15,6 +15,7 @@ from bflsync.errors import StaleError
 from bflsync.monitor import health
 from bflsync.monitor.durations import parse_duration, spell_duration
 from bflsync.read.reader import open_reader
+from bflsync.timeform import iso_utc
 
 
 def _max_age(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
@@ -91,7 +92,7 @@ def status(
             }
         )
     else:
-        write_stdout(_text(where, engine, revision, lock, found, now))
+        write_stdout(_text(where, engine, revision, lock, found, now, scope=_scope(source, account)))
     if stale_message:
         raise StaleError(f"stale: {stale_message} (--max-age {spell_duration(max_age or timedelta())})")
 
@@ -111,11 +112,15 @@ def _text(
     lock: health.LockState,
     found: list[health.AccountHealth],
     now: datetime,
+    *,
+    scope: str | None,
 ) -> str:
     lines = [f"store: {render.one_line(where)} ({engine}, schema {revision or 'unstamped'})"]
     lines.append(f"lock: {_lock_text(lock)}")
     if not found:
-        lines.append("no syncs and no finetunes in the store")
+        lines.append(
+            f"no sync of {scope} in the store" if scope else "no syncs and no finetunes in the store"
+        )
     for item in found:
         lines.append("")
         lines.append(f"{item.source}, account {item.account}")
@@ -126,6 +131,15 @@ def _text(
         if item.credits is not None:
             lines.append(f"  credits:       {item.credits:g}")
     return "".join(f"{line}\n" for line in lines)
+
+
+def _scope(source: str | None, account: str | None) -> str | None:
+    """What --account and --source asked for, so an empty answer names it rather than the whole store."""
+    parts = [
+        *([f"account {render.one_line(account)!r}"] if account is not None else []),
+        *([f"source {render.one_line(source)!r}"] if source is not None else []),
+    ]
+    return " at ".join(parts) or None
 
 
 def _lock_text(lock: health.LockState) -> str:
@@ -140,7 +154,7 @@ def _run_text(run: dict[str, Any] | None, now: datetime, *, counts: bool) -> str
     if run is None:
         return "never"
     at: datetime | None = run["finished_at"] or run["started_at"]
-    when = f"{at.isoformat()} ({spell_duration(now - at)} ago)" if at is not None else "unknown time"
+    when = f"{iso_utc(at)} ({spell_duration(now - at)} ago)" if at is not None else "unknown time"
     text = (
         f"run {run['id']} {run['status']}, ended {when}"
         if run["finished_at"]
