@@ -213,6 +213,12 @@ class Store:
 
         return suggest.unmatched_values(self._reader, question)
 
+    def unknown_scope(self, *, source: str | None = None, account: str | None = None) -> list[str]:
+        """Notes for a ``source`` or ``account`` nothing in the store carries (``--account defualt``)."""
+        from bflsync.read import suggest
+
+        return suggest.unknown_scope(self._reader, source=source, account=account)
+
     def finetune(
         self, finetune_id: str, *, source: str | None = None, account: str | None = None
     ) -> FinetuneRecord:

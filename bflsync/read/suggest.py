@@ -1,4 +1,5 @@
-"""Notes for answers that would otherwise be silently empty: values nobody has, ids nobody has.
+"""Notes for answers that would otherwise be silently empty: values nobody has, ids nobody has,
+and a ``--source`` or ``--account`` nothing in the store carries.
 
 ``status=pending`` matches nothing when the store holds ``Pending``: the filter is valid and the
 answer is honest, but a user cannot tell it from "no finetune is pending". When a text equality
@@ -50,4 +51,30 @@ def unmatched_values(reader: Reader, query: Query) -> list[str]:
             f"no finetune has {item.field.name} {test.value!r};{guess} values: {listed} "
             "(= compares text exactly, case included)"
         )
+    return notes
+
+
+# Every (source, account) a finetune, a synced account or a run carries: what --source and --account can name.
+_SCOPE_SQL = (
+    "SELECT source, account FROM finetune UNION SELECT source, account FROM account"
+    " UNION SELECT source, account FROM sync_run"
+)
+
+
+def unknown_scope(reader: Reader, *, source: str | None, account: str | None) -> list[str]:
+    """One note per ``--source``/``--account`` value nothing in the store carries, with the close
+    one and those there are: ``--account defualt`` would otherwise answer an empty listing."""
+    if source is None and account is None:
+        return []
+    pairs = reader.rows(_SCOPE_SQL)
+    notes = []
+    for name, wanted, column in (("source", source, 0), ("account", account, 1)):
+        known = sorted({pair[column] for pair in pairs})
+        if wanted is None or wanted in known:
+            continue
+        close = close_matches(wanted, known, n=1)
+        guess = f" did you mean {close[0]}?" if close else ""
+        listed = ", ".join(known[:VALUES_SHOWN]) + (", …" if len(known) > VALUES_SHOWN else "")
+        there = f" {name}s: {listed}" if known else " the store holds none yet"
+        notes.append(f"nothing is stored for {name} {wanted!r};{guess}{there}")
     return notes
