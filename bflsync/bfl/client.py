@@ -405,7 +405,13 @@ class BflClient:
     async def _get(
         self, path: str, *, params: dict[str, str] | None, subject: str, max_bytes: int | None = None
     ) -> _Answer:
-        request = self._http.build_request("GET", path, params=params)
+        try:
+            request = self._http.build_request("GET", path, params=params)
+        except httpx.InvalidURL:
+            # A listed id (or --id) longer than a URL may be: no request can ask for it.
+            raise InvalidRequestError(
+                f"{subject}: the id is too long to send in a request URL", method="GET", path=path
+            ) from None
         where = request.url.raw_path.decode("ascii")
         cap = self._max_answer_bytes if max_bytes is None else max_bytes
 
