@@ -30,7 +30,7 @@ from bflsync.bfl.body import ACCEPT_ENCODING, BodyDecodeError, BodyTooLargeError
 from bflsync.bfl.endpoints import CREDITS_PATH, DETAILS_PATH, LIST_PATH, RESULT_PATH, TASK_NOT_FOUND
 from bflsync.bfl.net import is_loopback_host
 from bflsync.bfl.retry import AttemptFailed, Retrier, RetryPolicy
-from bflsync.bfl.server_text import Scrubber, printable
+from bflsync.bfl.server_text import Scrubber, printable, truncate
 from bflsync.config import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -357,7 +357,7 @@ class BflClient:
 
     async def get_details(self, finetune_id: str) -> dict[str, Any]:
         """The ``finetune_details`` object exactly as parsed; a null or absent one means not found."""
-        subject = f"finetune {printable(repr(finetune_id))}"
+        subject = f"finetune {truncate(printable(repr(finetune_id)))}"
         answer = await self._get(DETAILS_PATH, params={"finetune_id": finetune_id}, subject=subject)
         details = answer.body.get("finetune_details")
         if details is None:
@@ -383,7 +383,7 @@ class BflClient:
         A 404 and a ``"status": "Task not found"`` body are answers, not errors: BFL forgets tasks
         after a while. A 404 comes back as ``{"id": finetune_id, "status": "Task not found"}``.
         """
-        subject = f"the status of finetune {printable(repr(finetune_id))}"
+        subject = f"the status of finetune {truncate(printable(repr(finetune_id)))}"
         try:
             answer = await self._get(RESULT_PATH, params={"id": finetune_id}, subject=subject)
         except NotFoundError as exc:
@@ -412,7 +412,8 @@ class BflClient:
             raise InvalidRequestError(
                 f"{subject}: the id is too long to send in a request URL", method="GET", path=path
             ) from None
-        where = request.url.raw_path.decode("ascii")
+        # The path carries the id, which a listing may make as long as it likes: capped where printed.
+        where = truncate(request.url.raw_path.decode("ascii"))
         cap = self._max_answer_bytes if max_bytes is None else max_bytes
 
         async def attempt(number: int, timeout_s: float) -> _Answer | AttemptFailed:

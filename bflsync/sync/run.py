@@ -32,7 +32,7 @@ from sqlmodel import Session
 
 from bflsync.bfl.client import BflClient
 from bflsync.bfl.endpoints import DETAILS_PATH, LIST_PATH, RESULT_PATH
-from bflsync.bfl.server_text import key_pattern
+from bflsync.bfl.server_text import key_pattern, printable, truncate
 from bflsync.bfl.status import BadStatusAnswer, parse_answer
 from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
@@ -936,7 +936,7 @@ class _Run:
             body, _ = redaction.redact(await self.client.get_result(finetune_id), self.key_echo)
             answer = parse_answer(body)
         except ApiError as exc:
-            warning = f"status of finetune {finetune_id} not recorded: {exc}"
+            warning = f"status of finetune {shown_id(finetune_id)} not recorded: {exc}"
             if not self.gone.hold(RESULT_PATH, exc, warning):
                 logger.warning("%s", warning)
             failure = FetchFailure(
@@ -967,7 +967,7 @@ class _Run:
         try:
             details = await self.client.get_details(finetune_id)
         except ApiError as exc:
-            warning = f"finetune {finetune_id} not stored: {exc}"
+            warning = f"finetune {shown_id(finetune_id)} not stored: {exc}"
             if not self.gone.hold(DETAILS_PATH, exc, warning):
                 logger.warning("%s", warning)
             failure = FetchFailure(
@@ -1053,3 +1053,8 @@ def _one_error(error: Exception) -> Exception:
             logger.debug("another fetch task failed too", exc_info=other)
         error = error.exceptions[0]
     return error
+
+
+def shown_id(finetune_id: str) -> str:
+    """An id as a warning line prints it: escaped, and capped, since a listing may make ids of any length."""
+    return truncate(printable(finetune_id))
