@@ -38,6 +38,7 @@ from bflsync.config import (
     DEFAULT_READ_TIMEOUT_S,
     DEFAULT_REGION,
     MAX_ANSWER_BYTES,
+    MAX_API_KEY_CHARS,
     MAX_LISTING_BYTES,
     REGION_URLS,
     ApiSettings,
@@ -177,7 +178,9 @@ def load_api_key(*, env_value: str | None, key_file: Path | None) -> Secret:
     """The key from --api-key-file, else BFL_API_KEY: an explicit flag is this run's deliberate choice."""
     if key_file is not None:
         try:
-            value = key_file.read_text(encoding="utf-8").strip()
+            value = _read_key_file(key_file).decode("utf-8").strip()
+        except _KeyFileTooLongError:
+            raise InputError(_too_long(f"file {key_file}")) from None
         except OSError as exc:
             raise InputError(f"cannot read API key file {key_file}: {exc.strerror}") from None
         except UnicodeDecodeError:
@@ -211,7 +214,30 @@ def check_proxy(name: str, value: str) -> None:
         ) from None
 
 
+class _KeyFileTooLongError(Exception):
+    """The key file holds more bytes than any key (UTF-8, surrounding whitespace included) could."""
+
+
+def _read_key_file(key_file: Path) -> bytes:
+    """The file's bytes, read no further than a key could reach: a wrong file (/dev/zero) is never read whole.
+
+    A plain bounded read, so a pipe (``--api-key-file <(pass show bfl)``) works as a file does.
+    """
+    most = 4 * MAX_API_KEY_CHARS + 2  # every character in four UTF-8 bytes, and a CRLF
+    with key_file.open("rb") as stream:
+        content = stream.read(most + 1)
+    if len(content) > most:
+        raise _KeyFileTooLongError
+    return content
+
+
+def _too_long(origin: str) -> str:
+    return f"the API key from {origin} is longer than {MAX_API_KEY_CHARS:,} characters: is it the key?"
+
+
 def _check_key(value: str, origin: str) -> None:
+    if len(value) > MAX_API_KEY_CHARS:
+        raise InputError(_too_long(origin))
     # httpx/h11 quote an illegal header value in their exception message: refuse it first.
     if not value or not all(0x21 <= ord(c) <= 0x7E for c in value):
         raise InputError(
