@@ -124,3 +124,23 @@ def test_a_label_integer_at_the_64_bit_limits_is_stored_exactly(alpha_store: str
     assert [
         entry["new"] for entry in __import__("json").loads(history.stdout) if entry["kind"] == "label"
     ] == [int(number)]
+
+
+@pytest.mark.parametrize("number", ["1e-400", "-2e-324", "0.1e-330"])
+def test_a_label_number_too_small_for_a_double_is_refused_not_stored_as_zero(
+    alpha_store: str, number: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--db", alpha_store, "label", "alpha", f"tiny={number}"])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"bflsync: error: label 'tiny': the number {number} is too small for a double and would be "
+        f"stored as 0; quote it to keep it as text (tiny='\"{number}\"')\n",
+    )
+
+
+def test_a_label_without_a_value_is_called_a_label_not_a_filter(alpha_store: str) -> None:
+    result = CliRunner().invoke(cli, ["--db", alpha_store, "label", "alpha", "k="])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "bflsync: error: bad label 'k=': missing value after '=' (write \"\" for an empty string)\n",
+    )
