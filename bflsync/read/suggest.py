@@ -11,9 +11,7 @@ says so instead.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
-
+from bflsync.read.fieldnames import close_matches
 from bflsync.read.filters import Query, Test, predicate
 from bflsync.read.reader import Reader
 from bflsync.read.search import facet_counts
@@ -21,13 +19,6 @@ from bflsync.read.search import facet_counts
 ENUMERATION_LIMIT = 50
 """At most this many distinct stored values make a field an enumeration worth listing."""
 VALUES_SHOWN = 12
-
-
-def close_matches(wanted: str, candidates: Sequence[str], *, n: int = 3) -> list[str]:
-    """Candidates equal to ``wanted`` but for case first, then the closest spellings."""
-    folded = [candidate for candidate in candidates if candidate.casefold() == wanted.casefold()]
-    close = difflib.get_close_matches(wanted, candidates, n=n, cutoff=0.6)
-    return list(dict.fromkeys([*folded, *close]))[:n]
 
 
 def unmatched_values(reader: Reader, query: Query) -> list[str]:
