@@ -129,6 +129,16 @@ def test_an_account_or_source_nothing_is_stored_for_warns_with_the_ones_there_ar
     )
 
 
+def test_as_of_before_the_first_sync_says_when_the_record_starts(alpha_store: str) -> None:
+    done = both("--db", alpha_store, "query", "--as-of", "2025-06-01", "--format", "ids")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0,
+        "",
+        "bflsync: warning: the store's record starts at 2026-01-01T00:00:00.000000Z; "
+        "nothing was stored as of 2025-06-01T00:00:00.000000Z\n",
+    )
+
+
 def test_a_filter_the_shell_cut_at_a_redirection_says_so(store: str) -> None:
     # What `bflsync query learning_rate>1e-4` hands over: the shell took `>1e-4` as a redirection.
     done = both("--db", store, "query", "learning_rate")

@@ -190,7 +190,8 @@ def query(
         warn_unknown_scope(cli_context, store, source=source, account=account)
         warn_unknown(cli_context, store, _unproven_fields(question, matched=matched))
         if not matched and not cli_context.quiet:
-            for note in store.unmatched_values(question):
+            notes = [*store.unmatched_values(question), store.before_the_record(question.as_of)]
+            for note in filter(None, notes):
                 click.echo(f"bflsync: warning: {printable(note)}", err=True)
     warn_unreadable(cli_context, unreadable)
     if found is None:

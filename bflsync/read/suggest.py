@@ -11,10 +11,14 @@ says so instead.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from bflsync.read.fieldnames import close_matches
 from bflsync.read.filters import Query, Test, predicate
 from bflsync.read.reader import Reader
+from bflsync.read.records import decode_time
 from bflsync.read.search import facet_counts
+from bflsync.timeform import iso_utc
 
 ENUMERATION_LIMIT = 50
 """At most this many distinct stored values make a field an enumeration worth listing."""
@@ -69,3 +73,15 @@ def unknown_scope(reader: Reader, *, source: str | None, account: str | None) ->
         there = f" {name}s: {listed}" if known else " the store holds none yet"
         notes.append(f"nothing is stored for {name} {wanted!r};{guess}{there}")
     return notes
+
+
+def before_the_record(reader: Reader, as_of: datetime | None) -> str | None:
+    """A note when ``--as-of`` is earlier than anything the store observed: an empty answer then says
+    nothing about the finetunes, only that the store did not exist yet."""
+    if as_of is None:
+        return None
+    ((first,),) = reader.rows("SELECT MIN(observed_at) FROM finetune_version")
+    start = decode_time(first)
+    if start is None or as_of >= start:
+        return None
+    return f"the store's record starts at {iso_utc(start)}; nothing was stored as of {iso_utc(as_of)}"
