@@ -20,7 +20,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection, Engine
 
-from bflsync.errors import InputError
+from bflsync.errors import FilterError, InputError
 from bflsync.read.filters import parse_filter
 from bflsync.read.lookup import find_finetune
 from bflsync.read.reader import ConnectionReader
@@ -52,7 +52,11 @@ def parse_assignment(text: str) -> tuple[str, LabelValue]:
     if not separator:
         raise InputError(f"bad label {text!r}: expected KEY=VALUE (remove a label with --remove KEY)")
     check_key(key)
-    parsed = parse_filter(text)
+    try:
+        parsed = parse_filter(text)
+    except FilterError as exc:
+        # The value grammar is the filter language's; the message names what the user typed.
+        raise InputError(str(exc).replace("bad filter", "bad label", 1)) from None
     if parsed.op != "=":
         raise InputError(f"bad label {text!r}: expected KEY=VALUE")
     if parsed.value is None:
@@ -61,6 +65,7 @@ def parse_assignment(text: str) -> tuple[str, LabelValue]:
         )
     _refuse_nul(parsed.value, what=f"label {key!r}")
     _refuse_inexact_integer(key, text.partition("=")[2], parsed.value)
+    _refuse_underflow(key, text.partition("=")[2], parsed.value)
     return key, parsed.value
 
 
@@ -148,6 +153,22 @@ def _refuse_inexact_integer(key: str, typed: str, value: LabelValue) -> None:
         raise InputError(
             f"label {key!r}: the integer {typed.strip()} does not fit in 64 bits and would not be kept "
             f"exactly; quote it to keep it as text ({key}='\"{typed.strip()}\"')"
+        )
+
+
+_NONZERO_MANTISSA = re.compile(r"[1-9]")
+
+
+def _refuse_underflow(key: str, typed: str, value: LabelValue) -> None:
+    """A number that reads as 0.0 though its digits are not all zero (``1e-400``) is refused, as in details.
+
+    Stored, it would silently be 0 (docs/guarantees.md, Numbers).
+    """
+    mantissa = typed.strip().lower().partition("e")[0]
+    if isinstance(value, float) and value == 0.0 and _NONZERO_MANTISSA.search(mantissa):
+        raise InputError(
+            f"label {key!r}: the number {typed.strip()} is too small for a double and would be stored "
+            f"as 0; quote it to keep it as text ({key}='\"{typed.strip()}\"')"
         )
 
 

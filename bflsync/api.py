@@ -213,6 +213,18 @@ class Store:
 
         return suggest.unmatched_values(self._reader, question)
 
+    def before_the_record(self, as_of: datetime | None) -> str | None:
+        """A note when ``as_of`` is earlier than the store's first observation (an empty answer's reason)."""
+        from bflsync.read import suggest
+
+        return suggest.before_the_record(self._reader, as_of)
+
+    def unknown_scope(self, *, source: str | None = None, account: str | None = None) -> list[str]:
+        """Notes for a ``source`` or ``account`` nothing in the store carries (``--account defualt``)."""
+        from bflsync.read import suggest
+
+        return suggest.unknown_scope(self._reader, source=source, account=account)
+
     def finetune(
         self, finetune_id: str, *, source: str | None = None, account: str | None = None
     ) -> FinetuneRecord:

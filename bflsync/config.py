@@ -44,6 +44,8 @@ DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
 # Bodies are counted after decompression; a bigger one is refused and never held whole in memory.
 MAX_LISTING_BYTES = 64 * 1024 * 1024
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+MAX_API_KEY_CHARS = 4096
+"""BFL keys are a few dozen characters; anything longer is a wrong file (or /dev/zero), refused before use."""
 
 
 def default_db_path() -> Path:

@@ -456,10 +456,14 @@ def test_details_are_returned_exactly_as_parsed(fake_time: FakeTime) -> None:
     [
         (b'{"finetune_details": {"mode": ', "not valid JSON"),
         (b"<html>ok</html>", "not valid JSON"),
-        (b'{"finetune_details": {"learning_rate": NaN}}', "not valid JSON"),
-        (b'{"finetune_details": {"learning_rate": 1e400}}', "not valid JSON"),
-        (b'{"finetune_details": {"learning_rate": 1e-400}}', "not valid JSON"),
-        (b'{"finetune_details": {"learning_rate": -2e-324}}', "not valid JSON"),
+        (b'{"finetune_details": {"learning_rate": NaN}}', "not JSON bflsync can store (NaN is not JSON)"),
+        (
+            b'{"finetune_details": {"learning_rate": 1e400}}',
+            "not JSON bflsync can store (1e400 does not fit a double)",
+        ),
+        (b'{"finetune_details": {"learning_rate": 1e-400}}', "(1e-400 is too small for a double)"),
+        (b'{"finetune_details": {"learning_rate": -2e-324}}', "(-2e-324 is too small for a double)"),
+        (b'{"finetune_details": {"mode": "st\xffyle"}}', "the response body is not UTF-8"),
         (b'{"finetune_details": {"comment": "cut mid-emoji \\ud83d"}}', "not valid Unicode"),
         (b'[{"finetune_details": {}}]', "expected a JSON object, got a list"),
         (b'{"finetune_details": ["a"]}', "finetune_details is a list, not an object"),
@@ -718,7 +722,7 @@ def test_a_body_that_cannot_be_decoded_is_a_bad_response_without_retry(fake_time
 def test_json_nested_too_deeply_is_a_bad_response(fake_time: FakeTime) -> None:
     body = b'{"finetune_details": {"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}}"
     script = Script(httpx.Response(200, content=body))
-    with pytest.raises(BadResponseError, match="not valid JSON"):
+    with pytest.raises(BadResponseError, match=r"the response body is JSON nested too deeply to read"):
         run(make_client(script, fake_time), lambda c: c.get_details("x"))
 
 

@@ -91,6 +91,54 @@ def test_an_unmatched_value_of_a_small_set_warns_with_the_close_match_and_the_va
     )
 
 
+def test_an_unmatched_value_with_no_close_match_lists_the_values_in_a_separate_clause(store: str) -> None:
+    done = both("--db", store, "query", "mode=zzz", "--format", "ids")
+    assert (done.returncode, done.stdout) == (0, "")
+    assert done.stderr == (
+        "bflsync: warning: no finetune has mode 'zzz'; "
+        "values: character, product (= compares text exactly, case included)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["query"],
+        ["facets", "mode"],
+        ["runs"],
+        ["credits"],
+        ["history", "--since", "2026-01-01"],
+    ],
+    ids=" ".join,
+)
+def test_an_account_or_source_nothing_is_stored_for_warns_with_the_ones_there_are(
+    alpha_store: str, command: list[str]
+) -> None:
+    by_account = both("--db", alpha_store, *command, "--account", "defualt", "--format", "json")
+    assert (by_account.returncode, by_account.stderr) == (
+        0,
+        "bflsync: warning: nothing is stored for account 'defualt'; did you mean default? accounts: default\n",
+    )
+    if command[0] in ("runs", "history"):
+        return  # no --source option
+    by_source = both("--db", alpha_store, *command, "--source", "api.us1.bfl.ia", "--format", "json")
+    assert (by_source.returncode, by_source.stderr) == (
+        0,
+        f"bflsync: warning: nothing is stored for source 'api.us1.bfl.ia'; did you mean {SOURCE}? "
+        f"sources: {SOURCE}\n",
+    )
+
+
+def test_as_of_before_the_first_sync_says_when_the_record_starts(alpha_store: str) -> None:
+    done = both("--db", alpha_store, "query", "--as-of", "2025-06-01", "--format", "ids")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0,
+        "",
+        "bflsync: warning: the store's record starts at 2026-01-01T00:00:00.000000Z; "
+        "nothing was stored as of 2025-06-01T00:00:00.000000Z\n",
+    )
+
+
 def test_a_filter_the_shell_cut_at_a_redirection_says_so(store: str) -> None:
     # What `bflsync query learning_rate>1e-4` hands over: the shell took `>1e-4` as a redirection.
     done = both("--db", store, "query", "learning_rate")

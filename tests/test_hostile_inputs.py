@@ -81,6 +81,16 @@ def test_an_unknown_libpq_option_is_refused_before_connecting() -> None:
     )
 
 
+@pytest.mark.parametrize("port", ["99999", "0"])
+@pytest.mark.parametrize("command", [["runs"], ["label", "x", "a=1"]], ids=" ".join)
+def test_a_port_out_of_range_is_an_input_error_before_connecting(port: str, command: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["--db", f"postgresql://bob@127.0.0.1:{port}/db", *command])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"bflsync: error: --db: port={port!r} is not a port number (1 to 65535)\n",
+    )
+
+
 @pytest.mark.parametrize(
     "host", ["a\uff0fb.example", "a\uff03b.example", "x\u2100y.example", "\uff41pi.example"]
 )
@@ -114,3 +124,23 @@ def test_a_label_integer_at_the_64_bit_limits_is_stored_exactly(alpha_store: str
     assert [
         entry["new"] for entry in __import__("json").loads(history.stdout) if entry["kind"] == "label"
     ] == [int(number)]
+
+
+@pytest.mark.parametrize("number", ["1e-400", "-2e-324", "0.1e-330"])
+def test_a_label_number_too_small_for_a_double_is_refused_not_stored_as_zero(
+    alpha_store: str, number: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--db", alpha_store, "label", "alpha", f"tiny={number}"])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"bflsync: error: label 'tiny': the number {number} is too small for a double and would be "
+        f"stored as 0; quote it to keep it as text (tiny='\"{number}\"')\n",
+    )
+
+
+def test_a_label_without_a_value_is_called_a_label_not_a_filter(alpha_store: str) -> None:
+    result = CliRunner().invoke(cli, ["--db", alpha_store, "label", "alpha", "k="])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "bflsync: error: bad label 'k=': missing value after '=' (write \"\" for an empty string)\n",
+    )

@@ -365,3 +365,39 @@ def test_usage_errors_print_one_line(runner: CliRunner, argv: list[str], start: 
     assert result.stderr.startswith(start)
     assert result.stderr.count("\n") == 1
     assert "--help')" in result.stderr
+
+
+# --- ids too long for a request URL -------------------------------------------------------------
+
+LONG_ID = "x" * 100_000
+
+
+@pytest.mark.parametrize("how", ["listed", "--id"])
+def test_an_id_too_long_to_request_fails_that_finetune_alone(
+    runner: CliRunner, db_path: Path, how: str
+) -> None:
+    listing = answer(200, {"finetunes": [LONG_ID, "plain"]})
+    with hostile_server({LIST: listing}, default=details_of) as server:
+        ids = ["--id", LONG_ID, "--id", "plain"] if how == "--id" else []
+        result = sync(runner, db_path, server, *ids)
+
+    assert result.exit_code == 1, result.output
+    assert rows(db_path, "SELECT finetune_id FROM finetune") == [("plain",)]
+    assert rows(db_path, "SELECT length(finetune_id), kind FROM sync_error") == [(100_000, "invalid_request")]
+    assert "the id is too long to send in a request URL" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_a_long_id_is_capped_in_warning_lines(runner: CliRunner, db_path: Path) -> None:
+    def long_ones_unknown(conn: Connection) -> None:
+        too_long = len(conn.path) > 1_000
+        (answer(404, {"detail": "Not found"}) if too_long else details_of)(conn)
+
+    listing = answer(200, {"finetunes": ["y" * 60_000, "plain"]})
+    with hostile_server({LIST: listing}, default=long_ones_unknown) as server:
+        result = sync(runner, db_path, server)
+
+    assert result.exit_code == 1, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if "not stored" in line]
+    assert warning.startswith("bflsync: warning: finetune yyy")
+    assert len(warning) < 4 * 300

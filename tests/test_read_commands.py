@@ -890,6 +890,11 @@ def test_a_filter_on_a_key_no_finetune_has_warns_with_a_close_match_and_exits_0(
     )
 
 
+def test_a_field_typed_in_another_case_suggests_the_stored_spelling(store: str) -> None:
+    result = run(store, "query", "MODE=style", "--format", "ids")
+    assert result.stderr == "bflsync: warning: no stored finetune has a key 'MODE' (did you mean mode?)\n"
+
+
 def test_a_nested_filter_key_is_matched_against_the_keys_beside_it(store: str) -> None:
     result = run(store, "query", "extra.imags>1", "--format", "ids")
     assert result.stderr == (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -79,6 +80,25 @@ def test_the_api_key_anywhere_in_an_answer_is_replaced_by_the_marker_and_the_ver
     assert shown["details"]["extra"] == {"deep": [{"auth": MARKER}], MARKER: "as a key"}
     request = run(store_db, "show", "leaky", "--format", "request")
     assert KEY not in request.output
+
+
+ENCODED_ECHOES = {
+    "base64": base64.b64encode(KEY.encode()).decode(),
+    "hex": KEY.encode().hex().upper(),
+    "upper": KEY.upper(),
+    "html": "".join(f"&#{ord(ch)};" for ch in KEY),
+    "percent": "".join(f"%{byte:02X}" for byte in KEY.encode()),
+}
+
+
+def test_the_api_key_echoed_in_an_encoding_is_replaced_by_the_marker_too(store_db: str) -> None:
+    with MockBFL.serve(finetunes={"encoded": {"mode": "style", **ENCODED_ECHOES}}, api_key=KEY) as server:
+        run(store_db, "sync", "--base-url", server.base_url, env={"BFL_API_KEY": KEY})
+    stored = dump(store_db)
+    assert [name for name, echo in ENCODED_ECHOES.items() if echo in stored] == []
+    assert versions(store_db) == [("encoded", True)]
+    shown = json.loads(run(store_db, "show", "encoded", "--format", "json").stdout)
+    assert [name for name in ENCODED_ECHOES if MARKER not in shown["details"][name]] == []
 
 
 @pytest.fixture

@@ -92,6 +92,28 @@ def test_status_text_names_the_store_lock_and_each_account(
     assert "  finetunes:     3 live, 0 deleted, 1 training" in lines
 
 
+def test_status_text_prints_times_in_the_one_form_json_prints(
+    any_store: tuple[str, Engine], mock: MockBFL
+) -> None:
+    db, _ = any_store
+    assert sync(db, mock).exit_code == 0
+    finished = json.loads(status(db, "--format", "json").stdout)["accounts"][0]["last_run"]["finished_at"]
+    assert finished.endswith("Z")
+    assert f"  last success:  run 1 ok, ended {finished} (" in status(db).stdout
+
+
+def test_status_of_an_account_nobody_synced_names_it_instead_of_an_empty_store(
+    any_store: tuple[str, Engine], mock: MockBFL
+) -> None:
+    db, _ = any_store
+    assert sync(db, mock).exit_code == 0
+    result = status(db, "--account", "nope")
+    assert (result.exit_code, result.stdout.splitlines()[2:]) == (
+        0,
+        ["no sync of account 'nope' in the store"],
+    )
+
+
 def test_max_age_passes_when_every_account_succeeded_recently(
     any_store: tuple[str, Engine], mock: MockBFL
 ) -> None:
@@ -176,15 +198,6 @@ def test_a_max_age_too_long_to_count_is_refused_as_input(db_path: Path) -> None:
         ExitCode.INPUT,
         f"bflsync: error: --max-age '{too_long}': too long a duration\n",
     )
-
-
-def test_status_of_an_account_without_syncs_says_so_rather_than_that_the_store_is_empty(
-    db_path: Path, mock: MockBFL
-) -> None:
-    assert sync(str(db_path), mock).exit_code == 0
-    result = status(str(db_path), "--account", "typo")
-    assert result.exit_code == 0
-    assert result.stdout.splitlines()[-1] == "no syncs and no finetunes of account typo in the store"
 
 
 def test_a_run_left_running_by_a_killed_sync_is_shown_as_abandoned(

@@ -138,6 +138,55 @@ def test_a_journal_hard_linked_to_another_file_is_refused(
     assert victim.read_text() == "notes\n"
 
 
+@pytest.mark.parametrize("journal", ["-wal", "-journal"])
+@pytest.mark.parametrize("command", [["label", "alpha", "k=v"], ["note", "alpha", "seen"]], ids=" ".join)
+def test_label_and_note_refuse_a_journal_hard_linked_to_another_file(
+    db_path: Path, tmp_path: Path, journal: str, command: list[str]
+) -> None:
+    wal_store(db_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("notes\n")
+    os.link(victim, db_path.with_name(db_path.name + journal))
+
+    result = bflsync(db_path, *command)
+
+    assert (result.exit_code, result.stderr) == (
+        3,
+        f"bflsync: error: {db_path}{journal} has 2 hard links; refusing to let SQLite write it\n",
+    )
+    assert victim.read_text() == "notes\n"
+
+
+@pytest.mark.parametrize("journal", ["-wal", "-shm"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["query", "--format", "ids"],
+        ["db", "current"],
+        ["audit", "verify"],
+        ["export", "{tmp}/archive"],
+        ["sync", "--dry-run", "--base-url", "{url}"],
+    ],
+    ids=" ".join,
+)
+def test_a_read_refuses_a_journal_hard_linked_to_another_file(
+    db_path: Path, tmp_path: Path, mock: MockBFL, journal: str, command: list[str]
+) -> None:
+    wal_store(db_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("notes\n")
+    os.link(victim, db_path.with_name(db_path.name + journal))
+
+    result = bflsync(db_path, *(arg.format(tmp=tmp_path, url=mock.base_url) for arg in command))
+
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        3,
+        "",
+        f"bflsync: error: {db_path}{journal} has 2 hard links; refusing to let SQLite write it\n",
+    )
+    assert victim.read_text() == "notes\n"
+
+
 # --- 5: backups are atomic -------------------------------------------------------------------
 
 

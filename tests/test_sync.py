@@ -25,7 +25,7 @@ from sync_support import ALPHA, ANY_ROW_HASH, ANY_TIME, BETA, GAMMA, KEY, rows
 from bflsync import __version__
 from bflsync.bfl.client import BflClient
 from bflsync.cli import cli
-from bflsync.config import Secret
+from bflsync.config import MAX_API_KEY_CHARS, Secret
 from bflsync.errors import ExitCode, RunFailedError
 from bflsync.extract import canonical_json, content_hash
 from bflsync.mock.server import LISTING, MockBFL
@@ -597,6 +597,29 @@ def test_api_key_file_is_used_instead_of_the_environment(
     )
 
     assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("source", ["file", "environment", "endless file"])
+def test_an_api_key_longer_than_any_real_key_is_refused_before_anything_runs(
+    runner: CliRunner, db_path: Path, mock: MockBFL, tmp_path: Path, source: str
+) -> None:
+    key = "k" * 100_000
+    key_file = tmp_path / "key"
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    options = {"file": ["--api-key-file", str(key_file)], "environment": []}
+    endless = ["--api-key-file", "/dev/zero"]
+
+    result = runner.invoke(
+        cli,
+        ["--db", str(db_path), "sync", "--base-url", mock.base_url, *options.get(source, endless)],
+        env={"BFL_API_KEY": key},
+    )
+
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith("bflsync: error: the API key from ")
+    assert result.stderr.endswith(f"is longer than {MAX_API_KEY_CHARS:,} characters: is it the key?\n")
+    assert not db_path.exists()
 
 
 @pytest.mark.parametrize(

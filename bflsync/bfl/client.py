@@ -30,7 +30,7 @@ from bflsync.bfl.body import ACCEPT_ENCODING, BodyDecodeError, BodyTooLargeError
 from bflsync.bfl.endpoints import CREDITS_PATH, DETAILS_PATH, LIST_PATH, RESULT_PATH, TASK_NOT_FOUND
 from bflsync.bfl.net import is_loopback_host
 from bflsync.bfl.retry import AttemptFailed, Retrier, RetryPolicy
-from bflsync.bfl.server_text import Scrubber, printable
+from bflsync.bfl.server_text import Scrubber, printable, truncate
 from bflsync.config import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -38,6 +38,7 @@ from bflsync.config import (
     DEFAULT_READ_TIMEOUT_S,
     DEFAULT_REGION,
     MAX_ANSWER_BYTES,
+    MAX_API_KEY_CHARS,
     MAX_LISTING_BYTES,
     REGION_URLS,
     ApiSettings,
@@ -177,7 +178,9 @@ def load_api_key(*, env_value: str | None, key_file: Path | None) -> Secret:
     """The key from --api-key-file, else BFL_API_KEY: an explicit flag is this run's deliberate choice."""
     if key_file is not None:
         try:
-            value = key_file.read_text(encoding="utf-8").strip()
+            value = _read_key_file(key_file).decode("utf-8").strip()
+        except _KeyFileTooLongError:
+            raise InputError(_too_long(f"file {key_file}")) from None
         except OSError as exc:
             raise InputError(f"cannot read API key file {key_file}: {exc.strerror}") from None
         except UnicodeDecodeError:
@@ -211,7 +214,30 @@ def check_proxy(name: str, value: str) -> None:
         ) from None
 
 
+class _KeyFileTooLongError(Exception):
+    """The key file holds more bytes than any key (UTF-8, surrounding whitespace included) could."""
+
+
+def _read_key_file(key_file: Path) -> bytes:
+    """The file's bytes, read no further than a key could reach: a wrong file (/dev/zero) is never read whole.
+
+    A plain bounded read, so a pipe (``--api-key-file <(pass show bfl)``) works as a file does.
+    """
+    most = 4 * MAX_API_KEY_CHARS + 2  # every character in four UTF-8 bytes, and a CRLF
+    with key_file.open("rb") as stream:
+        content = stream.read(most + 1)
+    if len(content) > most:
+        raise _KeyFileTooLongError
+    return content
+
+
+def _too_long(origin: str) -> str:
+    return f"the API key from {origin} is longer than {MAX_API_KEY_CHARS:,} characters: is it the key?"
+
+
 def _check_key(value: str, origin: str) -> None:
+    if len(value) > MAX_API_KEY_CHARS:
+        raise InputError(_too_long(origin))
     # httpx/h11 quote an illegal header value in their exception message: refuse it first.
     if not value or not all(0x21 <= ord(c) <= 0x7E for c in value):
         raise InputError(
@@ -357,7 +383,7 @@ class BflClient:
 
     async def get_details(self, finetune_id: str) -> dict[str, Any]:
         """The ``finetune_details`` object exactly as parsed; a null or absent one means not found."""
-        subject = f"finetune {printable(repr(finetune_id))}"
+        subject = f"finetune {truncate(printable(repr(finetune_id)))}"
         answer = await self._get(DETAILS_PATH, params={"finetune_id": finetune_id}, subject=subject)
         details = answer.body.get("finetune_details")
         if details is None:
@@ -383,7 +409,7 @@ class BflClient:
         A 404 and a ``"status": "Task not found"`` body are answers, not errors: BFL forgets tasks
         after a while. A 404 comes back as ``{"id": finetune_id, "status": "Task not found"}``.
         """
-        subject = f"the status of finetune {printable(repr(finetune_id))}"
+        subject = f"the status of finetune {truncate(printable(repr(finetune_id)))}"
         try:
             answer = await self._get(RESULT_PATH, params={"id": finetune_id}, subject=subject)
         except NotFoundError as exc:
@@ -405,8 +431,15 @@ class BflClient:
     async def _get(
         self, path: str, *, params: dict[str, str] | None, subject: str, max_bytes: int | None = None
     ) -> _Answer:
-        request = self._http.build_request("GET", path, params=params)
-        where = request.url.raw_path.decode("ascii")
+        try:
+            request = self._http.build_request("GET", path, params=params)
+        except httpx.InvalidURL:
+            # A listed id (or --id) longer than a URL may be: no request can ask for it.
+            raise InvalidRequestError(
+                f"{subject}: the id is too long to send in a request URL", method="GET", path=path
+            ) from None
+        # The path carries the id, which a listing may make as long as it likes: capped where printed.
+        where = truncate(request.url.raw_path.decode("ascii"))
         cap = self._max_answer_bytes if max_bytes is None else max_bytes
 
         async def attempt(number: int, timeout_s: float) -> _Answer | AttemptFailed:
@@ -487,8 +520,8 @@ class BflClient:
         bad = self._not_a_listing if _is_listing(where) else self._bad
         try:
             body = _loads(content)
-        except ValueError:
-            raise bad(answer, "the response body is not valid JSON", status=response.status_code) from None
+        except ValueError as exc:
+            raise bad(answer, _json_refusal(exc), status=response.status_code) from None
         if not isinstance(body, dict):
             raise bad(answer, f"expected a JSON object, got {_json_type(body)}", status=response.status_code)
         return _Answer(body, where, answer.request_id, attempt)
@@ -608,7 +641,22 @@ def _loads(content: bytes) -> Any:
     try:
         return json.loads(content, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        raise _TooDeepError from None
+
+
+class _TooDeepError(ValueError):
+    """Valid JSON nested deeper than the parser's recursion can follow."""
+
+
+def _json_refusal(exc: ValueError) -> str:
+    """Why a body was refused, in words that do not call valid JSON invalid (one finetune's sync_error)."""
+    if isinstance(exc, _TooDeepError):
+        return "the response body is JSON nested too deeply to read"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the response body is not UTF-8"
+    if isinstance(exc, json.JSONDecodeError):
+        return "the response body is not valid JSON"
+    return f"the response body is not JSON bflsync can store ({exc})"
 
 
 def _is_utf8_text(value: Any) -> bool:

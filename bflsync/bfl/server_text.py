@@ -66,10 +66,7 @@ class Scrubber:
     """
 
     def __init__(self, key: str) -> None:
-        # Short derived forms would match ordinary text; real keys are far longer than this.
-        forms = {key, *(form for form in _forms(key) if len(form) >= _MIN_DERIVED_CHARS)}
-        alternatives = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(form) for form in alternatives), re.IGNORECASE)
+        self._pattern = key_pattern(key)
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub(_MASK, text)
@@ -80,6 +77,16 @@ class Scrubber:
         Scrubbing comes first, so no cut can leave a prefix of the key behind.
         """
         return truncate(printable(self(text)), max_chars)
+
+
+def key_pattern(key: str) -> re.Pattern[str]:
+    """A pattern matching ``key`` in every form :class:`Scrubber` lists; one that matches nothing for no key."""
+    if not key:
+        return re.compile(r"(?!)")
+    # Short derived forms would match ordinary text; real keys are far longer than this.
+    forms = {key, *(form for form in _forms(key) if len(form) >= _MIN_DERIVED_CHARS)}
+    alternatives = sorted(forms, key=len, reverse=True)
+    return re.compile("|".join(re.escape(form) for form in alternatives), re.IGNORECASE)
 
 
 def _forms(key: str) -> list[str]:

@@ -22,6 +22,7 @@ from bflsync.cli.read_common import (
     reading,
     row_limit,
     warn_not_json,
+    warn_unknown_scope,
     write_records,
 )
 from bflsync.columns import COLUMN_NAMES, LIFECYCLE_COLUMNS, RUN_COUNTERS
@@ -283,6 +284,8 @@ def history(
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as store:
+        if finetune_id is None:
+            warn_unknown_scope(cli_context, store, source=source, account=account)
         entries = store.history(
             finetune_id, since=start, source=source, account=account, kinds=kinds, changes=changes
         )
@@ -446,6 +449,7 @@ def runs(
     """
     limit = row_limit(limit, output_format)
     with reading(cli_context) as store:
+        warn_unknown_scope(cli_context, store, account=account)
         if run_id is None:
             # One extra run tells whether the listing stopped at the limit.
             listed = store.runs(limit=None if limit is None else limit + 1, account=account)
@@ -612,6 +616,7 @@ def credits(
 
     start = filters.parse_timestamp(since, now=datetime.now(UTC)) if since is not None else None
     with reading(cli_context) as store:
+        warn_unknown_scope(cli_context, store, source=source, account=account)
         every = store.credits(source=source, account=account, since=start)
     limit = row_limit(limit, output_format)
     intervals, more = cut(every, limit)

@@ -21,6 +21,7 @@ from bflsync.cli.read_common import (
     reading,
     row_limit,
     warn_not_json,
+    warn_unknown_scope,
     warn_unreadable,
     write_records,
 )
@@ -186,9 +187,11 @@ def query(
             found = store.query(question, columns=_needed_columns(output_format, shown_fields))
             unreadable = found.unreadable
         matched = bool(ids) or (found is not None and bool(found.records))
+        warn_unknown_scope(cli_context, store, source=source, account=account)
         warn_unknown(cli_context, store, _unproven_fields(question, matched=matched))
         if not matched and not cli_context.quiet:
-            for note in store.unmatched_values(question):
+            notes = [*store.unmatched_values(question), store.before_the_record(question.as_of)]
+            for note in filter(None, notes):
                 click.echo(f"bflsync: warning: {printable(note)}", err=True)
     warn_unreadable(cli_context, unreadable)
     if found is None:
@@ -267,6 +270,7 @@ def facets(
         as_of=as_of,
     )
     with reading(cli_context) as store:
+        warn_unknown_scope(cli_context, store, source=source, account=account)
         warn_unknown(cli_context, store, [*fields, *(item.field for item in question.filters)])
         counts, unreadable = store.facets(fields, question)
     warn_unreadable(cli_context, unreadable)

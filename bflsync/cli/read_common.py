@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from bflsync.api import Store, open_store
+from bflsync.bfl.server_text import printable
 from bflsync.cli import completion
 from bflsync.cli.common import CliContext, Int64Range
 from bflsync.read.records import FinetuneRecord
@@ -82,6 +83,16 @@ def account_option(help_text: str) -> Callable[[F], F]:
 def reading(cli_context: CliContext) -> Store:
     """The --db store, read-only; a context manager that closes it."""
     return open_store(cli_context.db)
+
+
+def warn_unknown_scope(
+    cli_context: CliContext, store: Store, *, source: str | None = None, account: str | None = None
+) -> None:
+    """Say when --source or --account names nothing in the store: a typo there answers empty."""
+    if cli_context.quiet:
+        return
+    for note in store.unknown_scope(source=source, account=account):
+        click.echo(f"bflsync: warning: {printable(note)}", err=True)
 
 
 def warn_unreadable(cli_context: CliContext, finetune_ids: Iterable[str]) -> None:

@@ -15,6 +15,7 @@ from bflsync.errors import StaleError
 from bflsync.monitor import health
 from bflsync.monitor.durations import parse_duration, spell_duration
 from bflsync.read.reader import open_reader
+from bflsync.timeform import iso_utc
 
 
 def _max_age(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
@@ -104,12 +105,6 @@ def _stale_reason(item: health.AccountHealth, now: datetime) -> str:
     return f"{who} last synced successfully {spell_duration(age)} ago"
 
 
-def _scope(source: str | None, account: str | None) -> str:
-    """`` of account NAME at HOST``: what --account and --source narrowed the report to, if anything."""
-    scope = f" of account {account}" if account is not None else ""
-    return scope + (f" at {render.one_line(source)}" if source is not None else "")
-
-
 def _who(item: health.AccountHealth, *, between: str) -> str:
     """``SOURCE, account NAME`` on one line: the store may hold names bflsync did not write (another tool, a
     team store's other roles), and a line break or escape code in them must not forge or hide a line."""
@@ -124,12 +119,14 @@ def _text(
     found: list[health.AccountHealth],
     now: datetime,
     *,
-    scope: str,
+    scope: str | None,
 ) -> str:
     lines = [f"store: {render.one_line(where)} ({engine}, schema {revision or 'unstamped'})"]
     lines.append(f"lock: {_lock_text(lock)}")
     if not found:
-        lines.append(f"no syncs and no finetunes{scope} in the store")
+        lines.append(
+            f"no sync of {scope} in the store" if scope else "no syncs and no finetunes in the store"
+        )
     for item in found:
         lines.append("")
         lines.append(_who(item, between=", "))
@@ -150,6 +147,15 @@ def _abandoned(item: health.AccountHealth, lock: health.LockState) -> str:
     return "; abandoned: no sync holds the lock"
 
 
+def _scope(source: str | None, account: str | None) -> str | None:
+    """What --account and --source asked for, so an empty answer names it rather than the whole store."""
+    parts = [
+        *([f"account {render.one_line(account)!r}"] if account is not None else []),
+        *([f"source {render.one_line(source)!r}"] if source is not None else []),
+    ]
+    return " at ".join(parts) or None
+
+
 def _lock_text(lock: health.LockState) -> str:
     if lock.held is None:
         return "unknown"
@@ -162,7 +168,7 @@ def _run_text(run: dict[str, Any] | None, now: datetime, *, counts: bool) -> str
     if run is None:
         return "never"
     at: datetime | None = run["finished_at"] or run["started_at"]
-    when = f"{at.isoformat()} ({spell_duration(now - at)} ago)" if at is not None else "unknown time"
+    when = f"{iso_utc(at)} ({spell_duration(now - at)} ago)" if at is not None else "unknown time"
     text = (
         f"run {run['id']} {render.one_line(str(run['status']))}, ended {when}"
         if run["finished_at"]

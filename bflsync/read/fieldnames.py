@@ -16,6 +16,13 @@ from bflsync.read.filters import LABEL_PREFIX, FieldRef, format_path
 from bflsync.read.reader import Reader
 
 
+def close_matches(wanted: str, candidates: Sequence[str], *, n: int = 3) -> list[str]:
+    """Candidates equal to ``wanted`` but for case first, then the closest spellings."""
+    folded = [candidate for candidate in candidates if candidate.casefold() == wanted.casefold()]
+    close = difflib.get_close_matches(wanted, candidates, n=n, cutoff=0.6)
+    return list(dict.fromkeys([*folded, *close]))[:n]
+
+
 def unknown_field(reader: Reader, field: FieldRef) -> str | None:
     """A one-line note when no stored finetune has the key ``field`` names; ``None`` when one does."""
     if field.label is not None:
@@ -28,7 +35,7 @@ def unknown_field(reader: Reader, field: FieldRef) -> str | None:
     if not parent:
         candidates.extend(COLUMN_NAMES)
 
-    close = difflib.get_close_matches(field.name, candidates, n=1)
+    close = close_matches(field.name, candidates, n=1)
     return f"{note} (did you mean {close[0]}?)" if close else note
 
 
@@ -57,7 +64,7 @@ def _unknown_label(reader: Reader, key: str) -> str | None:
         return None
 
     note = f"no stored finetune has a label {key!r}"
-    close = difflib.get_close_matches(key, label_keys(reader), n=1)
+    close = close_matches(key, label_keys(reader), n=1)
     return f"{note} (did you mean {LABEL_PREFIX}.{close[0]}?)" if close else note
 
 

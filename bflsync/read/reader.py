@@ -31,7 +31,7 @@ from bflsync.store.check import (
     require_sqlite_version,
     store_error_for,
 )
-from bflsync.store.files import read_immutable
+from bflsync.store.files import check_journals, read_immutable
 from bflsync.timeform import iso_utc
 
 Row = tuple[Any, ...]
@@ -222,6 +222,9 @@ def _open_sqlite(path: str) -> SqliteReader:
         if read_immutable(path):
             return inspected
         inspected.close()
+    # Read normally, SQLite writes the -shm file (and would roll back a -journal): as for writes,
+    # journals planted beside the store are refused before it touches them.
+    check_journals(path)
     try:
         return _checked_sqlite(path, immutable=False)
     except StoreWriteError:

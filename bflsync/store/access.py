@@ -145,10 +145,16 @@ def locate_store(db: str | None) -> StoreLocation:
 
 def _check_server_options(url: sa.URL) -> None:
     """Refuse (exit 2) a server URL whose options libpq cannot read, before anything connects."""
+    port = [("port", str(url.port))] if url.port is not None else []
     check_server_options(
-        (name, text)
-        for name, value in url.query.items()
-        for text in ((value,) if isinstance(value, str) else value)
+        [
+            *port,
+            *(
+                (name, text)
+                for name, value in url.query.items()
+                for text in ((value,) if isinstance(value, str) else value)
+            ),
+        ]
     )
 
 
@@ -260,10 +266,12 @@ def open_store_for_read(location: StoreLocation, *, allow_behind: bool = False) 
     # Judged first through a connection that leaves no files behind, since it may be refused.
     state, revision = inspect_state(location)
     _reject_unusable(location, state, revision, missing_ok=False)
+    immutable = read_immutable(location.path)
+    if not immutable:
+        # Read normally, SQLite writes the -shm file: planted journals are refused first.
+        check_journals(location.path)
     try:
-        return _checked_read_engine(
-            location, allow_behind=allow_behind, immutable=read_immutable(location.path)
-        )
+        return _checked_read_engine(location, allow_behind=allow_behind, immutable=immutable)
     except StoreWriteError:
         # A WAL store in a directory (or mount) this user cannot write: SQLite cannot create
         # the -shm file it wants even to read. Without a -wal file no writer is mid-way, so the
@@ -292,9 +300,12 @@ def open_store_for_edit(location: StoreLocation) -> Engine:
 
     Unlike :func:`open_store_for_write` it never creates or migrates: a few words of
     annotation are no reason to create a store or change its schema. Missing, older or
-    foreign stores are refused exactly as the read commands refuse them.
+    foreign stores are refused exactly as the read commands refuse them. Its journals are
+    checked as a sync checks them: SQLite would otherwise write through a planted one.
     """
     open_store_for_read(location).dispose()
+    if location.path is not None:
+        _prepare_sqlite_file(location.path, create=False)
     return create_store_engine(location, read_only=False)
 
 

@@ -130,6 +130,7 @@ def require_head(
 # only when connecting, as an error that is not about the store.
 SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 _INTEGER_OPTIONS = ("port", "connect_timeout")
+MAX_PORT = 65535
 
 
 # libpq's connection parameters (PostgreSQL 17); any other name in the URL's query is refused.
@@ -198,6 +199,8 @@ def check_server_options(options: Iterable[tuple[str, str]]) -> None:
             raise InputError(f"--db: sslmode={text!r} is none of {', '.join(sorted(SSL_MODES))}")
         if name in _INTEGER_OPTIONS and not all(_is_integer(part) for part in text.split(",")):
             raise InputError(f"--db: {name}={text!r} is not a number")
+        if name == "port" and not all(1 <= int(part) <= MAX_PORT for part in text.split(",")):
+            raise InputError(f"--db: port={text!r} is not a port number (1 to {MAX_PORT})")
 
 
 def _is_integer(text: str) -> bool:

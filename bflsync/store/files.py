@@ -115,13 +115,17 @@ def adopt_empty_store_file(path: Path) -> None:
             journal.chmod(PRIVATE_FILE_MODE)
 
 
-def check_journals(path: Path) -> None:
-    """Refuse to let SQLite write journals beside the store that are not plain files of ours."""
-    real = path.resolve()
+def check_journals(path: str | Path) -> None:
+    """Refuse to let SQLite write journals beside the store that are not plain files of ours.
+
+    Readers need it too: a connection that is not immutable writes the ``-shm`` file. Plain
+    ``os`` calls, so the read path can call it with a str without importing pathlib.
+    """
+    real = os.path.realpath(path)
     for suffix in JOURNAL_SUFFIXES:
-        journal = journal_path(real, suffix)
+        journal = real + suffix
         try:
-            info = journal.lstat()
+            info = os.lstat(journal)
         except FileNotFoundError:
             continue
         problem = None

@@ -32,6 +32,7 @@ from sqlmodel import Session
 
 from bflsync.bfl.client import BflClient
 from bflsync.bfl.endpoints import DETAILS_PATH, LIST_PATH, RESULT_PATH
+from bflsync.bfl.server_text import key_pattern, printable, truncate
 from bflsync.bfl.status import BadStatusAnswer, parse_answer
 from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
@@ -640,6 +641,8 @@ class _Run:
         self.balance: float | None = None
         self.credits_error: ApiError | None = None
         self.gone = GoneTally(source=client.source, logger=logger)
+        # The key in every form an echo uses: none of them may reach the store.
+        self.key_echo = key_pattern(client.api_key.reveal())
 
     async def execute(self) -> SyncResult:
         """The run's outcome, however it ended; only what no outcome can say is raised (see ``run_sync``)."""
@@ -930,12 +933,10 @@ class _Run:
         """The finetune's ``get_result`` answer, or a failure of kind ``status_<kind>``."""
         self.gone.ask(RESULT_PATH)
         try:
-            body, _ = redaction.redact(
-                await self.client.get_result(finetune_id), self.client.api_key.reveal()
-            )
+            body, _ = redaction.redact(await self.client.get_result(finetune_id), self.key_echo)
             answer = parse_answer(body)
         except ApiError as exc:
-            warning = f"status of finetune {finetune_id} not recorded: {exc}"
+            warning = f"status of finetune {shown_id(finetune_id)} not recorded: {exc}"
             if not self.gone.hold(RESULT_PATH, exc, warning):
                 logger.warning("%s", warning)
             failure = FetchFailure(
@@ -966,7 +967,7 @@ class _Run:
         try:
             details = await self.client.get_details(finetune_id)
         except ApiError as exc:
-            warning = f"finetune {finetune_id} not stored: {exc}"
+            warning = f"finetune {shown_id(finetune_id)} not stored: {exc}"
             if not self.gone.hold(DETAILS_PATH, exc, warning):
                 logger.warning("%s", warning)
             failure = FetchFailure(
@@ -977,7 +978,7 @@ class _Run:
                 attempts=exc.attempts,
             )
             return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
-        details, redacted = redaction.redact(details, self.client.api_key.reveal())
+        details, redacted = redaction.redact(details, self.key_echo)
         if redacted:
             logger.warning(
                 "finetune %s: the API key was in the answer; stored as %s", finetune_id, redaction.MARKER
@@ -1052,3 +1053,8 @@ def _one_error(error: Exception) -> Exception:
             logger.debug("another fetch task failed too", exc_info=other)
         error = error.exceptions[0]
     return error
+
+
+def shown_id(finetune_id: str) -> str:
+    """An id as a warning line prints it: escaped, and capped, since a listing may make ids of any length."""
+    return truncate(printable(finetune_id))
