@@ -8,7 +8,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from bflsync.bfl.server_text import Scrubber, printable, truncate
+from bflsync.bfl.key_forms import Scrubber
+from bflsync.bfl.server_text import printable, truncate
 
 KEY = "sk-Ab/c+d=e&f<g>h\"i'j"
 

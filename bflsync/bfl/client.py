@@ -28,9 +28,10 @@ import httpx
 
 from bflsync.bfl.body import ACCEPT_ENCODING, BodyDecodeError, BodyTooLargeError, read_capped
 from bflsync.bfl.endpoints import CREDITS_PATH, DETAILS_PATH, LIST_PATH, RESULT_PATH, TASK_NOT_FOUND
+from bflsync.bfl.key_forms import Scrubber
 from bflsync.bfl.net import is_loopback_host
 from bflsync.bfl.retry import AttemptFailed, Retrier, RetryPolicy
-from bflsync.bfl.server_text import Scrubber, printable, truncate
+from bflsync.bfl.server_text import printable, truncate
 from bflsync.config import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,

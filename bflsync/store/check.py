@@ -15,7 +15,6 @@ import sqlite3
 import stat
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_plus
 
 from bflsync.errors import (
     InputError,
@@ -335,6 +334,10 @@ def display_url(url: str) -> str:
         userinfo = f"{userinfo.partition(':')[0]}:***"
     rest, question, query = rest.partition("?")
     if question:
+        # Imported here: urllib.parse (and the ipaddress module it loads) is ~2.5 ms of every
+        # SQLite read's start-up, and only a URL with a query string needs it.
+        from urllib.parse import unquote_plus
+
         pairs = (pair.partition("=") for pair in query.split("&"))
         query = "&".join(
             f"{key}={'***' if unquote_plus(key).strip().lower() in SECRET_OPTIONS else value}"

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote_plus
 
 from bflsync.errors import InputError
 
@@ -96,6 +95,10 @@ def split_read_timeout(url: str) -> tuple[str, float]:
     rest, question, query = url.partition("?")
     if not question:
         return url, READ_TIMEOUT_S
+    # Imported here: store.check imports this module for its constants, so a top-level urllib.parse
+    # (and the ipaddress module it loads) would be ~2.5 ms of every SQLite read's start-up.
+    from urllib.parse import unquote_plus
+
     kept: list[str] = []
     values: list[str] = []
     for pair in query.split("&"):

@@ -6,7 +6,7 @@ would break that promise: every string of the answer, keys of objects included, 
 occurrence of the key replaced by :data:`MARKER` before anything is hashed or stored, and the
 version row records ``redacted = true``. The caller passes the pattern that finds the key in
 every form an echo uses (base64, hex, percent-encoded, case-changed:
-:func:`bflsync.bfl.server_text.key_pattern`), not only as sent. The walk is iterative: an answer nested thousands of
+:func:`bflsync.bfl.key_forms.key_pattern`), not only as sent. The walk is iterative: an answer nested thousands of
 levels deep is redacted like any other.
 """
 

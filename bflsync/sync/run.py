@@ -32,7 +32,8 @@ from sqlmodel import Session
 
 from bflsync.bfl.client import BflClient
 from bflsync.bfl.endpoints import DETAILS_PATH, LIST_PATH, RESULT_PATH
-from bflsync.bfl.server_text import key_pattern, printable, truncate
+from bflsync.bfl.key_forms import key_pattern
+from bflsync.bfl.server_text import printable, truncate
 from bflsync.bfl.status import BadStatusAnswer, parse_answer
 from bflsync.columns import RUN_COUNTERS
 from bflsync.config import DEFAULT_ACCOUNT, MAX_CONCURRENCY, Secret
