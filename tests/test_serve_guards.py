@@ -614,16 +614,21 @@ def test_uds_on_a_stale_socket_is_exit_3(store: Path, tmp_path: Path) -> None:
 
 def test_uds_errors_show_no_traceback_as_a_subprocess(store: Path, tmp_path: Path) -> None:
     path = tmp_path / ("s" * (120 - len(str(tmp_path))))
-    result = subprocess.run(
-        [sys.executable, "-m", "bflsync", "--db", str(store), "serve", "--uds", str(path)],
+    result = serve_process(store, "--uds", str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def serve_process(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``bflsync serve`` as a user runs it, for the refusals that end it before it serves."""
+    return subprocess.run(
+        [sys.executable, "-m", "bflsync", "--db", str(store), "serve", *args],
         capture_output=True,
         text=True,
         env=scrubbed_env(),
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def scrubbed_env() -> dict[str, str]:
@@ -660,13 +665,6 @@ def test_a_busy_port_is_found_before_datasette_is_imported(store: Path) -> None:
 @pytest.mark.parametrize("host", ["", "  "])
 def test_an_empty_host_is_refused_instead_of_binding_every_address(store: Path, host: str) -> None:
     """bind() takes "" for every address; the URL announced would be http://:PORT/ and refuse every Host."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bflsync", "--db", str(store), "serve", "--host", host, "--port", "0"],
-        capture_output=True,
-        text=True,
-        env=scrubbed_env(),
-        timeout=60,
-        check=False,
-    )
+    result = serve_process(store, "--host", host, "--port", "0")
     assert result.returncode == 2
     assert result.stderr.startswith("bflsync: error: ") and result.stderr.count("\n") == 1
