@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -233,7 +234,21 @@ def test_export_keeps_every_column_and_the_raw_details_as_stored(source_store: s
     assert [sorted(row) for row in exported] == [sorted(row) for row in stored]
     assert [row["details"] for row in exported] == [row["details"] for row in stored]
     assert [row["id"] for row in exported] == [row["id"] for row in stored]
-    assert exported[3]["observed_at"] == "2026-01-02T09:00:00.123456+00:00"
+
+
+def test_export_writes_times_in_the_one_form_the_store_holds_and_prints(
+    source_store: str, tmp_path: Path
+) -> None:
+    run(source_store, "export", str(tmp_path / "a"))
+    with closing(sqlite3.connect(source_store)) as connection:
+        stored = [
+            row[0] for row in connection.execute("SELECT observed_at FROM finetune_version ORDER BY id")
+        ]
+    lines = (tmp_path / "a" / "finetune_version.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["observed_at"] for line in lines] == stored
+    assert stored[3] == "2026-01-02T09:00:00.123456Z"
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["exported_at"].endswith("Z")
 
 
 def test_export_leaves_out_key_fingerprints_and_their_secret_unless_asked(

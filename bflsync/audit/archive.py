@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +35,7 @@ from sqlmodel import SQLModel
 
 from bflsync.errors import ArchiveError
 from bflsync.store.schema import POSTGRES_ONLY_COLUMNS
+from bflsync.timeform import iso_utc
 
 FORMAT: Final = "bflsync-archive"
 FORMAT_VERSION: Final = 1
@@ -169,8 +170,7 @@ def _kind(column: sa.Column[Any]) -> str:
 
 
 def _encode_datetime(value: datetime) -> str:
-    moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return iso_utc(value)
 
 
 def _decode_datetime(value: Any) -> datetime:

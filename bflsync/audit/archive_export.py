@@ -40,6 +40,7 @@ from bflsync.audit.archive import (
 from bflsync.audit.checkpoint import current_checkpoint
 from bflsync.errors import ArchiveError
 from bflsync.store.schema import FINGERPRINT_META_NAME
+from bflsync.timeform import iso_utc
 from bflsync.version import __version__
 
 _PAGE = 2000
@@ -96,7 +97,7 @@ def _write(connection: Connection, workdir: Path, *, options: ExportOptions, now
     manifest = Manifest(
         schema_revision=revision,
         bflsync_version=__version__,
-        exported_at=now.isoformat(timespec="seconds"),
+        exported_at=iso_utc(now),
         layout="split" if options.split else "tables",
         accounts=sorted(options.accounts) if options.accounts else None,
         key_fingerprints=FINGERPRINTS_INCLUDED if options.key_fingerprints else FINGERPRINTS_OMITTED,
