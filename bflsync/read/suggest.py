@@ -11,6 +11,7 @@ says so instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from bflsync.read.fieldnames import close_matches
@@ -40,7 +41,7 @@ def unmatched_values(reader: Reader, query: Query) -> list[str]:
             continue
         texts = [value for value in values if isinstance(value, str)]
         close = close_matches(test.value, texts, n=1)
-        listed = ", ".join(map(str, values[:VALUES_SHOWN])) + (", …" if len(values) > VALUES_SHOWN else "")
+        listed = _listed(values)
         guess = f" did you mean {close[0]}?" if close else ""
         notes.append(
             f"no finetune has {item.field.name} {test.value!r};{guess} values: {listed} "
@@ -69,7 +70,7 @@ def unknown_scope(reader: Reader, *, source: str | None, account: str | None) ->
             continue
         close = close_matches(wanted, known, n=1)
         guess = f" did you mean {close[0]}?" if close else ""
-        listed = ", ".join(known[:VALUES_SHOWN]) + (", …" if len(known) > VALUES_SHOWN else "")
+        listed = _listed(known)
         there = f" {name}s: {listed}" if known else " the store holds none yet"
         notes.append(f"nothing is stored for {name} {wanted!r};{guess}{there}")
     return notes
@@ -85,3 +86,8 @@ def before_the_record(reader: Reader, as_of: datetime | None) -> str | None:
     if start is None or as_of >= start:
         return None
     return f"the store's record starts at {iso_utc(start)}; nothing was stored as of {iso_utc(as_of)}"
+
+
+def _listed(values: Sequence[object]) -> str:
+    """The first :data:`VALUES_SHOWN` values, comma-separated, an ellipsis marking the rest."""
+    return ", ".join(map(str, values[:VALUES_SHOWN])) + (", …" if len(values) > VALUES_SHOWN else "")
