@@ -388,6 +388,20 @@ def test_an_id_too_long_to_request_fails_that_finetune_alone(
     assert "internal error" not in result.stderr
 
 
+def test_a_long_id_is_capped_in_the_warning_that_its_answer_held_the_key(
+    runner: CliRunner, db_path: Path
+) -> None:
+    listing = answer(200, {"finetunes": ["y" * 60_000]})
+    echoing = answer(200, {"finetune_details": {"finetune_comment": f"key was {KEY}"}})
+    with hostile_server({LIST: listing}, default=echoing) as server:
+        result = sync(runner, db_path, server)
+
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if "API key was in the answer" in line]
+    assert warning.startswith("bflsync: warning: finetune yyy")
+    assert len(warning) < 4 * 300
+
+
 def test_a_long_id_is_capped_in_warning_lines(runner: CliRunner, db_path: Path) -> None:
     def long_ones_unknown(conn: Connection) -> None:
         too_long = len(conn.path) > 1_000

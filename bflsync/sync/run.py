@@ -453,7 +453,7 @@ class _Writer:
                 if not writes.is_storage_error(exc):
                     raise
                 message = writes.storage_error_message(finetune_id, exc)
-                logger.warning("finetune %s not stored: %s", finetune_id, message)
+                logger.warning("finetune %s not stored: %s", shown_id(finetune_id), message)
                 writes.record_failure(
                     self.session, run_id=self.run_id, finetune_id=finetune_id, kind="storage", message=message
                 )
@@ -950,7 +950,7 @@ class _Run:
             )
             return failure, exc if isinstance(exc, AuthError | CreditsError | RunLimitError) else None
         except BadStatusAnswer as exc:
-            logger.warning("status of finetune %s not recorded: %s", finetune_id, exc)
+            logger.warning("status of finetune %s not recorded: %s", shown_id(finetune_id), exc)
             return FetchFailure(
                 finetune_id=finetune_id,
                 kind="status_bad_json",
@@ -982,7 +982,9 @@ class _Run:
         details, redacted = redaction.redact(details, self.key_echo)
         if redacted:
             logger.warning(
-                "finetune %s: the API key was in the answer; stored as %s", finetune_id, redaction.MARKER
+                "finetune %s: the API key was in the answer; stored as %s",
+                shown_id(finetune_id),
+                redaction.MARKER,
             )
         return writes.Observation(finetune_id, details, redacted), None
 
